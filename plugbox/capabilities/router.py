@@ -1,0 +1,114 @@
+"""The capability router: the single entry through which both tiers reach host services.
+
+`CapabilityRouter.invoke(caller, verb, args)`: look the verb up in the allowlist, check the
+permission, validate the arguments, check the session scope, then call the service under the
+verb's timeout. Every refusal is a CapabilityError whose message names the verb and the
+permission, argument or session at fault; host-service errors are translated, never leaked raw.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import msgspec
+
+from plugbox.capabilities.messages import MessageService
+from plugbox.capabilities.verbs import VERBS, Verb
+from plugbox.engines.base import Engine
+from plugbox.errors import CapabilityError, CapabilityTimeout, EngineError, SendVetoed, StorageError
+from plugbox.permissions import SessionScope, check_permission, check_session
+from plugbox.storage.kv import PluginStorage
+
+__all__ = ["Caller", "CapabilityRouter", "Services"]
+
+log = logging.getLogger("plugbox.capabilities")
+
+
+class Caller(Protocol):
+    """What the router needs to know about the calling plugin."""
+
+    @property
+    def plugin_id(self) -> str: ...
+
+    @property
+    def permissions(self) -> Collection[str]: ...
+
+    @property
+    def scope(self) -> SessionScope: ...
+
+
+@dataclass(slots=True)
+class Services:
+    engine: Engine
+    messages: MessageService
+    storage: PluginStorage
+
+
+class CapabilityRouter:
+    def __init__(
+        self,
+        services: Services,
+        *,
+        timeout: float,
+        send_factor: int,
+        verbs: dict[str, Verb] = VERBS,
+        on_call: Callable[[str, str], None] | None = None,
+    ) -> None:
+        self.services = services
+        self._timeout = timeout
+        self._send_timeout = timeout * send_factor
+        self._verbs = verbs
+        self._on_call = on_call
+
+    def verb_names(self) -> list[str]:
+        return sorted(self._verbs)
+
+    async def invoke(self, caller: Caller, verb_name: str, args: Any) -> Any:
+        outcome = "error"
+        try:
+            result = await self._invoke(caller, verb_name, args)
+            outcome = "ok"
+            return result
+        except CapabilityTimeout:
+            outcome = "timeout"
+            raise
+        finally:
+            if self._on_call is not None:
+                self._on_call(verb_name if verb_name in self._verbs else "unknown", outcome)
+
+    async def _invoke(self, caller: Caller, verb_name: str, args: Any) -> Any:
+        verb = self._verbs.get(verb_name) if isinstance(verb_name, str) else None
+        if verb is None:
+            raise CapabilityError(f"unknown capability verb {str(verb_name)[:64]!r}")
+        check_permission(caller.plugin_id, caller.permissions, verb.permission, verb.name)
+        try:
+            parsed = msgspec.convert(args, verb.args)
+        except msgspec.ValidationError as exc:
+            raise CapabilityError(f"{verb.name}: invalid argument: {_name_arg(str(exc))}") from None
+        if verb.session_arg:
+            check_session(caller.plugin_id, caller.scope, parsed.session_id, self.services.engine.is_live)
+        budget = self._send_timeout if verb.send else self._timeout
+        try:
+            async with asyncio.timeout(budget):
+                return await verb.handler(self.services, caller, parsed)
+        except TimeoutError:
+            raise CapabilityTimeout(f"{verb.name}: timed out after {budget:g} s") from None
+        except CapabilityError:
+            raise
+        except (EngineError, StorageError, SendVetoed) as exc:
+            raise CapabilityError(f"{verb.name}: {exc}") from None
+        except Exception as exc:
+            log.exception("capability %s for plugin %s failed inside the host", verb.name, caller.plugin_id)
+            raise CapabilityError(f"{verb.name}: host service failed ({type(exc).__name__})") from None
+
+
+def _name_arg(msgspec_message: str) -> str:
+    """msgspec says '... - at `$.chat_id`'; lead with the argument's name."""
+    text, sep, where = msgspec_message.rpartition(" - at `$.")
+    if sep:
+        return f"{where.rstrip('`')!r}: {text}"
+    return msgspec_message

@@ -1,0 +1,69 @@
+"""Human-readable output of the CLI (rich tables)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from plugbox.settings import Settings
+
+console = Console()
+
+
+def _layers_table(layers: list[dict[str, Any]] | None, title: str = "Confinement") -> Table:
+    table = Table(title=title)
+    table.add_column("layer")
+    table.add_column("applied")
+    table.add_column("detail")
+    for layer in layers or []:
+        ok = layer.get("applied")
+        table.add_row(str(layer.get("name")), "[green]yes[/]" if ok else "[red]no[/]", str(layer.get("detail", "")))
+    return table
+
+
+def print_dev_report(report: dict[str, Any]) -> None:
+    p = report["plugin"]
+    status = p.get("final_status") or p.get("status")
+    console.print(f"[bold]plugin[/] {p.get('id')}  status: {p.get('status')} → {status}")
+    if p.get("error"):
+        console.print(f"[red]error:[/] {p['error']}")
+    if report.get("hook") is not None:
+        console.print(f"[bold]hook result[/] {json.dumps(report['hook'], default=str)}")
+    console.print(f"[bold]sent[/] ({len(report['sent'])})")
+    for m in report["sent"]:
+        console.print(f"  → {m.get('chatId')}: {m.get('body')}")
+    console.print(f"[bold]storage[/] {json.dumps(report['storage'], default=str)}")
+    console.print(f"[bold]logs[/] ({len(report['logs'])})")
+    for line in report["logs"]:
+        console.print(f"  [{line['level']}] {line['message']}")
+    console.print(_layers_table(report.get("confinement")))
+
+
+def print_doctor(settings: Settings, as_json: bool) -> None:
+    from plugbox.confine import probe
+
+    probes = [{"name": p.name, "available": p.available, "detail": p.detail} for p in probe()]
+    strict = settings.confinement == "strict"
+    missing = [p["name"] for p in probes if not p["available"] and p["name"] != "namespaces"]
+    verdict = (
+        "plugins start fully confined"
+        if not missing
+        else ("plugins will NOT start (strict policy): missing " + ", ".join(missing))
+        if strict
+        else ("plugins start DEGRADED, missing " + ", ".join(missing))
+    )
+    if as_json:
+        sys.stdout.write(json.dumps({"policy": settings.confinement, "layers": probes, "verdict": verdict}) + "\n")
+        return
+    table = Table(title=f"plugbox doctor — policy: {settings.confinement}")
+    table.add_column("layer")
+    table.add_column("available")
+    table.add_column("detail")
+    for p in probes:
+        table.add_row(p["name"], "[green]yes[/]" if p["available"] else "[red]no[/]", p["detail"])
+    console.print(table)
+    console.print(verdict)

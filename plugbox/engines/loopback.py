@@ -1,0 +1,400 @@
+"""The loopback engine: an in-memory WhatsApp-style engine for development, demos and tests (SPEC §8).
+
+It simulates sessions (with their ``session:*`` events), contacts, groups and chats, keeps each chat's
+history in both directions, records every outbound message in `LoopbackEngine.sent`, and lets a user
+inject inbound messages with `inject_inbound`, which the host turns into ``message:received``.
+
+Nothing here touches the network or the disk, and nothing is random: message ids come from a counter
+and timestamps from the injectable `clock`, so tests are deterministic. Memory is bounded: each chat
+keeps its last `history_limit` messages and `sent` its last `max_sent` entries.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from plugbox.engines.base import (
+    HISTORY_LIMIT_DEFAULT,
+    InboundCallback,
+    SessionEventCallback,
+    clamp_history_limit,
+)
+from plugbox.errors import EngineError
+
+__all__ = ["MAX_TEXT_CHARS", "LoopbackEngine", "canonical_id"]
+
+MAX_TEXT_CHARS = 65536  # WhatsApp's own cap on a text message
+
+_CONTACT_SUFFIX = "@c.us"
+_GROUP_SUFFIX = "@g.us"
+_PHONE_DIGITS = re.compile(r"[0-9]{5,15}")  # E.164 allows at most 15 digits
+_GROUP_LOCAL = re.compile(r"[0-9A-Za-z][0-9A-Za-z-]{0,63}")
+_SESSION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_PHONE_PUNCTUATION = str.maketrans("", "", " +-().")
+_FIRST_OWN_NUMBER = 15550000000
+
+Message = dict[str, Any]
+
+
+def _show(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def canonical_id(value: object, what: str = "chat id") -> str:
+    """``<digits>@c.us`` for a phone number in any common notation (``+1 (555) 010-9999``,
+    ``15550109999``, ``15550109999@s.whatsapp.net``), a valid ``<id>@g.us`` unchanged; else EngineError."""
+    if type(value) is not str:
+        raise EngineError(f"{what}: must be a str, got {type(value).__name__}")
+    text = value.strip()
+    if text.endswith(_GROUP_SUFFIX):
+        if _GROUP_LOCAL.fullmatch(text[: -len(_GROUP_SUFFIX)]):
+            return text
+    else:
+        local, at, domain = text.partition("@")
+        if not at:
+            local = local.translate(_PHONE_PUNCTUATION)
+        if (not at or domain in ("c.us", "s.whatsapp.net")) and _PHONE_DIGITS.fullmatch(local):
+            return local + _CONTACT_SUFFIX
+    raise EngineError(f"{what} {_show(value)}: not a phone number, <digits>@c.us or <id>@g.us")
+
+
+def _is_group(chat_id: str) -> bool:
+    return chat_id.endswith(_GROUP_SUFFIX)
+
+
+@dataclass
+class _Chat:
+    id: str
+    messages: dict[str, Message] = field(default_factory=dict)  # by id, oldest first
+    timestamp: int = 0
+
+
+@dataclass
+class _Session:
+    id: str
+    me: str
+    status: str = "created"  # created | starting | ready | disconnected
+    contacts: dict[str, dict[str, Any]] = field(default_factory=dict)
+    groups: dict[str, dict[str, Any]] = field(default_factory=dict)
+    chats: dict[str, _Chat] = field(default_factory=dict)
+
+    def chat(self, chat_id: str) -> _Chat:
+        chat = self.chats.get(chat_id)
+        if chat is None:
+            chat = self.chats[chat_id] = _Chat(chat_id)
+        return chat
+
+
+class LoopbackEngine:
+    """An in-memory engine implementing `plugbox.engines.base.Engine`."""
+
+    def __init__(
+        self,
+        *,
+        clock: Callable[[], float] = time.time,
+        on_session_event: SessionEventCallback | None = None,
+        on_inbound: InboundCallback | None = None,
+        history_limit: int = 1000,
+        max_sent: int = 10000,
+    ) -> None:
+        self.clock = clock
+        self.on_session_event = on_session_event
+        self.on_inbound = on_inbound
+        self.history_limit = history_limit
+        self.max_sent = max_sent
+        self.sent: list[Message] = []  # every outbound message, each with its "session_id"
+        self._sessions: dict[str, _Session] = {}
+        self._message_counter = 0
+        self._session_counter = 0
+
+    # -- sessions ------------------------------------------------------------------------------------
+
+    def is_live(self, session_id: str) -> bool:
+        session = self._sessions.get(session_id)
+        return session is not None and session.status == "ready"
+
+    def sessions(self) -> list[dict[str, Any]]:
+        return [
+            {"id": s.id, "status": s.status, "live": s.status == "ready", "me": s.me}
+            for s in sorted(self._sessions.values(), key=lambda s: s.id)
+        ]
+
+    async def create_session(self, session_id: str, start: bool = True, me: str | None = None) -> None:
+        """Create a session (``session:created``) and, with `start`, connect it. `me` is its own number."""
+        if type(session_id) is not str or not _SESSION_ID.fullmatch(session_id):
+            raise EngineError(f"session id {_show(session_id)}: 1-64 of A-Z a-z 0-9 . _ - required")
+        if session_id in self._sessions:
+            raise EngineError(f"session {session_id!r} already exists")
+        self._session_counter += 1
+        own = canonical_id(me, "own number") if me is not None else self._default_me()
+        if _is_group(own):
+            raise EngineError(f"own number {me!r}: a group id cannot own a session")
+        self._sessions[session_id] = _Session(session_id, own)
+        await self._emit("session:created", session_id, {"status": "created"})
+        if start:
+            await self.start_session(session_id)
+
+    def _default_me(self) -> str:
+        return f"{_FIRST_OWN_NUMBER + self._session_counter}{_CONTACT_SUFFIX}"
+
+    async def start_session(self, session_id: str) -> None:
+        """Connect: ``session:starting`` then ``session:ready``. A no-op on a live session."""
+        session = self._session(session_id)
+        if session.status == "ready":
+            return
+        session.status = "starting"
+        await self._emit("session:starting", session_id, {"status": "starting"})
+        session.status = "ready"
+        await self._emit("session:ready", session_id, {"status": "ready", "me": session.me})
+
+    async def stop_session(self, session_id: str, reason: str = "stopped") -> None:
+        """Disconnect (``session:disconnected`` with `reason`); data is kept. A no-op when not live."""
+        session = self._session(session_id)
+        if session.status != "ready":
+            return
+        session.status = "disconnected"
+        await self._emit("session:disconnected", session_id, {"status": "disconnected", "reason": reason})
+
+    async def delete_session(self, session_id: str) -> None:
+        """Disconnect if live, forget the session and its data, then ``session:deleted``."""
+        await self.stop_session(session_id, reason="deleted")
+        del self._sessions[session_id]
+        await self._emit("session:deleted", session_id, {"status": "deleted"})
+
+    async def _emit(self, event: str, session_id: str, data: dict[str, Any]) -> None:
+        if self.on_session_event is not None:
+            result = self.on_session_event(event, session_id, {"sessionId": session_id, **data})
+            if inspect.isawaitable(result):
+                await result
+
+    def _session(self, session_id: str) -> _Session:
+        session = self._sessions.get(session_id) if type(session_id) is str else None
+        if session is None:
+            raise EngineError(f"unknown session {_show(session_id)}")
+        return session
+
+    def _live(self, session_id: str) -> _Session:
+        session = self._session(session_id)
+        if session.status != "ready":
+            raise EngineError(f"session {session_id!r} is not live (status {session.status!r})")
+        return session
+
+    # -- fixtures: contacts and groups (need a known session, live or not) ---------------------------
+
+    def add_contact(
+        self, session_id: str, contact_id: str, name: str, phone: str | None = None
+    ) -> dict[str, Any]:
+        session = self._session(session_id)
+        cid = canonical_id(contact_id, "contact id")
+        if _is_group(cid):
+            raise EngineError(f"contact id {contact_id!r}: a group id, use add_group")
+        number = canonical_id(phone, "phone") if phone is not None else cid
+        contact = {"id": cid, "name": str(name), "number": number.partition("@")[0], "isGroup": False}
+        session.contacts[cid] = contact
+        return dict(contact)
+
+    def add_group(
+        self,
+        session_id: str,
+        group_id: str,
+        name: str,
+        participants: Iterable[str],
+        admins: Iterable[str] = (),
+    ) -> dict[str, Any]:
+        """Add a group (a bare id gets ``@g.us``); its chat exists from now on."""
+        session = self._session(session_id)
+        if type(group_id) is str and "@" not in group_id:
+            group_id += _GROUP_SUFFIX
+        gid = canonical_id(group_id, "group id")
+        if not _is_group(gid):
+            raise EngineError(f"group id {group_id!r}: not a <id>@g.us id")
+        members = [canonical_id(p, "participant") for p in participants]
+        admin_ids = {canonical_id(a, "admin") for a in admins}
+        session.groups[gid] = {"id": gid, "name": str(name), "participants": members, "admins": admin_ids}
+        session.chat(gid)
+        return self._group_view(session.groups[gid])
+
+    @staticmethod
+    def _group_view(group: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "id": group["id"],
+            "name": group["name"],
+            "participants": [{"id": p, "isAdmin": p in group["admins"]} for p in group["participants"]],
+        }
+
+    # -- engine verbs --------------------------------------------------------------------------------
+
+    async def get_group_info(self, session_id: str, group_id: str) -> dict[str, Any]:
+        session = self._live(session_id)
+        gid = canonical_id(group_id, "group id")
+        group = session.groups.get(gid)
+        if group is None:
+            raise EngineError(f"session {session_id!r} has no group {gid!r}")
+        return self._group_view(group)
+
+    async def get_contacts(self, session_id: str) -> list[dict[str, Any]]:
+        session = self._live(session_id)
+        return [dict(session.contacts[cid]) for cid in sorted(session.contacts)]
+
+    async def get_contact_by_id(self, session_id: str, contact_id: str) -> dict[str, Any] | None:
+        session = self._live(session_id)
+        contact = session.contacts.get(canonical_id(contact_id, "contact id"))
+        return None if contact is None else dict(contact)
+
+    async def check_number_exists(self, session_id: str, phone: str) -> bool:
+        """True for the session's own number, its contacts and anyone it has chatted with."""
+        session = self._live(session_id)
+        cid = canonical_id(phone, "phone")
+        return not _is_group(cid) and (cid == session.me or cid in session.contacts or cid in session.chats)
+
+    async def get_chats(self, session_id: str) -> list[dict[str, Any]]:
+        """Chats, most recent activity first."""
+        session = self._live(session_id)
+        chats = sorted(session.chats.values(), key=lambda c: (-c.timestamp, c.id))
+        return [
+            {
+                "id": c.id,
+                "name": self._chat_name(session, c.id),
+                "isGroup": _is_group(c.id),
+                "timestamp": c.timestamp,
+            }
+            for c in chats
+        ]
+
+    @staticmethod
+    def _chat_name(session: _Session, chat_id: str) -> str:
+        entry = session.groups.get(chat_id) or session.contacts.get(chat_id)
+        return str(entry["name"]) if entry else chat_id.partition("@")[0]
+
+    async def get_chat_history(
+        self,
+        session_id: str,
+        chat_id: str,
+        limit: int = HISTORY_LIMIT_DEFAULT,
+        include_media: bool = False,
+    ) -> list[dict[str, Any]]:
+        """The last `limit` (clamped to 1..100) messages, oldest first. The loopback engine has no
+        media; `include_media` is accepted for parity with real engines."""
+        session = self._live(session_id)
+        if type(limit) is not int:
+            raise EngineError(f"limit: must be an int, got {type(limit).__name__}")
+        chat = session.chats.get(canonical_id(chat_id))
+        if chat is None:
+            return []
+        messages = list(chat.messages.values())[-clamp_history_limit(limit) :]
+        return [dict(m) for m in messages]
+
+    async def canonical_chat_id(self, session_id: str, chat_id: str) -> str:
+        self._live(session_id)
+        return canonical_id(chat_id)
+
+    async def send_text(self, session_id: str, chat_id: str, text: str) -> dict[str, Any]:
+        session = self._live(session_id)
+        return self._send(session, canonical_id(chat_id), text, quoted_id=None)
+
+    async def reply(self, session_id: str, chat_id: str, quoted_id: str, text: str) -> dict[str, Any]:
+        session = self._live(session_id)
+        cid = canonical_id(chat_id)
+        self._check_quoted(session, cid, quoted_id)
+        return self._send(session, cid, text, quoted_id=quoted_id)
+
+    # -- inbound -------------------------------------------------------------------------------------
+
+    async def inject_inbound(
+        self,
+        session_id: str,
+        chat_id: str,
+        body: str,
+        sender: str | None = None,
+        quoted_id: str | None = None,
+    ) -> dict[str, Any]:
+        """Receive `body` in `chat_id` as if sent by `sender` (required in a group, the peer otherwise),
+        store it, and await `on_inbound(session_id, message)`. Returns the message."""
+        session = self._live(session_id)
+        cid = canonical_id(chat_id)
+        self._check_text(body, "body")
+        if _is_group(cid):
+            if cid not in session.groups:
+                raise EngineError(f"session {session_id!r} has no group {cid!r}")
+            if sender is None:
+                raise EngineError(f"sender: required for a message in group {cid!r}")
+            author = canonical_id(sender, "sender")
+            if _is_group(author):
+                raise EngineError(f"sender {sender!r}: a group cannot send messages")
+        else:
+            author = cid if sender is None else canonical_id(sender, "sender")
+            if author != cid:
+                raise EngineError(f"sender {sender!r}: in a direct chat the sender is the chat {cid!r}")
+        if quoted_id is not None:
+            self._check_quoted(session, cid, quoted_id)
+        message = self._store(session, cid, author, session.me, body, False, quoted_id)
+        if self.on_inbound is not None:
+            result = self.on_inbound(session_id, dict(message))
+            if inspect.isawaitable(result):
+                await result
+        return dict(message)
+
+    # -- internals -----------------------------------------------------------------------------------
+
+    @staticmethod
+    def _check_text(text: object, what: str) -> None:
+        if type(text) is not str:
+            raise EngineError(f"{what}: must be a str, got {type(text).__name__}")
+        if len(text) > MAX_TEXT_CHARS:
+            raise EngineError(f"{what}: {len(text)} characters, at most {MAX_TEXT_CHARS} allowed")
+
+    @staticmethod
+    def _check_quoted(session: _Session, chat_id: str, quoted_id: object) -> None:
+        chat = session.chats.get(chat_id)
+        if type(quoted_id) is not str or chat is None or quoted_id not in chat.messages:
+            raise EngineError(
+                f"quoted message {_show(quoted_id)}: not found in chat {chat_id!r} of session {session.id!r}"
+            )
+
+    def _send(self, session: _Session, chat_id: str, text: str, quoted_id: str | None) -> dict[str, Any]:
+        self._check_text(text, "text")
+        if not text:
+            raise EngineError("text: must not be empty")
+        if _is_group(chat_id) and chat_id not in session.groups:
+            raise EngineError(f"session {session.id!r} has no group {chat_id!r}")
+        message = self._store(session, chat_id, session.me, chat_id, text, True, quoted_id)
+        self.sent.append({**message, "session_id": session.id})
+        if len(self.sent) > self.max_sent:
+            del self.sent[: len(self.sent) - self.max_sent]
+        return dict(message)
+
+    def _store(
+        self,
+        session: _Session,
+        chat_id: str,
+        sender: str,
+        to: str,
+        body: str,
+        from_me: bool,
+        quoted_id: str | None,
+    ) -> Message:
+        self._message_counter += 1
+        timestamp = int(self.clock())
+        message: Message = {
+            "id": f"lb-{session.id}-{self._message_counter}",
+            "chatId": chat_id,
+            "from": sender,
+            "to": to,
+            "body": body,
+            "fromMe": from_me,
+            "timestamp": timestamp,
+            "quotedId": quoted_id,
+            "hasMedia": False,
+        }
+        chat = session.chat(chat_id)
+        chat.messages[message["id"]] = message
+        chat.timestamp = timestamp
+        while len(chat.messages) > self.history_limit:
+            del chat.messages[next(iter(chat.messages))]
+        return message

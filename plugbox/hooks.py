@@ -1,0 +1,208 @@
+"""The hook bus (SPEC §4): who handles which event, in which order, and what comes out.
+
+`HookBus.execute` is the whole call loop: handlers run in ascending priority (ties in registration
+order), each sees the data the previous one returned, `stop` ends the chain but its data applies,
+a handler that raises, returns an error or runs past its budget is logged and skipped. Whether a
+handler is in-process (built-in) or a proxy into a worker makes no difference here: both are
+awaitables under the same budget. The bus owns no plugin state; it asks the loader, through
+callbacks, which plugins are in scope for a session and what their per-session config is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import inspect
+import itertools
+import logging
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from plugbox._ratelimit import RateLimiter
+from plugbox.events import EVENTS
+from plugbox.sdk import HookContext, HookResult
+
+__all__ = ["HookBus", "HookOutcome", "Registration", "reentry_scope"]
+
+log = logging.getLogger("plugbox.hooks")
+
+Handler = Callable[[HookContext], Awaitable[HookResult | None] | HookResult | None]
+
+VETO_EVENTS = frozenset({"message:sending", "webhook:before"})
+
+# (plugin_id, event) pairs whose handler is running in this task: a capability call made from a
+# handler that fires the same event again must not re-enter that handler.
+_reentry: contextvars.ContextVar[frozenset[tuple[str, str]]] = contextvars.ContextVar(
+    "plugbox_hook_reentry", default=frozenset()
+)
+
+
+@contextlib.contextmanager
+def reentry_scope(plugin_id: str, event: str | None) -> Iterator[None]:
+    """Mark `plugin_id` as handling `event` for the duration (used by the bridge router, whose
+    capability calls arrive from a worker and so do not inherit the handler's context)."""
+    if event is None:
+        yield
+        return
+    token = _reentry.set(_reentry.get() | {(plugin_id, event)})
+    try:
+        yield
+    finally:
+        _reentry.reset(token)
+
+
+@dataclass(frozen=True, slots=True)
+class Registration:
+    plugin_id: str
+    event: str
+    handler: Handler
+    priority: int
+    seq: int
+
+
+@dataclass(slots=True)
+class HookOutcome:
+    """What `execute` produced. `stopped` is true when a handler stopped the chain; `vetoed` when
+    that happened on an event where stop means veto (`message:sending`, `webhook:before`)."""
+
+    event: str
+    data: Any
+    stopped: bool = False
+    stopped_by: str | None = None
+    vetoed: bool = False
+    errors: list[tuple[str, str]] = field(default_factory=list)
+    timed_out: list[str] = field(default_factory=list)
+
+
+def accepts(event: str, data: Any) -> bool:
+    """Per-event acceptance of a handler's returned data."""
+    if event in ("message:received", "message:sent"):
+        return isinstance(data, dict) and isinstance(data.get("id"), str) and isinstance(data.get("chatId"), str)
+    if event == "webhook:before":
+        return isinstance(data, dict) and isinstance(data.get("payload"), dict)
+    return True
+
+
+def _in_scope_always(plugin_id: str, session_id: str | None) -> bool:
+    return True
+
+
+def _no_config(plugin_id: str, session_id: str | None) -> dict[str, Any]:
+    return {}
+
+
+class HookBus:
+    def __init__(
+        self,
+        *,
+        budget: Callable[[str], float],
+        in_scope: Callable[[str, str | None], bool] = _in_scope_always,
+        config_for: Callable[[str, str | None], dict[str, Any]] = _no_config,
+        on_timeout: Callable[[str], None] | None = None,
+        on_success: Callable[[str], None] | None = None,
+    ) -> None:
+        self._budget = budget
+        self._in_scope = in_scope
+        self._config_for = config_for
+        self._on_timeout = on_timeout
+        self._on_success = on_success
+        self._by_event: dict[str, list[Registration]] = {}
+        self._seq = itertools.count()
+        self._timeout_logs: dict[str, RateLimiter] = {}
+
+    def register(self, plugin_id: str, event: str, handler: Handler, priority: int = 100) -> bool:
+        """Add a handler. An unknown event is refused with a warning (returns False)."""
+        if event not in EVENTS:
+            log.warning("plugin %s: refused hook for unknown event %r", plugin_id, event)
+            return False
+        regs = self._by_event.setdefault(event, [])
+        regs.append(Registration(plugin_id, event, handler, priority, next(self._seq)))
+        regs.sort(key=lambda r: (r.priority, r.seq))
+        return True
+
+    def unregister_plugin(self, plugin_id: str) -> int:
+        removed = 0
+        for event, regs in self._by_event.items():
+            kept = [r for r in regs if r.plugin_id != plugin_id]
+            removed += len(regs) - len(kept)
+            self._by_event[event] = kept
+        return removed
+
+    def handlers(self, event: str) -> list[Registration]:
+        return list(self._by_event.get(event, ()))
+
+    async def execute(
+        self, event: str, data: Any, session_id: str | None = None, source: str = "host"
+    ) -> HookOutcome:
+        outcome = HookOutcome(event=event, data=data)
+        active = _reentry.get()
+        now = datetime.now(UTC)
+        for reg in self.handlers(event):
+            if (reg.plugin_id, event) in active or not self._in_scope(reg.plugin_id, session_id):
+                continue
+            ctx = HookContext(
+                event=event,
+                data=outcome.data,
+                session_id=session_id,
+                timestamp=now,
+                source=source,
+                config=self._config_for(reg.plugin_id, session_id),
+            )
+            result = await self._run_one(reg, ctx, outcome)
+            if result is None:
+                continue
+            if result.error is not None:
+                outcome.errors.append((reg.plugin_id, result.error))
+                log.warning("hook %s: plugin %s returned an error: %s", event, reg.plugin_id, result.error)
+                continue
+            if result.data is not None:
+                if accepts(event, result.data):
+                    outcome.data = result.data
+                else:
+                    log.warning("hook %s: plugin %s returned data of the wrong shape; ignored", event, reg.plugin_id)
+            if result.stop:
+                outcome.stopped = True
+                outcome.stopped_by = reg.plugin_id
+                outcome.vetoed = event in VETO_EVENTS
+                break
+        return outcome
+
+    async def _run_one(self, reg: Registration, ctx: HookContext, outcome: HookOutcome) -> HookResult | None:
+        token = _reentry.set(_reentry.get() | {(reg.plugin_id, reg.event)})
+        try:
+            async with asyncio.timeout(self._budget(reg.plugin_id)):
+                result = reg.handler(ctx)
+                if inspect.isawaitable(result):
+                    result = await result
+        except TimeoutError:
+            outcome.timed_out.append(reg.plugin_id)
+            self._log_timeout(reg)
+            if self._on_timeout is not None:
+                self._on_timeout(reg.plugin_id)
+            return None
+        except Exception as exc:
+            outcome.errors.append((reg.plugin_id, f"{type(exc).__name__}: {exc}"))
+            log.warning(
+                "hook %s: handler of plugin %s raised %s: %s", reg.event, reg.plugin_id, type(exc).__name__, exc
+            )
+            return None
+        finally:
+            _reentry.reset(token)
+        if self._on_success is not None:
+            self._on_success(reg.plugin_id)
+        if result is None or isinstance(result, HookResult):
+            return result
+        wrong = type(result).__name__
+        outcome.errors.append((reg.plugin_id, f"handler returned {wrong}, expected HookResult or None"))
+        log.warning("hook %s: plugin %s returned %s, expected HookResult or None", reg.event, reg.plugin_id, wrong)
+        return None
+
+    def _log_timeout(self, reg: Registration) -> None:
+        limiter = self._timeout_logs.setdefault(reg.plugin_id, RateLimiter(1, 10.0))
+        if limiter.allow():
+            log.warning(
+                "hook %s: handler of plugin %s ran past its budget; treated as continue", reg.event, reg.plugin_id
+            )

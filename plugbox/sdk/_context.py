@@ -1,0 +1,197 @@
+"""`ctx`: the capability surface a plugin sees (SPEC §3).
+
+There is one implementation for both tiers. It turns each call into `(verb, args)` and hands it to a
+backend: in the host process the backend calls the capability router directly; in a worker it sends
+a bridge request. Permission and scope are never checked here — the host checks them, once, for
+both tiers. What *is* checked here is the plain-data rule, at the sender.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
+from typing import Any, Protocol
+
+from plugbox.sdk._plain import check_plain
+
+__all__ = ["Backend", "Context", "Logger"]
+
+
+class Backend(Protocol):
+    """What a Context needs from its tier."""
+
+    async def call(self, verb: str, args: dict[str, Any]) -> Any: ...
+
+    def register_hook(self, event: str, handler: Callable[..., Any], priority: int) -> None: ...
+
+    def register_webhook(self, route: str, handler: Callable[..., Any]) -> None: ...
+
+    def register_search_provider(self, handler: Callable[..., Any]) -> None: ...
+
+    def log(self, level: str, message: str, fields: dict[str, Any]) -> None: ...
+
+
+class Logger:
+    """`ctx.logger`: lines are relayed to the host log with the plugin id (rate-limited, redacted)."""
+
+    __slots__ = ("_backend",)
+
+    def __init__(self, backend: Backend) -> None:
+        self._backend = backend
+
+    def _log(self, level: str, message: Any, fields: dict[str, Any]) -> None:
+        self._backend.log(level, str(message), fields)
+
+    def debug(self, message: Any, **fields: Any) -> None:
+        self._log("debug", message, fields)
+
+    def info(self, message: Any, **fields: Any) -> None:
+        self._log("info", message, fields)
+
+    def warning(self, message: Any, **fields: Any) -> None:
+        self._log("warning", message, fields)
+
+    def error(self, message: Any, **fields: Any) -> None:
+        self._log("error", message, fields)
+
+
+class _Family:
+    __slots__ = ("_call",)
+
+    def __init__(self, call: Callable[[str, dict[str, Any]], Any]) -> None:
+        self._call = call
+
+
+class Messages(_Family):
+    async def send_text(self, session_id: str, chat_id: str, text: str) -> Any:
+        return await self._call("messages.send_text", {"session_id": session_id, "chat_id": chat_id, "text": text})
+
+    async def reply(self, session_id: str, chat_id: str, quoted_id: str, text: str) -> Any:
+        return await self._call(
+            "messages.reply",
+            {"session_id": session_id, "chat_id": chat_id, "quoted_id": quoted_id, "text": text},
+        )
+
+
+class Engine(_Family):
+    async def get_group_info(self, session_id: str, group_id: str) -> Any:
+        return await self._call("engine.get_group_info", {"session_id": session_id, "group_id": group_id})
+
+    async def get_contacts(self, session_id: str) -> Any:
+        return await self._call("engine.get_contacts", {"session_id": session_id})
+
+    async def get_contact_by_id(self, session_id: str, contact_id: str) -> Any:
+        return await self._call("engine.get_contact_by_id", {"session_id": session_id, "contact_id": contact_id})
+
+    async def check_number_exists(self, session_id: str, phone: str) -> Any:
+        return await self._call("engine.check_number_exists", {"session_id": session_id, "phone": phone})
+
+    async def get_chats(self, session_id: str) -> Any:
+        return await self._call("engine.get_chats", {"session_id": session_id})
+
+    async def get_chat_history(
+        self, session_id: str, chat_id: str, limit: int = 50, include_media: bool = False
+    ) -> Any:
+        return await self._call(
+            "engine.get_chat_history",
+            {"session_id": session_id, "chat_id": chat_id, "limit": limit, "include_media": include_media},
+        )
+
+    async def canonical_chat_id(self, session_id: str, chat_id: str) -> Any:
+        return await self._call("engine.canonical_chat_id", {"session_id": session_id, "chat_id": chat_id})
+
+
+class Storage(_Family):
+    async def get(self, key: str, default: Any = None) -> Any:
+        found, value = await self._call("storage.get", {"key": key})
+        return value if found else default
+
+    async def set(self, key: str, value: Any) -> None:
+        await self._call("storage.set", {"key": key, "value": value})
+
+    async def delete(self, key: str) -> bool:
+        return bool(await self._call("storage.delete", {"key": key}))
+
+    async def list(self, prefix: str = "") -> list[str]:
+        return list(await self._call("storage.list", {"prefix": prefix}))
+
+
+class Net(_Family):
+    async def fetch(
+        self,
+        url: str,
+        method: str = "GET",
+        headers: Mapping[str, str] | None = None,
+        body: str | bytes | None = None,
+        timeout_ms: int = 15000,
+    ) -> Any:
+        return await self._call(
+            "net.fetch",
+            {"url": url, "method": method, "headers": dict(headers or {}), "body": body, "timeout_ms": timeout_ms},
+        )
+
+
+class Conversations(_Family):
+    async def send(self, envelope: dict[str, Any]) -> Any:
+        return await self._call("conversations.send", {"envelope": envelope})
+
+
+class Handover(_Family):
+    async def set(self, ref: str, state: str) -> Any:
+        return await self._call("handover.set", {"ref": ref, "state": state})
+
+
+class Mappings(_Family):
+    async def upsert(self, mapping: dict[str, Any]) -> Any:
+        return await self._call("mappings.upsert", {"mapping": mapping})
+
+    async def get(self, conversation_id: str) -> Any:
+        return await self._call("mappings.get", {"conversation_id": conversation_id})
+
+    async def get_by_provider(self, provider: str, external_id: str) -> Any:
+        return await self._call("mappings.get_by_provider", {"provider": provider, "external_id": external_id})
+
+
+class Context:
+    """The `ctx` handed to a plugin. `config` is a read-only view of the base config."""
+
+    def __init__(self, plugin_id: str, config: Mapping[str, Any], backend: Backend) -> None:
+        self.plugin_id = plugin_id
+        self._backend = backend
+        self._config: Mapping[str, Any] = MappingProxyType(dict(config))
+        self.logger = Logger(backend)
+        self.messages = Messages(self._call)
+        self.engine = Engine(self._call)
+        self.storage = Storage(self._call)
+        self.net = Net(self._call)
+        self.conversations = Conversations(self._call)
+        self.handover = Handover(self._call)
+        self.mappings = Mappings(self._call)
+
+    @property
+    def config(self) -> Mapping[str, Any]:
+        return self._config
+
+    def _replace_config(self, config: Mapping[str, Any]) -> None:
+        self._config = MappingProxyType(dict(config))
+
+    async def _call(self, verb: str, args: dict[str, Any]) -> Any:
+        check_plain(args, "args")
+        return await self._backend.call(verb, args)
+
+    def register_hook(self, event: str, handler: Callable[..., Any], priority: int = 100) -> None:
+        if not callable(handler):
+            raise TypeError("register_hook: handler must be callable")
+        if type(priority) is not int:
+            raise TypeError("register_hook: priority must be an int")
+        self._backend.register_hook(event, handler, priority)
+
+    def register_webhook(self, route: str, handler: Callable[..., Any]) -> None:
+        if not callable(handler):
+            raise TypeError("register_webhook: handler must be callable")
+        self._backend.register_webhook(route, handler)
+
+    def register_search_provider(self, handler: Callable[..., Any]) -> None:
+        if not callable(handler):
+            raise TypeError("register_search_provider: handler must be callable")
+        self._backend.register_search_provider(handler)

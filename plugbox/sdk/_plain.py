@@ -1,0 +1,53 @@
+"""The plain-data rule (SPEC §3): only None, bool, int, float, str, bytes, list, dict with str keys
+and timezone-aware datetimes cross between a plugin and the host. Anything else is refused at the
+sender, naming the path of the offending value (e.g. `data.items[3]`)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from plugbox.errors import CapabilityError
+
+__all__ = ["MAX_DEPTH", "PlainDataError", "check_plain"]
+
+MAX_DEPTH = 64
+_SCALARS = (str, int, float, bool, bytes, type(None))
+
+
+class PlainDataError(CapabilityError, TypeError):
+    """A value that is not plain data was about to cross the plugin boundary."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = path
+        super().__init__(f"{path}: {reason}")
+
+
+def check_plain(value: Any, path: str = "value") -> None:
+    """Raise PlainDataError naming the first non-plain value under `value`."""
+    _check(value, path, 0)
+
+
+def _check(value: Any, path: str, depth: int) -> None:
+    t = type(value)
+    if t in _SCALARS:
+        return
+    if depth >= MAX_DEPTH:
+        raise PlainDataError(path, f"nested deeper than {MAX_DEPTH} levels")
+    if t is list:
+        for i, item in enumerate(value):
+            if type(item) not in _SCALARS:
+                _check(item, f"{path}[{i}]", depth + 1)
+        return
+    if t is dict:
+        for k, item in value.items():
+            if type(k) is not str:
+                raise PlainDataError(f"{path}[{k!r}]", f"dict key of type {type(k).__name__}; keys must be str")
+            if type(item) not in _SCALARS:
+                _check(item, f"{path}.{k}", depth + 1)
+        return
+    if t is datetime:
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise PlainDataError(path, "naive datetime; only timezone-aware datetimes are plain data")
+        return
+    raise PlainDataError(path, f"{t.__name__} is not plain data")

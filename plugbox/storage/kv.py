@@ -1,0 +1,217 @@
+"""The per-plugin key/value store behind ``ctx.storage`` (SPEC §8).
+
+Each plugin has its own namespace in the ``plugin_kv`` table and a byte quota. Rules:
+
+- keys are non-empty ``str``, at most `MAX_KEY_CHARS` characters, without NUL;
+- values are plain data (SPEC §3) and are stored encoded with msgpack. Everything round-trips by
+  type, with one normalisation: an aware datetime comes back as the same instant **in UTC**;
+- a plugin's usage is the sum over its keys of ``len(key as UTF-8) + len(encoded value)``. The usage
+  row is updated in the same transaction as the value, so the two never disagree; overwriting a key
+  counts only the difference. A refused write changes nothing.
+
+Every refusal of input raises `StorageError` naming the key rule, the value path or the quota. This
+module checks no permissions or session scope: the capability layer has done that before calling.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import msgspec
+
+from plugbox.errors import StorageError
+from plugbox.sdk._plain import PlainDataError, check_plain
+from plugbox.storage.db import Database
+
+__all__ = ["MAX_KEY_CHARS", "PluginStorage"]
+
+MAX_KEY_CHARS = 512
+
+# One statement each: `executescript` would COMMIT the transaction `Database.write` opened.
+_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS plugin_kv (
+        plugin_id TEXT NOT NULL,
+        key       TEXT NOT NULL,
+        value     BLOB NOT NULL,
+        size      INTEGER NOT NULL,
+        PRIMARY KEY (plugin_id, key)
+    ) WITHOUT ROWID""",
+    """CREATE TABLE IF NOT EXISTS plugin_kv_usage (
+        plugin_id TEXT PRIMARY KEY,
+        bytes     INTEGER NOT NULL
+    ) WITHOUT ROWID""",
+)
+
+_GET = "SELECT value FROM plugin_kv WHERE plugin_id = ? AND key = ?"
+_SIZE = "SELECT size FROM plugin_kv WHERE plugin_id = ? AND key = ?"
+_USAGE = "SELECT bytes FROM plugin_kv_usage WHERE plugin_id = ?"
+_UPSERT = (
+    "INSERT INTO plugin_kv (plugin_id, key, value, size) VALUES (?, ?, ?, ?) "
+    "ON CONFLICT (plugin_id, key) DO UPDATE SET value = excluded.value, size = excluded.size"
+)
+_DELETE = "DELETE FROM plugin_kv WHERE plugin_id = ? AND key = ?"
+_ADD_USAGE = (
+    "INSERT INTO plugin_kv_usage (plugin_id, bytes) VALUES (?, ?) "
+    "ON CONFLICT (plugin_id) DO UPDATE SET bytes = bytes + excluded.bytes"
+)
+# `substr` compares the prefix by characters, literally: LIKE would treat % and _ as wildcards and
+# ignore ASCII case. The `key >= ?` bound lets SQLite start the index scan at the prefix.
+_LIST_ALL = "SELECT key FROM plugin_kv WHERE plugin_id = ? ORDER BY key"
+_LIST_PREFIX = (
+    "SELECT key FROM plugin_kv WHERE plugin_id = ? AND key >= ? AND substr(key, 1, ?) = ? ORDER BY key"
+)
+
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder()
+
+_Keys = list[str]
+T = TypeVar("T")
+
+
+def _check_key(key: Any) -> str:
+    if type(key) is not str:
+        raise StorageError(f"storage key: must be a str, got {type(key).__name__} [key.type]")
+    if not key:
+        raise StorageError("storage key: must not be empty [key.empty]")
+    if len(key) > MAX_KEY_CHARS:
+        raise StorageError(
+            f"storage key: {len(key)} characters, at most {MAX_KEY_CHARS} allowed [key.length]"
+        )
+    if "\x00" in key:
+        raise StorageError("storage key: must not contain NUL [key.nul]")
+    if not key.isascii():
+        _key_bytes(key)  # SQLite cannot bind a str that is not valid UTF-8
+    return key
+
+
+def _key_bytes(key: str) -> int:
+    try:
+        return len(key.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise StorageError("storage key: not valid Unicode text (lone surrogate) [key.encoding]") from None
+
+
+def _encode(value: Any) -> bytes:
+    try:
+        check_plain(value, "value")
+    except PlainDataError as exc:
+        raise StorageError(f"storage value: {exc}") from exc
+    try:
+        return _encoder.encode(value)
+    except OverflowError:
+        raise StorageError("storage value: an int outside the 64-bit range cannot be stored") from None
+    except UnicodeEncodeError:
+        raise StorageError("storage value: a str is not valid Unicode text (lone surrogate)") from None
+
+
+def _create_tables(c: sqlite3.Connection) -> None:
+    for statement in _SCHEMA:
+        c.execute(statement)
+
+
+class PluginStorage:
+    """Namespaced, quota-bounded key/value storage for plugins, on a shared `Database`."""
+
+    def __init__(self, db: Database, quota_bytes: int = 50 << 20) -> None:
+        if quota_bytes < 1:
+            raise ValueError("quota_bytes must be positive")
+        self._db = db
+        self.quota_bytes = quota_bytes
+        db.write_sync(_create_tables)
+
+    # -- reads: on the calling thread ----------------------------------------------------------------
+
+    def get(self, plugin_id: str, key: str) -> tuple[bool, Any]:
+        """(True, value) when `key` is stored for the plugin, else (False, None)."""
+        _check_key(key)
+        row = self._db.read(lambda c: c.execute(_GET, (plugin_id, key)).fetchone())
+        if row is None:
+            return False, None
+        try:
+            return True, _decoder.decode(row[0])
+        except msgspec.DecodeError as exc:
+            raise StorageError(
+                f"storage key {key!r} of plugin {plugin_id!r}: stored value is corrupt"
+            ) from exc
+
+    def list(self, plugin_id: str, prefix: str = "") -> _Keys:
+        """The plugin's keys starting with `prefix` (taken literally), sorted by code point."""
+        if type(prefix) is not str:
+            raise StorageError(f"storage prefix: must be a str, got {type(prefix).__name__}")
+        if not prefix.isascii():
+            _key_bytes(prefix)
+        if prefix:
+            rows = self._db.read(
+                lambda c: c.execute(_LIST_PREFIX, (plugin_id, prefix, len(prefix), prefix)).fetchall()
+            )
+        else:
+            rows = self._db.read(lambda c: c.execute(_LIST_ALL, (plugin_id,)).fetchall())
+        return [r[0] for r in rows]
+
+    def usage(self, plugin_id: str) -> int:
+        """Bytes the plugin uses against its quota."""
+        row = self._db.read(lambda c: c.execute(_USAGE, (plugin_id,)).fetchone())
+        return 0 if row is None else int(row[0])
+
+    # -- writes: on the writer thread, one transaction each ------------------------------------------
+
+    async def set(self, plugin_id: str, key: str, value: Any) -> None:
+        """Store `value` under `key`; returns once the write is durable."""
+        _check_key(key)
+        blob = _encode(value)
+        size = _key_bytes(key) + len(blob)
+        quota = self.quota_bytes
+        if size > quota:
+            raise StorageError(
+                f"storage quota of plugin {plugin_id!r}: key {key!r} with its value takes {size} bytes, "
+                f"more than the whole quota of {quota} bytes"
+            )
+
+        def txn(c: sqlite3.Connection) -> None:
+            old = c.execute(_SIZE, (plugin_id, key)).fetchone()
+            delta = size - (old[0] if old else 0)
+            if delta > 0:
+                row = c.execute(_USAGE, (plugin_id,)).fetchone()
+                used = row[0] if row else 0
+                if used + delta > quota:
+                    raise StorageError(
+                        f"storage quota of plugin {plugin_id!r}: writing key {key!r} needs {delta} more "
+                        f"bytes, {used} of {quota} bytes are in use"
+                    )
+            c.execute(_UPSERT, (plugin_id, key, blob, size))
+            if delta:
+                c.execute(_ADD_USAGE, (plugin_id, delta))
+
+        await self._write(txn, plugin_id, "set")
+
+    async def delete(self, plugin_id: str, key: str) -> bool:
+        """Remove `key`; True if it existed."""
+        _check_key(key)
+
+        def txn(c: sqlite3.Connection) -> bool:
+            old = c.execute(_SIZE, (plugin_id, key)).fetchone()
+            if old is None:
+                return False
+            c.execute(_DELETE, (plugin_id, key))
+            c.execute(_ADD_USAGE, (plugin_id, -old[0]))
+            return True
+
+        return await self._write(txn, plugin_id, "delete")
+
+    async def drop(self, plugin_id: str) -> int:
+        """Delete the plugin's whole namespace (uninstall); returns the number of keys removed."""
+
+        def txn(c: sqlite3.Connection) -> int:
+            removed = c.execute("DELETE FROM plugin_kv WHERE plugin_id = ?", (plugin_id,)).rowcount
+            c.execute("DELETE FROM plugin_kv_usage WHERE plugin_id = ?", (plugin_id,))
+            return int(removed)
+
+        return await self._write(txn, plugin_id, "drop")
+
+    async def _write(self, txn: Callable[[sqlite3.Connection], T], plugin_id: str, op: str) -> T:
+        try:
+            return await self._db.write(txn)
+        except sqlite3.Error as exc:
+            raise StorageError(f"storage {op} for plugin {plugin_id!r} failed: {exc}") from exc

@@ -1,0 +1,361 @@
+"""Database and PluginStorage (SPEC §8): key rules, plain values, quotas, atomicity and durability."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sqlite3
+import stat
+import subprocess
+import sys
+import textwrap
+import threading
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from plugbox.errors import StorageError
+from plugbox.storage.db import Database
+from plugbox.storage.kv import MAX_KEY_CHARS, PluginStorage
+
+QUOTA = 1000
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+async def db(tmp_path: Path) -> AsyncIterator[Database]:
+    database = Database(tmp_path / "data" / "plugbox.db")
+    yield database
+    await database.close()
+
+
+@pytest.fixture
+def kv(db: Database) -> PluginStorage:
+    return PluginStorage(db, quota_bytes=QUOTA)
+
+
+def _cost(key: str, value_bytes: int) -> int:
+    return len(key.encode()) + value_bytes
+
+
+# -- Database ----------------------------------------------------------------------------------------
+
+
+async def test_database_creates_parent_dir_and_a_private_file(tmp_path: Path) -> None:
+    path = tmp_path / "a" / "b" / "db.sqlite"
+    database = Database(path)
+    try:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    finally:
+        await database.close()
+
+
+def test_opening_a_file_that_is_not_a_database_names_it(tmp_path: Path) -> None:
+    path = tmp_path / "junk.db"
+    path.write_bytes(b"definitely not sqlite" * 100)
+    with pytest.raises(StorageError, match=r"junk\.db' cannot be opened"):
+        Database(path)
+
+
+async def test_database_runs_wal_with_full_sync_and_foreign_keys(db: Database) -> None:
+    def pragmas(c: sqlite3.Connection) -> tuple[Any, ...]:
+        return tuple(
+            c.execute(f"PRAGMA {p}").fetchone()[0] for p in ("journal_mode", "synchronous", "foreign_keys")
+        )
+
+    assert await db.write(pragmas) == ("wal", 2, 1)  # synchronous 2 == FULL
+
+
+async def test_write_commits_before_returning_and_read_sees_it(db: Database) -> None:
+    await db.write(lambda c: c.execute("CREATE TABLE t (x INTEGER)").close())
+    await db.write(lambda c: c.execute("INSERT INTO t VALUES (1)").close())
+    assert db.read(lambda c: c.execute("SELECT x FROM t").fetchall()) == [(1,)]
+
+
+async def test_failed_write_rolls_back_everything_and_reraises(db: Database) -> None:
+    await db.write(lambda c: c.execute("CREATE TABLE t (x INTEGER)").close())
+
+    def half_then_fail(c: sqlite3.Connection) -> None:
+        c.execute("INSERT INTO t VALUES (1)")
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        await db.write(half_then_fail)
+    assert db.read(lambda c: c.execute("SELECT count(*) FROM t").fetchone()[0]) == 0
+
+
+async def test_writes_run_on_one_dedicated_thread_off_the_loop(db: Database) -> None:
+    threads = {await db.write(lambda c: threading.get_ident()) for _ in range(5)}
+    assert len(threads) == 1
+    assert threading.get_ident() not in threads
+
+
+async def test_read_connection_refuses_writes(db: Database) -> None:
+    with pytest.raises(sqlite3.OperationalError):
+        db.read(lambda c: c.execute("CREATE TABLE t (x INTEGER)"))
+
+
+async def test_integrity_check_passes_on_a_healthy_database(db: Database) -> None:
+    assert db.integrity_check() is True
+
+
+async def test_closed_database_refuses_writes_and_close_twice_is_safe(tmp_path: Path) -> None:
+    database = Database(tmp_path / "db.sqlite")
+    await database.close()
+    await database.close()
+    with pytest.raises(StorageError, match="closed"):
+        await database.write(lambda c: None)
+
+
+def test_close_sync_is_safe_to_call_twice(tmp_path: Path) -> None:
+    database = Database(tmp_path / "db.sqlite")
+    database.close_sync()
+    database.close_sync()
+    with pytest.raises(StorageError, match="closed"):
+        database.read(lambda c: None)
+
+
+# -- keys --------------------------------------------------------------------------------------------
+
+
+async def test_empty_key_is_refused(kv: PluginStorage) -> None:
+    with pytest.raises(StorageError, match="must not be empty"):
+        await kv.set("p", "", 1)
+
+
+async def test_key_of_513_chars_is_refused_and_512_accepted(kv: PluginStorage) -> None:
+    with pytest.raises(StorageError, match="at most 512"):
+        await kv.set("p", "k" * (MAX_KEY_CHARS + 1), 1)
+    await kv.set("p", "k" * MAX_KEY_CHARS, 1)
+    assert kv.get("p", "k" * MAX_KEY_CHARS) == (True, 1)
+
+
+async def test_key_with_nul_is_refused(kv: PluginStorage) -> None:
+    with pytest.raises(StorageError, match="NUL"):
+        await kv.set("p", "a\x00b", 1)
+
+
+@pytest.mark.parametrize("key", [1, None, b"k", ["k"]])
+async def test_key_that_is_not_a_str_is_refused(kv: PluginStorage, key: Any) -> None:
+    with pytest.raises(StorageError, match="must be a str"):
+        await kv.set("p", key, 1)
+
+
+async def test_key_with_a_lone_surrogate_is_refused(kv: PluginStorage) -> None:
+    with pytest.raises(StorageError, match="lone surrogate"):
+        await kv.set("p", "a\ud800", 1)
+    with pytest.raises(StorageError, match="lone surrogate"):
+        kv.get("p", "a\ud800")
+
+
+async def test_get_and_delete_apply_the_same_key_rules(kv: PluginStorage) -> None:
+    with pytest.raises(StorageError, match="must not be empty"):
+        kv.get("p", "")
+    with pytest.raises(StorageError, match="NUL"):
+        await kv.delete("p", "\x00")
+
+
+# -- values ------------------------------------------------------------------------------------------
+
+
+async def test_non_plain_value_is_refused_naming_its_path(kv: PluginStorage) -> None:
+    with pytest.raises(StorageError, match=r"value\.items\[3\]: set is not plain data"):
+        await kv.set("p", "k", {"items": [1, 2, 3, {4}]})
+    assert kv.get("p", "k") == (False, None)
+
+
+async def test_naive_datetime_is_refused(kv: PluginStorage) -> None:
+    with pytest.raises(StorageError, match="naive datetime"):
+        await kv.set("p", "k", datetime(2024, 1, 1))
+
+
+async def test_int_beyond_64_bits_is_refused(kv: PluginStorage) -> None:
+    with pytest.raises(StorageError, match="64-bit"):
+        await kv.set("p", "k", 2**70)
+
+
+async def test_nested_value_round_trips(kv: PluginStorage) -> None:
+    value = {"a": [1, 2.5, None, True, "x", {"b": []}], "c": {}, "d": -(2**63)}
+    await kv.set("p", "k", value)
+    assert kv.get("p", "k") == (True, value)
+
+
+async def test_bytes_round_trip_as_bytes(kv: PluginStorage) -> None:
+    await kv.set("p", "k", {"raw": b"\x00\xff"})
+    assert kv.get("p", "k") == (True, {"raw": b"\x00\xff"})
+
+
+async def test_aware_datetime_round_trips_as_the_same_instant_in_utc(kv: PluginStorage) -> None:
+    moment = datetime(2024, 5, 6, 7, 8, 9, 123456, tzinfo=timezone(timedelta(hours=2)))
+    await kv.set("p", "k", moment)
+    found, back = kv.get("p", "k")
+    assert found and back == moment
+    assert back.tzinfo == UTC
+
+
+def test_missing_key_reads_as_not_found(kv: PluginStorage) -> None:
+    assert kv.get("p", "nope") == (False, None)
+
+
+async def test_stored_none_is_distinguished_from_missing(kv: PluginStorage) -> None:
+    await kv.set("p", "k", None)
+    assert kv.get("p", "k") == (True, None)
+
+
+# -- quota -------------------------------------------------------------------------------------------
+
+
+async def test_usage_counts_key_bytes_plus_encoded_value(kv: PluginStorage) -> None:
+    await kv.set("p", "ké", b"12345")  # msgpack bin8: 2 header bytes + 5
+    assert kv.usage("p") == _cost("ké", 7)
+
+
+async def test_single_write_larger_than_the_quota_is_refused(kv: PluginStorage) -> None:
+    with pytest.raises(StorageError, match="more than the whole quota"):
+        await kv.set("p", "k", b"x" * QUOTA)
+    assert kv.usage("p") == 0
+
+
+async def test_write_pushing_the_total_over_the_quota_is_refused(kv: PluginStorage) -> None:
+    await kv.set("p", "a", b"x" * 600)
+    with pytest.raises(StorageError, match="in use"):
+        await kv.set("p", "b", b"x" * 600)
+
+
+async def test_overwrite_counts_only_the_delta(kv: PluginStorage) -> None:
+    await kv.set("p", "k", b"x" * 700)
+    await kv.set("p", "k", b"y" * 800)  # would fail if the old 700 were counted again
+    assert kv.usage("p") == _cost("k", 3 + 800)  # bin16 header: 3 bytes
+    await kv.set("p", "k", b"z")
+    assert kv.usage("p") == _cost("k", 2 + 1)
+
+
+async def test_quotas_are_per_plugin(kv: PluginStorage) -> None:
+    await kv.set("p1", "k", b"x" * 900)
+    await kv.set("p2", "k", b"x" * 900)
+    assert kv.usage("p1") == kv.usage("p2") == _cost("k", 3 + 900)
+
+
+async def test_refused_write_leaves_value_and_usage_untouched(kv: PluginStorage) -> None:
+    await kv.set("p", "keep", b"x" * 500)
+    await kv.set("p", "grow", "small")
+    before = kv.usage("p")
+    with pytest.raises(StorageError, match="quota"):
+        await kv.set("p", "grow", b"x" * 600)
+    with pytest.raises(StorageError, match="quota"):
+        await kv.set("p", "new", b"x" * 600)
+    assert kv.get("p", "grow") == (True, "small")
+    assert kv.get("p", "new") == (False, None)
+    assert kv.usage("p") == before
+
+
+async def test_concurrent_writes_cannot_overshoot_the_quota(kv: PluginStorage) -> None:
+    results = await asyncio.gather(
+        *(kv.set("p", f"k{i}", b"x" * 300) for i in range(10)), return_exceptions=True
+    )
+    assert sum(r is None for r in results) == 3
+    assert all(isinstance(r, StorageError) for r in results if r is not None)
+    assert kv.usage("p") <= QUOTA
+
+
+async def test_delete_frees_usage_and_reports_whether_the_key_existed(kv: PluginStorage) -> None:
+    await kv.set("p", "k", b"x" * 900)
+    assert await kv.delete("p", "k") is True
+    assert await kv.delete("p", "k") is False
+    assert kv.usage("p") == 0
+    await kv.set("p", "k2", b"x" * 900)
+
+
+# -- namespaces, listing, drop ---------------------------------------------------------------------
+
+
+async def test_plugins_do_not_see_each_others_keys(kv: PluginStorage) -> None:
+    await kv.set("p1", "k", 1)
+    assert kv.get("p2", "k") == (False, None)
+    assert kv.list("p2") == []
+
+
+async def test_list_is_sorted_and_treats_percent_and_underscore_literally(kv: PluginStorage) -> None:
+    for key in ("a%b", "axb", "a_c", "abc", "A%b", "b", "a"):
+        await kv.set("p", key, 1)
+    assert kv.list("p") == ["A%b", "a", "a%b", "a_c", "abc", "axb", "b"]
+    assert kv.list("p", "a%") == ["a%b"]
+    assert kv.list("p", "a_") == ["a_c"]
+    assert kv.list("p", "A") == ["A%b"]
+    assert kv.list("p", "zz") == []
+
+
+async def test_drop_removes_the_whole_namespace_and_only_it(kv: PluginStorage) -> None:
+    for key in ("a", "b", "c"):
+        await kv.set("p1", key, 1)
+    await kv.set("p2", "a", 1)
+    assert await kv.drop("p1") == 3
+    assert kv.list("p1") == [] and kv.usage("p1") == 0
+    assert kv.list("p2") == ["a"]
+
+
+# -- durability --------------------------------------------------------------------------------------
+
+_WRITER = textwrap.dedent(
+    """
+    import asyncio, os, sys, time
+    from plugbox.storage.db import Database
+    from plugbox.storage.kv import PluginStorage
+
+    async def main() -> None:
+        kv = PluginStorage(Database(sys.argv[1]))
+        await kv.set("p", "k", {"acked": True})
+        if sys.argv[2] == "exit":
+            os._exit(0)
+        print("acked", flush=True)
+        time.sleep(60)
+
+    asyncio.run(main())
+    """
+)
+
+
+@pytest.mark.parametrize("death", ["exit", "sigkill"])
+def test_acknowledged_set_survives_the_process_dying_right_after(tmp_path: Path, death: str) -> None:
+    path = tmp_path / "db.sqlite"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _WRITER, str(path), death], stdout=subprocess.PIPE, text=True, cwd=ROOT
+    )
+    try:
+        if death == "sigkill":
+            assert proc.stdout is not None
+            assert proc.stdout.readline() == "acked\n"
+            os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        proc.kill()
+        proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+    assert proc.returncode == (0 if death == "exit" else -signal.SIGKILL)
+
+    database = Database(path)
+    try:
+        assert PluginStorage(database).get("p", "k") == (True, {"acked": True})
+        assert database.integrity_check()
+    finally:
+        database.close_sync()
+
+
+async def test_values_and_usage_persist_across_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "db.sqlite"
+    first = Database(path)
+    await PluginStorage(first).set("p", "k", [1, "two"])
+    await first.close()
+
+    second = Database(path)
+    try:
+        kv = PluginStorage(second)
+        assert kv.get("p", "k") == (True, [1, "two"])
+        assert kv.usage("p") > 0
+    finally:
+        await second.close()
