@@ -1,0 +1,231 @@
+"""Worker processes, host side: start the zygote, ask it for workers, kill them, learn how they
+ended. Apart from the protocol on purpose: this module knows pids and fds, not frames.
+
+Workers are children of the zygote, not of the host. The host holds a pidfd for each, so a kill
+can never hit a recycled pid, and learns the exit status from the zygote, which reaps them.
+Chain of custody when the host dies, even by SIGKILL: host → zygote (PR_SET_PDEATHSIG) → workers
+(PR_SET_PDEATHSIG, set after their credentials are final).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+from dataclasses import dataclass, field
+
+import msgspec
+
+from plugbox.errors import BridgeError
+from plugbox.worker.zygote import MAX_CONTROL_MSG, Exited, Failed, Spawn, Spawned, ZygoteMsg
+
+__all__ = ["WorkerProcess", "Zygote", "describe_status"]
+
+log = logging.getLogger("plugbox.process")
+
+ENV_ALLOW = ("LANG", "LC_ALL", "TZ")
+
+
+def _clean_env() -> dict[str, str]:
+    env = {k: os.environ[k] for k in ENV_ALLOW if k in os.environ}
+    env["PATH"] = "/usr/bin:/bin"
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    return env
+
+
+def describe_status(status: int) -> str:
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        try:
+            name = signal.Signals(sig).name
+        except ValueError:
+            name = str(sig)
+        return f"killed by {name}"
+    if os.WIFEXITED(status):
+        return f"exited with code {os.WEXITSTATUS(status)}"
+    return f"ended with wait status {status}"
+
+
+@dataclass(eq=False)
+class WorkerProcess:
+    pid: int
+    pidfd: int
+    channel: socket.socket
+    exited: asyncio.Future[int] = field(repr=False)
+
+    def kill(self) -> None:
+        """SIGKILL through the pidfd; a no-op once the process is gone."""
+        if self.pidfd < 0:
+            return
+        with contextlib.suppress(ProcessLookupError, OSError):
+            signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
+
+    def signal(self, sig: int) -> None:
+        if self.pidfd >= 0:
+            with contextlib.suppress(ProcessLookupError, OSError):
+                signal.pidfd_send_signal(self.pidfd, sig)
+
+    async def wait(self, grace: float) -> int | None:
+        """The raw wait status, or None if the worker is still running after `grace` seconds."""
+        try:
+            async with asyncio.timeout(grace):
+                return await asyncio.shield(self.exited)
+        except TimeoutError:
+            return None
+
+    def close(self) -> None:
+        if self.pidfd >= 0:
+            os.close(self.pidfd)
+            self.pidfd = -1
+
+
+class Zygote:
+    """The host's handle on its zygote process."""
+
+    def __init__(self) -> None:
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._ctl: socket.socket | None = None
+        self._sids = itertools.count(1)
+        self._spawning: dict[int, asyncio.Future[tuple[int, int]]] = {}
+        self._exits: dict[int, asyncio.Future[int]] = {}
+        self._early_exits: dict[int, int] = {}
+        self._decoder = msgspec.json.Decoder(ZygoteMsg)
+        self._lock = asyncio.Lock()
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    @property
+    def alive(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    async def ensure_started(self) -> None:
+        async with self._lock:
+            if self.alive:
+                return
+            self._fail_all("zygote restarted")
+            host_end, zyg_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            try:
+                # Popen returns once the exec succeeded (milliseconds), once per host.
+                self._proc = subprocess.Popen(  # noqa: ASYNC220
+                    [sys.executable, "-I", "-m", "plugbox.worker.zygote", str(zyg_end.fileno())],
+                    pass_fds=[zyg_end.fileno()],
+                    env=_clean_env(),
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    close_fds=True,
+                    cwd="/",
+                )
+            finally:
+                zyg_end.close()
+            host_end.setblocking(False)
+            self._ctl = host_end
+            asyncio.get_running_loop().add_reader(host_end.fileno(), self._on_readable)
+
+    def _on_readable(self) -> None:
+        ctl = self._ctl
+        if ctl is None:
+            return
+        while True:
+            try:
+                data, fds, _flags, _addr = socket.recv_fds(ctl, MAX_CONTROL_MSG, 2)
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                self._lost(f"control channel error: {exc}")
+                return
+            if not data:
+                self._lost("zygote exited")
+                return
+            try:
+                msg = self._decoder.decode(data)
+            except msgspec.DecodeError:
+                log.error("zygote sent an undecodable control message; ignored")
+                for fd in fds:
+                    os.close(fd)
+                continue
+            self._handle(msg, fds)
+
+    def _handle(self, msg: Spawned | Failed | Exited, fds: list[int]) -> None:
+        if type(msg) is Spawned:
+            fut = self._spawning.pop(msg.sid, None)
+            if fut is None or fut.done() or len(fds) != 1:
+                for fd in fds:
+                    os.close(fd)
+                return
+            fut.set_result((msg.pid, fds[0]))
+        elif type(msg) is Failed:
+            fut = self._spawning.pop(msg.sid, None)
+            if fut is not None and not fut.done():
+                fut.set_exception(BridgeError(f"zygote could not start the worker: {msg.error}"))
+        elif type(msg) is Exited:
+            exit_fut = self._exits.pop(msg.pid, None)
+            if exit_fut is None:
+                self._early_exits[msg.pid] = msg.status
+            elif not exit_fut.done():
+                exit_fut.set_result(msg.status)
+
+    def _lost(self, reason: str) -> None:
+        if self._ctl is not None:
+            asyncio.get_running_loop().remove_reader(self._ctl.fileno())
+            self._ctl.close()
+            self._ctl = None
+        self._fail_all(reason)
+
+    def _fail_all(self, reason: str) -> None:
+        for fut in self._spawning.values():
+            if not fut.done():
+                fut.set_exception(BridgeError(reason))
+        self._spawning.clear()
+        for exit_fut in self._exits.values():
+            if not exit_fut.done():
+                exit_fut.set_result(-1)
+        self._exits.clear()
+
+    async def spawn(self, spec_fields: dict[str, object]) -> WorkerProcess:
+        await self.ensure_started()
+        assert self._ctl is not None
+        sid = next(self._sids)
+        spec = Spawn(sid=sid, **spec_fields)  # type: ignore[arg-type]
+        host_end, worker_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[tuple[int, int]] = loop.create_future()
+        self._spawning[sid] = fut
+        try:
+            socket.send_fds(self._ctl, [msgspec.json.encode(spec)], [worker_end.fileno()])
+        except OSError as exc:
+            self._spawning.pop(sid, None)
+            host_end.close()
+            raise BridgeError(f"cannot reach the zygote: {exc}") from None
+        finally:
+            worker_end.close()
+        try:
+            pid, pidfd = await fut
+        except BaseException:
+            host_end.close()
+            raise
+        exited: asyncio.Future[int] = loop.create_future()
+        if pid in self._early_exits:
+            exited.set_result(self._early_exits.pop(pid))
+        else:
+            self._exits[pid] = exited
+        return WorkerProcess(pid=pid, pidfd=pidfd, channel=host_end, exited=exited)
+
+    async def close(self) -> None:
+        proc, self._proc = self._proc, None
+        if self._ctl is not None:
+            self._lost("zygote closed")
+        if proc is None:
+            return
+        try:
+            await asyncio.to_thread(proc.wait, 2.0)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            await asyncio.to_thread(proc.wait)

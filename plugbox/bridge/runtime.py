@@ -1,0 +1,363 @@
+"""The host side of the sandbox tier: one `WorkerRuntime` per enabled untrusted plugin.
+
+It spawns a confined worker (through the zygote), speaks the wire protocol over the worker's
+channel, and maps the worker onto the host: hook proxies on the bus, capability calls through
+the same router as built-ins (at most `max_calls_in_flight` at once), log relay, liveness pings.
+Everything a worker sends is untrusted: frames are size-capped and schema-validated by the
+FrameReader, undecodable ones are counted and, past a threshold, end the worker.
+
+When the worker dies (crash, kill, OOM, closed channel), every in-flight request is rejected at
+once with WorkerGone: hooks then resolve to `continue`, health to unhealthy, lifecycle calls fail;
+and the manager is told, so it can restart with backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
+
+from plugbox.bridge.process import WorkerProcess, describe_status
+from plugbox.bridge.wire import (
+    PROTOCOL_VERSION,
+    Call,
+    FrameReader,
+    FrameTooLarge,
+    Hello,
+    Log,
+    Ping,
+    Pong,
+    Register,
+    Reply,
+    Request,
+    Result,
+    Shutdown,
+    WorkerMsg,
+    encode_frame,
+)
+from plugbox.errors import (
+    BridgeError,
+    CapabilityError,
+    CapabilityTimeout,
+    ConfinementError,
+    PluginError,
+    WorkerGone,
+)
+from plugbox.hooks import reentry_scope
+from plugbox.sdk import HookContext, HookResult
+
+if TYPE_CHECKING:
+    from plugbox.loader import PluginEntry
+    from plugbox.runtime import RuntimeDeps
+
+__all__ = ["WorkerRuntime"]
+
+log = logging.getLogger("plugbox.bridge")
+
+MAX_BAD_FRAMES = 100
+MAX_REGISTRATIONS = 1024
+GRACEFUL_EXIT_S = 1.0
+
+
+class _Channel(asyncio.Protocol):
+    def __init__(self, runtime: WorkerRuntime) -> None:
+        self._rt = runtime
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._rt.transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        self._rt.received(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._rt.channel_lost()
+
+
+class WorkerRuntime:
+    def __init__(self, entry: PluginEntry, deps: RuntimeDeps, plugin_dir: Path) -> None:
+        self.entry = entry
+        self.deps = deps
+        self.plugin_dir = plugin_dir
+        s = deps.settings
+        self.max_calls = s.max_calls_in_flight
+        self.liveness = s.liveness_window_ms / 1000
+        self.reader = FrameReader(WorkerMsg, s.frame_max_bytes, on_bad=self._bad_frame)
+        self.transport: asyncio.Transport | None = None
+        self.proc: WorkerProcess | None = None
+        self.confinement: list[dict[str, Any]] | None = None
+        self.scratch = s.data_path / "scratch" / entry.plugin_id
+        self.pending: dict[int, asyncio.Future[Any]] = {}
+        self.pongs: dict[int, asyncio.Future[None]] = {}
+        self.ids = itertools.count(1)
+        self.in_flight = 0
+        self.calls: set[asyncio.Task[None]] = set()
+        self.registrations = 0
+        self.webhook_routes: set[str] = set()
+        self.has_search = False
+        self.late_replies = 0
+        self.refused_calls = 0
+        self._hello: asyncio.Future[Hello] = asyncio.get_running_loop().create_future()
+        self._ping_task: asyncio.Task[None] | None = None
+        self._death_task: asyncio.Future[None] | None = None
+        self._death: str | None = None
+        self._stopping = False
+        self._stopped = False
+
+    # -- sending --
+    def _send(self, msg: Any) -> None:
+        t = self.transport
+        if t is not None and not t.is_closing():
+            t.write(encode_frame(msg))
+
+    async def request(self, op: str, args: Any = None) -> Any:
+        if self._death is not None:
+            raise WorkerGone(self._death)
+        req_id = next(self.ids)
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.pending[req_id] = fut
+        self._send(Request(req_id, op, args))
+        try:
+            return await fut
+        finally:
+            self.pending.pop(req_id, None)
+
+    # -- receiving (every frame is untrusted) --
+    def received(self, data: bytes) -> None:
+        try:
+            messages = self.reader.feed(data)
+        except FrameTooLarge as exc:
+            self._kill(f"protocol violation: {exc}")
+            return
+        for msg in messages:
+            t = type(msg)
+            if t is Result:
+                self._on_result(msg)
+            elif t is Call:
+                self._on_call(msg)
+            elif t is Log:
+                self.entry.logs.emit(msg.level, msg.message, msg.fields)
+            elif t is Register:
+                self._on_register(msg)
+            elif t is Pong:
+                pong = self.pongs.pop(msg.id, None)
+                if pong is not None and not pong.done():
+                    pong.set_result(None)
+            elif t is Hello and not self._hello.done():
+                self._hello.set_result(msg)
+            else:
+                self._bad_frame(ValueError(f"unexpected {t.__name__} frame"))
+
+    def _bad_frame(self, exc: Exception) -> None:
+        if self.reader.bad_frames == 1 or self.reader.bad_frames % 50 == 0:
+            log.warning("plugin %s: dropped undecodable frame (%d so far): %s",
+                        self.entry.plugin_id, self.reader.bad_frames, str(exc)[:200])
+        if self.reader.bad_frames > MAX_BAD_FRAMES:
+            self._kill(f"worker sent more than {MAX_BAD_FRAMES} undecodable frames")
+
+    def _on_result(self, msg: Result) -> None:
+        fut = self.pending.pop(msg.id, None)
+        if fut is None or fut.done():
+            self.late_replies += 1
+            if self.late_replies == 1:
+                log.warning("plugin %s: late reply to request %d dropped", self.entry.plugin_id, msg.id)
+            return
+        if msg.ok:
+            fut.set_result(msg.value)
+        else:
+            fut.set_exception(PluginError(msg.error or "plugin failed without a message"))
+
+    def _on_call(self, msg: Call) -> None:
+        if self.in_flight >= self.max_calls:
+            self.refused_calls += 1
+            self._send(Reply(msg.id, False, None,
+                             f"{msg.verb}: too many capability calls in flight (max {self.max_calls})"))
+            return
+        self.in_flight += 1
+        task = asyncio.ensure_future(self._serve_call(msg))
+        self.calls.add(task)
+        task.add_done_callback(self.calls.discard)
+
+    async def _serve_call(self, msg: Call) -> None:
+        try:
+            with reentry_scope(self.entry.plugin_id, msg.origin):
+                value = await self.deps.router.invoke(self.entry, msg.verb, msg.args)
+            reply = Reply(msg.id, True, value)
+        except CapabilityTimeout as exc:
+            reply = Reply(msg.id, False, None, str(exc), "timeout")
+        except CapabilityError as exc:
+            reply = Reply(msg.id, False, None, str(exc))
+        finally:
+            self.in_flight -= 1
+        self._send(reply)
+
+    def _on_register(self, msg: Register) -> None:
+        self.registrations += 1
+        if self.registrations > MAX_REGISTRATIONS:
+            if self.registrations == MAX_REGISTRATIONS + 1:
+                log.warning("plugin %s: more than %d registrations; ignoring the rest",
+                            self.entry.plugin_id, MAX_REGISTRATIONS)
+            return
+        try:
+            if msg.what == "hook":
+                self.deps.bus.register(self.entry.plugin_id, msg.name, self._hook_proxy(msg.handler_id), msg.priority)
+            elif msg.what == "webhook":
+                self.entry.check_webhook_route(msg.name)
+                self.webhook_routes.add(msg.name)
+            elif msg.what == "search":
+                self.entry.check_search_provider()
+                self.has_search = True
+            else:
+                self._bad_frame(ValueError(f"unknown registration {msg.what[:32]!r}"))
+        except CapabilityError as exc:
+            self.entry.logs.emit("warning", f"registration refused: {exc}")
+
+    def _hook_proxy(self, handler_id: int) -> Any:
+        async def proxy(ctx: HookContext) -> HookResult | None:
+            try:
+                res = await self.request(
+                    "hook", [handler_id, ctx.event, ctx.data, ctx.session_id, ctx.timestamp, ctx.source, ctx.config]
+                )
+            except WorkerGone:
+                return None  # a dead worker's hooks resolve to `continue`
+            except PluginError as exc:
+                return HookResult(error=str(exc))
+            if not isinstance(res, dict) or not isinstance(res.get("continue"), bool):
+                return HookResult(error="hook result is not {continue, data, error}")
+            err = res.get("error")
+            return HookResult(data=res.get("data"), stop=not res["continue"],
+                              error=err if isinstance(err, str) or err is None else str(err))
+
+        return proxy
+
+    # -- liveness --
+    def hook_timed_out(self) -> None:
+        """A hook ran past its budget: ping; no pong within the liveness window → kill."""
+        if self._ping_task is None and self._death is None:
+            self._ping_task = asyncio.ensure_future(self._liveness_check())
+
+    async def _liveness_check(self) -> None:
+        ping_id = next(self.ids)
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.pongs[ping_id] = fut
+        self._send(Ping(ping_id))
+        try:
+            async with asyncio.timeout(self.liveness):
+                await fut
+        except TimeoutError:
+            self._kill(f"unresponsive: no answer to the liveness ping within {self.liveness:g} s")
+        finally:
+            self.pongs.pop(ping_id, None)
+            self._ping_task = None
+
+    # -- death --
+    def _kill(self, reason: str) -> None:
+        if self._death is None:
+            self._death = reason
+        if self.proc is not None:
+            self.proc.kill()
+        if self.transport is not None:
+            self.transport.abort()
+
+    def channel_lost(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()  # a worker that closed its channel is done, whatever it intends
+        first = self._death is None
+        if first:
+            self._death = "worker closed its channel"
+        gone = WorkerGone(f"plugin {self.entry.plugin_id!r} worker is gone: {self._death}")
+        for fut in list(self.pending.values()) + list(self.pongs.values()):
+            if not fut.done():
+                fut.set_exception(gone)
+        if not self._hello.done():
+            self._hello.set_exception(gone)
+        self.pending.clear()
+        for task in self.calls:
+            task.cancel()
+        if not self._stopping and self._death_task is None:
+            self._death_task = asyncio.ensure_future(self._report_death())
+
+    async def _report_death(self) -> None:
+        reason = self._death or "worker exited"
+        if self.proc is not None:
+            status = await self.proc.wait(1.0)
+            if status is not None and status >= 0:
+                reason = f"{reason} ({describe_status(status)})"
+        if not self._stopping:
+            self.deps.on_failure(self.entry, reason)
+
+    # -- PluginRuntime --
+    async def start(self) -> None:
+        s = self.deps.settings
+        shutil.rmtree(self.scratch, ignore_errors=True)
+        self.scratch.mkdir(parents=True, mode=0o700)
+        self.proc = await self.deps.zygote.spawn({
+            "plugin_id": self.entry.plugin_id,
+            "plugin_dir": str(self.plugin_dir),
+            "scratch_dir": str(self.scratch.resolve()),
+            "memory_bytes": s.worker_memory_bytes,
+            "open_files": s.worker_open_files,
+            "file_size_bytes": s.worker_file_size_bytes,
+            "netns": s.use_netns,
+            "degraded": s.confinement == "degraded",
+        })
+        loop = asyncio.get_running_loop()
+        await loop.connect_accepted_socket(lambda: _Channel(self), sock=self.proc.channel)
+        hello = await self._hello
+        self.confinement = hello.layers
+        if hello.error is not None:
+            missing = next((layer for layer in hello.layers if not layer.get("applied")), {})
+            raise ConfinementError(str(missing.get("name", "?")), str(missing.get("detail", hello.error)))
+        if hello.version != PROTOCOL_VERSION:
+            raise BridgeError(f"worker speaks protocol {hello.version}, host {PROTOCOL_VERSION}")
+        m = self.entry.manifest
+        await self.request("load", {
+            "plugin_id": m.id,
+            "plugin_dir": str(self.plugin_dir),
+            "main": m.main,
+            "config": dict(self.entry.config),
+            "permissions": sorted(m.permissions),
+            "routes": [r.route for r in m.ingress],
+        })
+
+    async def lifecycle(self, method: str) -> None:
+        await self.request("lifecycle", method)
+
+    async def config_changed(self, config: dict[str, Any]) -> None:
+        await self.request("config", config)
+
+    async def health(self) -> dict[str, Any]:
+        result = await self.request("health")
+        return result if isinstance(result, dict) else {"healthy": bool(result), "message": ""}
+
+    async def webhook(self, route: str, request: dict[str, Any]) -> dict[str, Any]:
+        if route not in self.webhook_routes:
+            return {"status": 404, "body": {"error": f"no webhook handler for route {route!r}"}}
+        result = await self.request("webhook", {"route": route, "request": request})
+        return result if isinstance(result, dict) else {"status": 200, "body": result}
+
+    async def search(self, query: dict[str, Any]) -> Any:
+        if not self.has_search:
+            raise BridgeError("no search provider registered")
+        return await self.request("search", query)
+
+    async def stop(self) -> None:
+        """Graceful close, bounded wait, kill. Safe to call twice."""
+        if self._stopped:
+            return
+        self._stopped = self._stopping = True
+        proc = self.proc
+        if proc is not None:
+            self._send(Shutdown())
+            if await proc.wait(GRACEFUL_EXIT_S) is None:
+                proc.kill()
+                await proc.wait(GRACEFUL_EXIT_S)
+        if self.transport is not None:
+            self.transport.abort()
+        for task in list(self.calls):
+            task.cancel()
+        if proc is not None:
+            proc.close()
+        shutil.rmtree(self.scratch, ignore_errors=True)

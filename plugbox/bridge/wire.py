@@ -1,0 +1,189 @@
+"""The bridge wire format, version 1: one source of truth for both processes.
+
+A frame is a 4-byte big-endian length followed by one msgpack-encoded message. Messages are msgspec
+Structs in two tagged unions, one per direction, encoded as arrays (tag first) for speed. Decoding
+*is* validation: a frame that does not decode into `WorkerMsg` is dropped and counted by the host;
+a length above the cap is a protocol violation (the stream cannot be resynchronised) and ends the
+worker. msgpack extension types other than timestamps are refused, so nothing but plain data can
+come out of a frame. No pickle anywhere. See docs/internals.md for the protocol in prose.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+
+__all__ = [
+    "PROTOCOL_VERSION",
+    "Call",
+    "FrameReader",
+    "FrameTooLarge",
+    "Hello",
+    "HostMsg",
+    "Log",
+    "Ping",
+    "Pong",
+    "Register",
+    "Reply",
+    "Request",
+    "Result",
+    "Shutdown",
+    "WorkerMsg",
+    "encode_frame",
+]
+
+PROTOCOL_VERSION = 1
+HEADER = struct.Struct("!I")
+
+
+class _Msg(msgspec.Struct, array_like=True, tag_field="k", omit_defaults=False):
+    pass
+
+
+# -- host → worker --
+class Request(_Msg, tag="req"):
+    """Host asks the worker to do something: load, lifecycle, hook, config, health, webhook, search."""
+
+    id: int
+    op: str
+    args: Any = None
+
+
+class Reply(_Msg, tag="rep"):
+    """Answer to a worker's capability Call. `error_kind` is 'error' or 'timeout'."""
+
+    id: int
+    ok: bool
+    value: Any = None
+    error: str | None = None
+    error_kind: str = "error"
+
+
+class Ping(_Msg, tag="ping"):
+    id: int
+
+
+class Shutdown(_Msg, tag="bye"):
+    pass
+
+
+HostMsg = Request | Reply | Ping | Shutdown
+
+
+# -- worker → host --
+class Hello(_Msg, tag="hello"):
+    """First frame of a worker: protocol version and the confinement layers it applied."""
+
+    version: int
+    pid: int
+    layers: list[dict[str, Any]]
+    error: str | None = None  # set when confinement failed; the worker exits right after
+
+
+class Call(_Msg, tag="call"):
+    """A capability call. `origin` is the hook event the calling handler is serving, if any."""
+
+    id: int
+    verb: str
+    args: Any = None
+    origin: str | None = None
+
+
+class Result(_Msg, tag="res"):
+    """Answer to a host Request."""
+
+    id: int
+    ok: bool
+    value: Any = None
+    error: str | None = None
+
+
+class Register(_Msg, tag="reg"):
+    """register_hook / register_webhook / register_search_provider from the plugin."""
+
+    what: str
+    name: str = ""
+    handler_id: int = 0
+    priority: int = 100
+
+
+class Log(_Msg, tag="log"):
+    level: str
+    message: str
+    fields: dict[str, Any] | None = None
+
+
+class Pong(_Msg, tag="pong"):
+    id: int
+
+
+WorkerMsg = Hello | Call | Result | Register | Log | Pong
+
+
+def _refuse_ext(code: int, data: memoryview) -> Any:
+    raise ValueError(f"msgpack extension type {code} is not allowed")
+
+
+_encoder = msgspec.msgpack.Encoder()
+
+
+def encode_frame(msg: msgspec.Struct, buffer: bytearray | None = None) -> bytearray:
+    """Encode `msg` as one frame (header included)."""
+    buf = bytearray(HEADER.size) if buffer is None else buffer
+    start = len(buf) - HEADER.size
+    _encoder.encode_into(msg, buf, len(buf))
+    HEADER.pack_into(buf, start, len(buf) - start - HEADER.size)
+    return buf
+
+
+class FrameTooLarge(Exception):
+    def __init__(self, size: int, cap: int) -> None:
+        super().__init__(f"frame of {size} bytes exceeds the {cap}-byte cap")
+
+
+class FrameReader:
+    """Splits a byte stream into frames and decodes each into `kind`. Undecodable frames are
+    counted in `bad_frames` and handed to `on_bad`; a declared length above `max_frame` raises
+    FrameTooLarge before any of that frame is buffered."""
+
+    __slots__ = ("_buf", "_decoder", "_max", "bad_frames", "on_bad")
+
+    def __init__(self, kind: Any, max_frame: int, on_bad: Callable[[Exception], None] | None = None) -> None:
+        self._decoder = msgspec.msgpack.Decoder(kind, ext_hook=_refuse_ext)
+        self._max = max_frame
+        self._buf = bytearray()
+        self.bad_frames = 0
+        self.on_bad = on_bad
+
+    def feed(self, data: bytes) -> list[Any]:
+        buf = self._buf
+        buf += data
+        out: list[Any] = []
+        pos = 0
+        end = len(buf)
+        view = memoryview(buf)
+        try:
+            while end - pos >= 4:
+                size = HEADER.unpack_from(buf, pos)[0]
+                if size > self._max:
+                    raise FrameTooLarge(size, self._max)
+                if end - pos - 4 < size:
+                    break
+                frame = view[pos + 4 : pos + 4 + size]
+                pos += 4 + size
+                try:
+                    out.append(self._decoder.decode(frame))
+                except (msgspec.DecodeError, msgspec.ValidationError, ValueError, RecursionError) as exc:
+                    self.bad_frames += 1
+                    if self.on_bad is not None:
+                        self.on_bad(exc)
+                finally:
+                    frame.release()
+        finally:
+            view.release()
+        if pos:
+            del buf[:pos]
+        return out

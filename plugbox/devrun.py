@@ -1,0 +1,73 @@
+"""`plugbox dev run`: the plugin author's loop (SPEC §9), as a function the CLI and tests share.
+
+Loads the plugin as untrusted with the same confinement as `serve`, enables it on a loopback
+session, dispatches one event if asked, disables it, and reports everything an author needs:
+status and error, the hook result, what the engine recorded as sent, stored keys, relayed logs
+and the confinement layers applied. The report is honest: a plugin failure is reported, not
+raised; only a failure of the host itself is an error.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from plugbox.engines.loopback import LoopbackEngine
+from plugbox.host import Host
+from plugbox.settings import Settings, load_settings
+
+__all__ = ["dev_run"]
+
+
+async def dev_run(
+    plugin_dir: Path,
+    *,
+    event: str | None = None,
+    data: Any = None,
+    session: str = "dev",
+    data_dir: Path | None = None,
+    settings: Settings | None = None,
+) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="plugbox-dev-") as tmp:
+        base = settings or load_settings()
+        fields = {f: getattr(base, f) for f in base.__struct_fields__}
+        fields["data_dir"] = str(data_dir or tmp)
+        settings = Settings(**fields)
+        engine = LoopbackEngine()
+        host = Host(settings, engine=engine)
+        report: dict[str, Any] = {"plugin": {"id": None, "status": None, "error": None}, "hook": None,
+                                  "sent": [], "storage": {}, "logs": [], "confinement": None}
+        try:
+            await host.start(restore=False)
+            await engine.create_session(session)
+            try:
+                entry = host.load_plugin(plugin_dir)
+            except Exception as exc:
+                report["plugin"] = {"id": None, "status": "error", "error": str(exc)}
+                return report
+            pid = entry.plugin_id
+            await host.manager.set_active_sessions(pid, [session])
+            with contextlib.suppress(Exception):  # reported below from the entry's status
+                await host.manager.enable(pid)
+            report["confinement"] = entry.confinement
+            if event is not None and entry.status == "enabled":
+                outcome = await host.bus.execute(event, data, session, source="dev")
+                errors = [e for p, e in outcome.errors if p == pid]
+                report["hook"] = {
+                    "continue": not outcome.stopped,
+                    "data": outcome.data,
+                    "error": errors[0] if errors else None,
+                    "timed_out": pid in outcome.timed_out,
+                }
+            report["plugin"] = {"id": pid, "status": entry.status, "error": entry.error}
+            if entry.status == "enabled":
+                await host.manager.disable(pid)
+            report["sent"] = list(engine.sent)
+            report["storage"] = {k: host.storage.get(pid, k)[1] for k in host.storage.list(pid)}
+            report["logs"] = list(entry.logs.recent)
+            report["plugin"]["final_status"] = entry.status
+        finally:
+            await host.stop()
+        return report

@@ -1,0 +1,169 @@
+"""The zygote: a clean interpreter, started once per host with a scrubbed environment, that has
+the worker runtime pre-imported and forks one child per plugin. It never held host secrets (it
+is a fresh `exec`, not a fork of the host) and never runs plugin code itself; each child applies
+confinement (plugbox.confine) right after the fork, before anything of the plugin is imported.
+
+Control protocol with the host, over an AF_UNIX SOCK_SEQPACKET pair (message boundaries kept,
+fds passed with SCM_RIGHTS), messages msgspec-JSON:
+  host → zygote  Spawn (+ the worker's channel fd)      zygote → host  Spawned (+ a pidfd) | Failed
+                                                         zygote → host  Exited (raw wait status)
+The zygote is single-threaded (fork safety) and dies with the host (PR_SET_PDEATHSIG).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import gc
+import os
+import select
+import signal
+import socket
+import sys
+from typing import Any
+
+import msgspec
+
+__all__ = ["Exited", "Failed", "Spawn", "Spawned", "ZygoteMsg", "main"]
+
+PR_SET_PDEATHSIG = 1
+MAX_CONTROL_MSG = 1 << 16
+
+
+class Spawn(msgspec.Struct, tag="spawn", frozen=True):
+    sid: int
+    plugin_id: str
+    plugin_dir: str
+    scratch_dir: str
+    memory_bytes: int
+    open_files: int
+    file_size_bytes: int
+    netns: bool = False
+    degraded: bool = False
+
+
+class Spawned(msgspec.Struct, tag="spawned", frozen=True):
+    sid: int
+    pid: int
+
+
+class Failed(msgspec.Struct, tag="failed", frozen=True):
+    sid: int
+    error: str
+
+
+class Exited(msgspec.Struct, tag="exited", frozen=True):
+    pid: int
+    status: int
+
+
+ZygoteMsg = Spawned | Failed | Exited
+
+_encode = msgspec.json.encode
+
+
+def _set_pdeathsig() -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+def _child(spec: Spawn, channel_fd: int) -> None:
+    """In the forked child: confine, then serve. Never returns."""
+    code = 0
+    try:
+        signal.set_wakeup_fd(-1)
+        for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, signal.SIG_DFL)
+        from plugbox.worker import entry
+
+        code = entry.run(spec, channel_fd)
+    except BaseException:  # nothing may escape back into the zygote's loop
+        code = 70
+    finally:
+        os._exit(code)
+
+
+def _spawn(ctl: socket.socket, spec: Spawn, channel_fd: int) -> None:
+    pid = os.fork()
+    if pid == 0:
+        ctl.close()
+        _child(spec, channel_fd)
+    os.close(channel_fd)
+    pidfd = os.pidfd_open(pid)
+    try:
+        socket.send_fds(ctl, [_encode(Spawned(spec.sid, pid))], [pidfd])
+    finally:
+        os.close(pidfd)
+
+
+def _reap(ctl: socket.socket) -> None:
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        ctl.send(_encode(Exited(pid, status)))
+
+
+def _preload() -> None:
+    """Import what every worker needs once, here, so a fork starts warm."""
+    import uvloop  # noqa: F401
+
+    import plugbox.confine
+    import plugbox.worker.entry
+    import plugbox.worker.server  # noqa: F401
+
+    # Build a throwaway loop once so asyncio's lazily-imported pieces are loaded pre-fork.
+    asyncio.new_event_loop().close()
+
+
+def main(argv: list[str]) -> int:
+    ctl_fd = int(argv[1])
+    parent = os.getppid()
+    _set_pdeathsig()
+    if os.getppid() != parent:
+        return 0
+    ctl = socket.socket(fileno=ctl_fd)
+    _preload()
+    from plugbox.worker import entry
+
+    entry.prepare_once()
+    decoder = msgspec.json.Decoder(Spawn)
+    wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    signal.set_wakeup_fd(wake_w)
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the host decides when we end
+    gc.collect()
+    gc.freeze()  # keep the pre-imported heap out of the cyclic GC so forks share it (less CoW)
+    while True:
+        readable, _, _ = select.select([ctl, wake_r], [], [])
+        if wake_r in readable:
+            with contextlib.suppress(BlockingIOError):
+                os.read(wake_r, 4096)
+            _reap(ctl)
+        if ctl in readable:
+            try:
+                data, fds, _flags, _addr = socket.recv_fds(ctl, MAX_CONTROL_MSG, 4)
+            except InterruptedError:
+                continue
+            if not data:
+                return 0  # host closed the control channel
+            spec: Any = None
+            try:
+                spec = decoder.decode(data)
+                if len(fds) != 1:
+                    raise ValueError(f"spawn needs exactly one channel fd, got {len(fds)}")
+                _spawn(ctl, spec, fds[0])
+            except Exception as exc:
+                for fd in fds:
+                    with contextlib.suppress(OSError):
+                        os.close(fd)
+                sid = spec.sid if isinstance(spec, Spawn) else -1
+                ctl.send(_encode(Failed(sid, f"{type(exc).__name__}: {exc}")))
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

@@ -1,0 +1,87 @@
+"""Fixtures for integration tests: a real host (SQLite + loopback engine) and real confined
+workers spawned through the project's own zygote."""
+
+from __future__ import annotations
+
+import json
+import os
+import textwrap
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from plugbox.engines.loopback import LoopbackEngine
+from plugbox.host import Host
+from plugbox.loader import PluginEntry
+from plugbox.settings import load_settings
+
+SESSION = "s1"
+
+WritePlugin = Callable[..., Path]
+
+
+@pytest.fixture
+def write_plugin(tmp_path: Path) -> WritePlugin:
+    """write_plugin(code, id="p", permissions=[...], **manifest) -> plugin dir."""
+
+    def write(code: str, *, id: str = "p", permissions: list[str] | None = None, **manifest: Any) -> Path:
+        root = tmp_path / "plugins" / id
+        root.mkdir(parents=True)
+        doc = {"id": id, "name": id, "version": "1.0.0", "type": "extension", "main": "main.py",
+               "permissions": permissions if permissions is not None else ["messages:send", "storage:use"],
+               **manifest}
+        (root / "manifest.json").write_text(json.dumps(doc))
+        (root / "main.py").write_text(textwrap.dedent(code))
+        os.chmod(root, 0o755)
+        return root
+
+    return write
+
+
+def host_settings(tmp_path: Path, **overrides: Any) -> Any:
+    defaults: dict[str, Any] = {
+        "data_dir": str(tmp_path / "data"),
+        "hook_budget_ms": 2000,
+        "liveness_window_ms": 1000,
+        "lifecycle_budget_ms": 10000,
+        "restart_backoff_initial_ms": 50,
+        "restart_backoff_max_ms": 200,
+    }
+    defaults.update(overrides)
+    return load_settings(environ={}, **defaults)
+
+
+@pytest.fixture
+def settings_overrides() -> dict[str, Any]:
+    return {}
+
+
+@pytest.fixture
+async def host(tmp_path: Path, settings_overrides: dict[str, Any]) -> AsyncIterator[Host]:
+    engine = LoopbackEngine()
+    h = Host(host_settings(tmp_path, **settings_overrides), engine=engine, bundled=False)
+    await h.start(restore=False)
+    await engine.create_session(SESSION)
+    try:
+        yield h
+    finally:
+        await h.stop()
+
+
+async def enable(host: Host, plugin_dir: Path, sessions: tuple[str, ...] = (SESSION,)) -> PluginEntry:
+    entry = host.load_plugin(plugin_dir)
+    await host.manager.set_active_sessions(entry.plugin_id, list(sessions))
+    await host.manager.enable(entry.plugin_id)
+    return entry
+
+
+def alive(pid: int) -> bool:
+    """True while `pid` exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"

@@ -1,0 +1,318 @@
+"""The sandbox tier end to end: real confined workers, spawned by the zygote, over the bridge."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+
+from plugbox.host import Host
+from plugbox.loader import Status
+
+from .conftest import SESSION, WritePlugin, alive, enable
+
+pytestmark = pytest.mark.timeout(60)
+
+RECORDER = """
+from plugbox.sdk import Plugin
+
+class Recorder(Plugin):
+    async def on_load(self, ctx):
+        await ctx.storage.set("on_load", True)
+    async def on_enable(self, ctx):
+        await ctx.storage.set("on_enable", True)
+    async def on_disable(self, ctx):
+        await ctx.storage.set("on_disable", True)
+    async def on_config_change(self, ctx, config):
+        await ctx.storage.set("config_seen", dict(config))
+    def health_check(self):
+        return {"healthy": True, "message": "all good"}
+"""
+
+
+async def wait_for(predicate, within: float = 10.0) -> None:
+    deadline = time.monotonic() + within
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.02)
+
+
+async def test_lifecycle_runs_in_a_confined_worker(host: Host, write_plugin: WritePlugin) -> None:
+    entry = await enable(host, write_plugin(RECORDER))
+    assert entry.status == Status.ENABLED
+    worker_pid = entry.runtime.proc.pid
+    assert worker_pid != host.zygote.pid and alive(worker_pid)
+    assert entry.confinement and all(layer["applied"] for layer in entry.confinement if not layer.get("skipped"))
+    assert host.storage.get("p", "on_load") == (True, True)
+    assert host.storage.get("p", "on_enable") == (True, True)
+    await host.manager.disable("p")
+    assert host.storage.get("p", "on_disable") == (True, True)
+    assert entry.status == Status.DISABLED
+    await wait_for(lambda: not alive(worker_pid))
+
+
+async def test_missing_module_fails_enable_cleanly(host: Host, write_plugin: WritePlugin) -> None:
+    plugin = write_plugin("import does_not_exist_anywhere\n")
+    entry = host.load_plugin(plugin)
+    with pytest.raises(Exception, match="ModuleNotFoundError"):
+        await host.manager.enable(entry.plugin_id)
+    assert entry.status == Status.ERROR
+    assert "does_not_exist_anywhere" in (entry.error or "")
+    assert entry.runtime is None
+    assert all(not regs for regs in host.bus._by_event.values())
+
+
+async def test_capability_and_hook_round_trip(host: Host, write_plugin: WritePlugin) -> None:
+    await enable(host, write_plugin("""
+        from plugbox.sdk import Plugin
+        class Echo(Plugin):
+            async def on_load(self, ctx):
+                ctx.register_hook("message:received", self.on_message)
+            async def on_message(self, hook):
+                await self.ctx.messages.send_text(hook.session_id, hook.data["chatId"], "echo: " + hook.data["body"])
+    """))
+    await host.engine.inject_inbound(SESSION, "15550001111@c.us", "hi")
+    assert [m["body"] for m in host.engine.sent] == ["echo: hi"]
+
+
+async def test_hook_data_chains_back_from_the_worker(host: Host, write_plugin: WritePlugin) -> None:
+    await enable(host, write_plugin("""
+        from plugbox.sdk import Plugin, HookResult
+        class Tagger(Plugin):
+            def on_load(self, ctx):
+                ctx.register_hook("message:received", self.tag)
+            def tag(self, hook):
+                return HookResult(data={**hook.data, "tagged": True}, stop=True)
+    """))
+    outcome = await host.bus.execute("message:received", {"id": "m1", "chatId": "c1", "body": "x"}, SESSION)
+    assert outcome.data["tagged"] is True
+    assert outcome.stopped
+
+
+@pytest.mark.parametrize("settings_overrides", [{"hook_budget_ms": 300}])
+async def test_hanging_async_hook_times_out_and_the_worker_stays(host: Host, write_plugin: WritePlugin) -> None:
+    entry = await enable(host, write_plugin("""
+        import asyncio
+        from plugbox.sdk import Plugin
+        class Hang(Plugin):
+            def on_load(self, ctx):
+                ctx.register_hook("message:received", self.hang)
+            async def hang(self, hook):
+                await asyncio.sleep(3600)
+    """))
+    started = time.monotonic()
+    outcome = await host.bus.execute("message:received", {"id": "m1", "chatId": "c1"}, SESSION)
+    assert time.monotonic() - started < 2
+    assert outcome.timed_out == ["p"] and not outcome.stopped
+    await asyncio.sleep(0.3)  # the liveness ping is answered: the event loop is alive
+    assert entry.status == Status.ENABLED and alive(entry.runtime.proc.pid)
+
+
+@pytest.mark.parametrize("settings_overrides", [{"hook_budget_ms": 300, "liveness_window_ms": 300}])
+async def test_infinite_sync_loop_is_killed_and_the_host_goes_on(host: Host, write_plugin: WritePlugin) -> None:
+    entry = await enable(host, write_plugin("""
+        import signal
+        from plugbox.sdk import Plugin
+        class Spin(Plugin):
+            def on_load(self, ctx):
+                for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                    signal.signal(sig, signal.SIG_IGN)
+                ctx.register_hook("message:received", self.spin)
+            def spin(self, hook):
+                while True:
+                    pass
+    """))
+    pid = entry.runtime.proc.pid
+    outcome = await host.bus.execute("message:received", {"id": "m1", "chatId": "c1"}, SESSION)
+    assert outcome.timed_out == ["p"]
+    await wait_for(lambda: not alive(pid), within=5)
+    await wait_for(lambda: any("liveness ping" in line["message"] for line in entry.logs.recent))
+    # The host still serves: a message through the bus completes.
+    await host.bus.execute("session:ready", {}, SESSION)
+
+
+@pytest.mark.parametrize("settings_overrides", [{"hook_budget_ms": 5000}])
+async def test_crash_mid_call_rejects_pending_requests_at_once(host: Host, write_plugin: WritePlugin) -> None:
+    await enable(host, write_plugin("""
+        import os
+        from plugbox.sdk import Plugin
+        class Crash(Plugin):
+            def on_load(self, ctx):
+                ctx.register_hook("message:received", self.crash)
+            async def crash(self, hook):
+                os._exit(9)
+    """))
+    started = time.monotonic()
+    outcome = await host.bus.execute("message:received", {"id": "m1", "chatId": "c1"}, SESSION)
+    assert time.monotonic() - started < 2, "a crash must not wait for the hook budget"
+    assert not outcome.timed_out and not outcome.stopped  # resolved to continue
+
+
+async def test_plain_data_survives_the_round_trip(host: Host, write_plugin: WritePlugin) -> None:
+    await enable(host, write_plugin("""
+        from plugbox.sdk import Plugin, HookResult
+        class Keep(Plugin):
+            def on_load(self, ctx):
+                ctx.register_hook("message:received", self.keep)
+            async def keep(self, hook):
+                await self.ctx.storage.set("seen", hook.data)
+                back = await self.ctx.storage.get("seen")
+                return HookResult(data={**back, "ts_is_aware": hook.timestamp.tzinfo is not None})
+    """))
+    when = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone(timedelta(hours=2)))
+    data = {"id": "m1", "chatId": "c1", "nested": [1, [2.5, {"b": b"\x00\xff", "n": None}], True],
+            "when": when, "empty": {}}
+    outcome = await host.bus.execute("message:received", data, SESSION)
+    assert outcome.data["nested"] == data["nested"]
+    assert outcome.data["when"] == when and outcome.data["when"].tzinfo is not None
+    assert outcome.data["when"].astimezone(UTC) == when.astimezone(UTC)
+    assert outcome.data["ts_is_aware"] is True
+
+
+async def test_non_plain_value_is_refused_at_the_sender_with_its_path(host: Host, write_plugin: WritePlugin) -> None:
+    await enable(host, write_plugin("""
+        from plugbox.sdk import Plugin, CapabilityError
+        class Bad(Plugin):
+            async def on_enable(self, ctx):
+                try:
+                    await ctx.storage.set("k", {"items": [1, 2, 3, {1, 2}]})
+                except CapabilityError as exc:
+                    await ctx.storage.set("error", str(exc))
+    """))
+    found, message = host.storage.get("p", "error")
+    assert found and "args.value.items[3]" in message and "set" in message
+
+
+async def test_calls_over_the_in_flight_limit_are_refused_and_slots_reused(
+    host: Host, write_plugin: WritePlugin
+) -> None:
+    gate = asyncio.Event()
+
+    async def hold(hook):  # a built-in handler that keeps every send in flight until released
+        await gate.wait()
+
+    host.bus.register("gatekeeper", "message:sending", hold)
+    entry = await enable(host, write_plugin("""
+        import asyncio
+        from plugbox.sdk import Plugin, CapabilityError
+        class Flood(Plugin):
+            def on_load(self, ctx):
+                ctx.register_hook("session:ready", self.flood)
+            async def flood(self, hook):
+                async def one(i):
+                    try:
+                        await self.ctx.messages.send_text(hook.session_id, "15550001111@c.us", f"m{i}")
+                        return "ok"
+                    except CapabilityError as exc:
+                        return str(exc)
+                results = await asyncio.gather(*(one(i) for i in range(33)))
+                await self.ctx.storage.set("results", results)
+                await self.ctx.storage.set("after", await one(99))
+    """))
+    dispatch = asyncio.ensure_future(host.bus.execute("session:ready", {}, SESSION))
+    await wait_for(lambda: entry.runtime.in_flight == 32)
+    assert entry.runtime.refused_calls == 1
+    gate.set()
+    await dispatch
+    results = host.storage.get("p", "results")[1]
+    assert results.count("ok") == 32
+    assert any("too many capability calls in flight (max 32)" in r for r in results)
+    assert host.storage.get("p", "after") == (True, "ok")
+
+
+@pytest.mark.parametrize("settings_overrides", [{"hook_budget_ms": 200}])
+async def test_late_replies_are_dropped(host: Host, write_plugin: WritePlugin) -> None:
+    entry = await enable(host, write_plugin("""
+        import asyncio
+        from plugbox.sdk import Plugin, HookResult
+        class Slow(Plugin):
+            def on_load(self, ctx):
+                ctx.register_hook("message:received", self.slow)
+            async def slow(self, hook):
+                await asyncio.sleep(0.5)
+                return HookResult(data={**hook.data, "late": True})
+    """))
+    outcome = await host.bus.execute("message:received", {"id": "m1", "chatId": "c1"}, SESSION)
+    assert outcome.timed_out == ["p"] and "late" not in outcome.data
+    await wait_for(lambda: entry.runtime.late_replies == 1)
+    assert entry.status == Status.ENABLED
+
+
+async def test_garbage_frames_are_dropped_and_counted(host: Host, write_plugin: WritePlugin) -> None:
+    entry = await enable(host, write_plugin("""
+        import os, socket, stat
+        from plugbox.sdk import Plugin
+        class Garbage(Plugin):
+            async def on_enable(self, ctx):
+                for fd in range(3, 64):
+                    try:
+                        if stat.S_ISSOCK(os.fstat(fd).st_mode):
+                            os.write(fd, b"\\x00\\x00\\x00\\x05hello" * 3)
+                            await ctx.storage.set("wrote_to", fd)
+                    except OSError:
+                        pass
+    """))
+    assert host.storage.get("p", "wrote_to")[0], "the attack must have reached the channel"
+    assert entry.runtime.reader.bad_frames == 3
+    assert entry.status == Status.ENABLED
+    assert (await host.manager.health("p"))["healthy"] is True
+
+
+async def test_config_change_and_health_round_trip(host: Host, write_plugin: WritePlugin) -> None:
+    await enable(host, write_plugin(RECORDER, configSchema={
+        "type": "object", "properties": {"greeting": {"type": "string", "default": "hi"}}}))
+    await host.manager.set_config("p", {"greeting": "hello"})
+    assert host.storage.get("p", "config_seen") == (True, {"greeting": "hello"})
+    assert await host.manager.health("p") == {"healthy": True, "message": "all good"}
+
+
+async def test_memory_bomb_ends_only_the_worker(host: Host, write_plugin: WritePlugin) -> None:
+    entry = await enable(host, write_plugin("""
+        from plugbox.sdk import Plugin
+        class Bomb(Plugin):
+            def on_load(self, ctx):
+                ctx.register_hook("message:received", self.bomb)
+            async def bomb(self, hook):
+                await self.ctx.storage.set("started", True)
+                hoard = []
+                while True:
+                    hoard.append(bytearray(16 << 20))
+    """))
+    outcome = await host.bus.execute("message:received", {"id": "m1", "chatId": "c1"}, SESSION)
+    assert host.storage.get("p", "started") == (True, True)
+    assert outcome.errors and "MemoryError" in outcome.errors[0][1]
+    assert not outcome.timed_out
+    assert entry.status == Status.ENABLED  # the cap held; the worker survived its own bomb
+    await host.engine.inject_inbound(SESSION, "15550001111@c.us", "still serving")
+
+
+@pytest.mark.parametrize("settings_overrides", [{"breaker_threshold": 3}])
+async def test_crashing_plugin_restarts_with_backoff_then_trips_the_breaker(
+    host: Host, write_plugin: WritePlugin
+) -> None:
+    entry = await enable(host, write_plugin("""
+        import os
+        from plugbox.sdk import Plugin
+        class Crash(Plugin):
+            def on_load(self, ctx):
+                ctx.register_hook("message:received", self.crash)
+            def crash(self, hook):
+                os._exit(1)
+    """))
+    pids = set()
+    for attempt in range(1, 4):
+        await wait_for(lambda: entry.status == Status.ENABLED and entry.runtime is not None)
+        pids.add(entry.runtime.proc.pid)
+        await host.bus.execute("message:received", {"id": "m1", "chatId": "c1"}, SESSION)
+        await wait_for(lambda n=attempt: entry.record.consecutive_failures == n)
+    await wait_for(lambda: entry.runtime is None)
+    assert entry.status == Status.ERROR
+    assert "circuit breaker" in entry.error and "exited with code 1" in entry.error
+    assert len(pids) == 3  # a fresh worker each time
+    await asyncio.sleep(0.5)
+    assert entry.status == Status.ERROR and entry.runtime is None  # stays down
+    await host.manager.enable("p")  # until the operator re-enables it
+    assert entry.status == Status.ENABLED
