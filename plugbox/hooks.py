@@ -22,7 +22,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from plugbox._ratelimit import RateLimiter
-from plugbox.events import EVENTS
+from plugbox.errors import WorkerGone
+from plugbox.events import EVENTS, VETO_EVENTS
 from plugbox.sdk import HookContext, HookResult
 
 __all__ = ["HookBus", "HookOutcome", "Registration", "reentry_scope"]
@@ -30,8 +31,6 @@ __all__ = ["HookBus", "HookOutcome", "Registration", "reentry_scope"]
 log = logging.getLogger("plugbox.hooks")
 
 Handler = Callable[[HookContext], Awaitable[HookResult | None] | HookResult | None]
-
-VETO_EVENTS = frozenset({"message:sending", "webhook:before"})
 
 # (plugin_id, event) pairs whose handler is running in this task: a capability call made from a
 # handler that fires the same event again must not re-enter that handler.
@@ -177,6 +176,8 @@ class HookBus:
                 result = reg.handler(ctx)
                 if inspect.isawaitable(result):
                     result = await result
+        except WorkerGone:
+            return None  # a dead worker's handler resolves to continue; it is no success either
         except TimeoutError:
             outcome.timed_out.append(reg.plugin_id)
             self._log_timeout(reg)

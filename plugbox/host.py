@@ -151,11 +151,10 @@ class Host:
             await self.manager.restore()
 
     async def stop(self) -> None:
-        if not self._started:
-            return
-        self._started = False
-        await self.manager.shutdown()
-        await self.zygote.close()
+        if self._started:
+            self._started = False
+            await self.manager.shutdown()
+            await self.zygote.close()
         await self.db.close()
 
     async def __aenter__(self) -> Host:

@@ -55,7 +55,7 @@ class PluginEntry:
             max_chars=settings.log_line_max_chars,
         )
         self._scope = self._make_scope()
-        self._enabling: asyncio.Task[None] | None = None
+        self._enabling: asyncio.Future[None] | None = None
         self._disabling: asyncio.Task[None] | None = None
         self._restart: asyncio.Task[None] | None = None
 
@@ -201,20 +201,23 @@ class PluginManager:
         entry = self.get(plugin_id)
         if entry._enabling is not None:
             raise PluginStateError(f"plugin {plugin_id!r}: an enable is already in flight")
-        if entry._disabling is not None:
-            await entry._disabling
-        if entry.status == Status.ENABLED:
-            return entry
-        if entry._restart is not None:
-            entry._restart.cancel()
-            entry._restart = None
-        entry.record.enabled = True
-        entry.record.consecutive_failures = 0
-        entry._enabling = asyncio.current_task()
+        # Claim the enable before any await, so a second caller is refused even while we wait
+        # for a disable in flight to finish.
+        enabling = entry._enabling = asyncio.get_running_loop().create_future()
         try:
+            if entry._disabling is not None:
+                await asyncio.shield(entry._disabling)
+            if entry.status == Status.ENABLED:
+                return entry
+            if entry._restart is not None:
+                entry._restart.cancel()
+                entry._restart = None
+            entry.record.enabled = True
+            entry.record.consecutive_failures = 0
             await self._start(entry)
         finally:
             entry._enabling = None
+            enabling.set_result(None)
         if entry.status == Status.ERROR:
             raise PluginStateError(f"plugin {plugin_id!r} failed to enable: {entry.error}")
         return entry
@@ -266,7 +269,7 @@ class PluginManager:
 
     async def _stop(self, entry: PluginEntry, operator: bool, budget: float | None) -> None:
         if entry._enabling is not None:
-            await asyncio.wait({entry._enabling})
+            await asyncio.shield(entry._enabling)
         if entry._restart is not None:
             entry._restart.cancel()
             entry._restart = None
@@ -304,9 +307,10 @@ class PluginManager:
         """A hook ran past its budget. Timeouts count toward the breaker like crashes do."""
         if entry.status != Status.ENABLED:
             return
-        entry.record.consecutive_failures += 1
-        if entry.record.consecutive_failures >= self.settings.breaker_threshold:
-            self.runtime_failed(entry, "hook budget exceeded repeatedly")
+        if entry.record.consecutive_failures + 1 >= self.settings.breaker_threshold:
+            self.runtime_failed(entry, "hook budget exceeded repeatedly")  # counts this failure
+        else:
+            entry.record.consecutive_failures += 1
 
     def record_success(self, plugin_id: str) -> None:
         entry = self.entries.get(plugin_id)

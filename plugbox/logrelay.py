@@ -23,8 +23,11 @@ _MIN_SECRET_LEN = 4  # shorter "secrets" would redact ordinary words
 
 
 def redact(text: str, secrets: Iterable[str]) -> str:
-    for secret in secrets:
-        if len(secret) >= _MIN_SECRET_LEN and secret in text:
+    """Replace every secret, longest first (a secret containing another goes whole), in its plain
+    and its repr-escaped form (fields are rendered with repr)."""
+    forms = {form for s in secrets if len(s) >= _MIN_SECRET_LEN for form in (s, repr(s)[1:-1])}
+    for secret in sorted(forms, key=len, reverse=True):
+        if secret in text:
             text = text.replace(secret, REDACTED)
     return text
 
@@ -63,8 +66,8 @@ class LogRelay:
         text = str(message)
         if isinstance(fields, dict) and fields:
             text += " " + " ".join(f"{k}={v!r}" for k, v in list(fields.items())[:32])
+        text = redact(text, self._secrets())  # before the cut: a cut secret would no longer match
         if len(text) > self._max_chars:
             text = text[: self._max_chars] + "…[truncated]"
-        text = redact(text, self._secrets())
         self.recent.append({"level": lvl, "message": text, "ts": time.time()})
         log.log(LEVELS[lvl], "[%s] %s", self.plugin_id, text, extra={"plugin_id": self.plugin_id})

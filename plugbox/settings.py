@@ -83,6 +83,10 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
 _FIELDS = {f.name: f for f in msgspec.structs.fields(Settings)}
 
 
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
+
+
 def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name in Settings.__struct_fields__:
@@ -91,7 +95,10 @@ def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:
             continue
         field = _FIELDS[name]
         if field.type is bool:
-            out[name] = raw.strip().lower() in ("1", "true", "yes", "on")
+            word = raw.strip().lower()
+            if word not in _TRUE | _FALSE:
+                raise ConfigError(ENV_PREFIX + name.upper(), f"expected true or false, got {raw!r}")
+            out[name] = word in _TRUE
         elif field.type == tuple[str, ...]:
             out[name] = tuple(x.strip() for x in raw.split(",") if x.strip())
         elif field.type is str:

@@ -220,8 +220,6 @@ class WorkerRuntime:
                 res = await self.request(
                     "hook", [handler_id, ctx.event, ctx.data, ctx.session_id, ctx.timestamp, ctx.source, ctx.config]
                 )
-            except WorkerGone:
-                return None  # a dead worker's hooks resolve to `continue`
             except PluginError as exc:
                 return HookResult(error=str(exc))
             if not isinstance(res, dict) or not isinstance(res.get("continue"), bool):

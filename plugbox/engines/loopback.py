@@ -35,6 +35,9 @@ _GROUP_SUFFIX = "@g.us"
 _PHONE_DIGITS = re.compile(r"[0-9]{5,15}")  # E.164 allows at most 15 digits
 _GROUP_LOCAL = re.compile(r"[0-9A-Za-z][0-9A-Za-z-]{0,63}")
 _SESSION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+# A simulator accepts opaque test ids too ("c1", "support-desk"), as long as they cannot be
+# mistaken for a phone number or a WhatsApp address.
+_OPAQUE = re.compile(r"[A-Za-z][A-Za-z0-9._:-]{0,127}")
 _PHONE_PUNCTUATION = str.maketrans("", "", " +-().")
 _FIRST_OWN_NUMBER = 15550000000
 
@@ -48,7 +51,8 @@ def _show(value: object) -> str:
 
 def canonical_id(value: object, what: str = "chat id") -> str:
     """``<digits>@c.us`` for a phone number in any common notation (``+1 (555) 010-9999``,
-    ``15550109999``, ``15550109999@s.whatsapp.net``), a valid ``<id>@g.us`` unchanged; else EngineError."""
+    ``15550109999``, ``15550109999@s.whatsapp.net``), a valid ``<id>@g.us`` unchanged, an opaque
+    test id (a letter, then letters, digits, ``._:-``) unchanged; else EngineError."""
     if type(value) is not str:
         raise EngineError(f"{what}: must be a str, got {type(value).__name__}")
     text = value.strip()
@@ -61,7 +65,9 @@ def canonical_id(value: object, what: str = "chat id") -> str:
             local = local.translate(_PHONE_PUNCTUATION)
         if (not at or domain in ("c.us", "s.whatsapp.net")) and _PHONE_DIGITS.fullmatch(local):
             return local + _CONTACT_SUFFIX
-    raise EngineError(f"{what} {_show(value)}: not a phone number, <digits>@c.us or <id>@g.us")
+        if not at and _OPAQUE.fullmatch(text):
+            return text
+    raise EngineError(f"{what} {_show(value)}: not a phone number, <digits>@c.us, <id>@g.us or a test id")
 
 
 def _is_group(chat_id: str) -> bool:

@@ -14,6 +14,8 @@ import socket
 import sys
 from typing import TYPE_CHECKING, Any
 
+import msgspec
+
 from plugbox import confine
 from plugbox.errors import ConfinementError
 
@@ -58,7 +60,7 @@ def run(spec: Spawn, channel_fd: int) -> int:
     error: str | None = None
     try:
         report = confine.apply(confine.prepare(_policy(spec, channel_fd), _prepared))
-        layers = [{"name": r.name, "applied": r.applied, "detail": r.detail} for r in report.layers]
+        layers = [msgspec.to_builtins(r) for r in report.layers]
     except ConfinementError as exc:
         layers = [{"name": exc.layer, "applied": False, "detail": exc.reason}]
         error = str(exc)

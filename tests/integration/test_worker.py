@@ -10,6 +10,7 @@ import pytest
 
 from plugbox.host import Host
 from plugbox.loader import Status
+from plugbox.sdk import Plugin
 
 from .conftest import SESSION, WritePlugin, alive, enable
 
@@ -191,10 +192,17 @@ async def test_calls_over_the_in_flight_limit_are_refused_and_slots_reused(
 ) -> None:
     gate = asyncio.Event()
 
-    async def hold(hook):  # a built-in handler that keeps every send in flight until released
-        await gate.wait()
+    class Gatekeeper(Plugin):  # a built-in that keeps every send in flight until released
+        def on_load(self, ctx):
+            ctx.register_hook("message:sending", self.hold)
 
-    host.bus.register("gatekeeper", "message:sending", hold)
+        async def hold(self, hook):
+            await gate.wait()
+
+    host.register_builtin(Gatekeeper, {"id": "gatekeeper", "name": "g", "version": "1", "type": "extension",
+                                       "main": "builtin"})
+    await host.manager.set_active_sessions("gatekeeper", [SESSION])
+    await host.manager.enable("gatekeeper")
     entry = await enable(host, write_plugin("""
         import asyncio
         from plugbox.sdk import Plugin, CapabilityError

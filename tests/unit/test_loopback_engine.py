@@ -141,7 +141,9 @@ async def test_canonical_chat_id_normalises_numbers_and_keeps_groups(
     assert await engine.canonical_chat_id("s1", raw) == canonical
 
 
-@pytest.mark.parametrize("garbage", ["", "hello", "12", "1" * 16, "abc@c.us", "@g.us", "x y@g.us", "١٢٣٤٥٦"])
+@pytest.mark.parametrize(
+    "garbage", ["", "hello world", "12", "1" * 16, "abc@c.us", "@g.us", "x y@g.us", "١٢٣٤٥٦", "-x", "a\x00"]
+)
 async def test_canonical_chat_id_refuses_garbage(engine: LoopbackEngine, garbage: str) -> None:
     with pytest.raises(EngineError, match="not a phone number"):
         await engine.canonical_chat_id("s1", garbage)
@@ -329,3 +331,8 @@ async def test_history_is_bounded_per_chat(clock: FakeClock) -> None:
         await eng.send_text("s1", ALICE, f"m{i}")
     assert [m["body"] for m in await eng.get_chat_history("s1", ALICE)] == ["m2", "m3", "m4"]
     assert [m["body"] for m in eng.sent] == ["m3", "m4"]
+
+
+@pytest.mark.parametrize("test_id", ["c1", "support-desk", "team.room:7"])
+async def test_canonical_chat_id_keeps_opaque_test_ids(engine: LoopbackEngine, test_id: str) -> None:
+    assert await engine.canonical_chat_id("s1", test_id) == test_id
