@@ -26,6 +26,7 @@ from plugbox.bridge.wire import (
     Call,
     FrameReader,
     FrameTooLarge,
+    FrameWriter,
     Hello,
     Log,
     Ping,
@@ -36,7 +37,6 @@ from plugbox.bridge.wire import (
     Result,
     Shutdown,
     WorkerMsg,
-    encode_frame,
 )
 from plugbox.errors import (
     BridgeError,
@@ -68,9 +68,14 @@ class _Channel(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._rt.transport = cast(asyncio.Transport, transport)
+        self._rt.writer = FrameWriter(self._rt.transport, asyncio.get_running_loop())
 
     def data_received(self, data: bytes) -> None:
-        self._rt.received(data)
+        writer = self._rt.writer
+        if writer is None:
+            return
+        with writer.corked():
+            self._rt.received(data)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._rt.channel_lost()
@@ -86,6 +91,7 @@ class WorkerRuntime:
         self.liveness = s.liveness_window_ms / 1000
         self.reader = FrameReader(WorkerMsg, s.frame_max_bytes, on_bad=self._bad_frame)
         self.transport: asyncio.Transport | None = None
+        self.writer: FrameWriter | None = None
         self.proc: WorkerProcess | None = None
         self.confinement: list[dict[str, Any]] | None = None
         self.scratch = s.data_path / "scratch" / entry.plugin_id
@@ -108,9 +114,8 @@ class WorkerRuntime:
 
     # -- sending --
     def _send(self, msg: Any) -> None:
-        t = self.transport
-        if t is not None and not t.is_closing():
-            t.write(encode_frame(msg))
+        if self.writer is not None:
+            self.writer.write(msg)
 
     async def request(self, op: str, args: Any = None) -> Any:
         if self._death is not None:
@@ -349,6 +354,8 @@ class WorkerRuntime:
         proc = self.proc
         if proc is not None:
             self._send(Shutdown())
+            if self.writer is not None:
+                self.writer.flush()
             if await proc.wait(GRACEFUL_EXIT_S) is None:
                 proc.kill()
                 await proc.wait(GRACEFUL_EXIT_S)

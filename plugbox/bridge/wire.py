@@ -10,9 +10,11 @@ come out of a frame. No pickle anywhere. See docs/internals.md for the protocol 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import struct
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, Protocol
 
 import msgspec
 
@@ -21,6 +23,7 @@ __all__ = [
     "Call",
     "FrameReader",
     "FrameTooLarge",
+    "FrameWriter",
     "Hello",
     "HostMsg",
     "Log",
@@ -32,6 +35,7 @@ __all__ = [
     "Result",
     "Shutdown",
     "WorkerMsg",
+    "append_frame",
     "encode_frame",
 ]
 
@@ -130,13 +134,67 @@ def _refuse_ext(code: int, data: memoryview) -> Any:
 _encoder = msgspec.msgpack.Encoder()
 
 
-def encode_frame(msg: msgspec.Struct, buffer: bytearray | None = None) -> bytearray:
-    """Encode `msg` as one frame (header included)."""
-    buf = bytearray(HEADER.size) if buffer is None else buffer
-    start = len(buf) - HEADER.size
-    _encoder.encode_into(msg, buf, len(buf))
+_PLACEHOLDER = bytes(HEADER.size)
+
+
+def append_frame(msg: msgspec.Struct, buf: bytearray) -> None:
+    """Append `msg` to `buf` as one frame (header included), encoding in place."""
+    start = len(buf)
+    buf += _PLACEHOLDER
+    _encoder.encode_into(msg, buf, start + HEADER.size)
     HEADER.pack_into(buf, start, len(buf) - start - HEADER.size)
+
+
+def encode_frame(msg: msgspec.Struct) -> bytearray:
+    """Encode `msg` as one frame (header included)."""
+    buf = bytearray()
+    append_frame(msg, buf)
     return buf
+
+
+class _Transport(Protocol):
+    def write(self, data: bytes | bytearray | memoryview) -> None: ...
+
+    def is_closing(self) -> bool: ...
+
+
+class FrameWriter:
+    """Coalesces outgoing frames so that everything one side sends during an event-loop iteration
+    leaves in one write() — a syscall per frame was the largest cost of a pipelined bridge.
+
+    `write` appends and schedules one flush (call_soon) per iteration. Inside a read callback,
+    `corked()` holds the flush until the whole batch of incoming frames has been handled."""
+
+    __slots__ = ("_buf", "_corked", "_loop", "_scheduled", "_transport")
+
+    def __init__(self, transport: _Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._buf = bytearray()
+        self._scheduled = False
+        self._corked = False
+
+    def write(self, msg: msgspec.Struct) -> None:
+        append_frame(msg, self._buf)
+        if not self._scheduled and not self._corked:
+            self._scheduled = True
+            self._loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        self._scheduled = False
+        if self._buf:
+            buf, self._buf = self._buf, bytearray()  # the transport may keep a reference to it
+            if not self._transport.is_closing():
+                self._transport.write(buf)
+
+    @contextlib.contextmanager
+    def corked(self) -> Iterator[None]:
+        self._corked = True
+        try:
+            yield
+        finally:
+            self._corked = False
+            self.flush()
 
 
 class FrameTooLarge(Exception):

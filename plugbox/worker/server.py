@@ -26,6 +26,7 @@ from plugbox.bridge.wire import (
     PROTOCOL_VERSION,
     Call,
     FrameReader,
+    FrameWriter,
     Hello,
     HostMsg,
     Log,
@@ -36,7 +37,6 @@ from plugbox.bridge.wire import (
     Request,
     Result,
     Shutdown,
-    encode_frame,
 )
 from plugbox.errors import CapabilityError, CapabilityTimeout
 from plugbox.sdk import Context, HookContext, HookResult, Plugin, check_plain
@@ -108,6 +108,7 @@ class _Relay(io.TextIOBase):
 class WorkerServer(asyncio.Protocol):
     def __init__(self, layers: list[dict[str, Any]], error: str | None = None) -> None:
         self.transport: asyncio.Transport | None = None
+        self.writer: FrameWriter | None = None
         self.error = error
         self.reader = FrameReader(HostMsg, MAX_FRAME)
         self.layers = layers
@@ -126,8 +127,10 @@ class WorkerServer(asyncio.Protocol):
     # -- transport --
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
+        self.writer = FrameWriter(self.transport, asyncio.get_running_loop())
         self.send(Hello(PROTOCOL_VERSION, os.getpid(), self.layers, self.error))
         if self.error is not None:  # confinement failed: say why, run nothing
+            self.writer.flush()
             transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -135,11 +138,17 @@ class WorkerServer(asyncio.Protocol):
             self.closed.set_result(None)
 
     def send(self, msg: Any) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(encode_frame(msg))
+        if self.writer is not None:
+            self.writer.write(msg)
 
     def data_received(self, data: bytes) -> None:
-        for msg in self.reader.feed(data):
+        if self.writer is None:
+            return
+        with self.writer.corked():  # results of inline handlers leave in one write
+            self._handle(self.reader.feed(data))
+
+    def _handle(self, messages: list[Any]) -> None:
+        for msg in messages:
             t = type(msg)
             if t is Reply:
                 fut = self.pending.pop(msg.id, None)
@@ -155,6 +164,8 @@ class WorkerServer(asyncio.Protocol):
             elif t is Ping:
                 self.send(Pong(msg.id))
             elif t is Shutdown and self.transport is not None:
+                if self.writer is not None:
+                    self.writer.flush()
                 self.transport.close()
 
     # -- capability calls --

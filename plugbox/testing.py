@@ -1,0 +1,120 @@
+"""Test kit for plugin authors: run your plugin exactly as `plugbox serve` would — untrusted,
+confined in a worker — against the loopback engine, and look at what it did.
+
+    from plugbox.testing import run_plugin
+
+    async def test_echo_replies():
+        async with run_plugin("path/to/plugin") as p:
+            await p.inbound("hi")
+            assert [m["body"] for m in p.sent] == ["echo: hi"]
+
+Also usable as a pytest fixture: `plugin = plugin_fixture("path/to/plugin")` at module level.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+from plugbox.engines.loopback import LoopbackEngine
+from plugbox.hooks import HookOutcome
+from plugbox.host import Host
+from plugbox.loader import PluginEntry
+from plugbox.settings import Settings, load_settings
+
+__all__ = ["PluginHarness", "plugin_fixture", "run_plugin"]
+
+DEFAULT_CHAT = "15550001111@c.us"
+
+
+class PluginHarness:
+    """A running, confined plugin on a loopback session."""
+
+    def __init__(self, host: Host, entry: PluginEntry, session: str) -> None:
+        self.host = host
+        self.engine: LoopbackEngine = host.engine
+        self.entry = entry
+        self.session = session
+
+    @property
+    def status(self) -> str:
+        return self.entry.status
+
+    @property
+    def error(self) -> str | None:
+        return self.entry.error
+
+    @property
+    def sent(self) -> list[dict[str, Any]]:
+        """Messages the loopback engine recorded as sent."""
+        return list(self.engine.sent)
+
+    @property
+    def storage(self) -> dict[str, Any]:
+        pid = self.entry.plugin_id
+        return {k: self.host.storage.get(pid, k)[1] for k in self.host.storage.list(pid)}
+
+    @property
+    def logs(self) -> list[dict[str, Any]]:
+        return list(self.entry.logs.recent)
+
+    @property
+    def confinement(self) -> list[dict[str, Any]] | None:
+        return self.entry.confinement
+
+    async def inbound(self, body: str, chat_id: str = DEFAULT_CHAT, sender: str | None = None) -> dict[str, Any]:
+        """Inject an inbound message; returns it after every `message:received` handler ran."""
+        return await self.engine.inject_inbound(self.session, chat_id, body, sender)
+
+    async def dispatch(self, event: str, data: Any) -> HookOutcome:
+        return await self.host.bus.execute(event, data, self.session, source="test")
+
+    async def set_config(self, config: dict[str, Any]) -> None:
+        await self.host.manager.set_config(self.entry.plugin_id, config)
+
+
+@contextlib.asynccontextmanager
+async def run_plugin(
+    plugin_dir: str | Path,
+    *,
+    session: str = "test",
+    config: dict[str, Any] | None = None,
+    settings: Settings | None = None,
+    expect_enabled: bool = True,
+) -> AsyncIterator[PluginHarness]:
+    """Load `plugin_dir` as untrusted, enable it on a loopback session, yield a harness, then stop
+    everything (no worker survives the block)."""
+    with tempfile.TemporaryDirectory(prefix="plugbox-test-") as tmp:
+        settings = settings or load_settings(environ={}, data_dir=tmp)
+        engine = LoopbackEngine()
+        host = Host(settings, engine=engine, bundled=False)
+        try:
+            await host.start(restore=False)
+            await engine.create_session(session)
+            entry = host.load_plugin(Path(plugin_dir))
+            await host.manager.set_active_sessions(entry.plugin_id, [session])
+            if config is not None:
+                await host.manager.set_config(entry.plugin_id, config)
+            try:
+                await host.manager.enable(entry.plugin_id)
+            except Exception:
+                if expect_enabled:
+                    raise
+            yield PluginHarness(host, entry, session)
+        finally:
+            await host.stop()
+
+
+def plugin_fixture(plugin_dir: str | Path, **kwargs: Any) -> Callable[..., Any]:
+    """A pytest fixture running `plugin_dir` for each test (needs pytest-asyncio)."""
+    import pytest_asyncio
+
+    @pytest_asyncio.fixture
+    async def plugin() -> AsyncIterator[PluginHarness]:
+        async with run_plugin(plugin_dir, **kwargs) as harness:
+            yield harness
+
+    return plugin

@@ -1,0 +1,48 @@
+"""The plugin author's kit: `plugbox new` scaffolds a plugin whose own tests pass, and
+`plugbox.testing.run_plugin` runs a plugin confined and shows what it did."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from plugbox.testing import run_plugin
+
+REPO = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def test_new_plugin_scaffold_passes_its_own_tests(tmp_path: Path) -> None:
+    made = subprocess.run([str(BIN / "plugbox"), "new", "demo", "--dir", str(tmp_path)],
+                          capture_output=True, text=True, timeout=60)
+    assert made.returncode == 0, made.stderr
+    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"],
+                         cwd=tmp_path / "demo", capture_output=True, text=True, timeout=100)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "3 passed" in run.stdout
+
+
+def test_new_refuses_a_name_that_escapes_the_directory(tmp_path: Path) -> None:
+    made = subprocess.run([str(BIN / "plugbox"), "new", "../escape", "--dir", str(tmp_path)],
+                          capture_output=True, text=True, timeout=60)
+    assert made.returncode == 2
+    assert "plugin name '../escape'" in made.stderr
+    assert not (tmp_path.parent / "escape").exists()
+
+
+async def test_run_plugin_shows_sent_messages_storage_and_logs() -> None:
+    async with run_plugin(REPO / "examples" / "plugins" / "echo") as plugin:
+        await plugin.inbound("hello")
+        assert [m["body"] for m in plugin.sent] == ["echo: hello"]
+        assert plugin.storage == {"echoed": 1}
+        assert any("echoed" in line["message"] for line in plugin.logs)
+        assert plugin.entry.runtime is not None
+        pid = plugin.entry.runtime.proc.pid
+    from .conftest import alive
+
+    assert not alive(pid), "the worker must not outlive the harness"
