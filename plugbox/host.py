@@ -12,15 +12,19 @@ from plugbox import __version__
 from plugbox.bridge.process import Zygote
 from plugbox.capabilities.messages import MessageService
 from plugbox.capabilities.router import CapabilityRouter, Services
+from plugbox.capabilities.search import SearchService
 from plugbox.engines.loopback import LoopbackEngine
 from plugbox.errors import ManifestError
 from plugbox.hooks import HookBus
 from plugbox.inprocess import InProcessRuntime
 from plugbox.loader import PluginEntry, PluginManager
 from plugbox.manifest import discover, load_manifest, parse_manifest
+from plugbox.net.allowlist import effective_allowlist
+from plugbox.net.fetch import FetchPolicy, FetchService
 from plugbox.runtime import PluginRuntime, RuntimeDeps, RuntimeFactory
 from plugbox.sdk import Plugin
 from plugbox.settings import Settings, load_settings
+from plugbox.storage.conversations import ConversationStore
 from plugbox.storage.db import Database
 from plugbox.storage.kv import PluginStorage
 from plugbox.storage.registry import Registry
@@ -58,7 +62,10 @@ class Host:
         self.db = Database(data / "plugbox.db")
         self.registry = Registry(self.db)
         self.storage = PluginStorage(self.db, self.settings.storage_quota_bytes)
-        self.manager = PluginManager(self.settings, self.registry, self.storage, self._make_deps)
+        self.conversations = ConversationStore(self.db)
+        self.manager = PluginManager(
+            self.settings, self.registry, [self.storage.drop, self.conversations.delete_plugin], self._make_deps
+        )
         self.bus = HookBus(
             budget=lambda _pid: self.settings.hook_budget_ms / 1000,
             in_scope=self._in_scope,
@@ -67,11 +74,19 @@ class Host:
             on_timeout=self._hook_timed_out,
         )
         self.messages = MessageService(self.engine, self.bus)
+        self.fetch = FetchService(self.settings, self._fetch_policy)
         self.router = CapabilityRouter(
-            Services(engine=self.engine, messages=self.messages, storage=self.storage),
+            Services(
+                engine=self.engine,
+                messages=self.messages,
+                storage=self.storage,
+                net=self.fetch,
+                conversations=self.conversations,
+            ),
             timeout=self.settings.capability_timeout_ms / 1000,
             send_factor=self.settings.send_timeout_factor,
         )
+        self.search = SearchService(self.manager, self.settings.capability_timeout_ms / 1000)
         self.zygote = Zygote()
         self.engine.on_inbound = self.messages.receive
         self.engine.on_session_event = self._session_event
@@ -101,6 +116,11 @@ class Host:
     def _config_for(self, plugin_id: str, session_id: str | None) -> dict[str, Any]:
         entry = self.manager.entries.get(plugin_id)
         return entry.session_config(session_id) if entry is not None else {}
+
+    def _fetch_policy(self, plugin_id: str) -> FetchPolicy:
+        entry = self.manager.get(plugin_id)
+        configs = [entry.record.config, *entry.record.session_config.values()]
+        return FetchPolicy(allow=effective_allowlist(entry.manifest.net, configs), secrets=entry.secret_values())
 
     async def _session_event(self, event: str, session_id: str, data: Any) -> None:
         await self.bus.execute(event, data, session_id, source="engine")

@@ -13,7 +13,7 @@ import asyncio
 import logging
 import shutil
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,6 @@ from plugbox.manifest import Manifest
 from plugbox.permissions import SessionScope, check_permission
 from plugbox.runtime import PluginRuntime, RuntimeDeps, RuntimeFactory
 from plugbox.settings import Settings
-from plugbox.storage.kv import PluginStorage
 from plugbox.storage.registry import PluginRecord, Registry
 
 __all__ = ["PluginEntry", "PluginManager", "Status"]
@@ -145,12 +144,12 @@ class PluginManager:
         self,
         settings: Settings,
         registry: Registry,
-        storage: PluginStorage,
+        purgers: Sequence[Callable[[str], Awaitable[object]]],
         deps_factory: Callable[[], RuntimeDeps],
     ) -> None:
         self.settings = settings
         self._registry = registry
-        self._storage = storage
+        self._purgers = purgers  # each deletes one store's data of a plugin, on uninstall
         self._deps_factory = deps_factory
         self._deps: RuntimeDeps | None = None
         self.entries: dict[str, PluginEntry] = {}
@@ -401,7 +400,8 @@ class PluginManager:
         if entry.builtin:
             raise PluginStateError(f"plugin {plugin_id!r} is built-in and cannot be uninstalled")
         await self.disable(plugin_id)
-        await self._storage.drop(plugin_id)
+        for purge in self._purgers:
+            await purge(plugin_id)
         await self._registry.delete(plugin_id)
         if entry.record.path:
             shutil.rmtree(entry.record.path, ignore_errors=True)

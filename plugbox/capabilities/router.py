@@ -12,7 +12,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
 
@@ -21,7 +21,11 @@ from plugbox.capabilities.verbs import VERBS, Verb
 from plugbox.engines.base import Engine
 from plugbox.errors import CapabilityError, CapabilityTimeout, EngineError, SendVetoed, StorageError
 from plugbox.permissions import SessionScope, check_permission, check_session
+from plugbox.storage.conversations import ConversationStore
 from plugbox.storage.kv import PluginStorage
+
+if TYPE_CHECKING:
+    from plugbox.net.fetch import FetchService
 
 __all__ = ["Caller", "CapabilityRouter", "Services"]
 
@@ -46,6 +50,10 @@ class Services:
     engine: Engine
     messages: MessageService
     storage: PluginStorage
+    # Optional so that a router can be built for the verbs it needs (tests, tools); a verb whose
+    # service is missing is refused as "not available on this host".
+    net: FetchService | None = None
+    conversations: ConversationStore | None = None
 
 
 class CapabilityRouter:

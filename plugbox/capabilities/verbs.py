@@ -3,18 +3,25 @@ the host service it reaches. Anything not in `VERBS` is an unknown verb.
 
 Argument schemas are msgspec Structs: converting a call's args *is* validating them, so a host
 service only ever sees well-typed, length-capped strings.
+
+Verbs whose arguments carry a session inside a record (`conversations.send`, `mappings.upsert`)
+expose it as a `session_id` property, so the router checks the session scope of those too before
+any service is touched.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import msgspec
 
+from plugbox.errors import CapabilityError
+
 if TYPE_CHECKING:
     from plugbox.capabilities.router import Caller, Services
+    from plugbox.storage.conversations import ConversationStore
 
 __all__ = ["VERBS", "Verb"]
 
@@ -22,6 +29,14 @@ __all__ = ["VERBS", "Verb"]
 Ident = Annotated[str, msgspec.Meta(min_length=1, max_length=256, pattern=r"^[^\x00-\x1f\x7f]+$")]
 Text = Annotated[str, msgspec.Meta(max_length=65536)]
 Key = Annotated[str, msgspec.Meta(min_length=1, max_length=512)]
+
+FETCH_URL_MAX_CHARS = 8192
+FETCH_BODY_MAX_BYTES = 10 << 20
+FETCH_HEADERS_MAX = 64
+FETCH_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
+# RFC 9110 token; values: visible characters, space and tab (no CR, LF, NUL or other controls).
+HeaderName = Annotated[str, msgspec.Meta(min_length=1, max_length=256, pattern=r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")]
+HeaderValue = Annotated[str, msgspec.Meta(max_length=8192, pattern=r"^[^\x00-\x08\x0a-\x1f\x7f]*$")]
 
 
 class _Args(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -83,6 +98,74 @@ class StorageSet(_Args):
 
 class StoragePrefix(_Args):
     prefix: Annotated[str, msgspec.Meta(max_length=512)] = ""
+
+
+class NetFetch(_Args):
+    url: Annotated[str, msgspec.Meta(min_length=1, max_length=FETCH_URL_MAX_CHARS)]
+    method: Annotated[str, msgspec.Meta(min_length=1, max_length=16)] = "GET"
+    headers: Annotated[dict[HeaderName, HeaderValue], msgspec.Meta(max_length=FETCH_HEADERS_MAX)] = {}
+    body: Any = None  # str | bytes | None: msgspec allows one str-like type per union, so checked below
+    timeout_ms: int | None = None  # None: settings.fetch_timeout_ms; always clamped to 1..fetch_timeout_max_ms
+
+    def __post_init__(self) -> None:
+        if self.method.upper() not in FETCH_METHODS:
+            raise ValueError(f"'method': {self.method[:16]!r} is not one of {', '.join(FETCH_METHODS)}")
+        if self.body is not None and not isinstance(self.body, str | bytes):
+            raise ValueError(f"'body': must be str, bytes or None, got {type(self.body).__name__}")
+        size = len(self.body.encode()) if isinstance(self.body, str) else len(self.body or b"")
+        if size > FETCH_BODY_MAX_BYTES:
+            raise ValueError(f"'body': {size} bytes, at most {FETCH_BODY_MAX_BYTES} allowed")
+
+
+class _Record(msgspec.Struct, forbid_unknown_fields=True, frozen=True, rename="camel"):
+    pass
+
+
+class Envelope(_Record):
+    conversation_id: Ident
+    session_id: Ident
+    chat_id: Ident
+    text: Annotated[str, msgspec.Meta(min_length=1, max_length=65536)]
+    provider: Ident | None = None
+    external_id: Ident | None = None
+
+
+class MappingRecord(_Record):
+    conversation_id: Ident
+    provider: Ident
+    external_id: Ident
+    session_id: Ident
+    chat_id: Ident
+
+
+class ConversationSend(_Args):
+    envelope: Envelope
+
+    @property
+    def session_id(self) -> str:
+        return self.envelope.session_id
+
+
+class HandoverSet(_Args):
+    ref: Ident
+    state: Literal["bot", "human", "closed"]
+
+
+class MappingUpsert(_Args):
+    mapping: MappingRecord
+
+    @property
+    def session_id(self) -> str:
+        return self.mapping.session_id
+
+
+class MappingGet(_Args):
+    conversation_id: Ident
+
+
+class MappingByProvider(_Args):
+    provider: Ident
+    external_id: Ident
 
 
 Handler = Callable[["Services", "Caller", Any], Awaitable[Any]]
@@ -153,6 +236,46 @@ async def _storage_list(s: Services, c: Caller, a: StoragePrefix) -> Any:
     return s.storage.list(c.plugin_id, a.prefix)
 
 
+async def _net_fetch(s: Services, c: Caller, a: NetFetch) -> Any:
+    if s.net is None:
+        raise CapabilityError("net.fetch: not available on this host")
+    return await s.net.fetch(
+        c.plugin_id, a.url, method=a.method, headers=a.headers, body=a.body, timeout_ms=a.timeout_ms
+    )
+
+
+def _conversations(s: Services, verb: str) -> ConversationStore:
+    if s.conversations is None:
+        raise CapabilityError(f"{verb}: not available on this host")
+    return s.conversations
+
+
+async def _conversation_send(s: Services, c: Caller, a: ConversationSend) -> Any:
+    store = _conversations(s, "conversations.send")
+    e = a.envelope
+    message = await s.messages.send_text(e.session_id, e.chat_id, e.text, source=c.plugin_id)
+    message_id = message.get("id") if isinstance(message, dict) else None
+    await store.record_sent(c.plugin_id, msgspec.to_builtins(e), message_id if isinstance(message_id, str) else None)
+    return {"conversationId": e.conversation_id, "message": message}
+
+
+async def _handover_set(s: Services, c: Caller, a: HandoverSet) -> Any:
+    return await _conversations(s, "handover.set").set_handover(c.plugin_id, a.ref, a.state)
+
+
+async def _mapping_upsert(s: Services, c: Caller, a: MappingUpsert) -> Any:
+    return await _conversations(s, "mappings.upsert").upsert_mapping(c.plugin_id, msgspec.to_builtins(a.mapping))
+
+
+async def _mapping_get(s: Services, c: Caller, a: MappingGet) -> Any:
+    return _conversations(s, "mappings.get").get_mapping(c.plugin_id, a.conversation_id)
+
+
+async def _mapping_by_provider(s: Services, c: Caller, a: MappingByProvider) -> Any:
+    store = _conversations(s, "mappings.get_by_provider")
+    return store.get_mapping_by_provider(c.plugin_id, a.provider, a.external_id)
+
+
 def _table(*verbs: Verb) -> dict[str, Verb]:
     return {v.name: v for v in verbs}
 
@@ -171,4 +294,10 @@ VERBS: dict[str, Verb] = _table(
     Verb("storage.set", "storage:use", StorageSet, _storage_set),
     Verb("storage.delete", "storage:use", StorageKey, _storage_delete),
     Verb("storage.list", "storage:use", StoragePrefix, _storage_list),
+    Verb("net.fetch", "net:fetch", NetFetch, _net_fetch),
+    Verb("conversations.send", "conversation:send", ConversationSend, _conversation_send, session_arg=True, send=True),
+    Verb("handover.set", "conversation:send", HandoverSet, _handover_set),
+    Verb("mappings.upsert", "conversation:send", MappingUpsert, _mapping_upsert, session_arg=True),
+    Verb("mappings.get", "conversation:send", MappingGet, _mapping_get),
+    Verb("mappings.get_by_provider", "conversation:send", MappingByProvider, _mapping_by_provider),
 )

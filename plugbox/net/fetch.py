@@ -1,0 +1,293 @@
+"""The host service behind `ctx.net.fetch` (SPEC §8).
+
+`FetchService.fetch(plugin_id, url, ...)` runs these steps, in this order, and refuses at the first
+that fails; nothing touches the network before step 4, and nothing connects before step 5 passed:
+
+1. parse the URL (`plugbox.net.urls`): http/https, no userinfo, a DNS name or an IP literal in any
+   notation, read the way the C resolver would read it;
+2. the host must be on the plugin's effective allowlist (`plugbox.net.allowlist`);
+3. a literal address must be public (`plugbox.net.addresses`) unless the host is operator-exempt;
+4. wait for one of `fetch_max_in_flight` host-wide slots (the wait counts against the call's own
+   timeout: excess fetches queue, they are not refused), then resolve the name once;
+5. every resolved address must be public, unless the host is on the operator's exemption list
+   (`fetch_exempt_hosts`, same syntax as `net.allow`, matched against the URL host: the exemption
+   skips the address rule only, never the plugin's allowlist);
+6. send through `PinnedTransport`, which connects only to the addresses checked in step 5;
+7. read the body while counting; past `fetch_body_max_bytes` the connection is closed and the call
+   fails naming the cap.
+
+Choices the spec leaves open:
+- Redirects are never followed. A 3xx comes back as an ordinary result (`ok` false, `location` in
+  `headers`); a plugin that wants to follow it calls `fetch` again and every check runs again.
+- `timeout_ms` is clamped to 1..`fetch_timeout_max_ms` and bounds the whole call (slot wait, DNS,
+  connect, response, body). Running out raises CapabilityTimeout.
+- Responses are not decompressed on the host: the request says `Accept-Encoding: identity` unless
+  the plugin sets the header, and the body is the bytes on the wire (the cap counts those).
+- The body is a str when the content type is text/*, JSON or XML, the content is not encoded and it
+  decodes with its charset (UTF-8 by default); otherwise bytes.
+- Request headers that frame or route the message (Host, Content-Length, Transfer-Encoding,
+  Connection, Upgrade, TE, Trailer, Keep-Alive, Proxy-*) are refused: httpx sets them.
+- Error messages name the host and port, never the full URL (query strings carry tokens), and are
+  passed through `plugbox.logrelay.redact` with the plugin's secret config values.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import socket
+import ssl
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import certifi
+import httpx
+
+from plugbox import __version__
+from plugbox.errors import CapabilityError, CapabilityTimeout, ConfigError
+from plugbox.logrelay import redact
+from plugbox.net._transport import PinnedTransport
+from plugbox.net.addresses import IPAddress, blocked_reason
+from plugbox.net.allowlist import HostList
+from plugbox.net.urls import Target, TargetError, parse_target
+from plugbox.settings import Settings
+
+__all__ = ["FORBIDDEN_REQUEST_HEADERS", "FetchPolicy", "FetchService", "Resolver", "system_resolver"]
+
+log = logging.getLogger("plugbox.net")
+
+VERB = "net.fetch"
+FORBIDDEN_REQUEST_HEADERS = frozenset(
+    {"host", "content-length", "transfer-encoding", "connection", "upgrade", "te", "trailer", "keep-alive"}
+)
+_TEXT_TYPES = ("application/json", "application/xml", "application/javascript")
+
+Resolver = Callable[[str, int], Awaitable[list[IPAddress]]]
+
+
+@dataclass(frozen=True, slots=True)
+class FetchPolicy:
+    """What the host knows about the calling plugin: its effective allowlist and its secrets."""
+
+    allow: HostList
+    secrets: Sequence[str] = field(default_factory=tuple)
+
+
+async def system_resolver(host: str, port: int) -> list[IPAddress]:
+    """Every address the system resolver gives for `host` (IPv4 and IPv6, TCP), in its order."""
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    out: list[IPAddress] = []
+    for family, _type, _proto, _canon, sockaddr in infos:
+        if family not in (socket.AF_INET, socket.AF_INET6):
+            continue
+        ip = ipaddress.ip_address(sockaddr[0])
+        scope_id = sockaddr[3] if len(sockaddr) == 4 else 0  # AF_INET6 sockaddrs carry a scope id
+        if scope_id:
+            ip = ipaddress.IPv6Address(f"{ip}%{scope_id}")
+        if ip not in out:
+            out.append(ip)
+    return out
+
+
+class FetchService:
+    def __init__(
+        self,
+        settings: Settings,
+        policy_for: Callable[[str], FetchPolicy],
+        *,
+        resolver: Resolver = system_resolver,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        self._settings = settings
+        self._policy_for = policy_for
+        self._resolve = resolver
+        self._ssl = ssl_context or ssl.create_default_context(cafile=certifi.where())
+        try:
+            self._exempt = HostList.parse(settings.fetch_exempt_hosts)
+        except ValueError as exc:
+            raise ConfigError("fetch_exempt_hosts", str(exc)) from None
+        self._slots = asyncio.Semaphore(settings.fetch_max_in_flight)
+        self._in_flight = 0
+        self.peak_in_flight = 0
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    def clamp_timeout_ms(self, timeout_ms: int) -> int:
+        return min(max(timeout_ms, 1), self._settings.fetch_timeout_max_ms)
+
+    async def fetch(
+        self,
+        plugin_id: str,
+        url: str,
+        *,
+        method: str = "GET",
+        headers: Mapping[str, str] | None = None,
+        body: str | bytes | None = None,
+        timeout_ms: int | None = None,
+    ) -> dict[str, Any]:
+        policy = self._policy_for(plugin_id)
+        try:
+            return await self._fetch(policy, url, method.upper(), dict(headers or {}), body, timeout_ms)
+        except CapabilityError as exc:
+            message = redact(str(exc), policy.secrets)
+            raise type(exc)(message) from None
+
+    async def _fetch(
+        self,
+        policy: FetchPolicy,
+        url: str,
+        method: str,
+        headers: dict[str, str],
+        body: str | bytes | None,
+        timeout_ms: int | None,
+    ) -> dict[str, Any]:
+        target = self._target(url)
+        if not policy.allow.permits(target.host, target.port):
+            raise CapabilityError(
+                f"{VERB}: host {target.authority} is not on the plugin's allowlist (net.allow / allowConfigHosts)"
+            )
+        exempt = self._exempt.permits(target.host, target.port)
+        if target.ip is not None and not exempt:
+            self._check_address(target, target.ip)
+        request_headers = _request_headers(headers)
+        budget_ms = self.clamp_timeout_ms(self._settings.fetch_timeout_ms if timeout_ms is None else timeout_ms)
+        try:
+            async with asyncio.timeout(budget_ms / 1000), self._slot():
+                addresses = await self._addresses(target, exempt)
+                return await self._send(target, addresses, method, request_headers, body, budget_ms / 1000)
+        except (TimeoutError, httpx.TimeoutException):
+            raise CapabilityTimeout(f"{VERB}: {target.authority} did not answer within {budget_ms} ms") from None
+
+    def _target(self, url: str) -> Target:
+        try:
+            return parse_target(url)
+        except TargetError as exc:
+            if exc.ip is not None and (reason := blocked_reason(exc.ip)):
+                raise CapabilityError(f"{VERB}: address {exc.ip} is not public ({reason})") from None
+            raise CapabilityError(f"{VERB}: invalid argument 'url': {exc}") from None
+
+    def _check_address(self, target: Target, ip: IPAddress) -> None:
+        reason = blocked_reason(ip)
+        if reason is not None:
+            named = "" if target.ip is not None else f" (resolved from {target.host})"
+            raise CapabilityError(f"{VERB}: address {ip}{named} is not public ({reason}); refused before connecting")
+
+    async def _addresses(self, target: Target, exempt: bool) -> list[IPAddress]:
+        if target.ip is not None:
+            return [target.ip]
+        try:
+            addresses = await self._resolve(target.host, target.port)
+        except OSError as exc:
+            raise CapabilityError(f"{VERB}: cannot resolve {target.host}: {exc.strerror or exc}") from None
+        if not addresses:
+            raise CapabilityError(f"{VERB}: {target.host} resolved to no address")
+        if not exempt:
+            for ip in addresses:  # every address, not just the first: the connection may fall back
+                self._check_address(target, ip)
+        return addresses
+
+    def _slot(self) -> _Slot:
+        return _Slot(self)
+
+    async def _send(
+        self,
+        target: Target,
+        addresses: list[IPAddress],
+        method: str,
+        headers: dict[str, str],
+        body: str | bytes | None,
+        budget_s: float,
+    ) -> dict[str, Any]:
+        transport = PinnedTransport(target.host, target.port, addresses, self._ssl)
+        content = body.encode() if isinstance(body, str) else body
+        async with httpx.AsyncClient(
+            transport=transport, follow_redirects=False, trust_env=False, timeout=budget_s
+        ) as client:
+            try:
+                async with client.stream(method, target.url, headers=headers, content=content) as response:
+                    raw = await self._read_capped(response, target)
+                    return _result(response, raw)
+            except httpx.TimeoutException:
+                raise
+            except httpx.HTTPError as exc:
+                raise CapabilityError(
+                    f"{VERB}: request to {target.authority} failed: {type(exc).__name__}: {exc}"
+                ) from None
+
+    async def _read_capped(self, response: httpx.Response, target: Target) -> bytes:
+        cap = self._settings.fetch_body_max_bytes
+        declared = response.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > cap:
+            raise CapabilityError(f"{VERB}: response from {target.authority} is larger than the {cap}-byte cap")
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in response.aiter_raw():
+            size += len(chunk)
+            if size > cap:
+                raise CapabilityError(
+                    f"{VERB}: response from {target.authority} exceeded the {cap}-byte cap; connection closed"
+                )
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+
+class _Slot:
+    """One of the host-wide fetch slots, counted for metrics and tests."""
+
+    __slots__ = ("_service",)
+
+    def __init__(self, service: FetchService) -> None:
+        self._service = service
+
+    async def __aenter__(self) -> None:
+        s = self._service
+        await s._slots.acquire()
+        s._in_flight += 1
+        s.peak_in_flight = max(s.peak_in_flight, s._in_flight)
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._service._in_flight -= 1
+        self._service._slots.release()
+
+
+def _request_headers(headers: dict[str, str]) -> dict[str, str]:
+    lowered = {name.lower() for name in headers}
+    bad = sorted(n for n in lowered if n in FORBIDDEN_REQUEST_HEADERS or n.startswith("proxy-"))
+    if bad:
+        raise CapabilityError(f"{VERB}: invalid argument 'headers': {bad[0]!r} is set by the host, not the plugin")
+    out = dict(headers)
+    if "accept-encoding" not in lowered:
+        out["Accept-Encoding"] = "identity"
+    if "user-agent" not in lowered:
+        out["User-Agent"] = f"plugbox/{__version__}"
+    return out
+
+
+def _result(response: httpx.Response, raw: bytes) -> dict[str, Any]:
+    headers: dict[str, str] = {}
+    for name, value in response.headers.multi_items():
+        key = name.lower()
+        headers[key] = f"{headers[key]}, {value}" if key in headers else value
+    return {
+        "ok": 200 <= response.status_code < 300,
+        "status": response.status_code,
+        "status_text": response.reason_phrase,
+        "headers": headers,
+        "body": _body(response, raw),
+    }
+
+
+def _body(response: httpx.Response, raw: bytes) -> str | bytes:
+    media = response.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    encoded = response.headers.get("content-encoding", "identity").strip().lower() not in ("", "identity")
+    textual = media.startswith("text/") or media in _TEXT_TYPES or media.endswith("+json") or media.endswith("+xml")
+    if not textual or encoded:
+        return raw
+    try:
+        return raw.decode(response.charset_encoding or "utf-8")
+    except (UnicodeDecodeError, LookupError):
+        return raw

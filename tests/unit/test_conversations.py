@@ -1,0 +1,222 @@
+"""ctx.conversations / ctx.handover / ctx.mappings (SPEC §3, permission conversation:send): the
+verbs through the capability router, over a real SQLite store and the loopback engine."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from plugbox.capabilities.messages import MessageService
+from plugbox.capabilities.router import CapabilityRouter, Services
+from plugbox.engines.loopback import LoopbackEngine
+from plugbox.errors import CapabilityError
+from plugbox.hooks import HookBus, HookResult
+from plugbox.permissions import SessionScope
+from plugbox.storage.conversations import MAX_MESSAGES_PER_PLUGIN, ConversationStore
+from plugbox.storage.db import Database
+from plugbox.storage.kv import PluginStorage
+
+CHAT = "15550100001@c.us"
+
+
+@dataclass
+class Caller:
+    plugin_id: str = "helpdesk"
+    permissions: frozenset[str] = frozenset({"conversation:send"})
+    scope: SessionScope = field(default_factory=lambda: SessionScope(["*"], True, ["main"]))
+
+
+@dataclass
+class World:
+    router: CapabilityRouter
+    engine: LoopbackEngine
+    store: ConversationStore
+    bus: HookBus
+
+
+@pytest.fixture
+async def world(tmp_path: Path) -> AsyncIterator[World]:
+    db = Database(tmp_path / "plugbox.db")
+    engine = LoopbackEngine()
+    await engine.create_session("main")
+    await engine.create_session("other")
+    bus = HookBus(budget=lambda _pid: 1.0)
+    store = ConversationStore(db)
+    services = Services(
+        engine=engine, messages=MessageService(engine, bus), storage=PluginStorage(db), conversations=store
+    )
+    yield World(CapabilityRouter(services, timeout=5.0, send_factor=4), engine, store, bus)
+    await db.close()
+
+
+def envelope(**over: Any) -> dict[str, Any]:
+    env = {"conversationId": "conv-1", "sessionId": "main", "chatId": CHAT, "text": "hello from support"}
+    env.update(over)
+    return env
+
+
+def mapping(**over: Any) -> dict[str, Any]:
+    doc = {"conversationId": "conv-1", "provider": "chatwoot", "externalId": "42", "sessionId": "main", "chatId": CHAT}
+    doc.update(over)
+    return doc
+
+
+# -- conversations.send ------------------------------------------------------------------------------
+
+
+async def test_send_delivers_through_the_message_service_and_records_it(world: World) -> None:
+    result = await world.router.invoke(Caller(), "conversations.send", {"envelope": envelope(provider="chatwoot")})
+    assert [m["body"] for m in world.engine.sent] == ["hello from support"]
+    assert result["conversationId"] == "conv-1"
+    assert result["message"]["id"] == world.engine.sent[0]["id"]
+    [row] = world.store.messages("helpdesk", "conv-1")
+    expected = ("hello from support", result["message"]["id"], "chatwoot")
+    assert (row["text"], row["messageId"], row["provider"]) == expected
+
+
+async def test_send_runs_message_sending_hooks_which_may_veto(world: World) -> None:
+    world.bus.register("guard", "message:sending", lambda ctx: HookResult(data=ctx.data, stop=True), 100)
+    with pytest.raises(CapabilityError, match=r"conversations\.send: .*vetoed by plugin 'guard'"):
+        await world.router.invoke(Caller(), "conversations.send", {"envelope": envelope()})
+    assert world.engine.sent == []
+    assert world.store.messages("helpdesk", "conv-1") == []
+
+
+async def test_send_to_a_session_the_plugin_is_not_active_on_is_refused(world: World) -> None:
+    with pytest.raises(CapabilityError, match="not active on session 'other'"):
+        await world.router.invoke(Caller(), "conversations.send", {"envelope": envelope(sessionId="other")})
+    assert world.engine.sent == []
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        (envelope(chatId=""), "envelope.chatId"),
+        (envelope(text=""), "envelope.text"),
+        (envelope(text="x" * 65537), "envelope.text"),
+        (envelope(conversationId=7), "envelope.conversationId"),
+        (envelope(sessionId="a\nb"), "envelope.sessionId"),
+        (envelope(surprise=True), "surprise"),
+        ({"text": "x"}, "envelope"),
+    ],
+)
+async def test_invalid_envelope_is_refused_naming_the_field(world: World, env: dict[str, Any], named: str) -> None:
+    with pytest.raises(CapabilityError, match="invalid argument") as caught:
+        await world.router.invoke(Caller(), "conversations.send", {"envelope": env})
+    assert named in str(caught.value)
+    assert world.engine.sent == []
+
+
+async def test_conversation_verbs_need_conversation_send(world: World) -> None:
+    caller = Caller(permissions=frozenset({"messages:send"}))
+    with pytest.raises(CapabilityError, match="'conversation:send'"):
+        await world.router.invoke(caller, "conversations.send", {"envelope": envelope()})
+
+
+async def test_message_log_keeps_the_newest_rows_per_plugin(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("plugbox.storage.conversations.MAX_MESSAGES_PER_PLUGIN", 3)
+    for n in range(5):
+        await world.store.record_sent("helpdesk", envelope(text=f"t{n}"), None)
+    assert [m["text"] for m in world.store.messages("helpdesk", "conv-1")] == ["t2", "t3", "t4"]
+    assert MAX_MESSAGES_PER_PLUGIN == 10_000  # the real cap, untouched outside this test
+
+
+# -- handover ----------------------------------------------------------------------------------------
+
+
+async def test_handover_set_returns_the_previous_state(world: World) -> None:
+    first = await world.router.invoke(Caller(), "handover.set", {"ref": "conv-1", "state": "human"})
+    second = await world.router.invoke(Caller(), "handover.set", {"ref": "conv-1", "state": "closed"})
+    assert (first["state"], first["previous"]) == ("human", None)
+    assert (second["state"], second["previous"]) == ("closed", "human")
+    assert world.store.get_handover("helpdesk", "conv-1") == "closed"
+
+
+@pytest.mark.parametrize("state", ["agent", "BOT", "", None])
+async def test_handover_state_outside_bot_human_closed_is_refused(world: World, state: Any) -> None:
+    with pytest.raises(CapabilityError, match="invalid argument: 'state'"):
+        await world.router.invoke(Caller(), "handover.set", {"ref": "conv-1", "state": state})
+    assert world.store.get_handover("helpdesk", "conv-1") is None
+
+
+# -- mappings ----------------------------------------------------------------------------------------
+
+
+async def test_mapping_round_trip_by_conversation_and_by_provider(world: World) -> None:
+    saved = await world.router.invoke(Caller(), "mappings.upsert", {"mapping": mapping()})
+    by_conv = await world.router.invoke(Caller(), "mappings.get", {"conversation_id": "conv-1"})
+    by_provider = await world.router.invoke(
+        Caller(), "mappings.get_by_provider", {"provider": "chatwoot", "external_id": "42"}
+    )
+    assert by_conv == by_provider == saved
+    assert saved["chatId"] == CHAT and saved["externalId"] == "42"
+
+
+async def test_mapping_upsert_replaces_the_conversations_mapping(world: World) -> None:
+    await world.router.invoke(Caller(), "mappings.upsert", {"mapping": mapping()})
+    await world.router.invoke(Caller(), "mappings.upsert", {"mapping": mapping(externalId="43")})
+    assert await world.router.invoke(
+        Caller(), "mappings.get_by_provider", {"provider": "chatwoot", "external_id": "42"}
+    ) is None
+    found = await world.router.invoke(Caller(), "mappings.get", {"conversation_id": "conv-1"})
+    assert found["externalId"] == "43"
+
+
+async def test_external_id_already_linked_elsewhere_is_refused(world: World) -> None:
+    await world.router.invoke(Caller(), "mappings.upsert", {"mapping": mapping()})
+    with pytest.raises(CapabilityError, match="already mapped to conversation 'conv-1'"):
+        await world.router.invoke(Caller(), "mappings.upsert", {"mapping": mapping(conversationId="conv-2")})
+
+
+async def test_unknown_mapping_is_none(world: World) -> None:
+    assert await world.router.invoke(Caller(), "mappings.get", {"conversation_id": "nope"}) is None
+
+
+async def test_mappings_are_per_plugin(world: World) -> None:
+    await world.router.invoke(Caller(plugin_id="alice"), "mappings.upsert", {"mapping": mapping()})
+    bob = Caller(plugin_id="bob")
+    assert await world.router.invoke(bob, "mappings.get", {"conversation_id": "conv-1"}) is None
+    by_provider = {"provider": "chatwoot", "external_id": "42"}
+    assert await world.router.invoke(bob, "mappings.get_by_provider", by_provider) is None
+    await world.router.invoke(bob, "mappings.upsert", {"mapping": mapping()})  # same external id, other namespace
+
+
+async def test_mapping_on_a_session_out_of_scope_is_refused(world: World) -> None:
+    with pytest.raises(CapabilityError, match="session 'other'"):
+        await world.router.invoke(Caller(), "mappings.upsert", {"mapping": mapping(sessionId="other")})
+
+
+@pytest.mark.parametrize("field_name", ["conversationId", "provider", "externalId", "sessionId", "chatId"])
+async def test_mapping_needs_every_field(world: World, field_name: str) -> None:
+    doc = mapping()
+    del doc[field_name]
+    with pytest.raises(CapabilityError, match=field_name):
+        await world.router.invoke(Caller(), "mappings.upsert", {"mapping": doc})
+
+
+async def test_delete_plugin_forgets_every_record(world: World) -> None:
+    await world.router.invoke(Caller(), "conversations.send", {"envelope": envelope()})
+    await world.router.invoke(Caller(), "handover.set", {"ref": "conv-1", "state": "bot"})
+    await world.router.invoke(Caller(), "mappings.upsert", {"mapping": mapping()})
+    await world.store.delete_plugin("helpdesk")
+    assert world.store.messages("helpdesk", "conv-1") == []
+    assert world.store.get_handover("helpdesk", "conv-1") is None
+    assert world.store.get_mapping("helpdesk", "conv-1") is None
+
+
+async def test_verbs_without_a_store_are_not_available(tmp_path: Path) -> None:
+    db = Database(tmp_path / "x.db")
+    engine = LoopbackEngine()
+    bus = HookBus(budget=lambda _pid: 1.0)
+    router = CapabilityRouter(
+        Services(engine=engine, messages=MessageService(engine, bus), storage=PluginStorage(db)),
+        timeout=1.0,
+        send_factor=1,
+    )
+    with pytest.raises(CapabilityError, match=r"handover\.set: not available"):
+        await router.invoke(Caller(), "handover.set", {"ref": "r", "state": "bot"})
+    await db.close()

@@ -1,0 +1,415 @@
+"""The capability router (SPEC §3, §6): the verb allowlist, permission, argument and session checks
+that run before any host service is touched, timeouts, and per-plugin storage namespaces."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from plugbox.capabilities.messages import MessageService
+from plugbox.capabilities.router import CapabilityRouter, Services
+from plugbox.capabilities.verbs import VERBS
+from plugbox.errors import CapabilityError, CapabilityTimeout, EngineError
+from plugbox.hooks import HookBus
+from plugbox.permissions import PERMISSIONS, SessionScope
+from plugbox.sdk import Context
+from plugbox.storage.conversations import ConversationStore
+from plugbox.storage.db import Database
+from plugbox.storage.kv import PluginStorage
+
+
+class CountingEngine:
+    """A fake engine that records every verb call. Sessions in `live` are live; while `hang` is set,
+    every verb waits on it; `fail` is raised by every verb when set."""
+
+    def __init__(self, live: tuple[str, ...] = ("main", "other")) -> None:
+        self.live = set(live)
+        self.calls: list[tuple[str, tuple[Any, ...]]] = []
+        self.hang: asyncio.Event | None = None
+        self.fail: Exception | None = None
+
+    def is_live(self, session_id: str) -> bool:
+        return session_id in self.live
+
+    def sessions(self) -> list[dict[str, Any]]:
+        return [{"id": s, "status": "ready", "live": True, "me": "1@c.us"} for s in sorted(self.live)]
+
+    async def _verb(self, name: str, *args: Any) -> Any:
+        self.calls.append((name, args))
+        if self.hang is not None:
+            await self.hang.wait()
+        if self.fail is not None:
+            raise self.fail
+        return {"id": f"m{len(self.calls)}", "chatId": "15550100001@c.us", "verb": name}
+
+    async def get_group_info(self, session_id: str, group_id: str) -> Any:
+        return await self._verb("get_group_info", session_id, group_id)
+
+    async def get_contacts(self, session_id: str) -> Any:
+        return await self._verb("get_contacts", session_id)
+
+    async def get_contact_by_id(self, session_id: str, contact_id: str) -> Any:
+        return await self._verb("get_contact_by_id", session_id, contact_id)
+
+    async def check_number_exists(self, session_id: str, phone: str) -> Any:
+        return await self._verb("check_number_exists", session_id, phone)
+
+    async def get_chats(self, session_id: str) -> Any:
+        return await self._verb("get_chats", session_id)
+
+    async def get_chat_history(
+        self, session_id: str, chat_id: str, limit: int = 50, include_media: bool = False
+    ) -> Any:
+        return await self._verb("get_chat_history", session_id, chat_id, limit, include_media)
+
+    async def canonical_chat_id(self, session_id: str, chat_id: str) -> Any:
+        return await self._verb("canonical_chat_id", session_id, chat_id)
+
+    async def send_text(self, session_id: str, chat_id: str, text: str) -> Any:
+        return await self._verb("send_text", session_id, chat_id, text)
+
+    async def reply(self, session_id: str, chat_id: str, quoted_id: str, text: str) -> Any:
+        return await self._verb("reply", session_id, chat_id, quoted_id, text)
+
+
+@dataclass
+class FakeCaller:
+    plugin_id: str = "caller"
+    permissions: frozenset[str] = PERMISSIONS
+    scope: SessionScope = field(default_factory=lambda: SessionScope(["*"], True, ["main", "other"]))
+
+
+SAMPLE_ARGS = {
+    "session_id": "main",
+    "chat_id": "15550100001@c.us",
+    "quoted_id": "m1",
+    "text": "hello",
+    "group_id": "team@g.us",
+    "contact_id": "15550100002@c.us",
+    "phone": "15550100003",
+    "limit": 10,
+    "include_media": False,
+    "key": "k",
+    "value": {"n": 1},
+    "prefix": "",
+    "url": "https://api.example.com/",
+    "method": "GET",
+    "headers": {},
+    "body": None,
+    "timeout_ms": 1000,
+    "envelope": {"conversationId": "conv-1", "sessionId": "main", "chatId": "15550100001@c.us", "text": "hello"},
+    "ref": "conv-1",
+    "state": "human",
+    "mapping": {"conversationId": "conv-1", "provider": "crm", "externalId": "42", "sessionId": "main",
+                "chatId": "15550100001@c.us"},
+    "conversation_id": "conv-1",
+    "provider": "crm",
+    "external_id": "42",
+}
+
+
+class RecordingFetch:
+    """Stands in for plugbox.net.fetch.FetchService (tested against real listeners elsewhere)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str]] = []
+
+    async def fetch(self, plugin_id: str, url: str, **kwargs: Any) -> Any:
+        self.calls.append((plugin_id, url))
+        return {"ok": True, "status": 200, "status_text": "OK", "headers": {}, "body": ""}
+
+
+def valid_args(verb: str) -> dict[str, Any]:
+    return {name: SAMPLE_ARGS[name] for name in VERBS[verb].args.__struct_fields__}
+
+
+@pytest.fixture
+async def db(tmp_path: Path) -> AsyncIterator[Database]:
+    database = Database(tmp_path / "plugbox.db")
+    yield database
+    await database.close()
+
+
+@pytest.fixture
+def storage(db: Database) -> PluginStorage:
+    return PluginStorage(db)
+
+
+@pytest.fixture
+def engine() -> CountingEngine:
+    return CountingEngine()
+
+
+@pytest.fixture
+def make_router(engine: CountingEngine, storage: PluginStorage, db: Database) -> Callable[..., CapabilityRouter]:
+    def make(timeout: float = 1.0, send_factor: int = 4) -> CapabilityRouter:
+        bus = HookBus(budget=lambda _plugin_id: 1.0)
+        services = Services(
+            engine=engine,  # type: ignore[arg-type]
+            messages=MessageService(engine, bus),  # type: ignore[arg-type]
+            storage=storage,
+            net=RecordingFetch(),  # type: ignore[arg-type]
+            conversations=ConversationStore(db),
+        )
+        return CapabilityRouter(services, timeout=timeout, send_factor=send_factor)
+
+    return make
+
+
+@pytest.fixture
+def router(make_router: Callable[..., CapabilityRouter]) -> CapabilityRouter:
+    return make_router()
+
+
+# -- the allowlist -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("verb", sorted(VERBS))
+async def test_every_verb_reaches_its_service_when_allowed(router: CapabilityRouter, verb: str) -> None:
+    await router.invoke(FakeCaller(), verb, valid_args(verb))
+
+
+@pytest.mark.parametrize("verb", ["storage.drop", "engine.send_raw", "__init__", "", "messages.send_text "])
+async def test_verb_outside_the_allowlist_is_an_unknown_capability_verb(
+    router: CapabilityRouter, engine: CountingEngine, verb: str
+) -> None:
+    with pytest.raises(CapabilityError, match="unknown capability verb"):
+        await router.invoke(FakeCaller(), verb, {})
+    assert engine.calls == []
+
+
+async def test_non_string_verb_is_an_unknown_capability_verb(router: CapabilityRouter) -> None:
+    with pytest.raises(CapabilityError, match="unknown capability verb"):
+        await router.invoke(FakeCaller(), 7, {})  # type: ignore[arg-type]
+
+
+async def _sdk_verbs() -> set[str]:
+    """Every verb name the plugin-facing `ctx` can emit, collected through a recording backend."""
+    emitted: set[str] = set()
+
+    class Recording:
+        async def call(self, verb: str, args: dict[str, Any]) -> Any:
+            emitted.add(verb)
+            return [False, None]
+
+    ctx = Context("p", {}, Recording())  # type: ignore[arg-type]
+    calls = [
+        ctx.messages.send_text("s", "c", "t"),
+        ctx.messages.reply("s", "c", "q", "t"),
+        ctx.engine.get_group_info("s", "g"),
+        ctx.engine.get_contacts("s"),
+        ctx.engine.get_contact_by_id("s", "c"),
+        ctx.engine.check_number_exists("s", "1"),
+        ctx.engine.get_chats("s"),
+        ctx.engine.get_chat_history("s", "c"),
+        ctx.engine.canonical_chat_id("s", "c"),
+        ctx.storage.get("k"),
+        ctx.storage.set("k", 1),
+        ctx.storage.delete("k"),
+        ctx.storage.list(),
+        ctx.net.fetch("https://api.example.com/"),
+        ctx.conversations.send({"text": "x"}),
+        ctx.handover.set("ref", "human"),
+        ctx.mappings.upsert({"id": "x"}),
+        ctx.mappings.get("conv"),
+        ctx.mappings.get_by_provider("prov", "ext"),
+    ]
+
+    for call in calls:
+        await call
+    return emitted
+
+
+async def test_every_capability_the_sdk_offers_is_in_the_host_allowlist() -> None:
+    missing = sorted(await _sdk_verbs() - set(VERBS))
+    assert missing == [], f"SDK calls that the host refuses as unknown verbs: {missing}"
+
+
+# -- permissions -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("verb", sorted(VERBS))
+async def test_every_verb_refuses_a_caller_without_its_permission(
+    router: CapabilityRouter, engine: CountingEngine, storage: PluginStorage, verb: str
+) -> None:
+    needed = VERBS[verb].permission
+    caller = FakeCaller(permissions=PERMISSIONS - {needed})
+    with pytest.raises(CapabilityError) as caught:
+        await router.invoke(caller, verb, valid_args(verb))
+    assert repr(needed) in str(caught.value)
+    assert verb in str(caught.value)
+    assert engine.calls == []
+    assert storage.list("caller") == []
+
+
+def test_each_verb_family_needs_the_documented_permission() -> None:
+    expected = {
+        "messages": "messages:send",
+        "engine": "engine:read",
+        "storage": "storage:use",
+        "net": "net:fetch",
+        "conversations": "conversation:send",
+        "handover": "conversation:send",
+        "mappings": "conversation:send",
+    }
+    for name, verb in VERBS.items():
+        assert verb.permission == expected[name.split(".")[0]], name
+
+
+# -- arguments ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        ({"session_id": "main", "text": "hi"}, "chat_id"),  # missing
+        ({"session_id": "main", "chat_id": 5, "text": "hi"}, "chat_id"),  # wrong type
+        ({"session_id": "main", "chat_id": "c" * 257, "text": "hi"}, "chat_id"),  # too long
+        ({"session_id": "main", "chat_id": "", "text": "hi"}, "chat_id"),  # empty
+        ({"session_id": "main", "chat_id": "a\nb", "text": "hi"}, "chat_id"),  # control character
+        ({"session_id": "main", "chat_id": "a\x00b", "text": "hi"}, "chat_id"),  # NUL
+        ({"session_id": "main", "chat_id": "c", "text": "x" * 65537}, "text"),  # too long
+        ({"session_id": "main", "chat_id": "c", "text": "hi", "evil": True}, "evil"),  # unknown extra
+    ],
+)
+async def test_invalid_argument_is_refused_naming_the_argument(
+    router: CapabilityRouter, engine: CountingEngine, args: dict[str, Any], named: str
+) -> None:
+    with pytest.raises(CapabilityError, match="invalid argument") as caught:
+        await router.invoke(FakeCaller(), "messages.send_text", args)
+    assert named in str(caught.value)
+    assert "messages.send_text" in str(caught.value)
+    assert engine.calls == []
+
+
+@pytest.mark.parametrize("args", [None, [], "session_id=main", 42])
+async def test_arguments_that_are_not_an_object_are_refused(
+    router: CapabilityRouter, engine: CountingEngine, args: Any
+) -> None:
+    with pytest.raises(CapabilityError, match="invalid argument"):
+        await router.invoke(FakeCaller(), "engine.get_chats", args)
+    assert engine.calls == []
+
+
+@pytest.mark.parametrize(("asked", "given"), [(1000, 100), (0, 1), (-5, 1), (30, 30)])
+async def test_chat_history_limit_is_clamped_to_1_through_100(
+    router: CapabilityRouter, engine: CountingEngine, asked: int, given: int
+) -> None:
+    args = {"session_id": "main", "chat_id": "c@c.us", "limit": asked}
+    await router.invoke(FakeCaller(), "engine.get_chat_history", args)
+    assert engine.calls == [("get_chat_history", ("main", "c@c.us", given, False))]
+
+
+async def test_storage_value_that_is_not_plain_data_is_refused(
+    router: CapabilityRouter, storage: PluginStorage
+) -> None:
+    with pytest.raises(CapabilityError, match=r"storage\.set"):
+        await router.invoke(FakeCaller(), "storage.set", {"key": "k", "value": {1, 2}})
+    assert storage.list("caller") == []
+
+
+# -- session scope -----------------------------------------------------------------------------------
+
+
+async def test_session_outside_the_manifest_sessions_is_refused_before_the_engine(
+    router: CapabilityRouter, engine: CountingEngine
+) -> None:
+    caller = FakeCaller(scope=SessionScope(["main"], False, []))
+    with pytest.raises(CapabilityError, match="session 'other' is not in the manifest sessions"):
+        await router.invoke(caller, "engine.get_chats", {"session_id": "other"})
+    assert engine.calls == []
+
+
+async def test_session_the_plugin_is_not_active_on_is_refused_before_the_engine(
+    router: CapabilityRouter, engine: CountingEngine
+) -> None:
+    caller = FakeCaller(scope=SessionScope(["*"], True, ["main"]))
+    with pytest.raises(CapabilityError, match="not active on session 'other'"):
+        await router.invoke(caller, "messages.send_text", {"session_id": "other", "chat_id": "c", "text": "t"})
+    assert engine.calls == []
+
+
+async def test_session_without_a_live_engine_is_refused_before_the_engine(
+    router: CapabilityRouter, engine: CountingEngine
+) -> None:
+    engine.live.discard("main")
+    with pytest.raises(CapabilityError, match="session 'main' has no live engine"):
+        await router.invoke(FakeCaller(), "engine.get_contacts", {"session_id": "main"})
+    assert engine.calls == []
+
+
+# -- service failures and timeouts -------------------------------------------------------------------
+
+
+async def test_engine_refusal_becomes_a_capability_error_naming_the_verb(
+    router: CapabilityRouter, engine: CountingEngine
+) -> None:
+    engine.fail = EngineError("session 'main' has no group 'x@g.us'")
+    with pytest.raises(CapabilityError, match=r"engine.get_group_info: session 'main' has no group"):
+        await router.invoke(FakeCaller(), "engine.get_group_info", {"session_id": "main", "group_id": "x@g.us"})
+
+
+async def test_unexpected_host_failure_is_reported_without_its_details(
+    router: CapabilityRouter, engine: CountingEngine
+) -> None:
+    engine.fail = RuntimeError("/srv/secret/path exploded")
+    with pytest.raises(CapabilityError) as caught:
+        await router.invoke(FakeCaller(), "engine.get_chats", {"session_id": "main"})
+    assert "host service failed" in str(caught.value)
+    assert "/srv/secret/path" not in str(caught.value)
+
+
+async def test_call_past_its_timeout_raises_capability_timeout(
+    make_router: Callable[..., CapabilityRouter], engine: CountingEngine
+) -> None:
+    engine.hang = asyncio.Event()
+    router = make_router(timeout=0.01)
+    with pytest.raises(CapabilityTimeout, match=r"engine\.get_chats"):
+        await router.invoke(FakeCaller(), "engine.get_chats", {"session_id": "main"})
+
+
+async def test_send_verbs_get_the_send_factor_times_the_timeout(
+    make_router: Callable[..., CapabilityRouter], engine: CountingEngine
+) -> None:
+    engine.hang = asyncio.Event()
+    router = make_router(timeout=0.01, send_factor=4)
+    with pytest.raises(CapabilityTimeout, match=r"after 0\.04 s"):
+        await router.invoke(FakeCaller(), "messages.send_text", {"session_id": "main", "chat_id": "c", "text": "t"})
+
+
+# -- storage namespaces ------------------------------------------------------------------------------
+
+
+async def test_storage_verbs_use_only_the_callers_namespace(router: CapabilityRouter, storage: PluginStorage) -> None:
+    alice, bob = FakeCaller(plugin_id="alice"), FakeCaller(plugin_id="bob")
+    await router.invoke(alice, "storage.set", {"key": "shared-name", "value": "alice's"})
+
+    assert await router.invoke(bob, "storage.get", {"key": "shared-name"}) == [False, None]
+    assert await router.invoke(bob, "storage.list", {}) == []
+    assert await router.invoke(bob, "storage.delete", {"key": "shared-name"}) is False
+    assert await router.invoke(alice, "storage.get", {"key": "shared-name"}) == [True, "alice's"]
+    assert storage.list("alice") == ["shared-name"]
+
+
+async def test_storage_key_cannot_name_another_plugins_namespace(
+    router: CapabilityRouter, storage: PluginStorage
+) -> None:
+    await router.invoke(FakeCaller(plugin_id="alice"), "storage.set", {"key": "bob/secret", "value": 1})
+    await router.invoke(FakeCaller(plugin_id="alice"), "storage.set", {"key": "../bob", "value": 1})
+    assert storage.list("bob") == []
+
+
+async def test_on_call_reports_each_verb_and_outcome(engine: CountingEngine, storage: PluginStorage) -> None:
+    seen: list[tuple[str, str]] = []
+    bus = HookBus(budget=lambda _plugin_id: 1.0)
+    services = Services(engine=engine, messages=MessageService(engine, bus), storage=storage)  # type: ignore[arg-type]
+    router = CapabilityRouter(services, timeout=1.0, send_factor=4, on_call=lambda v, o: seen.append((v, o)))
+    await router.invoke(FakeCaller(), "engine.get_chats", {"session_id": "main"})
+    with pytest.raises(CapabilityError):
+        await router.invoke(FakeCaller(), "no.such.verb", {})
+    assert seen == [("engine.get_chats", "ok"), ("unknown", "error")]
