@@ -63,6 +63,54 @@ def dev_run_cmd(
 
 
 @app.command()
+def bench(
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as one JSON object.")] = False,
+    quick: Annotated[bool, typer.Option("--quick", help="Small N for a CI smoke run.")] = False,
+    plugins: Annotated[int | None, typer.Option("--plugins", help="Plugins in the scale test (default 200).")] = None,
+    skip_node: Annotated[bool, typer.Option("--skip-node", help="Do not run the Node worker_threads anchor.")] = False,
+    pin_cpu: Annotated[int | None, typer.Option("--pin-cpu", help="Run everything on this one CPU (stabler).")] = None,
+) -> None:
+    """Measure the sandbox tier (fully confined workers) beside anchors measured in the same run."""
+    from plugbox.bench import BenchError, BenchOptions, run_bench
+
+    try:
+        options = BenchOptions.make(quick=quick, plugins=plugins, skip_node=skip_node, pin_cpu=pin_cpu)
+    except ValueError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from None
+    try:
+        report = run_async(run_bench(options, progress=lambda msg: typer.echo(f"bench: {msg}", err=True)))
+    except KeyboardInterrupt:
+        typer.echo("bench: interrupted; everything it started has been stopped", err=True)
+        raise typer.Exit(130) from None
+    except BenchError as exc:
+        typer.echo(f"bench failed: {exc}", err=True)
+        raise typer.Exit(1) from None
+    if as_json:
+        sys.stdout.write(json.dumps(report) + "\n")
+    else:
+        from plugbox.bench.table import print_report
+
+        print_report(report)
+
+
+@app.command()
+def new(
+    name: Annotated[str, typer.Argument(help="The plugin's name (also its id).")],
+    directory: Annotated[Path, typer.Option("--dir", help="Where to create it.")] = Path("."),
+) -> None:
+    """Scaffold a plugin: manifest, main module and a test that passes (run `pytest` inside it)."""
+    from plugbox.scaffold import scaffold
+
+    try:
+        root = scaffold(name, directory)
+    except (ValueError, FileExistsError) as exc:
+        typer.echo(f"plugbox new: {exc}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"created {root}; try: cd {root} && pytest")
+
+
+@app.command()
 def doctor(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Report each confinement layer: available on this kernel, and what the policy would do."""
     from plugbox.cli.report import print_doctor

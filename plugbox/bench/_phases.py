@@ -1,0 +1,312 @@
+"""The measured phases of `plugbox bench`, against one real host and its confined workers.
+
+Timed regions hold only the awaited operation and a clock read on each side; setup (writing
+plugins, loading them, activating sessions: durable registry writes) is never timed. See
+suite.py for the order and plugbox/bench/__init__.py for what each metric means.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import re
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from plugbox.bench._options import BenchError, BenchOptions
+from plugbox.bench._plugins import CAP_EVENT, COUNT_EVENT, COUNTER, DISPATCH_EVENT, KEY, PROBE, VALUE, install
+from plugbox.bench._proc import alive, host_memory_kb, percentile, smaps_rollup_kb, summarize_ns
+from plugbox.engines.loopback import LoopbackEngine
+from plugbox.host import Host
+from plugbox.loader import PluginEntry, Status
+from plugbox.settings import Settings
+
+__all__ = ["Phases", "Progress"]
+
+SESSION = "bench"
+CAP_BATCH = 1000  # capability calls per driver hook: keeps each hook far inside its 5 s budget
+IDLE_SETTLE_S = 1.0  # idle workers sit this long before their memory is read (node anchor: the same)
+CLEANUP_WAIT_S = 5.0
+
+Progress = Callable[[str], None]
+
+
+class Phases:
+    """Every measured phase, against one host; `close` and `leftovers` are the way out."""
+
+    def __init__(self, settings: Settings, plugins_dir: Path, options: BenchOptions, progress: Progress) -> None:
+        self.options = options
+        self.progress = progress
+        self.plugins_dir = plugins_dir
+        self.engine = LoopbackEngine()
+        self.host = Host(settings, engine=self.engine, bundled=False)
+        self.worker_pids: set[int] = set()
+        self.zygote_pid: int | None = None
+
+    async def run(self, confinement: dict[str, Any]) -> dict[str, Any]:
+        host = self.host
+        await host.start(restore=False)
+        await self.engine.create_session(SESSION)
+        await host.zygote.ensure_started()  # once, before any timing
+        self.zygote_pid = host.zygote.pid
+        metrics: dict[str, Any] = {}
+
+        probe = await self._enable_one("bench-probe", PROBE, ["storage:use"])
+        confinement["sample_worker_layers"] = probe.confinement
+        confinement["layers_not_applied"] = [
+            str(layer.get("name")) for layer in probe.confinement or [] if not layer.get("applied")
+        ]
+        await host.storage.set(probe.plugin_id, KEY, VALUE)
+        self.progress("capability round trip (storage.get, timed inside the plugin)")
+        metrics["cap_rtt"] = await self._cap_rtt()
+        self.progress("hook dispatch to one confined sync handler")
+        metrics["hook_dispatch"] = await self._hook_dispatch()
+        self.progress(f"pipelined hook dispatch, {self.options.in_flight} in flight")
+        metrics["hook_pipelined"] = await self._pipelined()
+        await host.manager.disable(probe.plugin_id)
+
+        self.progress(f"cold start x{self.options.cold_starts}")
+        metrics["cold_start"] = await self._cold_start()
+        self.progress(f"memory of {self.options.idle_workers} idle workers")
+        metrics["memory"] = await self._idle_memory()
+        self.progress(f"scale: {self.options.plugins} plugins enabled at once")
+        metrics["scale"] = await self._scale()
+        return metrics
+
+    # -- setup helpers (never timed) --
+    async def _load(self, plugin_id: str, source: str, permissions: list[str]) -> PluginEntry:
+        entry = self.host.load_plugin(install(self.plugins_dir, plugin_id, source, permissions))
+        await self.host.manager.set_active_sessions(plugin_id, [SESSION])
+        return entry
+
+    def _check_enabled(self, entry: PluginEntry) -> None:
+        if entry.status != Status.ENABLED or entry.runtime is None:
+            hint = ""
+            if "ConfinementError" in str(entry.error) or "confinement layer" in str(entry.error):
+                hint = (" (strict policy: every layer must apply; PLUGBOX_CONFINEMENT=degraded measures with "
+                        "what is available, and the report says so)")
+            raise BenchError(f"plugin {entry.plugin_id} did not enable: {entry.error}{hint}")
+        self._track(entry)
+
+    def _track(self, entry: PluginEntry) -> None:
+        proc = getattr(entry.runtime, "proc", None)
+        if proc is not None:
+            self.worker_pids.add(proc.pid)
+
+    async def _enable_one(self, plugin_id: str, source: str, permissions: list[str]) -> PluginEntry:
+        entry = await self._load(plugin_id, source, permissions)
+        with contextlib.suppress(Exception):  # reported from the entry's status
+            await self.host.manager.enable(plugin_id)
+        self._check_enabled(entry)
+        return entry
+
+    @staticmethod
+    def _check_outcome(outcome: Any, what: str) -> None:
+        if outcome.errors or outcome.timed_out:
+            raise BenchError(f"{what}: hook failed: errors={outcome.errors[:3]} timed_out={outcome.timed_out[:3]}")
+
+    # -- 1. capability round trip --
+    async def _cap_batch(self, n: int) -> list[int]:
+        outcome = await self.host.bus.execute(CAP_EVENT, {"n": n}, SESSION)
+        self._check_outcome(outcome, "capability round trip")
+        lat = outcome.data.get("lat") if isinstance(outcome.data, dict) else None
+        if not isinstance(lat, list) or len(lat) != n:
+            raise BenchError("capability round trip: the probe returned no latency list")
+        return lat
+
+    async def _cap_rtt(self) -> dict[str, Any]:
+        await self._cap_batch(self.options.warmup)
+        samples: list[int] = []
+        left = self.options.cap_calls
+        while left > 0:
+            batch = min(CAP_BATCH, left)
+            samples += await self._cap_batch(batch)
+            left -= batch
+        return {**summarize_ns(samples), "verb": "storage.get", "warmup": self.options.warmup,
+                "timed_in": "plugin (perf_counter_ns around each await ctx.storage.get)"}
+
+    # -- 2. hook dispatch --
+    async def _hook_dispatch(self) -> dict[str, Any]:
+        execute = self.host.bus.execute
+        clock = time.perf_counter_ns
+        data = {"id": "bench-1", "chatId": "15550001111@c.us", "ack": 2}
+        for _ in range(self.options.warmup):
+            self._check_outcome(await execute(DISPATCH_EVENT, data, SESSION), "hook dispatch warm-up")
+        n = self.options.hook_calls
+        lat = [0] * n
+        failed = 0
+        for i in range(n):
+            t0 = clock()
+            outcome = await execute(DISPATCH_EVENT, data, SESSION)
+            lat[i] = clock() - t0
+            if outcome.errors or outcome.timed_out:
+                failed += 1
+        if failed:
+            raise BenchError(f"hook dispatch: {failed} of {n} dispatches failed")
+        return {**summarize_ns(lat), "warmup": self.options.warmup,
+                "timed_in": "host (await host.bus.execute, one confined sync handler)"}
+
+    # -- 3. pipelined hook dispatch --
+    async def _pipelined(self) -> dict[str, Any]:
+        execute = self.host.bus.execute
+        data = {"id": "bench-1", "chatId": "15550001111@c.us", "ack": 2}
+        failed = 0
+
+        async def lane(count: int) -> None:
+            nonlocal failed
+            for _ in range(count):
+                outcome = await execute(DISPATCH_EVENT, data, SESSION)
+                if outcome.errors or outcome.timed_out:
+                    failed += 1
+
+        async def run(total: int) -> float:
+            lanes = self.options.in_flight
+            per_lane = max(1, total // lanes)
+            t0 = time.perf_counter()
+            async with asyncio.TaskGroup() as tg:
+                for _ in range(lanes):
+                    tg.create_task(lane(per_lane))
+            return per_lane * lanes / (time.perf_counter() - t0)
+
+        await run(min(self.options.pipelined_total, 2000))  # warm-up
+        per_s = await run(self.options.pipelined_total)
+        if failed:
+            raise BenchError(f"pipelined hook dispatch: {failed} dispatches failed")
+        total = max(1, self.options.pipelined_total // self.options.in_flight) * self.options.in_flight
+        return {"per_s": round(per_s), "in_flight": self.options.in_flight, "total": total}
+
+    # -- 4. cold start --
+    async def _cold_start(self) -> dict[str, Any]:
+        entry = await self._load("bench-cold", COUNTER, [])
+        manager = self.host.manager
+        times: list[float] = []
+        for _ in range(self.options.cold_starts):
+            t0 = time.perf_counter_ns()
+            with contextlib.suppress(Exception):  # reported from the entry's status
+                await manager.enable(entry.plugin_id)
+            dt = time.perf_counter_ns() - t0
+            self._check_enabled(entry)
+            times.append(dt / 1e6)
+            await manager.disable(entry.plugin_id)
+        times.sort()
+        return {
+            "median_ms": round(percentile(times, 0.5), 1),
+            "min_ms": round(times[0], 1),
+            "max_ms": round(times[-1], 1),
+            "n": len(times),
+            "zygote_prestarted": True,
+            "measures": "await manager.enable() until status `enabled`: spawn via the zygote, fork, confine, "
+                        "hello, load, on_load, on_enable, durable status write",
+        }
+
+    # -- 5. memory per idle worker --
+    async def _idle_memory(self) -> dict[str, Any]:
+        entries = [await self._enable_one(f"bench-idle-{i:03d}", COUNTER, []) for i in range(self.options.idle_workers)]
+        await asyncio.sleep(IDLE_SETTLE_S)
+        rows = [smaps_rollup_kb(_pid(e)) for e in entries]
+        zygote = smaps_rollup_kb(self.zygote_pid) if self.zygote_pid else {}
+        await asyncio.gather(*(self.host.manager.disable(e.plugin_id) for e in entries))
+
+        def mb(field: str, how: Callable[[list[float]], float]) -> float:
+            return round(how([r.get(field, 0) / 1024 for r in rows]), 2)
+
+        def med(v: list[float]) -> float:
+            return percentile(sorted(v), 0.5)
+
+        def mean(v: list[float]) -> float:
+            return sum(v) / len(v)
+
+        return {
+            "workers": len(rows),
+            "pss_mb": mb("Pss", med),
+            "uss_mb": mb("USS", med),
+            "rss_mb": mb("Rss", med),
+            "pss_mb_mean": mb("Pss", mean),
+            "uss_mb_mean": mb("USS", mean),
+            "pss_anon_mb": mb("Pss_Anon", med),
+            "zygote_pss_mb": round(zygote.get("Pss", 0) / 1024, 2),
+            "zygote_rss_mb": round(zygote.get("Rss", 0) / 1024, 2),
+            "measures": f"/proc/<pid>/smaps_rollup of each idle worker ({IDLE_SETTLE_S:g} s after enable, "
+                        f"{len(rows)} workers alive, medians); USS = Private_Clean + Private_Dirty",
+        }
+
+    # -- 6. scale --
+    async def _scale(self) -> dict[str, Any]:
+        n = self.options.plugins
+        entries = [await self._load(f"bench-scale-{i:04d}", COUNTER, []) for i in range(n)]
+        manager = self.host.manager
+        rss_before = host_memory_kb()["VmRSS"]
+
+        t0 = time.perf_counter()
+        results = await asyncio.gather(*(manager.enable(e.plugin_id) for e in entries), return_exceptions=True)
+        enable_all_ms = (time.perf_counter() - t0) * 1000
+        enabled = [e for e in entries if e.status == Status.ENABLED and e.runtime is not None]
+        for e in enabled:
+            self._track(e)
+        failures = collections.Counter(
+            re.sub(r"^plugin '[^']*' ", "", str(r))[:300] for r in results if isinstance(r, BaseException)
+        )
+
+        t0 = time.perf_counter()
+        outcome = await self.host.bus.execute(COUNT_EVENT, {"n": 0}, SESSION)
+        deliver_ms = (time.perf_counter() - t0) * 1000
+        answered = outcome.data.get("n") if isinstance(outcome.data, dict) else None
+        host_mem = host_memory_kb()
+        workers_pss = 0
+        for e in enabled:
+            with contextlib.suppress(FileNotFoundError, ProcessLookupError):  # died since (counted as 0)
+                workers_pss += smaps_rollup_kb(_pid(e)).get("Pss", 0)
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(manager.disable(e.plugin_id) for e in enabled), return_exceptions=True)
+        disable_all_ms = (time.perf_counter() - t0) * 1000
+        budget_ms = self.host.settings.hook_budget_ms
+        return {
+            "plugins": n,
+            "enabled": len(enabled),
+            "enable_failures": [{"count": c, "reason": reason} for reason, c in failures.most_common(5)],
+            "enable_all_ms": round(enable_all_ms, 1),
+            "answered_within_budget": answered if isinstance(answered, int) else 0,
+            "timed_out": len(outcome.timed_out),
+            "errors": len(outcome.errors),
+            "budget_ms": budget_ms,
+            "deliver_ms": round(deliver_ms, 1),
+            "delivered_within_budget": deliver_ms <= budget_ms,
+            "host_rss_mb": round(host_mem["VmRSS"] / 1024, 1),
+            "host_rss_before_mb": round(rss_before / 1024, 1),
+            "host_rss_peak_mb": round(host_mem["VmHWM"] / 1024, 1),
+            "workers_pss_total_mb": round(workers_pss / 1024, 1),
+            "disable_all_ms": round(disable_all_ms, 1),
+            "measures": "enable all concurrently (asyncio.gather), then one bus.execute of a hook every plugin "
+                        "handles; each handler adds 1 to data.n, so n at the end of the chain = handlers that "
+                        "answered within their budget (timed-out or failed handlers' data is discarded)",
+        }
+
+    # -- teardown --
+    async def close(self) -> None:
+        try:
+            await self.host.stop()
+        finally:
+            await self.host.db.close()  # idempotent; a host that never started is not closed by stop()
+
+    async def leftovers(self) -> dict[str, Any]:
+        deadline = time.monotonic() + CLEANUP_WAIT_S
+        while True:
+            workers = sorted(p for p in self.worker_pids if alive(p))
+            zygote = self.zygote_pid is not None and alive(self.zygote_pid)
+            if (not workers and not zygote) or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.05)
+        return {"workers_seen": len(self.worker_pids), "workers_left_running": workers,
+                "zygote_left_running": zygote}
+
+
+def _pid(entry: PluginEntry) -> int:
+    proc = getattr(entry.runtime, "proc", None)
+    if proc is None:
+        raise BenchError(f"plugin {entry.plugin_id} has no worker process")
+    pid: int = proc.pid
+    return pid

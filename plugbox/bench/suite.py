@@ -1,0 +1,179 @@
+"""The benchmark suite: a real host (SQLite + loopback engine, on a temporary data dir), real
+confined workers spawned through the host's own zygote, the host loop the caller runs it on (the
+CLI runs uvloop, as `plugbox serve` does), and the anchors measured in the same invocation.
+
+What the suite keeps out of the measured path: plugin setup, manifest writing, session activation
+(a durable registry write), the anchors (run before any worker exists) and all bookkeeping; timed
+regions hold only the awaited operation and a clock read on each side. What it keeps in, on
+purpose: everything `plugbox serve` would do for the same operation (permission and scope checks,
+durable status writes on enable, the GC).
+
+Everything spawned is stopped on the way out, including on cancellation (Ctrl-C under
+`uvloop.run` cancels the main task, so the `finally` blocks run), and the report says whether any
+worker or the zygote was still alive afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from plugbox import __version__
+from plugbox.bench import anchors
+from plugbox.bench._options import BenchError, BenchOptions
+from plugbox.bench._phases import Phases, Progress
+from plugbox.bench._proc import machine_facts
+from plugbox.errors import ConfigError
+from plugbox.settings import Settings, load_settings
+
+__all__ = ["BenchError", "BenchOptions", "run_bench"]
+
+
+def _quiet(_msg: str) -> None:
+    pass
+
+
+async def run_bench(options: BenchOptions, progress: Progress = _quiet) -> dict[str, Any]:
+    """Run every phase and return the report (plain JSON data)."""
+    facts = machine_facts()  # before pinning, so `cpus_usable` describes the machine, not the pin
+    saved = _pin(options.pin_cpu)
+    try:
+        return await _run(options, progress, facts)
+    finally:
+        _unpin(saved)
+
+
+def _pin(cpu: int | None) -> dict[int, set[int]]:
+    """Pin every thread of this process to `cpu`; threads and processes started later (the db writer,
+    the zygote and so every worker, the anchors) inherit it. Returns the masks to restore."""
+    if cpu is None:
+        return {}
+    saved: dict[int, set[int]] = {}
+    for tid in (int(t) for t in os.listdir("/proc/self/task")):
+        try:
+            saved[tid] = os.sched_getaffinity(tid)
+            os.sched_setaffinity(tid, {cpu})
+        except (ProcessLookupError, PermissionError):
+            pass
+    return saved
+
+
+def _unpin(saved: dict[int, set[int]]) -> None:
+    for tid, mask in saved.items():
+        with contextlib.suppress(OSError):  # the thread may have ended
+            os.sched_setaffinity(tid, mask)
+
+
+async def _run(options: BenchOptions, progress: Progress, facts: dict[str, Any]) -> dict[str, Any]:
+    report: dict[str, Any] = {
+        "bench": "plugbox",
+        "plugbox": __version__,
+        "quick": options.quick,
+        "options": asdict(options),
+        "machine": facts,
+    }
+    loop = asyncio.get_running_loop()
+    report["machine"]["host_loop"] = f"{type(loop).__module__}.{type(loop).__qualname__}"
+    report["machine"]["cpu_pinning"] = options.pin_cpu
+
+    progress("anchor: python socketpair limit")
+    try:
+        py = await anchors.python_limit(options.anchor_rtt, options.anchor_pipelined, options.in_flight)
+        progress("anchor: node worker_threads")
+        node = await anchors.node_worker_threads(
+            options.anchor_rtt, options.anchor_pipelined, options.idle_workers, options.node_starts,
+            skip=options.skip_node,
+        )
+    except anchors.AnchorError as exc:
+        raise BenchError(str(exc)) from None
+    report["anchors"] = {"python_socketpair": py, "node_worker_threads": node}
+
+    with tempfile.TemporaryDirectory(prefix="plugbox-bench-") as tmp:
+        root = Path(tmp)
+        os.chmod(root, 0o755)  # plugin dirs must be reachable by the uid a root-started worker drops to
+        try:
+            base = load_settings()  # the environment and config file, as `plugbox serve` would read them
+        except ConfigError as exc:
+            raise BenchError(f"settings: {exc}") from None
+        settings = msgspec.structs.replace(base, data_dir=str(root / "data"), plugins_dir=str(root / "plugins"))
+        report["confinement"] = {"policy": settings.confinement}
+        report["settings"] = {k: getattr(settings, k) for k in (
+            "hook_budget_ms", "lifecycle_budget_ms", "capability_timeout_ms", "max_calls_in_flight",
+            "worker_memory_bytes", "use_netns")}
+        suite = Phases(settings, root / "plugins", options, progress)
+        try:
+            report["metrics"] = await suite.run(report["confinement"])
+        finally:
+            progress("stopping the host and every worker")
+            await suite.close()
+            report["cleanup"] = await suite.leftovers()
+    report["machine"]["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
+    report["ratios"] = _ratios(report["metrics"], py, node)
+    report["notes"] = _notes(options, settings)
+    busiest = max(report["machine"]["loadavg_start"][0], report["machine"]["loadavg_end"][0])
+    if busiest > 0.5 * (os.cpu_count() or 1):
+        report["notes"].append(f"the machine was busy (1-min loadavg up to {busiest:g} on {os.cpu_count()} CPUs): "
+                               "other processes competed for the CPUs; re-run before reading small differences")
+    return report
+
+
+def _ratio(a: Any, b: Any, digits: int = 2) -> float | None:
+    if not isinstance(a, int | float) or not isinstance(b, int | float) or not b:
+        return None
+    return round(a / b, digits)
+
+
+def _ratios(m: dict[str, Any], py: dict[str, Any], node: dict[str, Any]) -> dict[str, Any]:
+    """plugbox / anchor. For latencies, start-up and memory above 1 means plugbox costs more; for
+    throughput (pipelined) below 1 means plugbox does less."""
+    cap, hook, pipe = m["cap_rtt"], m["hook_dispatch"], m["hook_pipelined"]
+    return {
+        "vs_node": {
+            "cap_rtt_p50/node_rtt_p50": _ratio(cap["p50_us"], node.get("rtt_p50_us")),
+            "cap_rtt_p99/node_rtt_p99": _ratio(cap["p99_us"], node.get("rtt_p99_us")),
+            "hook_p50/node_rtt_p50": _ratio(hook["p50_us"], node.get("rtt_p50_us")),
+            "hook_p99/node_rtt_p99": _ratio(hook["p99_us"], node.get("rtt_p99_us")),
+            "pipelined/node_pipelined": _ratio(pipe["per_s"], node.get("pipelined_per_s"), 3),
+            "cold_start/node_startup": _ratio(m["cold_start"]["median_ms"], node.get("startup_ms")),
+            "pss/node_rss_per_worker": _ratio(m["memory"]["pss_mb"], node.get("rss_per_worker_mb")),
+        },
+        "vs_python_limit": {
+            "cap_rtt_p50/py_rtt_p50": _ratio(cap["p50_us"], py.get("rtt_p50_us")),
+            "cap_rtt_p99/py_rtt_p99": _ratio(cap["p99_us"], py.get("rtt_p99_us")),
+            "hook_p50/py_rtt_p50": _ratio(hook["p50_us"], py.get("rtt_p50_us")),
+            "hook_p99/py_rtt_p99": _ratio(hook["p99_us"], py.get("rtt_p99_us")),
+            "pipelined/py_pipelined": _ratio(pipe["per_s"], py.get("pipelined_per_s"), 3),
+        },
+    }
+
+
+def _notes(options: BenchOptions, settings: Settings) -> list[str]:
+    notes = [
+        "plugbox / anchor ratios: above 1 = plugbox slower or bigger, except pipelined (below 1 = fewer per s)",
+        "the zygote is started once before any timing; cold start = spawn-from-zygote + confine + load + "
+        "on_load + on_enable",
+        "anchors ran in their own processes before any plugbox worker existed",
+        "node rss_per_worker_mb is RSS growth of one process (workers are threads); plugbox PSS/USS are per "
+        "worker process",
+    ]
+    if settings.confinement != "strict":
+        notes.append(f"confinement policy was {settings.confinement!r}, NOT the default strict: missing layers "
+                     "are listed under confinement.sample_worker_layers")
+    if options.pin_cpu is None:
+        notes.append("no CPU pinning: on a small VM a request/reply pair is bimodal run to run (peers on one CPU: "
+                     "no cross-CPU wake-up; on two: an IPI per hop), for the anchors too; compare runs with "
+                     "--pin-cpu N (everything on one CPU: software cost only, no parallelism)")
+    else:
+        notes.append(f"--pin-cpu {options.pin_cpu}: host, zygote, workers and anchors all ran on CPU "
+                     f"{options.pin_cpu}: latencies are software cost without cross-CPU wake-ups; pipelined "
+                     "throughput has no host/worker parallelism")
+    if options.quick:
+        notes.append("--quick: small N for a smoke run; do not read these numbers as measurements")
+    return notes

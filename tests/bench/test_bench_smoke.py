@@ -1,0 +1,108 @@
+"""`plugbox bench --quick --json` end to end: the report is complete. No timing assertions: the numbers
+of a quick run are not measurements, only proof that every phase ran against real confined workers."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.timeout(300)
+
+CAP_AND_HOOK = ("n", "p50_us", "p90_us", "p99_us", "mean_us", "min_us", "max_us")
+NODE_FIELDS = ("startup_ms", "startup_ready_ms", "rtt_p50_us", "rtt_p99_us", "pipelined_per_s", "rss_per_worker_mb")
+PY_FIELDS = ("rtt_p50_us", "rtt_p99_us", "pipelined_per_s")
+RATIOS_VS_NODE = (
+    "cap_rtt_p50/node_rtt_p50",
+    "cap_rtt_p99/node_rtt_p99",
+    "hook_p50/node_rtt_p50",
+    "hook_p99/node_rtt_p99",
+    "pipelined/node_pipelined",
+    "cold_start/node_startup",
+    "pss/node_rss_per_worker",
+)
+RATIOS_VS_PYTHON = (
+    "cap_rtt_p50/py_rtt_p50",
+    "cap_rtt_p99/py_rtt_p99",
+    "hook_p50/py_rtt_p50",
+    "hook_p99/py_rtt_p99",
+    "pipelined/py_pipelined",
+)
+PLUGINS = 5
+
+
+def _bench(*args: str) -> dict[str, Any]:
+    # Default settings, so the default (strict) confinement policy: no PLUGBOX_* variable leaks in.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PLUGBOX_")}
+    proc = subprocess.run(
+        [sys.executable, "-c", "from plugbox.cli import main; main()", "bench", "--quick", "--json", *args],
+        capture_output=True, text=True, timeout=280, env=env,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report: dict[str, Any] = json.loads(proc.stdout)
+    return report
+
+
+@pytest.fixture(scope="module")
+def report() -> dict[str, Any]:
+    return _bench("--plugins", str(PLUGINS))
+
+
+def _positive(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and value > 0
+
+
+def test_report_has_every_plugbox_metric(report: dict[str, Any]) -> None:
+    m = report["metrics"]
+    for name in ("cap_rtt", "hook_dispatch"):
+        assert all(_positive(m[name][field]) for field in CAP_AND_HOOK), m[name]
+    assert _positive(m["hook_pipelined"]["per_s"]) and m["hook_pipelined"]["in_flight"] == 64
+    assert _positive(m["cold_start"]["median_ms"]) and m["cold_start"]["zygote_prestarted"] is True
+    assert all(_positive(m["memory"][f]) for f in ("pss_mb", "uss_mb", "rss_mb")), m["memory"]
+
+
+def test_scale_delivers_one_hook_to_every_plugin(report: dict[str, Any]) -> None:
+    s = report["metrics"]["scale"]
+    assert s["plugins"] == PLUGINS
+    assert s["enabled"] == PLUGINS and s["enable_failures"] == []
+    assert s["answered_within_budget"] == PLUGINS and s["timed_out"] == 0 and s["errors"] == 0
+    assert _positive(s["deliver_ms"]) and _positive(s["host_rss_mb"])
+
+
+def test_python_anchor_and_its_ratios_are_present(report: dict[str, Any]) -> None:
+    py = report["anchors"]["python_socketpair"]
+    assert all(_positive(py[f]) for f in PY_FIELDS), py
+    assert all(_positive(report["ratios"]["vs_python_limit"][k]) for k in RATIOS_VS_PYTHON)
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
+def test_node_anchor_and_its_ratios_are_present(report: dict[str, Any]) -> None:
+    node = report["anchors"]["node_worker_threads"]
+    assert all(_positive(node[f]) for f in NODE_FIELDS), node
+    assert all(_positive(report["ratios"]["vs_node"][k]) for k in RATIOS_VS_NODE)
+
+
+def test_report_states_machine_policy_and_layers(report: dict[str, Any]) -> None:
+    mc = report["machine"]
+    assert mc["nproc"] and mc["kernel"] and mc["python"] and mc["host_loop"].startswith("uvloop")
+    conf = report["confinement"]
+    assert conf["policy"] == "strict"  # the default: the smoke run is fully confined or fails
+    names = {layer["name"] for layer in conf["sample_worker_layers"]}
+    assert {"seccomp", "landlock", "rlimits"} <= names
+
+
+def test_nothing_is_left_running(report: dict[str, Any]) -> None:
+    c = report["cleanup"]
+    assert c["workers_seen"] > 0
+    assert c["workers_left_running"] == [] and c["zygote_left_running"] is False
+
+
+def test_skip_node_says_why_and_leaves_node_ratios_empty() -> None:
+    r = _bench("--plugins", "1", "--skip-node")
+    assert r["anchors"]["node_worker_threads"]["skipped"] == "--skip-node"
+    assert all(v is None for v in r["ratios"]["vs_node"].values())
