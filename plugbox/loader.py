@@ -235,6 +235,11 @@ class PluginManager:
             for step in ("on_load", "on_enable"):
                 async with asyncio.timeout(budget):
                     await runtime.lifecycle(step)
+        except asyncio.CancelledError:
+            # Cancelled (shutdown, Ctrl-C): leave nothing half-started behind, then let it through.
+            await asyncio.shield(self._teardown(entry))
+            self._set_status(entry, Status.ERROR, f"{step} was cancelled")
+            raise
         except Exception as exc:
             reason = f"{step} timed out after {budget:g} s" if isinstance(exc, TimeoutError) else _describe(step, exc)
             entry.confinement = runtime.confinement  # what was applied, or which layer was missing

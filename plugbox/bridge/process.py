@@ -85,6 +85,11 @@ class WorkerProcess:
             self.pidfd = -1
 
 
+def _resolve(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
 class Zygote:
     """The host's handle on its zygote process."""
 
@@ -97,6 +102,7 @@ class Zygote:
         self._early_exits: dict[int, int] = {}
         self._decoder = msgspec.json.Decoder(ZygoteMsg)
         self._lock = asyncio.Lock()
+        self._send_lock = asyncio.Lock()
 
     @property
     def pid(self) -> int | None:
@@ -157,7 +163,9 @@ class Zygote:
         if type(msg) is Spawned:
             fut = self._spawning.pop(msg.sid, None)
             if fut is None or fut.done() or len(fds) != 1:
-                for fd in fds:
+                for fd in fds:  # nobody waits for this worker any more (cancelled spawn): end it
+                    with contextlib.suppress(OSError):
+                        signal.pidfd_send_signal(fd, signal.SIGKILL)
                     os.close(fd)
                 return
             fut.set_result((msg.pid, fds[0]))
@@ -199,11 +207,13 @@ class Zygote:
         fut: asyncio.Future[tuple[int, int]] = loop.create_future()
         self._spawning[sid] = fut
         try:
-            socket.send_fds(self._ctl, [msgspec.json.encode(spec)], [worker_end.fileno()])
-        except OSError as exc:
+            await self._send_control(msgspec.json.encode(spec), worker_end.fileno())
+        except BaseException as exc:
             self._spawning.pop(sid, None)
             host_end.close()
-            raise BridgeError(f"cannot reach the zygote: {exc}") from None
+            if isinstance(exc, OSError):
+                raise BridgeError(f"cannot reach the zygote: {exc}") from None
+            raise
         finally:
             worker_end.close()
         try:
@@ -217,6 +227,27 @@ class Zygote:
         else:
             self._exits[pid] = exited
         return WorkerProcess(pid=pid, pidfd=pidfd, channel=host_end, exited=exited)
+
+    async def _send_control(self, data: bytes, fd: int) -> None:
+        """Send one spawn request. The control socket is non-blocking and its queue is small: on
+        a burst of spawns, wait until it is writable again (one sender at a time, since a loop
+        keeps one writer callback per fd)."""
+        loop = asyncio.get_running_loop()
+        async with self._send_lock:
+            while True:
+                ctl = self._ctl
+                if ctl is None:
+                    raise BridgeError("the zygote is gone")
+                try:
+                    socket.send_fds(ctl, [data], [fd])
+                    return
+                except BlockingIOError:
+                    writable: asyncio.Future[None] = loop.create_future()
+                    loop.add_writer(ctl.fileno(), _resolve, writable)
+                    try:
+                        await writable
+                    finally:
+                        loop.remove_writer(ctl.fileno())
 
     async def close(self) -> None:
         proc, self._proc = self._proc, None

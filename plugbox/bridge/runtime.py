@@ -120,6 +120,8 @@ class WorkerRuntime:
     async def request(self, op: str, args: Any = None) -> Any:
         if self._death is not None:
             raise WorkerGone(self._death)
+        if self.writer is None:
+            raise BridgeError(f"plugin {self.entry.plugin_id!r}: no channel to its worker yet")
         req_id = next(self.ids)
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self.pending[req_id] = fut
@@ -153,11 +155,12 @@ class WorkerRuntime:
             elif t is Hello and not self._hello.done():
                 self._hello.set_result(msg)
             else:
+                self.reader.bad_frames += 1  # valid, but not expected now: dropped and counted too
                 self._bad_frame(ValueError(f"unexpected {t.__name__} frame"))
 
     def _bad_frame(self, exc: Exception) -> None:
         if self.reader.bad_frames == 1 or self.reader.bad_frames % 50 == 0:
-            log.warning("plugin %s: dropped undecodable frame (%d so far): %s",
+            log.warning("plugin %s: dropped a frame (%d so far): %s",
                         self.entry.plugin_id, self.reader.bad_frames, str(exc)[:200])
         if self.reader.bad_frames > MAX_BAD_FRAMES:
             self._kill(f"worker sent more than {MAX_BAD_FRAMES} undecodable frames")

@@ -121,6 +121,13 @@ def _preload() -> None:
 
 
 def main(argv: list[str]) -> int:
+    try:
+        return _serve(argv)
+    except (BrokenPipeError, ConnectionResetError):
+        return 0  # the host is gone; PR_SET_PDEATHSIG is about to end us anyway
+
+
+def _serve(argv: list[str]) -> int:
     ctl_fd = int(argv[1])
     parent = os.getppid()
     _set_pdeathsig()

@@ -3,9 +3,11 @@ workers spawned through the project's own zygote."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import textwrap
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -85,3 +87,12 @@ def alive(pid: int) -> bool:
     except FileNotFoundError:
         return False
     return state != "Z"
+
+
+async def wait_for(predicate: Callable[[], bool], within: float = 10.0) -> None:
+    """Poll `predicate` until true; fail after `within` seconds."""
+    deadline = time.monotonic() + within
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.02)

@@ -12,7 +12,7 @@ from plugbox.host import Host
 from plugbox.loader import Status
 from plugbox.sdk import Plugin
 
-from .conftest import SESSION, WritePlugin, alive, enable
+from .conftest import SESSION, WritePlugin, alive, enable, wait_for
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -31,14 +31,6 @@ class Recorder(Plugin):
     def health_check(self):
         return {"healthy": True, "message": "all good"}
 """
-
-
-async def wait_for(predicate, within: float = 10.0) -> None:
-    deadline = time.monotonic() + within
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.02)
 
 
 async def test_lifecycle_runs_in_a_confined_worker(host: Host, write_plugin: WritePlugin) -> None:
