@@ -60,6 +60,7 @@ class Registration:
     handler: Handler
     priority: int
     seq: int
+    self_timed: bool = False  # a worker proxy: enforces the budget itself and guards re-entry on the wire
 
 
 @dataclass(slots=True)
@@ -112,13 +113,18 @@ class HookBus:
         self._seq = itertools.count()
         self._timeout_logs: dict[str, RateLimiter] = {}
 
-    def register(self, plugin_id: str, event: str, handler: Handler, priority: int = 100) -> bool:
-        """Add a handler. An unknown event is refused with a warning (returns False)."""
+    def register(
+        self, plugin_id: str, event: str, handler: Handler, priority: int = 100, *, self_timed: bool = False
+    ) -> bool:
+        """Add a handler. An unknown event is refused with a warning (returns False).
+
+        `self_timed` handlers (worker proxies) raise TimeoutError themselves once the plugin's hook
+        budget has passed, and carry the re-entry guard to the worker in each capability call."""
         if event not in EVENTS:
             log.warning("plugin %s: refused hook for unknown event %r", plugin_id, event)
             return False
         regs = self._by_event.setdefault(event, [])
-        regs.append(Registration(plugin_id, event, handler, priority, next(self._seq)))
+        regs.append(Registration(plugin_id, event, handler, priority, next(self._seq), self_timed))
         regs.sort(key=lambda r: (r.priority, r.seq))
         return True
 
@@ -170,12 +176,18 @@ class HookBus:
         return outcome
 
     async def _run_one(self, reg: Registration, ctx: HookContext, outcome: HookOutcome) -> HookResult | None:
-        token = _reentry.set(_reentry.get() | {(reg.plugin_id, reg.event)})
         try:
-            async with asyncio.timeout(self._budget(reg.plugin_id)):
-                result = reg.handler(ctx)
-                if inspect.isawaitable(result):
-                    result = await result
+            if reg.self_timed:
+                result = await reg.handler(ctx)  # type: ignore[misc]
+            else:
+                token = _reentry.set(_reentry.get() | {(reg.plugin_id, reg.event)})
+                try:
+                    async with asyncio.timeout(self._budget(reg.plugin_id)):
+                        result = reg.handler(ctx)
+                        if inspect.isawaitable(result):
+                            result = await result
+                finally:
+                    _reentry.reset(token)
         except WorkerGone:
             return None  # a dead worker's handler resolves to continue; it is no success either
         except TimeoutError:
@@ -190,8 +202,6 @@ class HookBus:
                 "hook %s: handler of plugin %s raised %s: %s", reg.event, reg.plugin_id, type(exc).__name__, exc
             )
             return None
-        finally:
-            _reentry.reset(token)
         if self._on_success is not None:
             self._on_success(reg.plugin_id)
         if result is None or isinstance(result, HookResult):

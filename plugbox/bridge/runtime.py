@@ -97,6 +97,10 @@ class WorkerRuntime:
         self.scratch = s.data_path / "scratch" / entry.plugin_id
         self.pending: dict[int, asyncio.Future[Any]] = {}
         self.pongs: dict[int, asyncio.Future[None]] = {}
+        self.deadlines: dict[int, float] = {}
+        self._sweeper: asyncio.TimerHandle | None = None
+        self._sweep_every = 0.1
+        self.hook_budget = s.hook_budget_ms / 1000
         self.ids = itertools.count(1)
         self.in_flight = 0
         self.calls: set[asyncio.Task[None]] = set()
@@ -117,19 +121,42 @@ class WorkerRuntime:
         if self.writer is not None:
             self.writer.write(msg)
 
-    async def request(self, op: str, args: Any = None) -> Any:
+    async def request(self, op: str, args: Any = None, budget: float | None = None) -> Any:
+        """Send one request and await its answer. With `budget`, the answer must come within it
+        or TimeoutError is raised (the deadline sweep enforces it: one timer per worker, not one
+        per request, which on the hook path cost more than the rest of the dispatch)."""
         if self._death is not None:
             raise WorkerGone(self._death)
         if self.writer is None:
             raise BridgeError(f"plugin {self.entry.plugin_id!r}: no channel to its worker yet")
         req_id = next(self.ids)
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Any] = loop.create_future()
         self.pending[req_id] = fut
+        if budget is not None:
+            self.deadlines[req_id] = loop.time() + budget
+            if self._sweeper is None:
+                self._sweep_every = max(0.005, min(0.1, budget / 20))
+                self._sweeper = loop.call_later(self._sweep_every, self._sweep)
         self._send(Request(req_id, op, args))
         try:
             return await fut
         finally:
             self.pending.pop(req_id, None)
+            if budget is not None:
+                self.deadlines.pop(req_id, None)
+
+    def _sweep(self) -> None:
+        """Fail every request past its deadline; re-arm while any deadline is left."""
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        for req_id, deadline in list(self.deadlines.items()):
+            if deadline <= now:
+                del self.deadlines[req_id]
+                fut = self.pending.get(req_id)
+                if fut is not None and not fut.done():
+                    fut.set_exception(TimeoutError())
+        self._sweeper = loop.call_later(self._sweep_every, self._sweep) if self.deadlines else None
 
     # -- receiving (every frame is untrusted) --
     def received(self, data: bytes) -> None:
@@ -178,6 +205,13 @@ class WorkerRuntime:
             fut.set_exception(PluginError(msg.error or "plugin failed without a message"))
 
     def _on_call(self, msg: Call) -> None:
+        router = self.deps.router
+        if router.is_sync(msg.verb):  # never waits: answer inline, in this read batch
+            try:
+                self._send(Reply(msg.id, True, router.invoke_now(self.entry, msg.verb, msg.args)))
+            except CapabilityError as exc:
+                self._send(Reply(msg.id, False, None, str(exc)))
+            return
         if self.in_flight >= self.max_calls:
             self.refused_calls += 1
             self._send(Reply(msg.id, False, None,
@@ -190,6 +224,8 @@ class WorkerRuntime:
 
     async def _serve_call(self, msg: Call) -> None:
         try:
+            # Calls arrive from another process, so they do not inherit the calling handler's
+            # context: rebuild the re-entry guard from the hook event the worker says it serves.
             with reentry_scope(self.entry.plugin_id, msg.origin):
                 value = await self.deps.router.invoke(self.entry, msg.verb, msg.args)
             reply = Reply(msg.id, True, value)
@@ -210,7 +246,9 @@ class WorkerRuntime:
             return
         try:
             if msg.what == "hook":
-                self.deps.bus.register(self.entry.plugin_id, msg.name, self._hook_proxy(msg.handler_id), msg.priority)
+                self.deps.bus.register(
+                    self.entry.plugin_id, msg.name, self._hook_proxy(msg.handler_id), msg.priority, self_timed=True
+                )
             elif msg.what == "webhook":
                 self.entry.check_webhook_route(msg.name)
                 self.webhook_routes.add(msg.name)
@@ -226,7 +264,9 @@ class WorkerRuntime:
         async def proxy(ctx: HookContext) -> HookResult | None:
             try:
                 res = await self.request(
-                    "hook", [handler_id, ctx.event, ctx.data, ctx.session_id, ctx.timestamp, ctx.source, ctx.config]
+                    "hook",
+                    [handler_id, ctx.event, ctx.data, ctx.session_id, ctx.timestamp, ctx.source, ctx.config],
+                    self.hook_budget,
                 )
             except PluginError as exc:
                 return HookResult(error=str(exc))
@@ -366,6 +406,9 @@ class WorkerRuntime:
             self.transport.abort()
         for task in list(self.calls):
             task.cancel()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
         if proc is not None:
             proc.close()
         shutil.rmtree(self.scratch, ignore_errors=True)

@@ -9,8 +9,9 @@ permission, argument or session at fault; host-service errors are translated, ne
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -75,20 +76,47 @@ class CapabilityRouter:
     def verb_names(self) -> list[str]:
         return sorted(self._verbs)
 
+    def is_sync(self, verb_name: str) -> bool:
+        """True for a verb whose handler never waits (`invoke_now` may serve it inline)."""
+        verb = self._verbs.get(verb_name)
+        return verb is not None and verb.sync
+
     async def invoke(self, caller: Caller, verb_name: str, args: Any) -> Any:
+        """Check and run one capability call, under the verb's timeout."""
         outcome = "error"
         try:
-            result = await self._invoke(caller, verb_name, args)
+            verb, parsed = self._check(caller, verb_name, args)
+            if verb.sync:
+                result = self._run_now(caller, verb, parsed)
+            else:
+                result = await self._run(caller, verb, parsed)
             outcome = "ok"
             return result
         except CapabilityTimeout:
             outcome = "timeout"
             raise
         finally:
-            if self._on_call is not None:
-                self._on_call(verb_name if verb_name in self._verbs else "unknown", outcome)
+            self._count(verb_name, outcome)
 
-    async def _invoke(self, caller: Caller, verb_name: str, args: Any) -> Any:
+    def invoke_now(self, caller: Caller, verb_name: str, args: Any) -> Any:
+        """`invoke` for a sync verb, without a coroutine: same checks, same errors."""
+        outcome = "error"
+        try:
+            verb, parsed = self._check(caller, verb_name, args)
+            if not verb.sync:
+                raise CapabilityError(f"{verb.name} cannot be served inline")
+            result = self._run_now(caller, verb, parsed)
+            outcome = "ok"
+            return result
+        finally:
+            self._count(verb_name, outcome)
+
+    def _count(self, verb_name: Any, outcome: str) -> None:
+        if self._on_call is not None:
+            self._on_call(verb_name if verb_name in self._verbs else "unknown", outcome)
+
+    def _check(self, caller: Caller, verb_name: Any, args: Any) -> tuple[Verb, Any]:
+        """Allowlist, permission, argument schema, session scope — before any service is touched."""
         verb = self._verbs.get(verb_name) if isinstance(verb_name, str) else None
         if verb is None:
             raise CapabilityError(f"unknown capability verb {str(verb_name)[:64]!r}")
@@ -99,19 +127,34 @@ class CapabilityRouter:
             raise CapabilityError(f"{verb.name}: invalid argument: {_name_arg(str(exc))}") from None
         if verb.session_arg:
             check_session(caller.plugin_id, caller.scope, parsed.session_id, self.services.engine.is_live)
+        return verb, parsed
+
+    def _run_now(self, caller: Caller, verb: Verb, parsed: Any) -> Any:
+        with _translated(verb, caller):
+            return verb.handler(self.services, caller, parsed)
+
+    async def _run(self, caller: Caller, verb: Verb, parsed: Any) -> Any:
         budget = self._send_timeout if verb.send else self._timeout
         try:
-            async with asyncio.timeout(budget):
-                return await verb.handler(self.services, caller, parsed)
+            with _translated(verb, caller):
+                async with asyncio.timeout(budget):
+                    return await verb.handler(self.services, caller, parsed)
         except TimeoutError:
             raise CapabilityTimeout(f"{verb.name}: timed out after {budget:g} s") from None
-        except CapabilityError:
-            raise
-        except (EngineError, StorageError, SendVetoed) as exc:
-            raise CapabilityError(f"{verb.name}: {exc}") from None
-        except Exception as exc:
-            log.exception("capability %s for plugin %s failed inside the host", verb.name, caller.plugin_id)
-            raise CapabilityError(f"{verb.name}: host service failed ({type(exc).__name__})") from None
+
+
+@contextlib.contextmanager
+def _translated(verb: Verb, caller: Caller) -> Iterator[None]:
+    """Host-service errors become CapabilityErrors that name the verb; nothing leaks raw."""
+    try:
+        yield
+    except (CapabilityError, TimeoutError):
+        raise
+    except (EngineError, StorageError, SendVetoed) as exc:
+        raise CapabilityError(f"{verb.name}: {exc}") from None
+    except Exception as exc:
+        log.exception("capability %s for plugin %s failed inside the host", verb.name, caller.plugin_id)
+        raise CapabilityError(f"{verb.name}: host service failed ({type(exc).__name__})") from None
 
 
 def _name_arg(msgspec_message: str) -> str:

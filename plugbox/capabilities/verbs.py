@@ -169,6 +169,7 @@ class MappingByProvider(_Args):
 
 
 Handler = Callable[["Services", "Caller", Any], Awaitable[Any]]
+SyncHandler = Callable[["Services", "Caller", Any], Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,9 +177,10 @@ class Verb:
     name: str
     permission: str
     args: type[_Args]
-    handler: Handler
+    handler: Handler | SyncHandler
     session_arg: bool = False  # args.session_id is checked against the caller's session scope
-    send: bool = False  # send verbs get capability_timeout * send_timeout_factor
+    send: bool = False  # a send verb: capability_timeout * send_timeout_factor, and it fires hooks
+    sync: bool = False  # the handler never waits: it runs inline, with no task and no timer
 
 
 async def _send_text(s: Services, c: Caller, a: SendText) -> Any:
@@ -218,7 +220,7 @@ async def _canonical(s: Services, c: Caller, a: ChatOnly) -> Any:
     return await s.engine.canonical_chat_id(a.session_id, a.chat_id)
 
 
-async def _storage_get(s: Services, c: Caller, a: StorageKey) -> Any:
+def _storage_get(s: Services, c: Caller, a: StorageKey) -> Any:
     found, value = s.storage.get(c.plugin_id, a.key)
     return [found, value]
 
@@ -232,7 +234,7 @@ async def _storage_delete(s: Services, c: Caller, a: StorageKey) -> Any:
     return await s.storage.delete(c.plugin_id, a.key)
 
 
-async def _storage_list(s: Services, c: Caller, a: StoragePrefix) -> Any:
+def _storage_list(s: Services, c: Caller, a: StoragePrefix) -> Any:
     return s.storage.list(c.plugin_id, a.prefix)
 
 
@@ -290,10 +292,10 @@ VERBS: dict[str, Verb] = _table(
     Verb("engine.get_chats", "engine:read", SessionOnly, _chats, session_arg=True),
     Verb("engine.get_chat_history", "engine:read", ChatHistory, _history, session_arg=True),
     Verb("engine.canonical_chat_id", "engine:read", ChatOnly, _canonical, session_arg=True),
-    Verb("storage.get", "storage:use", StorageKey, _storage_get),
+    Verb("storage.get", "storage:use", StorageKey, _storage_get, sync=True),
     Verb("storage.set", "storage:use", StorageSet, _storage_set),
     Verb("storage.delete", "storage:use", StorageKey, _storage_delete),
-    Verb("storage.list", "storage:use", StoragePrefix, _storage_list),
+    Verb("storage.list", "storage:use", StoragePrefix, _storage_list, sync=True),
     Verb("net.fetch", "net:fetch", NetFetch, _net_fetch),
     Verb("conversations.send", "conversation:send", ConversationSend, _conversation_send, session_arg=True, send=True),
     Verb("handover.set", "conversation:send", HandoverSet, _handover_set),
