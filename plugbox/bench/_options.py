@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, replace
 
-__all__ = ["BenchError", "BenchOptions"]
+__all__ = ["PLACEMENTS", "BenchError", "BenchOptions"]
+
+PLACEMENTS = ("split", "same", "free")
 
 
 class BenchError(Exception):
@@ -27,17 +29,26 @@ class BenchOptions:
     anchor_rtt: int = 20000
     anchor_pipelined: int = 100000
     node_starts: int = 20
-    pin_cpu: int | None = None  # run everything (host, zygote, workers, anchors) on this one CPU
+    # Where the two sides of every pair run (plugbox host/worker, socketpair parent/child, Node main
+    # thread/worker thread): "split" = side A on one CPU, side B on another, the same for all three,
+    # so every pair pays the same cross-CPU wake-up; "same" = everything on one CPU (software cost
+    # only); "free" = wherever the scheduler puts them (bimodal from run to run on a small VM).
+    placement: str = "split"
+    cpus: tuple[int, ...] = ()  # side A's CPU, then side B's
 
     @classmethod
     def make(
-        cls, *, quick: bool = False, plugins: int | None = None, skip_node: bool = False, pin_cpu: int | None = None
+        cls, *, quick: bool = False, plugins: int | None = None, skip_node: bool = False, placement: str = "split"
     ) -> BenchOptions:
         if plugins is not None and plugins < 1:
             raise ValueError("--plugins must be at least 1")
-        if pin_cpu is not None and pin_cpu not in os.sched_getaffinity(0):
-            raise ValueError(f"--pin-cpu {pin_cpu}: not one of the usable CPUs {sorted(os.sched_getaffinity(0))}")
-        base = cls(skip_node=skip_node, pin_cpu=pin_cpu)
+        if placement not in PLACEMENTS:
+            raise ValueError(f"--placement {placement!r}: one of {', '.join(PLACEMENTS)}")
+        usable = sorted(os.sched_getaffinity(0))
+        if placement == "split" and len(usable) < 2:
+            placement = "same"  # one CPU: nothing to split
+        cpus = {"split": (usable[0], usable[1]), "same": (usable[0], usable[0]), "free": ()}[placement]
+        base = cls(skip_node=skip_node, placement=placement, cpus=cpus)
         if quick:  # CI smoke: every phase runs, with small N; the numbers are not meant to be read
             base = replace(base, quick=True, plugins=8, cap_calls=300, hook_calls=300, warmup=100,
                            pipelined_total=2000, cold_starts=3, idle_workers=3, anchor_rtt=2000,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import os
 import re
 import time
 from collections.abc import Callable
@@ -52,6 +53,8 @@ class Phases:
         await self.engine.create_session(SESSION)
         await host.zygote.ensure_started()  # once, before any timing
         self.zygote_pid = host.zygote.pid
+        if self.options.placement == "split" and self.zygote_pid is not None:
+            os.sched_setaffinity(self.zygote_pid, {self.options.cpus[1]})  # every worker forks from it
         metrics: dict[str, Any] = {}
 
         probe = await self._enable_one("bench-probe", PROBE, ["storage:use"])

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import importlib.resources
 import json
+import os
 import shutil
 import sys
 from typing import Any
@@ -27,9 +28,17 @@ class AnchorError(Exception):
     """An anchor process failed or printed something that is not its report."""
 
 
-async def _run_json(argv: list[str], what: str) -> dict[str, Any]:
+SIDE_B_ENV = "PLUGBOX_BENCH_SIDE_B_CPU"
+
+
+async def _run_json(argv: list[str], what: str, side_b_cpu: int | None) -> dict[str, Any]:
+    env = dict(os.environ)
+    env.pop(SIDE_B_ENV, None)
+    if side_b_cpu is not None:  # the anchor moves its second side (child / worker thread) there
+        env[SIDE_B_ENV] = str(side_b_cpu)
     proc = await asyncio.create_subprocess_exec(
         *argv,
+        env=env,
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
@@ -55,13 +64,15 @@ async def _run_json(argv: list[str], what: str) -> dict[str, Any]:
     return report
 
 
-async def python_limit(rtt_n: int, pipelined_total: int, in_flight: int) -> dict[str, Any]:
+async def python_limit(
+    rtt_n: int, pipelined_total: int, in_flight: int, side_b_cpu: int | None = None
+) -> dict[str, Any]:
     argv = [sys.executable, "-I", "-m", "plugbox.bench.pipe_limit", str(rtt_n), str(pipelined_total), str(in_flight)]
-    return await _run_json(argv, "python socketpair anchor")
+    return await _run_json(argv, "python socketpair anchor", side_b_cpu)
 
 
 async def node_worker_threads(
-    rtt_n: int, pipelined_total: int, idle_workers: int, starts: int, *, skip: bool
+    rtt_n: int, pipelined_total: int, idle_workers: int, starts: int, *, skip: bool, side_b_cpu: int | None = None
 ) -> dict[str, Any]:
     if skip:
         return {"anchor": "node-worker_threads", "skipped": "--skip-node"}
@@ -71,4 +82,4 @@ async def node_worker_threads(
     script = importlib.resources.files("plugbox.bench") / "node_anchor.js"
     with importlib.resources.as_file(script) as path:
         argv = [node, "--expose-gc", str(path), str(rtt_n), str(pipelined_total), str(idle_workers), str(starts)]
-        return await _run_json(argv, "node worker_threads anchor")
+        return await _run_json(argv, "node worker_threads anchor", side_b_cpu)

@@ -24,16 +24,34 @@ const IN_FLIGHT = 64;
 
 // The plugin side: answer every request with its arguments, as a host service would answer a call.
 const WORKER_SOURCE = `
-const { parentPort } = require('node:worker_threads');
+const { parentPort, workerData } = require('node:worker_threads');
+if (workerData && workerData.reportTid) {
+  // --placement split: say which kernel thread this worker is, so the main thread can move it.
+  parentPort.postMessage({ tid: Number(require('node:fs').readlinkSync('/proc/thread-self').split('/').pop()) });
+}
 parentPort.on('message', (req) => parentPort.postMessage({ id: req.id, ok: true, value: req.args }));
 `;
+const SIDE_B_CPU = process.env.PLUGBOX_BENCH_SIDE_B_CPU;
 
 // Shaped like a plugin's storage.get on OpenWA's bridge: a verb and its arguments.
 const request = (id) => ({ id, kind: 'call', verb: 'storage.get', args: { key: 'bench:key' } });
 
 const now = () => process.hrtime.bigint();
 const msSince = (t0) => Number(now() - t0) / 1e6;
-const spawn = () => new Worker(WORKER_SOURCE, { eval: true, resourceLimits: { maxOldGenerationSizeMb: 256 } });
+const spawn = (reportTid = false) =>
+  new Worker(WORKER_SOURCE, { eval: true, workerData: { reportTid }, resourceLimits: { maxOldGenerationSizeMb: 256 } });
+
+// The measured worker: with --placement split, its thread goes to the other CPU (the main thread
+// stays on the one the bench gave this process), as plugbox's workers do.
+async function measuredWorker() {
+  const worker = spawn(SIDE_B_CPU !== undefined);
+  await next(worker, 'online');
+  if (SIDE_B_CPU !== undefined) {
+    const { tid } = await next(worker, 'message');
+    require('node:child_process').execFileSync('taskset', ['-p', '-c', SIDE_B_CPU, String(tid)], { stdio: 'ignore' });
+  }
+  return worker;
+}
 const next = (worker, event) => new Promise((resolve) => worker.once(event, resolve));
 
 function percentile(sorted, q) {
@@ -118,8 +136,7 @@ async function idleRssPerWorker(count) {
 
 async function main() {
   const start = await startups(STARTS);
-  const worker = spawn();
-  await next(worker, 'online');
+  const worker = await measuredWorker();
   await roundTrips(worker, Math.min(RTT_N, 2000)); // warm-up: JIT, caches
   const lat = (await roundTrips(worker, RTT_N)).sort((a, b) => a - b);
   await pipelined(worker, Math.min(PIPELINED_TOTAL, 5000));

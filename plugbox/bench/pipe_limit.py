@@ -82,6 +82,9 @@ def main(argv: list[str]) -> int:
     mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     pid = os.fork()
     if pid == 0:
+        side_b = os.environ.get("PLUGBOX_BENCH_SIDE_B_CPU")
+        if side_b is not None:  # --placement split: the echo side runs on the other CPU
+            os.sched_setaffinity(0, {int(side_b)})
         mine.close()
         _echo(theirs)
     theirs.close()

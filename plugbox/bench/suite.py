@@ -43,7 +43,7 @@ def _quiet(_msg: str) -> None:
 async def run_bench(options: BenchOptions, progress: Progress = _quiet) -> dict[str, Any]:
     """Run every phase and return the report (plain JSON data)."""
     facts = machine_facts()  # before pinning, so `cpus_usable` describes the machine, not the pin
-    saved = _pin(options.pin_cpu)
+    saved = _pin(options.cpus[0] if options.cpus else None)
     try:
         return await _run(options, progress, facts)
     finally:
@@ -81,15 +81,17 @@ async def _run(options: BenchOptions, progress: Progress, facts: dict[str, Any])
     }
     loop = asyncio.get_running_loop()
     report["machine"]["host_loop"] = f"{type(loop).__module__}.{type(loop).__qualname__}"
-    report["machine"]["cpu_pinning"] = options.pin_cpu
+    report["machine"]["cpu_placement"] = {"mode": options.placement, "side_a_cpu": options.cpus[0] if options.cpus
+                                          else None, "side_b_cpu": options.cpus[1] if options.cpus else None}
 
     progress("anchor: python socketpair limit")
     try:
-        py = await anchors.python_limit(options.anchor_rtt, options.anchor_pipelined, options.in_flight)
+        side_b = options.cpus[1] if options.placement == "split" else None
+        py = await anchors.python_limit(options.anchor_rtt, options.anchor_pipelined, options.in_flight, side_b)
         progress("anchor: node worker_threads")
         node = await anchors.node_worker_threads(
             options.anchor_rtt, options.anchor_pipelined, options.idle_workers, options.node_starts,
-            skip=options.skip_node,
+            skip=options.skip_node, side_b_cpu=side_b,
         )
     except anchors.AnchorError as exc:
         raise BenchError(str(exc)) from None
@@ -166,14 +168,16 @@ def _notes(options: BenchOptions, settings: Settings) -> list[str]:
     if settings.confinement != "strict":
         notes.append(f"confinement policy was {settings.confinement!r}, NOT the default strict: missing layers "
                      "are listed under confinement.sample_worker_layers")
-    if options.pin_cpu is None:
-        notes.append("no CPU pinning: on a small VM a request/reply pair is bimodal run to run (peers on one CPU: "
-                     "no cross-CPU wake-up; on two: an IPI per hop), for the anchors too; compare runs with "
-                     "--pin-cpu N (everything on one CPU: software cost only, no parallelism)")
+    if options.placement == "split":
+        notes.append(f"placement split: plugbox's host, the socketpair parent and Node's main thread ran on CPU "
+                     f"{options.cpus[0]}; plugbox's zygote and workers, the socketpair child and Node's worker "
+                     f"thread on CPU {options.cpus[1]}: every pair pays the same cross-CPU wake-up per hop")
+    elif options.placement == "same":
+        notes.append(f"placement same: everything ran on CPU {options.cpus[0]}: latencies are software cost "
+                     "without cross-CPU wake-ups; pipelined throughput has no host/worker parallelism")
     else:
-        notes.append(f"--pin-cpu {options.pin_cpu}: host, zygote, workers and anchors all ran on CPU "
-                     f"{options.pin_cpu}: latencies are software cost without cross-CPU wake-ups; pipelined "
-                     "throughput has no host/worker parallelism")
+        notes.append("placement free: on a small VM a request/reply pair is bimodal run to run (peers on one CPU: "
+                     "no cross-CPU wake-up; on two: an IPI per hop), anchors included: ratios are not stable")
     if options.quick:
         notes.append("--quick: small N for a smoke run; do not read these numbers as measurements")
     return notes

@@ -11,9 +11,12 @@ from typing import Annotated, Any
 
 import typer
 
+from plugbox.cli.plugins import plugins_app
+
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="plugbox: a sandboxed plugin host.")
 dev_app = typer.Typer(no_args_is_help=True, help="Plugin author tools.")
 app.add_typer(dev_app, name="dev")
+app.add_typer(plugins_app, name="plugins")
 
 
 def run_async(coro: Any) -> Any:
@@ -68,13 +71,15 @@ def bench(
     quick: Annotated[bool, typer.Option("--quick", help="Small N for a CI smoke run.")] = False,
     plugins: Annotated[int | None, typer.Option("--plugins", help="Plugins in the scale test (default 200).")] = None,
     skip_node: Annotated[bool, typer.Option("--skip-node", help="Do not run the Node worker_threads anchor.")] = False,
-    pin_cpu: Annotated[int | None, typer.Option("--pin-cpu", help="Run everything on this one CPU (stabler).")] = None,
+    placement: Annotated[str, typer.Option(
+        help="split: each pair's two sides (host/worker, and both anchors alike) on two CPUs; "
+             "same: everything on one CPU (software cost only); free: wherever the scheduler puts them.")] = "split",
 ) -> None:
     """Measure the sandbox tier (fully confined workers) beside anchors measured in the same run."""
     from plugbox.bench import BenchError, BenchOptions, run_bench
 
     try:
-        options = BenchOptions.make(quick=quick, plugins=plugins, skip_node=skip_node, pin_cpu=pin_cpu)
+        options = BenchOptions.make(quick=quick, plugins=plugins, skip_node=skip_node, placement=placement)
     except ValueError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(2) from None
@@ -117,3 +122,23 @@ def doctor(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     from plugbox.settings import load_settings
 
     print_doctor(load_settings(), as_json)
+
+
+@app.command()
+def serve(
+    config: Annotated[Path | None, typer.Option("--config", help="TOML settings file (else PLUGBOX_CONFIG).")] = None,
+    port: Annotated[int | None, typer.Option("--port", help="Listen port (default: settings.port).")] = None,
+    host: Annotated[str | None, typer.Option("--host", help="Listen address (default 127.0.0.1).")] = None,
+) -> None:
+    """Run the host with its HTTP API (SQLite + loopback engine). Stops cleanly on SIGINT/SIGTERM."""
+    from plugbox.cli.serve import serve as run_server
+    from plugbox.errors import ConfigError
+    from plugbox.settings import load_settings
+
+    overrides: dict[str, Any] = {k: v for k, v in (("port", port), ("host", host)) if v is not None}
+    try:
+        settings = load_settings(config, **overrides)
+    except ConfigError as exc:
+        typer.echo(f"plugbox serve: {exc}", err=True)
+        raise typer.Exit(2) from None
+    raise typer.Exit(run_async(run_server(settings)))
