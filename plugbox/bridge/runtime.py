@@ -62,6 +62,18 @@ MAX_REGISTRATIONS = 1024
 GRACEFUL_EXIT_S = 1.0
 
 
+def _hook_result(msg: Result) -> HookResult:
+    """A worker's hook answer, {continue, data, error}, as the bus wants it; anything else is an error."""
+    if not msg.ok:
+        return HookResult(error=msg.error or "hook handler failed without a message")
+    res = msg.value
+    if not isinstance(res, dict) or not isinstance(res.get("continue"), bool):
+        return HookResult(error="hook result is not {continue, data, error}")
+    err = res.get("error")
+    return HookResult(data=res.get("data"), stop=not res["continue"],
+                      error=err if isinstance(err, str) or err is None else str(err))
+
+
 class _Channel(asyncio.Protocol):
     def __init__(self, runtime: WorkerRuntime) -> None:
         self._rt = runtime
@@ -98,6 +110,7 @@ class WorkerRuntime:
         self.pending: dict[int, asyncio.Future[Any]] = {}
         self.pongs: dict[int, asyncio.Future[None]] = {}
         self.deadlines: dict[int, float] = {}
+        self.hook_requests: set[int] = set()
         self._sweeper: asyncio.TimerHandle | None = None
         self._sweep_every = 0.1
         self.hook_budget = s.hook_budget_ms / 1000
@@ -121,10 +134,21 @@ class WorkerRuntime:
         if self.writer is not None:
             self.writer.write(msg)
 
-    async def request(self, op: str, args: Any = None, budget: float | None = None) -> Any:
-        """Send one request and await its answer. With `budget`, the answer must come within it
-        or TimeoutError is raised (the deadline sweep enforces it: one timer per worker, not one
-        per request, which on the hook path cost more than the rest of the dispatch)."""
+    async def request(self, op: str, args: Any = None) -> Any:
+        """Send one request and await its answer (the caller applies the budget)."""
+        fut, req_id = self.submit(op, args)
+        try:
+            return await fut
+        finally:
+            self.pending.pop(req_id, None)
+
+    def submit(self, op: str, args: Any, budget: float | None = None, hook: bool = False) -> tuple[Any, int]:
+        """Send one request; return the future of its answer, with no coroutine in between.
+
+        With `budget`, the future fails with TimeoutError once it has passed (enforced by one
+        sweep timer per worker, not a timer per request: on the hook path a timer cost more than
+        the rest of the dispatch). With `hook`, the answer arrives as a HookResult. A pending
+        entry is removed by its answer, by the sweep, or by the worker's death."""
         if self._death is not None:
             raise WorkerGone(self._death)
         if self.writer is None:
@@ -133,18 +157,15 @@ class WorkerRuntime:
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[Any] = loop.create_future()
         self.pending[req_id] = fut
+        if hook:
+            self.hook_requests.add(req_id)
         if budget is not None:
             self.deadlines[req_id] = loop.time() + budget
             if self._sweeper is None:
                 self._sweep_every = max(0.005, min(0.1, budget / 20))
                 self._sweeper = loop.call_later(self._sweep_every, self._sweep)
         self._send(Request(req_id, op, args))
-        try:
-            return await fut
-        finally:
-            self.pending.pop(req_id, None)
-            if budget is not None:
-                self.deadlines.pop(req_id, None)
+        return fut, req_id
 
     def _sweep(self) -> None:
         """Fail every request past its deadline; re-arm while any deadline is left."""
@@ -153,7 +174,8 @@ class WorkerRuntime:
         for req_id, deadline in list(self.deadlines.items()):
             if deadline <= now:
                 del self.deadlines[req_id]
-                fut = self.pending.get(req_id)
+                self.hook_requests.discard(req_id)
+                fut = self.pending.pop(req_id, None)
                 if fut is not None and not fut.done():
                     fut.set_exception(TimeoutError())
         self._sweeper = loop.call_later(self._sweep_every, self._sweep) if self.deadlines else None
@@ -199,7 +221,11 @@ class WorkerRuntime:
             if self.late_replies == 1:
                 log.warning("plugin %s: late reply to request %d dropped", self.entry.plugin_id, msg.id)
             return
-        if msg.ok:
+        self.deadlines.pop(msg.id, None)
+        if msg.id in self.hook_requests:
+            self.hook_requests.discard(msg.id)
+            fut.set_result(_hook_result(msg))
+        elif msg.ok:
             fut.set_result(msg.value)
         else:
             fut.set_exception(PluginError(msg.error or "plugin failed without a message"))
@@ -261,20 +287,9 @@ class WorkerRuntime:
             self.entry.logs.emit("warning", f"registration refused: {exc}")
 
     def _hook_proxy(self, handler_id: int) -> Any:
-        async def proxy(ctx: HookContext) -> HookResult | None:
-            try:
-                res = await self.request(
-                    "hook",
-                    [handler_id, ctx.event, ctx.data, ctx.session_id, ctx.timestamp, ctx.source, ctx.config],
-                    self.hook_budget,
-                )
-            except PluginError as exc:
-                return HookResult(error=str(exc))
-            if not isinstance(res, dict) or not isinstance(res.get("continue"), bool):
-                return HookResult(error="hook result is not {continue, data, error}")
-            err = res.get("error")
-            return HookResult(data=res.get("data"), stop=not res["continue"],
-                              error=err if isinstance(err, str) or err is None else str(err))
+        def proxy(ctx: HookContext) -> Any:  # a future of HookResult (see HookBus, self_timed)
+            args = [handler_id, ctx.event, ctx.data, ctx.session_id, ctx.timestamp, ctx.source, ctx.config]
+            return self.submit("hook", args, self.hook_budget, hook=True)[0]
 
         return proxy
 
