@@ -29,7 +29,7 @@ from plugbox.storage.db import Database
 from plugbox.storage.kv import PluginStorage
 from plugbox.storage.registry import Registry
 
-__all__ = ["Host"]
+__all__ = ["Host", "HostObserver"]
 
 log = logging.getLogger("plugbox.host")
 
@@ -41,6 +41,20 @@ def _sandbox_factory(plugin_dir: Path) -> RuntimeFactory:
         return WorkerRuntime(entry, deps, plugin_dir)
 
     return make
+
+
+class HostObserver:
+    """Told about host events worth counting; the default ignores them. The HTTP API's metrics
+    (`plugbox.api.metrics.Metrics`) replace it through `host.observer`."""
+
+    def capability_call(self, verb: str, outcome: str) -> None:
+        pass
+
+    def hook_timeout(self, plugin_id: str) -> None:
+        pass
+
+    def worker_failed(self, plugin_id: str, restarting: bool) -> None:
+        pass
 
 
 class Host:
@@ -85,11 +99,13 @@ class Host:
             ),
             timeout=self.settings.capability_timeout_ms / 1000,
             send_factor=self.settings.send_timeout_factor,
+            on_call=lambda verb, outcome: self.observer.capability_call(verb, outcome),
         )
         self.search = SearchService(self.manager, self.settings.capability_timeout_ms / 1000)
         self.zygote = Zygote()
         self.engine.on_inbound = self.messages.receive
         self.engine.on_session_event = self._session_event
+        self.observer = HostObserver()
         self._started = False
         if bundled:
             from plugbox.builtins.auto_reply import MANIFEST, AutoReply
@@ -98,9 +114,17 @@ class Host:
 
     def _make_deps(self) -> RuntimeDeps:
         return RuntimeDeps(settings=self.settings, bus=self.bus, router=self.router,
-                           on_failure=self.manager.runtime_failed, zygote=self.zygote)
+                           on_failure=self._runtime_failed, zygote=self.zygote)
+
+    def _runtime_failed(self, entry: PluginEntry, reason: str) -> None:
+        before = entry.record.consecutive_failures
+        self.manager.runtime_failed(entry, reason)
+        failures = entry.record.consecutive_failures
+        if failures > before:  # counted by the manager (not a disable or shutdown in progress)
+            self.observer.worker_failed(entry.plugin_id, failures < self.settings.breaker_threshold)
 
     def _hook_timed_out(self, plugin_id: str) -> None:
+        self.observer.hook_timeout(plugin_id)
         entry = self.manager.entries.get(plugin_id)
         if entry is None:
             return

@@ -64,6 +64,11 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     allow_unsigned_ingress: bool = False
     api_keys: tuple[str, ...] = ()
     admin_api_keys: tuple[str, ...] = ()
+    ingress_body_max_bytes: PositiveInt = 1 << 20
+    ingress_dedup_max_entries: PositiveInt = 10000
+    install_zip_max_bytes: PositiveInt = 10 << 20
+    install_unpacked_max_bytes: PositiveInt = 50 << 20
+    install_max_files: PositiveInt = 1000
 
     def __post_init__(self) -> None:
         if self.confinement not in ("strict", "degraded"):

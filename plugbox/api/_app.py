@@ -1,0 +1,50 @@
+"""`create_app(host)`: the Starlette app — routes, error handling, keys, metrics, installer and replay
+guard, all held in `app.state`. Building the app starts nothing; the host's lifecycle belongs to the
+caller (`plugbox serve` passes a lifespan that boots and stops it)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+
+from plugbox.api._errors import CatchAll, exception_handlers
+from plugbox.api.auth import KeyRing
+from plugbox.api.ingress import ReplayGuard
+from plugbox.api.install import PluginInstaller
+from plugbox.api.metrics import Metrics, instrument_bus
+from plugbox.api.routes import ingress, plugins, sessions, system
+from plugbox.host import Host
+
+__all__ = ["create_app"]
+
+Lifespan = Callable[[Starlette], AbstractAsyncContextManager[Any]]
+
+
+def create_app(
+    host: Host,
+    *,
+    extra_admin_keys: Iterable[str] = (),
+    lifespan: Lifespan | None = None,
+) -> Starlette:
+    """The API app for `host`. Keys come from `host.settings` (`api_keys`, `admin_api_keys`) plus
+    `extra_admin_keys` (the key `plugbox serve` generates when none is configured)."""
+    app = Starlette(
+        routes=[*system.routes, *plugins.routes, *sessions.routes, *ingress.routes],
+        middleware=[Middleware(CatchAll)],
+        exception_handlers=exception_handlers(),
+        lifespan=lifespan,
+    )
+    settings = host.settings
+    metrics = Metrics(host)
+    host.observer = metrics
+    instrument_bus(host, metrics)
+    app.state.host = host
+    app.state.keys = KeyRing(settings.api_keys, (*settings.admin_api_keys, *extra_admin_keys))
+    app.state.metrics = metrics
+    app.state.installer = PluginInstaller(host)
+    app.state.replay = ReplayGuard(settings.ingress_dedup_max_entries)
+    return app

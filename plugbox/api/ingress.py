@@ -1,0 +1,215 @@
+"""Ingress signature verification (SPEC §2 `ingress`, §9): is this request from the sender that knows the
+plugin's webhook secret, is it fresh, and have we seen it before?
+
+Pure functions over (signature spec, secret, headers, raw body, clock); no I/O, no plugin code. The
+HTTP handler (`plugbox.api.routes.ingress`) reads the body under its cap, calls `verify`, then asks the
+`ReplayGuard` about the delivery id, and only then dispatches to the plugin.
+
+Schemes (see `plugbox.manifest.IngressSignature` for the manifest side):
+- `hmac-sha256`: `header` = `prefix` + HMAC-SHA256(secret, template) in hex (case-insensitive) or
+  base64. The template's `{id}`, `{timestamp}`, `{body}` are substituted literally with the dedup
+  header value, the timestamp header value and the raw body bytes.
+- `shared-secret`: `header` = `prefix` + secret, compared in constant time.
+- `standard-webhooks`: key = base64-decoded part after `whsec_` (a secret without that prefix is used
+  as raw UTF-8 bytes); the signature header is a space-separated list of `v1,<base64>`; any one match
+  passes. `prefix` is not used.
+- `none`: accepted only while the operator allows unsigned ingress.
+
+Every scheme with a `timestampHeader` requires it, as Unix seconds, within `tolerance_sec` of now (both
+directions). A present dedup header marks the delivery id; the guard refuses an id seen within the
+tolerance window. The guard is a bounded LRU: under a flood of distinct ids the oldest are forgotten
+first, which only reopens replay for deliveries that are also the oldest in the window.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import re
+from collections import OrderedDict
+from collections.abc import Mapping
+from typing import Any
+
+from plugbox.manifest import IngressSignature
+
+__all__ = ["IngressRefused", "ReplayGuard", "secret_at", "sign", "verify"]
+
+_PLACEHOLDER = re.compile(r"\{(id|timestamp|body)\}")
+_WHSEC = "whsec_"
+_MAX_SIGNATURES = 16  # entries in a standard-webhooks signature list; more is not a real sender
+
+
+class IngressRefused(Exception):
+    """The request is refused. `status` is the HTTP status, `reason` a short label for metrics."""
+
+    def __init__(self, status: int, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.reason = reason
+        self.message = message
+
+
+def secret_at(config: Mapping[str, Any], path: str) -> str | None:
+    """The string at dotted `path` in `config`, or None when unset or empty."""
+    node: Any = config
+    for part in path.split("."):
+        if not isinstance(node, Mapping):
+            return None
+        node = node.get(part)
+    return node if isinstance(node, str) and node else None
+
+
+def _signed_content(template: str, *, body: bytes, id: str | None, timestamp: str | None) -> bytes:
+    values = {"body": body, "id": (id or "").encode("latin-1", "replace"),
+              "timestamp": (timestamp or "").encode("latin-1", "replace")}
+    out: list[bytes] = []
+    pos = 0
+    for match in _PLACEHOLDER.finditer(template):
+        out.append(template[pos:match.start()].encode("utf-8"))
+        out.append(values[match.group(1)])
+        pos = match.end()
+    out.append(template[pos:].encode("utf-8"))
+    return b"".join(out)
+
+
+def _standard_key(secret: str) -> bytes:
+    if secret.startswith(_WHSEC):
+        try:
+            return base64.b64decode(secret[len(_WHSEC):], validate=True)
+        except (binascii.Error, ValueError):
+            raise IngressRefused(503, "misconfigured",
+                                 "the plugin's webhook secret is not a valid whsec_ base64 secret") from None
+    return secret.encode("utf-8")
+
+
+def sign(sig: IngressSignature, secret: str, body: bytes, *, id: str | None = None,
+         timestamp: str | None = None) -> str:
+    """The signature header value a correct sender would send (used by tests and tooling)."""
+    if sig.scheme == "shared-secret":
+        return sig.prefix + secret
+    if sig.scheme == "standard-webhooks":
+        digest = hmac.new(_standard_key(secret), _signed_content(sig.template, body=body, id=id,
+                          timestamp=timestamp), hashlib.sha256).digest()
+        return "v1," + base64.b64encode(digest).decode()
+    digest = hmac.new(secret.encode("utf-8"), _signed_content(sig.template, body=body, id=id,
+                      timestamp=timestamp), hashlib.sha256).digest()
+    encoded = digest.hex() if sig.encoding == "hex" else base64.b64encode(digest).decode()
+    return sig.prefix + encoded
+
+
+def _header(headers: Mapping[str, str], name: str | None) -> str | None:
+    if name is None:
+        return None
+    value = headers.get(name.lower())
+    return value.strip() if value is not None and value.strip() else None
+
+
+def _check_timestamp(sig: IngressSignature, value: str | None, now: float) -> None:
+    if sig.timestamp_header is None:
+        return
+    if value is None:
+        raise IngressRefused(401, "missing_timestamp", f"missing timestamp header {sig.timestamp_header!r}")
+    if not value.isascii() or not value.isdigit() or len(value) > 12:
+        raise IngressRefused(401, "bad_timestamp",
+                             f"timestamp header {sig.timestamp_header!r} is not Unix seconds")
+    if abs(now - int(value)) > sig.tolerance_sec:
+        raise IngressRefused(401, "expired",
+                             f"timestamp is more than {sig.tolerance_sec} s away from the server clock")
+
+
+def _decode_digest(text: str, encoding: str) -> bytes | None:
+    try:
+        if encoding == "hex":
+            return bytes.fromhex(text)
+        return base64.b64decode(text, validate=True)
+    except (ValueError, binascii.Error):
+        return None
+
+
+def _check_hmac(sig: IngressSignature, secret: str, presented: str, content: bytes) -> bool:
+    if not presented.startswith(sig.prefix):
+        return False
+    given = _decode_digest(presented[len(sig.prefix):], sig.encoding)
+    expected = hmac.new(secret.encode("utf-8"), content, hashlib.sha256).digest()
+    return given is not None and hmac.compare_digest(given, expected)
+
+
+def _check_standard(secret: str, presented: str, content: bytes) -> bool:
+    expected = hmac.new(_standard_key(secret), content, hashlib.sha256).digest()
+    matched = False
+    for item in presented.split()[:_MAX_SIGNATURES]:
+        version, _, value = item.partition(",")
+        if version != "v1":
+            continue
+        given = _decode_digest(value, "base64")
+        matched |= given is not None and hmac.compare_digest(given, expected)
+    return matched
+
+
+def verify(
+    sig: IngressSignature,
+    secret: str | None,
+    headers: Mapping[str, str],
+    body: bytes,
+    *,
+    now: float,
+    allow_unsigned: bool,
+) -> str | None:
+    """Raise IngressRefused unless the request is authentic and fresh; return its delivery id
+    (the dedup header's value) or None. `headers` must have lower-case names."""
+    if sig.scheme == "none":
+        if not allow_unsigned:
+            raise IngressRefused(401, "unsigned", "unsigned ingress is not allowed on this server")
+        timestamp = _header(headers, sig.timestamp_header)
+        _check_timestamp(sig, timestamp, now)
+        return _header(headers, sig.dedup_header)
+    if secret is None:
+        raise IngressRefused(503, "misconfigured",
+                             f"the plugin has no webhook secret configured ({sig.secret_field!r})")
+    presented = _header(headers, sig.header)
+    if presented is None:
+        raise IngressRefused(401, "unsigned", f"missing signature header {sig.header!r}")
+    timestamp = _header(headers, sig.timestamp_header)
+    _check_timestamp(sig, timestamp, now)
+    delivery_id = _header(headers, sig.dedup_header)
+    if sig.scheme == "shared-secret":
+        ok = hmac.compare_digest(presented.encode("utf-8", "replace"), (sig.prefix + secret).encode("utf-8"))
+    else:
+        if "{id}" in sig.template and delivery_id is None:
+            raise IngressRefused(401, "missing_id", f"missing delivery id header {sig.dedup_header!r}")
+        content = _signed_content(sig.template, body=body, id=delivery_id, timestamp=timestamp)
+        if sig.scheme == "standard-webhooks":
+            ok = _check_standard(secret, presented, content)
+        else:
+            ok = _check_hmac(sig, secret, presented, content)
+    if not ok:
+        raise IngressRefused(401, "bad_signature", "signature does not match")
+    return delivery_id
+
+
+class ReplayGuard:
+    """Delivery ids seen recently, each remembered for its route's tolerance window; bounded."""
+
+    def __init__(self, max_entries: int) -> None:
+        self._max = max_entries
+        self._seen: OrderedDict[tuple[str, str, str], float] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+    def claim(self, key: tuple[str, str, str], ttl: float, now: float) -> bool:
+        """Remember `key` until now + ttl; False if it is already remembered (a replay)."""
+        expires = self._seen.get(key)
+        if expires is not None and expires > now:
+            return False
+        self._seen[key] = now + ttl
+        self._seen.move_to_end(key)
+        while len(self._seen) > self._max:
+            self._seen.popitem(last=False)
+        return True
+
+    def release(self, key: tuple[str, str, str]) -> None:
+        """Forget `key`, so that the sender may retry a delivery we failed to process."""
+        self._seen.pop(key, None)

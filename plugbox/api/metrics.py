@@ -1,0 +1,129 @@
+"""Prometheus metrics of one API app, in its own CollectorRegistry (so two apps in one process, as in
+tests, never share counters).
+
+Fed by the host's observer callbacks (`Host.observer`): capability calls by verb and outcome, hook
+timeouts, worker failures and restarts; by the ingress handler (requests by outcome); and, because
+`HookBus` has no per-handler timing callback, by timing whole hook chains per event. Worker memory
+(PSS from `/proc/<pid>/smaps_rollup`) and plugins by status are read at scrape time. A worker whose
+smaps cannot be read (already gone, or not readable to the host's user) is left out of the scrape.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from plugbox.host import Host, HostObserver
+
+if TYPE_CHECKING:
+    from plugbox.loader import PluginEntry
+
+__all__ = ["Metrics", "instrument_bus", "worker_pss_bytes"]
+
+HOOK_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+def worker_pss_bytes(pid: int) -> int | None:
+    """Proportional set size of `pid`, from the kernel's smaps rollup; None when unreadable."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup", "rb") as f:
+            for line in f:
+                if line.startswith(b"Pss:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def _worker_pid(entry: PluginEntry) -> int | None:
+    proc = getattr(entry.runtime, "proc", None)
+    pid = getattr(proc, "pid", None)
+    return pid if isinstance(pid, int) else None
+
+
+class _HostCollector(Collector):
+    def __init__(self, host: Host) -> None:
+        self._host = host
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        entries = list(self._host.manager.entries.values())
+        memory = GaugeMetricFamily("plugbox_worker_memory_pss_bytes",
+                                   "Proportional set size of each running worker", labels=["plugin"])
+        for entry in entries:
+            pid = _worker_pid(entry)
+            pss = worker_pss_bytes(pid) if pid is not None else None
+            if pss is not None:
+                memory.add_metric([entry.plugin_id], pss)
+        yield memory
+        statuses = GaugeMetricFamily("plugbox_plugins", "Known plugins by status", labels=["status"])
+        counts: dict[str, int] = {s: 0 for s in ("installed", "enabled", "disabled", "error")}
+        for entry in entries:
+            counts[entry.status] = counts.get(entry.status, 0) + 1
+        for status, n in sorted(counts.items()):
+            statuses.add_metric([status], n)
+        yield statuses
+
+
+class Metrics(HostObserver):
+    """The app's registry and the instruments the rest of the API and the host observer feed."""
+
+    def __init__(self, host: Host) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.hook_seconds = Histogram("plugbox_hook_chain_seconds", "Time to run all handlers of a hook event",
+                                      ["event"], buckets=HOOK_BUCKETS, registry=r)
+        self.hook_timeouts = Counter("plugbox_hook_timeouts", "Hook handlers that ran past their budget",
+                                     ["plugin"], registry=r)
+        self.worker_crashes = Counter("plugbox_worker_crashes", "Workers that died or were killed",
+                                      ["plugin"], registry=r)
+        self.worker_restarts = Counter("plugbox_worker_restarts", "Worker restarts scheduled after a failure",
+                                       ["plugin"], registry=r)
+        self.capability_calls = Counter("plugbox_capability_calls", "Capability calls by verb and outcome",
+                                        ["verb", "outcome"], registry=r)
+        self.ingress_requests = Counter("plugbox_ingress_requests", "Ingress requests by outcome",
+                                        ["outcome"], registry=r)
+        r.register(_HostCollector(host))
+
+    # -- host observer (plugbox.host.HostObserver) --
+    def capability_call(self, verb: str, outcome: str) -> None:
+        self.capability_calls.labels(verb, outcome).inc()
+
+    def hook_timeout(self, plugin_id: str) -> None:
+        self.hook_timeouts.labels(plugin_id).inc()
+
+    def worker_failed(self, plugin_id: str, restarting: bool) -> None:
+        self.worker_crashes.labels(plugin_id).inc()
+        if restarting:
+            self.worker_restarts.labels(plugin_id).inc()
+
+    def hook_chain(self, event: str, seconds: float) -> None:
+        self.hook_seconds.labels(event).observe(seconds)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+def instrument_bus(host: Host, metrics: Metrics) -> None:
+    """Time every `bus.execute` into `metrics.hook_chain`. HookBus has no timing callback, so the
+    instance's `execute` is wrapped (once: a second app on the same host re-points the wrapper).
+    A per-handler callback in `plugbox.hooks` would be the better seam."""
+    bus: Any = host.bus
+    bus._plugbox_metrics = metrics
+    if getattr(bus, "_plugbox_timed", False):
+        return
+    inner = bus.execute
+
+    async def execute(event: str, data: Any, session_id: str | None = None, source: str = "host") -> Any:
+        start = time.perf_counter()
+        try:
+            return await inner(event, data, session_id, source)
+        finally:
+            bus._plugbox_metrics.hook_chain(event, time.perf_counter() - start)
+
+    bus.execute = execute
+    bus._plugbox_timed = True

@@ -1,0 +1,90 @@
+"""The OpenAPI 3.1 document of the HTTP API, written by hand (the routes are few and stable); a test
+checks it lists every route the app serves."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from plugbox import __version__
+
+__all__ = ["openapi_document"]
+
+_ERROR = {"description": "error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+_JSON = {"application/json": {"schema": {"type": "object"}}}
+
+
+def _op(summary: str, *, role: str | None = "read", body: bool = False, params: tuple[str, ...] = (),
+        statuses: tuple[int, ...] = ()) -> dict[str, Any]:
+    op: dict[str, Any] = {
+        "summary": summary,
+        "parameters": [{"name": p, "in": "path", "required": True, "schema": {"type": "string"}} for p in params],
+        "responses": {"200": {"description": "ok", "content": _JSON}, **{str(s): _ERROR for s in statuses}},
+    }
+    if role is not None:
+        op["security"] = [{"apiKey": []}, {"bearer": []}]
+        op["x-plugbox-role"] = role
+        op["responses"].update({"401": _ERROR, "403": _ERROR} if role == "admin" else {"401": _ERROR})
+    if body:
+        op["requestBody"] = {"required": True, "content": _JSON}
+        op["responses"]["400"] = _ERROR
+    return op
+
+
+def openapi_document() -> dict[str, Any]:
+    pid = ("plugin_id",)
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "plugbox", "version": __version__,
+                 "description": "Operator API of a plugbox host. Management needs an admin API key."},
+        "components": {
+            "securitySchemes": {"apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+                                "bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": {"Error": {"type": "object", "required": ["error"],
+                                  "properties": {"error": {"type": "string"}, "field": {"type": "string"}}}},
+        },
+        "paths": {
+            "/health": {"get": _op("Liveness of the host", role=None)},
+            "/metrics": {"get": _op("Prometheus metrics (text format)")},
+            "/openapi.json": {"get": _op("This document", role=None)},
+            "/dashboard": {"get": _op("Operator dashboard (HTML; it asks for an API key)", role=None)},
+            "/api/plugins": {
+                "get": _op("List plugins"),
+                "post": {**_op("Install or update a plugin from a zip (multipart field 'file')", role="admin",
+                               statuses=(400, 413, 415, 422)),
+                         "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+                             "type": "object", "properties": {"file": {"type": "string", "format": "binary"}}}}}}},
+            },
+            "/api/plugins/{plugin_id}": {
+                "get": _op("Plugin detail: status, permissions, sessions, confinement, health, logs",
+                           params=pid, statuses=(404,)),
+                "delete": _op("Uninstall a plugin", role="admin", params=pid, statuses=(404, 409)),
+            },
+            "/api/plugins/{plugin_id}/enable": {"post": _op("Enable", role="admin", params=pid, statuses=(404, 409))},
+            "/api/plugins/{plugin_id}/disable": {"post": _op("Disable", role="admin", params=pid, statuses=(404,))},
+            "/api/plugins/{plugin_id}/config": {
+                "get": _op("Config (secrets masked) and schema", params=pid, statuses=(404,)),
+                "put": _op("Replace config; masked secrets keep their value", role="admin", body=True,
+                           params=pid, statuses=(404, 422)),
+            },
+            "/api/plugins/{plugin_id}/sessions": {
+                "get": _op("Active sessions", params=pid, statuses=(404,)),
+                "put": _op("Set active sessions: {activeSessions: [...]}", role="admin", body=True, params=pid,
+                           statuses=(404, 422)),
+            },
+            "/api/plugins/{plugin_id}/sessions/{session}/config": {
+                "get": _op("Per-session config (masked)", params=(*pid, "session"), statuses=(404,)),
+                "put": _op("Set per-session config", role="admin", body=True, params=(*pid, "session"),
+                           statuses=(404, 422)),
+            },
+            "/api/sessions": {"get": _op("Loopback sessions")},
+            "/api/sessions/{session}/messages": {
+                "post": _op("Inject an inbound message {chatId, body, sender?}; returns it and the replies sent",
+                            body=True, params=("session",), statuses=(404, 422)),
+            },
+            "/api/sent": {"get": _op("Messages the loopback engine sent (?session=&limit=)")},
+            "/ingress/{plugin_id}/{route}": {
+                "post": _op("Signed webhook into a plugin (no API key; signature per manifest)", role=None,
+                            params=(*pid, "route"), statuses=(401, 404, 409, 413, 500, 502, 503, 504)),
+            },
+        },
+    }

@@ -1,0 +1,76 @@
+"""`/api/sessions…` and `/api/sent`: the loopback engine's sessions, inbound message injection (which
+runs the `message:received` chain, so the reply is known when the call returns) and the sent log."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from plugbox.api._body import read_json
+from plugbox.api._errors import ApiError
+from plugbox.api.auth import READ, require
+from plugbox.host import Host
+
+__all__ = ["routes"]
+
+SENT_DEFAULT_LIMIT = 100
+SENT_MAX_LIMIT = 1000
+_COUNTER = re.compile(r"-(\d+)$")
+
+
+def _host(request: Request) -> Host:
+    host: Host = request.app.state.host
+    return host
+
+
+def _seq(message: dict[str, Any]) -> int:
+    """The loopback engine numbers every message it stores; later messages have larger numbers."""
+    match = _COUNTER.search(str(message.get("id", "")))
+    return int(match.group(1)) if match else -1
+
+
+async def list_sessions(request: Request) -> JSONResponse:
+    require(request, READ)
+    return JSONResponse({"sessions": _host(request).engine.sessions()})
+
+
+async def inject_message(request: Request) -> JSONResponse:
+    require(request, READ)
+    host = _host(request)
+    session = request.path_params["session"]
+    doc = await read_json(request)
+    if not isinstance(doc, dict):
+        raise ApiError(400, 'body must be {"chatId": "...", "body": "...", "sender"?: "..."}')
+    for key in ("chatId", "body"):
+        if not isinstance(doc.get(key), str):
+            raise ApiError(422, f"{key!r} is required and must be a string", field=key)
+    sender = doc.get("sender")
+    if sender is not None and not isinstance(sender, str):
+        raise ApiError(422, "'sender' must be a string", field="sender")
+    if session not in {s["id"] for s in host.engine.sessions()}:
+        raise ApiError(404, f"unknown session {session!r}")
+    message = await host.engine.inject_inbound(session, doc["chatId"], doc["body"], sender=sender)
+    after = _seq(message)
+    sent = [m for m in host.engine.sent if m.get("session_id") == session and _seq(m) > after]
+    return JSONResponse({"message": message, "sent": sent})
+
+
+async def list_sent(request: Request) -> JSONResponse:
+    require(request, READ)
+    session = request.query_params.get("session")
+    raw_limit = request.query_params.get("limit", str(SENT_DEFAULT_LIMIT))
+    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= SENT_MAX_LIMIT:
+        raise ApiError(400, f"limit must be an integer from 1 to {SENT_MAX_LIMIT}")
+    sent = [m for m in _host(request).engine.sent if session is None or m.get("session_id") == session]
+    return JSONResponse({"sent": sent[-int(raw_limit):]})
+
+
+routes = [
+    Route("/api/sessions", list_sessions, methods=["GET"]),
+    Route("/api/sessions/{session}/messages", inject_message, methods=["POST"]),
+    Route("/api/sent", list_sent, methods=["GET"]),
+]
