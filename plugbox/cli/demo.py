@@ -24,6 +24,12 @@ INBOUND = [
 ]
 
 
+def _layer(layer: dict[str, object]) -> str:
+    if layer.get("skipped"):
+        return f"{layer['name']} (not requested)"
+    return str(layer["name"]) if layer.get("applied") else f"{layer['name']} (MISSING)"
+
+
 async def run_demo(data_dir: Path | None) -> int:
     console = Console()
     with tempfile.TemporaryDirectory(prefix="plugbox-demo-") as tmp:
@@ -53,8 +59,7 @@ async def run_demo(data_dir: Path | None) -> int:
                 table.add_column(col)
             for e in host.manager.entries.values():
                 layers = e.confinement
-                conf = "in host process" if layers is None else ", ".join(
-                    f"{x['name']}{'' if x['applied'] else ' (MISSING)'}" for x in layers)
+                conf = "in host process" if layers is None else ", ".join(_layer(x) for x in layers)
                 table.add_row(e.plugin_id, "built-in" if e.builtin else "sandboxed", e.status, conf)
             console.print(table)
 
@@ -66,7 +71,7 @@ async def run_demo(data_dir: Path | None) -> int:
             console.print(sent)
             for e in host.manager.entries.values():
                 for line in e.logs.recent:
-                    console.print(f"[dim]{e.plugin_id} [{line['level']}] {line['message']}[/]")
+                    console.print(f"{e.plugin_id} [{line['level']}] {line['message']}", style="dim", markup=False)
             if not engine.sent:
                 console.print("[red]no replies were sent: something is wrong[/]")
                 return 1

@@ -21,7 +21,8 @@ def _layers_table(layers: list[dict[str, Any]] | None, title: str = "Confinement
     table.add_column("detail")
     for layer in layers or []:
         ok = layer.get("applied")
-        table.add_row(str(layer.get("name")), "[green]yes[/]" if ok else "[red]no[/]", str(layer.get("detail", "")))
+        shown = "[dim]off[/]" if layer.get("skipped") else "[green]yes[/]" if ok else "[red]no[/]"
+        table.add_row(str(layer.get("name")), shown, str(layer.get("detail", "")))
     return table
 
 
@@ -39,7 +40,7 @@ def print_dev_report(report: dict[str, Any]) -> None:
     console.print(f"[bold]storage[/] {json.dumps(report['storage'], default=str)}")
     console.print(f"[bold]logs[/] ({len(report['logs'])})")
     for line in report["logs"]:
-        console.print(f"  [{line['level']}] {line['message']}")
+        console.print(f"  [{line['level']}] {line['message']}", markup=False)
     console.print(_layers_table(report.get("confinement")))
 
 
