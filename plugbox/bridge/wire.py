@@ -163,25 +163,37 @@ class FrameWriter:
     leaves in one write() — a syscall per frame was the largest cost of a pipelined bridge.
 
     `write` appends and schedules one flush (call_soon) per iteration. Inside a read callback,
-    `corked()` holds the flush until the whole batch of incoming frames has been handled."""
+    `corked()` holds the flush until the whole batch of incoming frames has been handled. Either
+    way a batch leaves early once it holds `max_frames` frames: with many requests in flight the
+    peer then starts on the first part while this side is still producing the rest, instead of
+    the two sides taking turns on whole batches."""
 
-    __slots__ = ("_buf", "_corked", "_loop", "_scheduled", "_transport")
+    __slots__ = ("_buf", "_corked", "_frames", "_loop", "_max_frames", "_scheduled", "_transport")
 
-    def __init__(self, transport: _Transport, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, transport: _Transport, loop: asyncio.AbstractEventLoop, max_frames: int = 16) -> None:
         self._transport = transport
         self._loop = loop
         self._buf = bytearray()
+        self._frames = 0
+        self._max_frames = max_frames
         self._scheduled = False
         self._corked = False
 
     def write(self, msg: msgspec.Struct) -> None:
         append_frame(msg, self._buf)
-        if not self._scheduled and not self._corked:
+        self._frames += 1
+        if self._frames >= self._max_frames:
+            self._send()
+        elif not self._scheduled and not self._corked:
             self._scheduled = True
             self._loop.call_soon(self.flush)
 
     def flush(self) -> None:
         self._scheduled = False
+        self._send()
+
+    def _send(self) -> None:
+        self._frames = 0
         if self._buf:
             buf, self._buf = self._buf, bytearray()  # the transport may keep a reference to it
             if not self._transport.is_closing():
