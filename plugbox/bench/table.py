@@ -24,6 +24,15 @@ def _fmt(value: Any, unit: str = "") -> str:
     return f"{text} {unit}".rstrip()
 
 
+def _placement(p: dict[str, Any]) -> str:
+    mode = p.get("mode")
+    if mode == "split":
+        return f"split (host side on CPU {p.get('side_a_cpu')}, worker side on CPU {p.get('side_b_cpu')})"
+    if mode == "same":
+        return f"same (everything on CPU {p.get('side_a_cpu')})"
+    return "free (scheduler's choice)"
+
+
 def _x(value: Any) -> str:
     return "—" if value is None else f"{value:g}x"
 
@@ -105,7 +114,7 @@ def render(r: dict[str, Any]) -> Group:
         f"machine: nproc={mc['nproc']} (usable {mc['cpus_usable']}), {mc['cpu_model']}, {mc['mem_total_mb']} MB; "
         f"kernel {mc['kernel']}; {mc['python']}; node {mc['node'] or 'absent'}; host loop {mc['host_loop']}; "
         f"loadavg {mc['loadavg_start']} → {mc.get('loadavg_end')}; "
-        f"CPU pinning: {'none' if mc.get('cpu_pinning') is None else 'all on CPU ' + str(mc['cpu_pinning'])}"
+        f"CPU placement: {_placement(mc.get('cpu_placement') or {})}"
     )
     policy = r["confinement"]["policy"]
     banner = Text(f"confinement policy: {policy}", style="bold green" if policy == "strict" else "bold red")
