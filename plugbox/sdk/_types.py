@@ -2,24 +2,26 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+
+import msgspec
 
 __all__ = ["HookContext", "HookResult"]
 
 
-@dataclass(frozen=True, slots=True)
-class HookContext:
+class HookContext(msgspec.Struct, frozen=True, kw_only=True):
     """What a hook handler receives. `timestamp` is timezone-aware; `config` is the per-session
-    merged config of the plugin."""
+    merged config of the plugin. Immutable; built once per handler on every dispatch, which is
+    why it is a msgspec Struct (about five times cheaper to build than a frozen dataclass)."""
 
     event: str
     data: Any
     session_id: str | None
     timestamp: datetime
     source: str = "host"
-    config: dict[str, Any] = field(default_factory=dict)
+    config: dict[str, Any] = msgspec.field(default_factory=dict)
 
 
 @dataclass(slots=True)
