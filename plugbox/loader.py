@@ -135,6 +135,8 @@ class PluginEntry:
             "activeSessions": list(self.record.active_sessions),
             "config": schema.mask(self.record.config) if schema else dict(self.record.config),
             "confinement": self.confinement,
+            "degraded": bool(self.confinement) and any(
+                not layer.get("applied") and not layer.get("skipped") for layer in self.confinement or []),
             "consecutiveFailures": self.record.consecutive_failures,
         }
 

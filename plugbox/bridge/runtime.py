@@ -53,13 +53,19 @@ if TYPE_CHECKING:
     from plugbox.loader import PluginEntry
     from plugbox.runtime import RuntimeDeps
 
-__all__ = ["WorkerRuntime"]
+__all__ = ["WorkerRuntime", "missing_layers"]
 
 log = logging.getLogger("plugbox.bridge")
 
 MAX_BAD_FRAMES = 100
 MAX_REGISTRATIONS = 1024
 GRACEFUL_EXIT_S = 1.0
+
+
+def missing_layers(layers: list[dict[str, Any]] | None) -> list[str]:
+    """Names of the confinement layers a worker needed but did not apply (not the opt-in ones it
+    was not asked for)."""
+    return [str(layer.get("name")) for layer in layers or [] if not layer.get("applied") and not layer.get("skipped")]
 
 
 def _hook_result(msg: Result) -> HookResult:
@@ -373,6 +379,11 @@ class WorkerRuntime:
             raise ConfinementError(str(missing.get("name", "?")), str(missing.get("detail", hello.error)))
         if hello.version != PROTOCOL_VERSION:
             raise BridgeError(f"worker speaks protocol {hello.version}, host {PROTOCOL_VERSION}")
+        missing = missing_layers(hello.layers)
+        if missing:  # only possible in the operator's degraded mode: say so, loudly, every start
+            warning = f"DEGRADED confinement: running without {', '.join(missing)}"
+            log.warning("plugin %s: %s", self.entry.plugin_id, warning)
+            self.entry.logs.emit("warning", warning)
         m = self.entry.manifest
         await self.request("load", {
             "plugin_id": m.id,
