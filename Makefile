@@ -18,6 +18,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check plugbox tests
+	$(VENV)/bin/mypy
 	$(VENV)/bin/python -m pytest -q
 
 bench: $(STAMP)

@@ -103,7 +103,7 @@ class Host:
         )
         self.search = SearchService(self.manager, self.settings.capability_timeout_ms / 1000)
         self.zygote = Zygote()
-        self.engine.on_inbound = self.messages.receive
+        self.engine.on_inbound = self._inbound
         self.engine.on_session_event = self._session_event
         self.observer = HostObserver()
         self._started = False
@@ -145,6 +145,9 @@ class Host:
         entry = self.manager.get(plugin_id)
         configs = [entry.record.config, *entry.record.session_config.values()]
         return FetchPolicy(allow=effective_allowlist(entry.manifest.net, configs), secrets=entry.secret_values())
+
+    async def _inbound(self, session_id: str, message: dict[str, Any]) -> None:
+        await self.messages.receive(session_id, message)
 
     async def _session_event(self, event: str, session_id: str, data: Any) -> None:
         await self.bus.execute(event, data, session_id, source="engine")

@@ -160,6 +160,9 @@ class WorkerRuntime:
         if self.writer is None:
             raise BridgeError(f"plugin {self.entry.plugin_id!r}: no channel to its worker yet")
         req_id = next(self.ids)
+        # Encode first: a request that cannot be encoded (say, hook data nested too deep) raises
+        # here and leaves nothing pending behind. No answer can arrive before we return.
+        self._send(Request(req_id, op, args))
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[Any] = loop.create_future()
         self.pending[req_id] = fut
@@ -170,7 +173,6 @@ class WorkerRuntime:
             if self._sweeper is None:
                 self._sweep_every = max(0.005, min(0.1, budget / 20))
                 self._sweeper = loop.call_later(self._sweep_every, self._sweep)
-        self._send(Request(req_id, op, args))
         return fut, req_id
 
     def _sweep(self) -> None:
@@ -195,23 +197,27 @@ class WorkerRuntime:
             return
         for msg in messages:
             t = type(msg)
-            if t is Result:
-                self._on_result(msg)
-            elif t is Call:
-                self._on_call(msg)
-            elif t is Log:
-                self.entry.logs.emit(msg.level, msg.message, msg.fields)
-            elif t is Register:
-                self._on_register(msg)
-            elif t is Pong:
-                pong = self.pongs.pop(msg.id, None)
-                if pong is not None and not pong.done():
-                    pong.set_result(None)
-            elif t is Hello and not self._hello.done():
-                self._hello.set_result(msg)
-            else:
-                self.reader.bad_frames += 1  # valid, but not expected now: dropped and counted too
-                self._bad_frame(ValueError(f"unexpected {t.__name__} frame"))
+            try:
+                if t is Result:
+                    self._on_result(msg)
+                elif t is Call:
+                    self._on_call(msg)
+                elif t is Log:
+                    self.entry.logs.emit(msg.level, msg.message, msg.fields)
+                elif t is Register:
+                    self._on_register(msg)
+                elif t is Pong:
+                    pong = self.pongs.pop(msg.id, None)
+                    if pong is not None and not pong.done():
+                        pong.set_result(None)
+                elif t is Hello and not self._hello.done():
+                    self._hello.set_result(msg)
+                else:
+                    self.reader.bad_frames += 1  # valid, but not expected now: dropped and counted too
+                    self._bad_frame(ValueError(f"unexpected {t.__name__} frame"))
+            except Exception as exc:  # e.g. RecursionError on data nested just under the decoder's limit
+                self.reader.bad_frames += 1  # a frame the host could not handle: dropped and counted
+                self._bad_frame(exc)
 
     def _bad_frame(self, exc: Exception) -> None:
         if self.reader.bad_frames == 1 or self.reader.bad_frames % 50 == 0:
@@ -230,7 +236,11 @@ class WorkerRuntime:
         self.deadlines.pop(msg.id, None)
         if msg.id in self.hook_requests:
             self.hook_requests.discard(msg.id)
-            fut.set_result(_hook_result(msg))
+            try:
+                result = _hook_result(msg)
+            except Exception as exc:  # the future must settle: nothing else will (it left `pending`)
+                result = HookResult(error=f"hook result could not be read ({type(exc).__name__})")
+            fut.set_result(result)
         elif msg.ok:
             fut.set_result(msg.value)
         else:
@@ -375,8 +385,8 @@ class WorkerRuntime:
         hello = await self._hello
         self.confinement = hello.layers
         if hello.error is not None:
-            missing = next((layer for layer in hello.layers if not layer.get("applied")), {})
-            raise ConfinementError(str(missing.get("name", "?")), str(missing.get("detail", hello.error)))
+            failed = next((layer for layer in hello.layers if not layer.get("applied")), {})
+            raise ConfinementError(str(failed.get("name", "?")), str(failed.get("detail", hello.error)))
         if hello.version != PROTOCOL_VERSION:
             raise BridgeError(f"worker speaks protocol {hello.version}, host {PROTOCOL_VERSION}")
         missing = missing_layers(hello.layers)

@@ -122,7 +122,7 @@ class CapabilityRouter:
             raise CapabilityError(f"unknown capability verb {str(verb_name)[:64]!r}")
         check_permission(caller.plugin_id, caller.permissions, verb.permission, verb.name)
         try:
-            parsed = msgspec.convert(args, verb.args)
+            parsed: Any = msgspec.convert(args, verb.args)
         except msgspec.ValidationError as exc:
             raise CapabilityError(f"{verb.name}: invalid argument: {_name_arg(str(exc))}") from None
         if verb.session_arg:

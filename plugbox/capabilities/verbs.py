@@ -39,7 +39,7 @@ HeaderName = Annotated[str, msgspec.Meta(min_length=1, max_length=256, pattern=r
 HeaderValue = Annotated[str, msgspec.Meta(max_length=8192, pattern=r"^[^\x00-\x08\x0a-\x1f\x7f]*$")]
 
 
-class _Args(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+class _Args(msgspec.Struct, forbid_unknown_fields=True):
     pass
 
 
@@ -117,7 +117,7 @@ class NetFetch(_Args):
             raise ValueError(f"'body': {size} bytes, at most {FETCH_BODY_MAX_BYTES} allowed")
 
 
-class _Record(msgspec.Struct, forbid_unknown_fields=True, frozen=True, rename="camel"):
+class _Record(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
     pass
 
 

@@ -47,9 +47,10 @@ def print_dev_report(report: dict[str, Any]) -> None:
 def print_doctor(settings: Settings, as_json: bool) -> None:
     from plugbox.confine import probe
 
-    probes = [{"name": p.name, "available": p.available, "detail": p.detail} for p in probe()]
+    found = probe()
+    probes = [{"name": p.name, "available": p.available, "detail": p.detail} for p in found]
     strict = settings.confinement == "strict"
-    missing = [p["name"] for p in probes if not p["available"] and p["name"] != "namespaces"]
+    missing = [p.name for p in found if not p.available and p.name != "namespaces"]
     verdict = (
         "plugins start fully confined"
         if not missing
@@ -64,7 +65,7 @@ def print_doctor(settings: Settings, as_json: bool) -> None:
     table.add_column("layer")
     table.add_column("available")
     table.add_column("detail")
-    for p in probes:
-        table.add_row(p["name"], "[green]yes[/]" if p["available"] else "[red]no[/]", p["detail"])
+    for p in found:
+        table.add_row(p.name, "[green]yes[/]" if p.available else "[red]no[/]", p.detail)
     console.print(table)
     console.print(verdict)

@@ -146,12 +146,12 @@ def _serve(argv: list[str]) -> int:
     gc.collect()
     gc.freeze()  # keep the pre-imported heap out of the cyclic GC so forks share it (less CoW)
     while True:
-        readable, _, _ = select.select([ctl, wake_r], [], [])
+        readable, _, _ = select.select([ctl.fileno(), wake_r], [], [])
         if wake_r in readable:
             with contextlib.suppress(BlockingIOError):
                 os.read(wake_r, 4096)
             _reap(ctl)
-        if ctl in readable:
+        if ctl.fileno() in readable:
             try:
                 data, fds, _flags, _addr = socket.recv_fds(ctl, MAX_CONTROL_MSG, 4)
             except InterruptedError:
