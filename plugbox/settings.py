@@ -44,6 +44,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     worker_memory_bytes: PositiveInt = 256 << 20
     worker_open_files: PositiveInt = 256
     worker_file_size_bytes: PositiveInt = 64 << 20
+    worker_scratch_bytes: Annotated[int, msgspec.Meta(ge=0)] = 32 << 20  # 0: no tmpfs size limit
     frame_max_bytes: PositiveInt = 16 << 20
     log_lines_per_window: PositiveInt = 200
     log_window_ms: PositiveMs = 10000

@@ -23,6 +23,7 @@ __all__ = [
     "capabilities",
     "clear_capabilities",
     "libc",
+    "mount",
     "prctl",
     "syscall",
     "syscall_number",
@@ -84,6 +85,11 @@ def syscall(name: str, *args: int | ctypes.c_void_p) -> int:
     """Issue a raw syscall by name; integers are passed as C longs (pointers via c_void_p)."""
     c_args = [a if isinstance(a, ctypes.c_void_p) else ctypes.c_long(a) for a in args]
     return _check(int(libc.syscall(ctypes.c_long(syscall_number(name)), *c_args)), name)
+
+
+def mount(source: str, target: str, fstype: str, flags: int, data: str) -> None:
+    _check(int(libc.mount(source.encode(), target.encode(), fstype.encode(), ctypes.c_ulong(flags),
+                          data.encode())), f"mount {fstype} on {target}")
 
 
 def unshare(flags: int) -> None:

@@ -1,8 +1,9 @@
 """The orchestrator: applies the layers in one fixed, visible order and stops at the first failure.
 
-    session -> fds -> env -> rlimits -> credentials -> namespaces -> nnp -> landlock -> seccomp
+    session -> fds -> env -> rlimits -> scratch -> credentials -> namespaces -> nnp -> landlock -> seccomp
 
-Why this order: rlimits while still root (a hard limit can be lowered only once); credentials
+Why this order: rlimits while still root (a hard limit can be lowered only once); scratch mounts
+its tmpfs while CAP_SYS_ADMIN is still there; credentials
 before namespaces (an unprivileged owner can map itself into a new user namespace, root can only
 map uid 0 — see `namespaces`); nnp before landlock and seccomp (both require no_new_privs once
 CAP_SYS_ADMIN is gone — see `nnp`); seccomp last, because it forbids calls the others make.
@@ -25,7 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from plugbox.confine import credentials, env, fds, landlock, namespaces, nnp, rlimits, seccomp, session
+from plugbox.confine import credentials, env, fds, landlock, namespaces, nnp, rlimits, scratch, seccomp, session
 from plugbox.confine.layer import Layer, LayerResult
 from plugbox.confine.policy import Policy
 from plugbox.confine.report import Report
@@ -38,6 +39,7 @@ LAYERS: tuple[Layer[Any, Any], ...] = (
     fds.LAYER,
     env.LAYER,
     rlimits.LAYER,
+    scratch.LAYER,
     credentials.LAYER,
     namespaces.LAYER,
     nnp.LAYER,

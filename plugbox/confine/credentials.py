@@ -41,7 +41,7 @@ from plugbox.confine import _linux
 from plugbox.confine.layer import Layer, LayerProbe, LayerResult
 from plugbox.confine.policy import NOBODY, Policy, default_runtime_paths
 
-__all__ = ["LAYER", "NAME", "unreachable_for"]
+__all__ = ["LAYER", "NAME", "target_uid", "unreachable_for"]
 
 NAME = "credentials"
 
@@ -114,6 +114,13 @@ def _is_root() -> bool:
 @functools.lru_cache(maxsize=4)
 def _runtime_unreachable(uid: int) -> tuple[str, ...]:
     return tuple(unreachable_for(uid, uid, default_runtime_paths()))
+
+
+def target_uid(policy: Policy) -> int:
+    """The uid this worker will run as once `credentials` has applied."""
+    if not _is_root():
+        return os.geteuid()
+    return 0 if _runtime_unreachable(policy.unprivileged_uid) else policy.unprivileged_uid
 
 
 def share() -> None:

@@ -57,6 +57,8 @@ class Policy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     open_files: int = 256
     """RLIMIT_NOFILE."""
     file_size_bytes: int = 64 << 20
+    scratch_bytes: int = 32 << 20
+    """Size limit of the scratch directory as a whole (a tmpfs); 0 = no limit beyond file_size_bytes."""
     """RLIMIT_FSIZE."""
     env_allow: tuple[str, ...] = ("LANG", "LC_ALL", "TZ")
     """Environment variables kept; everything else is dropped."""

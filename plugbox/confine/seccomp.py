@@ -7,7 +7,8 @@ Default ALLOW; the denied calls fail with EPERM, which CPython turns into Permis
   ENOSYS so glibc falls back to clone for threads, whose flags a filter can read — clone3's live
   behind a pointer), no ptrace / process_vm_*, no io_uring, no mount family / unshare / setns,
   no keyrings, bpf, perf, userfaultfd, modules, kexec, reboot, swap, handle-based opens, pidfds,
-  no raising rlimits (setrlimit, prlimit64 with a new limit), and a few legacy or privileged calls.
+  no raising rlimits (setrlimit, prlimit64 with a new limit), no changing file metadata (chmod,
+  chown, utime, xattr families), no System V IPC, and a few legacy or privileged calls.
   kill/tgkill stay allowed: Landlock's signal scope keeps them inside the worker's domain.
 A syscall of a foreign architecture — i386 via int 0x80, or x32 (nr | 0x40000000) on x86_64 —
 kills the process (libseccomp's bad-arch action; only the native arch is in the filter).
@@ -95,6 +96,42 @@ DENIED = (
     "kcmp",
     "uselib",
     "process_madvise",
+    # File metadata: Landlock has no right for these, and a worker that kept uid 0 (runtime
+    # unreadable by the unprivileged uid) owns the host's files: without this it could chmod the
+    # host's database world-writable, chown it, touch its times or set xattrs.
+    "chmod",
+    "fchmod",
+    "fchmodat",
+    "fchmodat2",
+    "chown",
+    "fchown",
+    "lchown",
+    "fchownat",
+    "utime",
+    "utimes",
+    "futimesat",
+    "utimensat",
+    "setxattr",
+    "lsetxattr",
+    "fsetxattr",
+    "setxattrat",
+    "removexattr",
+    "lremovexattr",
+    "fremovexattr",
+    "removexattrat",
+    # System V IPC is keyed by uid, not by path: a uid-0 worker could attach the host's segments.
+    "shmget",
+    "shmat",
+    "shmctl",
+    "shmdt",
+    "msgget",
+    "msgsnd",
+    "msgrcv",
+    "msgctl",
+    "semget",
+    "semop",
+    "semtimedop",
+    "semctl",
 )
 """Syscalls refused outright with EPERM (names missing on this architecture are skipped)."""
 

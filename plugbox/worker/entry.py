@@ -40,6 +40,7 @@ def _policy(spec: Spawn, channel_fd: int) -> confine.Policy:
         memory_bytes=spec.memory_bytes,
         open_files=spec.open_files,
         file_size_bytes=spec.file_size_bytes,
+        scratch_bytes=spec.scratch_bytes,
         netns=spec.netns,
         degraded=spec.degraded,
     )

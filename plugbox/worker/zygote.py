@@ -39,6 +39,7 @@ class Spawn(msgspec.Struct, tag="spawn", frozen=True):
     memory_bytes: int
     open_files: int
     file_size_bytes: int
+    scratch_bytes: int = 32 << 20
     netns: bool = False
     degraded: bool = False
 

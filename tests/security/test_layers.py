@@ -36,7 +36,8 @@ pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="confinement lay
 
 PROBE = Path(__file__).with_name("_confined_probe.py")
 IS_ROOT = os.geteuid() == 0
-EXPECTED_ORDER = ["session", "fds", "env", "rlimits", "credentials", "namespaces", "nnp", "landlock", "seccomp"]
+EXPECTED_ORDER = ["session", "fds", "env", "rlimits", "scratch", "credentials", "namespaces", "nnp", "landlock",
+                  "seccomp"]
 BENIGN = {
     "json_roundtrip",
     "thread",

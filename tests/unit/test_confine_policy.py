@@ -87,6 +87,7 @@ def test_layers_run_in_the_documented_order() -> None:
         "fds",
         "env",
         "rlimits",
+        "scratch",
         "credentials",
         "namespaces",
         "nnp",
@@ -99,6 +100,11 @@ def test_nnp_precedes_landlock_and_seccomp_is_last() -> None:
     names = [layer.name for layer in confine.LAYERS]
     assert names.index("credentials") < names.index("nnp") < names.index("landlock")
     assert names[-1] == "seccomp"
+
+
+def test_scratch_mounts_while_privileged_and_after_env_enters_it() -> None:
+    names = [layer.name for layer in confine.LAYERS]
+    assert names.index("env") < names.index("scratch") < names.index("credentials")
 
 
 def test_apply_runs_layers_in_the_given_order() -> None:
