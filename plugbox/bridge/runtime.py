@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import os
 import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -58,6 +59,8 @@ __all__ = ["WorkerRuntime", "missing_layers"]
 log = logging.getLogger("plugbox.bridge")
 
 MAX_BAD_FRAMES = 100
+LOOP_BUSY_KILL = 0.9  # share of one CPU the event-loop thread may hold through a liveness window
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
 MAX_REGISTRATIONS = 1024
 GRACEFUL_EXIT_S = 1.0
 
@@ -316,18 +319,45 @@ class WorkerRuntime:
             self._ping_task = asyncio.ensure_future(self._liveness_check())
 
     async def _liveness_check(self) -> None:
+        """Ping; no pong within the window means the worker's event loop is stuck: kill it.
+
+        A pong alone proves little: while a sync handler spins, a plugin thread can read the
+        ping off the channel and forge the answer. What it cannot forge is the event-loop
+        thread's CPU time, so the check watches that thread for the whole window: an idle loop
+        (an async handler that merely waits) stays; one pinned at the CPU is a runaway."""
+        loop = asyncio.get_running_loop()
         ping_id = next(self.ids)
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        fut: asyncio.Future[None] = loop.create_future()
         self.pongs[ping_id] = fut
+        started, cpu_before = loop.time(), self._loop_thread_cpu()
         self._send(Ping(ping_id))
         try:
             async with asyncio.timeout(self.liveness):
                 await fut
+            await asyncio.sleep(max(0.0, started + self.liveness - loop.time()))
+            cpu_after = self._loop_thread_cpu()
+            if cpu_before is not None and cpu_after is not None:
+                busy = (cpu_after - cpu_before) / max(loop.time() - started, 1e-3)
+                if busy >= LOOP_BUSY_KILL:
+                    self._kill(f"runaway: its event loop stayed on the CPU ({busy:.0%}) for the whole "
+                               f"{self.liveness:g} s liveness window after a hook ran past its budget")
         except TimeoutError:
             self._kill(f"unresponsive: no answer to the liveness ping within {self.liveness:g} s")
         finally:
             self.pongs.pop(ping_id, None)
             self._ping_task = None
+
+    def _loop_thread_cpu(self) -> float | None:
+        """CPU seconds of the worker's main (event-loop) thread, from /proc; None if unreadable."""
+        if self.proc is None:
+            return None
+        pid = self.proc.pid
+        try:
+            with open(f"/proc/{pid}/task/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            return None
+        return (int(fields[11]) + int(fields[12])) / _CLK_TCK
 
     # -- death --
     def _kill(self, reason: str) -> None:
@@ -377,6 +407,7 @@ class WorkerRuntime:
             "memory_bytes": s.worker_memory_bytes,
             "open_files": s.worker_open_files,
             "file_size_bytes": s.worker_file_size_bytes,
+            "scratch_bytes": s.worker_scratch_bytes,
             "netns": s.use_netns,
             "degraded": s.confinement == "degraded",
         })
