@@ -140,12 +140,16 @@ class HookBus:
         return list(self._by_event.get(event, ()))
 
     async def execute(
-        self, event: str, data: Any, session_id: str | None = None, source: str = "host"
+        self, event: str, data: Any, session_id: str | None = None, source: str = "host", *, plugin: str | None = None
     ) -> HookOutcome:
+        """Run the chain. With `plugin`, only that plugin's handlers run (an event about one
+        plugin's own affairs, such as its ingress errors, is nobody else's business)."""
         outcome = HookOutcome(event=event, data=data)
         active = _reentry.get()
         now = datetime.now(UTC)
         for reg in self._by_event.get(event, ()):
+            if plugin is not None and reg.plugin_id != plugin:
+                continue
             if (reg.plugin_id, event) in active or not self._in_scope(reg.plugin_id, session_id):
                 continue
             ctx = HookContext(

@@ -227,6 +227,16 @@ class PluginManager:
         """Create the runtime and run load → on_load → on_enable, each under the lifecycle budget.
         On any failure: no runtime, no hooks, status `error` with the reason."""
         budget = self.settings.lifecycle_budget_ms / 1000
+        schema = entry.manifest.config_schema
+        if schema is not None:  # a stored config the (possibly upgraded) schema refuses is not run with
+            try:
+                schema.validate(entry.record.config)
+                for cfg in entry.record.session_config.values():
+                    schema.validate({**entry.record.config, **cfg})
+            except ConfigError as exc:
+                self._set_status(entry, Status.ERROR, f"config does not satisfy the plugin's configSchema: {exc}")
+                await self._persist(entry)
+                return
         runtime = entry.factory(entry, self.deps)
         entry.runtime = runtime
         step = "start"
@@ -283,11 +293,13 @@ class PluginManager:
             entry.record.enabled = False
         if entry.runtime is not None:
             cap = budget if budget is not None else self.settings.lifecycle_budget_ms / 1000
-            try:
-                async with asyncio.timeout(cap):
-                    await entry.runtime.lifecycle("on_disable")
-            except Exception as exc:
-                entry.logs.emit("warning", f"on_disable failed: {_describe('on_disable', exc)}")
+            deadline = asyncio.get_running_loop().time() + cap
+            for step in ("on_disable", "on_unload"):  # one cap for both; failures are logged, not fatal
+                try:
+                    async with asyncio.timeout_at(deadline):
+                        await entry.runtime.lifecycle(step)
+                except Exception as exc:
+                    entry.logs.emit("warning", f"{step} failed: {_describe(step, exc)}")
             await self._teardown(entry)
         if entry.status != Status.ERROR or operator:
             self._set_status(entry, Status.DISABLED)

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-import os
 import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -59,8 +58,7 @@ __all__ = ["WorkerRuntime", "missing_layers"]
 log = logging.getLogger("plugbox.bridge")
 
 MAX_BAD_FRAMES = 100
-LOOP_BUSY_KILL = 0.9  # share of one CPU the event-loop thread may hold through a liveness window
-_CLK_TCK = os.sysconf("SC_CLK_TCK")
+LOOP_BUSY_KILL = 0.9  # share of a liveness window the event-loop thread may stay runnable
 MAX_REGISTRATIONS = 1024
 GRACEFUL_EXIT_S = 1.0
 
@@ -239,11 +237,7 @@ class WorkerRuntime:
         self.deadlines.pop(msg.id, None)
         if msg.id in self.hook_requests:
             self.hook_requests.discard(msg.id)
-            try:
-                result = _hook_result(msg)
-            except Exception as exc:  # the future must settle: nothing else will (it left `pending`)
-                result = HookResult(error=f"hook result could not be read ({type(exc).__name__})")
-            fut.set_result(result)
+            fut.set_result(_hook_result(msg))
         elif msg.ok:
             fut.set_result(msg.value)
         else:
@@ -322,24 +316,26 @@ class WorkerRuntime:
         """Ping; no pong within the window means the worker's event loop is stuck: kill it.
 
         A pong alone proves little: while a sync handler spins, a plugin thread can read the
-        ping off the channel and forge the answer. What it cannot forge is the event-loop
-        thread's CPU time, so the check watches that thread for the whole window: an idle loop
-        (an async handler that merely waits) stays; one pinned at the CPU is a runaway."""
+        ping off the channel and forge the answer. What it cannot forge is the scheduler's
+        account of the event-loop thread, so the check watches that thread for the whole window:
+        an idle loop (an async handler that merely waits, asleep in epoll) stays; one that was
+        runnable throughout — on a CPU or waiting in the run queue for one, so a busy machine
+        does not hide it — is a runaway."""
         loop = asyncio.get_running_loop()
         ping_id = next(self.ids)
         fut: asyncio.Future[None] = loop.create_future()
         self.pongs[ping_id] = fut
-        started, cpu_before = loop.time(), self._loop_thread_cpu()
+        started, cpu_before = loop.time(), self._loop_thread_runnable()
         self._send(Ping(ping_id))
         try:
             async with asyncio.timeout(self.liveness):
                 await fut
             await asyncio.sleep(max(0.0, started + self.liveness - loop.time()))
-            cpu_after = self._loop_thread_cpu()
+            cpu_after = self._loop_thread_runnable()
             if cpu_before is not None and cpu_after is not None:
                 busy = (cpu_after - cpu_before) / max(loop.time() - started, 1e-3)
                 if busy >= LOOP_BUSY_KILL:
-                    self._kill(f"runaway: its event loop stayed on the CPU ({busy:.0%}) for the whole "
+                    self._kill(f"runaway: its event loop stayed runnable ({busy:.0%}) for the whole "
                                f"{self.liveness:g} s liveness window after a hook ran past its budget")
         except TimeoutError:
             self._kill(f"unresponsive: no answer to the liveness ping within {self.liveness:g} s")
@@ -347,17 +343,18 @@ class WorkerRuntime:
             self.pongs.pop(ping_id, None)
             self._ping_task = None
 
-    def _loop_thread_cpu(self) -> float | None:
-        """CPU seconds of the worker's main (event-loop) thread, from /proc; None if unreadable."""
+    def _loop_thread_runnable(self) -> float | None:
+        """Seconds the worker's main (event-loop) thread spent on a CPU or in the run queue
+        (/proc schedstat); None if unreadable."""
         if self.proc is None:
             return None
         pid = self.proc.pid
         try:
-            with open(f"/proc/{pid}/task/{pid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
+            with open(f"/proc/{pid}/task/{pid}/schedstat") as f:
+                on_cpu_ns, waiting_ns, _slices = f.read().split()
+        except (OSError, ValueError):
             return None
-        return (int(fields[11]) + int(fields[12])) / _CLK_TCK
+        return (int(on_cpu_ns) + int(waiting_ns)) / 1e9
 
     # -- death --
     def _kill(self, reason: str) -> None:
@@ -408,6 +405,7 @@ class WorkerRuntime:
             "open_files": s.worker_open_files,
             "file_size_bytes": s.worker_file_size_bytes,
             "scratch_bytes": s.worker_scratch_bytes,
+            "frame_max_bytes": s.frame_max_bytes,
             "netns": s.use_netns,
             "degraded": s.confinement == "degraded",
         })

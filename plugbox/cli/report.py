@@ -44,13 +44,21 @@ def print_dev_report(report: dict[str, Any]) -> None:
     console.print(_layers_table(report.get("confinement")))
 
 
+def _required(layer: str, settings: Settings) -> bool:
+    """Whether this policy makes a worker fail without `layer` (opt-in and best-effort ones do not)."""
+    if layer == "namespaces":
+        return settings.use_netns
+    # scratch is best effort: without root, workers start with scratch bounded per file only
+    return layer != "scratch"
+
+
 def print_doctor(settings: Settings, as_json: bool) -> None:
     from plugbox.confine import probe
 
     found = probe()
     probes = [{"name": p.name, "available": p.available, "detail": p.detail} for p in found]
     strict = settings.confinement == "strict"
-    missing = [p.name for p in found if not p.available and p.name != "namespaces"]
+    missing = [p.name for p in found if not p.available and _required(p.name, settings)]
     verdict = (
         "plugins start fully confined"
         if not missing

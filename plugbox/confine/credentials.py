@@ -50,6 +50,7 @@ NAME = "credentials"
 class _Plan:
     uid: int
     warnings: tuple[str, ...]
+    scratch: str = ""
     keep_uid: bool = False  # root whose runtime the unprivileged uid cannot reach: drop caps only
     last_cap: int = 40
 
@@ -139,8 +140,7 @@ def prepare(policy: Policy, _shared: None) -> _Plan:
         return _Plan(uid, (), keep_uid=True, last_cap=_last_cap())
     read = unreachable_for(uid, uid, [*policy.runtime_paths, policy.plugin_dir])
     warnings += [f"cannot read {r}" for r in read]
-    warnings += [f"cannot write {r}" for r in unreachable_for(uid, uid, [policy.scratch_dir], write=True)]
-    return _Plan(uid, tuple(warnings))
+    return _Plan(uid, tuple(warnings), scratch=policy.scratch_dir)
 
 
 _SECURE_NOROOT_ALL = 0xEF  # NOROOT, NO_SETUID_FIXUP, KEEP_CAPS_LOCKED, NO_CAP_AMBIENT_RAISE + their locks
@@ -178,6 +178,8 @@ def apply(plan: _Plan) -> LayerResult:
             done = (f"kept uid 0 (uid {plan.uid} cannot read the Python runtime); securebits locked, "
                     "bounding set empty")
         elif _is_root():
+            if plan.scratch:  # the host made it, as root: hand it to the uid the worker becomes
+                os.chown(plan.scratch, plan.uid, plan.uid)
             _drop_to(plan.uid)
             _rearm_parent_death(parent)
             done = f"dropped root to uid/gid {plan.uid}, no supplementary groups"

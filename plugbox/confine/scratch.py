@@ -14,9 +14,10 @@ needs CAP_SYS_ADMIN. Landlock, later, opens scratch_dir afresh and so grants the
 beneath it. tmpfs pages are memory: the limit is also what a worker can pin in RAM through its
 scratch, beyond its address-space limit, so keep it modest.
 
-A host not running as root has no CAP_SYS_ADMIN to mount with: there the layer says so and is
-counted as not applied only if the policy asked for a limit the host cannot give (strict mode
-then refuses to start plugins, as for any missing layer); `scratch_bytes = 0` turns it off.
+A host not running as root has no CAP_SYS_ADMIN to mount with. There the layer reports itself
+unavailable and is skipped, not failed: it goes beyond the layers the policy must have (SPEC §7),
+and failing closed on it would start no plugin at all on such a host. `plugbox doctor` and every
+worker's report say so; scratch is then bounded per file only. `scratch_bytes = 0` turns it off.
 """
 
 from __future__ import annotations
@@ -51,6 +52,9 @@ def prepare(policy: Policy, _shared: None) -> _Plan:
 def apply(plan: _Plan) -> LayerResult:
     if plan.size <= 0:
         return LayerResult.not_requested(NAME, "no scratch size limit requested (scratch_bytes = 0)")
+    if os.geteuid() != 0:
+        return LayerResult.not_requested(NAME, "unavailable: mounting a size-limited scratch needs root "
+                                               "(CAP_SYS_ADMIN); scratch is bounded per file only")
     try:
         _linux.unshare(CLONE_NEWNS)
         _linux.mount("none", "/", "", MS_REC | MS_PRIVATE, "")
@@ -66,7 +70,7 @@ def apply(plan: _Plan) -> LayerResult:
 def probe() -> LayerProbe:
     if os.geteuid() != 0:
         return LayerProbe(NAME, False, "needs root (CAP_SYS_ADMIN) to mount a size-limited scratch; "
-                                       "set scratch_bytes = 0 to run without it")
+                                       "without it workers start with scratch bounded per file only")
     if not os.path.exists("/proc/self/ns/mnt"):
         return LayerProbe(NAME, False, "kernel without mount namespaces")
     return LayerProbe(NAME, True, "private mount namespace + tmpfs with a size limit")

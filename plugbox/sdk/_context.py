@@ -123,12 +123,13 @@ class Net(_Family):
         method: str = "GET",
         headers: Mapping[str, str] | None = None,
         body: str | bytes | None = None,
-        timeout_ms: int = 15000,
+        timeout_ms: int | None = None,
     ) -> Any:
-        return await self._call(
-            "net.fetch",
-            {"url": url, "method": method, "headers": dict(headers or {}), "body": body, "timeout_ms": timeout_ms},
-        )
+        """`timeout_ms` None means the host's default (15000 ms unless the operator changed it)."""
+        args: dict[str, Any] = {"url": url, "method": method, "headers": dict(headers or {}), "body": body}
+        if timeout_ms is not None:
+            args["timeout_ms"] = timeout_ms
+        return await self._call("net.fetch", args)
 
 
 class Conversations(_Family):

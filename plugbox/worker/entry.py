@@ -70,7 +70,7 @@ def run(spec: Spawn, channel_fd: int) -> int:
     loop = _new_loop()
     asyncio.set_event_loop(loop)
     try:
-        loop.run_until_complete(serve(channel, layers, error))
+        loop.run_until_complete(serve(channel, layers, error, spec.frame_max_bytes))
     finally:
         loop.close()
     return 3 if error else 0

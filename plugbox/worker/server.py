@@ -47,7 +47,6 @@ __all__ = ["serve"]
 # keep a handler from re-entering itself.
 _origin: contextvars.ContextVar[str | None] = contextvars.ContextVar("plugbox_origin", default=None)
 
-MAX_FRAME = 16 << 20
 
 
 class _Backend:
@@ -106,11 +105,11 @@ class _Relay(io.TextIOBase):
 
 
 class WorkerServer(asyncio.Protocol):
-    def __init__(self, layers: list[dict[str, Any]], error: str | None = None) -> None:
+    def __init__(self, layers: list[dict[str, Any]], error: str | None = None, max_frame: int = 16 << 20) -> None:
         self.transport: asyncio.Transport | None = None
         self.writer: FrameWriter | None = None
         self.error = error
-        self.reader = FrameReader(HostMsg, MAX_FRAME)
+        self.reader = FrameReader(HostMsg, max_frame)
         self.layers = layers
         self.closed = asyncio.get_running_loop().create_future()
         self.pending: dict[int, asyncio.Future[Any]] = {}
@@ -339,10 +338,12 @@ def _describe(exc: BaseException) -> str:
     return (f"{name}: {text}" if text else name) + where
 
 
-async def serve(channel: socket.socket, layers: list[dict[str, Any]], error: str | None = None) -> None:
+async def serve(
+    channel: socket.socket, layers: list[dict[str, Any]], error: str | None = None, max_frame: int = 16 << 20
+) -> None:
     """Serve the host over `channel` until it closes."""
     loop = asyncio.get_running_loop()
-    server = WorkerServer(layers, error)
+    server = WorkerServer(layers, error, max_frame)
     sys.stdout = _Relay(server, "info")
     sys.stderr = _Relay(server, "error")
     await loop.connect_accepted_socket(lambda: server, sock=channel)

@@ -40,6 +40,7 @@ class Spawn(msgspec.Struct, tag="spawn", frozen=True):
     open_files: int
     file_size_bytes: int
     scratch_bytes: int = 32 << 20
+    frame_max_bytes: int = 16 << 20
     netns: bool = False
     degraded: bool = False
 

@@ -379,3 +379,12 @@ async def test_disabled_plugin_handlers_no_longer_run(host: Host) -> None:
     await host.manager.disable("gone")
     await host.bus.execute("session:ready", {})
     assert seen == []
+
+
+async def test_execute_for_one_plugin_runs_only_that_plugins_handlers() -> None:
+    seen: list[str] = []
+    bus = HookBus(budget=lambda _pid: 1.0)
+    bus.register("a", "ingress:error", lambda ctx: seen.append("a"))
+    bus.register("b", "ingress:error", lambda ctx: seen.append("b"))
+    await bus.execute("ingress:error", {"error": "boom"}, None, plugin="b")
+    assert seen == ["b"]

@@ -4,9 +4,10 @@ closed: body under its cap (413) → declared route (404, same answer for an unk
 replay (409) → plugin enabled (503) → the plugin's `register_webhook` handler under the hook budget
 (504 on timeout, 502 when the worker is gone, 500 when the handler raised).
 
-Hooks: only `ingress:error` is fired, and only for requests that passed the signature check and then
-failed in dispatch (data: pluginId, route, status, error), so unauthenticated traffic can never make
-plugins run. The `webhook:*` events describe outbound webhook delivery and are not fired here.
+Hooks: only `ingress:error` is fired, only to the plugin that owns the route, and only for requests
+that passed the signature check and then failed in dispatch (data: pluginId, route, status, error
+with the plugin's secrets redacted), so unauthenticated traffic can never make plugins run. The
+`webhook:*` events describe outbound webhook delivery and are not fired here.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from plugbox.api.metrics import Metrics
 from plugbox.errors import PluginError, WorkerGone
 from plugbox.host import Host
 from plugbox.loader import PluginEntry, Status
+from plugbox.logrelay import redact
 from plugbox.manifest import IngressRoute
 
 __all__ = ["routes"]
@@ -96,9 +98,10 @@ def _response(result: Any) -> Response:
 
 
 async def _fire_error(host: Host, entry: PluginEntry, route: str, status: int, error: str) -> None:
-    data = {"pluginId": entry.plugin_id, "route": route, "status": status, "error": error}
+    data = {"pluginId": entry.plugin_id, "route": route, "status": status,
+            "error": redact(error, entry.secret_values())}
     try:
-        await host.bus.execute("ingress:error", data, None, source="ingress")
+        await host.bus.execute("ingress:error", data, None, source="ingress", plugin=entry.plugin_id)
     except Exception:
         log.exception("ingress:error hook chain failed")
 
