@@ -14,14 +14,11 @@ PLUGBOX_TEST_CHROMIUM to use another Chromium binary.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
-import sys
 import textwrap
 import time
 from collections.abc import Iterator
@@ -32,7 +29,7 @@ import httpx
 import pytest
 
 from tests.integration.conftest import alive
-from tests.integration.test_serve_blackbox import _descendants, _free_port
+from tests.serving import descendants, serving
 
 pytestmark = pytest.mark.browser
 
@@ -74,42 +71,9 @@ def page(tmp_path: Path) -> Iterator[Page]:
             context.close()
 
 
-@contextlib.contextmanager
-def serving(tmp_path: Path, plugins: dict[str, Path]) -> Iterator[tuple[subprocess.Popen[bytes], str, Path]]:
-    """`plugbox serve` on a free port, with a temp data dir and `plugins` copied into its plugins dir."""
-    plugins_dir = tmp_path / "plugins"
-    for name, src in plugins.items():
-        shutil.copytree(src, plugins_dir / name)
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PLUGBOX_")}
-    env.update({"PLUGBOX_DATA_DIR": str(tmp_path / "data"), "PLUGBOX_PLUGINS_DIR": str(plugins_dir),
-                "PLUGBOX_ADMIN_API_KEYS": ADMIN_KEY})
-    cmd = [sys.executable, "-c", "from plugbox.cli import main; main()", "serve", "--port", str(port)]
-    log = tmp_path / "serve.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(url + "/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"plugbox serve did not come up (rc={proc.poll()}):\n{log.read_text()}")
-            time.sleep(0.1)
-        yield proc, url, log
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
-
-
 def stop_cleanly(proc: subprocess.Popen[bytes], log: Path, spawned: set[int]) -> None:
     """SIGTERM → exit 0, and no worker or zygote the server ever had is left alive."""
-    spawned |= _descendants(proc.pid)
+    spawned |= descendants(proc.pid)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(30) == 0, log.read_text()
     deadline = time.monotonic() + 5
@@ -145,7 +109,7 @@ def test_dashboard_lists_toggles_and_configures_echo(page: Page, tmp_path: Path)
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
 
-    with serving(tmp_path, {"echo": ECHO}) as (proc, url, log), \
+    with serving(tmp_path, ADMIN_KEY, {"echo": ECHO}) as (proc, url, log), \
             httpx.Client(base_url=url, headers=HEADERS, timeout=30) as c:
         spawned: set[int] = set()
 
@@ -173,7 +137,7 @@ def test_dashboard_lists_toggles_and_configures_echo(page: Page, tmp_path: Path)
         expect(cells.nth(1)).to_have_class("enabled")
         expect(row.get_by_role("button", name="Disable")).to_be_visible()
         assert api(c, "GET", "/api/plugins/echo")["status"] == "enabled"
-        spawned |= _descendants(proc.pid)
+        spawned |= descendants(proc.pid)
         assert spawned, "expected a zygote and a worker under the server"
 
         # Detail: status, health, the confinement layers the worker reported.
@@ -286,7 +250,7 @@ def test_dashboard_renders_plugin_supplied_html_as_text(page: Page, tmp_path: Pa
     dialogs: list[str] = []
     page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
 
-    with serving(tmp_path, {"hostile": hostile, "broken": broken}) as (proc, url, log), \
+    with serving(tmp_path, ADMIN_KEY, {"hostile": hostile, "broken": broken}) as (proc, url, log), \
             httpx.Client(base_url=url, headers=HEADERS, timeout=30) as c:
         open_dashboard(page, url, c)
         rows = page.locator("#plugins tbody tr")
