@@ -227,6 +227,8 @@ class PluginInstaller:
                 raise
         if existing.builtin:
             raise ManifestError("id", "reserved", f"{manifest.id!r} is reserved by a built-in plugin")
+        if existing.record.path:  # update it where it was loaded from, whatever that directory's name
+            target = Path(existing.record.path)
         return await self._update(existing, target, staging), True
 
     async def _update(self, old: PluginEntry, target: Path, staging: Path) -> PluginEntry:

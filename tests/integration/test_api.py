@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 import stat
 import zipfile
 from collections.abc import AsyncIterator
@@ -145,6 +146,19 @@ async def test_reinstall_replaces_the_running_plugin_and_keeps_it_enabled(client
                           headers=ADMIN)
     assert [m["body"] for m in r.json()["sent"]] == ["v2: x"]
     assert plugins_dir_listing(host) == ["echo"]
+
+
+async def test_reinstall_updates_a_plugin_whose_directory_is_not_named_after_its_id(
+        client: httpx.AsyncClient, host: Host) -> None:
+    placed = host.settings.plugins_path / "my-echo-checkout"
+    shutil.copytree(ECHO, placed)
+    host.load_plugin(placed)
+    files = {p.name: p.read_bytes() for p in ECHO.iterdir() if p.is_file()}
+    files["main.py"] = files["main.py"].replace(b'prefix + message["body"]', b'"v2: " + message["body"]')
+    r = await upload(client, make_zip(files))
+    assert r.status_code == 200, r.text
+    assert plugins_dir_listing(host) == ["my-echo-checkout"]
+    assert b'"v2: "' in (placed / "main.py").read_bytes()
 
 
 MANIFEST = json.dumps({"id": "z", "name": "z", "version": "1.0.0", "type": "extension", "main": "main.py"})
