@@ -237,7 +237,11 @@ class WorkerRuntime:
         self.deadlines.pop(msg.id, None)
         if msg.id in self.hook_requests:
             self.hook_requests.discard(msg.id)
-            fut.set_result(_hook_result(msg))
+            try:
+                result = _hook_result(msg)
+            except Exception as exc:  # the future must settle: nothing else will (it left `pending`)
+                result = HookResult(error=f"hook result could not be read ({type(exc).__name__})")
+            fut.set_result(result)
         elif msg.ok:
             fut.set_result(msg.value)
         else:

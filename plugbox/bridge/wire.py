@@ -128,6 +128,9 @@ WorkerMsg = Hello | Call | Result | Register | Log | Pong
 
 
 def _refuse_ext(code: int, data: memoryview) -> Any:
+    # `data` is a view into the reader's buffer: the traceback of this exception must not keep it
+    # alive, or the reader could no longer resize its buffer (BufferError) if the exception is kept.
+    del data
     raise ValueError(f"msgpack extension type {code} is not allowed")
 
 
@@ -138,10 +141,15 @@ _PLACEHOLDER = bytes(HEADER.size)
 
 
 def append_frame(msg: msgspec.Struct, buf: bytearray) -> None:
-    """Append `msg` to `buf` as one frame (header included), encoding in place."""
+    """Append `msg` to `buf` as one frame (header included), encoding in place. If `msg` cannot be
+    encoded, `buf` is left as it was: a half-written frame would desynchronise the whole stream."""
     start = len(buf)
     buf += _PLACEHOLDER
-    _encoder.encode_into(msg, buf, start + HEADER.size)
+    try:
+        _encoder.encode_into(msg, buf, start + HEADER.size)
+    except BaseException:
+        del buf[start:]
+        raise
     HEADER.pack_into(buf, start, len(buf) - start - HEADER.size)
 
 
@@ -191,6 +199,14 @@ class FrameWriter:
     def flush(self) -> None:
         self._scheduled = False
         self._send()
+
+    def write_now(self, msg: msgspec.Struct) -> None:
+        """Write `msg` (and anything batched before it) at once, unless corked: for a frame its
+        sender is about to wait on, where nothing else in this iteration would join the batch."""
+        append_frame(msg, self._buf)
+        self._frames += 1
+        if not self._corked:
+            self._send()
 
     def _send(self) -> None:
         self._frames = 0

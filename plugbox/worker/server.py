@@ -177,7 +177,8 @@ class WorkerServer(asyncio.Protocol):
         fut: asyncio.Future[Any] = loop.create_future()
         call_id = next(self.ids)
         self.pending[call_id] = fut
-        self.send(Call(call_id, verb, args, _origin.get()))
+        if self.writer is not None:  # the caller waits on this frame: send it now, not at the iteration's end
+            self.writer.write_now(Call(call_id, verb, args, _origin.get()))
         try:
             return await fut
         finally:
