@@ -5,9 +5,11 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, replace
 
-__all__ = ["PLACEMENTS", "BenchError", "BenchOptions"]
+__all__ = ["PLACEMENTS", "SCENARIOS", "BenchError", "BenchOptions"]
 
 PLACEMENTS = ("split", "same", "free")
+SCENARIOS = ("full", "chaos", "soak")  # full: every measured phase; chaos: fault injection; soak: leak watch
+_SCENARIO_DEFAULTS = {"chaos": (20, 60.0), "soak": (10, 600.0)}  # plugins, duration in seconds
 
 
 class BenchError(Exception):
@@ -35,13 +37,24 @@ class BenchOptions:
     # only); "free" = wherever the scheduler puts them (bimodal from run to run on a small VM).
     placement: str = "split"
     cpus: tuple[int, ...] = ()  # side A's CPU, then side B's
+    scenario: str = "full"
+    duration_s: float = 0.0  # chaos and soak only
 
     @classmethod
     def make(
-        cls, *, quick: bool = False, plugins: int | None = None, skip_node: bool = False, placement: str = "split"
+        cls, *, quick: bool = False, plugins: int | None = None, skip_node: bool = False, placement: str = "split",
+        scenario: str = "full", duration: float | None = None,
     ) -> BenchOptions:
         if plugins is not None and plugins < 1:
             raise ValueError("--plugins must be at least 1")
+        if scenario not in SCENARIOS:
+            raise ValueError(f"--scenario {scenario!r}: one of {', '.join(SCENARIOS)}")
+        if duration is not None and (scenario == "full" or duration <= 0):
+            raise ValueError("--duration: a positive number of seconds, with --scenario chaos or soak")
+        if scenario != "full":
+            default_plugins, default_duration = _SCENARIO_DEFAULTS[scenario]
+            return cls(quick=quick, scenario=scenario, plugins=plugins or default_plugins,
+                       duration_s=duration or (10.0 if quick else default_duration))
         if placement not in PLACEMENTS:
             raise ValueError(f"--placement {placement!r}: one of {', '.join(PLACEMENTS)}")
         usable = sorted(os.sched_getaffinity(0))

@@ -41,13 +41,33 @@ def _quiet(_msg: str) -> None:
 
 
 async def run_bench(options: BenchOptions, progress: Progress = _quiet) -> dict[str, Any]:
-    """Run every phase and return the report (plain JSON data)."""
+    """Run every phase (or the chosen scenario) and return the report (plain JSON data)."""
+    if options.scenario != "full":
+        return await _run_scenario(options, progress)
     facts = machine_facts()  # before pinning, so `cpus_usable` describes the machine, not the pin
     saved = _pin(options.cpus[0] if options.cpus else None)
     try:
         return await _run(options, progress, facts)
     finally:
         _unpin(saved)
+
+
+async def _run_scenario(options: BenchOptions, progress: Progress) -> dict[str, Any]:
+    """chaos (plugbox/bench/chaos.py) or soak (plugbox/bench/soak.py): no anchors, no pinning."""
+    facts = machine_facts()
+    try:
+        if options.scenario == "chaos":
+            from plugbox.bench.chaos import run_chaos
+
+            report = await run_chaos(plugins=options.plugins, duration_s=options.duration_s, progress=progress)
+        else:
+            from plugbox.bench.soak import run_soak
+
+            report = await run_soak(plugins=options.plugins, duration_s=options.duration_s, progress=progress)
+    except (ConfigError, RuntimeError) as exc:
+        raise BenchError(str(exc)) from None
+    facts["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
+    return {**report, "plugbox": __version__, "quick": options.quick, "machine": facts}
 
 
 def _pin(cpu: int | None) -> dict[int, set[int]]:

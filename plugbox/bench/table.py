@@ -130,9 +130,29 @@ def render(r: dict[str, Any]) -> Group:
                  _layers_table(r["confinement"]), clean, notes)
 
 
+def _scenario_table(r: dict[str, Any]) -> Table:
+    """chaos and soak: one row per measure, nested sections flattened (`writes.lost_live`)."""
+    t = Table(title=f"plugbox bench --scenario {r['scenario']}")
+    t.add_column("measure")
+    t.add_column("value", justify="right", overflow="fold")
+
+    def rows(prefix: str, value: Any) -> None:
+        if isinstance(value, dict) and value:
+            for k, v in value.items():
+                rows(f"{prefix}.{k}" if prefix else str(k), v)
+        else:
+            text = str(value) if isinstance(value, bool | list | dict) else _fmt(value)
+            t.add_row(prefix, text[:200])
+
+    for key, value in r.items():
+        if key not in ("bench", "scenario", "machine", "samples"):
+            rows(key, value)
+    return t
+
+
 def print_report(report: dict[str, Any], console: Console | None = None) -> None:
     if console is None:
         console = Console()
         if not console.is_terminal:  # a file or a pipe: do not squeeze the table into 80 columns
             console = Console(width=150)
-    console.print(render(report))
+    console.print(_scenario_table(report) if report.get("scenario") in ("chaos", "soak") else render(report))

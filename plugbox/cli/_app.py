@@ -74,12 +74,18 @@ def bench(
     placement: Annotated[str, typer.Option(
         help="split: each pair's two sides (host/worker, and both anchors alike) on two CPUs; "
              "same: everything on one CPU (software cost only); free: wherever the scheduler puts them.")] = "split",
+    scenario: Annotated[str, typer.Option(
+        help="full: every measured phase beside its anchors; chaos: fault injection under load (20 plugins); "
+             "soak: steady load, watching host RSS and fds for drift (10 plugins).")] = "full",
+    duration: Annotated[float | None, typer.Option(
+        help="Seconds to run --scenario chaos (default 60) or soak (default 600).")] = None,
 ) -> None:
     """Measure the sandbox tier (fully confined workers) beside anchors measured in the same run."""
     from plugbox.bench import BenchError, BenchOptions, run_bench
 
     try:
-        options = BenchOptions.make(quick=quick, plugins=plugins, skip_node=skip_node, placement=placement)
+        options = BenchOptions.make(quick=quick, plugins=plugins, skip_node=skip_node, placement=placement,
+                                    scenario=scenario, duration=duration)
     except ValueError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(2) from None
