@@ -197,6 +197,8 @@ class WorkerRuntime:
             self._kill(f"protocol violation: {exc}")
             return
         for msg in messages:
+            if self._death is not None:
+                return  # killed part-way through this batch: act on nothing more it sent
             t = type(msg)
             try:
                 if t is Result:

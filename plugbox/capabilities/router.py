@@ -113,7 +113,8 @@ class CapabilityRouter:
 
     def _count(self, verb_name: Any, outcome: str) -> None:
         if self._on_call is not None:
-            self._on_call(verb_name if verb_name in self._verbs else "unknown", outcome)
+            known = isinstance(verb_name, str) and verb_name in self._verbs  # any type may arrive here
+            self._on_call(verb_name if known else "unknown", outcome)
 
     def _check(self, caller: Caller, verb_name: Any, args: Any) -> tuple[Verb, Any]:
         """Allowlist, permission, argument schema, session scope — before any service is touched."""
