@@ -21,6 +21,7 @@ class BenchOptions:
     quick: bool = False
     plugins: int = 200  # scale test
     skip_node: bool = False
+    rounds: int = 3  # anchors and plugbox's latency/throughput phases alternate this many times
     cap_calls: int = 5000
     hook_calls: int = 5000
     warmup: int = 500
@@ -63,7 +64,7 @@ class BenchOptions:
         cpus = {"split": (usable[0], usable[1]), "same": (usable[0], usable[0]), "free": ()}[placement]
         base = cls(skip_node=skip_node, placement=placement, cpus=cpus)
         if quick:  # CI smoke: every phase runs, with small N; the numbers are not meant to be read
-            base = replace(base, quick=True, plugins=8, cap_calls=300, hook_calls=300, warmup=100,
+            base = replace(base, quick=True, rounds=1, plugins=8, cap_calls=300, hook_calls=300, warmup=100,
                            pipelined_total=2000, cold_starts=3, idle_workers=3, anchor_rtt=2000,
                            anchor_pipelined=5000, node_starts=3)
         return replace(base, plugins=plugins) if plugins is not None else base

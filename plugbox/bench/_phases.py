@@ -13,13 +13,13 @@ import contextlib
 import os
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 from plugbox.bench._options import BenchError, BenchOptions
 from plugbox.bench._plugins import CAP_EVENT, COUNT_EVENT, COUNTER, DISPATCH_EVENT, KEY, PROBE, VALUE, install
-from plugbox.bench._proc import alive, host_memory_kb, percentile, smaps_rollup_kb, summarize_ns
+from plugbox.bench._proc import alive, host_memory_kb, median_fields, percentile, smaps_rollup_kb, summarize_ns
 from plugbox.engines.loopback import LoopbackEngine
 from plugbox.host import Host
 from plugbox.loader import PluginEntry, Status
@@ -38,7 +38,15 @@ Progress = Callable[[str], None]
 class Phases:
     """Every measured phase, against one host; `close` and `leftovers` are the way out."""
 
-    def __init__(self, settings: Settings, plugins_dir: Path, options: BenchOptions, progress: Progress) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        plugins_dir: Path,
+        options: BenchOptions,
+        progress: Progress,
+        anchor_round: Callable[[], Awaitable[dict[str, Any]]],
+    ) -> None:
+        self.anchor_round = anchor_round
         self.options = options
         self.progress = progress
         self.plugins_dir = plugins_dir
@@ -63,12 +71,23 @@ class Phases:
             str(layer.get("name")) for layer in probe.confinement or [] if not layer.get("applied")
         ]
         await host.storage.set(probe.plugin_id, KEY, VALUE)
-        self.progress("capability round trip (storage.get, timed inside the plugin)")
-        metrics["cap_rtt"] = await self._cap_rtt()
-        self.progress("hook dispatch to one confined sync handler")
-        metrics["hook_dispatch"] = await self._hook_dispatch()
-        self.progress(f"pipelined hook dispatch, {self.options.in_flight} in flight")
-        metrics["hook_pipelined"] = await self._pipelined()
+        # The VM's cross-CPU wake-up cost drifts by 2x over minutes: each round measures the anchors
+        # and then plugbox, back to back, so every ratio compares figures taken close together.
+        rounds: list[dict[str, Any]] = []
+        n = self.options.rounds
+        for r in range(1, n + 1):
+            self.progress(f"round {r}/{n}: anchors (python socketpair, node worker_threads)")
+            anchors = await self.anchor_round()
+            self.progress(f"round {r}/{n}: capability round trip, hook dispatch, pipelined dispatch")
+            rounds.append({
+                "anchors": anchors,
+                "cap_rtt": await self._cap_rtt(max(1, self.options.cap_calls // n)),
+                "hook_dispatch": await self._hook_dispatch(max(1, self.options.hook_calls // n)),
+                "hook_pipelined": await self._pipelined(max(self.options.in_flight, self.options.pipelined_total // n)),
+            })
+        metrics["rounds"] = rounds
+        for key in ("cap_rtt", "hook_dispatch", "hook_pipelined"):
+            metrics[key] = median_fields([r[key] for r in rounds])
         await host.manager.disable(probe.plugin_id)
 
         self.progress(f"cold start x{self.options.cold_starts}")
@@ -120,10 +139,10 @@ class Phases:
             raise BenchError("capability round trip: the probe returned no latency list")
         return lat
 
-    async def _cap_rtt(self) -> dict[str, Any]:
+    async def _cap_rtt(self, calls: int) -> dict[str, Any]:
         await self._cap_batch(self.options.warmup)
         samples: list[int] = []
-        left = self.options.cap_calls
+        left = calls
         while left > 0:
             batch = min(CAP_BATCH, left)
             samples += await self._cap_batch(batch)
@@ -132,13 +151,13 @@ class Phases:
                 "timed_in": "plugin (perf_counter_ns around each await ctx.storage.get)"}
 
     # -- 2. hook dispatch --
-    async def _hook_dispatch(self) -> dict[str, Any]:
+    async def _hook_dispatch(self, calls: int) -> dict[str, Any]:
         execute = self.host.bus.execute
         clock = time.perf_counter_ns
         data = {"id": "bench-1", "chatId": "15550001111@c.us", "ack": 2}
         for _ in range(self.options.warmup):
             self._check_outcome(await execute(DISPATCH_EVENT, data, SESSION), "hook dispatch warm-up")
-        n = self.options.hook_calls
+        n = calls
         lat = [0] * n
         failed = 0
         for i in range(n):
@@ -153,7 +172,7 @@ class Phases:
                 "timed_in": "host (await host.bus.execute, one confined sync handler)"}
 
     # -- 3. pipelined hook dispatch --
-    async def _pipelined(self) -> dict[str, Any]:
+    async def _pipelined(self, dispatches: int) -> dict[str, Any]:
         execute = self.host.bus.execute
         data = {"id": "bench-1", "chatId": "15550001111@c.us", "ack": 2}
         failed = 0
@@ -174,11 +193,11 @@ class Phases:
                     tg.create_task(lane(per_lane))
             return per_lane * lanes / (time.perf_counter() - t0)
 
-        await run(min(self.options.pipelined_total, 2000))  # warm-up
-        per_s = await run(self.options.pipelined_total)
+        await run(min(dispatches, 2000))  # warm-up
+        per_s = await run(dispatches)
         if failed:
             raise BenchError(f"pipelined hook dispatch: {failed} dispatches failed")
-        total = max(1, self.options.pipelined_total // self.options.in_flight) * self.options.in_flight
+        total = max(1, dispatches // self.options.in_flight) * self.options.in_flight
         return {"per_s": round(per_s), "in_flight": self.options.in_flight, "total": total}
 
     # -- 4. cold start --

@@ -7,6 +7,7 @@ import math
 import os
 import platform
 import shutil
+import statistics
 import subprocess
 import sys
 from collections.abc import Iterable, Sequence
@@ -16,6 +17,7 @@ __all__ = [
     "alive",
     "host_memory_kb",
     "machine_facts",
+    "median_fields",
     "node_version",
     "percentile",
     "smaps_rollup_kb",
@@ -138,3 +140,17 @@ def machine_facts() -> dict[str, Any]:
         "msgspec": pkg("msgspec"),
         "loadavg_start": [round(x, 2) for x in os.getloadavg()],
     }
+
+
+def median_fields(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Field by field: the median of numeric fields across `rows`, the first row's value otherwise."""
+    out: dict[str, Any] = {}
+    for key, first in rows[0].items():
+        values = [r.get(key) for r in rows]
+        numbers = [v for v in values if isinstance(v, int | float) and not isinstance(v, bool)]
+        if len(numbers) == len(values):
+            mid = statistics.median(numbers)
+            out[key] = round(mid, 1) if isinstance(mid, float) else mid
+        else:
+            out[key] = first
+    return out

@@ -29,7 +29,7 @@ from plugbox import __version__
 from plugbox.bench import anchors
 from plugbox.bench._options import BenchError, BenchOptions
 from plugbox.bench._phases import Phases, Progress
-from plugbox.bench._proc import machine_facts
+from plugbox.bench._proc import machine_facts, median_fields
 from plugbox.errors import ConfigError
 from plugbox.settings import Settings, load_settings
 
@@ -104,18 +104,18 @@ async def _run(options: BenchOptions, progress: Progress, facts: dict[str, Any])
     report["machine"]["cpu_placement"] = {"mode": options.placement, "side_a_cpu": options.cpus[0] if options.cpus
                                           else None, "side_b_cpu": options.cpus[1] if options.cpus else None}
 
-    progress("anchor: python socketpair limit")
-    try:
-        side_b = options.cpus[1] if options.placement == "split" else None
-        py = await anchors.python_limit(options.anchor_rtt, options.anchor_pipelined, options.in_flight, side_b)
-        progress("anchor: node worker_threads")
-        node = await anchors.node_worker_threads(
-            options.anchor_rtt, options.anchor_pipelined, options.idle_workers, options.node_starts,
-            skip=options.skip_node, side_b_cpu=side_b,
-        )
-    except anchors.AnchorError as exc:
-        raise BenchError(str(exc)) from None
-    report["anchors"] = {"python_socketpair": py, "node_worker_threads": node}
+    side_b = options.cpus[1] if options.placement == "split" else None
+
+    async def anchor_round() -> dict[str, Any]:
+        try:
+            py = await anchors.python_limit(options.anchor_rtt, options.anchor_pipelined, options.in_flight, side_b)
+            node = await anchors.node_worker_threads(
+                options.anchor_rtt, options.anchor_pipelined, options.idle_workers, options.node_starts,
+                skip=options.skip_node, side_b_cpu=side_b,
+            )
+        except anchors.AnchorError as exc:
+            raise BenchError(str(exc)) from None
+        return {"python_socketpair": py, "node_worker_threads": node}
 
     with tempfile.TemporaryDirectory(prefix="plugbox-bench-") as tmp:
         root = Path(tmp)
@@ -129,7 +129,7 @@ async def _run(options: BenchOptions, progress: Progress, facts: dict[str, Any])
         report["settings"] = {k: getattr(settings, k) for k in (
             "hook_budget_ms", "lifecycle_budget_ms", "capability_timeout_ms", "max_calls_in_flight",
             "worker_memory_bytes", "use_netns")}
-        suite = Phases(settings, root / "plugins", options, progress)
+        suite = Phases(settings, root / "plugins", options, progress, anchor_round)
         try:
             report["metrics"] = await suite.run(report["confinement"])
         finally:
@@ -137,6 +137,10 @@ async def _run(options: BenchOptions, progress: Progress, facts: dict[str, Any])
             await suite.close()
             report["cleanup"] = await suite.leftovers()
     report["machine"]["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
+    rounds = report["metrics"]["rounds"]
+    py = median_fields([r["anchors"]["python_socketpair"] for r in rounds])
+    node = median_fields([r["anchors"]["node_worker_threads"] for r in rounds])
+    report["anchors"] = {"python_socketpair": py, "node_worker_threads": node}
     report["ratios"] = _ratios(report["metrics"], py, node)
     report["notes"] = _notes(options, settings)
     busiest = max(report["machine"]["loadavg_start"][0], report["machine"]["loadavg_end"][0])
@@ -154,24 +158,31 @@ def _ratio(a: Any, b: Any, digits: int = 2) -> float | None:
 
 def _ratios(m: dict[str, Any], py: dict[str, Any], node: dict[str, Any]) -> dict[str, Any]:
     """plugbox / anchor. For latencies, start-up and memory above 1 means plugbox costs more; for
-    throughput (pipelined) below 1 means plugbox does less."""
-    cap, hook, pipe = m["cap_rtt"], m["hook_dispatch"], m["hook_pipelined"]
+    throughput (pipelined) below 1 means plugbox does less. Latency and throughput ratios are the
+    median over rounds of each round's ratio (anchors and plugbox measured back to back)."""
+
+    def per_round(key: str, field: str, anchor: str, anchor_field: str, digits: int = 2) -> float | None:
+        values = [_ratio(r[key][field], r["anchors"][anchor].get(anchor_field), digits) for r in m["rounds"]]
+        known = sorted(v for v in values if v is not None)
+        return known[len(known) // 2] if known else None
+
+    node_name, py_name = "node_worker_threads", "python_socketpair"
     return {
         "vs_node": {
-            "cap_rtt_p50/node_rtt_p50": _ratio(cap["p50_us"], node.get("rtt_p50_us")),
-            "cap_rtt_p99/node_rtt_p99": _ratio(cap["p99_us"], node.get("rtt_p99_us")),
-            "hook_p50/node_rtt_p50": _ratio(hook["p50_us"], node.get("rtt_p50_us")),
-            "hook_p99/node_rtt_p99": _ratio(hook["p99_us"], node.get("rtt_p99_us")),
-            "pipelined/node_pipelined": _ratio(pipe["per_s"], node.get("pipelined_per_s"), 3),
+            "cap_rtt_p50/node_rtt_p50": per_round("cap_rtt", "p50_us", node_name, "rtt_p50_us"),
+            "cap_rtt_p99/node_rtt_p99": per_round("cap_rtt", "p99_us", node_name, "rtt_p99_us"),
+            "hook_p50/node_rtt_p50": per_round("hook_dispatch", "p50_us", node_name, "rtt_p50_us"),
+            "hook_p99/node_rtt_p99": per_round("hook_dispatch", "p99_us", node_name, "rtt_p99_us"),
+            "pipelined/node_pipelined": per_round("hook_pipelined", "per_s", node_name, "pipelined_per_s", 3),
             "cold_start/node_startup": _ratio(m["cold_start"]["median_ms"], node.get("startup_ms")),
             "pss/node_rss_per_worker": _ratio(m["memory"]["pss_mb"], node.get("rss_per_worker_mb")),
         },
         "vs_python_limit": {
-            "cap_rtt_p50/py_rtt_p50": _ratio(cap["p50_us"], py.get("rtt_p50_us")),
-            "cap_rtt_p99/py_rtt_p99": _ratio(cap["p99_us"], py.get("rtt_p99_us")),
-            "hook_p50/py_rtt_p50": _ratio(hook["p50_us"], py.get("rtt_p50_us")),
-            "hook_p99/py_rtt_p99": _ratio(hook["p99_us"], py.get("rtt_p99_us")),
-            "pipelined/py_pipelined": _ratio(pipe["per_s"], py.get("pipelined_per_s"), 3),
+            "cap_rtt_p50/py_rtt_p50": per_round("cap_rtt", "p50_us", py_name, "rtt_p50_us"),
+            "cap_rtt_p99/py_rtt_p99": per_round("cap_rtt", "p99_us", py_name, "rtt_p99_us"),
+            "hook_p50/py_rtt_p50": per_round("hook_dispatch", "p50_us", py_name, "rtt_p50_us"),
+            "hook_p99/py_rtt_p99": per_round("hook_dispatch", "p99_us", py_name, "rtt_p99_us"),
+            "pipelined/py_pipelined": per_round("hook_pipelined", "per_s", py_name, "pipelined_per_s", 3),
         },
     }
 
@@ -181,7 +192,8 @@ def _notes(options: BenchOptions, settings: Settings) -> list[str]:
         "plugbox / anchor ratios: above 1 = plugbox slower or bigger, except pipelined (below 1 = fewer per s)",
         "the zygote is started once before any timing; cold start = spawn-from-zygote + confine + load + "
         "on_load + on_enable",
-        "anchors ran in their own processes before any plugbox worker existed",
+        "anchors ran in their own processes; each round measured them, then plugbox, back to back: the "
+        "figures shown are medians over rounds, and latency/throughput ratios the median of per-round ratios",
         "node rss_per_worker_mb is RSS growth of one process (workers are threads); plugbox PSS/USS are per "
         "worker process",
     ]

@@ -66,6 +66,15 @@ def test_report_has_every_plugbox_metric(report: dict[str, Any]) -> None:
     assert all(_positive(m["memory"][f]) for f in ("pss_mb", "uss_mb", "rss_mb")), m["memory"]
 
 
+def test_each_round_measures_anchors_then_plugbox(report: dict[str, Any]) -> None:
+    rounds = report["metrics"]["rounds"]
+    assert len(rounds) == report["options"]["rounds"] >= 1
+    for r in rounds:
+        assert _positive(r["anchors"]["python_socketpair"]["rtt_p50_us"])
+        assert _positive(r["cap_rtt"]["p50_us"]) and _positive(r["hook_dispatch"]["p50_us"])
+        assert _positive(r["hook_pipelined"]["per_s"])
+
+
 def test_scale_delivers_one_hook_to_every_plugin(report: dict[str, Any]) -> None:
     s = report["metrics"]["scale"]
     assert s["plugins"] == PLUGINS
