@@ -250,12 +250,14 @@ class FrameReader:
         out: list[Any] = []
         pos = 0
         end = len(buf)
+        too_large: int | None = None
         view = memoryview(buf)
         try:
             while end - pos >= 4:
                 size = HEADER.unpack_from(buf, pos)[0]
                 if size > self._max:
-                    raise FrameTooLarge(size, self._max)
+                    too_large = size
+                    break
                 if end - pos - 4 < size:
                     break
                 frame = view[pos + 4 : pos + 4 + size]
@@ -270,6 +272,12 @@ class FrameReader:
                     frame.release()
         finally:
             view.release()
-        if pos:
-            del buf[:pos]
+            # Whatever happens, the buffer keeps only an incomplete frame: never more than cap + 3
+            # bytes. After an oversize length the stream cannot be resynchronised: keep nothing.
+            if too_large is not None:
+                buf.clear()
+            elif pos:
+                del buf[:pos]
+        if too_large is not None:
+            raise FrameTooLarge(too_large, self._max)
         return out

@@ -174,3 +174,13 @@ def test_a_kept_decode_error_does_not_pin_the_reader_buffer() -> None:
     assert reader.bad_frames == 1 and len(reader._buf) == 3
     assert reader.feed(ext[3:]) == []
     assert reader.bad_frames == 2 and len(reader._buf) == 0
+
+
+def test_an_oversize_length_leaves_nothing_buffered() -> None:
+    # Found by test_worker_runtime_survives_any_stream: a stream desynchronised into an oversize
+    # length raised before the consumed bytes were trimmed, so the reader kept the whole chunk.
+    reader = FrameReader(WorkerMsg, 64)
+    good = bytes(encode_frame(Log("info", "x")))
+    with pytest.raises(FrameTooLarge):
+        reader.feed(good * 3 + HEADER.pack(65) + b"y" * 70)
+    assert len(reader._buf) == 0
