@@ -41,7 +41,7 @@ from plugbox.confine import _linux
 from plugbox.confine.layer import Layer, LayerProbe, LayerResult
 from plugbox.confine.policy import NOBODY, Policy, default_runtime_paths
 
-__all__ = ["LAYER", "NAME", "target_uid", "unreachable_for"]
+__all__ = ["LAYER", "NAME", "keeps_root", "target_uid", "unreachable_for"]
 
 NAME = "credentials"
 
@@ -115,6 +115,12 @@ def _is_root() -> bool:
 @functools.lru_cache(maxsize=4)
 def _runtime_unreachable(uid: int) -> tuple[str, ...]:
     return tuple(unreachable_for(uid, uid, default_runtime_paths()))
+
+
+def keeps_root(uid: int = NOBODY) -> bool:
+    """Whether a worker started by this (root) process keeps uid 0, because `uid` cannot read the
+    Python runtime (see the module docstring)."""
+    return _is_root() and bool(_runtime_unreachable(uid))
 
 
 def target_uid(policy: Policy) -> int:

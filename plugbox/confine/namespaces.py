@@ -22,7 +22,7 @@ import os
 import signal
 from dataclasses import dataclass
 
-from plugbox.confine import _linux
+from plugbox.confine import _linux, credentials
 from plugbox.confine.layer import Layer, LayerProbe, LayerResult, no_share
 from plugbox.confine.policy import Policy
 
@@ -95,12 +95,26 @@ def _sysctl(path: str) -> str | None:
         return None
 
 
-def probe() -> LayerProbe:
+def kernel_refusal() -> str | None:
+    """Why this kernel cannot give a worker user + network namespaces at all, or None."""
     if not os.path.exists("/proc/self/ns/user") or not os.path.exists("/proc/self/ns/net"):
-        return LayerProbe(NAME, False, "kernel without user or network namespaces")
+        return "kernel without user or network namespaces"
     for path, forbidding in _USERNS_BLOCKERS.items():
         if _sysctl(path) == forbidding:
-            return LayerProbe(NAME, False, f"unprivileged user namespaces disabled ({path} = {forbidding})")
+            return f"unprivileged user namespaces disabled ({path} = {forbidding})"
+    return None
+
+
+def probe() -> LayerProbe:
+    refusal = kernel_refusal()
+    if refusal is not None:
+        return LayerProbe(NAME, False, refusal)
+    if credentials.keeps_root():
+        # Such a worker maps its own uid, 0, into the new namespace, and mapping the parent's uid 0
+        # needs CAP_SETFCAP (kernel >= 5.12), which `credentials` has dropped by then.
+        return LayerProbe(NAME, False, "workers here keep uid 0 without capabilities (the unprivileged uid "
+                                       "cannot read the Python runtime) and cannot map uid 0 into a user "
+                                       "namespace; install Python where that uid can read it")
     limit = _sysctl("/proc/sys/user/max_user_namespaces")
     return LayerProbe(NAME, True, f"user+net namespaces (max_user_namespaces={limit}); opt-in")
 

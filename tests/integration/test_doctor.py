@@ -1,0 +1,37 @@
+"""`plugbox doctor` tells the truth about this machine: what it predicts for a policy is what a
+real confined worker then does under that policy."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+PLUGBOX = Path(sys.executable).parent / "plugbox"
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def _run(*args: str, **env: str) -> dict[str, object]:
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("PLUGBOX_")} | env
+    out = subprocess.run([str(PLUGBOX), *args, "--json"], capture_output=True, text=True, timeout=100,
+                         cwd=REPO, env=environ)
+    assert out.returncode == 0, out.stderr
+    result: dict[str, object] = json.loads(out.stdout)
+    return result
+
+
+@pytest.mark.parametrize("env", [{}, {"PLUGBOX_USE_NETNS": "1"}], ids=["default", "netns"])
+def test_doctor_predicts_whether_a_confined_plugin_starts(env: dict[str, str]) -> None:
+    doctor = _run("doctor", **env)
+    report = _run("dev", "run", "examples/plugins/echo", **env)
+    predicted = str(doctor["verdict"]).startswith("plugins start fully confined")
+    started = report["plugin"]["status"] == "enabled"  # type: ignore[index]
+    assert predicted == started, (doctor["verdict"], report["plugin"])
+    if started:
+        assert all(layer["applied"] or layer.get("skipped") for layer in report["confinement"])  # type: ignore[union-attr]
