@@ -93,8 +93,11 @@ class _Channel(asyncio.Protocol):
         writer = self._rt.writer
         if writer is None:
             return
-        with writer.corked():
+        writer.cork()
+        try:
             self._rt.received(data)
+        finally:
+            writer.uncork()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._rt.channel_lost()

@@ -11,9 +11,8 @@ come out of a frame. No pickle anywhere. See docs/internals.md for the protocol 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import struct
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import msgspec
@@ -171,7 +170,7 @@ class FrameWriter:
     leaves in one write() — a syscall per frame was the largest cost of a pipelined bridge.
 
     `write` appends and schedules one flush (call_soon) per iteration. Inside a read callback,
-    `corked()` holds the flush until the whole batch of incoming frames has been handled. Either
+    `cork()` ... `uncork()` holds the flush until the whole batch of incoming frames has been handled. Either
     way a batch leaves early once it holds `max_frames` frames: with many requests in flight the
     peer then starts on the first part while this side is still producing the rest, instead of
     the two sides taking turns on whole batches."""
@@ -215,14 +214,14 @@ class FrameWriter:
             if not self._transport.is_closing():
                 self._transport.write(buf)
 
-    @contextlib.contextmanager
-    def corked(self) -> Iterator[None]:
+    def cork(self) -> None:
+        """Hold every frame until `uncork` (use in try/finally around a read batch; a plain pair of
+        calls, since a generator-based context manager per read cost more than the batching saved)."""
         self._corked = True
-        try:
-            yield
-        finally:
-            self._corked = False
-            self.flush()
+
+    def uncork(self) -> None:
+        self._corked = False
+        self.flush()
 
 
 class FrameTooLarge(Exception):

@@ -143,8 +143,11 @@ class WorkerServer(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.writer is None:
             return
-        with self.writer.corked():  # results of inline handlers leave in one write
+        self.writer.cork()  # results of inline handlers leave in one write
+        try:
             self._handle(self.reader.feed(data))
+        finally:
+            self.writer.uncork()
 
     def _handle(self, messages: list[Any]) -> None:
         for msg in messages:
