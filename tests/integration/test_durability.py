@@ -21,6 +21,8 @@ from plugbox.engines.loopback import LoopbackEngine
 from plugbox.host import Host
 from plugbox.settings import load_settings
 
+from ._subreaper import PRELUDE, REAP
+
 pytestmark = pytest.mark.timeout(90)
 
 PLUGINS = 4
@@ -96,9 +98,7 @@ asyncio.run(main())
 
 # The wrapper: a child subreaper that runs the host, reads acknowledged writes until enough have
 # come, SIGKILLs the host mid-writes, reads what was already printed, and reaps the orphans.
-REAPER = r"""
-import ctypes, json, os, signal, subprocess, sys, time
-ctypes.CDLL(None).prctl(36, 1, 0, 0, 0)
+REAPER = PRELUDE + REAP + r"""
 host = subprocess.Popen([sys.executable, sys.argv[1], sys.argv[2]], stdout=subprocess.PIPE, text=True)
 info = json.loads(host.stdout.readline())
 acks = []
@@ -114,29 +114,7 @@ for line in host.stdout:  # acknowledged before the kill: printed, so they count
     except ValueError:
         pass  # a line cut by the kill was never acknowledged to anyone
 host.wait()
-pids = [info["zygote"], *info["workers"]]
-def gone(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
-    except FileNotFoundError:
-        return True
-deadline = time.monotonic() + 10
-while time.monotonic() < deadline:
-    try:
-        while os.waitpid(-1, os.WNOHANG)[0] > 0:
-            pass
-    except ChildProcessError:
-        pass
-    if all(gone(p) for p in pids):
-        break
-    time.sleep(0.05)
-try:
-    while os.waitpid(-1, os.WNOHANG)[0] > 0:
-        pass
-except ChildProcessError:
-    pass
-print(json.dumps({**info, "acks": acks, "survivors": [p for p in pids if os.path.exists(f"/proc/{p}")]}))
+print(json.dumps({**info, "acks": acks, "survivors": survivors([info["zygote"], *info["workers"]])}))
 """
 
 
