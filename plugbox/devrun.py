@@ -14,9 +14,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from plugbox.engines.loopback import LoopbackEngine
-from plugbox.host import Host
+import msgspec
+
 from plugbox.settings import Settings, load_settings
+from plugbox.testing import PluginHarness, loopback_host
 
 __all__ = ["dev_run"]
 
@@ -30,18 +31,12 @@ async def dev_run(
     data_dir: Path | None = None,
     settings: Settings | None = None,
 ) -> dict[str, Any]:
+    report: dict[str, Any] = {"plugin": {"id": None, "status": None, "error": None}, "hook": None,
+                              "sent": [], "storage": {}, "logs": [], "confinement": None}
     with tempfile.TemporaryDirectory(prefix="plugbox-dev-") as tmp:
-        base = settings or load_settings()
-        fields = {f: getattr(base, f) for f in base.__struct_fields__}
-        fields["data_dir"] = str(data_dir or tmp)
-        settings = Settings(**fields)
-        engine = LoopbackEngine()
-        host = Host(settings, engine=engine)
-        report: dict[str, Any] = {"plugin": {"id": None, "status": None, "error": None}, "hook": None,
-                                  "sent": [], "storage": {}, "logs": [], "confinement": None}
-        try:
-            await host.start(restore=False)
-            await engine.create_session(session)
+        # The operator's settings (so the same confinement as `serve`), on a data dir of its own.
+        settings = msgspec.structs.replace(settings or load_settings(), data_dir=str(data_dir or tmp))
+        async with loopback_host(settings, session) as host:
             try:
                 entry = host.load_plugin(plugin_dir)
             except Exception as exc:
@@ -51,7 +46,8 @@ async def dev_run(
             await host.manager.set_active_sessions(pid, [session])
             with contextlib.suppress(Exception):  # reported below from the entry's status
                 await host.manager.enable(pid)
-            report["confinement"] = entry.confinement
+            plugin = PluginHarness(host, entry, session)
+            report["confinement"] = plugin.confinement
             if event is not None and entry.status == "enabled":
                 outcome = await host.bus.execute(event, data, session, source="dev")
                 errors = [e for p, e in outcome.errors if p == pid]
@@ -64,10 +60,8 @@ async def dev_run(
             report["plugin"] = {"id": pid, "status": entry.status, "error": entry.error}
             if entry.status == "enabled":
                 await host.manager.disable(pid)
-            report["sent"] = list(engine.sent)
-            report["storage"] = {k: host.storage.get(pid, k)[1] for k in host.storage.list(pid)}
-            report["logs"] = list(entry.logs.recent)
+            report["sent"] = plugin.sent
+            report["storage"] = plugin.storage
+            report["logs"] = plugin.logs
             report["plugin"]["final_status"] = entry.status
-        finally:
-            await host.stop()
-        return report
+    return report

@@ -25,7 +25,7 @@ from plugbox.host import Host
 from plugbox.loader import PluginEntry
 from plugbox.settings import Settings, load_settings
 
-__all__ = ["PluginHarness", "plugin_fixture", "run_plugin"]
+__all__ = ["PluginHarness", "loopback_host", "plugin_fixture", "run_plugin"]
 
 DEFAULT_CHAT = "15550001111@c.us"
 
@@ -88,12 +88,7 @@ async def run_plugin(
     """Load `plugin_dir` as untrusted, enable it on a loopback session, yield a harness, then stop
     everything (no worker survives the block)."""
     with tempfile.TemporaryDirectory(prefix="plugbox-test-") as tmp:
-        settings = settings or load_settings(environ={}, data_dir=tmp)
-        engine = LoopbackEngine()
-        host = Host(settings, engine=engine, bundled=False)
-        try:
-            await host.start(restore=False)
-            await engine.create_session(session)
+        async with loopback_host(settings or load_settings(environ={}, data_dir=tmp), session) as host:
             entry = host.load_plugin(Path(plugin_dir))
             await host.manager.set_active_sessions(entry.plugin_id, [session])
             if config is not None:
@@ -104,8 +99,20 @@ async def run_plugin(
                 if expect_enabled:
                     raise
             yield PluginHarness(host, entry, session)
-        finally:
-            await host.stop()
+
+
+@contextlib.asynccontextmanager
+async def loopback_host(settings: Settings, session: str) -> AsyncIterator[Host]:
+    """A started host on `settings` with no built-ins and the loopback engine, `session` live; stopped
+    (and every worker with it) when the block ends. Shared by `run_plugin` and `plugbox dev run`."""
+    engine = LoopbackEngine()
+    host = Host(settings, engine=engine, bundled=False)
+    try:
+        await host.start(restore=False)
+        await engine.create_session(session)
+        yield host
+    finally:
+        await host.stop()
 
 
 def plugin_fixture(plugin_dir: str | Path, **kwargs: Any) -> Callable[..., Any]:
