@@ -349,9 +349,7 @@ class PluginManager:
         entry._restart = None
         if self._closing or not entry.record.enabled:
             return
-        await self._start(entry)
-        if entry.status == Status.ENABLED:
-            entry.record.consecutive_failures = failures  # reset only by a later success
+        await self._start(entry)  # the failure count stands until a later success resets it
 
     # -- config and sessions --
     async def set_config(self, plugin_id: str, config: Any) -> PluginEntry:
