@@ -14,7 +14,6 @@ from plugbox.capabilities.messages import MessageService
 from plugbox.capabilities.router import CapabilityRouter, Services
 from plugbox.capabilities.search import SearchService
 from plugbox.engines.loopback import LoopbackEngine
-from plugbox.errors import ManifestError
 from plugbox.hooks import HookBus
 from plugbox.inprocess import InProcessRuntime
 from plugbox.loader import PluginEntry, PluginManager
@@ -128,9 +127,8 @@ class Host:
         entry = self.manager.entries.get(plugin_id)
         if entry is None:
             return
-        ping = getattr(entry.runtime, "hook_timed_out", None)
-        if ping is not None:
-            ping()
+        if entry.runtime is not None:
+            entry.runtime.hook_timed_out()
         self.manager.runtime_timed_out(entry)
 
     def _in_scope(self, plugin_id: str, session_id: str | None) -> bool:
@@ -186,7 +184,7 @@ class Host:
             try:
                 self.load_plugin(path)
                 results[path.name] = None
-            except (ManifestError, Exception) as exc:
+            except Exception as exc:  # ManifestError and unreadable directories alike
                 results[path.name] = str(exc)
                 log.error("plugin directory %s not loaded: %s", path, exc)
         return results

@@ -95,6 +95,9 @@ class InProcessRuntime:
             raise RuntimeError("no search provider registered")
         return await _call(self.search_provider, query)
 
+    def hook_timed_out(self) -> None:
+        """Nothing to ping: a built-in runs in the host's own event loop."""
+
     async def stop(self) -> None:
         self.webhooks.clear()
         self.search_provider = None

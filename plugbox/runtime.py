@@ -41,6 +41,9 @@ class PluginRuntime(Protocol):
 
     async def search(self, query: dict[str, Any]) -> Any: ...
 
+    def hook_timed_out(self) -> None:
+        """A hook of this plugin ran past its budget (a worker is then pinged for liveness)."""
+
     async def stop(self) -> None:
         """Release everything; idempotent."""
 
