@@ -95,6 +95,10 @@ class InProcessRuntime:
             raise RuntimeError("no search provider registered")
         return await _call(self.search_provider, query)
 
+    @property
+    def has_search(self) -> bool:
+        return self.search_provider is not None
+
     def hook_timed_out(self) -> None:
         """Nothing to ping: a built-in runs in the host's own event loop."""
 

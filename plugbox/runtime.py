@@ -41,6 +41,10 @@ class PluginRuntime(Protocol):
 
     async def search(self, query: dict[str, Any]) -> Any: ...
 
+    @property
+    def has_search(self) -> bool:
+        """Whether the plugin registered a search provider."""
+
     def hook_timed_out(self) -> None:
         """A hook of this plugin ran past its budget (a worker is then pinged for liveness)."""
 

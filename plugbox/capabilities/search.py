@@ -34,12 +34,9 @@ ERROR_MAX_CHARS = 1024
 
 
 def provides_search(entry: PluginEntry) -> bool:
-    """True when the plugin is enabled and its runtime holds a registered provider (the in-process
-    runtime keeps the handler as `search_provider`, the worker runtime a `has_search` flag)."""
+    """True when the plugin is enabled and its runtime holds a registered provider."""
     runtime = entry.runtime
-    if runtime is None or entry.status != Status.ENABLED:
-        return False
-    return bool(getattr(runtime, "has_search", False) or getattr(runtime, "search_provider", None) is not None)
+    return runtime is not None and entry.status == Status.ENABLED and runtime.has_search
 
 
 class SearchService:
