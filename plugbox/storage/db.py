@@ -103,25 +103,29 @@ class Database:
 
     # -- writes --------------------------------------------------------------------------------------
 
-    async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+    async def write(
+        self, fn: Callable[[sqlite3.Connection], T], after: Callable[[], None] | None = None
+    ) -> T:
         """Run `fn(conn)` in one transaction on the writer thread; return its result after COMMIT.
 
         Writes are serialised in submission order. If `fn` raises, the transaction is rolled back and
-        the exception re-raised here. `fn` must not commit or begin transactions itself.
+        the exception re-raised here. `fn` must not commit or begin transactions itself. `after`, if
+        given, runs on the writer thread whenever `fn` has run, once its transaction has committed
+        or rolled back.
 
         Cancelling the awaiting task does not stop a write that has been submitted: it still commits or
         rolls back as a whole, so a cancelled caller simply does not learn which.
         """
         self._check_open()
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._transaction, fn)
+        return await loop.run_in_executor(self._executor, self._transaction, fn, after)
 
     def write_sync(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """`write` for synchronous callers (schema setup at construction). Blocks the calling thread."""
         self._check_open()
         return self._executor.submit(self._transaction, fn).result()
 
-    def _transaction(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+    def _transaction(self, fn: Callable[[sqlite3.Connection], T], after: Callable[[], None] | None = None) -> T:
         conn = self._writer
         conn.execute("BEGIN IMMEDIATE")
         try:
@@ -131,6 +135,9 @@ class Database:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
+        finally:
+            if after is not None:
+                after()
         return result
 
     # -- reads ---------------------------------------------------------------------------------------

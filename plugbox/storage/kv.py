@@ -11,12 +11,18 @@ Each plugin has its own namespace in the ``plugin_kv`` table and a byte quota. R
 
 Every refusal of input raises `StorageError` naming the key rule, the value path or the quota. This
 module checks no permissions or session scope: the capability layer has done that before calling.
+
+Reads of small values are served from a bounded in-memory cache of encoded values (`_ReadCache`):
+`ctx.storage.get` is the hottest capability call, and a SQLite lookup cost more than the rest of
+the host's side of the round trip. The host process is the database's only writer, and every write
+goes through this class, which keeps the cache exact (see `_ReadCache` for how).
 """
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 import msgspec
@@ -106,6 +112,68 @@ def _encode(value: Any) -> bytes:
         raise StorageError("storage value: a str is not valid Unicode text (lone surrogate)") from None
 
 
+class _ReadCache:
+    """Encoded values of recently read keys, exact with respect to committed writes.
+
+    Writes run on the database's writer thread; reads on the calling thread. A write marks its keys
+    busy from the moment its transaction starts until it has committed or rolled back, dropping them
+    from the cache at both ends, and each end bumps `epoch`. A read stores what it fetched only if no
+    write of that key was busy and none ended while it ran, so the cache never holds a value older
+    than the last commit. Bounded by entry count and value size; the oldest entry goes first.
+    """
+
+    __slots__ = ("_busy", "_entries", "_lock", "epoch", "max_entries", "max_value_bytes")
+
+    def __init__(self, max_entries: int = 4096, max_value_bytes: int = 1024) -> None:
+        self._entries: dict[tuple[str, str], bytes] = {}
+        self._busy: dict[tuple[str, str | None], int] = {}  # (plugin, None): the whole namespace
+        self._lock = threading.Lock()
+        self.epoch = 0
+        self.max_entries = max_entries
+        self.max_value_bytes = max_value_bytes
+
+    def get(self, plugin_id: str, key: str) -> bytes | None:
+        return self._entries.get((plugin_id, key))
+
+    def put(self, plugin_id: str, key: str, blob: bytes, epoch: int) -> None:
+        """Store `blob`, read when `epoch` was current, unless a write may have made it stale."""
+        if len(blob) > self.max_value_bytes:
+            return
+        with self._lock:
+            if epoch != self.epoch or (plugin_id, key) in self._busy or (plugin_id, None) in self._busy:
+                return
+            entries = self._entries
+            if len(entries) >= self.max_entries:
+                del entries[next(iter(entries))]
+            entries[(plugin_id, key)] = blob
+
+    def begin(self, plugin_id: str, keys: Iterable[str | None]) -> None:
+        """Writer thread, as a transaction starts writing `keys` (None: every key of the plugin)."""
+        self._mark(plugin_id, keys, +1)
+
+    def end(self, plugin_id: str, keys: Iterable[str | None]) -> None:
+        """Writer thread, once that transaction has committed or rolled back."""
+        self._mark(plugin_id, keys, -1)
+
+    def _mark(self, plugin_id: str, keys: Iterable[str | None], step: int) -> None:
+        with self._lock:
+            self.epoch += 1
+            for key in keys:
+                busy = self._busy.get((plugin_id, key), 0) + step
+                if busy:
+                    self._busy[(plugin_id, key)] = busy
+                else:
+                    del self._busy[(plugin_id, key)]
+                if key is None:
+                    for cached in [k for k in self._entries if k[0] == plugin_id]:
+                        del self._entries[cached]
+                else:
+                    self._entries.pop((plugin_id, key), None)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
 def _create_tables(c: sqlite3.Connection) -> None:
     for statement in _SCHEMA:
         c.execute(statement)
@@ -119,6 +187,7 @@ class PluginStorage:
             raise ValueError("quota_bytes must be positive")
         self._db = db
         self.quota_bytes = quota_bytes
+        self._cache = _ReadCache()
         db.write_sync(_create_tables)
 
     # -- reads: on the calling thread ----------------------------------------------------------------
@@ -126,11 +195,17 @@ class PluginStorage:
     def get(self, plugin_id: str, key: str) -> tuple[bool, Any]:
         """(True, value) when `key` is stored for the plugin, else (False, None)."""
         _check_key(key)
-        row = self._db.read(lambda c: c.execute(_GET, (plugin_id, key)).fetchone())
-        if row is None:
-            return False, None
+        cache = self._cache
+        blob = cache.get(plugin_id, key)
+        if blob is None:
+            epoch = cache.epoch
+            row = self._db.read(lambda c: c.execute(_GET, (plugin_id, key)).fetchone())
+            if row is None:
+                return False, None
+            blob = row[0]
+            cache.put(plugin_id, key, blob, epoch)
         try:
-            return True, _decoder.decode(row[0])
+            return True, _decoder.decode(blob)
         except msgspec.DecodeError as exc:
             raise StorageError(
                 f"storage key {key!r} of plugin {plugin_id!r}: stored value is corrupt"
@@ -184,7 +259,7 @@ class PluginStorage:
             if delta:
                 c.execute(_ADD_USAGE, (plugin_id, delta))
 
-        await self._write(txn, plugin_id, "set")
+        await self._write(txn, plugin_id, "set", key)
 
     async def delete(self, plugin_id: str, key: str) -> bool:
         """Remove `key`; True if it existed."""
@@ -198,7 +273,7 @@ class PluginStorage:
             c.execute(_ADD_USAGE, (plugin_id, -old[0]))
             return True
 
-        return await self._write(txn, plugin_id, "delete")
+        return await self._write(txn, plugin_id, "delete", key)
 
     async def drop(self, plugin_id: str) -> int:
         """Delete the plugin's whole namespace (uninstall); returns the number of keys removed."""
@@ -208,10 +283,19 @@ class PluginStorage:
             c.execute("DELETE FROM plugin_kv_usage WHERE plugin_id = ?", (plugin_id,))
             return int(removed)
 
-        return await self._write(txn, plugin_id, "drop")
+        return await self._write(txn, plugin_id, "drop", None)
 
-    async def _write(self, txn: Callable[[sqlite3.Connection], T], plugin_id: str, op: str) -> T:
+    async def _write(
+        self, txn: Callable[[sqlite3.Connection], T], plugin_id: str, op: str, key: str | None
+    ) -> T:
+        keys = (key,)
+        cache = self._cache
+
+        def run(c: sqlite3.Connection) -> T:
+            cache.begin(plugin_id, keys)
+            return txn(c)
+
         try:
-            return await self._db.write(txn)
+            return await self._db.write(run, after=lambda: cache.end(plugin_id, keys))
         except sqlite3.Error as exc:
             raise StorageError(f"storage {op} for plugin {plugin_id!r} failed: {exc}") from exc

@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
 from plugbox.errors import StorageError
@@ -296,6 +297,93 @@ async def test_drop_removes_the_whole_namespace_and_only_it(kv: PluginStorage) -
     assert await kv.drop("p1") == 3
     assert kv.list("p1") == [] and kv.usage("p1") == 0
     assert kv.list("p2") == ["a"]
+
+
+# -- the read cache: reads must never see a value older than the last committed write ---------------
+
+
+def _stored(kv: PluginStorage, plugin_id: str, key: str) -> Any:
+    """What the database itself holds, bypassing the cache."""
+    row = kv._db.read(lambda c: c.execute(
+        "SELECT value FROM plugin_kv WHERE plugin_id = ? AND key = ?", (plugin_id, key)).fetchone())
+    return msgspec.msgpack.decode(row[0])
+
+
+async def test_reads_after_set_delete_and_drop_see_each_write(kv: PluginStorage) -> None:
+    await kv.set("p", "k", "old")
+    assert kv.get("p", "k") == (True, "old") == kv.get("p", "k")  # the second read is a cache hit
+    await kv.set("p", "k", "new")
+    assert kv.get("p", "k") == (True, "new")
+    assert await kv.delete("p", "k")
+    assert kv.get("p", "k") == (False, None)
+    await kv.set("p", "k", "again")
+    assert kv.get("p", "k") == (True, "again")
+    await kv.drop("p")
+    assert kv.get("p", "k") == (False, None)
+
+
+async def test_cached_values_are_decoded_afresh_so_a_caller_cannot_change_them(kv: PluginStorage) -> None:
+    await kv.set("p", "k", {"items": [1]})
+    first = kv.get("p", "k")[1]
+    first["items"].append(2)
+    assert kv.get("p", "k") == (True, {"items": [1]})
+
+
+async def test_a_read_while_a_write_is_in_flight_is_not_cached(db: Database, kv: PluginStorage) -> None:
+    await kv.set("p", "k", "old")
+    release = threading.Event()
+    # Hold the writer thread so the next write sits between submission and commit.
+    blocker = asyncio.ensure_future(db.write(lambda c: release.wait(5)))
+    writing = asyncio.ensure_future(kv.set("p", "k", "new"))
+    await asyncio.sleep(0.05)
+    assert kv.get("p", "k") == (True, "old")  # not yet committed: the old value is the right answer
+    release.set()
+    await asyncio.gather(blocker, writing)
+    assert kv.get("p", "k") == (True, "new")
+
+
+async def test_a_cancelled_writer_still_leaves_reads_exact(db: Database, kv: PluginStorage) -> None:
+    await kv.set("p", "k", "old")
+    assert kv.get("p", "k") == (True, "old")
+    release = threading.Event()
+    blocker = asyncio.ensure_future(db.write(lambda c: release.wait(5)))
+    writing = asyncio.ensure_future(kv.set("p", "k", "new"))
+    await asyncio.sleep(0.05)
+    writing.cancel()  # the caller gives up; the write itself was already queued
+    release.set()
+    await blocker
+    await db.write(lambda c: None)  # every write queued before this one has finished
+    assert kv.get("p", "k") == (True, _stored(kv, "p", "k"))
+
+
+async def test_concurrent_writers_and_a_reader_agree_with_the_database(kv: PluginStorage) -> None:
+    async def writer(tag: str) -> None:
+        for i in range(50):
+            await kv.set("p", "k", f"{tag}{i}")
+
+    async def reader() -> None:
+        for _ in range(200):
+            kv.get("p", "k")
+            await asyncio.sleep(0)
+
+    await asyncio.gather(writer("a"), writer("b"), reader())
+    assert kv.get("p", "k") == (True, _stored(kv, "p", "k"))
+
+
+async def test_the_cache_stays_bounded_and_large_values_bypass_it(kv: PluginStorage) -> None:
+    cache = kv._cache
+    cache.max_entries = 8
+    cache.max_value_bytes = 64
+    for i in range(20):
+        await kv.set("p", f"k{i}", i)
+        assert kv.get("p", f"k{i}") == (True, i)
+    assert len(cache) == 8
+    assert all(kv.get("p", f"k{i}") == (True, i) for i in range(20))  # evicted ones come from disk
+    big = "x" * (cache.max_value_bytes + 1)
+    await kv.set("p", "big", big)
+    before = len(cache)
+    assert kv.get("p", "big") == (True, big)
+    assert cache.get("p", "big") is None and len(cache) == before
 
 
 # -- durability --------------------------------------------------------------------------------------
