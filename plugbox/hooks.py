@@ -19,7 +19,7 @@ import logging
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from plugbox._ratelimit import RateLimiter
 from plugbox.errors import WorkerGone
@@ -31,6 +31,8 @@ __all__ = ["HookBus", "HookOutcome", "Registration", "reentry_scope"]
 log = logging.getLogger("plugbox.hooks")
 
 Handler = Callable[[HookContext], Awaitable[HookResult | None] | HookResult | None]
+# A worker proxy (`self_timed`): the context's fields as they go on the wire -> a future of the result.
+WorkerHook = Callable[[str, Any, "str | None", datetime, str, "dict[str, Any]"], Awaitable["HookResult | None"]]
 
 # (plugin_id, event) pairs whose handler is running in this task: a capability call made from a
 # handler that fires the same event again must not re-enter that handler.
@@ -57,7 +59,7 @@ def reentry_scope(plugin_id: str, event: str | None) -> Iterator[None]:
 class Registration:
     plugin_id: str
     event: str
-    handler: Handler
+    handler: Handler | WorkerHook
     priority: int
     seq: int
     self_timed: bool = False  # a worker proxy: enforces the budget itself and guards re-entry on the wire
@@ -86,11 +88,7 @@ def accepts(event: str, data: Any) -> bool:
     return True
 
 
-def _in_scope_always(plugin_id: str, session_id: str | None) -> bool:
-    return True
-
-
-def _no_config(plugin_id: str, session_id: str | None) -> dict[str, Any]:
+def _everyone_no_config(plugin_id: str, session_id: str | None) -> dict[str, Any] | None:
     return {}
 
 
@@ -99,14 +97,12 @@ class HookBus:
         self,
         *,
         budget: Callable[[str], float],
-        in_scope: Callable[[str, str | None], bool] = _in_scope_always,
-        config_for: Callable[[str, str | None], dict[str, Any]] = _no_config,
+        scope: Callable[[str, str | None], dict[str, Any] | None] = _everyone_no_config,
         on_timeout: Callable[[str], None] | None = None,
         on_success: Callable[[str], None] | None = None,
     ) -> None:
         self._budget = budget
-        self._in_scope = in_scope
-        self._config_for = config_for
+        self._scope = scope  # the plugin's config for a session, or None: that session is not its business
         self._on_timeout = on_timeout
         self._on_success = on_success
         self._by_event: dict[str, tuple[Registration, ...]] = {}  # replaced, never mutated
@@ -114,7 +110,8 @@ class HookBus:
         self._timeout_logs: dict[str, RateLimiter] = {}
 
     def register(
-        self, plugin_id: str, event: str, handler: Handler, priority: int = 100, *, self_timed: bool = False
+        self, plugin_id: str, event: str, handler: Handler | WorkerHook, priority: int = 100, *,
+        self_timed: bool = False
     ) -> bool:
         """Add a handler. An unknown event is refused with a warning (returns False).
 
@@ -150,20 +147,22 @@ class HookBus:
         for reg in self._by_event.get(event, ()):
             if plugin is not None and reg.plugin_id != plugin:
                 continue
-            if (reg.plugin_id, event) in active or not self._in_scope(reg.plugin_id, session_id):
+            if (reg.plugin_id, event) in active:
                 continue
-            ctx = HookContext(
-                event=event,
-                data=outcome.data,
-                session_id=session_id,
-                timestamp=now,
-                source=source,
-                config=self._config_for(reg.plugin_id, session_id),
-            )
+            config = self._scope(reg.plugin_id, session_id)
+            if config is None:
+                continue
             try:
-                # A worker proxy answers with a future of its HookResult and keeps its own budget;
-                # awaiting it here, not in a wrapper coroutine, keeps the hot path flat.
-                result = await (reg.handler(ctx) if reg.self_timed else self._in_process(reg, ctx))  # type: ignore[misc]
+                if reg.self_timed:
+                    # A worker proxy takes the context's fields as they go on the wire and answers
+                    # with a future of its HookResult, keeping its own budget: awaited here, not
+                    # in a wrapper coroutine, and no HookContext built just to be taken apart.
+                    proxy = cast(WorkerHook, reg.handler)
+                    result = await proxy(event, outcome.data, session_id, now, source, config)
+                else:
+                    ctx = HookContext(event=event, data=outcome.data, session_id=session_id, timestamp=now,
+                                      source=source, config=config)
+                    result = await self._in_process(reg, ctx)
             except Exception as exc:
                 self._failed(reg, exc, outcome)
                 continue
@@ -194,7 +193,7 @@ class HookBus:
         token = _reentry.set(_reentry.get() | {(reg.plugin_id, reg.event)})
         try:
             async with asyncio.timeout(self._budget(reg.plugin_id)):
-                result = reg.handler(ctx)
+                result = cast(Handler, reg.handler)(ctx)
                 if inspect.isawaitable(result):
                     result = await result
                 return result

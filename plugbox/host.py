@@ -81,8 +81,7 @@ class Host:
         )
         self.bus = HookBus(
             budget=lambda _pid: self.settings.hook_budget_ms / 1000,
-            in_scope=self._in_scope,
-            config_for=self._config_for,
+            scope=self._hook_scope,
             on_success=self.manager.record_success,
             on_timeout=self._hook_timed_out,
         )
@@ -131,13 +130,11 @@ class Host:
             entry.runtime.hook_timed_out()
         self.manager.runtime_timed_out(entry)
 
-    def _in_scope(self, plugin_id: str, session_id: str | None) -> bool:
+    def _hook_scope(self, plugin_id: str, session_id: str | None) -> dict[str, Any] | None:
         entry = self.manager.entries.get(plugin_id)
-        return entry is not None and entry.in_scope(session_id)
-
-    def _config_for(self, plugin_id: str, session_id: str | None) -> dict[str, Any]:
-        entry = self.manager.entries.get(plugin_id)
-        return entry.session_config(session_id) if entry is not None else {}
+        if entry is None or not entry.in_scope(session_id):
+            return None
+        return entry.session_config(session_id)
 
     def _fetch_policy(self, plugin_id: str) -> FetchPolicy:
         entry = self.manager.get(plugin_id)

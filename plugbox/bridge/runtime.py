@@ -17,6 +17,7 @@ import asyncio
 import itertools
 import logging
 import shutil
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -47,7 +48,7 @@ from plugbox.errors import (
     WorkerGone,
 )
 from plugbox.hooks import reentry_scope
-from plugbox.sdk import HookContext, HookResult
+from plugbox.sdk import HookResult
 
 if TYPE_CHECKING:
     from plugbox.loader import PluginEntry
@@ -132,7 +133,8 @@ class WorkerRuntime:
         self.has_search = False
         self.late_replies = 0
         self.refused_calls = 0
-        self._hello: asyncio.Future[Hello] = asyncio.get_running_loop().create_future()
+        self._loop = asyncio.get_running_loop()
+        self._hello: asyncio.Future[Hello] = self._loop.create_future()
         self._ping_task: asyncio.Task[None] | None = None
         self._death_task: asyncio.Future[None] | None = None
         self._death: str | None = None
@@ -167,7 +169,7 @@ class WorkerRuntime:
         # Encode first: a request that cannot be encoded (say, hook data nested too deep) raises
         # here and leaves nothing pending behind. No answer can arrive before we return.
         self._send(Request(req_id, op, args))
-        loop = asyncio.get_running_loop()
+        loop = self._loop
         fut: asyncio.Future[Any] = loop.create_future()
         self.pending[req_id] = fut
         if hook:
@@ -309,8 +311,9 @@ class WorkerRuntime:
             self.entry.logs.emit("warning", f"registration refused: {exc}")
 
     def _hook_proxy(self, handler_id: int) -> Any:
-        def proxy(ctx: HookContext) -> Any:  # a future of HookResult (see HookBus, self_timed)
-            args = [handler_id, ctx.event, ctx.data, ctx.session_id, ctx.timestamp, ctx.source, ctx.config]
+        def proxy(event: str, data: Any, session_id: str | None, timestamp: datetime, source: str,
+                  config: dict[str, Any]) -> Any:  # a future of HookResult (see HookBus, self_timed)
+            args = [handler_id, event, data, session_id, timestamp, source, config]
             return self.submit("hook", args, self.hook_budget, hook=True)[0]
 
         return proxy

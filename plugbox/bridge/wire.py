@@ -229,6 +229,9 @@ class FrameTooLarge(Exception):
         super().__init__(f"frame of {size} bytes exceeds the {cap}-byte cap")
 
 
+_BAD = object()  # what `_decode_one` returns for a frame it dropped
+
+
 class FrameReader:
     """Splits a byte stream into frames and decodes each into `kind`. Undecodable frames are
     counted in `bad_frames` and handed to `on_bad`; a declared length above `max_frame` raises
@@ -245,6 +248,15 @@ class FrameReader:
 
     def feed(self, data: bytes) -> list[Any]:
         buf = self._buf
+        if not buf:
+            # The common case: a read that holds exactly one whole frame, decoded straight from
+            # `data` without first copying it into the buffer.
+            end = len(data)
+            if end >= 4:
+                size = HEADER.unpack_from(data)[0]
+                if end == size + 4 and size <= self._max:
+                    msg = self._decode_one(data, 4)
+                    return [] if msg is _BAD else [msg]
         buf += data
         out: list[Any] = []
         pos = 0
@@ -259,16 +271,10 @@ class FrameReader:
                     break
                 if end - pos - 4 < size:
                     break
-                frame = view[pos + 4 : pos + 4 + size]
+                msg = self._decode_one(view, pos + 4, pos + 4 + size)
                 pos += 4 + size
-                try:
-                    out.append(self._decoder.decode(frame))
-                except (msgspec.DecodeError, msgspec.ValidationError, ValueError, RecursionError) as exc:
-                    self.bad_frames += 1
-                    if self.on_bad is not None:
-                        self.on_bad(exc)
-                finally:
-                    frame.release()
+                if msg is not _BAD:
+                    out.append(msg)
         finally:
             view.release()
             # Whatever happens, the buffer keeps only an incomplete frame: never more than cap + 3
@@ -280,3 +286,16 @@ class FrameReader:
         if too_large is not None:
             raise FrameTooLarge(too_large, self._max)
         return out
+
+    def _decode_one(self, data: bytes | memoryview, start: int, stop: int | None = None) -> Any:
+        """Decode data[start:stop]; an undecodable frame is counted, reported and returned as _BAD."""
+        frame = memoryview(data)[start:stop]
+        try:
+            return self._decoder.decode(frame)
+        except (msgspec.DecodeError, msgspec.ValidationError, ValueError, RecursionError) as exc:
+            self.bad_frames += 1
+            if self.on_bad is not None:
+                self.on_bad(exc)
+            return _BAD
+        finally:
+            frame.release()

@@ -8,7 +8,7 @@ both tiers. What *is* checked here is the plain-data rule, at the sender.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from types import MappingProxyType
 from typing import Any, Protocol
 
@@ -20,7 +20,9 @@ __all__ = ["Backend", "Context", "Logger"]
 class Backend(Protocol):
     """What a Context needs from its tier."""
 
-    async def call(self, verb: str, args: dict[str, Any]) -> Any: ...
+    def call(self, verb: str, args: dict[str, Any]) -> Awaitable[Any]:
+        """The awaitable answer to one capability call (a coroutine or a future)."""
+        ...
 
     def register_hook(self, event: str, handler: Callable[..., Any], priority: int) -> None: ...
 
@@ -176,9 +178,12 @@ class Context:
     def _replace_config(self, config: Mapping[str, Any]) -> None:
         self._config = MappingProxyType(dict(config))
 
-    async def _call(self, verb: str, args: dict[str, Any]) -> Any:
+    def _call(self, verb: str, args: dict[str, Any]) -> Awaitable[Any]:
+        # Not a coroutine: each family method awaits the backend's awaitable directly, one frame
+        # fewer to suspend and resume per call. A non-plain argument still raises inside the
+        # family method's coroutine, when the caller awaits it.
         check_plain(args, "args")
-        return await self._backend.call(verb, args)
+        return self._backend.call(verb, args)
 
     def register_hook(self, event: str, handler: Callable[..., Any], priority: int = 100) -> None:
         if not callable(handler):

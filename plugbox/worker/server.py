@@ -55,11 +55,12 @@ class _Backend:
     def __init__(self, server: WorkerServer) -> None:
         self._server = server
 
-    async def call(self, verb: str, args: dict[str, Any]) -> Any:
-        return await self._server.call(verb, args)
+    def call(self, verb: str, args: dict[str, Any]) -> asyncio.Future[Any]:
+        return self._server.call(verb, args)
 
     def register_hook(self, event: str, handler: Callable[..., Any], priority: int) -> None:
-        self._server.handlers.append(handler)
+        # Whether it is a coroutine function is settled once here, not on every dispatch.
+        self._server.handlers.append((handler, inspect.iscoroutinefunction(handler)))
         self._server.send(Register("hook", event, len(self._server.handlers) - 1, priority))
 
     def register_webhook(self, route: str, handler: Callable[..., Any]) -> None:
@@ -111,10 +112,11 @@ class WorkerServer(asyncio.Protocol):
         self.error = error
         self.reader = FrameReader(HostMsg, max_frame)
         self.layers = layers
-        self.closed = asyncio.get_running_loop().create_future()
+        self._loop = asyncio.get_running_loop()
+        self.closed = self._loop.create_future()
         self.pending: dict[int, asyncio.Future[Any]] = {}
         self.ids = itertools.count(1)
-        self.handlers: list[Callable[..., Any]] = []
+        self.handlers: list[tuple[Callable[..., Any], bool]] = []  # (handler, is a coroutine function)
         self.webhooks: dict[str, Callable[..., Any]] = {}
         self.search_provider: Callable[..., Any] | None = None
         self.permissions: frozenset[str] = frozenset()
@@ -175,24 +177,22 @@ class WorkerServer(asyncio.Protocol):
         if permission not in self.permissions:
             raise CapabilityError(f"plugin lacks permission {permission!r} required by {what}")
 
-    async def call(self, verb: str, args: Any) -> Any:
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[Any] = loop.create_future()
+    def call(self, verb: str, args: Any) -> asyncio.Future[Any]:
+        """Send one capability call; the future of its reply is settled by `_handle` (every call
+        gets a reply: the host answers errors and timeouts too) or by the channel closing."""
+        fut: asyncio.Future[Any] = self._loop.create_future()
         call_id = next(self.ids)
-        self.pending[call_id] = fut
         if self.writer is not None:  # the caller waits on this frame: send it now, not at the iteration's end
             self.writer.write_now(Call(call_id, verb, args, _origin.get()))
-        try:
-            return await fut
-        finally:
-            self.pending.pop(call_id, None)
+        self.pending[call_id] = fut
+        return fut
 
     # -- host requests --
     def _start(self, req: Request) -> None:
         if req.op == "hook":
-            handler = self._handler(req.args)
-            if handler is not None and not inspect.iscoroutinefunction(handler):
-                self._hook_inline(req, handler)  # the common fast path: no task
+            registered = self._handler(req.args)
+            if registered is not None and not registered[1]:
+                self._hook_inline(req, registered[0])  # the common fast path: no task
                 return
         self._spawn(self._serve(req))
 
@@ -201,7 +201,7 @@ class WorkerServer(asyncio.Protocol):
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
-    def _handler(self, args: Any) -> Callable[..., Any] | None:
+    def _handler(self, args: Any) -> tuple[Callable[..., Any], bool] | None:
         hid = args[0] if isinstance(args, list) and len(args) == 7 else None
         return self.handlers[hid] if type(hid) is int and 0 <= hid < len(self.handlers) else None
 
@@ -214,6 +214,9 @@ class WorkerServer(asyncio.Protocol):
             return
         finally:
             _origin.reset(token)
+        if result is None:
+            self.send(Result(req.id, True, _CONTINUE, None))
+            return
         if inspect.isawaitable(result):  # a plain function that returned an awaitable
             self._spawn(self._serve_awaitable(req.id, result))
             return
@@ -255,12 +258,12 @@ class WorkerServer(asyncio.Protocol):
                 raise ValueError(f"unknown lifecycle method {args!r}")
             return await _maybe_await(getattr(plugin, args)(ctx))
         if op == "hook":
-            handler = self._handler(args)
-            if handler is None:
+            registered = self._handler(args)
+            if registered is None:
                 raise LookupError("hook request names no registered handler")
             token = _origin.set(args[1])
             try:
-                result = await _maybe_await(handler(_hook_context(args)))
+                result = await _maybe_await(registered[0](_hook_context(args)))
             finally:
                 _origin.reset(token)
             return _hook_wire(result)
@@ -324,9 +327,12 @@ def _hook_context(args: list[Any]) -> HookContext:
                        source=source, config=config or {})
 
 
+_CONTINUE: dict[str, Any] = {"continue": True, "data": None, "error": None}  # encoded, never changed
+
+
 def _hook_wire(result: Any) -> dict[str, Any]:
     if result is None:
-        return {"continue": True, "data": None, "error": None}
+        return _CONTINUE
     if isinstance(result, HookResult):
         return {"continue": not result.stop, "data": result.data, "error": result.error}
     raise TypeError(f"hook handler returned {type(result).__name__}, expected HookResult or None")
