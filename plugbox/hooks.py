@@ -161,7 +161,7 @@ class HookBus:
                     result = await proxy(event, outcome.data, session_id, now, source, config)
                 else:
                     ctx = HookContext(event=event, data=outcome.data, session_id=session_id, timestamp=now,
-                                      source=source, config=config)
+                                      source=source, config=dict(config))  # the handler's own copy
                     result = await self._in_process(reg, ctx)
             except Exception as exc:
                 self._failed(reg, exc, outcome)

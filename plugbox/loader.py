@@ -91,10 +91,12 @@ class PluginEntry:
         return SessionScope(self.manifest.sessions, self.manifest.session_scoped, self.record.active_sessions)
 
     def session_config(self, session_id: str | None) -> dict[str, Any]:
-        merged = dict(self.record.config)
-        if session_id is not None:
-            merged.update(self.record.session_config.get(session_id, {}))
-        return merged
+        """The base config with the session's overrides on top. Without overrides this is the
+        record's own dict, not a copy: callers that hand it to plugin code copy it themselves."""
+        overrides = self.record.session_config.get(session_id) if session_id is not None else None
+        if not overrides:
+            return self.record.config
+        return {**self.record.config, **overrides}
 
     def in_scope(self, session_id: str | None) -> bool:
         if session_id is None:

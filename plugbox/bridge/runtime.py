@@ -70,11 +70,14 @@ def missing_layers(layers: list[dict[str, Any]] | None) -> list[str]:
     return [str(layer.get("name")) for layer in layers or [] if not layer.get("applied") and not layer.get("skipped")]
 
 
-def _hook_result(msg: Result) -> HookResult:
-    """A worker's hook answer, {continue, data, error}, as the bus wants it; anything else is an error."""
+def _hook_result(msg: Result) -> HookResult | None:
+    """A worker's hook answer as the bus wants it: None (continue, data unchanged) or
+    {continue, data, error}; anything else is an error."""
     if not msg.ok:
         return HookResult(error=msg.error or "hook handler failed without a message")
     res = msg.value
+    if res is None:
+        return None
     if not isinstance(res, dict) or not isinstance(res.get("continue"), bool):
         return HookResult(error="hook result is not {continue, data, error}")
     err = res.get("error")
@@ -244,6 +247,7 @@ class WorkerRuntime:
         self.deadlines.pop(msg.id, None)
         if msg.id in self.hook_requests:
             self.hook_requests.discard(msg.id)
+            result: HookResult | None
             try:
                 result = _hook_result(msg)
             except Exception as exc:  # the future must settle: nothing else will (it left `pending`)

@@ -215,7 +215,7 @@ class WorkerServer(asyncio.Protocol):
         finally:
             _origin.reset(token)
         if result is None:
-            self.send(Result(req.id, True, _CONTINUE, None))
+            self.send(Result(req.id, True, None, None))  # plain continue
             return
         if inspect.isawaitable(result):  # a plain function that returned an awaitable
             self._spawn(self._serve_awaitable(req.id, result))
@@ -327,12 +327,11 @@ def _hook_context(args: list[Any]) -> HookContext:
                        source=source, config=config or {})
 
 
-_CONTINUE: dict[str, Any] = {"continue": True, "data": None, "error": None}  # encoded, never changed
-
-
-def _hook_wire(result: Any) -> dict[str, Any]:
+def _hook_wire(result: Any) -> dict[str, Any] | None:
+    """A handler's answer as it goes on the wire: None (continue, data unchanged), or
+    {continue, data, error}."""
     if result is None:
-        return _CONTINUE
+        return None
     if isinstance(result, HookResult):
         return {"continue": not result.stop, "data": result.data, "error": result.error}
     raise TypeError(f"hook handler returned {type(result).__name__}, expected HookResult or None")
