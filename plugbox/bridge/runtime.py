@@ -166,12 +166,13 @@ class WorkerRuntime:
         entry is removed by its answer, by the sweep, or by the worker's death."""
         if self._death is not None:
             raise WorkerGone(self._death)
-        if self.writer is None:
+        writer = self.writer
+        if writer is None:
             raise BridgeError(f"plugin {self.entry.plugin_id!r}: no channel to its worker yet")
         req_id = next(self.ids)
         # Encode first: a request that cannot be encoded (say, hook data nested too deep) raises
         # here and leaves nothing pending behind. No answer can arrive before we return.
-        self._send(Request(req_id, op, args))
+        writer.write(Request(req_id, op, args))
         loop = self._loop
         fut: asyncio.Future[Any] = loop.create_future()
         self.pending[req_id] = fut

@@ -166,10 +166,11 @@ class _Transport(Protocol):
 
 
 class FrameWriter:
-    """Coalesces outgoing frames so that everything one side sends during an event-loop iteration
-    leaves in one write() — a syscall per frame was the largest cost of a pipelined bridge.
+    """Coalesces outgoing frames so that what one side sends during an event-loop iteration leaves
+    in at most two write()s — a syscall per frame was the largest cost of a pipelined bridge.
 
-    `write` appends and schedules one flush (call_soon) per iteration. Inside a read callback,
+    `write` sends the first frame of an iteration at once (a lone request is not held back by the
+    rest of the iteration) and batches the ones after it until one flush (call_soon). Inside a read callback,
     `cork()` ... `uncork()` holds the flush until the whole batch of incoming frames has been handled. Either
     way a batch leaves early once it holds `max_frames` frames: with many requests in flight the
     peer then starts on the first part while this side is still producing the rest, instead of
@@ -192,7 +193,11 @@ class FrameWriter:
         if self._frames >= self._max_frames:
             self._send()
         elif not self._scheduled and not self._corked:
+            # The first frame since the last flush leaves at once, so the peer starts on it while
+            # this side finishes its iteration; frames that follow in the same iteration batch up
+            # behind it until the flush scheduled here.
             self._scheduled = True
+            self._send()
             self._loop.call_soon(self.flush)
 
     def flush(self) -> None:
@@ -221,7 +226,8 @@ class FrameWriter:
 
     def uncork(self) -> None:
         self._corked = False
-        self.flush()
+        if self._buf:
+            self._send()  # a flush already scheduled will find nothing left to send
 
 
 class FrameTooLarge(Exception):

@@ -1,0 +1,80 @@
+"""FrameWriter and FrameReader: how frames leave and arrive (the bridge's latency and throughput
+depend on both; the fuzz suite covers hostile input)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from plugbox.bridge.wire import FrameReader, FrameWriter, HostMsg, Ping, Request, encode_frame
+
+
+class Transport:
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.writes.append(bytes(data))
+
+    def is_closing(self) -> bool:
+        return False
+
+
+def ids(chunks: list[bytes]) -> list[int]:
+    return [m.id for m in FrameReader(HostMsg, 1 << 20).feed(b"".join(chunks))]
+
+
+async def test_a_lone_frame_leaves_at_once_and_followers_batch_until_the_iteration_ends() -> None:
+    transport = Transport()
+    writer = FrameWriter(transport, asyncio.get_running_loop())
+    writer.write(Ping(1))
+    assert ids(transport.writes) == [1]  # not held back by the rest of the iteration
+    for i in range(2, 6):
+        writer.write(Ping(i))
+    assert len(transport.writes) == 1
+    await asyncio.sleep(0)  # the flush scheduled by the first frame
+    assert len(transport.writes) == 2 and ids(transport.writes) == [1, 2, 3, 4, 5]
+    writer.write(Ping(6))  # a new iteration: again at once
+    assert len(transport.writes) == 3
+
+
+async def test_corked_frames_leave_together_on_uncork() -> None:
+    transport = Transport()
+    writer = FrameWriter(transport, asyncio.get_running_loop())
+    writer.cork()
+    for i in range(1, 4):
+        writer.write(Ping(i))
+    assert transport.writes == []
+    writer.uncork()
+    assert len(transport.writes) == 1 and ids(transport.writes) == [1, 2, 3]
+    writer.uncork()  # nothing left: no empty write
+    assert len(transport.writes) == 1
+
+
+async def test_a_long_batch_leaves_early_every_max_frames() -> None:
+    transport = Transport()
+    writer = FrameWriter(transport, asyncio.get_running_loop(), max_frames=4)
+    writer.cork()
+    for i in range(1, 10):
+        writer.write(Ping(i))
+    assert [len(ids([w])) for w in transport.writes] == [4, 4]
+    writer.uncork()
+    assert ids(transport.writes) == list(range(1, 10))
+
+
+async def test_write_now_sends_even_while_a_flush_is_pending() -> None:
+    transport = Transport()
+    writer = FrameWriter(transport, asyncio.get_running_loop())
+    writer.write(Ping(1))
+    writer.write(Ping(2))  # batched behind the first
+    writer.write_now(Ping(3))
+    assert ids(transport.writes) == [1, 2, 3] and len(transport.writes) == 2
+
+
+def test_reader_decodes_a_whole_frame_a_split_frame_and_several_at_once() -> None:
+    reader = FrameReader(HostMsg, 1 << 20)
+    one = bytes(encode_frame(Request(1, "hook", {"k": "v"})))
+    assert [m.id for m in reader.feed(one)] == [1]
+    assert reader.feed(one[:3]) == [] and reader.feed(one[3:7]) == []
+    assert [m.id for m in reader.feed(one[7:] + one + one[:5])] == [1, 1]
+    assert [m.id for m in reader.feed(one[5:])] == [1]
+    assert reader.bad_frames == 0 and len(reader._buf) == 0
