@@ -21,11 +21,14 @@ class BenchOptions:
     quick: bool = False
     plugins: int = 200  # scale test
     skip_node: bool = False
-    rounds: int = 3  # anchors and plugbox's latency/throughput phases alternate this many times
-    cap_calls: int = 5000
-    hook_calls: int = 5000
+    # Anchors and plugbox's latency/throughput phases alternate this many times; the VM's wake-up
+    # cost shifts between phases lasting seconds, and the median of 5 per-round ratios is not
+    # decided by one round that straddled a shift (3 rounds were, now and then).
+    rounds: int = 5
+    cap_calls: int = 10000  # over all rounds
+    hook_calls: int = 10000
     warmup: int = 500
-    pipelined_total: int = 20000
+    pipelined_total: int = 100000
     in_flight: int = 64
     cold_starts: int = 20
     idle_workers: int = 20

@@ -59,8 +59,7 @@ class _Backend:
         return self._server.call(verb, args)
 
     def register_hook(self, event: str, handler: Callable[..., Any], priority: int) -> None:
-        # Whether it is a coroutine function is settled once here, not on every dispatch.
-        self._server.handlers.append((handler, inspect.iscoroutinefunction(handler)))
+        self._server.handlers.append(handler)
         self._server.send(Register("hook", event, len(self._server.handlers) - 1, priority))
 
     def register_webhook(self, route: str, handler: Callable[..., Any]) -> None:
@@ -116,7 +115,7 @@ class WorkerServer(asyncio.Protocol):
         self.closed = self._loop.create_future()
         self.pending: dict[int, asyncio.Future[Any]] = {}
         self.ids = itertools.count(1)
-        self.handlers: list[tuple[Callable[..., Any], bool]] = []  # (handler, is a coroutine function)
+        self.handlers: list[Callable[..., Any]] = []
         self.webhooks: dict[str, Callable[..., Any]] = {}
         self.search_provider: Callable[..., Any] | None = None
         self.permissions: frozenset[str] = frozenset()
@@ -190,9 +189,9 @@ class WorkerServer(asyncio.Protocol):
     # -- host requests --
     def _start(self, req: Request) -> None:
         if req.op == "hook":
-            registered = self._handler(req.args)
-            if registered is not None and not registered[1]:
-                self._hook_inline(req, registered[0])  # the common fast path: no task
+            handler = self._handler(req.args)
+            if handler is not None:
+                self._hook(req, handler)
                 return
         self._spawn(self._serve(req))
 
@@ -201,14 +200,21 @@ class WorkerServer(asyncio.Protocol):
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
-    def _handler(self, args: Any) -> tuple[Callable[..., Any], bool] | None:
+    def _handler(self, args: Any) -> Callable[..., Any] | None:
         hid = args[0] if isinstance(args, list) and len(args) == 7 else None
         return self.handlers[hid] if type(hid) is int and 0 <= hid < len(self.handlers) else None
 
-    def _hook_inline(self, req: Request, handler: Callable[..., Any]) -> None:
+    def _hook(self, req: Request, handler: Callable[..., Any]) -> None:
+        """Run one hook handler. A sync one is answered here, inside the read callback (no task);
+        an async one (or a function returning an awaitable) runs as a task that awaits it
+        directly, so each capability call it makes resumes as few frames as possible. The task
+        is created while the handler's event is set as the call origin, so it keeps it."""
         token = _origin.set(req.args[1])
         try:
             result = handler(_hook_context(req.args))
+            if result is not None and inspect.isawaitable(result):
+                self._spawn(self._serve_awaitable(req.id, result))  # the task copies the context now
+                return
         except Exception as exc:
             self._finish(req.id, (False, None, _describe(exc)))
             return
@@ -216,9 +222,6 @@ class WorkerServer(asyncio.Protocol):
             _origin.reset(token)
         if result is None:
             self.send(Result(req.id, True, None, None))  # plain continue
-            return
-        if inspect.isawaitable(result):  # a plain function that returned an awaitable
-            self._spawn(self._serve_awaitable(req.id, result))
             return
         try:
             self._finish(req.id, (True, _hook_wire(result), None))
@@ -258,15 +261,7 @@ class WorkerServer(asyncio.Protocol):
                 raise ValueError(f"unknown lifecycle method {args!r}")
             return await _maybe_await(getattr(plugin, args)(ctx))
         if op == "hook":
-            registered = self._handler(args)
-            if registered is None:
-                raise LookupError("hook request names no registered handler")
-            token = _origin.set(args[1])
-            try:
-                result = await _maybe_await(registered[0](_hook_context(args)))
-            finally:
-                _origin.reset(token)
-            return _hook_wire(result)
+            raise LookupError("hook request names no registered handler")  # found ones go to _hook
         if op == "config":
             ctx._replace_config(args)
             return await _maybe_await(plugin.on_config_change(ctx, args))

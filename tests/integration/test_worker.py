@@ -71,6 +71,37 @@ async def test_capability_and_hook_round_trip(host: Host, write_plugin: WritePlu
     assert [m["body"] for m in host.engine.sent] == ["echo: hi"]
 
 
+REENTRANT = """
+from plugbox.sdk import Plugin
+
+class Notifier(Plugin):
+    def on_load(self, ctx):
+        ctx.register_hook("message:sending", self.on_sending)
+
+    {handler}
+
+    async def work(self, hook):
+        runs = await self.ctx.storage.get("runs", 0)
+        await self.ctx.storage.set("runs", runs + 1)
+        if hook.data["body"] == "outer":  # sending from here fires message:sending again
+            await self.ctx.messages.send_text(hook.session_id, hook.data["chatId"], "inner")
+"""
+
+
+@pytest.mark.parametrize("handler", [
+    "async def on_sending(self, hook):\n        await self.work(hook)",
+    "def on_sending(self, hook):\n        return self.work(hook)  # a plain function returning a coroutine",
+])
+async def test_a_handler_that_fires_its_own_event_is_not_re_entered(
+    host: Host, write_plugin: WritePlugin, handler: str
+) -> None:
+    await enable(host, write_plugin(REENTRANT.format(handler=handler)))
+    outcome = await host.bus.execute("message:sending", {"chatId": "c1", "body": "outer"}, SESSION)
+    assert not outcome.errors and not outcome.timed_out
+    assert [m["body"] for m in host.engine.sent] == ["inner"]
+    assert host.storage.get("p", "runs") == (True, 1)  # the inner send skipped the handler it came from
+
+
 async def test_hook_data_chains_back_from_the_worker(host: Host, write_plugin: WritePlugin) -> None:
     await enable(host, write_plugin("""
         from plugbox.sdk import Plugin, HookResult
