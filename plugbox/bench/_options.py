@@ -25,14 +25,14 @@ class BenchOptions:
     # cost shifts between phases lasting seconds, and the median of 5 per-round ratios is not
     # decided by one round that straddled a shift (3 rounds were, now and then).
     rounds: int = 5
-    cap_calls: int = 10000  # over all rounds
-    hook_calls: int = 10000
+    cap_calls: int = 50000  # over all rounds: per round, as many as each anchor's round trips
+    hook_calls: int = 50000
     warmup: int = 500
     pipelined_total: int = 100000
     in_flight: int = 64
     cold_starts: int = 20
     idle_workers: int = 20
-    anchor_rtt: int = 20000
+    anchor_rtt: int = 10000  # per round
     anchor_pipelined: int = 100000
     node_starts: int = 20
     # Where the two sides of every pair run (plugbox host/worker, socketpair parent/child, Node main
