@@ -16,6 +16,7 @@ import contextvars
 import inspect
 import itertools
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -100,11 +101,13 @@ class HookBus:
         scope: Callable[[str, str | None], dict[str, Any] | None] = _everyone_no_config,
         on_timeout: Callable[[str], None] | None = None,
         on_success: Callable[[str], None] | None = None,
+        on_chain: Callable[[str, float], None] | None = None,
     ) -> None:
         self._budget = budget
         self._scope = scope  # the plugin's config for a session, or None: that session is not its business
         self._on_timeout = on_timeout
         self._on_success = on_success
+        self.on_chain = on_chain  # told (event, seconds) after each execute; None: nothing is timed
         self._by_event: dict[str, tuple[Registration, ...]] = {}  # replaced, never mutated
         self._seq = itertools.count()
         self._timeout_logs: dict[str, RateLimiter] = {}
@@ -141,6 +144,8 @@ class HookBus:
     ) -> HookOutcome:
         """Run the chain. With `plugin`, only that plugin's handlers run (an event about one
         plugin's own affairs, such as its ingress errors, is nobody else's business)."""
+        on_chain = self.on_chain
+        started = time.perf_counter() if on_chain is not None else 0.0
         outcome = HookOutcome(event=event, data=data)
         active = _reentry.get()
         now = datetime.now(UTC)
@@ -186,6 +191,8 @@ class HookBus:
                 outcome.stopped_by = reg.plugin_id
                 outcome.vetoed = event in VETO_EVENTS
                 break
+        if on_chain is not None:
+            on_chain(event, time.perf_counter() - started)
         return outcome
 
     async def _in_process(self, reg: Registration, ctx: HookContext) -> Any:

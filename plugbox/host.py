@@ -55,6 +55,9 @@ class HostObserver:
     def worker_failed(self, plugin_id: str, restarting: bool) -> None:
         pass
 
+    def hook_chain(self, event: str, seconds: float) -> None:
+        """One `bus.execute` of `event` took `seconds` (only timed once an observer is set)."""
+
 
 class Host:
     """One plugbox host. Use as `async with Host(settings) as host:`."""
@@ -103,12 +106,23 @@ class Host:
         self.zygote = Zygote()
         self.engine.on_inbound = self._inbound
         self.engine.on_session_event = self._session_event
-        self.observer = HostObserver()
+        self._observer = HostObserver()
         self._started = False
         if bundled:
             from plugbox.builtins.auto_reply import MANIFEST, AutoReply
 
             self.register_builtin(AutoReply, MANIFEST)
+
+    @property
+    def observer(self) -> HostObserver:
+        return self._observer
+
+    @observer.setter
+    def observer(self, observer: HostObserver) -> None:
+        """Replace the observer; from then on every hook chain is timed into it (until then the
+        bus reads no clock for nobody)."""
+        self._observer = observer
+        self.bus.on_chain = observer.hook_chain
 
     def _make_deps(self) -> RuntimeDeps:
         return RuntimeDeps(settings=self.settings, bus=self.bus, router=self.router,

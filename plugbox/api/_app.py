@@ -15,7 +15,7 @@ from plugbox.api._errors import CatchAll, exception_handlers
 from plugbox.api.auth import KeyRing
 from plugbox.api.ingress import ReplayGuard
 from plugbox.api.install import PluginInstaller
-from plugbox.api.metrics import Metrics, instrument_bus
+from plugbox.api.metrics import Metrics
 from plugbox.api.routes import ingress, plugins, sessions, system
 from plugbox.host import Host
 
@@ -40,8 +40,7 @@ def create_app(
     )
     settings = host.settings
     metrics = Metrics(host)
-    host.observer = metrics
-    instrument_bus(host, metrics)
+    host.observer = metrics  # also times every hook chain from now on
     app.state.host = host
     app.state.keys = KeyRing(settings.api_keys, (*settings.admin_api_keys, *extra_admin_keys))
     app.state.metrics = metrics

@@ -2,15 +2,14 @@
 tests, never share counters).
 
 Fed by the host's observer callbacks (`Host.observer`): capability calls by verb and outcome, hook
-timeouts, worker failures and restarts; by the ingress handler (requests by outcome); and, because
-`HookBus` has no per-handler timing callback, by timing whole hook chains per event. Worker memory
+timeouts, worker failures and restarts, and the time of each whole hook chain by event; and by the
+ingress handler (requests by outcome). Worker memory
 (PSS from `/proc/<pid>/smaps_rollup`) and plugins by status are read at scrape time. A worker whose
 smaps cannot be read (already gone, or not readable to the host's user) is left out of the scrape.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -23,7 +22,7 @@ from plugbox.host import Host, HostObserver
 if TYPE_CHECKING:
     from plugbox.loader import PluginEntry
 
-__all__ = ["Metrics", "instrument_bus", "worker_pss_bytes"]
+__all__ = ["Metrics", "worker_pss_bytes"]
 
 HOOK_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -87,11 +86,17 @@ class Metrics(HostObserver):
                                         ["verb", "outcome"], registry=r)
         self.ingress_requests = Counter("plugbox_ingress_requests", "Ingress requests by outcome",
                                         ["outcome"], registry=r)
+        self._call_children: dict[tuple[str, str], Any] = {}
         r.register(_HostCollector(host))
 
     # -- host observer (plugbox.host.HostObserver) --
     def capability_call(self, verb: str, outcome: str) -> None:
-        self.capability_calls.labels(verb, outcome).inc()
+        # On the path of every capability call: the labelled child is looked up once per pair
+        # (the verb is an allowlisted name or "unknown", so the pairs are few).
+        child = self._call_children.get((verb, outcome))
+        if child is None:
+            child = self._call_children[(verb, outcome)] = self.capability_calls.labels(verb, outcome)
+        child.inc()
 
     def hook_timeout(self, plugin_id: str) -> None:
         self.hook_timeouts.labels(plugin_id).inc()
@@ -106,24 +111,3 @@ class Metrics(HostObserver):
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
-
-
-def instrument_bus(host: Host, metrics: Metrics) -> None:
-    """Time every `bus.execute` into `metrics.hook_chain`. HookBus has no timing callback, so the
-    instance's `execute` is wrapped (once: a second app on the same host re-points the wrapper).
-    A per-handler callback in `plugbox.hooks` would be the better seam."""
-    bus: Any = host.bus
-    bus._plugbox_metrics = metrics
-    if getattr(bus, "_plugbox_timed", False):
-        return
-    inner = bus.execute
-
-    async def execute(event: str, data: Any, session_id: str | None = None, source: str = "host") -> Any:
-        start = time.perf_counter()
-        try:
-            return await inner(event, data, session_id, source)
-        finally:
-            bus._plugbox_metrics.hook_chain(event, time.perf_counter() - start)
-
-    bus.execute = execute
-    bus._plugbox_timed = True

@@ -37,6 +37,10 @@ class W(Plugin):
                 pass  # not declared in this manifest
         ctx.register_webhook("slow", self.slow)
         ctx.register_webhook("crash", self.crash)
+        ctx.register_hook("ingress:error", self.on_error)
+
+    async def on_error(self, hook):
+        await self.ctx.storage.set("last_error", hook.data)
 
     async def handle(self, request):
         return {"status": 202, "body": {"json": request.get("json"), "method": request["method"],
@@ -70,7 +74,8 @@ async def client(host: Host) -> AsyncIterator[httpx.AsyncClient]:
 
 
 async def _plugin(host: Host, write_plugin: WritePlugin, routes: list[dict[str, Any]] = ROUTES) -> PluginEntry:
-    entry = await enable(host, write_plugin(CODE, id="w", permissions=["webhook:ingress"], configSchema=SCHEMA,
+    entry = await enable(host, write_plugin(CODE, id="w", permissions=["webhook:ingress", "storage:use"],
+                                            configSchema=SCHEMA,
                                             ingress=routes))
     await host.manager.set_config("w", {"webhookSecret": SECRET, "whSecret": WHSEC})
     return entry
@@ -166,6 +171,13 @@ async def test_handler_timeout_is_504(client: httpx.AsyncClient, host: Host, wri
     await _plugin(host, write_plugin)
     r = await client.post("/ingress/w/slow", content=b"x", headers={"X-Token": SECRET})
     assert r.status_code == 504 and "did not answer" in r.json()["error"]
+    # The plugin hears about its own failed delivery through ingress:error, and the chain is timed.
+    async with asyncio.timeout(5):
+        while not host.storage.get("w", "last_error")[0]:  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
+    error = host.storage.get("w", "last_error")[1]
+    assert error["route"] == "slow" and error["status"] == 504 and error["pluginId"] == "w"
+    assert 'plugbox_hook_chain_seconds_count{event="ingress:error"} 1.0' in await _metrics(client)
 
 
 async def test_worker_crash_is_502_and_disabled_plugin_is_503(client: httpx.AsyncClient, host: Host,
