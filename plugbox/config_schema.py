@@ -18,8 +18,9 @@ Validation semantics:
 
 Bounds, because schemas come from untrusted manifests and are checked in the host: at most
 SCHEMA_MAX_DEPTH nested nodes and SCHEMA_MAX_PROPERTIES properties; patterns at most
-PATTERN_MAX_CHARS long, compiled, and free of backreferences and of ambiguity inside a repeated group
-(`(a+)+`, `(a|ab)*`), the shapes that make Python's backtracking matcher take exponential time; a
+PATTERN_MAX_CHARS long and compiled with RE2 (google-re2), whose matching time is linear in the
+input whatever the pattern, so no pattern can stall the host the way `(a+)+$` or `a*a*a*b` stalls
+Python's backtracking `re`; RE2 has no backreferences or lookaround, and refuses them; a
 config document at most CONFIG_MAX_BYTES encoded. `secret` applies to string fields outside arrays,
 so that every secret has a dotted path.
 
@@ -32,13 +33,13 @@ This module is pure data validation: it does no I/O and imports nothing from the
 from __future__ import annotations
 
 import copy
-import importlib
 import math
 import re
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import msgspec
+import re2
 
 from plugbox.errors import ConfigError, ManifestError
 
@@ -102,7 +103,7 @@ class _Node:
     enum: tuple[Any, ...] | None = None
     min: float | None = None
     max: float | None = None
-    pattern: re.Pattern[str] | None = None
+    pattern: re2._Regexp[str] | None = None
     items: _Node | None = None
     properties: dict[str, _Node] | None = None
     required_names: frozenset[str] = field(default_factory=frozenset)
@@ -414,71 +415,23 @@ def _scalar_fits(kind: str, value: Any) -> bool:
     return _is_number(value) and math.isfinite(value)
 
 
-# Python's `re` backtracks; `sre` is loaded by name because it is private CPython API (stable since
-# 3.11 as `re._parser`). Without it only the length cap and compilation guard patterns.
-try:
-    _sre: Any = importlib.import_module("re._parser")
-except ImportError:  # pragma: no cover - other interpreters
-    _sre = None
+_RE2_OPTIONS = re2.Options()
+_RE2_OPTIONS.log_errors = False  # a refused pattern is reported as a ManifestError, not on stderr
 
 
-def _compile_pattern(pattern: Any, path: str) -> re.Pattern[str]:
-    """Compile a schema pattern, refusing what can make the host's backtracking matcher explode
-    (patterns come from untrusted manifests and run in the host): over-long patterns, backreferences
-    and conditionals, and ambiguity inside a repeated group (a variable-count repeat or an
-    alternation inside `(...)+`, as in `(a+)+` or `(a|ab)*`)."""
+def _compile_pattern(pattern: Any, path: str) -> re2._Regexp[str]:
+    """Compile a schema pattern with RE2 (patterns come from untrusted manifests and run in the
+    host: RE2 matches in linear time, so none can make config validation hang)."""
     if not isinstance(pattern, str):
         raise ManifestError(path, "type", "must be a string")
     if len(pattern) > PATTERN_MAX_CHARS:
         raise ManifestError(path, "pattern", f"longer than {PATTERN_MAX_CHARS} characters")
     try:
-        compiled = re.compile(pattern)
-    except (re.error, RecursionError, OverflowError) as exc:
-        raise ManifestError(path, "pattern", f"does not compile: {exc}") from None
-    if _sre is not None:
-        problem = _backtracking_hazard(_sre.parse(pattern), inside_repeat=False)
-        if problem:
-            raise ManifestError(path, "pattern", problem)
-    return compiled
-
-
-_BACKREFS = frozenset(
-    {"GROUPREF", "GROUPREF_EXISTS", "GROUPREF_IGNORE", "GROUPREF_LOC_IGNORE", "GROUPREF_UNI_IGNORE"}
-)
-
-
-def _backtracking_hazard(tree: Any, *, inside_repeat: bool) -> str | None:
-    """Walk an `re._parser` tree; return why the pattern is refused, or None."""
-    for op, av in tree:
-        name = str(op)
-        if name in _BACKREFS:
-            return "backreferences and conditionals are not allowed in config patterns"
-        if name in ("MAX_REPEAT", "MIN_REPEAT"):
-            low, high, body = av
-            if inside_repeat and low != high:
-                return (
-                    "a variable repeat inside a repeated group (like '(a+)+') can backtrack "
-                    "catastrophically; use a character class such as '[a-z0-9.-]+'"
-                )
-            problem = _backtracking_hazard(body, inside_repeat=inside_repeat or high > 1)
-        elif name == "BRANCH" and inside_repeat:
-            return "an alternation inside a repeated group (like '(a|ab)*') can backtrack catastrophically"
-        else:
-            problem = _scan_children(av, inside_repeat)
-        if problem:
-            return problem
-    return None
-
-
-def _scan_children(av: Any, inside_repeat: bool) -> str | None:
-    if isinstance(av, _sre.SubPattern):
-        return _backtracking_hazard(av, inside_repeat=inside_repeat)
-    if isinstance(av, tuple | list):
-        for item in av:
-            problem = _scan_children(item, inside_repeat)
-            if problem:
-                return problem
-    return None
+        return re2.compile(pattern, _RE2_OPTIONS)
+    except re2.error as exc:
+        reason = exc.args[0].decode(errors="replace") if exc.args and isinstance(exc.args[0], bytes) else str(exc)
+        raise ManifestError(path, "pattern", f"does not compile (RE2 syntax: no backreferences or "
+                                             f"lookaround): {reason}") from None
 
 
 # --- validating config ----------------------------------------------------------------------------
