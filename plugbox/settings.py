@@ -45,6 +45,8 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     worker_open_files: PositiveInt = 256
     worker_file_size_bytes: PositiveInt = 64 << 20
     worker_scratch_bytes: Annotated[int, msgspec.Meta(ge=0)] = 32 << 20  # 0: no tmpfs size limit
+    worker_cpu_limit_percent: Annotated[int, msgspec.Meta(ge=0)] = 90  # of one CPU, per window; 0: off
+    worker_cpu_window_ms: PositiveMs = 10000
     frame_max_bytes: PositiveInt = 16 << 20
     log_lines_per_window: PositiveInt = 200
     log_window_ms: PositiveMs = 10000

@@ -21,6 +21,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
+from plugbox.bridge.cpuwatch import CpuWatch
 from plugbox.bridge.process import WorkerProcess, describe_status
 from plugbox.bridge.wire import (
     PROTOCOL_VERSION,
@@ -139,6 +140,7 @@ class WorkerRuntime:
         self._loop = asyncio.get_running_loop()
         self._hello: asyncio.Future[Hello] = self._loop.create_future()
         self._ping_task: asyncio.Task[None] | None = None
+        self._cpu_watch: CpuWatch | None = None
         self._death_task: asyncio.Future[None] | None = None
         self._death: str | None = None
         self._stopping = False
@@ -383,6 +385,8 @@ class WorkerRuntime:
             self.transport.abort()
 
     def channel_lost(self) -> None:
+        if self._cpu_watch is not None:
+            self._cpu_watch.stop()
         if self.proc is not None:
             self.proc.kill()  # a worker that closed its channel is done, whatever it intends
         first = self._death is None
@@ -435,6 +439,10 @@ class WorkerRuntime:
             raise ConfinementError(str(failed.get("name", "?")), str(failed.get("detail", hello.error)))
         if hello.version != PROTOCOL_VERSION:
             raise BridgeError(f"worker speaks protocol {hello.version}, host {PROTOCOL_VERSION}")
+        if s.worker_cpu_limit_percent:
+            self._cpu_watch = CpuWatch(self.proc.pid, s.worker_cpu_limit_percent / 100,
+                                       s.worker_cpu_window_ms / 1000, self._kill)
+            self._cpu_watch.start()
         missing = missing_layers(hello.layers)
         if missing:  # only possible in the operator's degraded mode: say so, loudly, every start
             warning = f"DEGRADED confinement: running without {', '.join(missing)}"
@@ -491,6 +499,8 @@ class WorkerRuntime:
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None
+        if self._cpu_watch is not None:
+            self._cpu_watch.stop()
         if proc is not None:
             proc.close()
         shutil.rmtree(self.scratch, ignore_errors=True)

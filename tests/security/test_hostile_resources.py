@@ -1,6 +1,7 @@
 """Hostile plugins against resources: memory, CPU, disk, file descriptors, log and stdout floods,
 capability-call and registration floods. The worker's rlimits turn the first ones into errors in
-the worker (MemoryError, EFBIG, EMFILE); liveness kills a CPU runaway; the host's own caps
+the worker (MemoryError, EFBIG, EMFILE); liveness kills a handler's CPU runaway and the CPU
+watchdog a background one; the host's own caps
 (log rate limit, calls in flight, registrations) keep floods from reaching host services.
 """
 
@@ -68,6 +69,29 @@ async def test_hostile_cpu_runaway_is_killed_by_liveness(attack: Attack) -> None
     assert run.entry_storage("result") == (False, None)
     await wait_for(lambda: not alive(run.pid), within=3)
     await wait_for(lambda: any("liveness" in line["message"] for line in run.entry.logs.recent), within=3)
+    await attack.aftermath()
+
+
+@pytest.mark.parametrize("settings_overrides", [{"worker_cpu_window_ms": 500}])
+async def test_hostile_background_cpu_burner_with_a_responsive_loop_is_killed(attack: Attack) -> None:
+    """Two threads spin forever while the event loop answers every hook and ping on time: no hook
+    overruns, so only the CPU watchdog can see it."""
+    run = await attack.run("""
+        import threading
+        def burn():
+            while True:
+                pass
+        def attack(ctx, cfg):
+            for _ in range(2):
+                threading.Thread(target=burn, daemon=True).start()
+            return "burning"
+    """)
+    assert run.result["value"] == "burning"
+    outcome = await attack.host.bus.execute("message:ack", {"id": "m1"}, SESSION)
+    assert not outcome.errors and not outcome.timed_out  # the loop itself stays responsive
+    await wait_for(lambda: not alive(run.pid), within=5)
+    await wait_for(lambda: any("runaway: used" in line["message"] and "of a CPU" in line["message"]
+                               for line in run.entry.logs.recent), within=3)
     await attack.aftermath()
 
 

@@ -78,3 +78,4 @@ def test_reader_decodes_a_whole_frame_a_split_frame_and_several_at_once() -> Non
     assert [m.id for m in reader.feed(one[7:] + one + one[:5])] == [1, 1]
     assert [m.id for m in reader.feed(one[5:])] == [1]
     assert reader.bad_frames == 0 and len(reader._buf) == 0
+
