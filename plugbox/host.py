@@ -128,11 +128,9 @@ class Host:
         return RuntimeDeps(settings=self.settings, bus=self.bus, router=self.router,
                            on_failure=self._runtime_failed, zygote=self.zygote)
 
-    def _runtime_failed(self, entry: PluginEntry, reason: str) -> None:
-        before = entry.record.consecutive_failures
-        self.manager.runtime_failed(entry, reason)
-        failures = entry.record.consecutive_failures
-        if failures > before:  # counted by the manager (not a disable or shutdown in progress)
+    def _runtime_failed(self, entry: PluginEntry, reason: str, counted: bool = False) -> None:
+        if self.manager.runtime_failed(entry, reason, counted=counted):  # not a disable or shutdown
+            failures = entry.record.consecutive_failures
             self.observer.worker_failed(entry.plugin_id, failures < self.settings.breaker_threshold)
 
     def _hook_timed_out(self, plugin_id: str) -> None:

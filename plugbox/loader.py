@@ -308,12 +308,15 @@ class PluginManager:
         await self._persist(entry)
 
     # -- failures reported by a runtime (crash, kill, unresponsive) --
-    def runtime_failed(self, entry: PluginEntry, reason: str) -> None:
+    def runtime_failed(self, entry: PluginEntry, reason: str, *, counted: bool = False) -> bool:
         """Called by a runtime whose worker died or was killed. Restarts with exponential backoff
-        until the circuit breaker trips."""
+        until the circuit breaker trips. `counted`: the death ends a hook timeout that
+        `runtime_timed_out` has already counted (a liveness kill), so it is not counted again.
+        Returns False when nothing was done (closing, disabling, or not enabled)."""
         if self._closing or entry._disabling is not None or entry.status != Status.ENABLED:
-            return
-        entry.record.consecutive_failures += 1
+            return False
+        if not counted:
+            entry.record.consecutive_failures += 1
         failures = entry.record.consecutive_failures
         entry.logs.emit("error", f"worker failed: {reason}")
         if failures >= self.settings.breaker_threshold:
@@ -322,6 +325,7 @@ class PluginManager:
         else:
             self._set_status(entry, Status.ERROR, f"restarting after failure: {reason}")
         entry._restart = asyncio.ensure_future(self._restart_after_failure(entry, failures))
+        return True
 
     def runtime_timed_out(self, entry: PluginEntry) -> None:
         """A hook ran past its budget. Timeouts count toward the breaker like crashes do."""

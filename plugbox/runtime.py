@@ -57,7 +57,8 @@ class RuntimeDeps:
     settings: Settings
     bus: HookBus
     router: CapabilityRouter
-    on_failure: Callable[[PluginEntry, str], None]
+    # (entry, reason, counted): counted when the death ends a hook timeout already counted
+    on_failure: Callable[[PluginEntry, str, bool], None]
     zygote: Zygote
 
 

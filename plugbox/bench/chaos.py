@@ -333,11 +333,11 @@ def _count_deaths(host: Host) -> collections.Counter[str]:
     deaths: collections.Counter[str] = collections.Counter()
     report = host.manager.runtime_failed
 
-    def counted(entry: Any, reason: str) -> None:
+    def counting(entry: Any, reason: str, *, counted: bool = False) -> bool:
         deaths[reason[:120]] += 1
-        report(entry, reason)
+        return report(entry, reason, counted=counted)
 
-    host.manager.runtime_failed = counted  # type: ignore[method-assign]
+    host.manager.runtime_failed = counting  # type: ignore[method-assign]
     return deaths
 
 

@@ -143,6 +143,7 @@ class WorkerRuntime:
         self._cpu_watch: CpuWatch | None = None
         self._death_task: asyncio.Future[None] | None = None
         self._death: str | None = None
+        self._death_counted = False  # the kill ends a hook timeout the manager already counted
         self._stopping = False
         self._stopped = False
 
@@ -354,9 +355,11 @@ class WorkerRuntime:
             if cpu_before is not None and cpu_after is not None:
                 busy = (cpu_after - cpu_before) / max(loop.time() - started, 1e-3)
                 if busy >= LOOP_BUSY_KILL:
+                    self._death_counted = self._death is None
                     self._kill(f"runaway: its event loop stayed runnable ({busy:.0%}) for the whole "
                                f"{self.liveness:g} s liveness window after a hook ran past its budget")
         except TimeoutError:
+            self._death_counted = self._death is None
             self._kill(f"unresponsive: no answer to the liveness ping within {self.liveness:g} s")
         finally:
             self.pongs.pop(ping_id, None)
@@ -411,7 +414,7 @@ class WorkerRuntime:
             if status is not None and status >= 0:
                 reason = f"{reason} ({describe_status(status)})"
         if not self._stopping:
-            self.deps.on_failure(self.entry, reason)
+            self.deps.on_failure(self.entry, reason, self._death_counted)
 
     # -- PluginRuntime --
     async def start(self) -> None:

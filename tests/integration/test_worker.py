@@ -154,6 +154,9 @@ async def test_infinite_sync_loop_is_killed_and_the_host_goes_on(host: Host, wri
     assert outcome.timed_out == ["p"]
     await wait_for(lambda: not alive(pid), within=5)
     await wait_for(lambda: any("liveness ping" in line["message"] for line in entry.logs.recent))
+    # One runaway is one failure toward the breaker: the timeout and the kill that ends it are
+    # not counted twice.
+    assert entry.record.consecutive_failures == 1
     # The host still serves: a message through the bus completes.
     await host.bus.execute("session:ready", {}, SESSION)
 
