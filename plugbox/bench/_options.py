@@ -21,18 +21,19 @@ class BenchOptions:
     quick: bool = False
     plugins: int = 200  # scale test
     skip_node: bool = False
-    # Anchors and plugbox's latency/throughput phases alternate this many times; the VM's wake-up
-    # cost shifts between phases lasting seconds, and the median of 5 per-round ratios is not
-    # decided by one round that straddled a shift (3 rounds were, now and then).
+    # Latency rounds: each is `bursts` turns in which every system (each anchor, plugbox's
+    # capability round trip, plugbox's hook dispatch) runs one burst of round trips, the order
+    # rotating; then a pipelined run of each. Ratios are per round, then the median of rounds.
     rounds: int = 5
-    cap_calls: int = 50000  # over all rounds: per round, as many as each anchor's round trips
+    bursts: int = 10
+    cap_calls: int = 50000  # over all rounds and bursts; each anchor runs as many round trips
     hook_calls: int = 50000
     warmup: int = 500
-    pipelined_total: int = 100000
+    pipelined_total: int = 100000  # over all rounds, for plugbox and for each anchor
     in_flight: int = 64
     cold_starts: int = 20
     idle_workers: int = 20
-    anchor_rtt: int = 10000  # per round
+    anchor_rtt: int = 10000  # the anchors' standalone runs (reported beside, not in the ratios)
     anchor_pipelined: int = 100000
     node_starts: int = 20
     # Where the two sides of every pair run (plugbox host/worker, socketpair parent/child, Node main
@@ -67,7 +68,7 @@ class BenchOptions:
         cpus = {"split": (usable[0], usable[1]), "same": (usable[0], usable[0]), "free": ()}[placement]
         base = cls(skip_node=skip_node, placement=placement, cpus=cpus)
         if quick:  # CI smoke: every phase runs, with small N; the numbers are not meant to be read
-            base = replace(base, quick=True, rounds=1, plugins=8, cap_calls=300, hook_calls=300, warmup=100,
+            base = replace(base, quick=True, rounds=1, bursts=2, plugins=8, cap_calls=300, hook_calls=300, warmup=100,
                            pipelined_total=2000, cold_starts=3, idle_workers=3, anchor_rtt=2000,
                            anchor_pipelined=5000, node_starts=3)
         return replace(base, plugins=plugins) if plugins is not None else base

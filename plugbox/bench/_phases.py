@@ -13,9 +13,9 @@ import contextlib
 import os
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from plugbox.bench._options import BenchError, BenchOptions
 from plugbox.bench._plugins import CAP_EVENT, COUNT_EVENT, COUNTER, DISPATCH_EVENT, KEY, PROBE, VALUE, install
@@ -29,10 +29,31 @@ __all__ = ["Phases", "Progress"]
 
 SESSION = "bench"
 CAP_BATCH = 1000  # capability calls per driver hook: keeps each hook far inside its 5 s budget
+BURST_WARM = 20  # round trips run and dropped at the start of every burst, by every system alike
 IDLE_SETTLE_S = 1.0  # idle workers sit this long before their memory is read (node anchor: the same)
 CLEANUP_WAIT_S = 5.0
 
 Progress = Callable[[str], None]
+
+
+class Burster(Protocol):
+    """An anchor kept running between bursts (anchors.AnchorSession)."""
+
+    async def rtt(self, n: int) -> list[int]: ...
+
+    async def pipelined(self, n: int) -> float: ...
+
+
+class Anchors(Protocol):
+    async def full(self) -> dict[str, Any]:
+        """Each anchor's standalone report (start-up, memory, its own latency and throughput)."""
+        ...
+
+    async def open(self) -> Mapping[str, Burster]:
+        """The anchors that can run bursts, by report name, started and warm."""
+        ...
+
+    async def close(self) -> None: ...
 
 
 class Phases:
@@ -44,9 +65,9 @@ class Phases:
         plugins_dir: Path,
         options: BenchOptions,
         progress: Progress,
-        anchor_round: Callable[[], Awaitable[dict[str, Any]]],
+        anchors: Anchors,
     ) -> None:
-        self.anchor_round = anchor_round
+        self.anchors = anchors
         self.options = options
         self.progress = progress
         self.plugins_dir = plugins_dir
@@ -71,20 +92,21 @@ class Phases:
             str(layer.get("name")) for layer in probe.confinement or [] if not layer.get("applied")
         ]
         await host.storage.set(probe.plugin_id, KEY, VALUE)
-        # The VM's cross-CPU wake-up cost drifts by 2x over minutes: each round measures the anchors
-        # and then plugbox, back to back, so every ratio compares figures taken close together.
+        self.progress("anchors, standalone (start-up, memory)")
+        metrics["anchors_standalone"] = standalone = await self.anchors.full()
+        # The VM's cross-CPU wake-up cost shifts every few seconds, by up to 2x. So latency and
+        # throughput are measured in short bursts, anchors and plugbox in turn, many times per
+        # round: every system is exposed to the same shifts, and each round's ratios compare
+        # figures taken within the same second or so.
         rounds: list[dict[str, Any]] = []
         n = self.options.rounds
-        for r in range(1, n + 1):
-            self.progress(f"round {r}/{n}: anchors (python socketpair, node worker_threads)")
-            anchors = await self.anchor_round()
-            self.progress(f"round {r}/{n}: capability round trip, hook dispatch, pipelined dispatch")
-            rounds.append({
-                "anchors": anchors,
-                "cap_rtt": await self._cap_rtt(max(1, self.options.cap_calls // n)),
-                "hook_dispatch": await self._hook_dispatch(max(1, self.options.hook_calls // n)),
-                "hook_pipelined": await self._pipelined(max(self.options.in_flight, self.options.pipelined_total // n)),
-            })
+        sessions = await self.anchors.open()
+        try:
+            for r in range(1, n + 1):
+                self.progress(f"round {r}/{n}: anchors and plugbox in alternating bursts")
+                rounds.append(await self._round(sessions, standalone))
+        finally:
+            await self.anchors.close()
         metrics["rounds"] = rounds
         for key in ("cap_rtt", "hook_dispatch", "hook_pipelined"):
             metrics[key] = median_fields([r[key] for r in rounds])
@@ -130,6 +152,50 @@ class Phases:
         if outcome.errors or outcome.timed_out:
             raise BenchError(f"{what}: hook failed: errors={outcome.errors[:3]} timed_out={outcome.timed_out[:3]}")
 
+    async def _round(self, sessions: Mapping[str, Burster], standalone: dict[str, Any]) -> dict[str, Any]:
+        """One round: `bursts` turns of a burst of round trips from every system (the order
+        rotating each turn), then one pipelined run of each."""
+        o = self.options
+        per_burst = max(1, o.cap_calls // o.rounds // o.bursts)
+        hook_per_burst = max(1, o.hook_calls // o.rounds // o.bursts)
+        await self._cap_batch(o.warmup)
+        await self._hook_latencies(o.warmup)
+        lat: dict[str, list[int]] = {name: [] for name in (*sessions, "cap", "hook")}
+
+        async def cap() -> None:
+            lat["cap"] += (await self._cap_batch(per_burst + BURST_WARM))[BURST_WARM:]
+
+        async def hook() -> None:
+            lat["hook"] += (await self._hook_latencies(hook_per_burst + BURST_WARM))[BURST_WARM:]
+
+        def anchor(name: str, session: Burster) -> Callable[[], Awaitable[None]]:
+            async def burst() -> None:
+                lat[name] += (await session.rtt(per_burst + BURST_WARM))[BURST_WARM:]
+            return burst
+
+        turns = [anchor(name, s) for name, s in sessions.items()] + [cap, hook]
+        for b in range(o.bursts):
+            for turn in turns[b % len(turns):] + turns[: b % len(turns)]:
+                await turn()
+        pipelined_n = max(o.in_flight, o.pipelined_total // o.rounds)
+        anchors: dict[str, Any] = {}
+        for name, report in standalone.items():
+            if name in sessions:
+                ns = summarize_ns(lat[name])
+                anchors[name] = {"anchor": report.get("anchor"), "rtt_p50_us": ns["p50_us"],
+                                 "rtt_p99_us": ns["p99_us"], "samples": ns["n"],
+                                 "pipelined_per_s": round(await sessions[name].pipelined(pipelined_n))}
+            else:
+                anchors[name] = report  # skipped: says why
+        return {
+            "anchors": anchors,
+            "cap_rtt": {**summarize_ns(lat["cap"]), "verb": "storage.get", "bursts": o.bursts,
+                        "timed_in": "plugin (perf_counter_ns around each await ctx.storage.get)"},
+            "hook_dispatch": {**summarize_ns(lat["hook"]), "bursts": o.bursts,
+                              "timed_in": "host (await host.bus.execute, one confined sync handler)"},
+            "hook_pipelined": await self._pipelined(pipelined_n),
+        }
+
     # -- 1. capability round trip --
     async def _cap_batch(self, n: int) -> list[int]:
         outcome = await self.host.bus.execute(CAP_EVENT, {"n": n}, SESSION)
@@ -139,25 +205,11 @@ class Phases:
             raise BenchError("capability round trip: the probe returned no latency list")
         return lat
 
-    async def _cap_rtt(self, calls: int) -> dict[str, Any]:
-        await self._cap_batch(self.options.warmup)
-        samples: list[int] = []
-        left = calls
-        while left > 0:
-            batch = min(CAP_BATCH, left)
-            samples += await self._cap_batch(batch)
-            left -= batch
-        return {**summarize_ns(samples), "verb": "storage.get", "warmup": self.options.warmup,
-                "timed_in": "plugin (perf_counter_ns around each await ctx.storage.get)"}
-
     # -- 2. hook dispatch --
-    async def _hook_dispatch(self, calls: int) -> dict[str, Any]:
+    async def _hook_latencies(self, n: int) -> list[int]:
         execute = self.host.bus.execute
         clock = time.perf_counter_ns
         data = {"id": "bench-1", "chatId": "15550001111@c.us", "ack": 2}
-        for _ in range(self.options.warmup):
-            self._check_outcome(await execute(DISPATCH_EVENT, data, SESSION), "hook dispatch warm-up")
-        n = calls
         lat = [0] * n
         failed = 0
         for i in range(n):
@@ -168,8 +220,7 @@ class Phases:
                 failed += 1
         if failed:
             raise BenchError(f"hook dispatch: {failed} of {n} dispatches failed")
-        return {**summarize_ns(lat), "warmup": self.options.warmup,
-                "timed_in": "host (await host.bus.execute, one confined sync handler)"}
+        return lat
 
     # -- 3. pipelined hook dispatch --
     async def _pipelined(self, dispatches: int) -> dict[str, Any]:

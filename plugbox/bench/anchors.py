@@ -3,8 +3,9 @@
 - `python_limit`: `python -I -m plugbox.bench.pipe_limit` with this interpreter (see pipe_limit.py).
 - `node_worker_threads`: `node --expose-gc node_anchor.js` (shipped as package data), when `node`
   is on PATH and not skipped; otherwise a report that says why it is absent.
+- `AnchorSession`: the same two scripts in `serve` mode, kept running and asked for bursts of round
+  trips or pipelined requests, so the bench can interleave them with bursts of plugbox's bridge.
 
-Anchors run while no plugbox worker exists, so they do not compete with the system under test.
 Every child is killed and reaped on the way out, including when the bench is cancelled (Ctrl-C).
 """
 
@@ -19,7 +20,7 @@ import shutil
 import sys
 from typing import Any
 
-__all__ = ["AnchorError", "node_worker_threads", "python_limit"]
+__all__ = ["AnchorError", "AnchorSession", "node_argv", "node_worker_threads", "python_limit"]
 
 ANCHOR_TIMEOUT_S = 300.0
 
@@ -31,11 +32,16 @@ class AnchorError(Exception):
 SIDE_B_ENV = "PLUGBOX_BENCH_SIDE_B_CPU"
 
 
-async def _run_json(argv: list[str], what: str, side_b_cpu: int | None) -> dict[str, Any]:
+def _env(side_b_cpu: int | None) -> dict[str, str]:
     env = dict(os.environ)
     env.pop(SIDE_B_ENV, None)
     if side_b_cpu is not None:  # the anchor moves its second side (child / worker thread) there
         env[SIDE_B_ENV] = str(side_b_cpu)
+    return env
+
+
+async def _run_json(argv: list[str], what: str, side_b_cpu: int | None) -> dict[str, Any]:
+    env = _env(side_b_cpu)
     proc = await asyncio.create_subprocess_exec(
         *argv,
         env=env,
@@ -79,7 +85,89 @@ async def node_worker_threads(
     node = shutil.which("node")
     if node is None:
         return {"anchor": "node-worker_threads", "skipped": "node is not on PATH"}
-    script = importlib.resources.files("plugbox.bench") / "node_anchor.js"
-    with importlib.resources.as_file(script) as path:
+    with importlib.resources.as_file(_NODE_SCRIPT) as path:
         argv = [node, "--expose-gc", str(path), str(rtt_n), str(pipelined_total), str(idle_workers), str(starts)]
         return await _run_json(argv, "node worker_threads anchor", side_b_cpu)
+
+
+_NODE_SCRIPT = importlib.resources.files("plugbox.bench") / "node_anchor.js"
+
+
+def node_argv(*args: str) -> list[str] | None:
+    """The command line of the Node anchor with `args`; None when `node` is not on PATH. (The
+    script is package data inside the installed package, a real file for an editable or wheel
+    install.)"""
+    node = shutil.which("node")
+    return None if node is None else [node, str(_NODE_SCRIPT), *args]
+
+
+class AnchorSession:
+    """One anchor in `serve` mode: `rtt(n)` -> latencies in ns, `pipelined(n)` -> requests/s."""
+
+    def __init__(self, what: str, proc: asyncio.subprocess.Process) -> None:
+        self.what = what
+        self._proc = proc
+
+    @classmethod
+    async def start(cls, argv: list[str], what: str, side_b_cpu: int | None) -> AnchorSession:
+        proc = await asyncio.create_subprocess_exec(
+            *argv, env=_env(side_b_cpu), stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.DEVNULL, start_new_session=True, limit=16 << 20,
+        )
+        session = cls(what, proc)
+        try:
+            if not (await session._read()).get("ready"):
+                raise AnchorError(f"{what} did not say it was ready")
+        except BaseException:
+            await session.close()
+            raise
+        return session
+
+    async def _read(self) -> dict[str, Any]:
+        assert self._proc.stdout is not None
+        async with asyncio.timeout(ANCHOR_TIMEOUT_S):
+            line = await self._proc.stdout.readline()
+        if not line:
+            raise AnchorError(f"{self.what} exited (code {await self._proc.wait()})")
+        try:
+            reply: dict[str, Any] = json.loads(line)
+        except ValueError as exc:
+            raise AnchorError(f"{self.what} printed something that is not JSON: {exc}") from None
+        if "error" in reply:
+            raise AnchorError(f"{self.what}: {reply['error']}")
+        return reply
+
+    async def _ask(self, command: str) -> dict[str, Any]:
+        assert self._proc.stdin is not None
+        self._proc.stdin.write(command.encode() + b"\n")
+        await self._proc.stdin.drain()
+        return await self._read()
+
+    async def rtt(self, n: int) -> list[int]:
+        lat = (await self._ask(f"rtt {n}")).get("lat_ns")
+        if not isinstance(lat, list) or len(lat) != n:
+            raise AnchorError(f"{self.what}: no latency list for rtt {n}")
+        return [int(x) for x in lat]
+
+    async def pipelined(self, n: int) -> float:
+        per_s = (await self._ask(f"pipe {n}")).get("per_s")
+        if not isinstance(per_s, int | float):
+            raise AnchorError(f"{self.what}: no rate for pipe {n}")
+        return float(per_s)
+
+    async def close(self) -> None:
+        proc = self._proc
+        if proc.stdin is not None and not proc.stdin.is_closing():
+            proc.stdin.close()  # end of commands: the anchor exits by itself
+        try:
+            async with asyncio.timeout(5):
+                await proc.wait()
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
+        except asyncio.CancelledError:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
+            raise

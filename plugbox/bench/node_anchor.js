@@ -5,7 +5,13 @@
 // plugbox's numbers can be read as ratios against it.
 //
 //   node --expose-gc node_anchor.js RTT_N PIPELINED_TOTAL IDLE_WORKERS STARTS
+//   node node_anchor.js serve
 //
+// `serve` keeps one measured worker and answers commands on stdin, one JSON line each, so the
+// bench can interleave short bursts of this transport with bursts of plugbox's bridge:
+//   rtt N   -> {"lat_ns": [...]}   N round trips, one request in flight
+//   pipe N  -> {"per_s": x}        N requests, 64 in flight
+// It prints {"ready": true} once the worker is up and warm, and exits at the end of stdin.
 // Prints one JSON object on stdout:
 //   startup_ms        median over STARTS fresh workers, new Worker() -> 'online'
 //   startup_ready_ms  the same workers, new Worker() -> first reply received (closer to plugbox's
@@ -157,7 +163,30 @@ async function main() {
   }) + '\n');
 }
 
-main().catch((err) => {
+async function serve() {
+  const worker = await measuredWorker();
+  await roundTrips(worker, 2000); // warm-up: JIT, caches
+  await pipelined(worker, 5000);
+  const say = (obj) => process.stdout.write(JSON.stringify(obj) + '\n');
+  say({ ready: true, node: process.version });
+  const lines = require('node:readline').createInterface({ input: process.stdin });
+  for await (const line of lines) {
+    const [cmd, arg] = line.trim().split(/\s+/);
+    const n = Number(arg);
+    if (!Number.isInteger(n) || n < 1) {
+      say({ error: `bad command ${JSON.stringify(line)}` });
+    } else if (cmd === 'rtt') {
+      say({ lat_ns: await roundTrips(worker, n) });
+    } else if (cmd === 'pipe') {
+      say({ per_s: await pipelined(worker, n) });
+    } else {
+      say({ error: `unknown command ${JSON.stringify(cmd)}` });
+    }
+  }
+  await worker.terminate();
+}
+
+(process.argv[2] === 'serve' ? serve() : main()).catch((err) => {
   process.stderr.write(String(err && err.stack ? err.stack : err) + '\n');
   process.exit(1);
 });

@@ -8,10 +8,15 @@ reported as a multiple of it.
 Run as its own process, so the host under test shares nothing with it:
 
     python -I -m plugbox.bench.pipe_limit RTT_N PIPELINED_TOTAL [DEPTH]
+    python -I -m plugbox.bench.pipe_limit serve
 
 Prints one JSON object: rtt_p50_us / rtt_p99_us (one frame in flight) and pipelined_per_s
 (`DEPTH` frames in flight, default 64). The echo side is a fork of this small process (never of
 the host); it exits when its end of the socketpair reads EOF, so it cannot outlive the prober.
+
+`serve` keeps the pair and answers commands on stdin with one JSON line each, so the bench can
+interleave bursts of it with bursts of plugbox's bridge: `rtt N` -> {"lat_ns": [...]},
+`pipe N` -> {"per_s": x} (64 in flight); {"ready": true} first; it exits at the end of stdin.
 """
 
 from __future__ import annotations
@@ -75,10 +80,8 @@ def _pct(sorted_ns: list[int], q: float) -> float:
     return sorted_ns[int(rank) - 1] / 1000
 
 
-def main(argv: list[str]) -> int:
-    rtt_n = int(argv[1]) if len(argv) > 1 else 20000
-    total = int(argv[2]) if len(argv) > 2 else 100000
-    depth = int(argv[3]) if len(argv) > 3 else 64
+def _pair() -> tuple[socket.socket, int]:
+    """Our end of a socketpair whose other end a forked echo child serves."""
     mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     pid = os.fork()
     if pid == 0:
@@ -88,6 +91,40 @@ def main(argv: list[str]) -> int:
         mine.close()
         _echo(theirs)
     theirs.close()
+    return mine, pid
+
+
+def _serve() -> int:
+    mine, pid = _pair()
+    try:
+        _round_trips(mine, 2000)  # warm-up
+        _pipelined(mine, 5000, 64)
+        sys.stdout.write(json.dumps({"ready": True, "python": sys.version.split()[0]}) + "\n")
+        sys.stdout.flush()
+        for line in sys.stdin:
+            cmd, _, arg = line.strip().partition(" ")
+            n = int(arg) if arg.isdigit() and int(arg) > 0 else 0
+            if n and cmd == "rtt":
+                reply: dict[str, object] = {"lat_ns": _round_trips(mine, n)}
+            elif n and cmd == "pipe":
+                reply = {"per_s": _pipelined(mine, n, 64)}
+            else:
+                reply = {"error": f"bad command {line.strip()[:80]!r}"}
+            sys.stdout.write(json.dumps(reply) + "\n")
+            sys.stdout.flush()
+    finally:
+        mine.close()
+        os.waitpid(pid, 0)
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) > 1 and argv[1] == "serve":
+        return _serve()
+    rtt_n = int(argv[1]) if len(argv) > 1 else 20000
+    total = int(argv[2]) if len(argv) > 2 else 100000
+    depth = int(argv[3]) if len(argv) > 3 else 64
+    mine, pid = _pair()
     try:
         _round_trips(mine, min(rtt_n, 2000))  # warm-up: page in both sides, settle the scheduler
         lat = sorted(_round_trips(mine, rtt_n))

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import sys
 import tempfile
 from dataclasses import asdict
 from pathlib import Path
@@ -70,6 +71,44 @@ async def _run_scenario(options: BenchOptions, progress: Progress) -> dict[str, 
     return {**report, "plugbox": __version__, "quick": options.quick, "machine": facts}
 
 
+class _Anchors:
+    """The two anchors: standalone runs (start-up, memory) and, for the latency rounds, kept
+    running in `serve` mode to answer bursts (see Phases._round)."""
+
+    def __init__(self, options: BenchOptions, side_b: int | None) -> None:
+        self.options = options
+        self.side_b = side_b
+        self._sessions: dict[str, anchors.AnchorSession] = {}
+
+    async def full(self) -> dict[str, Any]:
+        o = self.options
+        try:
+            py = await anchors.python_limit(o.anchor_rtt, o.anchor_pipelined, o.in_flight, self.side_b)
+            node = await anchors.node_worker_threads(o.anchor_rtt, o.anchor_pipelined, o.idle_workers, o.node_starts,
+                                                     skip=o.skip_node, side_b_cpu=self.side_b)
+        except anchors.AnchorError as exc:
+            raise BenchError(str(exc)) from None
+        return {"python_socketpair": py, "node_worker_threads": node}
+
+    async def open(self) -> dict[str, anchors.AnchorSession]:
+        argvs = {"python_socketpair": [sys.executable, "-I", "-m", "plugbox.bench.pipe_limit", "serve"]}
+        node = None if self.options.skip_node else anchors.node_argv("serve")
+        if node is not None:
+            argvs["node_worker_threads"] = node
+        try:
+            for name, argv in argvs.items():
+                self._sessions[name] = await anchors.AnchorSession.start(argv, name, self.side_b)
+        except anchors.AnchorError as exc:
+            await self.close()
+            raise BenchError(str(exc)) from None
+        return dict(self._sessions)
+
+    async def close(self) -> None:
+        sessions, self._sessions = self._sessions, {}
+        for session in sessions.values():
+            await session.close()
+
+
 def _pin(cpu: int | None) -> dict[int, set[int]]:
     """Pin every thread of this process to `cpu`; threads and processes started later (the db writer,
     the zygote and so every worker, the anchors) inherit it. Returns the masks to restore."""
@@ -106,16 +145,7 @@ async def _run(options: BenchOptions, progress: Progress, facts: dict[str, Any])
 
     side_b = options.cpus[1] if options.placement == "split" else None
 
-    async def anchor_round() -> dict[str, Any]:
-        try:
-            py = await anchors.python_limit(options.anchor_rtt, options.anchor_pipelined, options.in_flight, side_b)
-            node = await anchors.node_worker_threads(
-                options.anchor_rtt, options.anchor_pipelined, options.idle_workers, options.node_starts,
-                skip=options.skip_node, side_b_cpu=side_b,
-            )
-        except anchors.AnchorError as exc:
-            raise BenchError(str(exc)) from None
-        return {"python_socketpair": py, "node_worker_threads": node}
+    bench_anchors = _Anchors(options, side_b)
 
     with tempfile.TemporaryDirectory(prefix="plugbox-bench-") as tmp:
         root = Path(tmp)
@@ -129,7 +159,7 @@ async def _run(options: BenchOptions, progress: Progress, facts: dict[str, Any])
         report["settings"] = {k: getattr(settings, k) for k in (
             "hook_budget_ms", "lifecycle_budget_ms", "capability_timeout_ms", "max_calls_in_flight",
             "worker_memory_bytes", "use_netns")}
-        suite = Phases(settings, root / "plugins", options, progress, anchor_round)
+        suite = Phases(settings, root / "plugins", options, progress, bench_anchors)
         try:
             report["metrics"] = await suite.run(report["confinement"])
         finally:
@@ -138,8 +168,11 @@ async def _run(options: BenchOptions, progress: Progress, facts: dict[str, Any])
             report["cleanup"] = await suite.leftovers()
     report["machine"]["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
     rounds = report["metrics"]["rounds"]
-    py = median_fields([r["anchors"]["python_socketpair"] for r in rounds])
-    node = median_fields([r["anchors"]["node_worker_threads"] for r in rounds])
+    standalone = report["metrics"]["anchors_standalone"]
+    # Latency and throughput from the interleaved rounds (median over rounds); start-up and memory,
+    # which only a standalone run measures, from that run.
+    py, node = ({**standalone[name], **median_fields([r["anchors"][name] for r in rounds])}
+                for name in ("python_socketpair", "node_worker_threads"))
     report["anchors"] = {"python_socketpair": py, "node_worker_threads": node}
     report["ratios"] = _ratios(report["metrics"], py, node)
     report["notes"] = _notes(options, settings)
@@ -192,8 +225,10 @@ def _notes(options: BenchOptions, settings: Settings) -> list[str]:
         "plugbox / anchor ratios: above 1 = plugbox slower or bigger, except pipelined (below 1 = fewer per s)",
         "the zygote is started once before any timing; cold start = spawn-from-zygote + confine + load + "
         "on_load + on_enable",
-        "anchors ran in their own processes; each round measured them, then plugbox, back to back: the "
-        "figures shown are medians over rounds, and latency/throughput ratios the median of per-round ratios",
+        "anchors ran in their own processes; latency and throughput were measured in rounds of short bursts, "
+        "each anchor and plugbox in turn (the order rotating), so all saw the same machine: the figures shown "
+        "are medians over rounds, latency/throughput ratios the median of per-round ratios; start-up and "
+        "memory of the anchors come from one standalone run (metrics.anchors_standalone)",
         "node rss_per_worker_mb is RSS growth of one process (workers are threads); plugbox PSS/USS are per "
         "worker process",
     ]

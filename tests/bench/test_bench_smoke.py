@@ -66,13 +66,19 @@ def test_report_has_every_plugbox_metric(report: dict[str, Any]) -> None:
     assert all(_positive(m["memory"][f]) for f in ("pss_mb", "uss_mb", "rss_mb")), m["memory"]
 
 
-def test_each_round_measures_anchors_then_plugbox(report: dict[str, Any]) -> None:
+def test_each_round_interleaves_equal_bursts_of_every_system(report: dict[str, Any]) -> None:
     rounds = report["metrics"]["rounds"]
     assert len(rounds) == report["options"]["rounds"] >= 1
     for r in rounds:
-        assert _positive(r["anchors"]["python_socketpair"]["rtt_p50_us"])
+        anchors = [a for a in r["anchors"].values() if not a.get("skipped")]
+        assert anchors and all(_positive(a["rtt_p50_us"]) and _positive(a["pipelined_per_s"]) for a in anchors)
+        # every system ran as many round trips as the others, in the same bursts
+        assert {a["samples"] for a in anchors} == {r["cap_rtt"]["n"]} == {r["hook_dispatch"]["n"]}
+        assert r["cap_rtt"]["bursts"] == report["options"]["bursts"]
         assert _positive(r["cap_rtt"]["p50_us"]) and _positive(r["hook_dispatch"]["p50_us"])
         assert _positive(r["hook_pipelined"]["per_s"])
+    standalone = report["metrics"]["anchors_standalone"]
+    assert _positive(standalone["python_socketpair"]["rtt_p50_us"])
 
 
 def test_scale_delivers_one_hook_to_every_plugin(report: dict[str, Any]) -> None:
