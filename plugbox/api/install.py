@@ -33,6 +33,7 @@ from typing import IO, TYPE_CHECKING
 
 from plugbox import __version__
 from plugbox.errors import ManifestError, PlugboxError
+from plugbox.loader import Status
 from plugbox.manifest import MANIFEST_MAX_BYTES, Manifest, load_manifest, parse_manifest
 
 if TYPE_CHECKING:
@@ -236,7 +237,8 @@ class PluginInstaller:
         If the new version cannot even be registered, the old directory is swapped back."""
         host = self._host
         was_enabled = old.record.enabled
-        await host.manager.disable(old.plugin_id, operator=False)
+        if old.status != Status.INSTALLED:  # never enabled: nothing to stop, and it stays `installed`
+            await host.manager.disable(old.plugin_id, operator=False)
         _exchange(target, staging)  # staging now holds the old version, removed by the caller
         del host.manager.entries[old.plugin_id]
         try:

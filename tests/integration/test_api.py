@@ -157,6 +157,7 @@ async def test_reinstall_updates_a_plugin_whose_directory_is_not_named_after_its
     files["main.py"] = files["main.py"].replace(b'prefix + message["body"]', b'"v2: " + message["body"]')
     r = await upload(client, make_zip(files))
     assert r.status_code == 200, r.text
+    assert r.json()["status"] == "installed"  # never enabled: an update does not make it `disabled`
     assert plugins_dir_listing(host) == ["my-echo-checkout"]
     assert b'"v2: "' in (placed / "main.py").read_bytes()
 
