@@ -100,7 +100,6 @@ class Host:
             ),
             timeout=self.settings.capability_timeout_ms / 1000,
             send_factor=self.settings.send_timeout_factor,
-            on_call=lambda verb, outcome: self.observer.capability_call(verb, outcome),
         )
         self.search = SearchService(self.manager, self.settings.capability_timeout_ms / 1000)
         self.zygote = Zygote()
@@ -119,10 +118,11 @@ class Host:
 
     @observer.setter
     def observer(self, observer: HostObserver) -> None:
-        """Replace the observer; from then on every hook chain is timed into it (until then the
-        bus reads no clock for nobody)."""
+        """Replace the observer; from then on every capability call is counted and every hook
+        chain timed into it (until then nothing is counted or timed for nobody)."""
         self._observer = observer
         self.bus.on_chain = observer.hook_chain
+        self.router.on_call = observer.capability_call
 
     def _make_deps(self) -> RuntimeDeps:
         return RuntimeDeps(settings=self.settings, bus=self.bus, router=self.router,
@@ -144,9 +144,7 @@ class Host:
 
     def _hook_scope(self, plugin_id: str, session_id: str | None) -> dict[str, Any] | None:
         entry = self.manager.entries.get(plugin_id)
-        if entry is None or not entry.in_scope(session_id):
-            return None
-        return entry.session_config(session_id)
+        return None if entry is None else entry.hook_config(session_id)
 
     def _fetch_policy(self, plugin_id: str) -> FetchPolicy:
         entry = self.manager.get(plugin_id)

@@ -98,12 +98,17 @@ class PluginEntry:
             return self.record.config
         return {**self.record.config, **overrides}
 
-    def in_scope(self, session_id: str | None) -> bool:
+    def hook_config(self, session_id: str | None) -> dict[str, Any] | None:
+        """What a hook of this plugin sees as config for `session_id`, or None when the session
+        is outside its scope (one call on the dispatch path, for `in_scope` + `session_config`)."""
+        record = self.record
         if session_id is None:
-            return True
-        if not self._scope.permits(session_id):
-            return False
-        return not self._scope.session_scoped or session_id in self._scope.active
+            return record.config
+        scope = self._scope
+        if not scope.permits(session_id) or (scope.session_scoped and session_id not in scope.active):
+            return None
+        overrides = record.session_config.get(session_id)
+        return {**record.config, **overrides} if overrides else record.config
 
     def secret_values(self) -> list[str]:
         schema = self.manifest.config_schema

@@ -251,6 +251,9 @@ class WorkerRuntime:
         self.deadlines.pop(msg.id, None)
         if msg.id in self.hook_requests:
             self.hook_requests.discard(msg.id)
+            if msg.ok and msg.value is None:  # the common answer: continue, data unchanged
+                fut.set_result(None)
+                return
             result: HookResult | None
             try:
                 result = _hook_result(msg)

@@ -70,7 +70,7 @@ class CapabilityRouter:
         self._timeout = timeout
         self._send_timeout = timeout * send_factor
         self._verbs = verbs
-        self._on_call = on_call
+        self.on_call = on_call  # told (verb, outcome) of every call; None: nobody counts
 
     def verb_names(self) -> list[str]:
         return sorted(self._verbs)
@@ -111,9 +111,10 @@ class CapabilityRouter:
             self._count(verb_name, outcome)
 
     def _count(self, verb_name: Any, outcome: str) -> None:
-        if self._on_call is not None:
+        on_call = self.on_call
+        if on_call is not None:
             known = isinstance(verb_name, str) and verb_name in self._verbs  # any type may arrive here
-            self._on_call(verb_name if known else "unknown", outcome)
+            on_call(verb_name if known else "unknown", outcome)
 
     def _check(self, caller: Caller, verb_name: Any, args: Any) -> tuple[Verb, Any]:
         """Allowlist, permission, argument schema, session scope — before any service is touched."""

@@ -54,9 +54,7 @@ class _Backend:
 
     def __init__(self, server: WorkerServer) -> None:
         self._server = server
-
-    def call(self, verb: str, args: dict[str, Any]) -> asyncio.Future[Any]:
-        return self._server.call(verb, args)
+        self.call = server.call  # the hot path: no forwarding frame per capability call
 
     def register_hook(self, event: str, handler: Callable[..., Any], priority: int) -> None:
         self._server.handlers.append(handler)
