@@ -52,8 +52,9 @@ class HostObserver:
     def hook_timeout(self, plugin_id: str) -> None:
         pass
 
-    def worker_failed(self, plugin_id: str, restarting: bool) -> None:
-        pass
+    def worker_failed(self, plugin_id: str, restarting: bool, reason: str) -> None:
+        """A worker of `plugin_id` died or was killed and the manager acted on it: a restart
+        follows unless the breaker opened."""
 
     def hook_chain(self, event: str, seconds: float) -> None:
         """One `bus.execute` of `event` took `seconds` (only timed once an observer is set)."""
@@ -131,7 +132,7 @@ class Host:
     def _runtime_failed(self, entry: PluginEntry, reason: str, counted: bool = False) -> None:
         if self.manager.runtime_failed(entry, reason, counted=counted):  # not a disable or shutdown
             failures = entry.record.consecutive_failures
-            self.observer.worker_failed(entry.plugin_id, failures < self.settings.breaker_threshold)
+            self.observer.worker_failed(entry.plugin_id, failures < self.settings.breaker_threshold, reason)
 
     def _hook_timed_out(self, plugin_id: str) -> None:
         self.observer.hook_timeout(plugin_id)

@@ -101,7 +101,7 @@ class Metrics(HostObserver):
     def hook_timeout(self, plugin_id: str) -> None:
         self.hook_timeouts.labels(plugin_id).inc()
 
-    def worker_failed(self, plugin_id: str, restarting: bool) -> None:
+    def worker_failed(self, plugin_id: str, restarting: bool, reason: str) -> None:
         self.worker_crashes.labels(plugin_id).inc()
         if restarting:
             self.worker_restarts.labels(plugin_id).inc()

@@ -42,7 +42,7 @@ import msgspec
 from plugbox.bench._plugins import install
 from plugbox.bench._proc import alive, host_memory_kb
 from plugbox.engines.loopback import LoopbackEngine
-from plugbox.host import Host
+from plugbox.host import Host, HostObserver
 from plugbox.loader import Status
 from plugbox.settings import Settings, load_settings
 from plugbox.storage.db import Database
@@ -328,17 +328,14 @@ async def wait_gone(pids: set[int], zygote: int | None) -> tuple[list[int], bool
         await asyncio.sleep(0.05)
 
 
-def _count_deaths(host: Host) -> collections.Counter[str]:
-    """Count worker deaths the manager is told about, by reason (wraps the manager's callback)."""
-    deaths: collections.Counter[str] = collections.Counter()
-    report = host.manager.runtime_failed
+class _DeathCounter(HostObserver):
+    """Worker deaths the manager acted on, by reason."""
 
-    def counting(entry: Any, reason: str, *, counted: bool = False) -> bool:
-        deaths[reason[:120]] += 1
-        return report(entry, reason, counted=counted)
+    def __init__(self) -> None:
+        self.deaths: collections.Counter[str] = collections.Counter()
 
-    host.manager.runtime_failed = counting  # type: ignore[method-assign]
-    return deaths
+    def worker_failed(self, plugin_id: str, restarting: bool, reason: str) -> None:
+        self.deaths[reason[:120]] += 1
 
 
 def _mb(kb: int) -> float:
@@ -365,7 +362,9 @@ async def run_chaos(
         budget_s = s.hook_budget_ms / 1000
         load = Load(host, ids, lanes_per_plugin, slow_after_s=budget_s + s.liveness_window_ms / 1000 + 1)
         injector = _Injector(host, ids, fault_every_s, budget_s / 2, random.Random(seed))
-        deaths = _count_deaths(host)
+        observer = _DeathCounter()
+        host.observer = observer
+        deaths = observer.deaths
         rss_before = host_memory_kb()["VmRSS"]
         try:
             lanes = load.run()
