@@ -42,6 +42,10 @@ class PluginEntry:
 
     def __init__(self, manifest: Manifest, record: PluginRecord, factory: RuntimeFactory, settings: Settings) -> None:
         self.manifest = manifest
+        # Identity, as the capability router sees it (plugbox.capabilities.router.Caller): plain
+        # attributes, read on every capability call; the manifest never changes for an entry.
+        self.plugin_id: str = manifest.id
+        self.permissions: Collection[str] = manifest.permissions
         self.record = record
         self.factory = factory
         self.runtime: PluginRuntime | None = None
@@ -57,15 +61,6 @@ class PluginEntry:
         self._enabling: asyncio.Future[None] | None = None
         self._disabling: asyncio.Task[None] | None = None
         self._restart: asyncio.Task[None] | None = None
-
-    # -- identity, as the capability router sees it (plugbox.capabilities.router.Caller) --
-    @property
-    def plugin_id(self) -> str:
-        return self.manifest.id
-
-    @property
-    def permissions(self) -> Collection[str]:
-        return self.manifest.permissions
 
     @property
     def scope(self) -> SessionScope:

@@ -108,7 +108,8 @@ class CapabilityRouter:
             outcome = "ok"
             return result
         finally:
-            self._count(verb_name, outcome)
+            if self.on_call is not None:
+                self._count(verb_name, outcome)
 
     def _count(self, verb_name: Any, outcome: str) -> None:
         on_call = self.on_call

@@ -122,10 +122,10 @@ class _ReadCache:
     than the last commit. Bounded by entry count and value size; the oldest entry goes first.
     """
 
-    __slots__ = ("_busy", "_entries", "_lock", "epoch", "max_entries", "max_value_bytes")
+    __slots__ = ("_busy", "_lock", "entries", "epoch", "max_entries", "max_value_bytes")
 
     def __init__(self, max_entries: int = 4096, max_value_bytes: int = 1024) -> None:
-        self._entries: dict[tuple[str, str], bytes] = {}
+        self.entries: dict[tuple[str, str], bytes] = {}  # read directly by PluginStorage.get
         self._busy: dict[tuple[str, str | None], int] = {}  # (plugin, None): the whole namespace
         self._lock = threading.Lock()
         self.epoch = 0
@@ -133,7 +133,7 @@ class _ReadCache:
         self.max_value_bytes = max_value_bytes
 
     def get(self, plugin_id: str, key: str) -> bytes | None:
-        return self._entries.get((plugin_id, key))
+        return self.entries.get((plugin_id, key))
 
     def put(self, plugin_id: str, key: str, blob: bytes, epoch: int) -> None:
         """Store `blob`, read when `epoch` was current, unless a write may have made it stale."""
@@ -142,7 +142,7 @@ class _ReadCache:
         with self._lock:
             if epoch != self.epoch or (plugin_id, key) in self._busy or (plugin_id, None) in self._busy:
                 return
-            entries = self._entries
+            entries = self.entries
             if len(entries) >= self.max_entries:
                 del entries[next(iter(entries))]
             entries[(plugin_id, key)] = blob
@@ -165,13 +165,13 @@ class _ReadCache:
                 else:
                     del self._busy[(plugin_id, key)]
                 if key is None:
-                    for cached in [k for k in self._entries if k[0] == plugin_id]:
-                        del self._entries[cached]
+                    for cached in [k for k in self.entries if k[0] == plugin_id]:
+                        del self.entries[cached]
                 else:
-                    self._entries.pop((plugin_id, key), None)
+                    self.entries.pop((plugin_id, key), None)
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self.entries)
 
 
 def _create_tables(c: sqlite3.Connection) -> None:
@@ -196,7 +196,7 @@ class PluginStorage:
         """(True, value) when `key` is stored for the plugin, else (False, None)."""
         _check_key(key)
         cache = self._cache
-        blob = cache.get(plugin_id, key)
+        blob = cache.entries.get((plugin_id, key))
         if blob is None:
             epoch = cache.epoch
             row = self._db.read(lambda c: c.execute(_GET, (plugin_id, key)).fetchone())
