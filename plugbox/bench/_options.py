@@ -65,7 +65,7 @@ class BenchOptions:
         usable = sorted(os.sched_getaffinity(0))
         if placement == "split" and len(usable) < 2:
             placement = "same"  # one CPU: nothing to split
-        cpus = {"split": (usable[0], usable[1]), "same": (usable[0], usable[0]), "free": ()}[placement]
+        cpus = {"split": tuple(usable[:2]), "same": (usable[0], usable[0]), "free": ()}[placement]
         base = cls(skip_node=skip_node, placement=placement, cpus=cpus)
         if quick:  # CI smoke: every phase runs, with small N; the numbers are not meant to be read
             base = replace(base, quick=True, rounds=1, bursts=2, plugins=8, cap_calls=300, hook_calls=300, warmup=100,

@@ -1,0 +1,26 @@
+"""`plugbox bench` options: placement follows the CPUs this process may use."""
+
+from __future__ import annotations
+
+import pytest
+
+from plugbox.bench._options import BenchOptions
+
+
+def test_split_on_a_single_usable_cpu_falls_back_to_same(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("os.sched_getaffinity", lambda _pid: {3})
+    options = BenchOptions.make(placement="split")
+    assert options.placement == "same" and options.cpus == (3, 3)
+
+
+def test_split_uses_the_first_two_usable_cpus(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("os.sched_getaffinity", lambda _pid: {5, 1, 7})
+    options = BenchOptions.make(placement="split")
+    assert options.placement == "split" and options.cpus == (1, 5)
+
+
+def test_unknown_placement_and_scenario_are_refused_by_name() -> None:
+    with pytest.raises(ValueError, match="--placement 'both'"):
+        BenchOptions.make(placement="both")
+    with pytest.raises(ValueError, match="--scenario 'stress'"):
+        BenchOptions.make(scenario="stress")
