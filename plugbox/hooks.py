@@ -91,7 +91,7 @@ def accepts(event: str, data: Any) -> bool:
     return True
 
 
-def _everyone_no_config(plugin_id: str, session_id: str | None) -> dict[str, Any] | None:
+def _in_scope_without_config(plugin_id: str, session_id: str | None) -> dict[str, Any] | None:
     return {}
 
 
@@ -100,7 +100,7 @@ class HookBus:
         self,
         *,
         budget: Callable[[str], float],
-        scope: Callable[[str, str | None], dict[str, Any] | None] = _everyone_no_config,
+        scope: Callable[[str, str | None], dict[str, Any] | None] = _in_scope_without_config,
         on_timeout: Callable[[str], None] | None = None,
         on_success: Callable[[str], None] | None = None,
         on_chain: Callable[[str, float], None] | None = None,
