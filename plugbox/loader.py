@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable, Collection, Sequence
 from pathlib import Path
 from typing import Any
 
-from plugbox.errors import CapabilityError, ConfigError, PluginNotFound, PluginStateError
+from plugbox.errors import CapabilityError, ConfigError, PluginNotFound, PluginStateError, WorkerGone
 from plugbox.logrelay import LogRelay
 from plugbox.manifest import Manifest
 from plugbox.permissions import SessionScope, check_permission
@@ -300,6 +300,9 @@ class PluginManager:
                 try:
                     async with asyncio.timeout_at(deadline):
                         await entry.runtime.lifecycle(step)
+                except WorkerGone as exc:  # it died just before (its death is reported on its own)
+                    entry.logs.emit("info", f"on_disable and on_unload skipped: the worker is already gone ({exc})")
+                    break
                 except Exception as exc:
                     entry.logs.emit("warning", f"{step} failed: {_describe(step, exc)}")
             await self._teardown(entry)

@@ -161,6 +161,28 @@ async def test_infinite_sync_loop_is_killed_and_the_host_goes_on(host: Host, wri
     await host.bus.execute("session:ready", {}, SESSION)
 
 
+async def test_disabling_a_worker_that_just_died_skips_its_lifecycle_quietly(
+    host: Host, write_plugin: WritePlugin
+) -> None:
+    entry = await enable(host, write_plugin("""
+        import os
+        from plugbox.sdk import Plugin
+        class Crash(Plugin):
+            def on_load(self, ctx):
+                ctx.register_hook("message:ack", self.die)
+            def die(self, hook):
+                os._exit(3)
+    """))
+    # The hook resolves (to continue) as soon as the channel closes, before the host has reaped
+    # the worker and told the manager: the disable below races that report.
+    await host.bus.execute("message:ack", {"id": "m1"}, SESSION)
+    await host.manager.disable("p")
+    assert entry.status == Status.DISABLED
+    lines = [line for line in entry.logs.recent if "on_disable" in line["message"]]
+    assert [line["level"] for line in lines] == ["info"], lines
+    assert "skipped" in lines[0]["message"] and "gone" in lines[0]["message"]
+
+
 @pytest.mark.parametrize("settings_overrides", [{"hook_budget_ms": 5000}])
 async def test_crash_mid_call_rejects_pending_requests_at_once(host: Host, write_plugin: WritePlugin) -> None:
     await enable(host, write_plugin("""
