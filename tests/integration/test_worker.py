@@ -71,6 +71,18 @@ async def test_capability_and_hook_round_trip(host: Host, write_plugin: WritePlu
     assert [m["body"] for m in host.engine.sent] == ["echo: hi"]
 
 
+CRASHER = """
+import os
+from plugbox.sdk import Plugin
+
+class Crash(Plugin):
+    def on_load(self, ctx):
+        ctx.register_hook("message:received", self.crash)
+
+    def crash(self, hook):
+        os._exit(1)
+"""
+
 REENTRANT = """
 from plugbox.sdk import Plugin
 
@@ -164,18 +176,10 @@ async def test_infinite_sync_loop_is_killed_and_the_host_goes_on(host: Host, wri
 async def test_disabling_a_worker_that_just_died_skips_its_lifecycle_quietly(
     host: Host, write_plugin: WritePlugin
 ) -> None:
-    entry = await enable(host, write_plugin("""
-        import os
-        from plugbox.sdk import Plugin
-        class Crash(Plugin):
-            def on_load(self, ctx):
-                ctx.register_hook("message:ack", self.die)
-            def die(self, hook):
-                os._exit(3)
-    """))
+    entry = await enable(host, write_plugin(CRASHER))
     # The hook resolves (to continue) as soon as the channel closes, before the host has reaped
     # the worker and told the manager: the disable below races that report.
-    await host.bus.execute("message:ack", {"id": "m1"}, SESSION)
+    await host.bus.execute("message:received", {"id": "m1", "chatId": "c1"}, SESSION)
     await host.manager.disable("p")
     assert entry.status == Status.DISABLED
     lines = [line for line in entry.logs.recent if "on_disable" in line["message"]]
@@ -349,15 +353,7 @@ async def test_memory_bomb_ends_only_the_worker(host: Host, write_plugin: WriteP
 async def test_crashing_plugin_restarts_with_backoff_then_trips_the_breaker(
     host: Host, write_plugin: WritePlugin
 ) -> None:
-    entry = await enable(host, write_plugin("""
-        import os
-        from plugbox.sdk import Plugin
-        class Crash(Plugin):
-            def on_load(self, ctx):
-                ctx.register_hook("message:received", self.crash)
-            def crash(self, hook):
-                os._exit(1)
-    """))
+    entry = await enable(host, write_plugin(CRASHER))
     pids = set()
     for attempt in range(1, 4):
         await wait_for(lambda: entry.status == Status.ENABLED and entry.runtime is not None)
