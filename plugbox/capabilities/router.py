@@ -95,7 +95,8 @@ class CapabilityRouter:
             outcome = "timeout"
             raise
         finally:
-            self._count(verb_name, outcome)
+            if self.on_call is not None:
+                self.on_call(self._label(verb_name), outcome)
 
     def invoke_now(self, caller: Caller, verb_name: str, args: Any) -> Any:
         """`invoke` for a sync verb, without a coroutine: same checks, same errors."""
@@ -109,13 +110,11 @@ class CapabilityRouter:
             return result
         finally:
             if self.on_call is not None:
-                self._count(verb_name, outcome)
+                self.on_call(self._label(verb_name), outcome)
 
-    def _count(self, verb_name: Any, outcome: str) -> None:
-        on_call = self.on_call
-        if on_call is not None:
-            known = isinstance(verb_name, str) and verb_name in self._verbs  # any type may arrive here
-            on_call(verb_name if known else "unknown", outcome)
+    def _label(self, verb_name: Any) -> str:
+        """The verb as counted: its name if allowlisted, else "unknown" (any type may arrive here)."""
+        return verb_name if isinstance(verb_name, str) and verb_name in self._verbs else "unknown"
 
     def _check(self, caller: Caller, verb_name: Any, args: Any) -> tuple[Verb, Any]:
         """Allowlist, permission, argument schema, session scope — before any service is touched."""

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import msgspec
@@ -125,15 +125,12 @@ class _ReadCache:
     __slots__ = ("_busy", "_lock", "entries", "epoch", "max_entries", "max_value_bytes")
 
     def __init__(self, max_entries: int = 4096, max_value_bytes: int = 1024) -> None:
-        self.entries: dict[tuple[str, str], bytes] = {}  # read directly by PluginStorage.get
+        self.entries: dict[tuple[str, str], bytes] = {}  # read by PluginStorage.get, without a lock
         self._busy: dict[tuple[str, str | None], int] = {}  # (plugin, None): the whole namespace
         self._lock = threading.Lock()
         self.epoch = 0
         self.max_entries = max_entries
         self.max_value_bytes = max_value_bytes
-
-    def get(self, plugin_id: str, key: str) -> bytes | None:
-        return self.entries.get((plugin_id, key))
 
     def put(self, plugin_id: str, key: str, blob: bytes, epoch: int) -> None:
         """Store `blob`, read when `epoch` was current, unless a write may have made it stale."""
@@ -147,28 +144,27 @@ class _ReadCache:
                 del entries[next(iter(entries))]
             entries[(plugin_id, key)] = blob
 
-    def begin(self, plugin_id: str, keys: Iterable[str | None]) -> None:
-        """Writer thread, as a transaction starts writing `keys` (None: every key of the plugin)."""
-        self._mark(plugin_id, keys, +1)
+    def begin(self, plugin_id: str, key: str | None) -> None:
+        """Writer thread, as a transaction starts writing `key` (None: every key of the plugin)."""
+        self._mark(plugin_id, key, +1)
 
-    def end(self, plugin_id: str, keys: Iterable[str | None]) -> None:
+    def end(self, plugin_id: str, key: str | None) -> None:
         """Writer thread, once that transaction has committed or rolled back."""
-        self._mark(plugin_id, keys, -1)
+        self._mark(plugin_id, key, -1)
 
-    def _mark(self, plugin_id: str, keys: Iterable[str | None], step: int) -> None:
+    def _mark(self, plugin_id: str, key: str | None, step: int) -> None:
         with self._lock:
             self.epoch += 1
-            for key in keys:
-                busy = self._busy.get((plugin_id, key), 0) + step
-                if busy:
-                    self._busy[(plugin_id, key)] = busy
-                else:
-                    del self._busy[(plugin_id, key)]
-                if key is None:
-                    for cached in [k for k in self.entries if k[0] == plugin_id]:
-                        del self.entries[cached]
-                else:
-                    self.entries.pop((plugin_id, key), None)
+            busy = self._busy.get((plugin_id, key), 0) + step
+            if busy:
+                self._busy[(plugin_id, key)] = busy
+            else:
+                del self._busy[(plugin_id, key)]
+            if key is None:
+                for cached in [k for k in self.entries if k[0] == plugin_id]:
+                    del self.entries[cached]
+            else:
+                self.entries.pop((plugin_id, key), None)
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -288,14 +284,13 @@ class PluginStorage:
     async def _write(
         self, txn: Callable[[sqlite3.Connection], T], plugin_id: str, op: str, key: str | None
     ) -> T:
-        keys = (key,)
         cache = self._cache
 
         def run(c: sqlite3.Connection) -> T:
-            cache.begin(plugin_id, keys)
+            cache.begin(plugin_id, key)
             return txn(c)
 
         try:
-            return await self._db.write(run, after=lambda: cache.end(plugin_id, keys))
+            return await self._db.write(run, after=lambda: cache.end(plugin_id, key))
         except sqlite3.Error as exc:
             raise StorageError(f"storage {op} for plugin {plugin_id!r} failed: {exc}") from exc
