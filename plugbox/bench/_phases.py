@@ -28,7 +28,6 @@ from plugbox.settings import Settings
 __all__ = ["Phases", "Progress"]
 
 SESSION = "bench"
-CAP_BATCH = 1000  # capability calls per driver hook: keeps each hook far inside its 5 s budget
 BURST_WARM = 20  # round trips run and dropped at the start of every burst, by every system alike
 IDLE_SETTLE_S = 1.0  # idle workers sit this long before their memory is read (node anchor: the same)
 CLEANUP_WAIT_S = 5.0

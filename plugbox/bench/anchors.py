@@ -20,7 +20,7 @@ import shutil
 import sys
 from typing import Any
 
-__all__ = ["AnchorError", "AnchorSession", "node_argv", "node_worker_threads", "python_limit"]
+__all__ = ["AnchorError", "AnchorSession", "node_argv", "node_worker_threads", "python_argv", "python_limit"]
 
 ANCHOR_TIMEOUT_S = 300.0
 
@@ -70,10 +70,26 @@ async def _run_json(argv: list[str], what: str, side_b_cpu: int | None) -> dict[
     return report
 
 
+_NODE_SCRIPT = importlib.resources.files("plugbox.bench") / "node_anchor.js"
+
+
+def python_argv(*args: str) -> list[str]:
+    """The command line of the socketpair anchor, run by this interpreter, with `args`."""
+    return [sys.executable, "-I", "-m", "plugbox.bench.pipe_limit", *args]
+
+
+def node_argv(*args: str, flags: tuple[str, ...] = ()) -> list[str] | None:
+    """The command line of the Node anchor with `args` (node's own `flags` first); None when
+    `node` is not on PATH. (The script is package data, a real file in an editable or wheel
+    install.)"""
+    node = shutil.which("node")
+    return None if node is None else [node, *flags, str(_NODE_SCRIPT), *args]
+
+
 async def python_limit(
     rtt_n: int, pipelined_total: int, in_flight: int, side_b_cpu: int | None = None
 ) -> dict[str, Any]:
-    argv = [sys.executable, "-I", "-m", "plugbox.bench.pipe_limit", str(rtt_n), str(pipelined_total), str(in_flight)]
+    argv = python_argv(str(rtt_n), str(pipelined_total), str(in_flight))
     return await _run_json(argv, "python socketpair anchor", side_b_cpu)
 
 
@@ -82,23 +98,10 @@ async def node_worker_threads(
 ) -> dict[str, Any]:
     if skip:
         return {"anchor": "node-worker_threads", "skipped": "--skip-node"}
-    node = shutil.which("node")
-    if node is None:
+    argv = node_argv(str(rtt_n), str(pipelined_total), str(idle_workers), str(starts), flags=("--expose-gc",))
+    if argv is None:
         return {"anchor": "node-worker_threads", "skipped": "node is not on PATH"}
-    with importlib.resources.as_file(_NODE_SCRIPT) as path:
-        argv = [node, "--expose-gc", str(path), str(rtt_n), str(pipelined_total), str(idle_workers), str(starts)]
-        return await _run_json(argv, "node worker_threads anchor", side_b_cpu)
-
-
-_NODE_SCRIPT = importlib.resources.files("plugbox.bench") / "node_anchor.js"
-
-
-def node_argv(*args: str) -> list[str] | None:
-    """The command line of the Node anchor with `args`; None when `node` is not on PATH. (The
-    script is package data inside the installed package, a real file for an editable or wheel
-    install.)"""
-    node = shutil.which("node")
-    return None if node is None else [node, str(_NODE_SCRIPT), *args]
+    return await _run_json(argv, "node worker_threads anchor", side_b_cpu)
 
 
 class AnchorSession:
@@ -162,12 +165,9 @@ class AnchorSession:
         try:
             async with asyncio.timeout(5):
                 await proc.wait()
-        except TimeoutError:
+        except (TimeoutError, asyncio.CancelledError) as exc:  # it did not exit, or we are cancelled
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
             await proc.wait()
-        except asyncio.CancelledError:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            await proc.wait()
-            raise
+            if isinstance(exc, asyncio.CancelledError):
+                raise

@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import sys
 import tempfile
 from dataclasses import asdict
 from pathlib import Path
@@ -91,7 +90,7 @@ class _Anchors:
         return {"python_socketpair": py, "node_worker_threads": node}
 
     async def open(self) -> dict[str, anchors.AnchorSession]:
-        argvs = {"python_socketpair": [sys.executable, "-I", "-m", "plugbox.bench.pipe_limit", "serve"]}
+        argvs = {"python_socketpair": anchors.python_argv("serve")}
         node = None if self.options.skip_node else anchors.node_argv("serve")
         if node is not None:
             argvs["node_worker_threads"] = node
