@@ -71,14 +71,12 @@ def missing_layers(layers: list[dict[str, Any]] | None) -> list[str]:
     return [str(layer.get("name")) for layer in layers or [] if not layer.get("applied") and not layer.get("skipped")]
 
 
-def _hook_result(msg: Result) -> HookResult | None:
-    """A worker's hook answer as the bus wants it: None (continue, data unchanged) or
-    {continue, data, error}; anything else is an error."""
+def _hook_result(msg: Result) -> HookResult:
+    """A worker's hook answer other than a plain continue (`_on_result` settles that one, a null
+    value, itself): {continue, data, error} as the bus wants it; anything else is an error."""
     if not msg.ok:
         return HookResult(error=msg.error or "hook handler failed without a message")
     res = msg.value
-    if res is None:
-        return None
     if not isinstance(res, dict) or not isinstance(res.get("continue"), bool):
         return HookResult(error="hook result is not {continue, data, error}")
     err = res.get("error")
@@ -254,7 +252,6 @@ class WorkerRuntime:
             if msg.ok and msg.value is None:  # the common answer: continue, data unchanged
                 fut.set_result(None)
                 return
-            result: HookResult | None
             try:
                 result = _hook_result(msg)
             except Exception as exc:  # the future must settle: nothing else will (it left `pending`)
