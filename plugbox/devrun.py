@@ -16,6 +16,7 @@ from typing import Any
 
 import msgspec
 
+from plugbox.lifecycle.status import Status
 from plugbox.settings import Settings, load_settings
 from plugbox.testing import PluginHarness, loopback_host
 
@@ -38,18 +39,17 @@ async def dev_run(
         settings = msgspec.structs.replace(settings or load_settings(), data_dir=str(data_dir or tmp))
         async with loopback_host(settings, session) as host:
             try:
-                entry = host.load_plugin(plugin_dir)
+                pid = host.load_plugin(plugin_dir).plugin_id
             except Exception as exc:
                 report["plugin"] = {"id": None, "status": "error", "error": str(exc)}
                 return report
-            pid = entry.plugin_id
-            await host.manager.set_active_sessions(pid, [session])
-            with contextlib.suppress(Exception):  # reported below from the entry's status
-                await host.manager.enable(pid)
-            plugin = PluginHarness(host, entry, session)
+            await host.set_active_sessions(pid, [session])
+            with contextlib.suppress(Exception):  # reported below from the plugin's status
+                await host.enable(pid)
+            plugin = PluginHarness(host, pid, session)
             report["confinement"] = plugin.confinement
-            if event is not None and entry.status == "enabled":
-                outcome = await host.bus.execute(event, data, session, source="dev")
+            if event is not None and plugin.status == Status.ENABLED:
+                outcome = await host.dispatch(event, data, session, source="dev")
                 errors = [e for p, e in outcome.errors if p == pid]
                 report["hook"] = {
                     "continue": not outcome.stopped,
@@ -57,11 +57,12 @@ async def dev_run(
                     "error": errors[0] if errors else None,
                     "timed_out": pid in outcome.timed_out,
                 }
-            report["plugin"] = {"id": pid, "status": entry.status, "error": entry.error}
-            if entry.status == "enabled":
-                await host.manager.disable(pid)
+            view = plugin.view
+            report["plugin"] = {"id": pid, "status": str(view.status), "error": view.error}
+            if view.status == Status.ENABLED:
+                await host.disable(pid)
             report["sent"] = plugin.sent
             report["storage"] = plugin.storage
             report["logs"] = plugin.logs
-            report["plugin"]["final_status"] = entry.status
+            report["plugin"]["final_status"] = str(plugin.status)
     return report

@@ -2,6 +2,7 @@
 
     PlugboxError                      base of everything below
     ├── ManifestError                 a manifest rule failed (names field and rule)
+    ├── ZipRefused                    an uploaded plugin archive broke a rule (names member and rule)
     ├── ConfigError                   a config value failed its schema (names the field)
     ├── PluginStateError              a lifecycle call that the plugin's state forbids
     │   └── PluginNotFound
@@ -35,6 +36,7 @@ __all__ = [
     "SendVetoed",
     "StorageError",
     "WorkerGone",
+    "ZipRefused",
 ]
 
 
@@ -49,6 +51,10 @@ class ManifestError(PlugboxError):
         self.field = field
         self.rule = rule
         super().__init__(f"manifest field {field!r}: {message} [{rule}]")
+
+
+class ZipRefused(PlugboxError):
+    """The upload is not an acceptable plugin archive; the message names the member and rule."""
 
 
 class ConfigError(PlugboxError):

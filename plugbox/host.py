@@ -1,32 +1,43 @@
 """The host: wires settings, database, services, the hook bus, the capability router and the plugin
-manager together, and owns their start and stop. Nothing here holds policy of its own."""
+manager together, owns their start and stop, and is the one public face of the lifecycle.
+
+Adapters (`plugbox.api`, `plugbox.cli`, `plugbox.testing`, `plugbox dev run`) use only the methods
+below and read plugins as `PluginView` snapshots; none of them reaches into the manager, an entry
+or a runtime. Nothing here holds policy of its own: budgets and rules live in the lifecycle.
+"""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from plugbox import __version__
 from plugbox.bridge.process import Zygote
 from plugbox.capabilities.messages import MessageService
 from plugbox.capabilities.router import CapabilityRouter, Services
-from plugbox.capabilities.search import SearchService
+from plugbox.capabilities.search import Provider, SearchService
 from plugbox.engines.loopback import LoopbackEngine
-from plugbox.hooks import HookBus
+from plugbox.hooks import HookBus, HookOutcome
 from plugbox.inprocess import InProcessRuntime
-from plugbox.loader import PluginEntry, PluginManager
+from plugbox.lifecycle import ingress
+from plugbox.lifecycle.clock import Clock
+from plugbox.lifecycle.entry import PluginEntry
+from plugbox.lifecycle.install import PluginInstaller
+from plugbox.lifecycle.manager import PluginManager
+from plugbox.lifecycle.registry import Registry
+from plugbox.lifecycle.view import PluginView
 from plugbox.manifest import discover, load_manifest, parse_manifest
 from plugbox.net.allowlist import effective_allowlist
 from plugbox.net.fetch import FetchPolicy, FetchService
-from plugbox.runtime import PluginRuntime, RuntimeDeps, RuntimeFactory
+from plugbox.observer import HostObserver, Observers
+from plugbox.runtime import PluginHandle, PluginRuntime, RuntimeDeps, RuntimeFactory
 from plugbox.sdk import Plugin
 from plugbox.settings import Settings, load_settings
 from plugbox.storage.conversations import ConversationStore
 from plugbox.storage.db import Database
 from plugbox.storage.kv import PluginStorage
-from plugbox.storage.registry import Registry
 
 __all__ = ["Host", "HostObserver"]
 
@@ -36,32 +47,20 @@ log = logging.getLogger("plugbox.host")
 def _sandbox_factory(plugin_dir: Path) -> RuntimeFactory:
     from plugbox.bridge.runtime import WorkerRuntime  # the host side of the sandbox tier
 
-    def make(entry: PluginEntry, deps: RuntimeDeps) -> PluginRuntime:
-        return WorkerRuntime(entry, deps, plugin_dir)
+    def make(plugin: PluginHandle, deps: RuntimeDeps) -> PluginRuntime:
+        return WorkerRuntime(plugin, deps, plugin_dir)
 
     return make
 
 
-class HostObserver:
-    """Told about host events worth counting; the default ignores them. The HTTP API's metrics
-    (`plugbox.api.metrics.Metrics`) replace it through `host.observer`."""
-
-    def capability_call(self, verb: str, outcome: str) -> None:
-        pass
-
-    def hook_timeout(self, plugin_id: str) -> None:
-        pass
-
-    def worker_failed(self, plugin_id: str, restarting: bool, reason: str) -> None:
-        """A worker of `plugin_id` died or was killed and the manager acted on it: a restart
-        follows unless the breaker opened."""
-
-    def hook_chain(self, event: str, seconds: float) -> None:
-        """One `bus.execute` of `event` took `seconds` (only timed once an observer is set)."""
-
-
 class Host:
-    """One plugbox host. Use as `async with Host(settings) as host:`."""
+    """One plugbox host. Use as `async with Host(settings) as host:`.
+
+    Public surface: `register_builtin`, `load_plugin`, `load_directory`, `install`, `enable`,
+    `disable`, `uninstall`, `set_config`, `set_session_config`, `set_active_sessions`, `plugins`,
+    `plugin`, `health`, `dispatch`, `ingress_route`, `dispatch_ingress`, `search`, `add_observer`,
+    `start`, `stop`; and the services `settings`, `engine`, `bus`, `storage`. `manager` is the
+    lifecycle's internals, kept reachable for white-box tests only."""
 
     def __init__(
         self,
@@ -70,6 +69,8 @@ class Host:
         engine: LoopbackEngine | None = None,
         sandbox_factory: Callable[[Path], RuntimeFactory] = _sandbox_factory,
         bundled: bool = True,
+        observers: Collection[HostObserver] = (),
+        clock: Clock | None = None,
     ) -> None:
         self.settings = settings or load_settings()
         self.engine = engine or LoopbackEngine()
@@ -80,12 +81,14 @@ class Host:
         self.registry = Registry(self.db)
         self.storage = PluginStorage(self.db, self.settings.storage_quota_bytes)
         self.conversations = ConversationStore(self.db)
+        self._observers = Observers()
         self.manager = PluginManager(
-            self.settings, self.registry, [self.storage.drop, self.conversations.delete_plugin], self._make_deps
+            self.settings, self.registry, [self.storage.drop, self.conversations.delete_plugin], self._make_deps,
+            clock=clock, on_worker_failed=self._observers.worker_failed,
         )
         self.bus = HookBus(
             budget=lambda _pid: self.settings.hook_budget_ms / 1000,
-            scope=self._hook_scope,
+            scope=self.manager.hook_config,
             on_success=self.manager.record_success,
             on_timeout=self._hook_timed_out,
         )
@@ -102,55 +105,50 @@ class Host:
             timeout=self.settings.capability_timeout_ms / 1000,
             send_factor=self.settings.send_timeout_factor,
         )
-        self.search = SearchService(self.manager, self.settings.capability_timeout_ms / 1000)
+        self.search = SearchService(self._search_providers, self.manager.__contains__,
+                                    self.settings.capability_timeout_ms / 1000)
         self.zygote = Zygote()
+        self._installer = PluginInstaller(self.manager, self._load)
         self.engine.on_inbound = self._inbound
         self.engine.on_session_event = self._session_event
-        self._observer = HostObserver()
         self._started = False
+        for observer in observers:
+            self.add_observer(observer)
         if bundled:
             from plugbox.builtins.auto_reply import MANIFEST, AutoReply
 
             self.register_builtin(AutoReply, MANIFEST)
 
-    @property
-    def observer(self) -> HostObserver:
-        return self._observer
+    # -- observers --
+    def add_observer(self, observer: HostObserver) -> None:
+        """Tell `observer` about host events from now on: every capability call is counted and every
+        hook chain timed into it (until the first observer is added, nothing is counted or timed)."""
+        self._observers.add(observer)
+        self.bus.on_chain = self._observers.hook_chain_sink()
+        self.router.on_call = self._observers.capability_call_sink()
 
-    @observer.setter
-    def observer(self, observer: HostObserver) -> None:
-        """Replace the observer; from then on every capability call is counted and every hook
-        chain timed into it (until then nothing is counted or timed for nobody)."""
-        self._observer = observer
-        self.bus.on_chain = observer.hook_chain
-        self.router.on_call = observer.capability_call
-
+    # -- wiring --
     def _make_deps(self) -> RuntimeDeps:
         return RuntimeDeps(settings=self.settings, bus=self.bus, router=self.router,
-                           on_failure=self._runtime_failed, zygote=self.zygote)
-
-    def _runtime_failed(self, entry: PluginEntry, reason: str, counted: bool = False) -> None:
-        if self.manager.runtime_failed(entry, reason, counted=counted):  # not a disable or shutdown
-            failures = entry.record.consecutive_failures
-            self.observer.worker_failed(entry.plugin_id, failures < self.settings.breaker_threshold, reason)
+                           on_failure=self.manager.runtime_failed, zygote=self.zygote)
 
     def _hook_timed_out(self, plugin_id: str) -> None:
-        self.observer.hook_timeout(plugin_id)
-        entry = self.manager.entries.get(plugin_id)
-        if entry is None:
-            return
-        if entry.runtime is not None:
-            entry.runtime.hook_timed_out()
-        self.manager.runtime_timed_out(entry)
-
-    def _hook_scope(self, plugin_id: str, session_id: str | None) -> dict[str, Any] | None:
-        entry = self.manager.entries.get(plugin_id)
-        return None if entry is None else entry.hook_config(session_id)
+        self._observers.hook_timeout(plugin_id)
+        self.manager.hook_timed_out(plugin_id)
 
     def _fetch_policy(self, plugin_id: str) -> FetchPolicy:
         entry = self.manager.get(plugin_id)
         configs = [entry.record.config, *entry.record.session_config.values()]
         return FetchPolicy(allow=effective_allowlist(entry.manifest.net, configs), secrets=entry.secret_values())
+
+    def _search_providers(self) -> dict[str, Provider]:
+        out: dict[str, Provider] = {}
+        for pid in self.manager.running_ids():
+            running = self.manager.running(pid)
+            if running is not None and running[1].has_search:
+                entry, runtime = running
+                out[pid] = Provider(pid, runtime.search, entry.secret_values)
+        return out
 
     async def _inbound(self, session_id: str, message: dict[str, Any]) -> None:
         await self.messages.receive(session_id, message)
@@ -158,21 +156,24 @@ class Host:
     async def _session_event(self, event: str, session_id: str, data: Any) -> None:
         await self.bus.execute(event, data, session_id, source="engine")
 
-    # -- plugins --
+    # -- registration (runs no plugin code) --
     def builtin_ids(self) -> set[str]:
-        return {e.plugin_id for e in self.manager.entries.values() if e.builtin}
+        return self.manager.builtin_ids()
 
-    def register_builtin(self, factory: Callable[[], Plugin], manifest: dict[str, Any]) -> PluginEntry:
+    def register_builtin(self, factory: Callable[[], Plugin], manifest: dict[str, Any]) -> PluginView:
         """Register a trusted plugin that runs in the host process."""
         m = parse_manifest(manifest, host_version=__version__, builtin=True, reserved_ids=self.builtin_ids())
 
-        def make(entry: PluginEntry, deps: RuntimeDeps) -> PluginRuntime:
-            return InProcessRuntime(entry, deps, factory)
+        def make(plugin: PluginHandle, deps: RuntimeDeps) -> PluginRuntime:
+            return InProcessRuntime(plugin, deps, factory)
 
-        return self.manager.add(m, make, source="builtin")
+        return PluginView.of(self.manager.add(m, make, source="builtin"))
 
-    def load_plugin(self, plugin_dir: Path) -> PluginEntry:
+    def load_plugin(self, plugin_dir: Path) -> PluginView:
         """Validate and register an untrusted plugin directory; runs none of its code."""
+        return PluginView.of(self._load(plugin_dir))
+
+    def _load(self, plugin_dir: Path) -> PluginEntry:
         plugin_dir = plugin_dir.resolve()
         m = load_manifest(
             plugin_dir,
@@ -196,6 +197,56 @@ class Host:
                 results[path.name] = str(exc)
                 log.error("plugin directory %s not loaded: %s", path, exc)
         return results
+
+    async def install(self, upload: IO[bytes]) -> tuple[PluginView, bool]:
+        """Install or update a disk plugin from a zip; returns (view, updated)."""
+        entry, updated = await self._installer.install(upload)
+        return PluginView.of(entry), updated
+
+    # -- lifecycle --
+    async def enable(self, plugin_id: str) -> PluginView:
+        return PluginView.of(await self.manager.enable(plugin_id))
+
+    async def disable(self, plugin_id: str) -> PluginView:
+        return PluginView.of(await self.manager.disable(plugin_id))
+
+    async def uninstall(self, plugin_id: str) -> None:
+        await self.manager.uninstall(plugin_id)
+
+    async def set_config(self, plugin_id: str, config: Any) -> PluginView:
+        return PluginView.of(await self.manager.set_config(plugin_id, config))
+
+    async def set_session_config(self, plugin_id: str, session_id: str, config: Any) -> PluginView:
+        return PluginView.of(await self.manager.set_session_config(plugin_id, session_id, config))
+
+    async def set_active_sessions(self, plugin_id: str, sessions: Collection[str]) -> PluginView:
+        return PluginView.of(await self.manager.set_active_sessions(plugin_id, sessions))
+
+    # -- reading --
+    def plugins(self) -> list[PluginView]:
+        """Every known plugin, by id."""
+        return self.manager.views()
+
+    def plugin(self, plugin_id: str) -> PluginView:
+        """One plugin; PluginNotFound if unknown."""
+        return self.manager.view(plugin_id)
+
+    async def health(self, plugin_id: str) -> dict[str, Any]:
+        """`{"healthy": bool, "message": str}` under the health budget."""
+        return await self.manager.health(plugin_id)
+
+    # -- dispatch --
+    async def dispatch(self, event: str, data: Any, session_id: str | None = None, source: str = "host") -> HookOutcome:
+        """Run the hook chain of `event` once."""
+        return await self.bus.execute(event, data, session_id, source=source)
+
+    def ingress_route(self, plugin_id: str, route: str) -> ingress.IngressTarget | None:
+        """The declared ingress route, or None when the plugin or route is unknown."""
+        return ingress.find_route(self.manager, plugin_id, route)
+
+    async def dispatch_ingress(self, plugin_id: str, route: str, request: dict[str, Any]) -> ingress.IngressReply:
+        """Run the plugin's webhook handler for a verified request, under the hook budget."""
+        return await ingress.dispatch(self.manager, self.bus, plugin_id, route, request)
 
     # -- start / stop --
     async def start(self, *, restore: bool = True) -> None:

@@ -10,8 +10,7 @@ from typing import TYPE_CHECKING, Any
 from plugbox.sdk import Context, Plugin
 
 if TYPE_CHECKING:
-    from plugbox.loader import PluginEntry
-    from plugbox.runtime import RuntimeDeps
+    from plugbox.runtime import PluginHandle, RuntimeDeps
 
 __all__ = ["InProcessRuntime"]
 
@@ -24,7 +23,7 @@ async def _call(fn: Callable[..., Any], *args: Any) -> Any:
 
 
 class _Backend:
-    def __init__(self, entry: PluginEntry, deps: RuntimeDeps, runtime: InProcessRuntime) -> None:
+    def __init__(self, entry: PluginHandle, deps: RuntimeDeps, runtime: InProcessRuntime) -> None:
         self._entry = entry
         self._deps = deps
         self._runtime = runtime
@@ -49,8 +48,9 @@ class _Backend:
 
 class InProcessRuntime:
     confinement = None
+    pid = None  # runs in the host process
 
-    def __init__(self, entry: PluginEntry, deps: RuntimeDeps, factory: Callable[[], Plugin]) -> None:
+    def __init__(self, entry: PluginHandle, deps: RuntimeDeps, factory: Callable[[], Plugin]) -> None:
         self._entry = entry
         self._factory = factory
         self._backend = _Backend(entry, deps, self)

@@ -4,28 +4,56 @@ A `PluginRuntime` exists while a plugin is enabled. The in-process runtime (buil
 plugin object directly; the worker runtime (untrusted plugins) drives a confined process over the
 bridge. The manager applies every budget around these calls, so a runtime never needs its own
 lifecycle timeouts; it must however make `stop()` idempotent and safe after a crash.
+
+This module knows neither the lifecycle's entry nor the bridge's zygote: a runtime sees its plugin
+as a `PluginHandle` and spawns workers through a `WorkerSpawner`. It imports nothing of either side.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from plugbox.bridge.process import Zygote
     from plugbox.capabilities.router import CapabilityRouter
     from plugbox.hooks import HookBus
-    from plugbox.loader import PluginEntry
+    from plugbox.logrelay import LogRelay
+    from plugbox.manifest import Manifest
+    from plugbox.permissions import SessionScope
     from plugbox.settings import Settings
 
-__all__ = ["PluginRuntime", "RuntimeDeps", "RuntimeFactory"]
+__all__ = ["PluginHandle", "PluginRuntime", "RuntimeDeps", "RuntimeFactory", "WorkerSpawner"]
+
+
+class PluginHandle(Protocol):
+    """What a runtime may know about its plugin: identity, scope, config, log relay and the checks
+    that guard registrations. (The capability router reads the same attributes as its `Caller`.)"""
+
+    plugin_id: str
+    permissions: Collection[str]
+    manifest: Manifest
+    logs: LogRelay
+
+    @property
+    def scope(self) -> SessionScope: ...
+
+    @property
+    def config(self) -> dict[str, Any]: ...
+
+    def check_webhook_route(self, route: str) -> None: ...
+
+    def check_search_provider(self) -> None: ...
 
 
 class PluginRuntime(Protocol):
     @property
     def confinement(self) -> list[dict[str, Any]] | None:
         """The confinement layers applied (name, applied, detail); None in the host process."""
+
+    @property
+    def pid(self) -> int | None:
+        """The pid of the plugin's worker process while one runs; None in the host process."""
 
     async def start(self) -> None:
         """Make the plugin object exist (import `main`, instantiate the Plugin subclass)."""
@@ -52,14 +80,22 @@ class PluginRuntime(Protocol):
         """Release everything; idempotent."""
 
 
+class WorkerSpawner(Protocol):
+    """Starts confined worker processes (the bridge's zygote; its process type is the bridge's)."""
+
+    async def spawn(self, spec_fields: dict[str, object]) -> Any: ...
+
+    async def close(self) -> None: ...
+
+
 @dataclass(slots=True)
 class RuntimeDeps:
     settings: Settings
     bus: HookBus
     router: CapabilityRouter
-    # (entry, reason, counted): counted when the death ends a hook timeout already counted
-    on_failure: Callable[[PluginEntry, str, bool], None]
-    zygote: Zygote
+    # (plugin, reason, counted): counted when the death ends a hook timeout already counted
+    on_failure: Callable[[PluginHandle, str, bool], None]
+    zygote: WorkerSpawner
 
 
-RuntimeFactory = Callable[["PluginEntry", RuntimeDeps], PluginRuntime]
+RuntimeFactory = Callable[[PluginHandle, RuntimeDeps], PluginRuntime]

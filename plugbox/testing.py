@@ -22,7 +22,8 @@ from typing import Any
 from plugbox.engines.loopback import LoopbackEngine
 from plugbox.hooks import HookOutcome
 from plugbox.host import Host
-from plugbox.loader import PluginEntry
+from plugbox.lifecycle.status import Status
+from plugbox.lifecycle.view import PluginView
 from plugbox.settings import Settings, load_settings
 
 __all__ = ["PluginHarness", "loopback_host", "plugin_fixture", "run_plugin"]
@@ -33,19 +34,29 @@ DEFAULT_CHAT = "15550001111@c.us"
 class PluginHarness:
     """A running, confined plugin on a loopback session."""
 
-    def __init__(self, host: Host, entry: PluginEntry, session: str) -> None:
+    def __init__(self, host: Host, plugin_id: str, session: str) -> None:
         self.host = host
         self.engine: LoopbackEngine = host.engine
-        self.entry = entry
+        self.plugin_id = plugin_id
         self.session = session
 
     @property
-    def status(self) -> str:
-        return self.entry.status
+    def view(self) -> PluginView:
+        """The plugin as the host sees it now (a fresh snapshot on each read)."""
+        return self.host.plugin(self.plugin_id)
+
+    @property
+    def status(self) -> Status:
+        return self.view.status
 
     @property
     def error(self) -> str | None:
-        return self.entry.error
+        return self.view.error
+
+    @property
+    def worker_pid(self) -> int | None:
+        """The pid of the plugin's confined worker while it runs."""
+        return self.view.worker_pid
 
     @property
     def sent(self) -> list[dict[str, Any]]:
@@ -54,26 +65,27 @@ class PluginHarness:
 
     @property
     def storage(self) -> dict[str, Any]:
-        pid = self.entry.plugin_id
+        pid = self.plugin_id
         return {k: self.host.storage.get(pid, k)[1] for k in self.host.storage.list(pid)}
 
     @property
     def logs(self) -> list[dict[str, Any]]:
-        return list(self.entry.logs.recent)
+        return [dict(line) for line in self.view.logs]
 
     @property
     def confinement(self) -> list[dict[str, Any]] | None:
-        return self.entry.confinement
+        layers = self.view.confinement
+        return None if layers is None else [dict(layer) for layer in layers]
 
     async def inbound(self, body: str, chat_id: str = DEFAULT_CHAT, sender: str | None = None) -> dict[str, Any]:
         """Inject an inbound message; returns it after every `message:received` handler ran."""
         return await self.engine.inject_inbound(self.session, chat_id, body, sender)
 
     async def dispatch(self, event: str, data: Any) -> HookOutcome:
-        return await self.host.bus.execute(event, data, self.session, source="test")
+        return await self.host.dispatch(event, data, self.session, source="test")
 
     async def set_config(self, config: dict[str, Any]) -> None:
-        await self.host.manager.set_config(self.entry.plugin_id, config)
+        await self.host.set_config(self.plugin_id, config)
 
 
 @contextlib.asynccontextmanager
@@ -89,16 +101,16 @@ async def run_plugin(
     everything (no worker survives the block)."""
     with tempfile.TemporaryDirectory(prefix="plugbox-test-") as tmp:
         async with loopback_host(settings or load_settings(environ={}, data_dir=tmp), session) as host:
-            entry = host.load_plugin(Path(plugin_dir))
-            await host.manager.set_active_sessions(entry.plugin_id, [session])
+            plugin_id = host.load_plugin(Path(plugin_dir)).plugin_id
+            await host.set_active_sessions(plugin_id, [session])
             if config is not None:
-                await host.manager.set_config(entry.plugin_id, config)
+                await host.set_config(plugin_id, config)
             try:
-                await host.manager.enable(entry.plugin_id)
+                await host.enable(plugin_id)
             except Exception:
                 if expect_enabled:
                     raise
-            yield PluginHarness(host, entry, session)
+            yield PluginHarness(host, plugin_id, session)
 
 
 @contextlib.asynccontextmanager

@@ -1,6 +1,7 @@
-"""`create_app(host)`: the Starlette app — routes, error handling, keys, metrics, installer and replay
-guard, all held in `app.state`. Building the app starts nothing; the host's lifecycle belongs to the
-caller (`plugbox serve` passes a lifespan that boots and stops it)."""
+"""`create_app(host)`: the Starlette app — routes, error handling, keys, metrics and replay guard,
+all held in `app.state`; the metrics are registered as one of the host's observers. Building the app
+starts nothing; the host's lifecycle belongs to the caller (`plugbox serve` passes a lifespan that
+boots and stops it)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,6 @@ from starlette.middleware import Middleware
 from plugbox.api._errors import CatchAll, exception_handlers
 from plugbox.api.auth import KeyRing
 from plugbox.api.ingress import ReplayGuard
-from plugbox.api.install import PluginInstaller
 from plugbox.api.metrics import Metrics
 from plugbox.api.routes import ingress, plugins, sessions, system
 from plugbox.host import Host
@@ -40,10 +40,9 @@ def create_app(
     )
     settings = host.settings
     metrics = Metrics(host)
-    host.observer = metrics  # also times every hook chain from now on
+    host.add_observer(metrics)  # also times every hook chain from now on
     app.state.host = host
     app.state.keys = KeyRing(settings.api_keys, (*settings.admin_api_keys, *extra_admin_keys))
     app.state.metrics = metrics
-    app.state.installer = PluginInstaller(host)
     app.state.replay = ReplayGuard(settings.ingress_dedup_max_entries)
     return app

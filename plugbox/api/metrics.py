@@ -1,7 +1,7 @@
 """Prometheus metrics of one API app, in its own CollectorRegistry (so two apps in one process, as in
 tests, never share counters).
 
-Fed by the host's observer callbacks (`Host.observer`): capability calls by verb and outcome, hook
+Fed by the host's observer callbacks (registered with `Host.add_observer`): capability calls by verb and outcome, hook
 timeouts, worker failures and restarts, and the time of each whole hook chain by event; and by the
 ingress handler (requests by outcome). Worker memory
 (PSS from `/proc/<pid>/smaps_rollup`) and plugins by status are read at scrape time. A worker whose
@@ -11,16 +11,15 @@ smaps cannot be read (already gone, or not readable to the host's user) is left 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from plugbox.host import Host, HostObserver
-
-if TYPE_CHECKING:
-    from plugbox.loader import PluginEntry
+from plugbox.host import Host
+from plugbox.lifecycle.status import Status
+from plugbox.observer import HostObserver
 
 __all__ = ["Metrics", "worker_pss_bytes"]
 
@@ -39,30 +38,23 @@ def worker_pss_bytes(pid: int) -> int | None:
     return None
 
 
-def _worker_pid(entry: PluginEntry) -> int | None:
-    proc = getattr(entry.runtime, "proc", None)
-    pid = getattr(proc, "pid", None)
-    return pid if isinstance(pid, int) else None
-
-
 class _HostCollector(Collector):
     def __init__(self, host: Host) -> None:
         self._host = host
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        entries = list(self._host.manager.entries.values())
+        views = self._host.plugins()
         memory = GaugeMetricFamily("plugbox_worker_memory_pss_bytes",
                                    "Proportional set size of each running worker", labels=["plugin"])
-        for entry in entries:
-            pid = _worker_pid(entry)
-            pss = worker_pss_bytes(pid) if pid is not None else None
+        for view in views:
+            pss = worker_pss_bytes(view.worker_pid) if view.worker_pid is not None else None
             if pss is not None:
-                memory.add_metric([entry.plugin_id], pss)
+                memory.add_metric([view.plugin_id], pss)
         yield memory
         statuses = GaugeMetricFamily("plugbox_plugins", "Known plugins by status", labels=["status"])
-        counts: dict[str, int] = {s: 0 for s in ("installed", "enabled", "disabled", "error")}
-        for entry in entries:
-            counts[entry.status] = counts.get(entry.status, 0) + 1
+        counts: dict[str, int] = {str(s): 0 for s in Status}
+        for view in views:
+            counts[view.status] += 1
         for status, n in sorted(counts.items()):
             statuses.add_metric([status], n)
         yield statuses
@@ -89,7 +81,7 @@ class Metrics(HostObserver):
         self._call_children: dict[tuple[str, str], Any] = {}
         r.register(_HostCollector(host))
 
-    # -- host observer (plugbox.host.HostObserver) --
+    # -- host observer (plugbox.observer.HostObserver) --
     def capability_call(self, verb: str, outcome: str) -> None:
         # On the path of every capability call: the labelled child is looked up once per pair
         # (the verb is an allowlisted name or "unknown", so the pairs are few).

@@ -22,7 +22,7 @@ from plugbox.bench._plugins import CAP_EVENT, COUNT_EVENT, COUNTER, DISPATCH_EVE
 from plugbox.bench._proc import alive, host_memory_kb, median_fields, percentile, smaps_rollup_kb, summarize_ns
 from plugbox.engines.loopback import LoopbackEngine
 from plugbox.host import Host
-from plugbox.loader import PluginEntry, Status
+from plugbox.lifecycle import PluginView, Status
 from plugbox.settings import Settings
 
 __all__ = ["Phases", "Progress"]
@@ -86,7 +86,8 @@ class Phases:
         metrics: dict[str, Any] = {}
 
         probe = await self._enable_one("bench-probe", PROBE, ["storage:use"])
-        confinement["sample_worker_layers"] = probe.confinement
+        confinement["sample_worker_layers"] = (
+            None if probe.confinement is None else [dict(layer) for layer in probe.confinement])
         confinement["layers_not_applied"] = [
             str(layer.get("name")) for layer in probe.confinement or [] if not layer.get("applied")
         ]
@@ -109,7 +110,7 @@ class Phases:
         metrics["rounds"] = rounds
         for key in ("cap_rtt", "hook_dispatch", "hook_pipelined"):
             metrics[key] = median_fields([r[key] for r in rounds])
-        await host.manager.disable(probe.plugin_id)
+        await host.disable(probe.plugin_id)
 
         self.progress(f"cold start x{self.options.cold_starts}")
         metrics["cold_start"] = await self._cold_start()
@@ -120,31 +121,31 @@ class Phases:
         return metrics
 
     # -- setup helpers (never timed) --
-    async def _load(self, plugin_id: str, source: str, permissions: list[str]) -> PluginEntry:
-        entry = self.host.load_plugin(install(self.plugins_dir, plugin_id, source, permissions))
-        await self.host.manager.set_active_sessions(plugin_id, [SESSION])
-        return entry
+    async def _load(self, plugin_id: str, source: str, permissions: list[str]) -> PluginView:
+        self.host.load_plugin(install(self.plugins_dir, plugin_id, source, permissions))
+        return await self.host.set_active_sessions(plugin_id, [SESSION])
 
-    def _check_enabled(self, entry: PluginEntry) -> None:
-        if entry.status != Status.ENABLED or entry.runtime is None:
+    def _check_enabled(self, loaded: PluginView) -> PluginView:
+        """The plugin as it is now; BenchError unless it runs in a worker."""
+        entry = self.host.plugin(loaded.plugin_id)
+        if entry.status != Status.ENABLED or entry.worker_pid is None:
             hint = ""
             if "ConfinementError" in str(entry.error) or "confinement layer" in str(entry.error):
                 hint = (" (strict policy: every layer must apply; PLUGBOX_CONFINEMENT=degraded measures with "
                         "what is available, and the report says so)")
             raise BenchError(f"plugin {entry.plugin_id} did not enable: {entry.error}{hint}")
         self._track(entry)
-
-    def _track(self, entry: PluginEntry) -> None:
-        proc = getattr(entry.runtime, "proc", None)
-        if proc is not None:
-            self.worker_pids.add(proc.pid)
-
-    async def _enable_one(self, plugin_id: str, source: str, permissions: list[str]) -> PluginEntry:
-        entry = await self._load(plugin_id, source, permissions)
-        with contextlib.suppress(Exception):  # reported from the entry's status
-            await self.host.manager.enable(plugin_id)
-        self._check_enabled(entry)
         return entry
+
+    def _track(self, view: PluginView) -> None:
+        if view.worker_pid is not None:
+            self.worker_pids.add(view.worker_pid)
+
+    async def _enable_one(self, plugin_id: str, source: str, permissions: list[str]) -> PluginView:
+        entry = await self._load(plugin_id, source, permissions)
+        with contextlib.suppress(Exception):  # reported from the plugin's status
+            await self.host.enable(plugin_id)
+        return self._check_enabled(entry)
 
     @staticmethod
     def _check_outcome(outcome: Any, what: str) -> None:
@@ -253,16 +254,16 @@ class Phases:
     # -- 4. cold start --
     async def _cold_start(self) -> dict[str, Any]:
         entry = await self._load("bench-cold", COUNTER, [])
-        manager = self.host.manager
+        host = self.host
         times: list[float] = []
         for _ in range(self.options.cold_starts):
             t0 = time.perf_counter_ns()
             with contextlib.suppress(Exception):  # reported from the entry's status
-                await manager.enable(entry.plugin_id)
+                await host.enable(entry.plugin_id)
             dt = time.perf_counter_ns() - t0
             self._check_enabled(entry)
             times.append(dt / 1e6)
-            await manager.disable(entry.plugin_id)
+            await host.disable(entry.plugin_id)
         times.sort()
         return {
             "median_ms": round(percentile(times, 0.5), 1),
@@ -270,7 +271,7 @@ class Phases:
             "max_ms": round(times[-1], 1),
             "n": len(times),
             "zygote_prestarted": True,
-            "measures": "await manager.enable() until status `enabled`: spawn via the zygote, fork, confine, "
+            "measures": "await host.enable() until status `enabled`: spawn via the zygote, fork, confine, "
                         "hello, load, on_load, on_enable, durable status write",
         }
 
@@ -280,7 +281,7 @@ class Phases:
         await asyncio.sleep(IDLE_SETTLE_S)
         rows = [smaps_rollup_kb(_pid(e)) for e in entries]
         zygote = smaps_rollup_kb(self.zygote_pid) if self.zygote_pid else {}
-        await asyncio.gather(*(self.host.manager.disable(e.plugin_id) for e in entries))
+        await asyncio.gather(*(self.host.disable(e.plugin_id) for e in entries))
 
         def mb(field: str, how: Callable[[list[float]], float]) -> float:
             return round(how([r.get(field, 0) / 1024 for r in rows]), 2)
@@ -309,13 +310,14 @@ class Phases:
     async def _scale(self) -> dict[str, Any]:
         n = self.options.plugins
         entries = [await self._load(f"bench-scale-{i:04d}", COUNTER, []) for i in range(n)]
-        manager = self.host.manager
+        host = self.host
         rss_before = host_memory_kb()["VmRSS"]
 
         t0 = time.perf_counter()
-        results = await asyncio.gather(*(manager.enable(e.plugin_id) for e in entries), return_exceptions=True)
+        results = await asyncio.gather(*(host.enable(e.plugin_id) for e in entries), return_exceptions=True)
         enable_all_ms = (time.perf_counter() - t0) * 1000
-        enabled = [e for e in entries if e.status == Status.ENABLED and e.runtime is not None]
+        views = [host.plugin(e.plugin_id) for e in entries]
+        enabled = [v for v in views if v.status == Status.ENABLED and v.worker_pid is not None]
         for e in enabled:
             self._track(e)
         failures = collections.Counter(
@@ -333,7 +335,7 @@ class Phases:
                 workers_pss += smaps_rollup_kb(_pid(e)).get("Pss", 0)
 
         t0 = time.perf_counter()
-        await asyncio.gather(*(manager.disable(e.plugin_id) for e in enabled), return_exceptions=True)
+        await asyncio.gather(*(host.disable(e.plugin_id) for e in enabled), return_exceptions=True)
         disable_all_ms = (time.perf_counter() - t0) * 1000
         budget_ms = self.host.settings.hook_budget_ms
         return {
@@ -376,9 +378,7 @@ class Phases:
                 "zygote_left_running": zygote}
 
 
-def _pid(entry: PluginEntry) -> int:
-    proc = getattr(entry.runtime, "proc", None)
-    if proc is None:
-        raise BenchError(f"plugin {entry.plugin_id} has no worker process")
-    pid: int = proc.pid
-    return pid
+def _pid(view: PluginView) -> int:
+    if view.worker_pid is None:
+        raise BenchError(f"plugin {view.plugin_id} has no worker process")
+    return view.worker_pid

@@ -43,7 +43,7 @@ from plugbox.bench._plugins import install
 from plugbox.bench._proc import alive, host_memory_kb
 from plugbox.engines.loopback import LoopbackEngine
 from plugbox.host import Host, HostObserver
-from plugbox.loader import Status
+from plugbox.lifecycle import Status
 from plugbox.settings import Settings, load_settings
 from plugbox.storage.db import Database
 from plugbox.storage.kv import PluginStorage
@@ -143,8 +143,7 @@ class Load:
         session = session_of(index)
         seq = self._seq.setdefault(plugin_id, itertools.count())
         while not self.stop.is_set():
-            entry = host.manager.entries[plugin_id]
-            if entry.status != Status.ENABLED:  # restarting after a fault
+            if host.plugin(plugin_id).status != Status.ENABLED:  # restarting after a fault
                 self.skipped += 1
                 await asyncio.sleep(0.02)
                 continue
@@ -214,8 +213,8 @@ async def start_host(settings: Settings, plugins_dir: Path, n: int, progress: Pr
     for i, plugin_id in enumerate(ids):
         await host.engine.create_session(session_of(i))
         host.load_plugin(install(plugins_dir, plugin_id, CHAOS_PLUGIN, ["storage:use"]))
-        await host.manager.set_active_sessions(plugin_id, [session_of(i)])
-    results = await asyncio.gather(*(host.manager.enable(p) for p in ids), return_exceptions=True)
+        await host.set_active_sessions(plugin_id, [session_of(i)])
+    results = await asyncio.gather(*(host.enable(p) for p in ids), return_exceptions=True)
     failures = [str(r) for r in results if isinstance(r, BaseException)]
     if failures:
         await host.stop()
@@ -242,9 +241,7 @@ def zygote_children(zygote_pid: int | None) -> set[int]:
 
 
 def worker_pid(host: Host, plugin_id: str) -> int | None:
-    entry = host.manager.entries.get(plugin_id)
-    proc = getattr(entry.runtime, "proc", None) if entry is not None else None
-    return proc.pid if proc is not None else None
+    return host.plugin(plugin_id).worker_pid
 
 
 class _Injector:
@@ -269,7 +266,9 @@ class _Injector:
     def _target(self) -> tuple[int, str, Any] | None:
         candidates = []
         for i, plugin_id in enumerate(self.ids):
-            entry = self.host.manager.entries[plugin_id]
+            # White-box on purpose: faults are signalled through the worker's pidfd, which only
+            # its runtime holds (a pid alone could be recycled between choice and signal).
+            entry = self.host.manager.get(plugin_id)
             proc = getattr(entry.runtime, "proc", None)
             if entry.status == Status.ENABLED and proc is not None and proc.pid not in self.stopped:
                 candidates.append((i, plugin_id, proc))
@@ -363,7 +362,7 @@ async def run_chaos(
         load = Load(host, ids, lanes_per_plugin, slow_after_s=budget_s + s.liveness_window_ms / 1000 + 1)
         injector = _Injector(host, ids, fault_every_s, budget_s / 2, random.Random(seed))
         observer = _DeathCounter()
-        host.observer = observer
+        host.add_observer(observer)
         deaths = observer.deaths
         rss_before = host_memory_kb()["VmRSS"]
         try:

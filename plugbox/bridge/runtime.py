@@ -52,8 +52,7 @@ from plugbox.hooks import reentry_scope
 from plugbox.sdk import HookResult
 
 if TYPE_CHECKING:
-    from plugbox.loader import PluginEntry
-    from plugbox.runtime import RuntimeDeps
+    from plugbox.runtime import PluginHandle, RuntimeDeps
 
 __all__ = ["WorkerRuntime", "missing_layers"]
 
@@ -107,7 +106,7 @@ class _Channel(asyncio.Protocol):
 
 
 class WorkerRuntime:
-    def __init__(self, entry: PluginEntry, deps: RuntimeDeps, plugin_dir: Path) -> None:
+    def __init__(self, entry: PluginHandle, deps: RuntimeDeps, plugin_dir: Path) -> None:
         self.entry = entry
         self.deps = deps
         self.plugin_dir = plugin_dir
@@ -149,6 +148,11 @@ class WorkerRuntime:
     def _send(self, msg: Any) -> None:
         if self.writer is not None:
             self.writer.write(msg)
+
+    @property
+    def pid(self) -> int | None:
+        """The worker's pid while one runs (the lifecycle's views and metrics read it)."""
+        return self.proc.pid if self.proc is not None else None
 
     async def request(self, op: str, args: Any = None) -> Any:
         """Send one request and await its answer (the caller applies the budget)."""

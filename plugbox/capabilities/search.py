@@ -13,35 +13,45 @@ others still answer. Naming a plugin that is unknown, not enabled or has no prov
 `ok: false` entry, not an exception, so callers (the HTTP API) have one shape to render. Error
 strings pass through `plugbox.logrelay.redact` with the plugin's secret config values.
 
-This module calls runtimes through `PluginRuntime.search`; it never sees a worker or a channel.
+This module sees providers only as `Provider`s the host hands it (each plugin's search call and
+its secrets); it never sees the lifecycle, a worker or a channel.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
-from plugbox.loader import PluginEntry, PluginManager, Status
 from plugbox.logrelay import redact
 
-__all__ = ["SearchService", "provides_search"]
+__all__ = ["Provider", "SearchService"]
 
 log = logging.getLogger("plugbox.search")
 
 ERROR_MAX_CHARS = 1024
 
 
-def provides_search(entry: PluginEntry) -> bool:
-    """True when the plugin is enabled and its runtime holds a registered provider."""
-    runtime = entry.runtime
-    return runtime is not None and entry.status == Status.ENABLED and runtime.has_search
+@dataclass(frozen=True, slots=True)
+class Provider:
+    """An enabled plugin's registered search provider."""
+
+    plugin_id: str
+    search: Callable[[dict[str, Any]], Awaitable[Any]]
+    secrets: Callable[[], list[str]]  # the plugin's secret config values, redacted from errors
 
 
 class SearchService:
-    def __init__(self, manager: PluginManager, default_timeout: float) -> None:
-        self._manager = manager
+    def __init__(
+        self,
+        providers: Callable[[], Mapping[str, Provider]],
+        known: Callable[[str], bool],
+        default_timeout: float,
+    ) -> None:
+        self._providers = providers  # every current provider, by plugin id
+        self._known = known  # whether a plugin id is known at all (for the error message)
         self._default_timeout = default_timeout
 
     async def query(
@@ -53,30 +63,26 @@ class SearchService:
         if not isinstance(query, Mapping):
             raise TypeError("search query must be an object")
         budget = self._default_timeout if timeout is None else timeout
-        if plugin_id is not None:
-            targets = [plugin_id]
-        else:
-            targets = sorted(pid for pid, e in self._manager.entries.items() if provides_search(e))
+        providers = self._providers()
+        targets = [plugin_id] if plugin_id is not None else sorted(providers)
         async with asyncio.TaskGroup() as group:
-            tasks = [group.create_task(self._one(pid, dict(query), budget)) for pid in targets]
+            tasks = [group.create_task(self._one(pid, providers.get(pid), dict(query), budget)) for pid in targets]
         return [task.result() for task in tasks]
 
-    async def _one(self, plugin_id: str, query: dict[str, Any], budget: float) -> dict[str, Any]:
-        entry = self._manager.entries.get(plugin_id)
-        if entry is None:
-            return _failed(plugin_id, f"no plugin with id {plugin_id!r}")
-        if not provides_search(entry):
+    async def _one(self, plugin_id: str, provider: Provider | None, query: dict[str, Any],
+                   budget: float) -> dict[str, Any]:
+        if provider is None:
+            if not self._known(plugin_id):
+                return _failed(plugin_id, f"no plugin with id {plugin_id!r}")
             return _failed(plugin_id, f"plugin {plugin_id!r} is not enabled with a search provider")
-        runtime = entry.runtime
-        assert runtime is not None  # provides_search checked it
         try:
             async with asyncio.timeout(budget):
-                results = await runtime.search(query)
+                results = await provider.search(query)
         except TimeoutError:
             return _failed(plugin_id, f"search provider did not answer within {budget:g} s")
         except Exception as exc:  # the plugin's failure is its own entry, never ours
             log.info("search provider of plugin %s failed: %s", plugin_id, type(exc).__name__)
-            message = redact(f"{type(exc).__name__}: {exc}", entry.secret_values())
+            message = redact(f"{type(exc).__name__}: {exc}", provider.secrets())
             return _failed(plugin_id, message[:ERROR_MAX_CHARS])
         return {"plugin": plugin_id, "ok": True, "results": results}
 

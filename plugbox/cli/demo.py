@@ -5,6 +5,7 @@ inbound messages — then what each tier did."""
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 
 from rich.console import Console
@@ -24,7 +25,7 @@ INBOUND = [
 ]
 
 
-def _layer(layer: dict[str, object]) -> str:
+def _layer(layer: Mapping[str, object]) -> str:
     if layer.get("skipped"):
         return f"{layer['name']} (not requested)"
     return str(layer["name"]) if layer.get("applied") else f"{layer['name']} (MISSING)"
@@ -37,18 +38,18 @@ async def run_demo(data_dir: Path | None) -> int:
         engine = LoopbackEngine()
         async with Host(settings, engine=engine) as host:
             await engine.create_session(SESSION)
-            await host.manager.set_active_sessions("auto-reply", [SESSION])
-            await host.manager.set_config("auto-reply", {"rules": [
+            await host.set_active_sessions("auto-reply", [SESSION])
+            await host.set_config("auto-reply", {"rules": [
                 {"keyword": "hours", "reply": "We are open 9:00-17:00, Monday to Friday."},
                 {"keyword": "hello", "reply": "Hi! Ask me about our hours."},
             ]})
-            await host.manager.enable("auto-reply")
+            await host.enable("auto-reply")
             echo_dir = EXAMPLES / "echo"
             if echo_dir.is_dir():
                 entry = host.load_plugin(echo_dir)
-                await host.manager.set_active_sessions(entry.plugin_id, [SESSION])
+                await host.set_active_sessions(entry.plugin_id, [SESSION])
                 try:
-                    await host.manager.enable(entry.plugin_id)
+                    await host.enable(entry.plugin_id)
                 except Exception as exc:
                     console.print(f"[yellow]sandboxed echo plugin did not start:[/] {exc}")
             for chat, body in INBOUND:
@@ -57,7 +58,7 @@ async def run_demo(data_dir: Path | None) -> int:
             table = Table(title="Plugins")
             for col in ("id", "tier", "status", "confinement"):
                 table.add_column(col)
-            for e in host.manager.entries.values():
+            for e in host.plugins():
                 layers = e.confinement
                 conf = "in host process" if layers is None else ", ".join(_layer(x) for x in layers)
                 table.add_row(e.plugin_id, "built-in" if e.builtin else "sandboxed", e.status, conf)
@@ -69,8 +70,8 @@ async def run_demo(data_dir: Path | None) -> int:
             for m in engine.sent:
                 sent.add_row(m["chatId"], m["body"])
             console.print(sent)
-            for e in host.manager.entries.values():
-                for line in e.logs.recent:
+            for e in host.plugins():
+                for line in e.logs:
                     console.print(f"{e.plugin_id} [{line['level']}] {line['message']}", style="dim", markup=False)
             if not engine.sent:
                 console.print("[red]no replies were sent: something is wrong[/]")

@@ -29,7 +29,7 @@ from plugbox.bridge.runtime import MAX_BAD_FRAMES, WorkerRuntime
 from plugbox.bridge.wire import Call, FrameReader, FrameTooLarge, FrameWriter, HostMsg, Reply, WorkerMsg
 from plugbox.engines.loopback import LoopbackEngine
 from plugbox.host import Host
-from plugbox.loader import PluginEntry
+from plugbox.lifecycle.entry import PluginEntry
 from tests.fuzz._strategies import FUZZ, chunked, frame, nested, payloads, worker_msgs
 from tests.integration.conftest import alive, enable, host_settings, wait_for
 
@@ -77,7 +77,7 @@ def bench(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[asyncio.Ru
             h = Host(s, engine=LoopbackEngine(), bundled=False)
             await h.start(restore=False)
             d = _write_plugin(tmp / "plugins", PLUGIN, "", ["storage:use"])
-            return h, h.load_plugin(d), d
+            return h, h.manager.get(h.load_plugin(d).plugin_id), d
 
         host, entry, plugin_dir = runner.run(start())
         try:
@@ -314,7 +314,7 @@ def test_a_garbage_writing_worker_is_killed_and_its_neighbour_unaffected(tmp_pat
             await host.engine.create_session("s2")
             steady = await enable(host, steady_dir, ("s1",))
             host.load_plugin(garbage_dir)
-            await host.manager.set_active_sessions("garbage", ["s2"])
+            await host.set_active_sessions("garbage", ["s2"])
             return steady.runtime.proc.pid  # type: ignore[union-attr]
 
         steady_pid = runner.run(start())
@@ -334,7 +334,7 @@ def test_a_garbage_writing_worker_is_killed_and_its_neighbour_unaffected(tmp_pat
 
 
 async def _garbage_run(host: Host, frames: list[bytes]) -> None:
-    await host.manager.enable("garbage")
+    await host.enable("garbage")
     garbage = host.manager.get("garbage")
     runtime = garbage.runtime
     assert runtime is not None and runtime.proc is not None
@@ -365,4 +365,4 @@ async def _garbage_run(host: Host, frames: list[bytes]) -> None:
     finally:
         stop.set()
         await lane
-        await host.manager.disable("garbage")
+        await host.disable("garbage")

@@ -16,7 +16,7 @@ import pytest
 
 from plugbox.engines.loopback import LoopbackEngine
 from plugbox.host import Host
-from plugbox.loader import PluginEntry
+from plugbox.lifecycle.entry import PluginEntry
 from plugbox.settings import load_settings
 
 SESSION = "s1"
@@ -73,10 +73,11 @@ async def host(tmp_path: Path, settings_overrides: dict[str, Any]) -> AsyncItera
 
 
 async def enable(host: Host, plugin_dir: Path, sessions: tuple[str, ...] = (SESSION,)) -> PluginEntry:
-    entry = host.load_plugin(plugin_dir)
-    await host.manager.set_active_sessions(entry.plugin_id, list(sessions))
-    await host.manager.enable(entry.plugin_id)
-    return entry
+    """Load and enable; returns the live entry (white-box: tests look at its runtime)."""
+    plugin_id = host.load_plugin(plugin_dir).plugin_id
+    await host.set_active_sessions(plugin_id, list(sessions))
+    await host.enable(plugin_id)
+    return host.manager.get(plugin_id)
 
 
 def alive(pid: int) -> bool:

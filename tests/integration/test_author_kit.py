@@ -11,6 +11,8 @@ import pytest
 
 from plugbox.testing import run_plugin
 
+from .conftest import alive
+
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 
@@ -41,8 +43,6 @@ async def test_run_plugin_shows_sent_messages_storage_and_logs() -> None:
         assert [m["body"] for m in plugin.sent] == ["echo: hello"]
         assert plugin.storage == {"echoed": 1}
         assert any("echoed" in line["message"] for line in plugin.logs)
-        assert plugin.entry.runtime is not None
-        pid = plugin.entry.runtime.proc.pid
-    from .conftest import alive
-
+        pid = plugin.worker_pid
+        assert pid is not None and alive(pid)
     assert not alive(pid), "the worker must not outlive the harness"

@@ -84,8 +84,8 @@ async def main():
         d.chmod(0o755)
         await host.engine.create_session(session)
         host.load_plugin(d)
-        await host.manager.set_active_sessions(plugin_id, [session])
-        await host.manager.enable(plugin_id)
+        await host.set_active_sessions(plugin_id, [session])
+        await host.enable(plugin_id)
         workers.append(host.manager.get(plugin_id).runtime.proc.pid)
     out({{"zygote": host.zygote.pid, "workers": workers}})
     seqs = [itertools.count() for _ in range({PLUGINS})]

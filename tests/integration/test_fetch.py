@@ -403,9 +403,9 @@ async def test_worker_plugin_allowlist_includes_https_config_hosts(host: Host, w
         configSchema={"type": "object", "properties": {"baseUrl": {"type": "string"}}},
     )
     entry = host.load_plugin(plugin)
-    await host.manager.set_config(entry.plugin_id, {"baseUrl": "https://api.configured.example/v1"})
-    await host.manager.set_active_sessions(entry.plugin_id, [SESSION])
-    await host.manager.enable(entry.plugin_id)
+    await host.set_config(entry.plugin_id, {"baseUrl": "https://api.configured.example/v1"})
+    await host.set_active_sessions(entry.plugin_id, [SESSION])
+    await host.enable(entry.plugin_id)
     await host.engine.inject_inbound(SESSION, "15550001111@c.us", "http://elsewhere.example/")
     _, (_, message) = host.storage.get("p", "error")
     assert "elsewhere.example:80 is not on the plugin's allowlist" in message

@@ -18,7 +18,7 @@ import pytest
 from plugbox.api import create_app
 from plugbox.api.ingress import sign
 from plugbox.host import Host
-from plugbox.loader import PluginEntry
+from plugbox.lifecycle.entry import PluginEntry
 from tests.integration.conftest import WritePlugin, enable
 
 SECRET = "hook-secret"
@@ -77,7 +77,7 @@ async def _plugin(host: Host, write_plugin: WritePlugin, routes: list[dict[str, 
     entry = await enable(host, write_plugin(CODE, id="w", permissions=["webhook:ingress", "storage:use"],
                                             configSchema=SCHEMA,
                                             ingress=routes))
-    await host.manager.set_config("w", {"webhookSecret": SECRET, "whSecret": WHSEC})
+    await host.set_config("w", {"webhookSecret": SECRET, "whSecret": WHSEC})
     return entry
 
 
@@ -188,7 +188,7 @@ async def test_worker_crash_is_502_and_disabled_plugin_is_503(client: httpx.Asyn
     async with asyncio.timeout(10):  # the death is reported once the zygote has reaped the worker
         while 'plugbox_worker_crashes_total{plugin="w"} 1.0' not in await _metrics(client):  # noqa: ASYNC110
             await asyncio.sleep(0.02)
-    await host.manager.disable("w")
+    await host.disable("w")
     r = await client.post("/ingress/w/shared", content=b"x", headers={"X-Token": SECRET})
     assert r.status_code == 503 and "not enabled" in r.json()["error"]
     assert 'plugbox_worker_restarts_total{plugin="w"} 1.0' in await _metrics(client)

@@ -36,8 +36,8 @@ async def _searcher(host: Host, write_plugin: WritePlugin, plugin_id: str, mode:
     entry = host.load_plugin(
         write_plugin(SEARCHER, id=plugin_id, permissions=["search:provide"], configSchema=SEARCH_SCHEMA)
     )
-    await host.manager.set_config(plugin_id, {"mode": mode})
-    await host.manager.enable(entry.plugin_id)
+    await host.set_config(plugin_id, {"mode": mode})
+    await host.enable(entry.plugin_id)
 
 
 async def test_search_asks_every_provider_and_reports_each_outcome(host: Host, write_plugin: WritePlugin) -> None:
@@ -68,7 +68,7 @@ async def test_registering_a_provider_without_search_provide_fails_the_enable(
 ) -> None:
     entry = host.load_plugin(write_plugin(SEARCHER, id="sneaky", permissions=[]))
     with pytest.raises(Exception, match="search:provide"):
-        await host.manager.enable(entry.plugin_id)
+        await host.enable(entry.plugin_id)
     assert await host.search.query(None, {"q": "x"}) == []
 
 

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 
 from plugbox.host import Host
-from plugbox.loader import Status
+from plugbox.lifecycle import Status
 from plugbox.sdk import Plugin
 
 from .conftest import SESSION, WritePlugin, alive, enable, wait_for
@@ -41,7 +41,7 @@ async def test_lifecycle_runs_in_a_confined_worker(host: Host, write_plugin: Wri
     assert entry.confinement and all(layer["applied"] for layer in entry.confinement if not layer.get("skipped"))
     assert host.storage.get("p", "on_load") == (True, True)
     assert host.storage.get("p", "on_enable") == (True, True)
-    await host.manager.disable("p")
+    await host.disable("p")
     assert host.storage.get("p", "on_disable") == (True, True)
     assert entry.status == Status.DISABLED
     await wait_for(lambda: not alive(worker_pid))
@@ -49,9 +49,9 @@ async def test_lifecycle_runs_in_a_confined_worker(host: Host, write_plugin: Wri
 
 async def test_missing_module_fails_enable_cleanly(host: Host, write_plugin: WritePlugin) -> None:
     plugin = write_plugin("import does_not_exist_anywhere\n")
-    entry = host.load_plugin(plugin)
+    entry = host.manager.get(host.load_plugin(plugin).plugin_id)
     with pytest.raises(Exception, match="ModuleNotFoundError"):
-        await host.manager.enable(entry.plugin_id)
+        await host.enable(entry.plugin_id)
     assert entry.status == Status.ERROR
     assert "does_not_exist_anywhere" in (entry.error or "")
     assert entry.runtime is None
@@ -180,7 +180,7 @@ async def test_disabling_a_worker_that_just_died_skips_its_lifecycle_quietly(
     # The hook resolves (to continue) as soon as the channel closes, before the host has reaped
     # the worker and told the manager: the disable below races that report.
     await host.bus.execute("message:received", {"id": "m1", "chatId": "c1"}, SESSION)
-    await host.manager.disable("p")
+    await host.disable("p")
     assert entry.status == Status.DISABLED
     lines = [line for line in entry.logs.recent if "on_disable" in line["message"]]
     assert [line["level"] for line in lines] == ["info"], lines
@@ -253,8 +253,8 @@ async def test_calls_over_the_in_flight_limit_are_refused_and_slots_reused(
 
     host.register_builtin(Gatekeeper, {"id": "gatekeeper", "name": "g", "version": "1", "type": "extension",
                                        "main": "builtin"})
-    await host.manager.set_active_sessions("gatekeeper", [SESSION])
-    await host.manager.enable("gatekeeper")
+    await host.set_active_sessions("gatekeeper", [SESSION])
+    await host.enable("gatekeeper")
     entry = await enable(host, write_plugin("""
         import asyncio
         from plugbox.sdk import Plugin, CapabilityError
@@ -318,15 +318,15 @@ async def test_garbage_frames_are_dropped_and_counted(host: Host, write_plugin: 
     assert host.storage.get("p", "wrote_to")[0], "the attack must have reached the channel"
     assert entry.runtime.reader.bad_frames == 3
     assert entry.status == Status.ENABLED
-    assert (await host.manager.health("p"))["healthy"] is True
+    assert (await host.health("p"))["healthy"] is True
 
 
 async def test_config_change_and_health_round_trip(host: Host, write_plugin: WritePlugin) -> None:
     await enable(host, write_plugin(RECORDER, configSchema={
         "type": "object", "properties": {"greeting": {"type": "string", "default": "hi"}}}))
-    await host.manager.set_config("p", {"greeting": "hello"})
+    await host.set_config("p", {"greeting": "hello"})
     assert host.storage.get("p", "config_seen") == (True, {"greeting": "hello"})
-    assert await host.manager.health("p") == {"healthy": True, "message": "all good"}
+    assert await host.health("p") == {"healthy": True, "message": "all good"}
 
 
 async def test_memory_bomb_ends_only_the_worker(host: Host, write_plugin: WritePlugin) -> None:
@@ -366,5 +366,5 @@ async def test_crashing_plugin_restarts_with_backoff_then_trips_the_breaker(
     assert len(pids) == 3  # a fresh worker each time
     await asyncio.sleep(0.5)
     assert entry.status == Status.ERROR and entry.runtime is None  # stays down
-    await host.manager.enable("p")  # until the operator re-enables it
+    await host.enable("p")  # until the operator re-enables it
     assert entry.status == Status.ENABLED

@@ -8,7 +8,7 @@ import asyncio
 import pytest
 
 from plugbox.host import Host
-from plugbox.loader import Status
+from plugbox.lifecycle import Status
 
 from .conftest import SESSION, WritePlugin, alive, wait_for
 
@@ -28,8 +28,8 @@ async def test_a_burst_of_200_concurrent_enables_all_succeed(host: Host, write_p
     ids = [f"p{i}" for i in range(200)]
     for pid in ids:
         host.load_plugin(write_plugin(CODE, id=pid, permissions=[]))
-        await host.manager.set_active_sessions(pid, [SESSION])
-    results = await asyncio.gather(*(host.manager.enable(pid) for pid in ids), return_exceptions=True)
+        await host.set_active_sessions(pid, [SESSION])
+    results = await asyncio.gather(*(host.enable(pid) for pid in ids), return_exceptions=True)
     failures = [str(r) for r in results if isinstance(r, BaseException)]
     assert failures == []
     assert all(host.manager.get(pid).status == Status.ENABLED for pid in ids)
@@ -38,7 +38,7 @@ async def test_a_burst_of_200_concurrent_enables_all_succeed(host: Host, write_p
 
 
 async def test_a_cancelled_enable_leaves_no_worker_and_no_hooks(host: Host, write_plugin: WritePlugin) -> None:
-    entry = host.load_plugin(write_plugin("""
+    plugin_id = host.load_plugin(write_plugin("""
         import asyncio
         from plugbox.sdk import Plugin
         class Slow(Plugin):
@@ -48,8 +48,9 @@ async def test_a_cancelled_enable_leaves_no_worker_and_no_hooks(host: Host, writ
                 await asyncio.sleep(3600)
             def ready(self, hook):
                 return None
-    """))
-    task = asyncio.ensure_future(host.manager.enable(entry.plugin_id))
+    """)).plugin_id
+    entry = host.manager.get(plugin_id)
+    task = asyncio.ensure_future(host.enable(entry.plugin_id))
     await wait_for(lambda: entry.runtime is not None and entry.runtime.proc is not None
                    and bool(host.bus.handlers("session:ready")))
     pid = entry.runtime.proc.pid

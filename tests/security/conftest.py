@@ -35,7 +35,8 @@ import pytest
 
 from plugbox.engines.loopback import LoopbackEngine
 from plugbox.host import Host
-from plugbox.loader import PluginEntry, Status
+from plugbox.lifecycle import Status
+from plugbox.lifecycle.entry import PluginEntry
 from tests.integration.conftest import (
     SESSION,
     WritePlugin,
@@ -232,10 +233,9 @@ def family(host: Host) -> set[int]:
 def live_workers(host: Host) -> set[int]:
     """Pids of the workers of plugins that are currently enabled."""
     pids: set[int] = set()
-    for entry in host.manager.entries.values():
-        proc = getattr(entry.runtime, "proc", None)
-        if proc is not None and entry.status == Status.ENABLED and alive(proc.pid):
-            pids.add(proc.pid)
+    for view in host.plugins():
+        if view.worker_pid is not None and view.status == Status.ENABLED and alive(view.worker_pid):
+            pids.add(view.worker_pid)
     return pids
 
 
@@ -442,7 +442,7 @@ class Attack:
         assert entry.status == Status.ENABLED, entry.error
         outcome = await self.host.bus.execute("session:ready", {}, SESSION)
         assert outcome.data == {"benign": "pong"}
-        await self.host.manager.disable(pid)
+        await self.host.disable(pid)
 
     async def assert_no_strays(self, within: float = 5.0) -> None:
         """Every process in the zygote's family is the live worker of an enabled plugin."""

@@ -9,7 +9,7 @@ import textwrap
 
 import pytest
 
-from plugbox.loader import Status
+from plugbox.lifecycle import Status
 
 from .conftest import SESSION, Attack, WritePlugin, enable
 

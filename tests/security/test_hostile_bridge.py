@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-from plugbox.loader import Status
+from plugbox.lifecycle import Status
 
 from .conftest import SESSION, Attack, Canary, alive, assert_refused, wait_for
 

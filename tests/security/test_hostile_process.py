@@ -20,7 +20,7 @@ import sys
 import pytest
 
 from plugbox.host import Host
-from plugbox.loader import Status
+from plugbox.lifecycle import Status
 
 from .conftest import Attack, alive, assert_refused, wait_for
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from plugbox.loader import Status
+from plugbox.lifecycle import Status
 
 from .conftest import SESSION, Attack, alive, assert_refused, wait_for
 

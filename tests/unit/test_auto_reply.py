@@ -24,9 +24,9 @@ async def replying(host: Host) -> Host:
     """A host with auto-reply enabled on live session `main`, with RULES."""
     host.register_builtin(AutoReply, MANIFEST)
     await host.engine.create_session("main")
-    await host.manager.set_active_sessions("auto-reply", ["main"])
-    await host.manager.set_config("auto-reply", {"rules": RULES})
-    await host.manager.enable("auto-reply")
+    await host.set_active_sessions("auto-reply", ["main"])
+    await host.set_config("auto-reply", {"rules": RULES})
+    await host.enable("auto-reply")
     return host
 
 
@@ -64,7 +64,7 @@ async def test_own_messages_are_ignored(replying: Host) -> None:
 
 async def test_own_messages_get_replies_when_ignore_from_me_is_off(replying: Host) -> None:
     inbound = await replying.engine.inject_inbound("main", PEER, "warm-up")
-    await replying.manager.set_config("auto-reply", {"rules": RULES, "ignoreFromMe": False})
+    await replying.set_config("auto-reply", {"rules": RULES, "ignoreFromMe": False})
     own = {**inbound, "body": "price", "fromMe": True}
     await replying.messages.receive("main", own)
     assert _bodies(replying) == ["It costs 5 EUR."]
@@ -77,13 +77,13 @@ async def test_no_reply_on_a_session_it_is_not_active_on(replying: Host) -> None
 
 
 async def test_no_reply_while_disabled(replying: Host) -> None:
-    await replying.manager.disable("auto-reply")
+    await replying.disable("auto-reply")
     await replying.engine.inject_inbound("main", PEER, "price")
     assert replying.engine.sent == []
 
 
 async def test_per_session_rules_override_the_base_rules(replying: Host) -> None:
-    await replying.manager.set_session_config(
+    await replying.set_session_config(
         "auto-reply", "main", {"rules": [{"keyword": "price", "reply": "Ask the shop."}]}
     )
     await replying.engine.inject_inbound("main", PEER, "price")
@@ -97,8 +97,8 @@ async def test_the_reply_goes_through_message_sending_hooks(replying: Host) -> N
 
     replying.register_builtin(Guard, {"id": "guard", "name": "g", "version": "1.0.0", "type": "extension",
                                       "main": "builtin"})
-    await replying.manager.set_active_sessions("guard", ["main"])
-    await replying.manager.enable("guard")
+    await replying.set_active_sessions("guard", ["main"])
+    await replying.enable("guard")
     outcome_message = await replying.engine.inject_inbound("main", PEER, "price")  # the veto must not break it
     assert outcome_message["body"] == "price"
     assert replying.engine.sent == []

@@ -51,8 +51,8 @@ def _hooking(event: str, handler: Callable[[Plugin, HookContext], Any], priority
 
 async def _enable(host: Host, plugin: Callable[[], Plugin], manifest: dict[str, Any], sessions: list[str]) -> None:
     host.register_builtin(plugin, manifest)
-    await host.manager.set_active_sessions(manifest["id"], sessions)
-    await host.manager.enable(manifest["id"])
+    await host.set_active_sessions(manifest["id"], sessions)
+    await host.enable(manifest["id"])
 
 
 # -- order and chaining ------------------------------------------------------------------------------
@@ -364,8 +364,8 @@ async def test_handler_sees_its_per_session_merged_config(host: Host) -> None:
     plugin = _hooking("message:received", lambda _self, hook: seen.update({hook.session_id: dict(hook.config)}))
     schema = {"type": "object", "properties": {"greeting": {"type": "string"}, "lang": {"type": "string"}}}
     await _enable(host, plugin, _manifest("configured", configSchema=schema), ["a", "b"])
-    await host.manager.set_config("configured", {"greeting": "hi", "lang": "en"})
-    await host.manager.set_session_config("configured", "b", {"greeting": "yo"})
+    await host.set_config("configured", {"greeting": "hi", "lang": "en"})
+    await host.set_session_config("configured", "b", {"greeting": "yo"})
 
     await host.bus.execute("message:received", dict(MESSAGE), "a")
     await host.bus.execute("message:received", dict(MESSAGE), "b")
@@ -376,7 +376,7 @@ async def test_disabled_plugin_handlers_no_longer_run(host: Host) -> None:
     seen: list[str] = []
     plugin = _hooking("session:ready", lambda _self, _hook: seen.append("ran"))
     await _enable(host, plugin, _manifest("gone"), ["main"])
-    await host.manager.disable("gone")
+    await host.disable("gone")
     await host.bus.execute("session:ready", {})
     assert seen == []
 

@@ -13,7 +13,9 @@ WORKER_SIDE = [ROOT / "worker", ROOT / "sdk", ROOT / "confine"]
 ALLOWED_SHARED = {"plugbox", "plugbox.errors", "plugbox.bridge.wire", "plugbox.events"}
 FORBIDDEN_PREFIXES = (
     "plugbox.storage",
-    "plugbox.loader",
+    "plugbox.lifecycle",
+    "plugbox.runtime",
+    "plugbox.observer",
     "plugbox.host",
     "plugbox.capabilities",
     "plugbox.engines",

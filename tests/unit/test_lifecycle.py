@@ -103,28 +103,28 @@ def _add(host: Host, script: Script, plugin_id: str = "probe", **fields: Any) ->
 async def test_enable_runs_on_load_then_on_enable(host: Host) -> None:
     script = Script()
     _add(host, script)
-    entry = await host.manager.enable("probe")
+    entry = await host.enable("probe")
     assert script.calls == ["on_load", "on_enable"]
     assert entry.status == "enabled"
-    assert entry.describe()["enabled"] is True
+    assert entry.enabled is True
 
 
 async def test_enable_registers_the_hooks_from_on_load(host: Host) -> None:
     _add(host, Script())
-    await host.manager.enable("probe")
+    await host.enable("probe")
     assert _hooks_of(host, "probe") == ["session:ready"]
 
 
 async def test_ctx_is_set_on_the_plugin_before_on_load(host: Host) -> None:
     script = Script()
     _add(host, script)
-    await host.manager.enable("probe")
+    await host.enable("probe")
     assert script.instances[0].ctx.plugin_id == "probe"
 
 
 async def test_enable_of_an_unknown_plugin_raises_plugin_not_found(host: Host) -> None:
     with pytest.raises(PluginNotFound, match="'ghost'"):
-        await host.manager.enable("ghost")
+        await host.enable("ghost")
 
 
 async def test_hanging_on_enable_times_out_leaving_error_and_no_hooks(make_host: MakeHost) -> None:
@@ -132,7 +132,7 @@ async def test_hanging_on_enable_times_out_leaving_error_and_no_hooks(make_host:
     await host.start()
     _add(host, Script(hang={"on_enable"}))
     with pytest.raises(PluginStateError, match="on_enable timed out"):
-        await host.manager.enable("probe")
+        await host.enable("probe")
     entry = host.manager.get("probe")
     assert entry.status == "error"
     assert entry.error is not None and "on_enable" in entry.error and "timed out" in entry.error
@@ -144,7 +144,7 @@ async def test_raising_on_load_leaves_error_no_hooks_and_skips_on_enable(host: H
     script = Script(fail={"on_load"})
     _add(host, script)
     with pytest.raises(PluginStateError, match="on_load"):
-        await host.manager.enable("probe")
+        await host.enable("probe")
     entry = host.manager.get("probe")
     assert entry.status == "error"
     assert entry.error is not None and "on_load raised RuntimeError: on_load failed on purpose" in entry.error
@@ -156,9 +156,9 @@ async def test_plugin_in_error_can_be_enabled_again_once_fixed(host: Host) -> No
     script = Script(fail={"on_enable"})
     _add(host, script)
     with pytest.raises(PluginStateError):
-        await host.manager.enable("probe")
+        await host.enable("probe")
     script.fail.clear()
-    entry = await host.manager.enable("probe")
+    entry = await host.enable("probe")
     assert (entry.status, entry.error) == ("enabled", None)
     assert _hooks_of(host, "probe") == ["session:ready"]
 
@@ -166,10 +166,10 @@ async def test_plugin_in_error_can_be_enabled_again_once_fixed(host: Host) -> No
 async def test_second_enable_while_one_is_in_flight_is_refused(host: Host) -> None:
     script = Script(hang={"on_enable"})
     _add(host, script)
-    first = asyncio.create_task(host.manager.enable("probe"))
+    first = asyncio.create_task(host.enable("probe"))
     await script.reached["on_enable"].wait()
     with pytest.raises(PluginStateError, match="already in flight"):
-        await host.manager.enable("probe")
+        await host.enable("probe")
     script.gate.set()
     await first
     assert script.calls == ["on_load", "on_enable"]
@@ -178,11 +178,11 @@ async def test_second_enable_while_one_is_in_flight_is_refused(host: Host) -> No
 async def test_two_enables_waiting_on_a_disable_start_the_plugin_once(host: Host) -> None:
     script = Script(hang={"on_disable"})
     _add(host, script)
-    await host.manager.enable("probe")
-    disabling = asyncio.create_task(host.manager.disable("probe"))
+    await host.enable("probe")
+    disabling = asyncio.create_task(host.disable("probe"))
     await script.reached["on_disable"].wait()
 
-    enables = [asyncio.create_task(host.manager.enable("probe")) for _ in range(2)]
+    enables = [asyncio.create_task(host.enable("probe")) for _ in range(2)]
     await asyncio.sleep(0)  # both enables are now waiting for the disable
     script.gate.set()
     await disabling
@@ -199,8 +199,8 @@ async def test_two_enables_waiting_on_a_disable_start_the_plugin_once(host: Host
 async def test_disable_runs_on_disable_and_removes_hooks(host: Host) -> None:
     script = Script()
     _add(host, script)
-    await host.manager.enable("probe")
-    entry = await host.manager.disable("probe")
+    await host.enable("probe")
+    entry = await host.disable("probe")
     assert script.calls[-1] == "on_disable"
     assert entry.status == "disabled"
     assert _hooks_of(host, "probe") == []
@@ -208,18 +208,18 @@ async def test_disable_runs_on_disable_and_removes_hooks(host: Host) -> None:
 
 async def test_on_disable_failure_is_logged_not_fatal(host: Host) -> None:
     _add(host, Script(fail={"on_disable"}))
-    await host.manager.enable("probe")
-    entry = await host.manager.disable("probe")
+    await host.enable("probe")
+    entry = await host.disable("probe")
     assert entry.status == "disabled"
     assert _hooks_of(host, "probe") == []
-    assert any("on_disable failed" in line["message"] for line in entry.logs.recent)
+    assert any("on_disable failed" in line["message"] for line in entry.logs)
 
 
 async def test_concurrent_disables_join_and_run_on_disable_once(host: Host) -> None:
     script = Script(hang={"on_disable"})
     _add(host, script)
-    await host.manager.enable("probe")
-    disables = [asyncio.create_task(host.manager.disable("probe")) for _ in range(3)]
+    await host.enable("probe")
+    disables = [asyncio.create_task(host.disable("probe")) for _ in range(3)]
     await script.reached["on_disable"].wait()
     script.gate.set()
     entries = await asyncio.gather(*disables)
@@ -230,9 +230,9 @@ async def test_concurrent_disables_join_and_run_on_disable_once(host: Host) -> N
 async def test_disable_during_an_enable_waits_for_it_then_disables(host: Host) -> None:
     script = Script(hang={"on_enable"})
     _add(host, script)
-    enabling = asyncio.create_task(host.manager.enable("probe"))
+    enabling = asyncio.create_task(host.enable("probe"))
     await script.reached["on_enable"].wait()
-    disabling = asyncio.create_task(host.manager.disable("probe"))
+    disabling = asyncio.create_task(host.disable("probe"))
     script.gate.set()
     await enabling
     entry = await disabling
@@ -246,7 +246,7 @@ async def test_operator_disable_during_boot_restore_does_not_wait_for_the_boot_t
     first = make_host()
     _add(first, script)
     await first.start()
-    await first.manager.enable("probe")
+    await first.enable("probe")
     await first.stop()
 
     script.hang.add("on_enable")
@@ -255,7 +255,7 @@ async def test_operator_disable_during_boot_restore_does_not_wait_for_the_boot_t
 
     async def operator() -> asyncio.Task[Any]:
         await script.reached["on_enable"].wait()
-        disabling = asyncio.create_task(second.manager.disable("probe"))
+        disabling = asyncio.create_task(second.disable("probe"))
         await asyncio.sleep(0)
         script.gate.set()
         return disabling
@@ -274,10 +274,10 @@ async def test_operator_disable_during_boot_restore_does_not_wait_for_the_boot_t
 async def test_config_with_a_bad_value_is_refused_naming_the_field_and_not_persisted(host: Host) -> None:
     script = Script()
     _add(host, script)
-    await host.manager.enable("probe")
-    await host.manager.set_config("probe", {"greeting": "hello"})
+    await host.enable("probe")
+    await host.set_config("probe", {"greeting": "hello"})
     with pytest.raises(ConfigError) as caught:
-        await host.manager.set_config("probe", {"greeting": "changed", "timeoutMs": 100})
+        await host.set_config("probe", {"greeting": "changed", "timeoutMs": 100})
     assert caught.value.field == "timeoutMs"
     record = host.registry.get("probe")
     assert record is not None and record.config["greeting"] == "hello"
@@ -294,15 +294,15 @@ async def test_config_that_breaks_the_schema_names_the_field(
 ) -> None:
     _add(host, Script())
     with pytest.raises(ConfigError) as caught:
-        await host.manager.set_config("probe", config)
+        await host.set_config("probe", config)
     assert caught.value.field == field_name
 
 
 async def test_valid_config_is_persisted_with_defaults_and_reaches_on_config_change(host: Host) -> None:
     script = Script()
     _add(host, script)
-    await host.manager.enable("probe")
-    await host.manager.set_config("probe", {"greeting": "hey"})
+    await host.enable("probe")
+    await host.set_config("probe", {"greeting": "hey"})
     expected = {"greeting": "hey", "timeoutMs": 3000}
     assert script.configs == [expected]
     assert dict(script.instances[0].ctx.config) == expected
@@ -310,28 +310,28 @@ async def test_valid_config_is_persisted_with_defaults_and_reaches_on_config_cha
     assert record is not None and record.config == expected
 
 
-async def test_describe_masks_secret_config_values(host: Host) -> None:
+async def test_plugin_view_masks_secret_config_values(host: Host) -> None:
     _add(host, Script())
-    await host.manager.set_config("probe", {"apiToken": "tok-123456", "greeting": "hey"})
-    described = host.manager.get("probe").describe()
-    assert described["config"]["apiToken"] == "********"
-    assert described["config"]["greeting"] == "hey"
-    assert "tok-123456" not in repr(described)
+    await host.set_config("probe", {"apiToken": "tok-123456", "greeting": "hey"})
+    view = host.plugin("probe")
+    assert view.config["apiToken"] == "********"
+    assert view.config["greeting"] == "hey"
+    assert "tok-123456" not in repr(view)
 
 
 async def test_writing_back_the_masked_secret_keeps_its_value(host: Host) -> None:
     _add(host, Script())
-    await host.manager.set_config("probe", {"apiToken": "tok-123456"})
-    masked = host.manager.get("probe").describe()["config"]
-    await host.manager.set_config("probe", {**masked, "greeting": "changed"})
+    await host.set_config("probe", {"apiToken": "tok-123456"})
+    masked = dict(host.plugin("probe").config)
+    await host.set_config("probe", {**masked, "greeting": "changed"})
     assert host.manager.get("probe").config["apiToken"] == "tok-123456"
 
 
 async def test_active_sessions_outside_the_manifest_sessions_are_refused(host: Host) -> None:
     _add(host, Script(), sessions=["main"])
     with pytest.raises(ConfigError, match="'other'"):
-        await host.manager.set_active_sessions("probe", ["main", "other"])
-    assert host.manager.get("probe").describe()["activeSessions"] == []
+        await host.set_active_sessions("probe", ["main", "other"])
+    assert host.plugin("probe").active_sessions == ()
 
 
 # -- persistence and boot ----------------------------------------------------------------------------
@@ -341,9 +341,9 @@ async def test_status_config_sessions_and_enabled_choice_survive_a_restart(make_
     first = make_host()
     _add(first, Script())
     await first.start()
-    await first.manager.set_config("probe", {"greeting": "persisted", "apiToken": "tok-123456"})
-    await first.manager.set_active_sessions("probe", ["main", "side"])
-    await first.manager.enable("probe")
+    await first.set_config("probe", {"greeting": "persisted", "apiToken": "tok-123456"})
+    await first.set_active_sessions("probe", ["main", "side"])
+    await first.enable("probe")
     await first.stop()
 
     script = Script()
@@ -354,7 +354,7 @@ async def test_status_config_sessions_and_enabled_choice_survive_a_restart(make_
     assert entry.status == "enabled"
     assert entry.record.enabled is True
     assert entry.config == {"greeting": "persisted", "apiToken": "tok-123456", "timeoutMs": 3000}
-    assert entry.describe()["activeSessions"] == ["main", "side"]
+    assert second.plugin("probe").active_sessions == ("main", "side")
     assert script.calls == ["on_load", "on_enable"]
 
 
@@ -362,8 +362,8 @@ async def test_operator_disabled_plugin_stays_disabled_after_a_restart(make_host
     first = make_host()
     _add(first, Script())
     await first.start()
-    await first.manager.enable("probe")
-    await first.manager.disable("probe")
+    await first.enable("probe")
+    await first.disable("probe")
     await first.stop()
 
     script = Script()
@@ -379,7 +379,7 @@ async def test_error_status_and_reason_survive_a_restart(make_host: MakeHost) ->
     _add(first, Script(fail={"on_load"}))
     await first.start()
     with pytest.raises(PluginStateError):
-        await first.manager.enable("probe")
+        await first.enable("probe")
     await first.stop()
 
     second = make_host()
@@ -396,7 +396,7 @@ async def test_one_failing_plugin_does_not_block_restoring_the_others(make_host:
         _add(first, Script(), plugin_id)
     await first.start()
     for plugin_id in ("alpha", "beta", "gamma"):
-        await first.manager.enable(plugin_id)
+        await first.enable(plugin_id)
     await first.stop()
 
     second = make_host()
@@ -410,9 +410,9 @@ async def test_one_failing_plugin_does_not_block_restoring_the_others(make_host:
 
 async def test_builtin_cannot_be_uninstalled(host: Host) -> None:
     _add(host, Script())
-    await host.manager.enable("probe")
+    await host.enable("probe")
     with pytest.raises(PluginStateError, match="built-in"):
-        await host.manager.uninstall("probe")
+        await host.uninstall("probe")
     assert host.manager.get("probe").status == "enabled"
 
 
@@ -431,7 +431,7 @@ async def test_shutdown_gives_every_on_disable_one_shared_cap(make_host: MakeHos
     scripts = {pid: Script(hang={"on_disable"}) for pid in ("alpha", "beta", "gamma")}
     for pid, script in scripts.items():
         _add(host, script, pid)
-        await host.manager.enable(pid)
+        await host.enable(pid)
 
     loop = asyncio.get_running_loop()
     started = loop.time()
@@ -447,7 +447,7 @@ async def test_shutdown_keeps_the_operators_enabled_choice(make_host: MakeHost) 
     host = make_host()
     _add(host, Script())
     await host.start()
-    await host.manager.enable("probe")
+    await host.enable("probe")
     await host.stop()
     assert host.manager.get("probe").record.enabled is True
 
@@ -479,7 +479,7 @@ async def test_breaker_opens_after_the_threshold_of_consecutive_hook_timeouts(ma
     host = make_host(hook_budget_ms=5, breaker_threshold=3)
     await host.start()
     host.register_builtin(Stalling, _manifest("stalling"))
-    await host.manager.enable("stalling")
+    await host.enable("stalling")
     for _ in range(3):
         await host.bus.execute("session:ready", {})
     entry = host.manager.get("stalling")
@@ -492,7 +492,7 @@ async def test_a_successful_hook_resets_the_consecutive_timeout_count(make_host:
     await host.start()
     plugin = Stalling()
     host.register_builtin(lambda: plugin, _manifest("stalling"))
-    await host.manager.enable("stalling")
+    await host.enable("stalling")
     for ok in (False, False, True, False, False):
         plugin.ok = ok
         await host.bus.execute("session:ready", {})

@@ -192,8 +192,8 @@ async def test_builtin_logger_redacts_the_plugins_secret_config_values(host: Hos
     schema = {"type": "object", "properties": {"apiToken": {"type": "string", "secret": True}}}
     host.register_builtin(make, {"id": "leaky", "name": "l", "version": "1.0.0", "type": "extension",
                                  "main": "builtin", "configSchema": schema})
-    await host.manager.set_config("leaky", {"apiToken": SECRET})
-    await host.manager.enable("leaky")
+    await host.set_config("leaky", {"apiToken": SECRET})
+    await host.enable("leaky")
     loggers[0].ctx.logger.info(f"my token is {SECRET}", token=SECRET)
     (line,) = host.manager.get("leaky").logs.recent
     assert SECRET not in line["message"]
@@ -205,6 +205,6 @@ async def test_secret_set_after_the_relay_was_built_is_redacted(host: Host) -> N
     host.register_builtin(Plugin, {"id": "late", "name": "l", "version": "1.0.0", "type": "extension",
                                    "main": "builtin", "configSchema": schema})
     relay = host.manager.get("late").logs
-    await host.manager.set_config("late", {"apiToken": SECRET})
+    await host.set_config("late", {"apiToken": SECRET})
     relay.emit("info", SECRET)
     assert _messages(relay) == [REDACTED]

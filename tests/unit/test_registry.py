@@ -10,7 +10,7 @@ import pytest
 
 from plugbox.errors import StorageError
 from plugbox.storage.db import Database
-from plugbox.storage.registry import PluginRecord, Registry
+from plugbox.lifecycle.registry import PluginRecord, Registry
 
 
 @pytest.fixture

@@ -12,10 +12,8 @@ with the plugin's secrets redacted), so unauthenticated traffic can never make p
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
-import logging
 import re
 import time
 from typing import Any
@@ -28,28 +26,14 @@ from plugbox.api._body import read_capped
 from plugbox.api._errors import ApiError, error_response
 from plugbox.api.ingress import IngressRefused, ReplayGuard, secret_at, verify
 from plugbox.api.metrics import Metrics
-from plugbox.errors import PluginError, WorkerGone
 from plugbox.host import Host
-from plugbox.loader import PluginEntry, Status
-from plugbox.logrelay import redact
-from plugbox.manifest import IngressRoute
 
 __all__ = ["routes"]
-
-log = logging.getLogger("plugbox.api.ingress")
 
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _BLOCKED_HEADERS = frozenset({"content-length", "transfer-encoding", "connection", "keep-alive", "upgrade",
                               "trailer", "te", "proxy-authenticate", "set-cookie", "server", "date"})
 _MAX_RESPONSE_HEADERS = 32
-
-
-def _find(host: Host, plugin_id: str, route: str) -> tuple[PluginEntry, IngressRoute] | None:
-    entry = host.manager.entries.get(plugin_id)
-    if entry is None:
-        return None
-    spec = next((r for r in entry.manifest.ingress if r.route == route), None)
-    return (entry, spec) if spec is not None else None
 
 
 def _plugin_request(request: Request, body: bytes) -> dict[str, Any]:
@@ -97,43 +81,6 @@ def _response(result: Any) -> Response:
     return JSONResponse(body, status_code=status, headers=headers)
 
 
-async def _fire_error(host: Host, entry: PluginEntry, route: str, status: int, error: str) -> None:
-    data = {"pluginId": entry.plugin_id, "route": route, "status": status,
-            "error": redact(error, entry.secret_values())}
-    try:
-        await host.bus.execute("ingress:error", data, None, source="ingress", plugin=entry.plugin_id)
-    except Exception:
-        log.exception("ingress:error hook chain failed")
-
-
-async def _dispatch(host: Host, entry: PluginEntry, route: str, request: dict[str, Any]) -> tuple[Response, str]:
-    runtime = entry.runtime
-    if runtime is None or entry.status != Status.ENABLED:
-        return error_response(503, f"plugin {entry.plugin_id!r} is not enabled"), "not_enabled"
-    budget = host.settings.hook_budget_ms / 1000
-    try:
-        async with asyncio.timeout(budget):
-            result = await runtime.webhook(route, request)
-    except TimeoutError:
-        ping = getattr(runtime, "hook_timed_out", None)
-        if ping is not None:
-            ping()  # an unresponsive worker is then killed by the liveness check
-        host.manager.runtime_timed_out(entry)
-        message = f"the plugin's webhook handler did not answer within {budget:g} s"
-        await _fire_error(host, entry, route, 504, message)
-        return error_response(504, message), "timeout"
-    except WorkerGone:
-        message = f"plugin {entry.plugin_id!r} worker is gone"
-        await _fire_error(host, entry, route, 502, message)
-        return error_response(502, message), "worker_gone"
-    except PluginError as exc:
-        entry.logs.emit("error", f"webhook {route!r} handler failed: {exc}")
-        await _fire_error(host, entry, route, 500, str(exc))
-        return error_response(500, "the plugin's webhook handler failed"), "handler_error"
-    response = _response(result)
-    return response, "ok" if response.status_code < 500 else "bad_response"
-
-
 async def ingress(request: Request) -> Response:
     host: Host = request.app.state.host
     metrics: Metrics = request.app.state.metrics
@@ -144,14 +91,13 @@ async def ingress(request: Request) -> Response:
     except ApiError as exc:
         metrics.ingress_requests.labels("too_large").inc()
         raise exc
-    found = _find(host, plugin_id, route)
-    if found is None:
+    target = host.ingress_route(plugin_id, route)
+    if target is None:
         metrics.ingress_requests.labels("unknown_route").inc()
         return error_response(404, f"no ingress route {plugin_id}/{route}")
-    entry, spec = found
-    sig = spec.signature
+    sig = target.route.signature
     now = time.time()
-    secret = secret_at(entry.record.config, sig.secret_field) if sig.secret_field else None
+    secret = secret_at(target.config, sig.secret_field) if sig.secret_field else None
     headers = {k.lower(): v for k, v in request.headers.items()}
     try:
         delivery_id = verify(sig, secret, headers, body, now=now,
@@ -163,7 +109,12 @@ async def ingress(request: Request) -> Response:
     if key is not None and not guard.claim(key, sig.tolerance_sec, now):
         metrics.ingress_requests.labels("replayed").inc()
         return error_response(409, f"delivery {delivery_id!r} was already received")
-    response, outcome = await _dispatch(host, entry, route, _plugin_request(request, body))
+    reply = await host.dispatch_ingress(plugin_id, route, _plugin_request(request, body))
+    if reply.outcome == "ok":
+        response = _response(reply.result)
+        outcome = "ok" if response.status_code < 500 else "bad_response"
+    else:
+        response, outcome = error_response(reply.status, reply.message), reply.outcome
     if key is not None and response.status_code >= 500:
         guard.release(key)  # we failed it: the sender's retry must get through
     metrics.ingress_requests.labels(outcome).inc()

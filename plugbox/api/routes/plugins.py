@@ -13,13 +13,13 @@ from starlette.routing import Route
 from plugbox.api._body import read_capped, read_json, replayed
 from plugbox.api._errors import ApiError
 from plugbox.api.auth import ADMIN, READ, require
-from plugbox.api.install import PluginInstaller, ZipRefused
+from plugbox.api.views import plugin_detail, plugin_json, plugin_sessions, schema_json
+from plugbox.errors import ZipRefused
 from plugbox.host import Host
-from plugbox.loader import PluginEntry
+from plugbox.lifecycle.view import PluginView
 
 __all__ = ["routes"]
 
-RECENT_LOGS = 50
 _MULTIPART_OVERHEAD = 64 * 1024  # headers and boundaries around the zip in the upload
 
 
@@ -28,38 +28,24 @@ def _host(request: Request) -> Host:
     return host
 
 
-def _entry(request: Request) -> PluginEntry:
-    return _host(request).manager.get(request.path_params["plugin_id"])
+def _id(request: Request) -> str:
+    plugin_id: str = request.path_params["plugin_id"]
+    return plugin_id
 
 
-def _schema_json(entry: PluginEntry) -> dict[str, Any] | None:
-    schema = entry.manifest.config_schema
-    return schema.to_json() if schema is not None else None
-
-
-async def detail(host: Host, entry: PluginEntry) -> dict[str, Any]:
-    out = entry.describe()
-    out.update({
-        "description": entry.manifest.description,
-        "lastError": entry.error,
-        "health": await host.manager.health(entry.plugin_id),
-        "configSchema": _schema_json(entry),
-        "ingress": [{"route": r.route, "scheme": r.signature.scheme,
-                     "path": f"/ingress/{entry.plugin_id}/{r.route}"} for r in entry.manifest.ingress],
-        "logs": list(entry.logs.recent)[-RECENT_LOGS:],
-    })
-    return out
+async def _detail(host: Host, view: PluginView) -> dict[str, Any]:
+    return plugin_detail(view, await host.health(view.plugin_id))
 
 
 async def list_plugins(request: Request) -> JSONResponse:
     require(request, READ)
-    entries = sorted(_host(request).manager.entries.values(), key=lambda e: e.plugin_id)
-    return JSONResponse({"plugins": [e.describe() for e in entries]})
+    return JSONResponse({"plugins": [plugin_json(v) for v in _host(request).plugins()]})
 
 
 async def get_plugin(request: Request) -> JSONResponse:
     require(request, READ)
-    return JSONResponse(await detail(_host(request), _entry(request)))
+    host = _host(request)
+    return JSONResponse(await _detail(host, host.plugin(_id(request))))
 
 
 async def install_plugin(request: Request) -> JSONResponse:
@@ -77,83 +63,69 @@ async def install_plugin(request: Request) -> JSONResponse:
             raise ApiError(400, "no file in the multipart field 'file'")
         if upload.size is not None and upload.size > cap:
             raise ApiError(413, f"plugin zip larger than {cap} bytes")
-        installer: PluginInstaller = request.app.state.installer
         try:
-            entry, updated = await installer.install(upload.file)
+            view, updated = await host.install(upload.file)
         except ZipRefused as exc:
             raise ApiError(400, str(exc)) from None
     finally:
         await form.close()
-    return JSONResponse(await detail(host, entry), status_code=200 if updated else 201)
+    return JSONResponse(await _detail(host, view), status_code=200 if updated else 201)
 
 
 async def enable_plugin(request: Request) -> JSONResponse:
     require(request, ADMIN)
-    host = _host(request)
-    entry = await host.manager.enable(request.path_params["plugin_id"])
-    return JSONResponse(entry.describe())
+    return JSONResponse(plugin_json(await _host(request).enable(_id(request))))
 
 
 async def disable_plugin(request: Request) -> JSONResponse:
     require(request, ADMIN)
-    entry = await _host(request).manager.disable(request.path_params["plugin_id"])
-    return JSONResponse(entry.describe())
+    return JSONResponse(plugin_json(await _host(request).disable(_id(request))))
 
 
 async def delete_plugin(request: Request) -> JSONResponse:
     require(request, ADMIN)
-    plugin_id = request.path_params["plugin_id"]
-    await _host(request).manager.uninstall(plugin_id)
+    plugin_id = _id(request)
+    await _host(request).uninstall(plugin_id)
     return JSONResponse({"id": plugin_id, "uninstalled": True})
 
 
-def _masked(entry: PluginEntry, config: dict[str, Any]) -> dict[str, Any]:
-    schema = entry.manifest.config_schema
-    return schema.mask(config) if schema is not None else dict(config)
+def _config_json(view: PluginView) -> dict[str, Any]:
+    return {"config": dict(view.config), "schema": schema_json(view)}
+
+
+def _session_config_json(view: PluginView, session: str) -> dict[str, Any]:
+    return {"session": session, "config": dict(view.session_config.get(session, {})),
+            "effective": dict(view.effective_config(session))}
 
 
 async def get_config(request: Request) -> JSONResponse:
     require(request, READ)
-    entry = _entry(request)
-    return JSONResponse({"config": _masked(entry, entry.record.config), "schema": _schema_json(entry)})
+    return JSONResponse(_config_json(_host(request).plugin(_id(request))))
 
 
 async def put_config(request: Request) -> JSONResponse:
     require(request, ADMIN)
     doc = await read_json(request)
-    entry = _entry(request)
-    await _host(request).manager.set_config(entry.plugin_id, doc)
-    return JSONResponse({"config": _masked(entry, entry.record.config), "schema": _schema_json(entry)})
+    return JSONResponse(_config_json(await _host(request).set_config(_id(request), doc)))
 
 
 async def get_session_config(request: Request) -> JSONResponse:
     require(request, READ)
-    entry = _entry(request)
     session = request.path_params["session"]
-    return JSONResponse({"session": session,
-                         "config": _masked(entry, entry.record.session_config.get(session, {})),
-                         "effective": _masked(entry, entry.session_config(session))})
+    return JSONResponse(_session_config_json(_host(request).plugin(_id(request)), session))
 
 
 async def put_session_config(request: Request) -> JSONResponse:
     require(request, ADMIN)
     doc = await read_json(request)
-    entry = _entry(request)
     session = request.path_params["session"]
-    await _host(request).manager.set_session_config(entry.plugin_id, session, doc)
-    return JSONResponse({"session": session,
-                         "config": _masked(entry, entry.record.session_config.get(session, {})),
-                         "effective": _masked(entry, entry.session_config(session))})
-
-
-def _sessions_view(entry: PluginEntry) -> dict[str, Any]:
-    return {"activeSessions": list(entry.record.active_sessions), "allowed": list(entry.manifest.sessions),
-            "sessionScoped": entry.manifest.session_scoped}
+    view = await _host(request).set_session_config(_id(request), session, doc)
+    return JSONResponse(_session_config_json(view, session))
 
 
 async def get_sessions(request: Request) -> JSONResponse:
     require(request, READ)
-    return JSONResponse(_sessions_view(_entry(request)))
+    return JSONResponse(plugin_sessions(_host(request).plugin(_id(request))))
 
 
 async def put_sessions(request: Request) -> JSONResponse:
@@ -162,9 +134,7 @@ async def put_sessions(request: Request) -> JSONResponse:
     sessions = doc.get("activeSessions") if isinstance(doc, dict) else doc
     if not isinstance(sessions, list) or not all(isinstance(s, str) for s in sessions):
         raise ApiError(400, 'body must be {"activeSessions": ["session", ...]}', field="activeSessions")
-    entry = _entry(request)
-    await _host(request).manager.set_active_sessions(entry.plugin_id, sessions)
-    return JSONResponse(_sessions_view(entry))
+    return JSONResponse(plugin_sessions(await _host(request).set_active_sessions(_id(request), sessions)))
 
 
 _ID = "/api/plugins/{plugin_id}"

@@ -22,8 +22,8 @@ PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
 async def health(request: Request) -> JSONResponse:
     host: Host = request.app.state.host
     counts: dict[str, int] = {}
-    for entry in host.manager.entries.values():
-        counts[entry.status] = counts.get(entry.status, 0) + 1
+    for view in host.plugins():
+        counts[view.status] = counts.get(view.status, 0) + 1
     return JSONResponse({"status": "ok", "version": __version__, "plugins": counts})
 
 

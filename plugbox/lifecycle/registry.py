@@ -4,7 +4,7 @@ per-session config, active sessions and the circuit breaker's failure count.
 
 One row per plugin in ``plugin_registry``, the record msgpack-encoded (so bytes and datetimes in
 config survive). Decoding into `PluginRecord` is the validation: a row that does not decode is
-reported, never half-used. This module stores records; deciding what they mean is the loader's job.
+reported, never half-used. This module stores records; deciding what they mean is the manager's job.
 """
 
 from __future__ import annotations
@@ -17,14 +17,14 @@ from typing import Any, TypeVar
 import msgspec
 
 from plugbox.errors import StorageError
+from plugbox.lifecycle.status import Status
 from plugbox.storage.db import Database
 
-__all__ = ["SOURCES", "STATUSES", "PluginRecord", "Registry"]
+__all__ = ["SOURCES", "PluginRecord", "Registry"]
 
 log = logging.getLogger(__name__)
 
 SOURCES = ("builtin", "disk")
-STATUSES = ("installed", "enabled", "disabled", "error")
 
 
 class PluginRecord(msgspec.Struct, kw_only=True):
@@ -34,7 +34,7 @@ class PluginRecord(msgspec.Struct, kw_only=True):
     plugin_id: str
     source: str  # "builtin" | "disk"
     path: str | None = None
-    status: str = "installed"  # installed | enabled | disabled | error
+    status: Status = Status.INSTALLED  # stored as its string; decoding refuses any other value
     error: str | None = None
     enabled: bool = False
     config: dict[str, Any] = {}
@@ -49,8 +49,6 @@ class PluginRecord(msgspec.Struct, kw_only=True):
             raise ValueError("plugin_id must not be empty")
         if self.source not in SOURCES:
             raise ValueError(f"source must be one of {', '.join(SOURCES)}, got {self.source!r}")
-        if self.status not in STATUSES:
-            raise ValueError(f"status must be one of {', '.join(STATUSES)}, got {self.status!r}")
 
 
 _SCHEMA = """CREATE TABLE IF NOT EXISTS plugin_registry (

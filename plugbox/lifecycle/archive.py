@@ -10,45 +10,32 @@ symlinks, device files, FIFOs and sockets (from the Unix mode in `external_attr`
 a missing or invalid manifest, a `main` absent from the archive. The zip may hold the plugin at its
 root or inside one top-level directory.
 
-The blocking parts (`inspect`, `extract`) run in a thread; `PluginInstaller.install` serialises
-installs and drives the host (disable, swap, reload, re-enable).
+Pure file work, blocking (callers run it in a thread); `plugbox.lifecycle.install` drives the
+manager around it (disable, swap, reload, re-enable).
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import ctypes
 import ctypes.util
 import json
 import os
 import posixpath
-import shutil
 import stat
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import IO
 
 from plugbox import __version__
-from plugbox.errors import ManifestError, PlugboxError
-from plugbox.loader import Status
-from plugbox.manifest import MANIFEST_MAX_BYTES, Manifest, load_manifest, parse_manifest
+from plugbox.errors import ManifestError, ZipRefused
+from plugbox.manifest import MANIFEST_MAX_BYTES, Manifest, parse_manifest
 
-if TYPE_CHECKING:
-    from plugbox.host import Host
-    from plugbox.loader import PluginEntry
-
-__all__ = ["Archive", "PluginInstaller", "ZipRefused", "extract", "inspect"]
+__all__ = ["Archive", "check_archive", "exchange", "extract"]
 
 MANIFEST = "manifest.json"
 _CHUNK = 64 * 1024
 _ALLOWED_TYPES = (0, stat.S_IFREG, stat.S_IFDIR)  # 0: no Unix mode recorded (Windows zips)
-
-
-class ZipRefused(PlugboxError):
-    """The upload is not an acceptable plugin archive; the message names the member and rule."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,7 +87,7 @@ def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, limit: int) -> byte
     return data
 
 
-def inspect(file: IO[bytes], *, max_files: int, max_unpacked: int, reserved_ids: set[str],
+def check_archive(file: IO[bytes], *, max_files: int, max_unpacked: int, reserved_ids: set[str],
             allow_unsigned_ingress: bool) -> Archive:
     """Check the archive and its manifest without writing anything."""
     try:
@@ -169,7 +156,7 @@ _RENAME_EXCHANGE = 2
 _AT_FDCWD = -100
 
 
-def _exchange(a: Path, b: Path) -> None:
+def exchange(a: Path, b: Path) -> None:
     """Swap two directories atomically (Linux renameat2); elsewhere, two renames via a third name."""
     libc_name = ctypes.util.find_library("c")
     fn = getattr(ctypes.CDLL(libc_name, use_errno=True), "renameat2", None) if libc_name else None
@@ -183,72 +170,3 @@ def _exchange(a: Path, b: Path) -> None:
     os.rename(a, spare)
     os.rename(b, a)
     os.rename(spare, b)
-
-
-class PluginInstaller:
-    """Installs and updates disk plugins on a host, one at a time."""
-
-    def __init__(self, host: Host) -> None:
-        self._host = host
-        self._lock = asyncio.Lock()
-
-    async def install(self, upload: IO[bytes]) -> tuple[PluginEntry, bool]:
-        """Install or update from a zip; returns (entry, updated)."""
-        host = self._host
-        s = host.settings
-        async with self._lock:
-            archive = await asyncio.to_thread(
-                inspect, upload, max_files=s.install_max_files, max_unpacked=s.install_unpacked_max_bytes,
-                reserved_ids=host.builtin_ids(), allow_unsigned_ingress=s.allow_unsigned_ingress,
-            )
-            plugins = s.plugins_path
-            plugins.mkdir(parents=True, exist_ok=True)
-            staging = Path(tempfile.mkdtemp(prefix=".install-", dir=plugins))
-            try:
-                await asyncio.to_thread(extract, upload, archive, staging, max_unpacked=s.install_unpacked_max_bytes)
-                manifest = load_manifest(staging, host_version=__version__, reserved_ids=host.builtin_ids(),
-                                         allow_unsigned_ingress=s.allow_unsigned_ingress)
-                return await self._place(manifest, staging)
-            finally:
-                shutil.rmtree(staging, ignore_errors=True)
-
-    async def _place(self, manifest: Manifest, staging: Path) -> tuple[PluginEntry, bool]:
-        host = self._host
-        target = (host.settings.plugins_path / manifest.id).resolve()
-        existing = host.manager.entries.get(manifest.id)
-        if existing is None:
-            if target.exists():
-                raise ZipRefused(f"{target.name!r} already exists in the plugins directory but is not loaded; "
-                                 "remove it first")
-            os.rename(staging, target)
-            try:
-                return host.load_plugin(target), False
-            except Exception:
-                shutil.rmtree(target, ignore_errors=True)
-                raise
-        if existing.builtin:
-            raise ManifestError("id", "reserved", f"{manifest.id!r} is reserved by a built-in plugin")
-        if existing.record.path:  # update it where it was loaded from, whatever that directory's name
-            target = Path(existing.record.path)
-        return await self._update(existing, target, staging), True
-
-    async def _update(self, old: PluginEntry, target: Path, staging: Path) -> PluginEntry:
-        """Disable the running one, swap directories atomically, reload, re-enable if it was enabled.
-        If the new version cannot even be registered, the old directory is swapped back."""
-        host = self._host
-        was_enabled = old.record.enabled
-        if old.status != Status.INSTALLED:  # never enabled: nothing to stop, and it stays `installed`
-            await host.manager.disable(old.plugin_id, operator=False)
-        _exchange(target, staging)  # staging now holds the old version, removed by the caller
-        del host.manager.entries[old.plugin_id]
-        try:
-            entry = host.load_plugin(target)
-        except Exception:
-            _exchange(target, staging)
-            host.load_plugin(target)
-            raise
-        if was_enabled:
-            with contextlib.suppress(PlugboxError):  # the entry's status and error say what went wrong
-                await host.manager.enable(entry.plugin_id)
-        return entry
-

@@ -1,10 +1,11 @@
-"""Plugin lifecycle and statuses (SPEC §5): the registry of known plugins, enable/disable/uninstall,
-config and session activation, persistence of the operator's choices, boot-time restore, restart
-with backoff after a crash and the circuit breaker.
+"""The plugin manager (SPEC §5): the registry of known plugins, enable/disable/uninstall, config and
+session activation, persistence of the operator's choices, boot-time restore, restart with backoff
+after a crash and the circuit breaker (counted by `plugbox.lifecycle.failures`).
 
 Loading validates and registers; it runs no plugin code. Where a plugin's code runs (in-process
 or in a confined worker) is the runtime's business (`plugbox.runtime`); every budget around a
-runtime call is applied here, visibly, at the call site.
+runtime call is applied here, visibly, at the call site. The entries are private to this package:
+everything outside reads `PluginView` snapshots.
 """
 
 from __future__ import annotations
@@ -12,151 +13,51 @@ from __future__ import annotations
 import asyncio
 import logging
 import shutil
-import time
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from pathlib import Path
 from typing import Any
 
-from plugbox.errors import CapabilityError, ConfigError, PluginNotFound, PluginStateError, WorkerGone
-from plugbox.logrelay import LogRelay
+from plugbox.errors import ConfigError, PluginNotFound, PluginStateError, WorkerGone
+from plugbox.lifecycle.clock import Clock, SystemClock
+from plugbox.lifecycle.entry import PluginEntry
+from plugbox.lifecycle.failures import Breaker, Verdict, describe_failure
+from plugbox.lifecycle.registry import PluginRecord, Registry
+from plugbox.lifecycle.status import Status
+from plugbox.lifecycle.view import PluginView
 from plugbox.manifest import Manifest
-from plugbox.permissions import SessionScope, check_permission
-from plugbox.runtime import PluginRuntime, RuntimeDeps, RuntimeFactory
+from plugbox.permissions import SessionScope
+from plugbox.runtime import PluginHandle, PluginRuntime, RuntimeDeps, RuntimeFactory
 from plugbox.settings import Settings
-from plugbox.storage.registry import PluginRecord, Registry
 
-__all__ = ["PluginEntry", "PluginManager", "Status"]
+__all__ = ["PluginManager"]
 
-log = logging.getLogger("plugbox.loader")
-
-
-class Status:
-    INSTALLED = "installed"
-    ENABLED = "enabled"
-    DISABLED = "disabled"
-    ERROR = "error"
-
-
-class PluginEntry:
-    """One known plugin: its manifest, persisted record and, while enabled, its runtime."""
-
-    def __init__(self, manifest: Manifest, record: PluginRecord, factory: RuntimeFactory, settings: Settings) -> None:
-        self.manifest = manifest
-        # Identity, as the capability router sees it (plugbox.capabilities.router.Caller): plain
-        # attributes, read on every capability call; the manifest never changes for an entry.
-        self.plugin_id: str = manifest.id
-        self.permissions: Collection[str] = manifest.permissions
-        self.record = record
-        self.factory = factory
-        self.runtime: PluginRuntime | None = None
-        self.confinement: list[dict[str, Any]] | None = None
-        self.logs = LogRelay(
-            manifest.id,
-            secrets=self.secret_values,
-            lines_per_window=settings.log_lines_per_window,
-            window_s=settings.log_window_ms / 1000,
-            max_chars=settings.log_line_max_chars,
-        )
-        self._scope = self._make_scope()
-        self._enabling: asyncio.Future[None] | None = None
-        self._disabling: asyncio.Task[None] | None = None
-        self._restart: asyncio.Task[None] | None = None
-
-    @property
-    def scope(self) -> SessionScope:
-        return self._scope
-
-    @property
-    def builtin(self) -> bool:
-        return self.record.source == "builtin"
-
-    @property
-    def status(self) -> str:
-        return self.record.status
-
-    @property
-    def error(self) -> str | None:
-        return self.record.error
-
-    @property
-    def config(self) -> dict[str, Any]:
-        return self.record.config
-
-    def _make_scope(self) -> SessionScope:
-        return SessionScope(self.manifest.sessions, self.manifest.session_scoped, self.record.active_sessions)
-
-    def session_config(self, session_id: str | None) -> dict[str, Any]:
-        """The base config with the session's overrides on top. Without overrides this is the
-        record's own dict, not a copy: callers that hand it to plugin code copy it themselves."""
-        overrides = self.record.session_config.get(session_id) if session_id is not None else None
-        if not overrides:
-            return self.record.config
-        return {**self.record.config, **overrides}
-
-    def hook_config(self, session_id: str | None) -> dict[str, Any] | None:
-        """What a hook of this plugin sees as config for `session_id`, or None when the session
-        is outside its scope (one call on the dispatch path, for `in_scope` + `session_config`)."""
-        record = self.record
-        if session_id is None:
-            return record.config
-        scope = self._scope
-        if not scope.permits(session_id) or (scope.session_scoped and session_id not in scope.active):
-            return None
-        overrides = record.session_config.get(session_id)
-        return {**record.config, **overrides} if overrides else record.config
-
-    def secret_values(self) -> list[str]:
-        schema = self.manifest.config_schema
-        if schema is None:
-            return []
-        out = list(schema.secret_values(self.record.config))
-        for cfg in self.record.session_config.values():
-            out.extend(schema.secret_values(cfg))
-        return out
-
-    def check_webhook_route(self, route: str) -> None:
-        check_permission(self.plugin_id, self.permissions, "webhook:ingress", "register_webhook")
-        if route not in {r.route for r in self.manifest.ingress}:
-            raise CapabilityError(f"register_webhook: route {route!r} is not declared in the manifest ingress")
-
-    def check_search_provider(self) -> None:
-        check_permission(self.plugin_id, self.permissions, "search:provide", "register_search_provider")
-
-    def describe(self) -> dict[str, Any]:
-        schema = self.manifest.config_schema
-        return {
-            "id": self.plugin_id,
-            "name": self.manifest.name,
-            "version": self.manifest.version,
-            "tier": "builtin" if self.builtin else "sandboxed",
-            "status": self.status,
-            "error": self.error,
-            "enabled": self.record.enabled,
-            "permissions": sorted(self.permissions),
-            "sessions": list(self.manifest.sessions),
-            "activeSessions": list(self.record.active_sessions),
-            "config": schema.mask(self.record.config) if schema else dict(self.record.config),
-            "confinement": self.confinement,
-            "degraded": bool(self.confinement) and any(
-                not layer.get("applied") and not layer.get("skipped") for layer in self.confinement or []),
-            "consecutiveFailures": self.record.consecutive_failures,
-        }
+log = logging.getLogger("plugbox.lifecycle")
 
 
 class PluginManager:
+    """Every known plugin of one host and what happens to it; see the module docstring."""
+
     def __init__(
         self,
         settings: Settings,
         registry: Registry,
         purgers: Sequence[Callable[[str], Awaitable[object]]],
         deps_factory: Callable[[], RuntimeDeps],
+        *,
+        clock: Clock | None = None,
+        on_worker_failed: Callable[[str, bool, str], None] | None = None,
     ) -> None:
         self.settings = settings
         self._registry = registry
         self._purgers = purgers  # each deletes one store's data of a plugin, on uninstall
         self._deps_factory = deps_factory
         self._deps: RuntimeDeps | None = None
-        self.entries: dict[str, PluginEntry] = {}
+        self._clock = clock or SystemClock()
+        self._breaker = Breaker(settings.breaker_threshold, settings.restart_backoff_initial_ms / 1000,
+                                settings.restart_backoff_max_ms / 1000)
+        # told (plugin id, restarting, reason) after the manager acted on a worker's death
+        self._on_worker_failed = on_worker_failed
+        self._entries: dict[str, PluginEntry] = {}
         self._closing = False
 
     @property
@@ -167,7 +68,7 @@ class PluginManager:
 
     # -- registration (runs no plugin code) --
     def add(self, manifest: Manifest, factory: RuntimeFactory, *, source: str, path: Path | None = None) -> PluginEntry:
-        if manifest.id in self.entries:
+        if manifest.id in self._entries:
             raise PluginStateError(f"plugin id {manifest.id!r} is already registered")
         record = self._registry.get(manifest.id)
         if record is None or record.source != source:
@@ -181,45 +82,79 @@ class PluginManager:
         if record.status == Status.ENABLED:  # not running yet in this process
             record.status = Status.DISABLED if not record.enabled else Status.INSTALLED
         entry = PluginEntry(manifest, record, factory, self.settings)
-        self.entries[manifest.id] = entry
+        self._entries[manifest.id] = entry
         return entry
 
+    def forget(self, plugin_id: str) -> None:
+        """Drop a stopped plugin from the known set, keeping its record and files (an update
+        registers the new version under the same id)."""
+        entry = self.get(plugin_id)
+        if entry.runtime is not None:
+            raise PluginStateError(f"plugin {plugin_id!r} is still running")
+        del self._entries[plugin_id]
+
     def get(self, plugin_id: str) -> PluginEntry:
-        entry = self.entries.get(plugin_id)
+        entry = self._entries.get(plugin_id)
         if entry is None:
             raise PluginNotFound(plugin_id)
         return entry
 
-    async def _persist(self, entry: PluginEntry) -> None:
-        entry.record.updated_at = time.time()
-        await self._registry.put(entry.record)
+    def __contains__(self, plugin_id: object) -> bool:
+        return plugin_id in self._entries
 
-    def _set_status(self, entry: PluginEntry, status: str, error: str | None = None) -> None:
-        entry.record.status = status
-        entry.record.error = error
+    # -- views --
+    def view(self, plugin_id: str) -> PluginView:
+        return PluginView.of(self.get(plugin_id))
+
+    def views(self) -> list[PluginView]:
+        """A snapshot of every known plugin, by id."""
+        return [PluginView.of(self._entries[pid]) for pid in sorted(self._entries)]
+
+    def builtin_ids(self) -> set[str]:
+        return {pid for pid, e in self._entries.items() if e.builtin}
+
+    def hook_config(self, plugin_id: str, session_id: str | None) -> dict[str, Any] | None:
+        """The hook bus's scope question: the plugin's config for a hook on `session_id`, or None
+        when that session is not its business (or the plugin is gone)."""
+        entry = self._entries.get(plugin_id)
+        return None if entry is None else entry.hook_config(session_id)
+
+    def running(self, plugin_id: str) -> tuple[PluginEntry, PluginRuntime] | None:
+        """The entry and runtime of an enabled plugin; None when it is unknown or not running."""
+        entry = self._entries.get(plugin_id)
+        if entry is None or entry.runtime is None or entry.status != Status.ENABLED:
+            return None
+        return entry, entry.runtime
+
+    def running_ids(self) -> list[str]:
+        return sorted(pid for pid in self._entries if self.running(pid) is not None)
+
+    async def _persist(self, entry: PluginEntry) -> None:
+        entry.record.updated_at = self._clock.time()
+        await self._registry.put(entry.record)
 
     # -- enable --
     async def enable(self, plugin_id: str) -> PluginEntry:
         """Start the plugin. A second enable while one is in flight is refused."""
         entry = self.get(plugin_id)
-        if entry._enabling is not None:
+        if entry.enabling is not None:
             raise PluginStateError(f"plugin {plugin_id!r}: an enable is already in flight")
         # Claim the enable before any await, so a second caller is refused even while we wait
         # for a disable in flight to finish.
-        enabling = entry._enabling = asyncio.get_running_loop().create_future()
+        enabling = entry.enabling = asyncio.get_running_loop().create_future()
         try:
-            if entry._disabling is not None:
-                await asyncio.shield(entry._disabling)
+            if entry.disabling is not None:
+                await asyncio.shield(entry.disabling)
             if entry.status == Status.ENABLED:
                 return entry
-            if entry._restart is not None:
-                entry._restart.cancel()
-                entry._restart = None
+            if entry.restart is not None:
+                entry.restart.cancel()
+                entry.restart = None
             entry.record.enabled = True
-            entry.record.consecutive_failures = 0
+            self._breaker.reset(entry.record)
             await self._start(entry)
         finally:
-            entry._enabling = None
+            entry.enabling = None
             enabling.set_result(None)
         if entry.status == Status.ERROR:
             raise PluginStateError(f"plugin {plugin_id!r} failed to enable: {entry.error}")
@@ -229,16 +164,11 @@ class PluginManager:
         """Create the runtime and run load → on_load → on_enable, each under the lifecycle budget.
         On any failure: no runtime, no hooks, status `error` with the reason."""
         budget = self.settings.lifecycle_budget_ms / 1000
-        schema = entry.manifest.config_schema
-        if schema is not None:  # a stored config the (possibly upgraded) schema refuses is not run with
-            try:
-                schema.validate(entry.record.config)
-                for cfg in entry.record.session_config.values():
-                    schema.validate({**entry.record.config, **cfg})
-            except ConfigError as exc:
-                self._set_status(entry, Status.ERROR, f"config does not satisfy the plugin's configSchema: {exc}")
-                await self._persist(entry)
-                return
+        problem = entry.stored_config_problem()  # an (upgraded) schema may refuse what is stored
+        if problem is not None:
+            entry.set_status(Status.ERROR, problem)
+            await self._persist(entry)
+            return
         runtime = entry.factory(entry, self.deps)
         entry.runtime = runtime
         step = "start"
@@ -252,17 +182,18 @@ class PluginManager:
         except asyncio.CancelledError:
             # Cancelled (shutdown, Ctrl-C): leave nothing half-started behind, then let it through.
             await asyncio.shield(self._teardown(entry))
-            self._set_status(entry, Status.ERROR, f"{step} was cancelled")
+            entry.set_status(Status.ERROR, f"{step} was cancelled")
             raise
         except Exception as exc:
-            reason = f"{step} timed out after {budget:g} s" if isinstance(exc, TimeoutError) else _describe(step, exc)
+            timed_out = isinstance(exc, TimeoutError)
+            reason = f"{step} timed out after {budget:g} s" if timed_out else describe_failure(step, exc)
             entry.confinement = runtime.confinement  # what was applied, or which layer was missing
             await self._teardown(entry)
-            self._set_status(entry, Status.ERROR, reason)
+            entry.set_status(Status.ERROR, reason)
             entry.logs.emit("error", f"enable failed: {reason}")
             await self._persist(entry)
             return
-        self._set_status(entry, Status.ENABLED)
+        entry.set_status(Status.ENABLED)
         await self._persist(entry)
         log.info("plugin %s enabled", entry.plugin_id)
 
@@ -279,18 +210,18 @@ class PluginManager:
     async def disable(self, plugin_id: str, *, operator: bool = True, budget: float | None = None) -> PluginEntry:
         """Stop the plugin. Concurrent disables join the one in flight."""
         entry = self.get(plugin_id)
-        if entry._disabling is None:
-            entry._disabling = asyncio.ensure_future(self._stop(entry, operator, budget))
-            entry._disabling.add_done_callback(lambda _t: setattr(entry, "_disabling", None))
-        await asyncio.shield(entry._disabling)
+        if entry.disabling is None:
+            entry.disabling = asyncio.ensure_future(self._stop(entry, operator, budget))
+            entry.disabling.add_done_callback(lambda _t: setattr(entry, "disabling", None))
+        await asyncio.shield(entry.disabling)
         return entry
 
     async def _stop(self, entry: PluginEntry, operator: bool, budget: float | None) -> None:
-        if entry._enabling is not None:
-            await asyncio.shield(entry._enabling)
-        if entry._restart is not None:
-            entry._restart.cancel()
-            entry._restart = None
+        if entry.enabling is not None:
+            await asyncio.shield(entry.enabling)
+        if entry.restart is not None:
+            entry.restart.cancel()
+            entry.restart = None
         if operator:
             entry.record.enabled = False
         if entry.runtime is not None:
@@ -304,58 +235,60 @@ class PluginManager:
                     entry.logs.emit("info", f"on_disable and on_unload skipped: the worker is already gone ({exc})")
                     break
                 except Exception as exc:
-                    entry.logs.emit("warning", f"{step} failed: {_describe(step, exc)}")
+                    entry.logs.emit("warning", f"{step} failed: {describe_failure(step, exc)}")
             await self._teardown(entry)
         if entry.status != Status.ERROR or operator:
-            self._set_status(entry, Status.DISABLED)
+            entry.set_status(Status.DISABLED)
         await self._persist(entry)
 
     # -- failures reported by a runtime (crash, kill, unresponsive) --
-    def runtime_failed(self, entry: PluginEntry, reason: str, *, counted: bool = False) -> bool:
-        """Called by a runtime whose worker died or was killed. Restarts with exponential backoff
-        until the circuit breaker trips. `counted`: the death ends a hook timeout that
-        `runtime_timed_out` has already counted (a liveness kill), so it is not counted again.
-        Returns False when nothing was done (closing, disabling, or not enabled)."""
-        if self._closing or entry._disabling is not None or entry.status != Status.ENABLED:
-            return False
-        if not counted:
-            entry.record.consecutive_failures += 1
-        failures = entry.record.consecutive_failures
-        entry.logs.emit("error", f"worker failed: {reason}")
-        if failures >= self.settings.breaker_threshold:
-            reason = f"circuit breaker open after {failures} consecutive failures; last: {reason}"
-            self._set_status(entry, Status.ERROR, reason)
-        else:
-            self._set_status(entry, Status.ERROR, f"restarting after failure: {reason}")
-        entry._restart = asyncio.ensure_future(self._restart_after_failure(entry, failures))
-        return True
-
-    def runtime_timed_out(self, entry: PluginEntry) -> None:
-        """A hook ran past its budget. Timeouts count toward the breaker like crashes do."""
-        if entry.status != Status.ENABLED:
+    def runtime_failed(self, plugin: PluginHandle, reason: str, counted: bool = False) -> None:
+        """A runtime's worker died or was killed (`RuntimeDeps.on_failure`). `counted`: the death
+        ends a hook timeout that `hook_timed_out` has already counted (a liveness kill). Ignored
+        while closing or disabling, when the plugin is not enabled, or when the report comes from
+        a plugin this manager no longer knows (a version replaced by an update)."""
+        entry = self._entries.get(plugin.plugin_id)
+        if entry is not plugin or self._closing or entry.disabling is not None or entry.status != Status.ENABLED:
             return
-        if entry.record.consecutive_failures + 1 >= self.settings.breaker_threshold:
-            self.runtime_failed(entry, "hook budget exceeded repeatedly")  # counts this failure
-        else:
-            entry.record.consecutive_failures += 1
+        verdict = self._breaker.crashed(entry.record, already_counted=counted)
+        self._failed(entry, reason, verdict)
+        if self._on_worker_failed is not None:
+            self._on_worker_failed(entry.plugin_id, not verdict.open, reason)
+
+    def hook_timed_out(self, plugin_id: str) -> None:
+        """A hook (or webhook) of the plugin ran past its budget: ping its worker for liveness and
+        count the failure; at the threshold the breaker stops the plugin."""
+        entry = self._entries.get(plugin_id)
+        if entry is None or entry.status != Status.ENABLED:
+            return
+        if entry.runtime is not None:
+            entry.runtime.hook_timed_out()
+        verdict = self._breaker.timed_out(entry.record)
+        if verdict.open:
+            self._failed(entry, "hook budget exceeded repeatedly", verdict)
 
     def record_success(self, plugin_id: str) -> None:
-        entry = self.entries.get(plugin_id)
+        entry = self._entries.get(plugin_id)
         if entry is not None and entry.record.consecutive_failures and entry.status == Status.ENABLED:
-            entry.record.consecutive_failures = 0
+            self._breaker.succeeded(entry.record)
 
-    async def _restart_after_failure(self, entry: PluginEntry, failures: int) -> None:
+    def _failed(self, entry: PluginEntry, reason: str, verdict: Verdict) -> None:
+        entry.logs.emit("error", f"worker failed: {reason}")
+        if verdict.open:
+            entry.set_status(Status.ERROR, f"circuit breaker open after {verdict.failures} consecutive failures; "
+                                           f"last: {reason}")
+        else:
+            entry.set_status(Status.ERROR, f"restarting after failure: {reason}")
+        entry.restart = asyncio.ensure_future(self._restart_after_failure(entry, verdict))
+
+    async def _restart_after_failure(self, entry: PluginEntry, verdict: Verdict) -> None:
         await self._teardown(entry)
-        if failures >= self.settings.breaker_threshold:
-            await self._persist(entry)
+        await self._persist(entry)
+        if verdict.open:
             log.error("plugin %s: %s", entry.plugin_id, entry.error)
             return
-        delay = min(
-            self.settings.restart_backoff_initial_ms * 2 ** (failures - 1), self.settings.restart_backoff_max_ms
-        ) / 1000
-        await self._persist(entry)
-        await asyncio.sleep(delay)
-        entry._restart = None
+        await self._clock.sleep(self._breaker.backoff(verdict.failures))
+        entry.restart = None
         if self._closing or not entry.record.enabled:
             return
         await self._start(entry)  # the failure count stands until a later success resets it
@@ -392,7 +325,7 @@ class PluginManager:
             async with asyncio.timeout(self.settings.lifecycle_budget_ms / 1000):
                 await entry.runtime.config_changed(dict(entry.record.config))
         except Exception as exc:
-            entry.logs.emit("warning", f"on_config_change failed: {_describe('on_config_change', exc)}")
+            entry.logs.emit("warning", f"on_config_change failed: {describe_failure('on_config_change', exc)}")
 
     async def set_active_sessions(self, plugin_id: str, sessions: Collection[str]) -> PluginEntry:
         entry = self.get(plugin_id)
@@ -402,8 +335,7 @@ class PluginManager:
                 raise ConfigError("activeSessions", "session ids must be non-empty strings")
             if not SessionScope(entry.manifest.sessions, True, ()).permits(s):
                 raise ConfigError("activeSessions", f"session {s!r} is not in the manifest sessions")
-        entry.record.active_sessions = wanted
-        entry._scope = entry._make_scope()
+        entry.set_active_sessions(wanted)
         await self._persist(entry)
         return entry
 
@@ -416,7 +348,7 @@ class PluginManager:
             async with asyncio.timeout(self.settings.health_budget_ms / 1000):
                 result = await entry.runtime.health()
         except Exception as exc:
-            return {"healthy": False, "message": _describe("health_check", exc)}
+            return {"healthy": False, "message": describe_failure("health_check", exc)}
         healthy = result.get("healthy") is True
         return {"healthy": healthy, "message": str(result.get("message", ""))[:1024]}
 
@@ -431,12 +363,12 @@ class PluginManager:
         await self._registry.delete(plugin_id)
         if entry.record.path:
             shutil.rmtree(entry.record.path, ignore_errors=True)
-        del self.entries[plugin_id]
+        del self._entries[plugin_id]
 
     # -- boot and shutdown --
     async def restore(self) -> None:
         """Re-enable what the operator had enabled; one failure does not block the rest."""
-        for entry in list(self.entries.values()):
+        for entry in list(self._entries.values()):
             if entry.record.enabled and entry.status != Status.ENABLED:
                 try:
                     await self.enable(entry.plugin_id)
@@ -446,12 +378,12 @@ class PluginManager:
     async def shutdown(self) -> None:
         """Disable everything under one shared cap; the operator's choices are kept for next boot."""
         self._closing = True
-        for entry in self.entries.values():
-            if entry._restart is not None:
-                entry._restart.cancel()
+        for entry in self._entries.values():
+            if entry.restart is not None:
+                entry.restart.cancel()
         cap = self.settings.shutdown_cap_ms / 1000
         deadline = asyncio.get_running_loop().time() + cap
-        running = [e for e in self.entries.values() if e.runtime is not None]
+        running = [e for e in self._entries.values() if e.runtime is not None]
 
         async def one(entry: PluginEntry) -> None:
             remaining = max(0.0, deadline - asyncio.get_running_loop().time())
@@ -460,11 +392,9 @@ class PluginManager:
             entry.record.enabled = enabled
             await self._persist(entry)
 
-        await asyncio.gather(*(one(e) for e in running), return_exceptions=True)
+        results = await asyncio.gather(*(one(e) for e in running), return_exceptions=True)
+        for entry, result in zip(running, results, strict=True):
+            if isinstance(result, BaseException):  # each failure is reported; shutdown goes on
+                log.error("plugin %s: shutdown failed: %s", entry.plugin_id, describe_failure("shutdown", result),
+                          exc_info=result)
 
-
-def _describe(step: str, exc: BaseException) -> str:
-    if isinstance(exc, TimeoutError):
-        return f"{step} timed out"
-    text = str(exc)
-    return f"{step} raised {type(exc).__name__}: {text}" if text else f"{step} raised {type(exc).__name__}"

@@ -1,0 +1,57 @@
+"""The API's JSON for a plugin, built from a `PluginView` (the host's read-only snapshot): the
+camelCase shapes the HTTP API and the dashboard document. Only this module knows them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from plugbox.lifecycle.view import PluginView
+
+__all__ = ["plugin_detail", "plugin_json", "plugin_sessions", "schema_json"]
+
+RECENT_LOGS = 50
+
+
+def plugin_json(view: PluginView) -> dict[str, Any]:
+    """The summary of one plugin (list, enable, disable)."""
+    return {
+        "id": view.plugin_id,
+        "name": view.manifest.name,
+        "version": view.manifest.version,
+        "tier": "builtin" if view.builtin else "sandboxed",
+        "status": str(view.status),
+        "error": view.error,
+        "enabled": view.enabled,
+        "permissions": list(view.permissions),
+        "sessions": list(view.manifest.sessions),
+        "activeSessions": list(view.active_sessions),
+        "config": dict(view.config),
+        "confinement": None if view.confinement is None else [dict(layer) for layer in view.confinement],
+        "degraded": view.degraded,
+        "consecutiveFailures": view.consecutive_failures,
+    }
+
+
+def schema_json(view: PluginView) -> dict[str, Any] | None:
+    schema = view.manifest.config_schema
+    return schema.to_json() if schema is not None else None
+
+
+def plugin_detail(view: PluginView, health: dict[str, Any]) -> dict[str, Any]:
+    """Everything about one plugin (get, install)."""
+    out = plugin_json(view)
+    out.update({
+        "description": view.manifest.description,
+        "lastError": view.error,
+        "health": health,
+        "configSchema": schema_json(view),
+        "ingress": [{"route": r.route, "scheme": r.signature.scheme,
+                     "path": f"/ingress/{view.plugin_id}/{r.route}"} for r in view.manifest.ingress],
+        "logs": [dict(line) for line in view.logs[-RECENT_LOGS:]],
+    })
+    return out
+
+
+def plugin_sessions(view: PluginView) -> dict[str, Any]:
+    return {"activeSessions": list(view.active_sessions), "allowed": list(view.manifest.sessions),
+            "sessionScoped": view.manifest.session_scoped}

@@ -1,0 +1,94 @@
+"""Installing and updating disk plugins from a zip (SPEC §9 "install"), one at a time.
+
+The archive is checked whole before a byte is written (`plugbox.lifecycle.archive`), extracted
+into a hidden staging directory inside the plugins dir (`discover` skips dot-directories, and the
+final rename stays on one filesystem), then renamed into place; an update disables the running
+version, swaps the directories atomically, registers the new version and re-enables it if the
+operator had it enabled. A new version that cannot even be registered is swapped back out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO
+
+from plugbox import __version__
+from plugbox.errors import ManifestError, PlugboxError, ZipRefused
+from plugbox.lifecycle.archive import check_archive, exchange, extract
+from plugbox.lifecycle.entry import PluginEntry
+from plugbox.lifecycle.manager import PluginManager
+from plugbox.lifecycle.status import Status
+from plugbox.manifest import Manifest, load_manifest
+
+__all__ = ["PluginInstaller"]
+
+
+class PluginInstaller:
+    def __init__(self, manager: PluginManager, load: Callable[[Path], PluginEntry]) -> None:
+        self._manager = manager
+        self._load = load  # validate and register a plugin directory (the host's `load_plugin`)
+        self._lock = asyncio.Lock()
+
+    async def install(self, upload: IO[bytes]) -> tuple[PluginEntry, bool]:
+        """Install or update from a zip; returns (entry, updated)."""
+        s = self._manager.settings
+        async with self._lock:
+            archive = await asyncio.to_thread(
+                check_archive, upload, max_files=s.install_max_files, max_unpacked=s.install_unpacked_max_bytes,
+                reserved_ids=self._manager.builtin_ids(), allow_unsigned_ingress=s.allow_unsigned_ingress,
+            )
+            plugins = s.plugins_path
+            plugins.mkdir(parents=True, exist_ok=True)
+            staging = Path(tempfile.mkdtemp(prefix=".install-", dir=plugins))
+            try:
+                await asyncio.to_thread(extract, upload, archive, staging, max_unpacked=s.install_unpacked_max_bytes)
+                manifest = load_manifest(staging, host_version=__version__, reserved_ids=self._manager.builtin_ids(),
+                                         allow_unsigned_ingress=s.allow_unsigned_ingress)
+                return await self._place(manifest, staging)
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
+
+    async def _place(self, manifest: Manifest, staging: Path) -> tuple[PluginEntry, bool]:
+        target = (self._manager.settings.plugins_path / manifest.id).resolve()
+        if manifest.id not in self._manager:
+            if target.exists():
+                raise ZipRefused(f"{target.name!r} already exists in the plugins directory but is not loaded; "
+                                 "remove it first")
+            os.rename(staging, target)
+            try:
+                return self._load(target), False
+            except Exception:
+                shutil.rmtree(target, ignore_errors=True)
+                raise
+        existing = self._manager.get(manifest.id)
+        if existing.builtin:
+            raise ManifestError("id", "reserved", f"{manifest.id!r} is reserved by a built-in plugin")
+        if existing.record.path:  # update it where it was loaded from, whatever that directory's name
+            target = Path(existing.record.path)
+        return await self._update(existing, target, staging), True
+
+    async def _update(self, old: PluginEntry, target: Path, staging: Path) -> PluginEntry:
+        """Disable the running one, swap directories atomically, reload, re-enable if it was enabled.
+        If the new version cannot even be registered, the old directory is swapped back."""
+        manager = self._manager
+        was_enabled = old.record.enabled
+        if old.status != Status.INSTALLED:  # never enabled: nothing to stop, and it stays `installed`
+            await manager.disable(old.plugin_id, operator=False)
+        exchange(target, staging)  # staging now holds the old version, removed by the caller
+        manager.forget(old.plugin_id)
+        try:
+            entry = self._load(target)
+        except Exception:
+            exchange(target, staging)
+            self._load(target)
+            raise
+        if was_enabled:
+            with contextlib.suppress(PlugboxError):  # the entry's status and error say what went wrong
+                await manager.enable(entry.plugin_id)
+        return entry
