@@ -11,7 +11,7 @@ Owns the two connections to one database file and the rule for using them:
   than a hop to a thread. Every read sees the last committed state.
 
 This module knows nothing about what is stored: each store (`kv`, `registry`) creates its own tables
-through `write_sync` at construction. It must not import plugin, loader or worker code.
+through `write_sync` at construction. It must not import plugin, lifecycle or worker code.
 """
 
 from __future__ import annotations

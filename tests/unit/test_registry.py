@@ -9,8 +9,8 @@ import msgspec
 import pytest
 
 from plugbox.errors import StorageError
-from plugbox.storage.db import Database
 from plugbox.lifecycle.registry import PluginRecord, Registry
+from plugbox.storage.db import Database
 
 
 @pytest.fixture
