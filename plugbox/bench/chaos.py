@@ -143,7 +143,8 @@ class Load:
         session = session_of(index)
         seq = self._seq.setdefault(plugin_id, itertools.count())
         while not self.stop.is_set():
-            if host.plugin(plugin_id).status != Status.ENABLED:  # restarting after a fault
+            # restarting after a fault? (read live, not through a view snapshot: this loop is the load)
+            if host.manager.get(plugin_id).status != Status.ENABLED:
                 self.skipped += 1
                 await asyncio.sleep(0.02)
                 continue
