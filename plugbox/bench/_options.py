@@ -8,8 +8,12 @@ from dataclasses import dataclass, replace
 __all__ = ["PLACEMENTS", "SCENARIOS", "BenchError", "BenchOptions"]
 
 PLACEMENTS = ("split", "same", "free")
-SCENARIOS = ("full", "chaos", "soak")  # full: every measured phase; chaos: fault injection; soak: leak watch
-_SCENARIO_DEFAULTS = {"chaos": (20, 60.0), "soak": (10, 600.0)}  # plugins, duration in seconds
+# full: every measured phase; chaos: fault injection; soak: leak watch; neighbours: a victim beside each
+# attack class of a hostile plugin.
+SCENARIOS = ("full", "chaos", "soak", "neighbours")
+# plugins, duration in seconds, duration with --quick (neighbours: per attack class; its plugins are
+# always one victim and one attacker)
+_SCENARIO_DEFAULTS = {"chaos": (20, 60.0, 10.0), "soak": (10, 600.0, 10.0), "neighbours": (2, 8.0, 3.0)}
 
 
 class BenchError(Exception):
@@ -43,23 +47,26 @@ class BenchOptions:
     placement: str = "split"
     cpus: tuple[int, ...] = ()  # side A's CPU, then side B's
     scenario: str = "full"
-    duration_s: float = 0.0  # chaos and soak only
+    duration_s: float = 0.0  # chaos, soak and neighbours only
+    attacks: tuple[str, ...] = ()  # neighbours: only these attack classes (all when empty)
 
     @classmethod
     def make(
         cls, *, quick: bool = False, plugins: int | None = None, skip_node: bool = False, placement: str = "split",
-        scenario: str = "full", duration: float | None = None,
+        scenario: str = "full", duration: float | None = None, attacks: tuple[str, ...] = (),
     ) -> BenchOptions:
         if plugins is not None and plugins < 1:
             raise ValueError("--plugins must be at least 1")
+        if attacks and scenario != "neighbours":
+            raise ValueError("--attack: only with --scenario neighbours")
         if scenario not in SCENARIOS:
             raise ValueError(f"--scenario {scenario!r}: one of {', '.join(SCENARIOS)}")
         if duration is not None and (scenario == "full" or duration <= 0):
-            raise ValueError("--duration: a positive number of seconds, with --scenario chaos or soak")
+            raise ValueError("--duration: a positive number of seconds, with --scenario chaos, soak or neighbours")
         if scenario != "full":
-            default_plugins, default_duration = _SCENARIO_DEFAULTS[scenario]
+            default_plugins, default_duration, quick_duration = _SCENARIO_DEFAULTS[scenario]
             return cls(quick=quick, scenario=scenario, plugins=plugins or default_plugins,
-                       duration_s=duration or (10.0 if quick else default_duration))
+                       duration_s=duration or (quick_duration if quick else default_duration), attacks=attacks)
         if placement not in PLACEMENTS:
             raise ValueError(f"--placement {placement!r}: one of {', '.join(PLACEMENTS)}")
         usable = sorted(os.sched_getaffinity(0))

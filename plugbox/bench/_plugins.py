@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 __all__ = ["CAP_EVENT", "COUNTER", "COUNT_EVENT", "DISPATCH_EVENT", "KEY", "PROBE", "VALUE", "install"]
 
@@ -72,8 +73,11 @@ class Counter(Plugin):
 '''
 
 
-def install(plugins_dir: Path, plugin_id: str, source: str, permissions: list[str]) -> Path:
-    """Write one plugin directory, readable by the unprivileged uid a root-started worker drops to."""
+def install(
+    plugins_dir: Path, plugin_id: str, source: str, permissions: list[str], extra: dict[str, Any] | None = None
+) -> Path:
+    """Write one plugin directory, readable by the unprivileged uid a root-started worker drops to.
+    `extra` adds manifest fields (net, configSchema...)."""
     root = plugins_dir / plugin_id
     root.mkdir(parents=True)
     manifest = {
@@ -83,6 +87,7 @@ def install(plugins_dir: Path, plugin_id: str, source: str, permissions: list[st
         "type": "extension",
         "main": "main.py",
         "permissions": permissions,
+        **(extra or {}),
     }
     (root / "manifest.json").write_text(json.dumps(manifest))
     (root / "main.py").write_text(source)

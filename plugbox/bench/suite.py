@@ -53,13 +53,18 @@ async def run_bench(options: BenchOptions, progress: Progress = _quiet) -> dict[
 
 
 async def _run_scenario(options: BenchOptions, progress: Progress) -> dict[str, Any]:
-    """chaos (plugbox/bench/chaos.py) or soak (plugbox/bench/soak.py): no anchors, no pinning."""
+    """chaos, soak or neighbours (plugbox/bench/<scenario>.py): no anchors, no pinning."""
     facts = machine_facts()
     try:
         if options.scenario == "chaos":
             from plugbox.bench.chaos import run_chaos
 
             report = await run_chaos(plugins=options.plugins, duration_s=options.duration_s, progress=progress)
+        elif options.scenario == "neighbours":
+            from plugbox.bench.neighbours import run_neighbours
+
+            report = await run_neighbours(duration_s=options.duration_s, quick=options.quick, progress=progress,
+                                          only=options.attacks)
         else:
             from plugbox.bench.soak import run_soak
 

@@ -150,9 +150,31 @@ def _scenario_table(r: dict[str, Any]) -> Table:
     return t
 
 
+def _neighbours_table(r: dict[str, Any]) -> Table:
+    """neighbours: one row per attack class, the victim beside the host and the attacker."""
+    t = Table(title=f"plugbox bench --scenario neighbours: {r['passed']}/{r['classes']} classes pass "
+                    f"({r['duration_s']:g} s of attack each)")
+    for name, justify in (("attack", "left"), ("victim p50 before", "right"), ("during", "right"),
+                          ("victim failed", "right"), ("victim", "left"), ("host peak RSS +MB", "right"),
+                          ("host log /min", "right"), ("secret in log", "right"), ("attacker", "left"),
+                          ("charged with", "left"), ("pass", "left")):
+        t.add_column(name, justify=justify, overflow="fold")  # type: ignore[arg-type]
+    for row in r["rows"]:
+        t.add_row(row["attack"], _fmt(row["victim_p50_base_ms"], "ms"), _fmt(row["victim_p50_attack_ms"], "ms"),
+                  f"{row['victim_failures']}/{row['victim_probes']}", row["victim_status"],
+                  _fmt(row["host_rss_growth_mb"]), _fmt(row["host_log_bytes_per_min"] // 1024, "kB"),
+                  str(row["secret_in_host_log"]), f"{row['attacker_status']} ({row['attacker_failures']} failures)",
+                  row["attacker_charged"][:60], "yes" if row["pass"] else "NO")
+    return t
+
+
 def print_report(report: dict[str, Any], console: Console | None = None) -> None:
     if console is None:
         console = Console()
         if not console.is_terminal:  # a file or a pipe: do not squeeze the table into 80 columns
             console = Console(width=150)
-    console.print(_scenario_table(report) if report.get("scenario") in ("chaos", "soak") else render(report))
+    scenario = report.get("scenario")
+    if scenario == "neighbours":
+        console.print(_neighbours_table(report))
+    else:
+        console.print(_scenario_table(report) if scenario in ("chaos", "soak") else render(report))

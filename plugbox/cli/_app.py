@@ -76,16 +76,20 @@ def bench(
              "same: everything on one CPU (software cost only); free: wherever the scheduler puts them.")] = "split",
     scenario: Annotated[str, typer.Option(
         help="full: every measured phase beside its anchors; chaos: fault injection under load (20 plugins); "
-             "soak: steady load, watching host RSS and fds for drift (10 plugins).")] = "full",
+             "soak: steady load, watching host RSS and fds for drift (10 plugins); "
+             "neighbours: a victim plugin probed beside each attack class of a hostile one.")] = "full",
     duration: Annotated[float | None, typer.Option(
-        help="Seconds to run --scenario chaos (default 60) or soak (default 600).")] = None,
+        help="Seconds to run --scenario chaos (default 60), soak (default 600) or neighbours "
+             "(per attack class, default 8).")] = None,
+    attack: Annotated[list[str] | None, typer.Option(
+        help="With --scenario neighbours: run only this attack class (repeatable).")] = None,
 ) -> None:
     """Measure the sandbox tier (fully confined workers) beside anchors measured in the same run."""
     from plugbox.bench import BenchError, BenchOptions, run_bench
 
     try:
         options = BenchOptions.make(quick=quick, plugins=plugins, skip_node=skip_node, placement=placement,
-                                    scenario=scenario, duration=duration)
+                                    scenario=scenario, duration=duration, attacks=tuple(attack or ()))
     except ValueError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(2) from None

@@ -24,3 +24,14 @@ def test_unknown_placement_and_scenario_are_refused_by_name() -> None:
         BenchOptions.make(placement="both")
     with pytest.raises(ValueError, match="--scenario 'stress'"):
         BenchOptions.make(scenario="stress")
+
+
+def test_neighbours_runs_a_few_seconds_per_attack_class_and_can_pick_classes() -> None:
+    options = BenchOptions.make(scenario="neighbours", attacks=("poison",))
+    assert (options.duration_s, options.attacks) == (8.0, ("poison",))
+    assert BenchOptions.make(scenario="neighbours", quick=True).duration_s == 3.0
+
+
+def test_attack_classes_are_refused_outside_the_neighbours_scenario() -> None:
+    with pytest.raises(ValueError, match="--attack"):
+        BenchOptions.make(scenario="chaos", attacks=("poison",))
