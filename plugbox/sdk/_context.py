@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from types import MappingProxyType
 from typing import Any, Protocol
 
-from plugbox.sdk._plain import check_plain
+from plugbox.plain import check_plain
 
 __all__ = ["Backend", "Context", "Logger"]
 

@@ -27,8 +27,8 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from plugbox.errors import StorageError
-from plugbox.sdk._plain import PlainDataError, check_plain
+from plugbox.errors import PlainDataError, StorageError
+from plugbox.plain import check_plain
 from plugbox.storage.db import Database
 
 __all__ = ["MAX_KEY_CHARS", "PluginStorage"]

@@ -10,7 +10,7 @@ import plugbox
 
 ROOT = Path(plugbox.__file__).parent
 WORKER_SIDE = [ROOT / "worker", ROOT / "sdk", ROOT / "confine"]
-ALLOWED_SHARED = {"plugbox", "plugbox.errors", "plugbox.bridge.wire", "plugbox.events"}
+ALLOWED_SHARED = {"plugbox", "plugbox.errors", "plugbox.plain", "plugbox.bridge.wire", "plugbox.events"}
 FORBIDDEN_PREFIXES = (
     "plugbox.storage",
     "plugbox.lifecycle",

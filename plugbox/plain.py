@@ -1,26 +1,24 @@
 """The plain-data rule (SPEC §3): only None, bool, int, float, str, bytes, list, dict with str keys
 and timezone-aware datetimes cross between a plugin and the host. Anything else is refused at the
-sender, naming the path of the offending value (e.g. `data.items[3]`)."""
+sender, naming the path of the offending value (e.g. `data.items[3]`).
+
+The rule is shared by both sides of the boundary: the SDK checks what a plugin sends, the worker
+what it answers, storage what it keeps. So it lives here, beside `errors`, importing nothing but
+`errors`: the worker side may import it (tests/unit/test_layering.py lists it) and so may the host,
+without either reaching into the other's package. Plugin authors get it as `plugbox.sdk.check_plain`.
+"""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
 
-from plugbox.errors import CapabilityError
+from plugbox.errors import PlainDataError
 
-__all__ = ["MAX_DEPTH", "PlainDataError", "check_plain"]
+__all__ = ["MAX_DEPTH", "check_plain"]
 
 MAX_DEPTH = 64
 _SCALARS = (str, int, float, bool, bytes, type(None))
-
-
-class PlainDataError(CapabilityError, TypeError):
-    """A value that is not plain data was about to cross the plugin boundary."""
-
-    def __init__(self, path: str, reason: str) -> None:
-        self.path = path
-        super().__init__(f"{path}: {reason}")
 
 
 def check_plain(value: Any, path: str = "value") -> None:
