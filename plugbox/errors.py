@@ -11,30 +11,48 @@
     ├── SendVetoed                    a `message:sending` handler stopped the send
     ├── PluginError                   the plugin's own code raised (message says where)
     ├── CapabilityError               a capability call was denied or invalid (sdk re-exports it)
-    │   └── CapabilityTimeout         a capability call ran out of time
+    │   ├── CapabilityTimeout         a capability call ran out of time
+    │   └── PlainDataError            a value that is not plain data was about to cross (also TypeError)
     ├── BridgeError                   the worker channel is broken or sent garbage
     │   └── WorkerGone                the worker exited; every in-flight call gets this
-    └── ConfinementError              a required confinement layer could not be applied
+    ├── ConfinementError              a required confinement layer could not be applied
+    ├── TargetError                   a host name, host-list entry or fetch URL is refused (also ValueError)
+    │   └── LiteralIPError            spelled like an IP address, but not a valid one
+    ├── ApiError                      an HTTP API request is refused (carries the status)
+    ├── IngressRefused                an ingress request is refused (status and a metrics label)
+    └── BenchError                    the benchmark could not measure
+        └── AnchorError               a benchmark anchor process failed or printed no report
 
-Messages always name what was wrong: the field, verb, permission, session or path at fault.
+Messages always name what was wrong: the field, verb, permission, session or path at fault. Two
+classes also derive from a builtin (`PlainDataError` from TypeError, `TargetError` from ValueError)
+because callers outside plugbox reasonably catch those for "wrong type" and "bad value".
 """
 
 from __future__ import annotations
 
+import ipaddress
+
 __all__ = [
+    "AnchorError",
+    "ApiError",
+    "BenchError",
     "BridgeError",
     "CapabilityError",
     "CapabilityTimeout",
     "ConfigError",
     "ConfinementError",
     "EngineError",
+    "IngressRefused",
+    "LiteralIPError",
     "ManifestError",
+    "PlainDataError",
     "PlugboxError",
     "PluginError",
     "PluginNotFound",
     "PluginStateError",
     "SendVetoed",
     "StorageError",
+    "TargetError",
     "WorkerGone",
     "ZipRefused",
 ]
@@ -100,6 +118,15 @@ class CapabilityTimeout(CapabilityError):
     """A capability call did not complete within its budget."""
 
 
+class PlainDataError(CapabilityError, TypeError):
+    """A value that is not plain data was about to cross the plugin boundary; `path` names it
+    (e.g. `data.items[3]`)."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = path
+        super().__init__(f"{path}: {reason}")
+
+
 class BridgeError(PlugboxError):
     """The channel to a worker failed or carried invalid frames."""
 
@@ -115,3 +142,48 @@ class ConfinementError(PlugboxError):
         self.layer = layer
         self.reason = reason
         super().__init__(f"confinement layer {layer!r} could not be applied: {reason}")
+
+
+class TargetError(PlugboxError, ValueError):
+    """A host name, host-list entry or fetch URL is not acceptable; the message says why. `ip` is
+    set when the host was an IP literal that the URL parser refused (e.g. `0177.0.0.1`), so the
+    caller can name the address."""
+
+    def __init__(self, message: str, ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None = None) -> None:
+        super().__init__(message)
+        self.ip = ip
+
+
+class LiteralIPError(TargetError):
+    """The host is spelled like an IP address but is not a valid one (e.g. `0400.0.0.1`, `08.1`)."""
+
+
+class ApiError(PlugboxError):
+    """An HTTP API request is refused with `status`; `field` names the request field at fault."""
+
+    def __init__(
+        self, status: int, message: str, *, field: str | None = None, headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.field = field
+        self.headers = headers
+
+
+class IngressRefused(PlugboxError):
+    """An ingress request is refused. `status` is the HTTP status, `reason` a short label for metrics."""
+
+    def __init__(self, status: int, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.reason = reason
+        self.message = message
+
+
+class BenchError(PlugboxError):
+    """The benchmark could not measure (a plugin failed to enable, a hook failed, an anchor failed)."""
+
+
+class AnchorError(BenchError):
+    """A benchmark anchor process failed or printed something that is not its report."""

@@ -12,9 +12,10 @@ Choices the spec leaves open, made here:
 - `main` must end in `.py` and be a regular file. With no plugin directory (built-ins) only the
   lexical checks run (relative, no escape by `..`).
 - `sdkVersion` must be one the host supports (`SUPPORTED_SDK_VERSIONS`).
-- `net.allow` entries are stored canonical: hostnames lower-cased, IPv6 in brackets, ports without
-  leading zeros; `split_host_entry` reads them back. `allowConfigHosts` names string fields of the
-  configSchema (dotted paths allowed).
+- `net.allow` entries follow the one host grammar of `plugbox.net.hosts` (shared with fetch and the
+  exemption list) and are stored canonical: names lower-cased, IP literals in standard form, IPv6 in
+  brackets, ports without leading zeros. `allowConfigHosts` names string fields of the configSchema
+  (dotted paths allowed).
 - Ingress signatures: `secretField` (default `webhookSecret`) names a configSchema string field that
   must be marked secret. `template` is what the HMAC covers, with placeholders `{id}` (the value of
   `dedupHeader`), `{timestamp}` (of `timestampHeader`, Unix seconds) and `{body}` (the raw body),
@@ -25,7 +26,6 @@ This module reads files but runs no plugin code and imports no host service.
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import posixpath
 import re
@@ -37,8 +37,9 @@ from typing import Any
 import msgspec
 
 from plugbox.config_schema import ConfigSchema
-from plugbox.errors import ManifestError
+from plugbox.errors import ManifestError, TargetError
 from plugbox.events import EVENTS
+from plugbox.net.hosts import canonical_entry
 from plugbox.permissions import PERMISSIONS
 
 __all__ = [
@@ -54,7 +55,6 @@ __all__ = [
     "is_skipped_dir",
     "load_manifest",
     "parse_manifest",
-    "split_host_entry",
 ]
 
 MANIFEST_MAX_BYTES = 256 * 1024
@@ -72,8 +72,6 @@ ID_PATTERN = re.compile(r"[a-z0-9][a-z0-9._-]*", re.ASCII | re.IGNORECASE)
 ROUTE_PATTERN = re.compile(r"[A-Za-z0-9._-]+", re.ASCII)
 VERSION_PATTERN = re.compile(r"([0-9]{1,9})\.([0-9]{1,9})\.([0-9]{1,9})", re.ASCII)
 HEADER_PATTERN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+", re.ASCII)  # RFC 9110 token
-HOST_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?", re.ASCII | re.IGNORECASE)
-PORT_PATTERN = re.compile(r"[0-9]{1,5}", re.ASCII)
 PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
 
 
@@ -248,15 +246,6 @@ def discover(plugins_dir: Path) -> list[Path]:
     except FileNotFoundError:
         return []
     return sorted((e for e in entries if not is_skipped_dir(e.name) and e.is_dir()), key=lambda e: e.name)
-
-
-def split_host_entry(entry: str) -> tuple[str, int | None]:
-    """Split a canonical `net.allow` entry into (host, port or None); IPv6 hosts lose their brackets."""
-    if entry.startswith("["):
-        host, _, rest = entry[1:].partition("]")
-        return host, int(rest[1:]) if rest else None
-    host, sep, port = entry.partition(":")
-    return host, int(port) if sep else None
 
 
 # --- reading --------------------------------------------------------------------------------------
@@ -488,54 +477,13 @@ def _net(doc: dict[str, Any], schema: ConfigSchema | None) -> NetPolicy:
 
 
 def _host_entry(entry: str, field: str) -> str:
-    """Check one `net.allow` entry and return it canonical."""
+    """Check one `net.allow` entry (the grammar of `plugbox.net.hosts`) and return it canonical."""
     if entry == "*":
         return entry
-    if "/" in entry or "@" in entry or "%" in entry:
-        raise ManifestError(field, "host", f"{entry!r} must be a host or host:port, not a URL")
-    if entry.startswith("["):
-        host, closed, rest = entry[1:].partition("]")
-        if not closed or (rest and not rest.startswith(":")):
-            raise ManifestError(field, "host", f"{entry!r} is not '[ipv6]' or '[ipv6]:port'")
-        port = _port(rest[1:], entry, field) if rest else None
-        return f"[{_ipv6(host, entry, field)}]" + (f":{port}" if port is not None else "")
-    if entry.count(":") > 1:  # a bare IPv6 literal: no port possible without brackets
-        return f"[{_ipv6(entry, entry, field)}]"
-    host, sep, port_text = entry.partition(":")
-    port = _port(port_text, entry, field) if sep else None
-    return _hostname(host, entry, field) + (f":{port}" if port is not None else "")
-
-
-def _port(text: str, entry: str, field: str) -> int:
-    if not PORT_PATTERN.fullmatch(text) or not 1 <= int(text) <= 65535:
-        raise ManifestError(field, "host", f"{entry!r}: the port must be 1..65535")
-    return int(text)
-
-
-def _ipv6(text: str, entry: str, field: str) -> str:
     try:
-        return ipaddress.IPv6Address(text).compressed
-    except ValueError:
-        raise ManifestError(field, "host", f"{entry!r}: {text!r} is not an IPv6 address") from None
-
-
-def _hostname(host: str, entry: str, field: str) -> str:
-    try:
-        return str(ipaddress.IPv4Address(host))
-    except ValueError:
-        pass
-    labels = host.split(".")
-    if (
-        len(host) > 253
-        or not all(HOST_LABEL.fullmatch(label) for label in labels)
-        or labels[-1].isdigit()  # numeric last label: a malformed IPv4 address, not a name
-    ):
-        raise ManifestError(
-            field,
-            "host",
-            f"{entry!r} is not a hostname, IP address, 'host:port' or '*' (use punycode for IDNs)",
-        )
-    return host.lower()
+        return canonical_entry(entry)
+    except TargetError as exc:
+        raise ManifestError(field, "host", str(exc)) from None
 
 
 # --- ingress --------------------------------------------------------------------------------------

@@ -19,21 +19,11 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from plugbox.errors import ConfigError, EngineError, ManifestError, PluginNotFound, PluginStateError
+from plugbox.errors import ApiError, ConfigError, EngineError, ManifestError, PluginNotFound, PluginStateError
 
 __all__ = ["ApiError", "CatchAll", "error_response", "exception_handlers", "from_plugbox"]
 
 log = logging.getLogger("plugbox.api")
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, message: str, *, field: str | None = None,
-                 headers: dict[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.field = field
-        self.headers = headers
 
 
 def error_response(status: int, message: str, *, field: str | None = None,

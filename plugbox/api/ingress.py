@@ -32,6 +32,7 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
 
+from plugbox.errors import IngressRefused
 from plugbox.manifest import IngressSignature
 
 __all__ = ["IngressRefused", "ReplayGuard", "secret_at", "sign", "verify"]
@@ -39,16 +40,6 @@ __all__ = ["IngressRefused", "ReplayGuard", "secret_at", "sign", "verify"]
 _PLACEHOLDER = re.compile(r"\{(id|timestamp|body)\}")
 _WHSEC = "whsec_"
 _MAX_SIGNATURES = 16  # entries in a standard-webhooks signature list; more is not a real sender
-
-
-class IngressRefused(Exception):
-    """The request is refused. `status` is the HTTP status, `reason` a short label for metrics."""
-
-    def __init__(self, status: int, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.reason = reason
-        self.message = message
 
 
 def secret_at(config: Mapping[str, Any], path: str) -> str | None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, replace
 
+from plugbox.errors import BenchError
+
 __all__ = ["PLACEMENTS", "SCENARIOS", "BenchError", "BenchOptions"]
 
 PLACEMENTS = ("split", "same", "free")
@@ -14,10 +16,6 @@ SCENARIOS = ("full", "chaos", "soak", "neighbours")
 # plugins, duration in seconds, duration with --quick (neighbours: per attack class; its plugins are
 # always one victim and one attacker)
 _SCENARIO_DEFAULTS = {"chaos": (20, 60.0, 10.0), "soak": (10, 600.0, 10.0), "neighbours": (2, 8.0, 3.0)}
-
-
-class BenchError(Exception):
-    """The suite could not measure (a plugin failed to enable, a hook failed, an anchor failed)."""
 
 
 @dataclass(frozen=True, slots=True)

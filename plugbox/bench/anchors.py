@@ -20,13 +20,11 @@ import shutil
 import sys
 from typing import Any
 
+from plugbox.errors import AnchorError
+
 __all__ = ["AnchorError", "AnchorSession", "node_argv", "node_worker_threads", "python_argv", "python_limit"]
 
 ANCHOR_TIMEOUT_S = 300.0
-
-
-class AnchorError(Exception):
-    """An anchor process failed or printed something that is not its report."""
 
 
 SIDE_B_ENV = "PLUGBOX_BENCH_SIDE_B_CPU"

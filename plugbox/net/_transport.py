@@ -21,8 +21,9 @@ from collections.abc import Sequence
 import httpcore
 import httpx
 
+from plugbox.errors import TargetError
 from plugbox.net.addresses import IPAddress
-from plugbox.net.urls import TargetError, canonical_host
+from plugbox.net.hosts import canonical_host
 
 __all__ = ["PinnedTransport"]
 

@@ -26,6 +26,8 @@ from __future__ import annotations
 import ipaddress
 import re
 
+from plugbox.errors import LiteralIPError
+
 __all__ = ["IPAddress", "LiteralIPError", "blocked_reason", "is_public", "parse_ip_literal"]
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -128,10 +130,6 @@ def _embedded_v4(ip: ipaddress.IPv6Address) -> tuple[str, ipaddress.IPv4Address]
 
 
 # --- literals ---------------------------------------------------------------------------------------
-
-
-class LiteralIPError(ValueError):
-    """The host is spelled like an IP address but is not a valid one (e.g. `0400.0.0.1`, `08.1`)."""
 
 
 _V4_PART = re.compile(r"0[xX][0-9a-fA-F]*|0[0-7]*|[1-9][0-9]*", re.ASCII)

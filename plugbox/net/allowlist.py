@@ -1,8 +1,9 @@
 """Host lists: the plugin's effective fetch allowlist, and the operator's exemption list.
 
-Entry syntax (both lists): `*` (any host), `host` (any port), `host:port` (that port only), `[v6]`,
-`[v6]:port`, or a bare IPv6 address. Hosts are compared in the canonical spelling of
-`plugbox.net.urls.canonical_host`, so `127.1`, `0x7f000001` and `127.0.0.1` are one entry.
+Entry syntax (both lists, and the manifest's `net.allow`): `*` (any host), or an entry of the one
+host grammar `plugbox.net.hosts`: `host` (any port), `host:port` (that port only), `[v6]`,
+`[v6]:port`, or a bare IPv6 address. Hosts are compared canonical, so `127.1`, `0x7f000001` and
+`127.0.0.1` are one entry.
 
 The effective allowlist of a plugin (SPEC §8) is its manifest `net.allow` plus, for every config
 field named in `net.allowConfigHosts`, the host of its value when that value is an `https://` URL.
@@ -17,12 +18,25 @@ This module is pure: no I/O, no DNS.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
-from plugbox.manifest import NetPolicy
-from plugbox.net.urls import TargetError, canonical_host, parse_target
+from plugbox.errors import TargetError
+from plugbox.net.hosts import parse_entry
+from plugbox.net.urls import parse_target
 
-__all__ = ["HostList", "config_hosts", "effective_allowlist"]
+__all__ = ["HostList", "NetRules", "config_hosts", "effective_allowlist"]
+
+
+class NetRules(Protocol):
+    """The manifest's `net` section (`plugbox.manifest.NetPolicy`), as this module reads it. A
+    protocol, not an import: the manifest checks `net.allow` with this package's host grammar, so
+    importing the manifest here would close a cycle."""
+
+    @property
+    def allow(self) -> tuple[str, ...]: ...
+
+    @property
+    def allow_config_hosts(self) -> tuple[str, ...]: ...
 
 
 class HostList:
@@ -36,11 +50,11 @@ class HostList:
 
     @classmethod
     def parse(cls, entries: Iterable[str]) -> HostList:
-        """Read entries in the syntax above. Raises ValueError naming the bad entry."""
+        """Read entries in the syntax above. Raises TargetError (a ValueError) naming the bad entry."""
         rules: list[tuple[str, int | None]] = []
         any_host = False
         for entry in entries:
-            if entry.strip() == "*":
+            if entry == "*":
                 any_host = True
                 continue
             rules.append(parse_entry(entry))
@@ -59,32 +73,7 @@ class HostList:
         return f"HostList({shown!r})"
 
 
-def parse_entry(entry: str) -> tuple[str, int | None]:
-    text = entry.strip()
-    port_text: str | None = None
-    if text.startswith("["):
-        host, closed, rest = text[1:].partition("]")
-        if not closed or (rest and not rest.startswith(":")):
-            raise ValueError(f"{entry!r} is not '[ipv6]' or '[ipv6]:port'")
-        port_text = rest[1:] if rest else None
-        host = f"[{host}]"
-    elif text.count(":") > 1:
-        host = text
-    else:
-        host, sep, after = text.partition(":")
-        port_text = after if sep else None
-    try:
-        canonical, _ = canonical_host(host)
-    except TargetError as exc:
-        raise ValueError(f"{entry!r}: {exc}") from None
-    if port_text is None:
-        return canonical, None
-    if not port_text.isascii() or not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
-        raise ValueError(f"{entry!r}: the port must be 1..65535")
-    return canonical, int(port_text)
-
-
-def config_hosts(net: NetPolicy, configs: Iterable[Mapping[str, Any]]) -> list[tuple[str, int]]:
+def config_hosts(net: NetRules, configs: Iterable[Mapping[str, Any]]) -> list[tuple[str, int]]:
     """`(host, port)` of every https URL found in the `allowConfigHosts` fields of `configs`."""
     found: list[tuple[str, int]] = []
     for config in configs:
@@ -100,7 +89,7 @@ def config_hosts(net: NetPolicy, configs: Iterable[Mapping[str, Any]]) -> list[t
     return found
 
 
-def effective_allowlist(net: NetPolicy, configs: Iterable[Mapping[str, Any]]) -> HostList:
+def effective_allowlist(net: NetRules, configs: Iterable[Mapping[str, Any]]) -> HostList:
     """The manifest allowlist plus the hosts of the configured https endpoints."""
     manifest = HostList.parse(net.allow)
     return manifest | HostList(config_hosts(net, configs))

@@ -46,12 +46,12 @@ import certifi
 import httpx
 
 from plugbox import __version__
-from plugbox.errors import CapabilityError, CapabilityTimeout, ConfigError
+from plugbox.errors import CapabilityError, CapabilityTimeout, ConfigError, TargetError
 from plugbox.logrelay import redact
 from plugbox.net._transport import PinnedTransport
 from plugbox.net.addresses import IPAddress, blocked_reason
 from plugbox.net.allowlist import HostList
-from plugbox.net.urls import Target, TargetError, parse_target
+from plugbox.net.urls import Target, parse_target
 from plugbox.settings import Settings
 
 __all__ = ["FORBIDDEN_REQUEST_HEADERS", "FetchPolicy", "FetchService", "Resolver", "system_resolver"]

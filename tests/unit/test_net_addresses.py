@@ -6,7 +6,8 @@ import ipaddress
 
 import pytest
 
-from plugbox.net.addresses import LiteralIPError, blocked_reason, parse_ip_literal
+from plugbox.errors import LiteralIPError
+from plugbox.net.addresses import blocked_reason, parse_ip_literal
 
 ip = ipaddress.ip_address
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import pytest
 
+from plugbox.errors import TargetError
 from plugbox.manifest import NetPolicy, parse_manifest
 from plugbox.net.allowlist import HostList, config_hosts, effective_allowlist
-from plugbox.net.urls import TargetError, parse_target
+from plugbox.net.urls import parse_target
 
 
 def allow(*entries: str) -> HostList:
