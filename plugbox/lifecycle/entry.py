@@ -94,8 +94,7 @@ class PluginEntry:
         record = self.record
         if session_id is None:
             return record.config
-        scope = self._scope
-        if not scope.permits(session_id) or (scope.session_scoped and session_id not in scope.active):
+        if not self._scope.covers(session_id):
             return None
         overrides = record.session_config.get(session_id)
         return {**record.config, **overrides} if overrides else record.config

@@ -25,7 +25,6 @@ from plugbox.lifecycle.registry import PluginRecord, Registry
 from plugbox.lifecycle.status import Status
 from plugbox.lifecycle.view import PluginView
 from plugbox.manifest import Manifest
-from plugbox.permissions import SessionScope
 from plugbox.runtime import PluginHandle, PluginRuntime, RuntimeDeps, RuntimeFactory
 from plugbox.settings import Settings
 
@@ -333,7 +332,7 @@ class PluginManager:
         for s in wanted:
             if not isinstance(s, str) or not s:
                 raise ConfigError("activeSessions", "session ids must be non-empty strings")
-            if not SessionScope(entry.manifest.sessions, True, ()).permits(s):
+            if not entry.scope.permits(s):
                 raise ConfigError("activeSessions", f"session {s!r} is not in the manifest sessions")
         entry.set_active_sessions(wanted)
         await self._persist(entry)

@@ -90,3 +90,22 @@ def test_manifest_sessions_are_checked_before_activation() -> None:
     scope = SessionScope(["a"], True, ["a", "b"])
     with pytest.raises(CapabilityError, match="manifest sessions"):
         check_session("echo", scope, "b", _live("a", "b"))
+
+
+@pytest.mark.parametrize("session_scoped", [True, False])
+@pytest.mark.parametrize("allowed", [["*"], ["a"], ["b"], []])
+@pytest.mark.parametrize("active", [[], ["a"], ["b"]])
+def test_covers_is_exactly_what_check_session_lets_through_on_a_live_session(
+    session_scoped: bool, allowed: list[str], active: list[str]
+) -> None:
+    scope = SessionScope(allowed, session_scoped, active)
+    expected = ("*" in allowed or "a" in allowed) and (not session_scoped or "a" in active)
+    assert scope.covers("a") is expected
+    try:
+        check_session("echo", scope, "a", _live("a"))
+    except CapabilityError:
+        passed = False
+    else:
+        passed = True
+    assert passed is expected
+
