@@ -10,50 +10,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Collection
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Callable
+from typing import Any
 
 import msgspec
 
-from plugbox.capabilities.messages import MessageService
+from plugbox.capabilities.services import Caller, Services
 from plugbox.capabilities.verbs import VERBS, Verb
-from plugbox.engines.base import Engine
 from plugbox.errors import CapabilityError, CapabilityTimeout, EngineError, SendVetoed, StorageError
-from plugbox.permissions import SessionScope, check_permission, check_session
-from plugbox.storage.conversations import ConversationStore
-from plugbox.storage.kv import PluginStorage
-
-if TYPE_CHECKING:
-    from plugbox.net.fetch import FetchService
+from plugbox.permissions import check_permission, check_session
 
 __all__ = ["Caller", "CapabilityRouter", "Services"]
 
 log = logging.getLogger("plugbox.capabilities")
-
-
-class Caller(Protocol):
-    """What the router needs to know about the calling plugin."""
-
-    @property
-    def plugin_id(self) -> str: ...
-
-    @property
-    def permissions(self) -> Collection[str]: ...
-
-    @property
-    def scope(self) -> SessionScope: ...
-
-
-@dataclass(slots=True)
-class Services:
-    engine: Engine
-    messages: MessageService
-    storage: PluginStorage
-    # Optional so that a router can be built for the verbs it needs (tests, tools); a verb whose
-    # service is missing is refused as "not available on this host".
-    net: FetchService | None = None
-    conversations: ConversationStore | None = None
 
 
 class CapabilityRouter:

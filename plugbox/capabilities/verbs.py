@@ -1,7 +1,8 @@
 """The capability allowlist: every verb a plugin may call, its permission, its argument schema and
 the host service it reaches. Anything not in `VERBS` is an unknown verb.
 
-Argument schemas are msgspec Structs: converting a call's args *is* validating them, so a host
+Argument schemas are msgspec Structs named `<Verb>Args` (not to be confused with the wire's
+`Reply` frame): converting a call's args *is* validating them, so a host
 service only ever sees well-typed, length-capped strings.
 
 Verbs whose arguments carry a session inside a record (`conversations.send`, `mappings.upsert`)
@@ -17,17 +18,18 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import msgspec
 
+from plugbox.capabilities.services import Caller, Services
+from plugbox.engines.base import HISTORY_LIMIT_DEFAULT, TEXT_MAX_CHARS, clamp_history_limit
 from plugbox.errors import CapabilityError
 
 if TYPE_CHECKING:
-    from plugbox.capabilities.router import Caller, Services
     from plugbox.storage.conversations import ConversationStore
 
 __all__ = ["VERBS", "Verb"]
 
 # Identifiers (sessions, chats, contacts, message ids): non-empty, bounded, no control characters.
 Ident = Annotated[str, msgspec.Meta(min_length=1, max_length=256, pattern=r"^[^\x00-\x1f\x7f]+$")]
-Text = Annotated[str, msgspec.Meta(max_length=65536)]
+Text = Annotated[str, msgspec.Meta(max_length=TEXT_MAX_CHARS)]
 Key = Annotated[str, msgspec.Meta(min_length=1, max_length=512)]
 
 FETCH_URL_MAX_CHARS = 8192
@@ -43,64 +45,64 @@ class _Args(msgspec.Struct, forbid_unknown_fields=True):
     pass
 
 
-class SendText(_Args):
+class SendTextArgs(_Args):
     session_id: Ident
     chat_id: Ident
     text: Text
 
 
-class Reply(_Args):
+class ReplyArgs(_Args):
     session_id: Ident
     chat_id: Ident
     quoted_id: Ident
     text: Text
 
 
-class SessionOnly(_Args):
+class SessionOnlyArgs(_Args):
     session_id: Ident
 
 
-class GroupInfo(_Args):
+class GroupInfoArgs(_Args):
     session_id: Ident
     group_id: Ident
 
 
-class ContactById(_Args):
+class ContactByIdArgs(_Args):
     session_id: Ident
     contact_id: Ident
 
 
-class CheckNumber(_Args):
+class CheckNumberArgs(_Args):
     session_id: Ident
     phone: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 
 
-class ChatOnly(_Args):
+class ChatOnlyArgs(_Args):
     session_id: Ident
     chat_id: Ident
 
 
-class ChatHistory(_Args):
+class ChatHistoryArgs(_Args):
     session_id: Ident
     chat_id: Ident
-    limit: int = 50
+    limit: int = HISTORY_LIMIT_DEFAULT
     include_media: bool = False
 
 
-class StorageKey(_Args):
+class StorageKeyArgs(_Args):
     key: Key
 
 
-class StorageSet(_Args):
+class StorageSetArgs(_Args):
     key: Key
     value: Any
 
 
-class StoragePrefix(_Args):
+class StoragePrefixArgs(_Args):
     prefix: Annotated[str, msgspec.Meta(max_length=512)] = ""
 
 
-class NetFetch(_Args):
+class NetFetchArgs(_Args):
     url: Annotated[str, msgspec.Meta(min_length=1, max_length=FETCH_URL_MAX_CHARS)]
     method: Annotated[str, msgspec.Meta(min_length=1, max_length=16)] = "GET"
     headers: Annotated[dict[HeaderName, HeaderValue], msgspec.Meta(max_length=FETCH_HEADERS_MAX)] = {}
@@ -125,7 +127,7 @@ class Envelope(_Record):
     conversation_id: Ident
     session_id: Ident
     chat_id: Ident
-    text: Annotated[str, msgspec.Meta(min_length=1, max_length=65536)]
+    text: Annotated[str, msgspec.Meta(min_length=1, max_length=TEXT_MAX_CHARS)]
     provider: Ident | None = None
     external_id: Ident | None = None
 
@@ -138,7 +140,7 @@ class MappingRecord(_Record):
     chat_id: Ident
 
 
-class ConversationSend(_Args):
+class ConversationSendArgs(_Args):
     envelope: Envelope
 
     @property
@@ -146,12 +148,12 @@ class ConversationSend(_Args):
         return self.envelope.session_id
 
 
-class HandoverSet(_Args):
+class HandoverSetArgs(_Args):
     ref: Ident
     state: Literal["bot", "human", "closed"]
 
 
-class MappingUpsert(_Args):
+class MappingUpsertArgs(_Args):
     mapping: MappingRecord
 
     @property
@@ -159,17 +161,17 @@ class MappingUpsert(_Args):
         return self.mapping.session_id
 
 
-class MappingGet(_Args):
+class MappingGetArgs(_Args):
     conversation_id: Ident
 
 
-class MappingByProvider(_Args):
+class MappingByProviderArgs(_Args):
     provider: Ident
     external_id: Ident
 
 
-Handler = Callable[["Services", "Caller", Any], Awaitable[Any]]
-SyncHandler = Callable[["Services", "Caller", Any], Any]
+Handler = Callable[[Services, Caller, Any], Awaitable[Any]]
+SyncHandler = Callable[[Services, Caller, Any], Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,62 +185,61 @@ class Verb:
     sync: bool = False  # the handler never waits: it runs inline, with no task and no timer
 
 
-async def _send_text(s: Services, c: Caller, a: SendText) -> Any:
+async def _send_text(s: Services, c: Caller, a: SendTextArgs) -> Any:
     return await s.messages.send_text(a.session_id, a.chat_id, a.text, source=c.plugin_id)
 
 
-async def _reply(s: Services, c: Caller, a: Reply) -> Any:
+async def _reply(s: Services, c: Caller, a: ReplyArgs) -> Any:
     return await s.messages.send_text(a.session_id, a.chat_id, a.text, quoted_id=a.quoted_id, source=c.plugin_id)
 
 
-async def _group_info(s: Services, c: Caller, a: GroupInfo) -> Any:
+async def _group_info(s: Services, c: Caller, a: GroupInfoArgs) -> Any:
     return await s.engine.get_group_info(a.session_id, a.group_id)
 
 
-async def _contacts(s: Services, c: Caller, a: SessionOnly) -> Any:
+async def _contacts(s: Services, c: Caller, a: SessionOnlyArgs) -> Any:
     return await s.engine.get_contacts(a.session_id)
 
 
-async def _contact(s: Services, c: Caller, a: ContactById) -> Any:
+async def _contact(s: Services, c: Caller, a: ContactByIdArgs) -> Any:
     return await s.engine.get_contact_by_id(a.session_id, a.contact_id)
 
 
-async def _check_number(s: Services, c: Caller, a: CheckNumber) -> Any:
+async def _check_number(s: Services, c: Caller, a: CheckNumberArgs) -> Any:
     return await s.engine.check_number_exists(a.session_id, a.phone)
 
 
-async def _chats(s: Services, c: Caller, a: SessionOnly) -> Any:
+async def _chats(s: Services, c: Caller, a: SessionOnlyArgs) -> Any:
     return await s.engine.get_chats(a.session_id)
 
 
-async def _history(s: Services, c: Caller, a: ChatHistory) -> Any:
-    limit = min(max(a.limit, 1), 100)
-    return await s.engine.get_chat_history(a.session_id, a.chat_id, limit, a.include_media)
+async def _history(s: Services, c: Caller, a: ChatHistoryArgs) -> Any:
+    return await s.engine.get_chat_history(a.session_id, a.chat_id, clamp_history_limit(a.limit), a.include_media)
 
 
-async def _canonical(s: Services, c: Caller, a: ChatOnly) -> Any:
+async def _canonical(s: Services, c: Caller, a: ChatOnlyArgs) -> Any:
     return await s.engine.canonical_chat_id(a.session_id, a.chat_id)
 
 
-def _storage_get(s: Services, c: Caller, a: StorageKey) -> Any:
+def _storage_get(s: Services, c: Caller, a: StorageKeyArgs) -> Any:
     found, value = s.storage.get(c.plugin_id, a.key)
     return [found, value]
 
 
-async def _storage_set(s: Services, c: Caller, a: StorageSet) -> Any:
+async def _storage_set(s: Services, c: Caller, a: StorageSetArgs) -> Any:
     await s.storage.set(c.plugin_id, a.key, a.value)
     return None
 
 
-async def _storage_delete(s: Services, c: Caller, a: StorageKey) -> Any:
+async def _storage_delete(s: Services, c: Caller, a: StorageKeyArgs) -> Any:
     return await s.storage.delete(c.plugin_id, a.key)
 
 
-def _storage_list(s: Services, c: Caller, a: StoragePrefix) -> Any:
+def _storage_list(s: Services, c: Caller, a: StoragePrefixArgs) -> Any:
     return s.storage.list(c.plugin_id, a.prefix)
 
 
-async def _net_fetch(s: Services, c: Caller, a: NetFetch) -> Any:
+async def _net_fetch(s: Services, c: Caller, a: NetFetchArgs) -> Any:
     if s.net is None:
         raise CapabilityError("net.fetch: not available on this host")
     return await s.net.fetch(
@@ -252,7 +253,7 @@ def _conversations(s: Services, verb: str) -> ConversationStore:
     return s.conversations
 
 
-async def _conversation_send(s: Services, c: Caller, a: ConversationSend) -> Any:
+async def _conversation_send(s: Services, c: Caller, a: ConversationSendArgs) -> Any:
     store = _conversations(s, "conversations.send")
     e = a.envelope
     message = await s.messages.send_text(e.session_id, e.chat_id, e.text, source=c.plugin_id)
@@ -261,19 +262,19 @@ async def _conversation_send(s: Services, c: Caller, a: ConversationSend) -> Any
     return {"conversationId": e.conversation_id, "message": message}
 
 
-async def _handover_set(s: Services, c: Caller, a: HandoverSet) -> Any:
+async def _handover_set(s: Services, c: Caller, a: HandoverSetArgs) -> Any:
     return await _conversations(s, "handover.set").set_handover(c.plugin_id, a.ref, a.state)
 
 
-async def _mapping_upsert(s: Services, c: Caller, a: MappingUpsert) -> Any:
+async def _mapping_upsert(s: Services, c: Caller, a: MappingUpsertArgs) -> Any:
     return await _conversations(s, "mappings.upsert").upsert_mapping(c.plugin_id, msgspec.to_builtins(a.mapping))
 
 
-async def _mapping_get(s: Services, c: Caller, a: MappingGet) -> Any:
+async def _mapping_get(s: Services, c: Caller, a: MappingGetArgs) -> Any:
     return _conversations(s, "mappings.get").get_mapping(c.plugin_id, a.conversation_id)
 
 
-async def _mapping_by_provider(s: Services, c: Caller, a: MappingByProvider) -> Any:
+async def _mapping_by_provider(s: Services, c: Caller, a: MappingByProviderArgs) -> Any:
     store = _conversations(s, "mappings.get_by_provider")
     return store.get_mapping_by_provider(c.plugin_id, a.provider, a.external_id)
 
@@ -283,23 +284,25 @@ def _table(*verbs: Verb) -> dict[str, Verb]:
 
 
 VERBS: dict[str, Verb] = _table(
-    Verb("messages.send_text", "messages:send", SendText, _send_text, session_arg=True, send=True),
-    Verb("messages.reply", "messages:send", Reply, _reply, session_arg=True, send=True),
-    Verb("engine.get_group_info", "engine:read", GroupInfo, _group_info, session_arg=True),
-    Verb("engine.get_contacts", "engine:read", SessionOnly, _contacts, session_arg=True),
-    Verb("engine.get_contact_by_id", "engine:read", ContactById, _contact, session_arg=True),
-    Verb("engine.check_number_exists", "engine:read", CheckNumber, _check_number, session_arg=True),
-    Verb("engine.get_chats", "engine:read", SessionOnly, _chats, session_arg=True),
-    Verb("engine.get_chat_history", "engine:read", ChatHistory, _history, session_arg=True),
-    Verb("engine.canonical_chat_id", "engine:read", ChatOnly, _canonical, session_arg=True),
-    Verb("storage.get", "storage:use", StorageKey, _storage_get, sync=True),
-    Verb("storage.set", "storage:use", StorageSet, _storage_set),
-    Verb("storage.delete", "storage:use", StorageKey, _storage_delete),
-    Verb("storage.list", "storage:use", StoragePrefix, _storage_list, sync=True),
-    Verb("net.fetch", "net:fetch", NetFetch, _net_fetch),
-    Verb("conversations.send", "conversation:send", ConversationSend, _conversation_send, session_arg=True, send=True),
-    Verb("handover.set", "conversation:send", HandoverSet, _handover_set),
-    Verb("mappings.upsert", "conversation:send", MappingUpsert, _mapping_upsert, session_arg=True),
-    Verb("mappings.get", "conversation:send", MappingGet, _mapping_get),
-    Verb("mappings.get_by_provider", "conversation:send", MappingByProvider, _mapping_by_provider),
+    Verb("messages.send_text", "messages:send", SendTextArgs, _send_text, session_arg=True, send=True),
+    Verb("messages.reply", "messages:send", ReplyArgs, _reply, session_arg=True, send=True),
+    Verb("engine.get_group_info", "engine:read", GroupInfoArgs, _group_info, session_arg=True),
+    Verb("engine.get_contacts", "engine:read", SessionOnlyArgs, _contacts, session_arg=True),
+    Verb("engine.get_contact_by_id", "engine:read", ContactByIdArgs, _contact, session_arg=True),
+    Verb("engine.check_number_exists", "engine:read", CheckNumberArgs, _check_number, session_arg=True),
+    Verb("engine.get_chats", "engine:read", SessionOnlyArgs, _chats, session_arg=True),
+    Verb("engine.get_chat_history", "engine:read", ChatHistoryArgs, _history, session_arg=True),
+    Verb("engine.canonical_chat_id", "engine:read", ChatOnlyArgs, _canonical, session_arg=True),
+    Verb("storage.get", "storage:use", StorageKeyArgs, _storage_get, sync=True),
+    Verb("storage.set", "storage:use", StorageSetArgs, _storage_set),
+    Verb("storage.delete", "storage:use", StorageKeyArgs, _storage_delete),
+    Verb("storage.list", "storage:use", StoragePrefixArgs, _storage_list, sync=True),
+    Verb("net.fetch", "net:fetch", NetFetchArgs, _net_fetch),
+    Verb(
+        "conversations.send", "conversation:send", ConversationSendArgs, _conversation_send, session_arg=True, send=True
+    ),
+    Verb("handover.set", "conversation:send", HandoverSetArgs, _handover_set),
+    Verb("mappings.upsert", "conversation:send", MappingUpsertArgs, _mapping_upsert, session_arg=True),
+    Verb("mappings.get", "conversation:send", MappingGetArgs, _mapping_get),
+    Verb("mappings.get_by_provider", "conversation:send", MappingByProviderArgs, _mapping_by_provider),
 )

@@ -24,14 +24,19 @@ from typing import Any, Protocol, runtime_checkable
 __all__ = [
     "HISTORY_LIMIT_DEFAULT",
     "HISTORY_LIMIT_MAX",
+    "TEXT_MAX_CHARS",
     "Engine",
     "InboundCallback",
     "SessionEventCallback",
     "clamp_history_limit",
 ]
 
+# Limits of the engine contract (SPEC §3), not operator settings: a plugin written against one host
+# must see the same bounds on every host, so they are fixed here, once, for engines and the verbs.
 HISTORY_LIMIT_DEFAULT = 50
 HISTORY_LIMIT_MAX = 100
+TEXT_MAX_CHARS = 65536
+"""WhatsApp's own cap on a text message; the send verbs refuse longer text before an engine sees it."""
 
 SessionEventCallback = Callable[[str, str, dict[str, Any]], Awaitable[None] | None]
 """`(event_name, session_id, data)`, e.g. ``("session:ready", "main", {...})``."""
@@ -74,7 +79,7 @@ class Engine(Protocol):
         limit: int = HISTORY_LIMIT_DEFAULT,
         include_media: bool = False,
     ) -> list[dict[str, Any]]:
-        """The last `limit` messages of the chat (limit clamped to 1..100), oldest first."""
+        """The last `limit` messages of the chat (`clamp_history_limit`), oldest first."""
         ...
 
     async def canonical_chat_id(self, session_id: str, chat_id: str) -> str:

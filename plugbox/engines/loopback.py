@@ -20,15 +20,14 @@ from typing import Any
 
 from plugbox.engines.base import (
     HISTORY_LIMIT_DEFAULT,
+    TEXT_MAX_CHARS,
     InboundCallback,
     SessionEventCallback,
     clamp_history_limit,
 )
 from plugbox.errors import EngineError
 
-__all__ = ["MAX_TEXT_CHARS", "LoopbackEngine", "canonical_id"]
-
-MAX_TEXT_CHARS = 65536  # WhatsApp's own cap on a text message
+__all__ = ["LoopbackEngine", "canonical_id"]
 
 _CONTACT_SUFFIX = "@c.us"
 _GROUP_SUFFIX = "@g.us"
@@ -285,7 +284,7 @@ class LoopbackEngine:
         limit: int = HISTORY_LIMIT_DEFAULT,
         include_media: bool = False,
     ) -> list[dict[str, Any]]:
-        """The last `limit` (clamped to 1..100) messages, oldest first. The loopback engine has no
+        """The last `limit` (`clamp_history_limit`) messages, oldest first. The loopback engine has no
         media; `include_media` is accepted for parity with real engines."""
         session = self._live(session_id)
         if type(limit) is not int:
@@ -352,8 +351,8 @@ class LoopbackEngine:
     def _check_text(text: object, what: str) -> None:
         if type(text) is not str:
             raise EngineError(f"{what}: must be a str, got {type(text).__name__}")
-        if len(text) > MAX_TEXT_CHARS:
-            raise EngineError(f"{what}: {len(text)} characters, at most {MAX_TEXT_CHARS} allowed")
+        if len(text) > TEXT_MAX_CHARS:
+            raise EngineError(f"{what}: {len(text)} characters, at most {TEXT_MAX_CHARS} allowed")
 
     @staticmethod
     def _check_quoted(session: _Session, chat_id: str, quoted_id: object) -> None:
