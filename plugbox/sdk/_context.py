@@ -58,13 +58,17 @@ class Logger:
 
 
 class _Family:
+    """One `ctx.<family>` (`ctx.engine`, `ctx.storage`, ...): each method is one capability verb.
+    Named `<Family>Calls` so that `EngineCalls` (what a plugin calls) is never read as the host's
+    `plugbox.engines.base.Engine` (what answers)."""
+
     __slots__ = ("_call",)
 
     def __init__(self, call: Callable[[str, dict[str, Any]], Any]) -> None:
         self._call = call
 
 
-class Messages(_Family):
+class MessagesCalls(_Family):
     async def send_text(self, session_id: str, chat_id: str, text: str) -> Any:
         return await self._call("messages.send_text", {"session_id": session_id, "chat_id": chat_id, "text": text})
 
@@ -75,7 +79,7 @@ class Messages(_Family):
         )
 
 
-class Engine(_Family):
+class EngineCalls(_Family):
     async def get_group_info(self, session_id: str, group_id: str) -> Any:
         return await self._call("engine.get_group_info", {"session_id": session_id, "group_id": group_id})
 
@@ -103,7 +107,7 @@ class Engine(_Family):
         return await self._call("engine.canonical_chat_id", {"session_id": session_id, "chat_id": chat_id})
 
 
-class Storage(_Family):
+class StorageCalls(_Family):
     async def get(self, key: str, default: Any = None) -> Any:
         found, value = await self._call("storage.get", {"key": key})
         return value if found else default
@@ -118,7 +122,7 @@ class Storage(_Family):
         return list(await self._call("storage.list", {"prefix": prefix}))
 
 
-class Net(_Family):
+class NetCalls(_Family):
     async def fetch(
         self,
         url: str,
@@ -134,17 +138,17 @@ class Net(_Family):
         return await self._call("net.fetch", args)
 
 
-class Conversations(_Family):
+class ConversationsCalls(_Family):
     async def send(self, envelope: dict[str, Any]) -> Any:
         return await self._call("conversations.send", {"envelope": envelope})
 
 
-class Handover(_Family):
+class HandoverCalls(_Family):
     async def set(self, ref: str, state: str) -> Any:
         return await self._call("handover.set", {"ref": ref, "state": state})
 
 
-class Mappings(_Family):
+class MappingsCalls(_Family):
     async def upsert(self, mapping: dict[str, Any]) -> Any:
         return await self._call("mappings.upsert", {"mapping": mapping})
 
@@ -163,13 +167,13 @@ class Context:
         self._backend = backend
         self._config: Mapping[str, Any] = MappingProxyType(dict(config))
         self.logger = Logger(backend)
-        self.messages = Messages(self._call)
-        self.engine = Engine(self._call)
-        self.storage = Storage(self._call)
-        self.net = Net(self._call)
-        self.conversations = Conversations(self._call)
-        self.handover = Handover(self._call)
-        self.mappings = Mappings(self._call)
+        self.messages = MessagesCalls(self._call)
+        self.engine = EngineCalls(self._call)
+        self.storage = StorageCalls(self._call)
+        self.net = NetCalls(self._call)
+        self.conversations = ConversationsCalls(self._call)
+        self.handover = HandoverCalls(self._call)
+        self.mappings = MappingsCalls(self._call)
 
     @property
     def config(self) -> Mapping[str, Any]:
