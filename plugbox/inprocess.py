@@ -7,6 +7,7 @@ import inspect
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from plugbox.errors import PluginStateError
 from plugbox.sdk import Context, Plugin
 
 if TYPE_CHECKING:
@@ -66,7 +67,7 @@ class InProcessRuntime:
 
     def _ready(self) -> tuple[Plugin, Context]:
         if self.plugin is None or self.ctx is None:
-            raise RuntimeError("runtime not started")
+            raise PluginStateError(f"plugin {self._entry.plugin_id!r}: runtime not started")
         return self.plugin, self.ctx
 
     async def lifecycle(self, method: str) -> None:
@@ -92,7 +93,7 @@ class InProcessRuntime:
 
     async def search(self, query: dict[str, Any]) -> Any:
         if self.search_provider is None:
-            raise RuntimeError("no search provider registered")
+            raise PluginStateError(f"plugin {self._entry.plugin_id!r} registered no search provider")
         return await _call(self.search_provider, query)
 
     @property

@@ -46,6 +46,7 @@ from plugbox.errors import (
     CapabilityTimeout,
     ConfinementError,
     PluginError,
+    PluginStateError,
     WorkerGone,
 )
 from plugbox.hooks import reentry_scope
@@ -483,7 +484,7 @@ class WorkerRuntime:
 
     async def search(self, query: dict[str, Any]) -> Any:
         if not self.has_search:
-            raise BridgeError("no search provider registered")
+            raise PluginStateError(f"plugin {self.entry.plugin_id!r} registered no search provider")
         return await self.request("search", query)
 
     async def stop(self) -> None:
