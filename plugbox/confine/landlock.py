@@ -15,10 +15,12 @@ ABSTRACT_UNIX_SOCKET and SIGNAL, so a worker cannot reach host abstract sockets 
 process outside its domain, even one with its uid. On an older ABI the missing parts are named in
 the detail; the filesystem part is what this layer requires.
 
-Why raw syscalls instead of the `landlock` PyPI package (1.0.0.dev5): its ruleset attribute has
-only `handled_access_fs`, so it cannot express network rights or scopes; its `apply()` sets
-no_new_privs itself (that is the `nnp` layer's job, in a visible place); and its ABI probe reads a
-stale errno. The syscalls are three and their structs two, so they are written out here.
+Why raw syscalls instead of a binding: the `landlock` PyPI package (1.0.0.dev5) has only
+`handled_access_fs` in its ruleset attribute, so it cannot express network rights or scopes; its
+`apply()` sets no_new_privs itself (that is the `nnp` layer's job, in a visible place); and its ABI
+probe reads a stale errno. `landlockpy` (0.2.0) does express network rights and scopes, but it is a
+young beta from one vendor, and it would replace only the three syscalls and two structs below
+(about 40 lines), not the policy of which rights each path gets, which is what this module is about.
 """
 
 from __future__ import annotations
