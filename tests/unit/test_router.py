@@ -169,9 +169,83 @@ def router(make_router: Callable[..., CapabilityRouter]) -> CapabilityRouter:
 # -- the allowlist -----------------------------------------------------------------------------------
 
 
+class Recorder:
+    """A fake host service that records every method called on it, as `(service.method, args,
+    kwargs)`, into a shared log. Methods named in `sync` answer directly, the others are coroutines;
+    `answers` gives a method's return value (default: an empty dict)."""
+
+    def __init__(self, name: str, log: list[Any], sync: frozenset[str] = frozenset(),
+                 answers: dict[str, Any] | None = None) -> None:
+        self._name, self._log, self._sync, self._answers = name, log, sync, answers or {}
+
+    def is_live(self, session_id: str) -> bool:
+        return True
+
+    def __getattr__(self, method: str) -> Callable[..., Any]:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            self._log.append((f"{self._name}.{method}", args, kwargs))
+            answer = self._answers.get(method, {})
+            if method in self._sync:
+                return answer
+
+            async def later() -> Any:
+                return answer
+
+            return later()
+
+        return call
+
+
+ENVELOPE = SAMPLE_ARGS["envelope"]
+MAPPING = SAMPLE_ARGS["mapping"]
+CHAT = SAMPLE_ARGS["chat_id"]
+# What each verb must call, with which arguments, given valid_args(verb) from plugin "caller".
+EXPECTED_CALLS: dict[str, list[tuple[str, tuple[Any, ...], dict[str, Any]]]] = {
+    "messages.send_text": [("messages.send_text", ("main", CHAT, "hello"), {"source": "caller"})],
+    "messages.reply": [("messages.send_text", ("main", CHAT, "hello"), {"quoted_id": "m1", "source": "caller"})],
+    "engine.get_group_info": [("engine.get_group_info", ("main", "team@g.us"), {})],
+    "engine.get_contacts": [("engine.get_contacts", ("main",), {})],
+    "engine.get_contact_by_id": [("engine.get_contact_by_id", ("main", "15550100002@c.us"), {})],
+    "engine.check_number_exists": [("engine.check_number_exists", ("main", "15550100003"), {})],
+    "engine.get_chats": [("engine.get_chats", ("main",), {})],
+    "engine.get_chat_history": [("engine.get_chat_history", ("main", CHAT, 10, False), {})],
+    "engine.canonical_chat_id": [("engine.canonical_chat_id", ("main", CHAT), {})],
+    "storage.get": [("storage.get", ("caller", "k"), {})],
+    "storage.set": [("storage.set", ("caller", "k", {"n": 1}), {})],
+    "storage.delete": [("storage.delete", ("caller", "k"), {})],
+    "storage.list": [("storage.list", ("caller", ""), {})],
+    "net.fetch": [("net.fetch", ("caller", "https://api.example.com/"),
+                   {"method": "GET", "headers": {}, "body": None, "timeout_ms": 1000})],
+    "conversations.send": [
+        ("messages.send_text", ("main", CHAT, "hello"), {"source": "caller"}),
+        ("conversations.record_sent", ("caller", ENVELOPE | {"provider": None, "externalId": None}, "m9"), {}),
+    ],
+    "handover.set": [("conversations.set_handover", ("caller", "conv-1", "human"), {})],
+    "mappings.upsert": [("conversations.upsert_mapping", ("caller", MAPPING), {})],
+    "mappings.get": [("conversations.get_mapping", ("caller", "conv-1"), {})],
+    "mappings.get_by_provider": [("conversations.get_mapping_by_provider", ("caller", "crm", "42"), {})],
+}
+
+
+def test_the_expected_calls_cover_every_verb() -> None:
+    assert set(EXPECTED_CALLS) == set(VERBS)
+
+
 @pytest.mark.parametrize("verb", sorted(VERBS))
-async def test_every_verb_reaches_its_service_when_allowed(router: CapabilityRouter, verb: str) -> None:
+async def test_every_verb_reaches_its_own_service_method_with_its_arguments(verb: str) -> None:
+    log: list[Any] = []
+    services = Services(
+        engine=Recorder("engine", log),  # type: ignore[arg-type]
+        messages=Recorder("messages", log, answers={"send_text": {"id": "m9"}}),  # type: ignore[arg-type]
+        storage=Recorder("storage", log, sync=frozenset({"get", "list"}),  # type: ignore[arg-type]
+                         answers={"get": (True, 1), "list": []}),
+        net=Recorder("net", log),  # type: ignore[arg-type]
+        conversations=Recorder("conversations", log,  # type: ignore[arg-type]
+                               sync=frozenset({"get_mapping", "get_mapping_by_provider"})),
+    )
+    router = CapabilityRouter(services, timeout=1.0, send_factor=4)
     await router.invoke(FakeCaller(), verb, valid_args(verb))
+    assert log == EXPECTED_CALLS[verb]
 
 
 @pytest.mark.parametrize("verb", ["storage.drop", "engine.send_raw", "__init__", "", "messages.send_text "])
