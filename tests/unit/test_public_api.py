@@ -1,10 +1,13 @@
-"""The public API is small and explicit (STYLE 11): `plugbox` and `plugbox.sdk` export exactly their
-documented names, each importable and documented; everything else is internal."""
+"""The public API is small and explicit (STYLE 11): `plugbox` and `plugbox.sdk` declare every public
+name in `__all__`, each importable and documented; every exception lives in `plugbox.errors`."""
 
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import inspect
+import pkgutil
+import types
 
 import pytest
 
@@ -12,41 +15,34 @@ import plugbox
 import plugbox.errors
 import plugbox.sdk
 
-SDK_NAMES = {
-    # SPEC §3: what a plugin author writes against
-    "Plugin",
-    "HookContext",
-    "HookResult",
-    "CapabilityError",
-    "CapabilityTimeout",
-    # the `ctx` and `ctx.logger` types, and the plain-data rule a plugin may check ahead of a call
-    "Context",
-    "Logger",
-    "PlainDataError",
-    "check_plain",
-}
+# SPEC §3 names what a plugin author writes against; the SDK may offer more, never less.
+SPEC_SDK_NAMES = {"Plugin", "HookContext", "HookResult", "CapabilityError", "CapabilityTimeout"}
 
 
-def test_sdk_exports_exactly_the_documented_names() -> None:
-    assert set(plugbox.sdk.__all__) == SDK_NAMES
-    assert len(plugbox.sdk.__all__) == len(SDK_NAMES)  # no duplicates
+def _public_attributes(module: types.ModuleType) -> set[str]:
+    """Names a reader would take as public: no underscore, not a submodule, not `annotations`."""
+    return {
+        name
+        for name, value in vars(module).items()
+        if not name.startswith("_") and not isinstance(value, types.ModuleType) and name != "annotations"
+    }
 
 
-@pytest.mark.parametrize("name", sorted(SDK_NAMES))
-def test_each_sdk_name_is_importable_from_plugbox_sdk(name: str) -> None:
-    module = importlib.import_module("plugbox.sdk")
-    assert getattr(module, name) is not None
+def test_the_sdk_offers_every_name_the_spec_promises() -> None:
+    assert set(plugbox.sdk.__all__) >= SPEC_SDK_NAMES
 
 
-@pytest.mark.parametrize("name", sorted(SDK_NAMES))
-def test_each_sdk_name_is_documented(name: str) -> None:
-    assert inspect.getdoc(getattr(plugbox.sdk, name))
+@pytest.mark.parametrize("module", [plugbox, plugbox.sdk], ids=lambda m: m.__name__)
+def test_all_is_complete_and_names_nothing_twice(module: types.ModuleType) -> None:
+    # A public name missing from __all__ is an accident, not an API (httpx and trio keep this test).
+    assert _public_attributes(module) <= set(module.__all__)
+    assert len(module.__all__) == len(set(module.__all__))
 
 
-def test_sdk_star_import_gives_exactly_all() -> None:
-    namespace: dict[str, object] = {}
-    exec("from plugbox.sdk import *", namespace)
-    assert set(namespace) - {"__builtins__"} == SDK_NAMES
+@pytest.mark.parametrize("name", plugbox.sdk.__all__)
+def test_each_sdk_name_is_importable_and_documented(name: str) -> None:
+    value = getattr(importlib.import_module("plugbox.sdk"), name)
+    assert inspect.getdoc(value), f"plugbox.sdk.{name} has no docstring"
 
 
 def test_sdk_errors_are_the_hosts_errors() -> None:
@@ -80,9 +76,8 @@ def test_plugin_lifecycle_methods_are_all_optional() -> None:
     assert plugin.on_config_change(ctx, {}) is None  # type: ignore[arg-type]
 
 
-def test_top_level_package_exports_only_the_version() -> None:
-    assert plugbox.__all__ == ["__version__"]
-    assert plugbox.__version__ == "0.1.0"
+def test_the_package_version_is_the_distribution_version() -> None:
+    assert plugbox.__version__ == importlib.metadata.version("plugbox")
 
 
 def test_every_error_is_a_plugbox_error_in_one_module() -> None:
@@ -90,3 +85,22 @@ def test_every_error_is_a_plugbox_error_in_one_module() -> None:
         error = getattr(plugbox.errors, name)
         assert issubclass(error, plugbox.errors.PlugboxError), name
         assert error.__module__ == "plugbox.errors", name
+
+
+# Exceptions another branch is moving into plugbox.errors; the test below tolerates them, nothing else.
+MOVING_TO_ERRORS = {"plugbox.bridge.wire.FrameTooLarge"}
+
+
+def test_no_exception_class_is_defined_outside_errors() -> None:
+    defined_elsewhere = set()
+    for info in pkgutil.walk_packages(plugbox.__path__, "plugbox."):
+        module = importlib.import_module(info.name)
+        for name, value in vars(module).items():
+            if (
+                isinstance(value, type)
+                and issubclass(value, BaseException)
+                and value.__module__ == info.name
+                and info.name != "plugbox.errors"
+            ):
+                defined_elsewhere.add(f"{info.name}.{name}")
+    assert defined_elsewhere <= MOVING_TO_ERRORS, sorted(defined_elsewhere - MOVING_TO_ERRORS)
