@@ -110,11 +110,17 @@ class FetchService:
             raise ConfigError("fetch_exempt_hosts", str(exc)) from None
         self._slots = asyncio.Semaphore(settings.fetch_max_in_flight)
         self._in_flight = 0
+        self._queued = 0
         self.peak_in_flight = 0
 
     @property
     def in_flight(self) -> int:
         return self._in_flight
+
+    @property
+    def queued(self) -> int:
+        """Fetches waiting for a host-wide slot."""
+        return self._queued
 
     def clamp_timeout_ms(self, timeout_ms: int) -> int:
         return min(max(timeout_ms, 1), self._settings.fetch_timeout_max_ms)
@@ -245,7 +251,11 @@ class _Slot:
 
     async def __aenter__(self) -> None:
         s = self._service
-        await s._slots.acquire()
+        s._queued += 1
+        try:
+            await s._slots.acquire()
+        finally:
+            s._queued -= 1
         s._in_flight += 1
         s.peak_in_flight = max(s.peak_in_flight, s._in_flight)
 

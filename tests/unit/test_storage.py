@@ -331,11 +331,12 @@ async def test_cached_values_are_decoded_afresh_so_a_caller_cannot_change_them(k
 
 async def test_a_read_while_a_write_is_in_flight_is_not_cached(db: Database, kv: PluginStorage) -> None:
     await kv.set("p", "k", "old")
-    release = threading.Event()
+    held, release = threading.Event(), threading.Event()
     # Hold the writer thread so the next write sits between submission and commit.
-    blocker = asyncio.ensure_future(db.write(lambda c: release.wait(5)))
+    blocker = asyncio.ensure_future(db.write(lambda c: (held.set(), release.wait(5))))
     writing = asyncio.ensure_future(kv.set("p", "k", "new"))
-    await asyncio.sleep(0.05)
+    await asyncio.to_thread(held.wait, 5)  # both tasks have run their first step: the write is queued
+    assert not writing.done()
     assert kv.get("p", "k") == (True, "old")  # not yet committed: the old value is the right answer
     release.set()
     await asyncio.gather(blocker, writing)
@@ -345,10 +346,10 @@ async def test_a_read_while_a_write_is_in_flight_is_not_cached(db: Database, kv:
 async def test_a_cancelled_writer_still_leaves_reads_exact(db: Database, kv: PluginStorage) -> None:
     await kv.set("p", "k", "old")
     assert kv.get("p", "k") == (True, "old")
-    release = threading.Event()
-    blocker = asyncio.ensure_future(db.write(lambda c: release.wait(5)))
+    held, release = threading.Event(), threading.Event()
+    blocker = asyncio.ensure_future(db.write(lambda c: (held.set(), release.wait(5))))
     writing = asyncio.ensure_future(kv.set("p", "k", "new"))
-    await asyncio.sleep(0.05)
+    await asyncio.to_thread(held.wait, 5)  # the writer thread is held and the write is queued
     writing.cancel()  # the caller gives up; the write itself was already queued
     release.set()
     await blocker
