@@ -73,14 +73,25 @@ class Host:
         clock: Clock | None = None,
     ) -> None:
         self.settings = settings or load_settings()
-        self.engine = engine or LoopbackEngine()
+        self.engine = engine or LoopbackEngine(
+            history_limit=self.settings.loopback_history_per_chat, max_sent=self.settings.loopback_sent_max
+        )
         self._sandbox_factory = sandbox_factory
         data = self.settings.data_path
         data.mkdir(parents=True, exist_ok=True)
-        self.db = Database(data / "plugbox.db")
+        self.db = Database(data / "plugbox.db", self.settings.storage_busy_timeout_ms)
         self.registry = Registry(self.db)
-        self.storage = PluginStorage(self.db, self.settings.storage_quota_bytes)
-        self.conversations = ConversationStore(self.db)
+        self.storage = PluginStorage(
+            self.db,
+            self.settings.storage_quota_bytes,
+            cache_entries=self.settings.storage_cache_entries,
+            cache_value_max_bytes=self.settings.storage_cache_value_max_bytes,
+        )
+        self.conversations = ConversationStore(
+            self.db,
+            messages_per_plugin=self.settings.conversation_messages_per_plugin,
+            rows_per_plugin=self.settings.conversation_rows_per_plugin,
+        )
         self._observers = Observers()
         self.manager = PluginManager(
             self.settings, self.registry, [self.storage.drop, self.conversations.delete_plugin], self._make_deps,
@@ -107,7 +118,7 @@ class Host:
         )
         self.search = SearchService(self._search_providers, self.manager.__contains__,
                                     self.settings.capability_timeout_ms / 1000)
-        self.zygote = Zygote()
+        self.zygote = Zygote(env_allow=self.settings.worker_env_allow)
         self._installer = PluginInstaller(self.manager, self._load)
         self.engine.on_inbound = self._inbound
         self.engine.on_session_event = self._session_event

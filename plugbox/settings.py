@@ -3,7 +3,14 @@
 Sources, later wins: the defaults below, a TOML config file (`PLUGBOX_CONFIG` or an explicit path),
 then `PLUGBOX_<FIELD>` environment variables (e.g. `PLUGBOX_HOOK_BUDGET_MS=2000`). Values are
 validated by msgspec; a bad value raises ConfigError naming the setting. Nothing else in plugbox
-holds a literal default for these.
+holds a literal default for these: host code reads a Settings (or `DEFAULTS` for a parameter
+default); the worker side, which must not import this module, gets its values from the host in the
+spawn message.
+
+Not here, on purpose: limits that are part of a contract rather than a choice of the operator (the
+engine's history clamp and text cap in `plugbox.engines.base`, manifest and config-schema format
+limits in their modules, argument caps in the capability verb schemas). Changing those would make a
+plugin that works on one host fail on another.
 """
 
 from __future__ import annotations
@@ -17,7 +24,7 @@ import msgspec
 
 from plugbox.errors import ConfigError
 
-__all__ = ["Settings", "load_settings"]
+__all__ = ["DEFAULTS", "Settings", "load_settings"]
 
 PositiveMs = Annotated[int, msgspec.Meta(ge=1)]
 PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
@@ -27,51 +34,110 @@ MAX_CONFIG_FILE_BYTES = 1 << 20
 
 
 class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
-    """Operator settings. Durations are milliseconds, sizes bytes."""
+    """Operator settings. Durations are milliseconds, sizes bytes. Each field's docstring says what
+    it bounds; SPEC §10 names the ones a plugin author can observe."""
 
     data_dir: str = "./plugbox-data"
+    """Where the database, plugin scratch dirs and installed packages live."""
     plugins_dir: str = "./plugins"
+    """Where untrusted plugins are discovered (one directory each)."""
     host: str = "127.0.0.1"
+    """Address the HTTP API listens on."""
     port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 8787
+    """Port of the HTTP API (0: any free port)."""
 
     hook_budget_ms: PositiveMs = 5000
+    """Time one sandboxed hook handler may take before its result is treated as `continue`."""
     lifecycle_budget_ms: PositiveMs = 30000
+    """Time for each of load, on_load, on_enable, on_disable, on_config_change."""
     health_budget_ms: PositiveMs = 5000
+    """Time for a health_check answer."""
     liveness_window_ms: PositiveMs = 5000
+    """Time a worker has to answer a ping after a hook timeout before it is killed."""
     capability_timeout_ms: PositiveMs = 30000
+    """Time one capability call may take on the host."""
     send_timeout_factor: PositiveInt = 4
+    """Send verbs (they fire hooks themselves) get capability_timeout_ms times this."""
     max_calls_in_flight: PositiveInt = 32
+    """Capability calls one worker may have in flight; the next one is refused."""
     worker_memory_bytes: PositiveInt = 256 << 20
+    """RLIMIT_AS of a worker."""
     worker_open_files: PositiveInt = 256
+    """RLIMIT_NOFILE of a worker."""
     worker_file_size_bytes: PositiveInt = 64 << 20
-    worker_scratch_bytes: Annotated[int, msgspec.Meta(ge=0)] = 32 << 20  # 0: no tmpfs size limit
-    worker_cpu_limit_percent: Annotated[int, msgspec.Meta(ge=0)] = 90  # of one CPU, per window; 0: off
+    """RLIMIT_FSIZE of a worker."""
+    worker_scratch_bytes: Annotated[int, msgspec.Meta(ge=0)] = 32 << 20
+    """Size of a worker's scratch tmpfs; 0: no limit beyond worker_file_size_bytes."""
+    worker_cpu_limit_percent: Annotated[int, msgspec.Meta(ge=0)] = 90
+    """CPU a worker may use per window, in percent of one CPU; 0: no CPU watchdog."""
     worker_cpu_window_ms: PositiveMs = 10000
+    """Length of the CPU watchdog's window."""
+    worker_env_allow: tuple[str, ...] = ("LANG", "LC_ALL", "TZ")
+    """Environment variables a worker keeps; everything else is scrubbed before it starts."""
     frame_max_bytes: PositiveInt = 16 << 20
+    """Largest bridge frame either side accepts."""
     log_lines_per_window: PositiveInt = 200
+    """Log lines relayed per plugin per window; the rest are counted and dropped."""
     log_window_ms: PositiveMs = 10000
+    """Window of the log rate limit."""
     log_line_max_chars: PositiveInt = 8192
+    """Longest relayed log line (and handler error, health message); longer ones are cut."""
     storage_quota_bytes: PositiveInt = 50 << 20
+    """Bytes of storage one plugin may hold (keys, values and conversation records)."""
+    storage_cache_entries: PositiveInt = 4096
+    """Recently read storage values kept decoded-ready in memory, host-wide."""
+    storage_cache_value_max_bytes: PositiveInt = 1024
+    """Larger storage values bypass the read cache."""
+    storage_busy_timeout_ms: PositiveMs = 5000
+    """How long an SQLite statement waits for a lock held by another connection."""
+    conversation_messages_per_plugin: PositiveInt = 10_000
+    """Sent-conversation records kept per plugin; the oldest go first."""
+    conversation_rows_per_plugin: PositiveInt = 100_000
+    """Mappings (and, separately, handover rows) one plugin may hold."""
     fetch_timeout_ms: PositiveMs = 15000
+    """net.fetch timeout when the plugin names none."""
     fetch_timeout_max_ms: PositiveMs = 30000
+    """Longest net.fetch timeout a plugin may ask for."""
     fetch_body_max_bytes: PositiveInt = 10 << 20
+    """Largest net.fetch response body; past it the connection is closed and the call fails."""
     fetch_max_in_flight: PositiveInt = 16
+    """net.fetch calls in flight host-wide; more wait for a slot within their own timeout."""
     fetch_exempt_hosts: tuple[str, ...] = ()
+    """Hosts exempt from the public-address rule (never from a plugin's allowlist); net.allow syntax."""
     breaker_threshold: PositiveInt = 5
+    """Consecutive crashes, timeouts or handler errors that open a plugin's circuit breaker."""
     restart_backoff_initial_ms: PositiveMs = 200
+    """First delay before restarting a crashed worker; doubles each time."""
     restart_backoff_max_ms: PositiveMs = 30000
+    """Longest delay between restarts."""
     shutdown_cap_ms: PositiveMs = 10000
+    """Time all on_disable calls share at shutdown."""
+    loopback_history_per_chat: PositiveInt = 1000
+    """Messages the loopback engine keeps per chat."""
+    loopback_sent_max: PositiveInt = 10000
+    """Outbound messages the loopback engine keeps in its `sent` record."""
 
-    confinement: str = "strict"  # "strict" (fail closed) or "degraded" (operator opt-in)
+    confinement: str = "strict"
+    """"strict": a plugin whose required layer cannot apply does not start. "degraded": operator
+    opt-in, start with what is available and say loudly what is missing."""
     use_netns: bool = False
+    """Also put each worker in a new user + network namespace (no network device at all)."""
     allow_unsigned_ingress: bool = False
+    """Accept ingress routes whose signature scheme is `none`."""
     api_keys: tuple[str, ...] = ()
+    """API keys with read access."""
     admin_api_keys: tuple[str, ...] = ()
+    """API keys with management access."""
     ingress_body_max_bytes: PositiveInt = 1 << 20
+    """Largest ingress request body."""
     ingress_dedup_max_entries: PositiveInt = 10000
+    """Delivery ids remembered per route to refuse replays."""
     install_zip_max_bytes: PositiveInt = 10 << 20
+    """Largest plugin archive upload."""
     install_unpacked_max_bytes: PositiveInt = 50 << 20
+    """Largest total size of an archive's members once unpacked."""
     install_max_files: PositiveInt = 1000
+    """Most members a plugin archive may hold."""
 
     def __post_init__(self) -> None:
         if self.confinement not in ("strict", "degraded"):
@@ -87,6 +153,10 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     def plugins_path(self) -> Path:
         return Path(self.plugins_dir)
 
+
+DEFAULTS = Settings()
+"""The defaults, for parameters of classes that are also built without Settings (tests, tools):
+`def __init__(self, quota_bytes: int = DEFAULTS.storage_quota_bytes)` keeps the literal here."""
 
 _FIELDS = {f.name: f for f in msgspec.structs.fields(Settings)}
 

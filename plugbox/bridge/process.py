@@ -23,17 +23,15 @@ from dataclasses import dataclass, field
 import msgspec
 
 from plugbox.errors import BridgeError
+from plugbox.settings import DEFAULTS
 from plugbox.worker.zygote import MAX_CONTROL_MSG, Exited, Failed, Spawn, Spawned, ZygoteMsg
 
 __all__ = ["WorkerProcess", "Zygote", "describe_status"]
 
 log = logging.getLogger("plugbox.process")
 
-ENV_ALLOW = ("LANG", "LC_ALL", "TZ")
-
-
-def _clean_env() -> dict[str, str]:
-    env = {k: os.environ[k] for k in ENV_ALLOW if k in os.environ}
+def _clean_env(allow: tuple[str, ...]) -> dict[str, str]:
+    env = {k: os.environ[k] for k in allow if k in os.environ}
     env["PATH"] = "/usr/bin:/bin"
     env["PYTHONDONTWRITEBYTECODE"] = "1"
     return env
@@ -93,7 +91,8 @@ def _resolve(fut: asyncio.Future[None]) -> None:
 class Zygote:
     """The host's handle on its zygote process."""
 
-    def __init__(self) -> None:
+    def __init__(self, env_allow: tuple[str, ...] = DEFAULTS.worker_env_allow) -> None:
+        self._env_allow = env_allow  # settings.worker_env_allow: what the zygote (and so each worker) inherits
         self._proc: subprocess.Popen[bytes] | None = None
         self._ctl: socket.socket | None = None
         self._sids = itertools.count(1)
@@ -123,7 +122,7 @@ class Zygote:
                 self._proc = subprocess.Popen(  # noqa: ASYNC220
                     [sys.executable, "-I", "-m", "plugbox.worker.zygote", str(zyg_end.fileno())],
                     pass_fds=[zyg_end.fileno()],
-                    env=_clean_env(),
+                    env=_clean_env(self._env_allow),
                     stdin=subprocess.DEVNULL,
                     stdout=subprocess.DEVNULL,
                     close_fds=True,

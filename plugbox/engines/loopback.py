@@ -26,6 +26,7 @@ from plugbox.engines.base import (
     clamp_history_limit,
 )
 from plugbox.errors import EngineError
+from plugbox.settings import DEFAULTS
 
 __all__ = ["LoopbackEngine", "canonical_id"]
 
@@ -105,8 +106,8 @@ class LoopbackEngine:
         clock: Callable[[], float] = time.time,
         on_session_event: SessionEventCallback | None = None,
         on_inbound: InboundCallback | None = None,
-        history_limit: int = 1000,
-        max_sent: int = 10000,
+        history_limit: int = DEFAULTS.loopback_history_per_chat,
+        max_sent: int = DEFAULTS.loopback_sent_max,
     ) -> None:
         self.clock = clock
         self.on_session_event = on_session_event

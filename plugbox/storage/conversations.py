@@ -5,13 +5,14 @@ outside system (a helpdesk, a CRM: the *provider*, where it has an *external id*
 namespaced by plugin id, so one plugin never sees another's rows:
 
 - `conversation_messages`: every text sent through `conversations.send`, with the engine's message
-  id. At most `MAX_MESSAGES_PER_PLUGIN` rows per plugin are kept; the oldest go first.
+  id. At most `messages_per_plugin` (setting `conversation_messages_per_plugin`) rows per plugin
+  are kept; the oldest go first.
 - `conversation_handover`: who handles a conversation now, `bot`, `human` or `closed`, keyed by a
   reference (the plugin's conversation id). Setting it returns the previous state.
 - `conversation_mappings`: conversationId <-> (provider, externalId), with the session and chat the
   conversation lives on. `upsert` is keyed by conversationId; an external id already linked to
   another conversation of the same plugin is refused, never silently moved. At most
-  `MAX_ROWS_PER_PLUGIN` mappings and as many handover rows per plugin.
+  `rows_per_plugin` (setting `conversation_rows_per_plugin`) mappings and as many handover rows per plugin.
 
 Values arrive validated by the capability layer (lengths, types, the state enum); this module checks
 no permissions or session scope. Records are returned as camelCase dicts, like the envelopes.
@@ -25,13 +26,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from plugbox.errors import StorageError
+from plugbox.settings import DEFAULTS
 from plugbox.storage.db import Database
 
-__all__ = ["HANDOVER_STATES", "MAX_MESSAGES_PER_PLUGIN", "MAX_ROWS_PER_PLUGIN", "ConversationStore"]
+__all__ = ["HANDOVER_STATES", "ConversationStore"]
 
 HANDOVER_STATES = ("bot", "human", "closed")
-MAX_MESSAGES_PER_PLUGIN = 10_000
-MAX_ROWS_PER_PLUGIN = 100_000
 
 _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS conversation_messages (
@@ -71,8 +71,16 @@ _MAPPING_COLUMNS = "conversation_id, provider, external_id, session_id, chat_id,
 
 
 class ConversationStore:
-    def __init__(self, db: Database) -> None:
+    def __init__(
+        self,
+        db: Database,
+        *,
+        messages_per_plugin: int = DEFAULTS.conversation_messages_per_plugin,
+        rows_per_plugin: int = DEFAULTS.conversation_rows_per_plugin,
+    ) -> None:
         self._db = db
+        self.messages_per_plugin = messages_per_plugin
+        self.rows_per_plugin = rows_per_plugin
         db.write_sync(self._create)
 
     @staticmethod
@@ -105,7 +113,7 @@ class ConversationStore:
             seq = int(cur.lastrowid or 0)
             conn.execute(
                 "DELETE FROM conversation_messages WHERE plugin_id = ? AND seq <= ?",
-                (plugin_id, seq - MAX_MESSAGES_PER_PLUGIN),
+                (plugin_id, seq - self.messages_per_plugin),
             )
             return seq
 
@@ -146,7 +154,7 @@ class ConversationStore:
                 "SELECT state FROM conversation_handover WHERE plugin_id = ? AND ref = ?", (plugin_id, ref)
             ).fetchone()
             if found is None:
-                _check_room(conn, "conversation_handover", plugin_id, "handover references")
+                _check_room(conn, "conversation_handover", plugin_id, "handover references", self.rows_per_plugin)
             conn.execute(
                 "INSERT INTO conversation_handover (plugin_id, ref, state, updated_at) VALUES (?, ?, ?, ?) "
                 "ON CONFLICT (plugin_id, ref) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at",
@@ -186,7 +194,7 @@ class ConversationStore:
                 "SELECT 1 FROM conversation_mappings WHERE plugin_id = ? AND conversation_id = ?", (plugin_id, cid)
             ).fetchone()
             if exists is None:
-                _check_room(conn, "conversation_mappings", plugin_id, "mappings")
+                _check_room(conn, "conversation_mappings", plugin_id, "mappings", self.rows_per_plugin)
             conn.execute(
                 f"INSERT INTO conversation_mappings (plugin_id, {_MAPPING_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT (plugin_id, conversation_id) DO UPDATE SET provider = excluded.provider, "
@@ -229,9 +237,9 @@ class ConversationStore:
         await self._db.write(write)
 
 
-def _check_room(conn: sqlite3.Connection, table: str, plugin_id: str, what: str) -> None:
+def _check_room(conn: sqlite3.Connection, table: str, plugin_id: str, what: str, rows_max: int) -> None:
     (count,) = conn.execute(f"SELECT count(*) FROM {table} WHERE plugin_id = ?", (plugin_id,)).fetchone()
-    if count >= MAX_ROWS_PER_PLUGIN:
+    if count >= rows_max:
         raise StorageError(f"plugin {plugin_id!r} already has {count} {what}, the most allowed")
 
 

@@ -26,28 +26,28 @@ from pathlib import Path
 from typing import TypeVar
 
 from plugbox.errors import StorageError
+from plugbox.settings import DEFAULTS
 
-__all__ = ["BUSY_TIMEOUT_MS", "Database"]
+__all__ = ["Database"]
 
 T = TypeVar("T")
 
-# How long a connection waits on a lock held by another connection (another process opening the same
-# file, or a checkpoint). In WAL mode readers almost never wait; the writer thread is the only writer.
-BUSY_TIMEOUT_MS = 5000
-
 _PRAGMAS = (
-    f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}",
     "PRAGMA foreign_keys = ON",
     # FULL, not NORMAL: in WAL mode NORMAL may lose the last commits on power loss or an OS crash.
     "PRAGMA synchronous = FULL",
 )
 
 
-def _connect(path: Path) -> sqlite3.Connection:
+def _connect(path: Path, busy_timeout_ms: int) -> sqlite3.Connection:
     # isolation_level=None: the sqlite3 module issues no implicit BEGIN; `write` owns the transaction.
     # check_same_thread=False: the writer connection is used only by the writer thread, the read
     # connection under `_read_lock`; Python's default check would reject the close from another thread.
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, cached_statements=256)
+    # busy_timeout: how long a connection waits on a lock held by another connection (another process
+    # opening the same file, or a checkpoint). In WAL mode readers almost never wait; the writer
+    # thread is the only writer.
+    conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
     for pragma in _PRAGMAS:
         conn.execute(pragma)
     return conn
@@ -56,8 +56,9 @@ def _connect(path: Path) -> sqlite3.Connection:
 class Database:
     """One SQLite file: a serialised writer thread and a read connection for the calling thread."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, busy_timeout_ms: int = DEFAULTS.storage_busy_timeout_ms) -> None:
         self.path = Path(path)
+        self._busy_timeout_ms = busy_timeout_ms
         if str(path) == ":memory:" or str(path).startswith("file:"):
             raise StorageError(
                 f"database path {str(path)!r}: a file path is required (two connections share it)"
@@ -73,7 +74,7 @@ class Database:
         except BaseException:
             self._executor.shutdown(wait=False)
             raise
-        self._reader = _connect(self.path)
+        self._reader = _connect(self.path, self._busy_timeout_ms)
         # A read-only guard: a store bug that writes through `read` fails instead of racing the writer.
         self._reader.execute("PRAGMA query_only = ON")
         self._read_lock = threading.RLock()
@@ -89,7 +90,7 @@ class Database:
             raise StorageError(f"database {str(path)!r} cannot be created: {exc.strerror}") from exc
 
     def _open_writer(self) -> sqlite3.Connection:
-        conn = _connect(self.path)
+        conn = _connect(self.path, self._busy_timeout_ms)
         try:
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if str(mode).lower() != "wal":

@@ -29,6 +29,7 @@ import msgspec
 
 from plugbox.errors import PlainDataError, StorageError
 from plugbox.plain import check_plain
+from plugbox.settings import DEFAULTS
 from plugbox.storage.db import Database
 
 __all__ = ["MAX_KEY_CHARS", "PluginStorage"]
@@ -124,7 +125,7 @@ class _ReadCache:
 
     __slots__ = ("_busy", "_lock", "entries", "epoch", "max_entries", "max_value_bytes")
 
-    def __init__(self, max_entries: int = 4096, max_value_bytes: int = 1024) -> None:
+    def __init__(self, max_entries: int, max_value_bytes: int) -> None:
         self.entries: dict[tuple[str, str], bytes] = {}  # read by PluginStorage.get, without a lock
         self._busy: dict[tuple[str, str | None], int] = {}  # (plugin, None): the whole namespace
         self._lock = threading.Lock()
@@ -178,12 +179,19 @@ def _create_tables(c: sqlite3.Connection) -> None:
 class PluginStorage:
     """Namespaced, quota-bounded key/value storage for plugins, on a shared `Database`."""
 
-    def __init__(self, db: Database, quota_bytes: int = 50 << 20) -> None:
+    def __init__(
+        self,
+        db: Database,
+        quota_bytes: int = DEFAULTS.storage_quota_bytes,
+        *,
+        cache_entries: int = DEFAULTS.storage_cache_entries,
+        cache_value_max_bytes: int = DEFAULTS.storage_cache_value_max_bytes,
+    ) -> None:
         if quota_bytes < 1:
             raise ValueError("quota_bytes must be positive")
         self._db = db
         self.quota_bytes = quota_bytes
-        self._cache = _ReadCache()
+        self._cache = _ReadCache(cache_entries, cache_value_max_bytes)
         db.write_sync(_create_tables)
 
     # -- reads: on the calling thread ----------------------------------------------------------------

@@ -16,7 +16,7 @@ from plugbox.engines.loopback import LoopbackEngine
 from plugbox.errors import CapabilityError
 from plugbox.hooks import HookBus, HookResult
 from plugbox.permissions import SessionScope
-from plugbox.storage.conversations import MAX_MESSAGES_PER_PLUGIN, ConversationStore
+from plugbox.storage.conversations import ConversationStore
 from plugbox.storage.db import Database
 from plugbox.storage.kv import PluginStorage
 
@@ -117,12 +117,11 @@ async def test_conversation_verbs_need_conversation_send(world: World) -> None:
         await world.router.invoke(caller, "conversations.send", {"envelope": envelope()})
 
 
-async def test_message_log_keeps_the_newest_rows_per_plugin(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("plugbox.storage.conversations.MAX_MESSAGES_PER_PLUGIN", 3)
+async def test_message_log_keeps_the_newest_rows_per_plugin(world: World) -> None:
+    store = ConversationStore(world.store._db, messages_per_plugin=3)
     for n in range(5):
-        await world.store.record_sent("helpdesk", envelope(text=f"t{n}"), None)
-    assert [m["text"] for m in world.store.messages("helpdesk", "conv-1")] == ["t2", "t3", "t4"]
-    assert MAX_MESSAGES_PER_PLUGIN == 10_000  # the real cap, untouched outside this test
+        await store.record_sent("helpdesk", envelope(text=f"t{n}"), None)
+    assert [m["text"] for m in store.messages("helpdesk", "conv-1")] == ["t2", "t3", "t4"]
 
 
 # -- handover ----------------------------------------------------------------------------------------

@@ -152,3 +152,22 @@ def test_settings_are_immutable() -> None:
 def test_data_and_plugin_paths_follow_the_settings(tmp_path: Path) -> None:
     s = Settings(data_dir=str(tmp_path / "d"), plugins_dir=str(tmp_path / "p"))
     assert (s.data_path, s.plugins_path) == (tmp_path / "d", tmp_path / "p")
+
+
+def test_every_setting_says_what_it_bounds() -> None:
+    import ast
+    import inspect
+
+    import plugbox.settings
+
+    tree = ast.parse(inspect.getsource(plugbox.settings))
+    (cls,) = [n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "Settings"]
+    undocumented = [
+        stmt.target.id
+        for stmt, following in zip(cls.body, [*cls.body[1:], None], strict=True)
+        if isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name)
+        and not (isinstance(following, ast.Expr) and isinstance(following.value, ast.Constant)
+                 and isinstance(following.value.value, str))
+    ]
+    assert undocumented == []
+
