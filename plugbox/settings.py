@@ -118,7 +118,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     """Outbound messages the loopback engine keeps in its `sent` record."""
 
     confinement: str = "strict"
-    """"strict": a plugin whose required layer cannot apply does not start. "degraded": operator
+    """`strict`: a plugin whose required layer cannot apply does not start. `degraded`: operator
     opt-in, start with what is available and say loudly what is missing."""
     use_netns: bool = False
     """Also put each worker in a new user + network namespace (no network device at all)."""
