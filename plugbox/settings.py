@@ -74,6 +74,17 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     """Length of the CPU watchdog's window."""
     worker_env_allow: tuple[str, ...] = ("LANG", "LC_ALL", "TZ")
     """Environment variables a worker keeps; everything else is scrubbed before it starts."""
+    worker_cgroups: str = "auto"
+    """A cgroup per worker: "required" (a plugin whose group cannot be made does not start), "auto"
+    (where this host can make groups; reported skipped elsewhere) or "off". See confine/cgroups.py."""
+    cgroup_parent: str = ""
+    """Where worker groups go, relative to each hierarchy's root; "": the host's own (delegated) cgroup."""
+    worker_cpu_quota_percent: Annotated[int, msgspec.Meta(ge=0)] = 100
+    """CPU quota of a worker's group, in percent of one CPU: throttled past it, not killed; 0: none."""
+    worker_cgroup_memory_bytes: PositiveInt = 288 << 20
+    """Memory limit of a worker's group, all memory counted: heap (worker_memory_bytes) + scratch tmpfs."""
+    worker_pids_max: PositiveInt = 64
+    """Tasks in a worker's group, threads included."""
     frame_max_bytes: PositiveInt = 16 << 20
     """Largest bridge frame either side accepts."""
     log_lines_per_window: PositiveInt = 200
@@ -142,6 +153,8 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     def __post_init__(self) -> None:
         if self.confinement not in ("strict", "degraded"):
             raise ValueError("confinement must be 'strict' or 'degraded'")
+        if self.worker_cgroups not in ("required", "auto", "off"):
+            raise ValueError("worker_cgroups must be 'required', 'auto' or 'off'")
         if self.fetch_timeout_ms > self.fetch_timeout_max_ms:
             raise ValueError("fetch_timeout_ms must not exceed fetch_timeout_max_ms")
 

@@ -173,6 +173,9 @@ class Zygote:
             if fut is not None and not fut.done():
                 fut.set_exception(BridgeError(f"zygote could not start the worker: {msg.error}"))
         elif type(msg) is Exited:
+            if msg.oom_kills:
+                log.warning("worker %d: the kernel's OOM killer ended %d process(es) in its cgroup "
+                            "(memory limit reached)", msg.pid, msg.oom_kills)
             exit_fut = self._exits.pop(msg.pid, None)
             if exit_fut is None:
                 self._early_exits[msg.pid] = msg.status

@@ -40,6 +40,7 @@ from plugbox.bridge.wire import (
     Shutdown,
     WorkerMsg,
 )
+from plugbox.confine.cgroups import Request as CgroupRequest
 from plugbox.errors import (
     BridgeError,
     CapabilityError,
@@ -437,6 +438,9 @@ class WorkerRuntime:
             "frame_max_bytes": s.frame_max_bytes,
             "netns": s.use_netns,
             "degraded": s.confinement == "degraded",
+            "cgroup": CgroupRequest(mode=s.worker_cgroups, parent=s.cgroup_parent,
+                                    cpu_quota_percent=s.worker_cpu_quota_percent,
+                                    memory_bytes=s.worker_cgroup_memory_bytes, pids_max=s.worker_pids_max),
         })
         loop = asyncio.get_running_loop()
         await loop.connect_accepted_socket(lambda: _Channel(self), sock=self.proc.channel)

@@ -48,14 +48,16 @@ def _required(layer: str, settings: Settings) -> bool:
     """Whether this policy makes a worker fail without `layer` (opt-in and best-effort ones do not)."""
     if layer == "namespaces":
         return settings.use_netns
+    if layer == "cgroups":  # "auto" starts workers without groups where the host cannot make them
+        return settings.worker_cgroups == "required"
     # scratch is best effort: without root, workers start with scratch bounded per file only
     return layer != "scratch"
 
 
 def print_doctor(settings: Settings, as_json: bool) -> None:
-    from plugbox.confine import probe
+    from plugbox.confine import cgroups, probe
 
-    found = probe()
+    found = [cgroups.probe_for(settings.cgroup_parent) if p.name == cgroups.NAME else p for p in probe()]
     probes = [{"name": p.name, "available": p.available, "detail": p.detail} for p in found]
     strict = settings.confinement == "strict"
     missing = [p.name for p in found if not p.available and _required(p.name, settings)]

@@ -1,9 +1,11 @@
 """The orchestrator: applies the layers in one fixed, visible order and stops at the first failure.
 
-    session -> fds -> env -> rlimits -> scratch -> credentials -> namespaces -> nnp -> landlock -> seccomp
+    session -> cgroups -> fds -> env -> rlimits -> scratch -> credentials -> namespaces -> nnp
+            -> landlock -> seccomp
 
-Why this order: rlimits while still root (a hard limit can be lowered only once); scratch mounts
-its tmpfs while CAP_SYS_ADMIN is still there; credentials
+Why this order: cgroups right after session, so what the worker allocates is charged to its own
+group, while its uid can still write the group's files; rlimits while still root (a hard limit can
+be lowered only once); scratch mounts its tmpfs while CAP_SYS_ADMIN is still there; credentials
 before namespaces (an unprivileged owner can map itself into a new user namespace, root can only
 map uid 0 — see `namespaces`); nnp before landlock and seccomp (both require no_new_privs once
 CAP_SYS_ADMIN is gone — see `nnp`); seccomp last, because it forbids calls the others make.
@@ -26,7 +28,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from plugbox.confine import credentials, env, fds, landlock, namespaces, nnp, rlimits, scratch, seccomp, session
+from plugbox.confine import (
+    cgroups,
+    credentials,
+    env,
+    fds,
+    landlock,
+    namespaces,
+    nnp,
+    rlimits,
+    scratch,
+    seccomp,
+    session,
+)
 from plugbox.confine.layer import Layer, LayerResult
 from plugbox.confine.policy import Policy
 from plugbox.confine.report import Report
@@ -36,6 +50,7 @@ __all__ = ["LAYERS", "Prepared", "Shared", "apply", "prepare", "prepare_shared"]
 
 LAYERS: tuple[Layer[Any, Any], ...] = (
     session.LAYER,
+    cgroups.LAYER,
     fds.LAYER,
     env.LAYER,
     rlimits.LAYER,

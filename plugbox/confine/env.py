@@ -1,4 +1,4 @@
-"""Layer 3, env: the process environment is the allowlist, and the scratch dir is home.
+"""Layer 4, env: the process environment is the allowlist, and the scratch dir is home.
 
 os.environ is cleared (which also unsets the C-level environ) except `policy.env_allow`; TMPDIR
 and HOME point at the scratch dir, PATH is minimal, the working directory is the scratch dir and

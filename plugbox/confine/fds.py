@@ -1,4 +1,4 @@
-"""Layer 2, fds: no inherited file descriptor but the channel.
+"""Layer 3, fds: no inherited file descriptor but the channel.
 
 0/1/2 become /dev/null (anything a plugin prints goes nowhere; logs travel over the channel),
 every other fd except `keep_fds` is closed with close_range(2) over the gaps between kept fds,

@@ -15,7 +15,7 @@ import msgspec
 
 from plugbox import errors
 
-__all__ = ["NOBODY", "Policy", "default_runtime_paths"]
+__all__ = ["NOBODY", "CgroupPlacement", "Policy", "default_runtime_paths"]
 
 NOBODY = 65534
 """The default uid/gid a root-started worker drops to."""
@@ -34,6 +34,15 @@ _SYSTEM_RUNTIME_PATHS = (
     "/etc/mime.types",  # mimetypes.init() opens it without catching PermissionError (CPython 3.11)
     "/dev/urandom",
 )
+
+
+class CgroupPlacement(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """The worker's cgroup, made for it before the fork (see `cgroups`): the directories to join,
+    one per hierarchy, or none with `note` saying why; `required` makes an absent group fatal."""
+
+    dirs: tuple[str, ...] = ()
+    required: bool = False
+    note: str = "not requested"
 
 
 class Policy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -68,6 +77,8 @@ class Policy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     """False: the first layer that cannot apply raises ConfinementError. True: record it, go on."""
     unprivileged_uid: int = NOBODY
     """When the worker runs as root it drops to this uid (and the same gid)."""
+    cgroup: CgroupPlacement = CgroupPlacement()
+    """The cgroup the worker joins first thing (CPU quota, memory, pids limits)."""
 
     def __post_init__(self) -> None:
         if not self.keep_fds:
@@ -80,9 +91,9 @@ class Policy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
         for field in ("scratch_dir", "plugin_dir"):
             if not os.path.isabs(getattr(self, field)):
                 raise ValueError(f"{field} must be an absolute path")
-        for path in self.runtime_paths:
+        for path in (*self.runtime_paths, *self.cgroup.dirs):
             if not os.path.isabs(path):
-                raise ValueError(f"runtime_paths: {path!r} is not absolute")
+                raise ValueError(f"{path!r} is not absolute")
         for field in ("memory_bytes", "open_files", "file_size_bytes"):
             if getattr(self, field) <= 0:
                 raise ValueError(f"{field} must be positive")

@@ -1,4 +1,4 @@
-"""Layer 4, rlimits: address space, open files, file size, and no core dumps.
+"""Layer 5, rlimits: address space, open files, file size, and no core dumps.
 
 Soft and hard limits are set to the same value, before credentials are dropped (root can still
 lower a hard limit past what a later non-root step could). A limit already below the policy's

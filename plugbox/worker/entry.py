@@ -32,7 +32,7 @@ def prepare_once() -> None:
     _prepared = confine.prepare_shared()
 
 
-def _policy(spec: Spawn, channel_fd: int) -> confine.Policy:
+def _policy(spec: Spawn, channel_fd: int, placement: confine.CgroupPlacement) -> confine.Policy:
     return confine.Policy(
         keep_fds=(channel_fd,),
         scratch_dir=spec.scratch_dir,
@@ -43,6 +43,7 @@ def _policy(spec: Spawn, channel_fd: int) -> confine.Policy:
         scratch_bytes=spec.scratch_bytes,
         netns=spec.netns,
         degraded=spec.degraded,
+        cgroup=placement,
     )
 
 
@@ -55,12 +56,12 @@ def _new_loop() -> asyncio.AbstractEventLoop:
         return asyncio.new_event_loop()
 
 
-def run(spec: Spawn, channel_fd: int) -> int:
+def run(spec: Spawn, channel_fd: int, placement: confine.CgroupPlacement) -> int:
     from plugbox.worker.server import serve
 
     error: str | None = None
     try:
-        report = confine.apply(confine.prepare(_policy(spec, channel_fd), _prepared))
+        report = confine.apply(confine.prepare(_policy(spec, channel_fd, placement), _prepared))
         layers = [msgspec.to_builtins(r) for r in report.layers]
     except ConfinementError as exc:
         layers = [{"name": exc.layer, "applied": False, "detail": exc.reason}]

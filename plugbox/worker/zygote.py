@@ -25,6 +25,9 @@ from typing import Any
 
 import msgspec
 
+from plugbox.confine.cgroups import Groups, Request
+from plugbox.confine.policy import CgroupPlacement
+
 __all__ = ["Exited", "Failed", "Spawn", "Spawned", "ZygoteMsg", "main"]
 
 PR_SET_PDEATHSIG = 1
@@ -43,6 +46,7 @@ class Spawn(msgspec.Struct, tag="spawn", frozen=True):
     frame_max_bytes: int = 16 << 20
     netns: bool = False
     degraded: bool = False
+    cgroup: Request = Request()
 
 
 class Spawned(msgspec.Struct, tag="spawned", frozen=True):
@@ -58,6 +62,7 @@ class Failed(msgspec.Struct, tag="failed", frozen=True):
 class Exited(msgspec.Struct, tag="exited", frozen=True):
     pid: int
     status: int
+    oom_kills: int = 0  # by the kernel, in the worker's own cgroup (memory limit)
 
 
 ZygoteMsg = Spawned | Failed | Exited
@@ -70,7 +75,7 @@ def _set_pdeathsig() -> None:
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
-def _child(spec: Spawn, channel_fd: int) -> None:
+def _child(spec: Spawn, channel_fd: int, placement: CgroupPlacement) -> None:
     """In the forked child: confine, then serve. Never returns."""
     code = 0
     try:
@@ -79,18 +84,20 @@ def _child(spec: Spawn, channel_fd: int) -> None:
             signal.signal(sig, signal.SIG_DFL)
         from plugbox.worker import entry
 
-        code = entry.run(spec, channel_fd)
+        code = entry.run(spec, channel_fd, placement)
     except BaseException:  # nothing may escape back into the zygote's loop
         code = 70
     finally:
         os._exit(code)
 
 
-def _spawn(ctl: socket.socket, spec: Spawn, channel_fd: int) -> None:
+def _spawn(ctl: socket.socket, spec: Spawn, channel_fd: int, groups: Groups) -> None:
+    placement = groups.place(f"w{spec.sid}-{spec.plugin_id[:40]}", spec.cgroup)  # made before the fork
     pid = os.fork()
     if pid == 0:
         ctl.close()
-        _child(spec, channel_fd)
+        _child(spec, channel_fd, placement)
+    groups.adopt(pid, placement)
     os.close(channel_fd)
     pidfd = os.pidfd_open(pid)
     try:
@@ -99,7 +106,7 @@ def _spawn(ctl: socket.socket, spec: Spawn, channel_fd: int) -> None:
         os.close(pidfd)
 
 
-def _reap(ctl: socket.socket) -> None:
+def _reap(ctl: socket.socket, groups: Groups) -> None:
     while True:
         try:
             pid, status = os.waitpid(-1, os.WNOHANG)
@@ -107,7 +114,7 @@ def _reap(ctl: socket.socket) -> None:
             return
         if pid == 0:
             return
-        ctl.send(_encode(Exited(pid, status)))
+        ctl.send(_encode(Exited(pid, status, groups.release(pid))))
 
 
 def _preload() -> None:
@@ -141,6 +148,7 @@ def _serve(argv: list[str]) -> int:
 
     entry.prepare_once()
     decoder = msgspec.json.Decoder(Spawn)
+    groups = Groups()
     wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     signal.set_wakeup_fd(wake_w)
     signal.signal(signal.SIGCHLD, lambda *_: None)
@@ -152,20 +160,21 @@ def _serve(argv: list[str]) -> int:
         if wake_r in readable:
             with contextlib.suppress(BlockingIOError):
                 os.read(wake_r, 4096)
-            _reap(ctl)
+            _reap(ctl, groups)
         if ctl.fileno() in readable:
             try:
                 data, fds, _flags, _addr = socket.recv_fds(ctl, MAX_CONTROL_MSG, 4)
             except InterruptedError:
                 continue
             if not data:
+                groups.close()
                 return 0  # host closed the control channel
             spec: Any = None
             try:
                 spec = decoder.decode(data)
                 if len(fds) != 1:
                     raise ValueError(f"spawn needs exactly one channel fd, got {len(fds)}")
-                _spawn(ctl, spec, fds[0])
+                _spawn(ctl, spec, fds[0], groups)
             except Exception as exc:
                 for fd in fds:
                     with contextlib.suppress(OSError):

@@ -26,7 +26,12 @@ def _run(*args: str, **env: str) -> dict[str, object]:
     return result
 
 
-@pytest.mark.parametrize("env", [{}, {"PLUGBOX_USE_NETNS": "1"}], ids=["default", "netns"])
+@pytest.mark.parametrize("env", [
+    {},
+    {"PLUGBOX_USE_NETNS": "1"},
+    {"PLUGBOX_WORKER_CGROUPS": "required"},
+    {"PLUGBOX_WORKER_CGROUPS": "required", "PLUGBOX_CGROUP_PARENT": "/no-such-parent"},
+], ids=["default", "netns", "cgroups-required", "cgroups-required-unavailable"])
 def test_doctor_predicts_whether_a_confined_plugin_starts(env: dict[str, str]) -> None:
     doctor = _run("doctor", **env)
     report = _run("dev", "run", "examples/plugins/echo", **env)

@@ -373,6 +373,7 @@ def main() -> int:
         plugin_dir=config["plugin"],
         netns=config.get("netns", False),
         memory_bytes=config.get("memory_bytes", 256 << 20),
+        cgroup=confine.CgroupPlacement(**{**config["cgroup"], "dirs": tuple(config["cgroup"]["dirs"])}),
     )
     # `without` exists only so the tests can show each attack lands once its layer is removed.
     layers = [layer for layer in confine.LAYERS if layer.name not in config.get("without", ())]

@@ -22,22 +22,27 @@ import sys
 import sysconfig
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from plugbox.confine import _cgroupfs
+from plugbox.confine.cgroups import Groups, Request
 from plugbox.confine.credentials import unreachable_for
 from plugbox.confine.policy import NOBODY
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="confinement layers are Linux-only")
 
 PROBE = Path(__file__).with_name("_confined_probe.py")
+# The probe's cgroup is made here, as the zygote makes a worker's: before the process starts.
+GROUPS = Groups()
+PROBE_CGROUP = Request(mode="required", cpu_quota_percent=100, memory_bytes=512 << 20, pids_max=64)
 IS_ROOT = os.geteuid() == 0
-EXPECTED_ORDER = ["session", "fds", "env", "rlimits", "scratch", "credentials", "namespaces", "nnp", "landlock",
-                  "seccomp"]
+EXPECTED_ORDER = ["session", "cgroups", "fds", "env", "rlimits", "scratch", "credentials", "namespaces", "nnp",
+                  "landlock", "seccomp"]
 BENIGN = {
     "json_roundtrip",
     "thread",
@@ -75,6 +80,12 @@ class Sandbox:
     data: Path
     canary: Path
     fds: list[int] = field(default_factory=list)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _probe_groups() -> Iterator[None]:
+    yield
+    GROUPS.close()  # this test process owns the probes' groups, as a zygote owns its workers'
 
 
 @pytest.fixture
@@ -133,9 +144,12 @@ class Run:
 
 def confined(box: Sandbox, attack: str, arg: dict[str, Any] | None = None, *, keep: tuple[int, ...] = (),
              netns: bool = False, pass_fds: tuple[int, ...] = (), plugin: Path | None = None,
-             may_crash: bool = False, without: tuple[str, ...] = ()) -> Run:
+             may_crash: bool = False, without: tuple[str, ...] = (), cgroup: Request = PROBE_CGROUP,
+             after: Callable[[tuple[str, ...]], None] | None = None) -> Run:
+    """Run the probe; `after(group dirs)` sees its cgroup once it exited, before the group goes."""
     python, site = _interpreter()
     read_end, write_end = os.pipe()
+    placement = GROUPS.place(f"probe-{uuid.uuid4().hex[:12]}", cgroup)
     config = {
         "result_fd": write_end,
         "scratch": str(box.scratch),
@@ -146,6 +160,7 @@ def confined(box: Sandbox, attack: str, arg: dict[str, Any] | None = None, *, ke
         "netns": netns,
         "site": site,
         "without": list(without),
+        "cgroup": {"dirs": list(placement.dirs), "required": placement.required, "note": placement.note},
     }
     env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "PLUGBOX_API_KEY": "host-secret-key"}
     try:
@@ -157,12 +172,16 @@ def confined(box: Sandbox, attack: str, arg: dict[str, Any] | None = None, *, ke
         )
     finally:
         os.close(write_end)
+    GROUPS.adopt(proc.pid, placement)
     try:
         returncode = proc.wait(timeout=20)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+        if after is not None:
+            after(placement.dirs)
+        GROUPS.release(proc.pid)
     with os.fdopen(read_end, "rb") as r:
         lines = r.read().decode().splitlines()
     records = [json.loads(line) for line in lines if line.strip()]
@@ -194,6 +213,61 @@ def test_every_layer_applies_in_order_and_benign_work_runs(sandbox: Sandbox) -> 
             assert applied, f"{name}: {detail}"
     assert run.outcome["ok"] is True
     run.assert_benign_work_ok()
+
+
+def test_cgroups_report_names_the_limits_the_kernel_holds(sandbox: Sandbox) -> None:
+    run = confined(sandbox, "none", cgroup=Request(mode="required", cpu_quota_percent=30, memory_bytes=200 << 20,
+                                                   pids_max=20))
+    detail = next(layer[3] for layer in run.layers if layer[0] == "cgroups")
+    assert "pids.max=20" in detail
+    assert "cpu.max=30000 100000" in detail or "cpu.cfs_quota_us=30000" in detail
+    assert f"={200 << 20}" in detail
+    run.assert_benign_work_ok()
+
+
+def test_required_cgroups_that_cannot_be_made_run_nothing(sandbox: Sandbox) -> None:
+    run = confined(sandbox, "none", may_crash=True,
+                   cgroup=Request(mode="required", parent="/no-such-parent", memory_bytes=1 << 30, pids_max=9))
+    crash = run.stage("crashed")
+    assert "ConfinementError" in crash["error"] and "'cgroups'" in crash["error"]
+    assert "no-such-parent" in crash["error"]
+    assert not run.attempted and run.returncode == 1
+
+
+def test_auto_cgroups_that_cannot_be_made_are_reported_skipped(sandbox: Sandbox) -> None:
+    run = confined(sandbox, "none", cgroup=Request(mode="auto", parent="/no-such-parent", memory_bytes=1 << 30,
+                                                   pids_max=9))
+    assert run.layers[1][:3] == ["cgroups", False, True]
+    assert "no-such-parent" in run.layers[1][3]
+    assert run.outcome["ok"] is True
+
+
+def test_threads_beyond_pids_max_fail_to_start(sandbox: Sandbox) -> None:
+    events: list[str] = []
+    run = confined(sandbox, "many_threads", {"max": 1000}, after=lambda dirs: events.extend(_pids_events(dirs)),
+                   cgroup=Request(mode="required", cpu_quota_percent=100, memory_bytes=512 << 20, pids_max=6))
+    value = run.outcome["value"]
+    assert value["started"] < 6 and value["stopped_by"], value  # the main thread is one of the six tasks
+    assert any(line.startswith("max ") and int(line.split()[1]) > 0 for line in events), events
+    run.assert_benign_work_ok()
+
+
+def test_memory_beyond_the_cgroup_limit_is_oom_killed_in_its_group(sandbox: Sandbox) -> None:
+    """The address-space limit (256 MiB) is above the group's 64 MiB: only the cgroup can stop it."""
+    kills: list[int] = []
+    run = confined(sandbox, "memory_bomb", may_crash=True, after=lambda dirs: kills.append(_cgroupfs.oom_kills(dirs)),
+                   cgroup=Request(mode="required", cpu_quota_percent=100, memory_bytes=64 << 20, pids_max=64))
+    assert run.attempted
+    assert run.returncode == -signal.SIGKILL
+    assert kills == [1]
+
+
+def _pids_events(dirs: tuple[str, ...]) -> list[str]:
+    for group in dirs:
+        events = Path(group, "pids.events")
+        if events.exists():
+            return events.read_text().splitlines()
+    return []
 
 
 def test_strict_mode_runs_nothing_when_a_layer_cannot_apply(sandbox: Sandbox) -> None:

@@ -84,6 +84,7 @@ def run(layers: list[Layer[Any, Any]], **overrides: Any) -> Report:
 def test_layers_run_in_the_documented_order() -> None:
     assert [layer.name for layer in confine.LAYERS] == [
         "session",
+        "cgroups",
         "fds",
         "env",
         "rlimits",
@@ -319,6 +320,7 @@ def test_public_api_is_exactly_exported() -> None:
     assert sorted(confine.__all__) == sorted(
         [
             "LAYERS",
+            "CgroupPlacement",
             "LayerProbe",
             "LayerResult",
             "Policy",

@@ -1,0 +1,350 @@
+"""The cgroup filesystem as plugbox uses it: find where groups can be made, make one per worker with
+its limits, kill everything in it, remove it. Files and directories only; no policy.
+
+Two kernels' worth of interface, one shape (`Tree`):
+
+  v2 (unified)  one directory per group; cpu.max, memory.max (+ memory.swap.max 0, memory.oom.group
+                1), pids.max; cgroup.kill ends every process in it at once.
+  v1            one directory per controller hierarchy (cpu, cpuacct when mounted apart, memory,
+                pids); cpu.cfs_quota_us over cpu.cfs_period_us, memory.limit_in_bytes (+ memsw at
+                the same value, so swap cannot extend it), pids.max; no cgroup.kill, so every pid
+                listed in cgroup.procs is SIGKILLed until the list stays empty.
+
+v2 is used when the parent directory offers all of cpu, memory and pids; else v1 when those three
+hierarchies are mounted; else none (with the reason). Groups live under
+`<parent>/plugbox-<owner pid>/`, where parent is the creating process's own cgroup (what a
+delegating service manager hands over, e.g. systemd's Delegate=yes) or an operator-named path
+relative to each hierarchy's root. Memory counts everything the kernel charges a group: anonymous
+pages, page cache, tmpfs (the scratch layer's pages) and kernel memory.
+
+v2's "no internal processes" rule forbids enabling controllers for children of a group that has
+processes of its own; as a delegated service's cgroup has exactly that (the host), `Tree.v2` moves
+the processes already there into a `<parent>/supervisor` leaf first, as systemd.resource-control(5)
+"Delegate=" expects of a delegate. v1 has no such rule.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import re
+import signal
+import time
+from dataclasses import dataclass
+
+__all__ = [
+    "Limits",
+    "Tree",
+    "cpu_usage_ns",
+    "create",
+    "find_tree",
+    "groups_of",
+    "kill",
+    "oom_kills",
+    "owner_dirs",
+    "read_limits",
+    "remove",
+    "stale_owners",
+]
+
+ROOT = "/sys/fs/cgroup"
+CONTROLLERS = ("cpu", "memory", "pids")
+_V1_EXTRA = ("cpuacct",)  # accounting only: where cpu usage is read on v1 when mounted apart
+_CFS_PERIOD_US = 100_000
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+@dataclass(frozen=True)
+class Limits:
+    cpu_quota_percent: int  # of one CPU; 0 = no quota
+    memory_bytes: int
+    pids_max: int
+
+
+@dataclass(frozen=True)
+class Tree:
+    """Where this process makes groups: `version` and one base directory per hierarchy."""
+
+    version: int
+    bases: tuple[str, ...]
+
+    @property
+    def description(self) -> str:
+        return f"cgroup v{self.version} under {', '.join(self.bases)}"
+
+
+def _write(path: str, value: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        os.write(fd, value.encode())
+    finally:
+        os.close(fd)
+
+
+def _read(path: str) -> str:
+    with open(path) as f:
+        return f.read().strip()
+
+
+def _mounts(mountinfo: str) -> tuple[str | None, dict[str, str]]:
+    """(cgroup2 mount point, {v1 controller: its mount point}) from /proc/self/mountinfo."""
+    v2: str | None = None
+    v1: dict[str, str] = {}
+    for line in mountinfo.splitlines():
+        left, _, right = line.partition(" - ")
+        fields, tail = left.split(), right.split()
+        if len(fields) < 5 or len(tail) < 3:
+            continue
+        point = fields[4]
+        if tail[0] == "cgroup2" and v2 is None:
+            v2 = point
+        elif tail[0] == "cgroup":
+            for option in tail[2].split(","):
+                v1.setdefault(option, point)
+    return v2, v1
+
+
+def _memberships(proc_cgroup: str) -> tuple[str | None, dict[str, str]]:
+    """(own v2 path, {v1 controller: own path}) from /proc/self/cgroup."""
+    v2: str | None = None
+    v1: dict[str, str] = {}
+    for line in proc_cgroup.splitlines():
+        _hid, controllers, path = line.split(":", 2)
+        if not controllers:
+            v2 = path
+        for name in controllers.split(","):
+            v1[name] = path
+    return v2, v1
+
+
+def _base(mount: str, own: str, parent: str) -> str:
+    relative = parent if parent else own
+    return os.path.normpath(os.path.join(mount, relative.lstrip("/")))
+
+
+def _v2_missing(base: str) -> list[str]:
+    try:
+        offered = set(_read(os.path.join(base, "cgroup.controllers")).split())
+    except OSError:
+        return list(CONTROLLERS)
+    return [c for c in CONTROLLERS if c not in offered]
+
+
+def find_tree(parent: str = "") -> Tree | str:
+    """The groups tree this process can use, or why there is none. `parent`: a path relative to
+    each hierarchy's root ("" = this process's own cgroup). Reads /proc only; creates nothing."""
+    try:
+        v2_mount, v1_mounts = _mounts(_read("/proc/self/mountinfo"))
+        v2_own, v1_own = _memberships(_read("/proc/self/cgroup"))
+    except OSError as exc:
+        return f"cannot read /proc/self: {exc.strerror}"
+    if v2_mount is not None and v2_own is not None:
+        base = _base(v2_mount, v2_own, parent)
+        if not _v2_missing(base):
+            return _writable(Tree(2, (base,)))
+    missing = [c for c in CONTROLLERS if c not in v1_mounts or c not in v1_own]
+    if not missing:
+        wanted = [c for c in (*CONTROLLERS, *_V1_EXTRA) if c in v1_mounts and c in v1_own]
+        bases = {_base(v1_mounts[c], v1_own[c], parent): None for c in wanted}  # co-mounted: once
+        return _writable(Tree(1, tuple(bases)))
+    if v2_mount is None:
+        v2_note = "no cgroup2 mount"
+    else:
+        v2_base = _base(v2_mount, v2_own or "/", parent)
+        v2_note = f"v2 at {v2_base} lacks {', '.join(_v2_missing(v2_base))}"
+    return f"no usable cgroups: {v2_note}; v1 lacks {', '.join(missing)}"
+
+
+def groups_of(pid: int) -> tuple[str, ...]:
+    """The cgroup directories process `pid` is in, one per mounted hierarchy (v1 and v2 alike)."""
+    v2_mount, v1_mounts = _mounts(_read("/proc/self/mountinfo"))
+    v2_path, v1_paths = _memberships(_read(f"/proc/{pid}/cgroup"))
+    found = {_base(v1_mounts[c], path, ""): None for c, path in v1_paths.items() if c in v1_mounts}
+    if v2_mount is not None and v2_path is not None:
+        found[_base(v2_mount, v2_path, "")] = None
+    return tuple(found)
+
+
+def _writable(tree: Tree) -> Tree | str:
+    for base in tree.bases:
+        if not os.path.isdir(base):
+            return f"cgroup v{tree.version}: {base} does not exist"
+        if not os.access(base, os.W_OK | os.X_OK):
+            return (f"cgroup v{tree.version}: {base} is not writable by uid {os.geteuid()} "
+                    "(delegate it: systemd Delegate=yes, or chown it to this user)")
+    return tree
+
+
+def _enable_v2_children(base: str) -> None:
+    """Let children of `base` have cpu, memory and pids (see the module docstring)."""
+    enabled = set(_read(os.path.join(base, "cgroup.subtree_control")).split())
+    if all(c in enabled for c in CONTROLLERS):
+        return
+    procs = _read(os.path.join(base, "cgroup.procs")).split()
+    if procs:
+        leaf = os.path.join(base, "supervisor")
+        os.makedirs(leaf, exist_ok=True)
+        for pid in procs:
+            with contextlib.suppress(ProcessLookupError):
+                _write(os.path.join(leaf, "cgroup.procs"), pid)
+    _write(os.path.join(base, "cgroup.subtree_control"), " ".join(f"+{c}" for c in CONTROLLERS))
+
+
+def owner_dirs(tree: Tree, owner: int) -> tuple[str, ...]:
+    """The per-owner directories (`plugbox-<pid>`) under each base, created if need be."""
+    dirs = []
+    for base in tree.bases:
+        path = os.path.join(base, f"plugbox-{owner}")
+        if tree.version == 2:
+            _enable_v2_children(base)
+        os.makedirs(path, exist_ok=True)
+        if tree.version == 2:
+            _enable_v2_children(path)
+        dirs.append(path)
+    return tuple(dirs)
+
+
+def _set_limits_v2(group: str, limits: Limits) -> None:
+    quota = "max" if limits.cpu_quota_percent == 0 else str(limits.cpu_quota_percent * _CFS_PERIOD_US // 100)
+    _write(os.path.join(group, "cpu.max"), f"{quota} {_CFS_PERIOD_US}")
+    _write(os.path.join(group, "memory.max"), str(limits.memory_bytes))
+    if os.path.exists(os.path.join(group, "memory.swap.max")):
+        _write(os.path.join(group, "memory.swap.max"), "0")
+    _write(os.path.join(group, "memory.oom.group"), "1")
+    _write(os.path.join(group, "pids.max"), str(limits.pids_max))
+
+
+def _set_limits_v1(group: str, limits: Limits) -> None:
+    if os.path.exists(os.path.join(group, "cpu.cfs_quota_us")):
+        quota = -1 if limits.cpu_quota_percent == 0 else limits.cpu_quota_percent * _CFS_PERIOD_US // 100
+        _write(os.path.join(group, "cpu.cfs_period_us"), str(_CFS_PERIOD_US))
+        _write(os.path.join(group, "cpu.cfs_quota_us"), str(quota))
+    if os.path.exists(os.path.join(group, "memory.limit_in_bytes")):
+        _write(os.path.join(group, "memory.limit_in_bytes"), str(limits.memory_bytes))
+        # memsw (memory + swap) must be >= the memory limit, hence second; absent without swap accounting.
+        if os.path.exists(os.path.join(group, "memory.memsw.limit_in_bytes")):
+            _write(os.path.join(group, "memory.memsw.limit_in_bytes"), str(limits.memory_bytes))
+    if os.path.exists(os.path.join(group, "pids.max")):
+        _write(os.path.join(group, "pids.max"), str(limits.pids_max))
+
+
+def create(tree: Tree, owner_dirs_: tuple[str, ...], name: str, limits: Limits) -> tuple[str, ...]:
+    """Make group `name` in every hierarchy with `limits`; returns its directories. On any failure
+    what was made is removed again and the OSError propagates."""
+    if not _SAFE_NAME.match(name):
+        raise ValueError(f"cgroup name {name!r} is not a plain directory name")
+    made: list[str] = []
+    try:
+        for parent in owner_dirs_:
+            path = os.path.join(parent, name)
+            os.mkdir(path, 0o755)
+            made.append(path)
+            (_set_limits_v2 if tree.version == 2 else _set_limits_v1)(path, limits)
+    except BaseException:
+        remove(tuple(made))
+        raise
+    return tuple(made)
+
+
+def _pids(group: str) -> list[int]:
+    try:
+        return [int(p) for p in _read(os.path.join(group, "cgroup.procs")).split()]
+    except FileNotFoundError:
+        return []
+
+
+def kill(dirs: tuple[str, ...], budget: float = 0.5) -> int:
+    """SIGKILL every process in the group (cgroup.kill where the kernel has it); returns how many
+    processes were listed. Waits up to `budget` seconds for the group to empty."""
+    listed = 0
+    deadline = time.monotonic() + budget
+    for group in dirs:
+        killer = os.path.join(group, "cgroup.kill")
+        while (pids := _pids(group)) and time.monotonic() < deadline:
+            listed += len(pids)
+            if os.path.exists(killer):
+                _write(killer, "1")
+            else:
+                for pid in pids:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
+            time.sleep(0.005)  # a killed task leaves cgroup.procs once it has fully exited
+    return listed
+
+
+def remove(dirs: tuple[str, ...]) -> list[str]:
+    """rmdir each directory; returns those still there (busy: a task not yet gone)."""
+    left = []
+    for group in dirs:
+        try:
+            os.rmdir(group)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            if exc.errno not in (errno.EBUSY, errno.ENOTEMPTY):
+                raise
+            left.append(group)
+    return left
+
+
+def oom_kills(dirs: tuple[str, ...]) -> int:
+    """How many processes the kernel's OOM killer ended in this group (memory hierarchy only)."""
+    for group in dirs:
+        for name in ("memory.events", "memory.oom_control"):  # v2, v1
+            with contextlib.suppress(OSError):
+                for line in _read(os.path.join(group, name)).splitlines():
+                    key, _, value = line.partition(" ")
+                    if key == "oom_kill":
+                        return int(value)
+    return 0
+
+
+def cpu_usage_ns(dirs: tuple[str, ...]) -> int | None:
+    """CPU time the group used so far, in nanoseconds (cpuacct.usage on v1, cpu.stat on v2)."""
+    for group in dirs:
+        with contextlib.suppress(OSError):
+            return int(_read(os.path.join(group, "cpuacct.usage")))
+        with contextlib.suppress(OSError):
+            for line in _read(os.path.join(group, "cpu.stat")).splitlines():
+                key, _, value = line.partition(" ")
+                if key == "usage_usec":
+                    return int(value) * 1000
+    return None
+
+
+def read_limits(dirs: tuple[str, ...]) -> dict[str, str]:
+    """The limits the kernel holds for this group, as found in its files (for reports)."""
+    found: dict[str, str] = {}
+    files = {
+        "cpu": ("cpu.max", "cpu.cfs_quota_us"),
+        "memory": ("memory.max", "memory.limit_in_bytes"),
+        "pids": ("pids.max",),
+    }
+    for group in dirs:
+        for key, names in files.items():
+            for name in names:
+                with contextlib.suppress(OSError):
+                    found.setdefault(key, f"{name}={_read(os.path.join(group, name))}")
+    return found
+
+
+def stale_owners(tree: Tree) -> list[str]:
+    """`plugbox-<pid>` directories under each base whose owner process is gone."""
+    stale = []
+    for base in tree.bases:
+        with contextlib.suppress(OSError):
+            for name in os.listdir(base):
+                if name.startswith("plugbox-") and name[8:].isdigit() and not _alive(int(name[8:])):
+                    stale.append(os.path.join(base, name))
+    return stale
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
