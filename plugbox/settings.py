@@ -85,6 +85,9 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     """Memory limit of a worker's group, all memory counted: heap (worker_memory_bytes) + scratch tmpfs."""
     worker_pids_max: PositiveInt = 64
     """Tasks in a worker's group, threads included."""
+    worker_uids: str = "auto"
+    """On a non-root host, a uid per worker from the host user's /etc/subuid range (newuidmap):
+    "required", "auto" (where possible; reported skipped elsewhere) or "off". See confine/userns.py."""
     frame_max_bytes: PositiveInt = 16 << 20
     """Largest bridge frame either side accepts."""
     log_lines_per_window: PositiveInt = 200
@@ -153,8 +156,9 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     def __post_init__(self) -> None:
         if self.confinement not in ("strict", "degraded"):
             raise ValueError("confinement must be 'strict' or 'degraded'")
-        if self.worker_cgroups not in ("required", "auto", "off"):
-            raise ValueError("worker_cgroups must be 'required', 'auto' or 'off'")
+        for name in ("worker_cgroups", "worker_uids"):
+            if getattr(self, name) not in ("required", "auto", "off"):
+                raise ValueError(f"{name} must be 'required', 'auto' or 'off'")
         if self.fetch_timeout_ms > self.fetch_timeout_max_ms:
             raise ValueError("fetch_timeout_ms must not exceed fetch_timeout_max_ms")
 

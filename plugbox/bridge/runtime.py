@@ -438,6 +438,7 @@ class WorkerRuntime:
             "frame_max_bytes": s.frame_max_bytes,
             "netns": s.use_netns,
             "degraded": s.confinement == "degraded",
+            "uids": s.worker_uids,
             "cgroup": CgroupRequest(mode=s.worker_cgroups, parent=s.cgroup_parent,
                                     cpu_quota_percent=s.worker_cpu_quota_percent,
                                     memory_bytes=s.worker_cgroup_memory_bytes, pids_max=s.worker_pids_max),

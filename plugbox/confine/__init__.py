@@ -4,6 +4,7 @@ One module per layer, applied by `contain` in a fixed order:
 
     session      own session, dies with its parent            (session.py)
     cgroups      its own cgroup: CPU quota, memory, pids      (cgroups.py)
+    userns       non-root host: a subordinate uid of its own  (userns.py)
     fds          0/1/2 -> /dev/null, all else closed but kept (fds.py)
     env          environment allowlist, TMPDIR=HOME=scratch   (env.py)
     rlimits      AS, NOFILE, FSIZE, CORE=0                    (rlimits.py)
@@ -25,7 +26,7 @@ from __future__ import annotations
 from plugbox.confine.contain import LAYERS, Prepared, Shared, apply, prepare, prepare_shared
 from plugbox.confine.doctor import probe
 from plugbox.confine.layer import LayerProbe, LayerResult
-from plugbox.confine.policy import CgroupPlacement, Policy, default_runtime_paths
+from plugbox.confine.policy import CgroupPlacement, Policy, UidPlacement, default_runtime_paths
 from plugbox.confine.report import Report
 
 __all__ = [
@@ -37,6 +38,7 @@ __all__ = [
     "Prepared",
     "Report",
     "Shared",
+    "UidPlacement",
     "apply",
     "default_runtime_paths",
     "prepare",

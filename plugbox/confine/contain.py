@@ -1,10 +1,11 @@
 """The orchestrator: applies the layers in one fixed, visible order and stops at the first failure.
 
-    session -> cgroups -> fds -> env -> rlimits -> scratch -> credentials -> namespaces -> nnp
-            -> landlock -> seccomp
+    session -> cgroups -> userns -> fds -> env -> rlimits -> scratch -> credentials -> namespaces
+            -> nnp -> landlock -> seccomp
 
 Why this order: cgroups right after session, so what the worker allocates is charged to its own
-group, while its uid can still write the group's files; rlimits while still root (a hard limit can
+group, while its uid can still write the group's files; userns next (a non-root host's worker
+takes its own uid, keeping the capabilities of its namespace for scratch); rlimits while still root (a hard limit can
 be lowered only once); scratch mounts its tmpfs while CAP_SYS_ADMIN is still there; credentials
 before namespaces (an unprivileged owner can map itself into a new user namespace, root can only
 map uid 0 — see `namespaces`); nnp before landlock and seccomp (both require no_new_privs once
@@ -40,6 +41,7 @@ from plugbox.confine import (
     scratch,
     seccomp,
     session,
+    userns,
 )
 from plugbox.confine.layer import Layer, LayerResult
 from plugbox.confine.policy import Policy
@@ -51,6 +53,7 @@ __all__ = ["LAYERS", "Prepared", "Shared", "apply", "prepare", "prepare_shared"]
 LAYERS: tuple[Layer[Any, Any], ...] = (
     session.LAYER,
     cgroups.LAYER,
+    userns.LAYER,
     fds.LAYER,
     env.LAYER,
     rlimits.LAYER,

@@ -126,7 +126,7 @@ def keeps_root(uid: int = NOBODY) -> bool:
 def target_uid(policy: Policy) -> int:
     """The uid this worker will run as once `credentials` has applied."""
     if not _is_root():
-        return os.geteuid()
+        return policy.subid.uid or os.geteuid()
     return 0 if _runtime_unreachable(policy.unprivileged_uid) else policy.unprivileged_uid
 
 

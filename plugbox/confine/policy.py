@@ -15,7 +15,7 @@ import msgspec
 
 from plugbox import errors
 
-__all__ = ["NOBODY", "CgroupPlacement", "Policy", "default_runtime_paths"]
+__all__ = ["NOBODY", "CgroupPlacement", "Policy", "UidPlacement", "default_runtime_paths"]
 
 NOBODY = 65534
 """The default uid/gid a root-started worker drops to."""
@@ -41,6 +41,17 @@ class CgroupPlacement(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     one per hierarchy, or none with `note` saying why; `required` makes an absent group fatal."""
 
     dirs: tuple[str, ...] = ()
+    required: bool = False
+    note: str = "not requested"
+
+
+class UidPlacement(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """The subordinate uid/gid a non-root host gave this worker (see `userns`), or none with `note`
+    saying why; `fd` is the child's end of the mapping handshake with the zygote."""
+
+    uid: int = 0
+    gid: int = 0
+    fd: int = -1
     required: bool = False
     note: str = "not requested"
 
@@ -79,6 +90,8 @@ class Policy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     """When the worker runs as root it drops to this uid (and the same gid)."""
     cgroup: CgroupPlacement = CgroupPlacement()
     """The cgroup the worker joins first thing (CPU quota, memory, pids limits)."""
+    subid: UidPlacement = UidPlacement()
+    """A non-root host's subordinate uid for this worker, entered in its own user namespace."""
 
     def __post_init__(self) -> None:
         if not self.keep_fds:

@@ -14,7 +14,9 @@ needs CAP_SYS_ADMIN. Landlock, later, opens scratch_dir afresh and so grants the
 beneath it. tmpfs pages are memory: the limit is also what a worker can pin in RAM through its
 scratch, beyond its address-space limit, so keep it modest.
 
-A host not running as root has no CAP_SYS_ADMIN to mount with. There the layer reports itself
+A host not running as root mounts it in the worker's own user namespace, where `userns` left the
+worker its namespace's capabilities (the tmpfs then belongs to the worker's subordinate uid). A
+worker without either has no CAP_SYS_ADMIN to mount with. There the layer reports itself
 unavailable and is skipped, not failed: it goes beyond the layers the policy must have (SPEC §7),
 and failing closed on it would start no plugin at all on such a host. `plugbox doctor` and every
 worker's report say so; scratch is then bounded per file only. `scratch_bytes = 0` turns it off.
@@ -25,7 +27,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from plugbox.confine import _linux, credentials
+from plugbox.confine import _linux, credentials, userns
 from plugbox.confine.layer import Layer, LayerProbe, LayerResult, no_share
 from plugbox.confine.policy import Policy
 
@@ -36,6 +38,7 @@ NAME = "scratch"
 CLONE_NEWNS = 0x00020000
 MS_NOSUID, MS_NODEV, MS_NOEXEC = 2, 4, 8
 MS_REC, MS_PRIVATE = 1 << 14, 1 << 18
+_CAP_SYS_ADMIN = 1 << 21
 
 
 @dataclass(frozen=True)
@@ -52,9 +55,10 @@ def prepare(policy: Policy, _shared: None) -> _Plan:
 def apply(plan: _Plan) -> LayerResult:
     if plan.size <= 0:
         return LayerResult.not_requested(NAME, "no scratch size limit requested (scratch_bytes = 0)")
-    if os.geteuid() != 0:
-        return LayerResult.not_requested(NAME, "unavailable: mounting a size-limited scratch needs root "
-                                               "(CAP_SYS_ADMIN); scratch is bounded per file only")
+    if not _linux.capabilities()[0] & _CAP_SYS_ADMIN:
+        return LayerResult.not_requested(NAME, "unavailable: mounting a size-limited scratch needs root or a "
+                                               "user namespace of its own (CAP_SYS_ADMIN); scratch is bounded "
+                                               "per file only")
     try:
         _linux.unshare(CLONE_NEWNS)
         _linux.mount("none", "/", "", MS_REC | MS_PRIVATE, "")
@@ -68,9 +72,10 @@ def apply(plan: _Plan) -> LayerResult:
 
 
 def probe() -> LayerProbe:
-    if os.geteuid() != 0:
-        return LayerProbe(NAME, False, "needs root (CAP_SYS_ADMIN) to mount a size-limited scratch; "
-                                       "without it workers start with scratch bounded per file only")
+    if os.geteuid() != 0 and not userns.probe().available:
+        return LayerProbe(NAME, False, "needs root or a user namespace per worker (CAP_SYS_ADMIN) to mount a "
+                                       "size-limited scratch; without it workers start with scratch bounded "
+                                       "per file only")
     if not os.path.exists("/proc/self/ns/mnt"):
         return LayerProbe(NAME, False, "kernel without mount namespaces")
     return LayerProbe(NAME, True, "private mount namespace + tmpfs with a size limit")

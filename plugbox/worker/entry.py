@@ -32,7 +32,8 @@ def prepare_once() -> None:
     _prepared = confine.prepare_shared()
 
 
-def _policy(spec: Spawn, channel_fd: int, placement: confine.CgroupPlacement) -> confine.Policy:
+def _policy(spec: Spawn, channel_fd: int, placement: confine.CgroupPlacement,
+            subid: confine.UidPlacement) -> confine.Policy:
     return confine.Policy(
         keep_fds=(channel_fd,),
         scratch_dir=spec.scratch_dir,
@@ -44,6 +45,7 @@ def _policy(spec: Spawn, channel_fd: int, placement: confine.CgroupPlacement) ->
         netns=spec.netns,
         degraded=spec.degraded,
         cgroup=placement,
+        subid=subid,
     )
 
 
@@ -56,12 +58,12 @@ def _new_loop() -> asyncio.AbstractEventLoop:
         return asyncio.new_event_loop()
 
 
-def run(spec: Spawn, channel_fd: int, placement: confine.CgroupPlacement) -> int:
+def run(spec: Spawn, channel_fd: int, placement: confine.CgroupPlacement, subid: confine.UidPlacement) -> int:
     from plugbox.worker.server import serve
 
     error: str | None = None
     try:
-        report = confine.apply(confine.prepare(_policy(spec, channel_fd, placement), _prepared))
+        report = confine.apply(confine.prepare(_policy(spec, channel_fd, placement, subid), _prepared))
         layers = [msgspec.to_builtins(r) for r in report.layers]
     except ConfinementError as exc:
         layers = [{"name": exc.layer, "applied": False, "detail": exc.reason}]

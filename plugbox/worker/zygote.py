@@ -26,7 +26,8 @@ from typing import Any
 import msgspec
 
 from plugbox.confine.cgroups import Groups, Request
-from plugbox.confine.policy import CgroupPlacement
+from plugbox.confine.policy import CgroupPlacement, UidPlacement
+from plugbox.confine.userns import Subids
 
 __all__ = ["Exited", "Failed", "Spawn", "Spawned", "ZygoteMsg", "main"]
 
@@ -47,6 +48,7 @@ class Spawn(msgspec.Struct, tag="spawn", frozen=True):
     netns: bool = False
     degraded: bool = False
     cgroup: Request = Request()
+    uids: str = "off"  # a non-root host's subordinate uid per worker: required | auto | off
 
 
 class Spawned(msgspec.Struct, tag="spawned", frozen=True):
@@ -75,7 +77,7 @@ def _set_pdeathsig() -> None:
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
-def _child(spec: Spawn, channel_fd: int, placement: CgroupPlacement) -> None:
+def _child(spec: Spawn, channel_fd: int, placement: CgroupPlacement, subid: UidPlacement) -> None:
     """In the forked child: confine, then serve. Never returns."""
     code = 0
     try:
@@ -84,20 +86,30 @@ def _child(spec: Spawn, channel_fd: int, placement: CgroupPlacement) -> None:
             signal.signal(sig, signal.SIG_DFL)
         from plugbox.worker import entry
 
-        code = entry.run(spec, channel_fd, placement)
+        code = entry.run(spec, channel_fd, placement, subid)
     except BaseException:  # nothing may escape back into the zygote's loop
         code = 70
     finally:
         os._exit(code)
 
 
-def _spawn(ctl: socket.socket, spec: Spawn, channel_fd: int, groups: Groups) -> None:
+def _spawn(ctl: socket.socket, spec: Spawn, channel_fd: int, groups: Groups, subids: Subids) -> None:
     placement = groups.place(f"w{spec.sid}-{spec.plugin_id[:40]}", spec.cgroup)  # made before the fork
+    subid = subids.allot(spec.uids)
+    handshake: socket.socket | None = None
+    if subid.uid:  # the child unshares, then we map its uid from outside (plugbox.confine.userns)
+        handshake, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        subid = msgspec.structs.replace(subid, fd=child_end.detach())
     pid = os.fork()
     if pid == 0:
         ctl.close()
-        _child(spec, channel_fd, placement)
+        if handshake is not None:
+            handshake.close()
+        _child(spec, channel_fd, placement, subid)
     groups.adopt(pid, placement)
+    if handshake is not None:
+        os.close(subid.fd)
+        subids.map(pid, subid, handshake)
     os.close(channel_fd)
     pidfd = os.pidfd_open(pid)
     try:
@@ -106,7 +118,7 @@ def _spawn(ctl: socket.socket, spec: Spawn, channel_fd: int, groups: Groups) -> 
         os.close(pidfd)
 
 
-def _reap(ctl: socket.socket, groups: Groups) -> None:
+def _reap(ctl: socket.socket, groups: Groups, subids: Subids) -> None:
     while True:
         try:
             pid, status = os.waitpid(-1, os.WNOHANG)
@@ -114,6 +126,7 @@ def _reap(ctl: socket.socket, groups: Groups) -> None:
             return
         if pid == 0:
             return
+        subids.release(pid)
         ctl.send(_encode(Exited(pid, status, groups.release(pid))))
 
 
@@ -148,7 +161,7 @@ def _serve(argv: list[str]) -> int:
 
     entry.prepare_once()
     decoder = msgspec.json.Decoder(Spawn)
-    groups = Groups()
+    groups, subids = Groups(), Subids()
     wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     signal.set_wakeup_fd(wake_w)
     signal.signal(signal.SIGCHLD, lambda *_: None)
@@ -160,7 +173,7 @@ def _serve(argv: list[str]) -> int:
         if wake_r in readable:
             with contextlib.suppress(BlockingIOError):
                 os.read(wake_r, 4096)
-            _reap(ctl, groups)
+            _reap(ctl, groups, subids)
         if ctl.fileno() in readable:
             try:
                 data, fds, _flags, _addr = socket.recv_fds(ctl, MAX_CONTROL_MSG, 4)
@@ -174,7 +187,7 @@ def _serve(argv: list[str]) -> int:
                 spec = decoder.decode(data)
                 if len(fds) != 1:
                     raise ValueError(f"spawn needs exactly one channel fd, got {len(fds)}")
-                _spawn(ctl, spec, fds[0], groups)
+                _spawn(ctl, spec, fds[0], groups, subids)
             except Exception as exc:
                 for fd in fds:
                     with contextlib.suppress(OSError):

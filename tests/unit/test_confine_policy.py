@@ -85,6 +85,7 @@ def test_layers_run_in_the_documented_order() -> None:
     assert [layer.name for layer in confine.LAYERS] == [
         "session",
         "cgroups",
+        "userns",
         "fds",
         "env",
         "rlimits",
@@ -327,6 +328,7 @@ def test_public_api_is_exactly_exported() -> None:
             "Prepared",
             "Report",
             "Shared",
+            "UidPlacement",
             "apply",
             "default_runtime_paths",
             "prepare",
