@@ -4,10 +4,11 @@ One module per layer, applied by `contain` in a fixed order:
 
     session      own session, dies with its parent            (session.py)
     cgroups      its own cgroup: CPU quota, memory, pids      (cgroups.py)
-    userns       non-root host: a subordinate uid of its own  (userns.py)
     fds          0/1/2 -> /dev/null, all else closed but kept (fds.py)
     env          environment allowlist, TMPDIR=HOME=scratch   (env.py)
     rlimits      AS, NOFILE, FSIZE, CORE=0                    (rlimits.py)
+    userns       non-root host: a subordinate uid of its own  (userns.py)
+    scratch      scratch is a private tmpfs with a size limit (scratch.py)
     credentials  root -> unprivileged uid, no capabilities    (credentials.py)
     namespaces   optional new user + network namespace        (namespaces.py)
     nnp          no_new_privs                                 (nnp.py)

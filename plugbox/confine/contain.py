@@ -1,14 +1,15 @@
 """The orchestrator: applies the layers in one fixed, visible order and stops at the first failure.
 
-    session -> cgroups -> userns -> fds -> env -> rlimits -> scratch -> credentials -> namespaces
+    session -> cgroups -> fds -> env -> rlimits -> userns -> scratch -> credentials -> namespaces
             -> nnp -> landlock -> seccomp
 
 Why this order: cgroups right after session, so what the worker allocates is charged to its own
-group, while its uid can still write the group's files; userns next (a non-root host's worker
-takes its own uid, keeping the capabilities of its namespace for scratch); rlimits while still root (a hard limit can
-be lowered only once); scratch mounts its tmpfs while CAP_SYS_ADMIN is still there; credentials
-before namespaces (an unprivileged owner can map itself into a new user namespace, root can only
-map uid 0 — see `namespaces`); nnp before landlock and seccomp (both require no_new_privs once
+group, while its uid can still write the group's files; rlimits while still root (a hard limit can
+be lowered only once); userns after env (which chdir'd into the host-made scratch while the worker
+was still the host's uid) and before scratch (a non-root host's worker takes its own uid there and
+keeps its namespace's capabilities for the tmpfs); scratch mounts its tmpfs while CAP_SYS_ADMIN is
+still there; credentials before namespaces (an unprivileged owner can map itself into a new user
+namespace, root can only map uid 0 — see `namespaces`); nnp before landlock and seccomp (both require no_new_privs once
 CAP_SYS_ADMIN is gone — see `nnp`); seccomp last, because it forbids calls the others make.
 
 Three steps, in three places:
@@ -53,10 +54,10 @@ __all__ = ["LAYERS", "Prepared", "Shared", "apply", "prepare", "prepare_shared"]
 LAYERS: tuple[Layer[Any, Any], ...] = (
     session.LAYER,
     cgroups.LAYER,
-    userns.LAYER,
     fds.LAYER,
     env.LAYER,
     rlimits.LAYER,
+    userns.LAYER,
     scratch.LAYER,
     credentials.LAYER,
     namespaces.LAYER,

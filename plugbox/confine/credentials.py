@@ -1,4 +1,4 @@
-"""Layer 7, credentials: the worker holds no root and no capability.
+"""Layer 8, credentials: the worker holds no root and no capability.
 
 A worker started as root (any of the real/effective/saved uids or gids is 0) calls setgroups([]),
 setresgid and setresuid to `policy.unprivileged_uid` (gid = the same number). Leaving uid 0 clears

@@ -29,7 +29,8 @@ class _Plan:
 
 
 def prepare(policy: Policy, _shared: None) -> _Plan:
-    return _Plan(tuple(sorted(policy.keep_fds)))
+    handshake = (policy.subid.fd,) if policy.subid.fd >= 0 else ()  # `userns` still needs it, then closes it
+    return _Plan(tuple(sorted((*policy.keep_fds, *handshake))))
 
 
 def _gaps(keep: tuple[int, ...]) -> list[tuple[int, int]]:

@@ -1,4 +1,4 @@
-"""Layer 10, landlock: the worker sees the Python runtime and its plugin read-only, its scratch dir
+"""Layer 11, landlock: the worker sees the Python runtime and its plugin read-only, its scratch dir
 read-write, and nothing else on disk; no TCP bind/connect; no signals or abstract unix sockets
 outside its own domain.
 

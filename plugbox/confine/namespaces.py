@@ -1,4 +1,4 @@
-"""Layer 8, namespaces (only if `policy.netns`): a new user + network namespace.
+"""Layer 9, namespaces (only if `policy.netns`): a new user + network namespace.
 
 The new network namespace has no device but a down loopback, so even a socket that slipped past
 seccomp reaches nothing. It runs *after* `credentials`, against the brief's first order, because

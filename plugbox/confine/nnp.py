@@ -1,4 +1,4 @@
-"""Layer 9, nnp: prctl(PR_SET_NO_NEW_PRIVS, 1).
+"""Layer 10, nnp: prctl(PR_SET_NO_NEW_PRIVS, 1).
 
 No execve can ever grant privileges again (setuid bits and file capabilities are ignored), and the
 bit is inherited and cannot be cleared. Its place in the order is forced by the two layers after

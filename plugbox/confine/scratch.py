@@ -1,4 +1,4 @@
-"""Layer 6, scratch: the private scratch directory gets a size limit as a whole.
+"""Layer 7, scratch: the private scratch directory gets a size limit as a whole.
 
 RLIMIT_FSIZE caps one file, but nothing else capped how much a worker writes into scratch in
 total, and scratch sits on the host's data filesystem: a hostile plugin could fill the host's

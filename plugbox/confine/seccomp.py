@@ -1,4 +1,4 @@
-"""Layer 11, seccomp (always last): a syscall filter for what no plugin needs.
+"""Layer 12, seccomp (always last): a syscall filter for what no plugin needs.
 
 Default ALLOW; the denied calls fail with EPERM, which CPython turns into PermissionError:
   no new sockets (socket; socketpair only as AF_UNIX SOCK_STREAM, which asyncio's self-pipe needs —

@@ -1,4 +1,4 @@
-"""Layer 3, userns (a host that does not run as root): each worker becomes a uid of its own.
+"""Layer 6, userns (a host that does not run as root): each worker becomes a uid of its own.
 
 A root host drops each worker to an unprivileged uid (`credentials`). A host running as an ordinary
 user U cannot change uid, so without this layer every worker would share U — with the host and with
@@ -17,8 +17,9 @@ owner. Another worker, S+j, shares neither uid nor user namespace: it cannot sig
 a 0700 file of S+k. U still can (it owns every worker's namespace), which is how the host stops
 its workers.
 
-Its place: after `cgroups` (joined as U, before the uid change), before `fds` (which closes the
-handshake socket with the rest). Inside 0 is not mapped, so the uid change keeps the namespace's
+Its place: after `cgroups` (joined as U, before the uid change) and `env` (which entered the
+host-made scratch directory, U's and 0700, as U), before `scratch`; `fds` keeps the handshake
+socket open for it and this layer closes it. Inside 0 is not mapped, so the uid change keeps the namespace's
 capabilities (kernel cap_emulate_setxuid compares against the namespace's uid 0): `scratch` uses
 CAP_SYS_ADMIN there to mount its tmpfs, owned by S+k, in a mount namespace of the worker's own —
 the host-made scratch directory (U's, 0700) is never opened by the worker — and `credentials` then

@@ -41,7 +41,7 @@ PROBE = Path(__file__).with_name("_confined_probe.py")
 GROUPS = Groups()
 PROBE_CGROUP = Request(mode="required", cpu_quota_percent=100, memory_bytes=512 << 20, pids_max=64)
 IS_ROOT = os.geteuid() == 0
-EXPECTED_ORDER = ["session", "cgroups", "userns", "fds", "env", "rlimits", "scratch", "credentials", "namespaces",
+EXPECTED_ORDER = ["session", "cgroups", "fds", "env", "rlimits", "userns", "scratch", "credentials", "namespaces",
                   "nnp", "landlock", "seccomp"]
 BENIGN = {
     "json_roundtrip",

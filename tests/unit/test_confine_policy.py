@@ -85,10 +85,10 @@ def test_layers_run_in_the_documented_order() -> None:
     assert [layer.name for layer in confine.LAYERS] == [
         "session",
         "cgroups",
-        "userns",
         "fds",
         "env",
         "rlimits",
+        "userns",
         "scratch",
         "credentials",
         "namespaces",
