@@ -48,16 +48,17 @@ def descendants(pid: int) -> set[int]:
 
 @contextlib.contextmanager
 def serving(
-    tmp_path: Path, admin_key: str, plugins: dict[str, Path] | None = None
+    tmp_path: Path, admin_key: str, plugins: dict[str, Path] | None = None, settings: dict[str, str] | None = None
 ) -> Iterator[tuple[subprocess.Popen[bytes], str, Path]]:
-    """`plugbox serve` on a free port, with a temp data dir and `plugins` copied into its plugins dir."""
+    """`plugbox serve` on a free port, with a temp data dir, `plugins` copied into its plugins dir and
+    `settings` (PLUGBOX_* variables) on top of the defaults."""
     plugins_dir = tmp_path / "plugins"
     for name, src in (plugins or {}).items():
         shutil.copytree(src, plugins_dir / name)
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("PLUGBOX_")}
     env.update({"PLUGBOX_DATA_DIR": str(tmp_path / "data"), "PLUGBOX_PLUGINS_DIR": str(plugins_dir),
-                "PLUGBOX_ADMIN_API_KEYS": admin_key})
+                "PLUGBOX_ADMIN_API_KEYS": admin_key, **(settings or {})})
     cmd = [sys.executable, "-c", "from plugbox.cli import main; main()", "serve", "--port", str(port)]
     log = tmp_path / "serve.log"
     with open(log, "wb") as out:
