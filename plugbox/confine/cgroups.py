@@ -59,6 +59,7 @@ class Groups:
     def __init__(self) -> None:
         self._trees: dict[str, tuple[_cgroupfs.Tree, tuple[str, ...]] | str] = {}
         self._by_pid: dict[int, tuple[str, ...]] = {}
+        self._unowned: list[tuple[str, ...]] = []  # placed, no worker adopted them yet
         self._busy: list[tuple[str, ...]] = []
 
     def _tree(self, parent: str) -> tuple[_cgroupfs.Tree, tuple[str, ...]] | str:
@@ -98,11 +99,13 @@ class Groups:
             dirs = _cgroupfs.create(tree, owners, name, limits)
         except (OSError, ValueError) as exc:
             return CgroupPlacement(required=required, note=f"{tree.description}: making {name}: {exc}")
+        self._unowned.append(dirs)
         return CgroupPlacement(dirs=dirs, required=required, note=f"v{tree.version}")
 
     def adopt(self, pid: int, placement: CgroupPlacement) -> None:
         """Remember that worker `pid` owns this placement's group (call after the fork)."""
         if placement.dirs:
+            self._unowned.remove(placement.dirs)
             self._by_pid[pid] = placement.dirs
 
     def release(self, pid: int) -> int:
@@ -122,6 +125,8 @@ class Groups:
         """Release every group (killing what is in it) and remove this process's owner directories."""
         for pid in list(self._by_pid):
             self.release(pid)
+        for dirs in self._unowned + self._busy:
+            self._discard(dirs)
         for found in self._trees.values():
             if not isinstance(found, str):
                 _cgroupfs.remove(found[1])
