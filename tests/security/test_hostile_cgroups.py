@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from plugbox.confine import _cgroupfs
-from plugbox.loader import Status
+from plugbox.lifecycle import Status
 
 from .conftest import SESSION, Attack, alive, wait_for
 
