@@ -50,6 +50,8 @@ def _required(layer: str, settings: Settings) -> bool:
         return settings.use_netns
     if layer == "cgroups":  # "auto" starts workers without groups where the host cannot make them
         return settings.worker_cgroups == "required"
+    if layer == "userns":  # likewise: "auto" lets workers share a non-root host's uid
+        return settings.worker_uids == "required"
     # scratch is best effort: without root, workers start with scratch bounded per file only
     return layer != "scratch"
 
