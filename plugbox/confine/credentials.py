@@ -206,7 +206,8 @@ def apply(plan: _Plan) -> LayerResult:
 
 def probe() -> LayerProbe:
     if not _is_root():
-        return LayerProbe(NAME, True, f"already unprivileged (uid {os.geteuid()})")
+        return LayerProbe(NAME, True, f"host already unprivileged (uid {os.geteuid()}); workers hold no "
+                                      "capability (and their own uid where `userns` applies)")
     uid = NOBODY
     blocked = _runtime_unreachable(uid)
     if blocked:
