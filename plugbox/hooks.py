@@ -27,7 +27,9 @@ import msgspec
 from plugbox._ratelimit import RateLimiter
 from plugbox.errors import WorkerGone
 from plugbox.events import EVENTS, VETO_EVENTS
+from plugbox.logrelay import sanitise
 from plugbox.sdk import HookContext, HookResult
+from plugbox.settings import Settings
 
 __all__ = ["HookBus", "HookOutcome", "Registration", "reentry_scope"]
 
@@ -36,6 +38,11 @@ log = logging.getLogger("plugbox.hooks")
 Handler = Callable[[HookContext], Awaitable[HookResult | None] | HookResult | None]
 # A worker proxy (`self_timed`): the context's fields as they go on the wire -> a future of the result.
 WorkerHook = Callable[[str, Any, "str | None", datetime, str, "dict[str, Any]"], Awaitable["HookResult | None"]]
+
+# Prints plugin text on a plugin's behalf: (plugin_id, level, host context, plugin text) -> the
+# plugin text as sanitised (what an outcome keeps). The context is the host's own words.
+Relay = Callable[[str, str, str, str], str]
+_MAX_CHARS = Settings().log_line_max_chars
 
 # (plugin_id, event) pairs whose handler is running in this task: a capability call made from a
 # handler that fires the same event again must not re-enter that handler.
@@ -91,6 +98,13 @@ def accepts(event: str, data: Any) -> bool:
     return True
 
 
+def _plain_log(plugin_id: str, level: str, context: str, text: str) -> str:
+    """The relay of a bus without plugins' relays (unit tests): capped and escaped, not rate-limited."""
+    text = sanitise(text, (), _MAX_CHARS)
+    log.warning("plugin %s: %s%s", plugin_id, context, text)
+    return text
+
+
 def _in_scope_without_config(plugin_id: str, session_id: str | None) -> dict[str, Any] | None:
     return {}
 
@@ -104,6 +118,7 @@ class HookBus:
         on_timeout: Callable[[str], None] | None = None,
         on_success: Callable[[str], None] | None = None,
         on_chain: Callable[[str, float], None] | None = None,
+        relay: Relay | None = None,
     ) -> None:
         self._budget = budget
         self._scope = scope  # the plugin's config for a session, or None: that session is not its business
@@ -113,6 +128,9 @@ class HookBus:
         self._by_event: dict[str, tuple[Registration, ...]] = {}  # replaced, never mutated
         self._seq = itertools.count()
         self._timeout_logs: dict[str, RateLimiter] = {}
+        # A handler's error is the plugin's own text: it goes through that plugin's log relay
+        # (its rate limit, cap, redaction, escaping), never straight to the host log.
+        self._relay = relay or _plain_log
 
     def register(
         self, plugin_id: str, event: str, handler: Handler | WorkerHook, priority: int = 100, *,
@@ -123,7 +141,7 @@ class HookBus:
         `self_timed` handlers (worker proxies) raise TimeoutError themselves once the plugin's hook
         budget has passed, and carry the re-entry guard to the worker in each capability call."""
         if event not in EVENTS:
-            log.warning("plugin %s: refused hook for unknown event %r", plugin_id, event)
+            self._relay(plugin_id, "warning", "refused hook for unknown event: ", event)
             return False
         regs = [*self._by_event.get(event, ()), Registration(plugin_id, event, handler, priority, next(self._seq),
                                                             self_timed)]
@@ -187,7 +205,7 @@ class HookBus:
                 if accepts(event, result.data):
                     outcome.data = result.data
                 else:
-                    log.warning("hook %s: plugin %s returned data of the wrong shape; ignored", event, reg.plugin_id)
+                    self._relay(reg.plugin_id, "warning", f"hook {event}: ", "returned data of the wrong shape")
             if result.stop:
                 outcome.stopped = True
                 outcome.stopped_by = reg.plugin_id
@@ -221,8 +239,8 @@ class HookBus:
         self._error(reg, outcome, f"{type(exc).__name__}: {exc}")
 
     def _error(self, reg: Registration, outcome: HookOutcome, message: str) -> None:
-        outcome.errors.append((reg.plugin_id, message))
-        log.warning("hook %s: plugin %s failed: %s", reg.event, reg.plugin_id, message)
+        printed = self._relay(reg.plugin_id, "warning", f"hook {reg.event} failed: ", message)
+        outcome.errors.append((reg.plugin_id, printed))
 
     def _log_timeout(self, reg: Registration) -> None:
         limiter = self._timeout_logs.setdefault(reg.plugin_id, RateLimiter(1, 10.0))

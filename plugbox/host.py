@@ -102,6 +102,7 @@ class Host:
             scope=self.manager.hook_config,
             on_success=self.manager.record_success,
             on_timeout=self._hook_timed_out,
+            relay=self.manager.plugin_says,
         )
         self.messages = MessageService(self.engine, self.bus)
         self.fetch = FetchService(self.settings, self._fetch_policy)

@@ -43,6 +43,8 @@ class PluginEntry:
             window_s=settings.log_window_ms / 1000,
             max_chars=settings.log_line_max_chars,
         )
+        if record.error is not None:  # stored by a host that did not yet cap and redact it
+            record.error = self.logs.sanitise(record.error)
         self._scope = self._make_scope()
         # Owned by the manager: the enable in flight, the disable in flight, the pending restart.
         self.enabling: asyncio.Future[None] | None = None
@@ -71,7 +73,9 @@ class PluginEntry:
 
     def set_status(self, status: Status, error: str | None = None) -> None:
         self.record.status = status
-        self.record.error = error
+        # The reason often quotes the plugin (its exception text): stored and returned by the API,
+        # so it goes through the plugin's relay (capped, redacted, escaped) once, here.
+        self.record.error = self.logs.sanitise(error) if error is not None else None
 
     def _make_scope(self) -> SessionScope:
         return SessionScope(self.manifest.sessions, self.manifest.session_scoped, self.record.active_sessions)
