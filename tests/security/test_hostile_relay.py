@@ -88,7 +88,8 @@ async def test_hostile_log_line_cannot_forge_a_host_log_entry_or_colour_the_term
 
 
 async def test_five_messages_whose_handler_error_is_megabytes_with_a_secret(
-    host: Host, write_plugin: WritePlugin, caplog: pytest.LogCaptureFixture, attack: Attack
+    host: Host, write_plugin: WritePlugin, caplog: pytest.LogCaptureFixture, attack: Attack,
+    client: httpx.AsyncClient,
 ) -> None:
     """Before the relay: each error went whole to the host logger (5 messages, +105 MB of host log,
     the secret in clear). Now each is one capped, redacted line, charged to the plugin's limit."""
@@ -122,6 +123,9 @@ async def test_five_messages_whose_handler_error_is_megabytes_with_a_secret(
     # 3 lines a window: the first 3 errors were printed, the other 2 charged to the attacker.
     assert entry.logs.dropped == 2
     assert neighbour.logs.dropped == 0
+    metrics = (await client.get("/metrics", headers={"X-API-Key": "admin"})).text
+    assert 'plugbox_plugin_log_lines_dropped_total{plugin="hostile"} 2.0' in metrics
+    assert 'plugbox_plugin_log_lines_dropped_total{plugin="neighbour"} 0.0' in metrics
     await attack.aftermath()
 
 
