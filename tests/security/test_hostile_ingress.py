@@ -19,7 +19,8 @@ from plugbox.api import create_app
 from plugbox.api.ingress import sign
 from plugbox.errors import ManifestError
 from plugbox.host import Host
-from plugbox.loader import PluginEntry, Status
+from plugbox.lifecycle.entry import PluginEntry
+from plugbox.lifecycle.status import Status
 
 from .conftest import WritePlugin, enable
 
@@ -68,7 +69,7 @@ async def client(host: Host) -> AsyncIterator[httpx.AsyncClient]:
 async def _evil(host: Host, write_plugin: WritePlugin) -> PluginEntry:
     entry = await enable(host, write_plugin(CODE, id="evil", permissions=["webhook:ingress", "storage:use"],
                                             configSchema=SCHEMA, ingress=ROUTES))
-    await host.manager.set_config("evil", {"webhookSecret": SECRET})
+    await host.set_config("evil", {"webhookSecret": SECRET})
     assert entry.status == Status.ENABLED, entry.error
     return entry
 

@@ -21,7 +21,8 @@ import pytest
 from plugbox.api import create_app
 from plugbox.errors import PluginStateError
 from plugbox.host import Host
-from plugbox.loader import PluginEntry, Status
+from plugbox.lifecycle.entry import PluginEntry
+from plugbox.lifecycle.status import Status
 from plugbox.logrelay import REDACTED, TRUNCATED
 
 from .conftest import SESSION, Attack, WritePlugin, enable, wait_for
@@ -59,12 +60,12 @@ def assert_clean(text: str) -> None:
 
 
 async def hostile(host: Host, write_plugin: WritePlugin, code: str, *, id: str = "hostile") -> PluginEntry:
-    entry = host.load_plugin(write_plugin(code, id=id, permissions=[], configSchema=SCHEMA))
-    await host.manager.set_config(id, {"apiToken": SECRET})
-    await host.manager.set_active_sessions(id, [SESSION])
+    host.load_plugin(write_plugin(code, id=id, permissions=[], configSchema=SCHEMA))
+    await host.set_config(id, {"apiToken": SECRET})
+    await host.set_active_sessions(id, [SESSION])
     with contextlib.suppress(PluginStateError):  # a failed enable is one of the attacks
-        await host.manager.enable(id)
-    return entry
+        await host.enable(id)
+    return host.manager.get(id)  # white-box: the tests read its relay
 
 
 async def test_hostile_log_line_cannot_forge_a_host_log_entry_or_colour_the_terminal(
@@ -177,7 +178,7 @@ async def test_health_message_is_capped_and_redacted(host: Host, write_plugin: W
             def health_check(self):
                 return {"healthy": True, "message": self.ctx.config["apiToken"] + "\\n" + "H" * 100_000}
     """)
-    health = await host.manager.health("hostile")
+    health = await host.health("hostile")
     assert health["healthy"] is True
     assert health["message"].startswith(f"{REDACTED}\\nHHH")
     assert len(health["message"]) <= 1024 + len(TRUNCATED)
