@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from plugbox._ratelimit import RateLimiter
+from plugbox._ratelimit import RateLimiter, TokenBucket
 
 __all__ = ["REDACTED", "LogRelay", "escape_controls", "redact", "render_fields", "sanitise"]
 
@@ -145,20 +145,26 @@ class LogRelay:
         lines_per_window: int,
         window_s: float,
         max_chars: int,
+        bytes_per_minute: int | None = None,
+        bytes_burst: int | None = None,
         keep: int = 200,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.plugin_id = plugin_id
         self._secrets = secrets
         self._limiter = RateLimiter(lines_per_window, window_s, clock)
+        # Lines alone do not bound the host log (200 lines of 8192 chars is ~10 MB a minute): the
+        # bytes a plugin puts there come out of its own bucket too. None: lines only.
+        self._bytes = (None if bytes_per_minute is None else
+                       TokenBucket(bytes_per_minute / 60, bytes_burst or bytes_per_minute, clock))
         self._max_chars = max_chars
         self.recent: collections.deque[dict[str, Any]] = collections.deque(maxlen=keep)
         self._reported_drops = 0
 
     @property
     def dropped(self) -> int:
-        """Lines refused by this plugin's rate limit (log lines and handler errors alike)."""
-        return self._limiter.dropped
+        """Lines refused by this plugin's rate limits (log lines and handler errors alike)."""
+        return self._limiter.dropped + (self._bytes.dropped if self._bytes is not None else 0)
 
     def sanitise(self, text: str, max_chars: int | None = None) -> str:
         """This plugin's text (an error, a health message) made safe to store, print or return."""
@@ -175,15 +181,17 @@ class LogRelay:
         """Relay one line; False when the plugin's rate limit refused it (and it was not printed)."""
         if not self._limiter.allow():
             return False
-        if self._limiter.dropped > self._reported_drops:
-            log.warning("plugin %s: %d log lines dropped by the rate limit", self.plugin_id,
-                        self._limiter.dropped - self._reported_drops)
-            self._reported_drops = self._limiter.dropped
         lvl = level if isinstance(level, str) and level in LEVELS else "info"
         text = message if isinstance(message, str) else str(message)
         room = _PRECUT_FACTOR * self._max_chars - len(text)
         rendered, cut = render_fields(fields, room) if room > 0 else ("", False)
         text = sanitise(text + rendered, self._secrets(), self._max_chars, cut=cut)
+        if self._bytes is not None and not self._bytes.spend(len(text.encode("utf-8", "replace"))):
+            return False
+        if self.dropped > self._reported_drops:
+            log.warning("plugin %s: %d log lines dropped by the rate limit", self.plugin_id,
+                        self.dropped - self._reported_drops)
+            self._reported_drops = self.dropped
         self.recent.append({"level": lvl, "message": text, "ts": time.time()})
         log.log(LEVELS[lvl], "[%s] %s", self.plugin_id, text, extra={"plugin_id": self.plugin_id})
         return True

@@ -42,6 +42,8 @@ class PluginEntry:
             lines_per_window=settings.log_lines_per_window,
             window_s=settings.log_window_ms / 1000,
             max_chars=settings.log_line_max_chars,
+            bytes_per_minute=settings.log_bytes_per_minute,
+            bytes_burst=settings.log_bytes_burst,
         )
         if record.error is not None:  # stored by a host that did not yet cap and redact it
             record.error = self.logs.sanitise(record.error)

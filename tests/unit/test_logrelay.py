@@ -264,3 +264,19 @@ def test_a_relay_reports_text_for_the_host_and_charges_its_own_limit() -> None:
     assert kept == [f"boom {REDACTED}\\n"] * 3  # what an outcome keeps, even when not printed
     assert _messages(relay) == [f"hook x failed: boom {REDACTED}\\n"]
     assert relay.dropped == 2
+
+
+def test_host_log_bytes_are_budgeted_per_plugin_whatever_the_line_count() -> None:
+    # 200 lines of 8192 chars per 10 s would be ~10 MB a minute of host log from one plugin.
+    clock = FakeClock()
+    relay = LogRelay("echo", secrets=list, lines_per_window=200, window_s=10.0, max_chars=8192,
+                     bytes_per_minute=60_000, bytes_burst=20_000, clock=clock)
+    sent = [relay.emit("error", "x" * 8192) for _ in range(5)]
+    assert sent == [True, True, False, False, False]  # 2 x 8 KiB fit the 20 kB burst
+    assert relay.dropped == 3
+    clock.now += 10.0  # 10 s refill 10 kB: one more long line, and short lines still get through
+    assert relay.emit("error", "y" * 8192) is True
+    assert relay.emit("info", "short") is True
+    assert relay.emit("error", "z" * 8192) is False
+    printed = sum(len(line["message"]) for line in relay.recent)
+    assert printed <= 20_000 + 10_000
