@@ -45,7 +45,7 @@ log = logging.getLogger("plugbox.host")
 
 
 def _sandbox_factory(plugin_dir: Path) -> RuntimeFactory:
-    from plugbox.bridge.runtime import WorkerRuntime  # the host side of the sandbox tier
+    from plugbox.bridge.client import WorkerRuntime  # the host side of the sandbox tier
 
     def make(plugin: PluginHandle, deps: RuntimeDeps) -> PluginRuntime:
         return WorkerRuntime(plugin, deps, plugin_dir)

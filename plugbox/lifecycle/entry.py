@@ -127,9 +127,16 @@ class PluginEntry:
             out.extend(schema.secret_values(cfg))
         return out
 
+    def webhook_routes(self) -> list[str]:
+        """The routes this plugin may register a handler for: its manifest ingress, and none
+        without `webhook:ingress` (the one statement of the rule; a worker is sent the list)."""
+        if "webhook:ingress" not in self.permissions:
+            return []
+        return [r.route for r in self.manifest.ingress]
+
     def check_webhook_route(self, route: str) -> None:
         check_permission(self.plugin_id, self.permissions, "webhook:ingress", "register_webhook")
-        if route not in {r.route for r in self.manifest.ingress}:
+        if route not in self.webhook_routes():
             raise CapabilityError(f"register_webhook: route {route!r} is not declared in the manifest ingress")
 
     def check_search_provider(self) -> None:
