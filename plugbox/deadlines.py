@@ -23,22 +23,28 @@ MAX_PERIOD_S = 0.1
 
 
 class _Deadline:
-    __slots__ = ("_owner", "_task", "at", "expired")
+    __slots__ = ("_budget", "_owner", "_task", "at", "expired")
 
-    def __init__(self, owner: Deadlines, at: float) -> None:
+    def __init__(self, owner: Deadlines, budget: float) -> None:
         self._owner = owner
-        self.at = at
+        self._budget = budget
+        self.at = 0.0
         self.expired = False
         self._task: asyncio.Task[object] | None = None
 
     def __enter__(self) -> _Deadline:
-        self._task = asyncio.current_task()
-        self._owner._add(self)
+        owner = self._owner
+        loop = asyncio.get_running_loop()
+        self._task = asyncio.current_task(loop)
+        self.at = (loop.time() if owner._clock is None else owner._clock()) + self._budget
+        owner._entries[self] = None
+        if owner._timer is None or self.at < owner._next_sweep:
+            owner._arm(self.at)
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
-        self._owner._entries.pop(self, None)
+        self._owner._entries.pop(self, None)  # (already gone if it expired)
         if self.expired and exc_type is asyncio.CancelledError and self._task is not None:
             self._task.uncancel()
             raise TimeoutError from exc
@@ -51,10 +57,11 @@ class _Deadline:
 
 class Deadlines:
     def __init__(self, clock: Callable[[], float] | None = None, *, autosweep: bool = True) -> None:
-        self._clock = clock
+        self._clock = clock  # None: the running loop's clock
         self._autosweep = autosweep  # False in tests that call sweep() after moving their clock
         self._entries: dict[_Deadline, None] = {}
         self._timer: asyncio.TimerHandle | None = None
+        self._next_sweep = 0.0
         self._period = MAX_PERIOD_S
 
     def _now(self) -> float:
@@ -62,21 +69,27 @@ class Deadlines:
 
     def within(self, budget: float) -> _Deadline:
         """A block that raises TimeoutError once `budget` seconds have passed inside it."""
-        return _Deadline(self, self._now() + budget)
+        return _Deadline(self, budget)
 
-    def _add(self, deadline: _Deadline) -> None:
-        self._entries[deadline] = None
-        period = max(MIN_PERIOD_S, min(MAX_PERIOD_S, (deadline.at - self._now()) / 20))
-        if self._autosweep and (self._timer is None or period < self._period):
-            if self._timer is not None:
-                self._timer.cancel()
-            self._period = period
-            self._timer = asyncio.get_running_loop().call_later(period, self._tick)
+    def _arm(self, at: float) -> None:
+        """Make sure a sweep comes by `at` (the first deadline, or one sooner than the next sweep)."""
+        now = self._now()
+        self._period = min(self._period, max(MIN_PERIOD_S, min(MAX_PERIOD_S, (at - now) / 20)))
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._autosweep:
+            self._next_sweep = min(at, now + self._period)
+            self._timer = asyncio.get_running_loop().call_later(self._next_sweep - now, self._tick)
+        else:
+            self._next_sweep = float("inf")  # never re-armed: the test sweeps
 
     def _tick(self) -> None:
         self._timer = None
         self.sweep()
         if self._entries:
+            now = self._now()
+            self._next_sweep = now + self._period
             self._timer = asyncio.get_running_loop().call_later(self._period, self._tick)
         else:
             self._period = MAX_PERIOD_S

@@ -62,6 +62,7 @@ class Registration:
     handler: Handler
     priority: int
     seq: int
+    running: frozenset[tuple[str, str]]  # the re-entry mark while this handler runs: {(plugin_id, event)}
 
 
 class HookOutcome(msgspec.Struct):
@@ -76,6 +77,11 @@ class HookOutcome(msgspec.Struct):
     vetoed: bool = False
     errors: list[tuple[str, str]] = msgspec.field(default_factory=list)
     timed_out: list[str] = msgspec.field(default_factory=list)
+
+
+def _awaitable(value: Any) -> bool:
+    # hasattr first: a future or a coroutine answers it at once, inspect.isawaitable costs more.
+    return hasattr(value, "__await__") or inspect.isawaitable(value)
 
 
 def accepts(event: str, data: Any) -> bool:
@@ -128,7 +134,8 @@ class HookBus:
         if event not in EVENTS:
             self._relay(plugin_id, "warning", "refused hook for unknown event: ", event)
             return False
-        regs = [*self._by_event.get(event, ()), Registration(plugin_id, event, handler, priority, next(self._seq))]
+        regs = [*self._by_event.get(event, ()), Registration(plugin_id, event, handler, priority, next(self._seq),
+                                                            frozenset({(plugin_id, event)}))]
         self._by_event[event] = tuple(sorted(regs, key=lambda r: (r.priority, r.seq)))
         return True
 
@@ -163,11 +170,11 @@ class HookBus:
                 continue
             ctx = HookContext(event=event, data=outcome.data, session_id=session_id, timestamp=now,
                               source=source, config=dict(config))  # the handler's own copy
-            token = _reentry.set(active | {(reg.plugin_id, event)})
+            token = _reentry.set(active | reg.running if active else reg.running)
             try:
-                with self._deadlines.within(self._budget(reg.plugin_id)):
-                    result = reg.handler(ctx)
-                    if inspect.isawaitable(result):
+                with self._deadlines.within(self._budget(reg.plugin_id)):  # the hook budget
+                    result: Any = reg.handler(ctx)
+                    if result is not None and type(result) is not HookResult and _awaitable(result):
                         result = await result
             except Exception as exc:
                 self._failed(reg, exc, outcome)

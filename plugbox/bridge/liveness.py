@@ -92,4 +92,5 @@ class Liveness:
         except WorkerGone:
             pass  # the worker died meanwhile: the channel reports that death
         finally:
-            self._task = None
+            if self._task is asyncio.current_task():  # (not a newer check started after a stop())
+                self._task = None
