@@ -45,8 +45,8 @@ PROTOCOL_VERSION = 2
 LifecycleMethod = Literal["on_load", "on_enable", "on_disable", "on_unload"]
 
 
-class _Msg(msgspec.Struct, array_like=True, tag_field="k", omit_defaults=False):
-    pass
+class _Msg(msgspec.Struct, array_like=True, tag_field="k", omit_defaults=False, forbid_unknown_fields=True):
+    """Extra trailing items are refused, not ignored: a frame is exactly one version's message."""
 
 
 class LayerResult(msgspec.Struct, frozen=True):

@@ -283,7 +283,7 @@ async def test_hostile_forged_registrations_are_checked_by_the_host(attack: Atta
     await attack.aftermath()
 
 
-REENTER = HELPERS + """
+REENTER = "import os\n" + HELPERS + """
 import asyncio
 from plugbox.sdk import Plugin
 

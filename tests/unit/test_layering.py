@@ -24,7 +24,6 @@ FORBIDDEN_PREFIXES = (
     "plugbox.engines",
     "plugbox.bridge",
     "plugbox.net",
-    "plugbox.runtime",
     "plugbox.api",
     "plugbox.cli",
     "plugbox.settings",
