@@ -1,11 +1,12 @@
-"""A fixed-window rate limiter (log relay, timeout warnings). Clock injectable for tests."""
+"""Rate limits: a fixed-window counter (log lines, timeout warnings) and a token bucket (log bytes).
+Clocks injectable for tests."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
 
-__all__ = ["RateLimiter"]
+__all__ = ["RateLimiter", "TokenBucket"]
 
 
 class RateLimiter:
@@ -28,6 +29,31 @@ class RateLimiter:
             self._count = 0
         if self._count < self.limit:
             self._count += 1
+            return True
+        self.dropped += 1
+        return False
+
+
+class TokenBucket:
+    """Spends `cost` units out of at most `capacity`, refilled at `rate` units a second; counts
+    what it refuses. (The log relay's byte budget: a burst is allowed, a sustained flood is not.)"""
+
+    __slots__ = ("_clock", "_last", "_tokens", "capacity", "dropped", "rate")
+
+    def __init__(self, rate: float, capacity: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.rate = rate
+        self.capacity = capacity
+        self._clock = clock
+        self._last = clock()
+        self._tokens = capacity
+        self.dropped = 0
+
+    def spend(self, cost: float) -> bool:
+        now = self._clock()
+        self._tokens = min(self.capacity, self._tokens + (now - self._last) * self.rate)
+        self._last = now
+        if cost <= self._tokens:
+            self._tokens -= cost
             return True
         self.dropped += 1
         return False

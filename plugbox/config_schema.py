@@ -22,7 +22,8 @@ PATTERN_MAX_CHARS long and compiled with RE2 (google-re2), whose matching time i
 input whatever the pattern, so no pattern can stall the host the way `(a+)+$` or `a*a*a*b` stalls
 Python's backtracking `re`; RE2 has no backreferences or lookaround, and refuses them; a
 config document at most CONFIG_MAX_BYTES encoded. `secret` applies to string fields outside arrays,
-so that every secret has a dotted path.
+so that every secret has a dotted path, and takes no `default` or `enum` (the operator sets secrets;
+a value in the manifest is public, and a default would count as a configured webhook secret).
 
 Error paths are dotted (`auth.token`) with array indices (`servers[2].host`); `(root)` is the whole
 document. ConfigError has no rule attribute, so its message ends with the rule, like `[enum]`.
@@ -280,6 +281,12 @@ class _SchemaParser:
                 raise ManifestError(f"{path}.{option}", "type", "must be a string")
         required, required_names = self.required(doc, path, kind)
         secret = self.flag(doc, "secret", path)
+        for option in ("default", "enum") if secret else ():
+            # A secret comes from the operator: a value written in the manifest is public (anyone
+            # who can read the package or the API's configSchema knows it) and would count as set.
+            if doc.get(option) is not None:
+                raise ManifestError(f"{path}.{option}", "secret", f"a secret field cannot have {option!r}: "
+                                    "the operator sets secrets")
         low, high = self.bounds(doc, path, kind)
         node = _Node(
             type=kind,

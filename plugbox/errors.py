@@ -14,7 +14,8 @@
     │   ├── CapabilityTimeout         a capability call ran out of time
     │   └── PlainDataError            a value that is not plain data was about to cross (also TypeError)
     ├── BridgeError                   the worker channel is broken or sent garbage
-    │   └── WorkerGone                the worker exited; every in-flight call gets this
+    │   ├── WorkerGone                the worker exited; every in-flight call gets this
+    │   └── FrameTooLarge             a frame declared a length above the cap (ends the worker)
     ├── ConfinementError              a required confinement layer could not be applied
     ├── TargetError                   a host name, host-list entry or fetch URL is refused (also ValueError)
     │   └── LiteralIPError            spelled like an IP address, but not a valid one
@@ -42,6 +43,7 @@ __all__ = [
     "ConfigError",
     "ConfinementError",
     "EngineError",
+    "FrameTooLarge",
     "IngressRefused",
     "LiteralIPError",
     "ManifestError",
@@ -133,6 +135,15 @@ class BridgeError(PlugboxError):
 
 class WorkerGone(BridgeError):
     """The worker process exited; raised for every call that was in flight."""
+
+
+class FrameTooLarge(BridgeError):
+    """A frame declared a length above the cap: the stream cannot be resynchronised."""
+
+    def __init__(self, size: int, cap: int) -> None:
+        self.size = size
+        self.cap = cap
+        super().__init__(f"frame of {size} bytes exceeds the {cap}-byte cap")
 
 
 class ConfinementError(PlugboxError):

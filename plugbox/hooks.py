@@ -3,69 +3,66 @@
 `HookBus.execute` is the whole call loop: handlers run in ascending priority (ties in registration
 order), each sees the data the previous one returned, `stop` ends the chain but its data applies,
 a handler that raises, returns an error or runs past its budget is logged and skipped. Whether a
-handler is in-process (built-in) or a proxy into a worker makes no difference here: both are
-awaitables under the same budget. The bus owns no plugin state; it asks the loader, through
-callbacks, which plugins are in scope for a session and what their per-session config is.
+handler is in-process (built-in) or a proxy into a worker makes no difference here: every handler
+takes a HookContext and returns a result or an awaitable of one, called under the plugin's budget.
+
+Re-entry: while a plugin's handler for an event runs, that event does not reach the same handler
+again through a capability call the handler made (a `message:sending` handler that sends would
+otherwise recurse). The bus marks the running (plugin, event) pairs in a context variable of its
+own; a task started on a handler's behalf inherits it. A worker's capability calls arrive from
+another process, so the bridge asks `HookBus.context_for` for the context to serve them in, naming
+the events it has in flight to that worker from its own records, never from what the worker says.
+The bus owns no plugin state; it asks the loader, through callbacks, which plugins are in scope
+for a session and what their per-session config is.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import contextvars
 import inspect
 import itertools
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any
 
 import msgspec
 
 from plugbox._ratelimit import RateLimiter
+from plugbox.deadlines import Deadlines
 from plugbox.errors import WorkerGone
 from plugbox.events import EVENTS, VETO_EVENTS
+from plugbox.logrelay import sanitise
 from plugbox.sdk import HookContext, HookResult
+from plugbox.settings import Settings
 
-__all__ = ["HookBus", "HookOutcome", "Registration", "reentry_scope"]
+__all__ = ["Handler", "HookBus", "HookOutcome", "Registration"]
 
 log = logging.getLogger("plugbox.hooks")
 
 Handler = Callable[[HookContext], Awaitable[HookResult | None] | HookResult | None]
-# A worker proxy (`self_timed`): the context's fields as they go on the wire -> a future of the result.
-WorkerHook = Callable[[str, Any, "str | None", datetime, str, "dict[str, Any]"], Awaitable["HookResult | None"]]
 
-# (plugin_id, event) pairs whose handler is running in this task: a capability call made from a
-# handler that fires the same event again must not re-enter that handler.
+# Prints plugin text on a plugin's behalf: (plugin_id, level, host context, plugin text) -> the
+# plugin text as sanitised (what an outcome keeps). The context is the host's own words.
+Relay = Callable[[str, str, str, str], str]
+_MAX_CHARS = Settings().log_line_max_chars
+
+# (plugin_id, event) pairs whose handler is running on behalf of this task.
 _reentry: contextvars.ContextVar[frozenset[tuple[str, str]]] = contextvars.ContextVar(
     "plugbox_hook_reentry", default=frozenset()
 )
-
-
-@contextlib.contextmanager
-def reentry_scope(plugin_id: str, event: str | None) -> Iterator[None]:
-    """Mark `plugin_id` as handling `event` for the duration (used by the bridge router, whose
-    capability calls arrive from a worker and so do not inherit the handler's context)."""
-    if event is None:
-        yield
-        return
-    token = _reentry.set(_reentry.get() | {(plugin_id, event)})
-    try:
-        yield
-    finally:
-        _reentry.reset(token)
 
 
 @dataclass(frozen=True, slots=True)
 class Registration:
     plugin_id: str
     event: str
-    handler: Handler | WorkerHook
+    handler: Handler
     priority: int
     seq: int
-    self_timed: bool = False  # a worker proxy: enforces the budget itself and guards re-entry on the wire
+    running: frozenset[tuple[str, str]]  # the re-entry mark while this handler runs: {(plugin_id, event)}
 
 
 class HookOutcome(msgspec.Struct):
@@ -82,6 +79,11 @@ class HookOutcome(msgspec.Struct):
     timed_out: list[str] = msgspec.field(default_factory=list)
 
 
+def _awaitable(value: Any) -> bool:
+    # hasattr first: a future or a coroutine answers it at once, inspect.isawaitable costs more.
+    return hasattr(value, "__await__") or inspect.isawaitable(value)
+
+
 def accepts(event: str, data: Any) -> bool:
     """Per-event acceptance of a handler's returned data."""
     if event in ("message:received", "message:sent"):
@@ -89,6 +91,13 @@ def accepts(event: str, data: Any) -> bool:
     if event == "webhook:before":
         return isinstance(data, dict) and isinstance(data.get("payload"), dict)
     return True
+
+
+def _plain_log(plugin_id: str, level: str, context: str, text: str) -> str:
+    """The relay of a bus without plugins' relays (unit tests): capped and escaped, not rate-limited."""
+    text = sanitise(text, (), _MAX_CHARS)
+    log.warning("plugin %s: %s%s", plugin_id, context, text)
+    return text
 
 
 def _in_scope_without_config(plugin_id: str, session_id: str | None) -> dict[str, Any] | None:
@@ -104,8 +113,11 @@ class HookBus:
         on_timeout: Callable[[str], None] | None = None,
         on_success: Callable[[str], None] | None = None,
         on_chain: Callable[[str, float], None] | None = None,
+        relay: Relay | None = None,
+        deadlines: Deadlines | None = None,
     ) -> None:
         self._budget = budget
+        self._deadlines = deadlines if deadlines is not None else Deadlines()
         self._scope = scope  # the plugin's config for a session, or None: that session is not its business
         self._on_timeout = on_timeout
         self._on_success = on_success
@@ -113,20 +125,17 @@ class HookBus:
         self._by_event: dict[str, tuple[Registration, ...]] = {}  # replaced, never mutated
         self._seq = itertools.count()
         self._timeout_logs: dict[str, RateLimiter] = {}
+        # A handler's error is the plugin's own text: it goes through that plugin's log relay
+        # (its rate limit, cap, redaction, escaping), never straight to the host log.
+        self._relay = relay or _plain_log
 
-    def register(
-        self, plugin_id: str, event: str, handler: Handler | WorkerHook, priority: int = 100, *,
-        self_timed: bool = False
-    ) -> bool:
-        """Add a handler. An unknown event is refused with a warning (returns False).
-
-        `self_timed` handlers (worker proxies) raise TimeoutError themselves once the plugin's hook
-        budget has passed, and carry the re-entry guard to the worker in each capability call."""
+    def register(self, plugin_id: str, event: str, handler: Handler, priority: int = 100) -> bool:
+        """Add a handler. An unknown event is refused with a warning (returns False)."""
         if event not in EVENTS:
-            log.warning("plugin %s: refused hook for unknown event %r", plugin_id, event)
+            self._relay(plugin_id, "warning", "refused hook for unknown event: ", event)
             return False
         regs = [*self._by_event.get(event, ()), Registration(plugin_id, event, handler, priority, next(self._seq),
-                                                            self_timed)]
+                                                            frozenset({(plugin_id, event)}))]
         self._by_event[event] = tuple(sorted(regs, key=lambda r: (r.priority, r.seq)))
         return True
 
@@ -159,20 +168,19 @@ class HookBus:
             config = self._scope(reg.plugin_id, session_id)
             if config is None:
                 continue
+            ctx = HookContext(event=event, data=outcome.data, session_id=session_id, timestamp=now,
+                              source=source, config=dict(config))  # the handler's own copy
+            token = _reentry.set(active | reg.running if active else reg.running)
             try:
-                if reg.self_timed:
-                    # A worker proxy takes the context's fields as they go on the wire and answers
-                    # with a future of its HookResult, keeping its own budget: awaited here, not
-                    # in a wrapper coroutine, and no HookContext built just to be taken apart.
-                    proxy: WorkerHook = reg.handler  # type: ignore[assignment]  # (no cast() call here)
-                    result = await proxy(event, outcome.data, session_id, now, source, config)
-                else:
-                    ctx = HookContext(event=event, data=outcome.data, session_id=session_id, timestamp=now,
-                                      source=source, config=dict(config))  # the handler's own copy
-                    result = await self._in_process(reg, ctx)
+                with self._deadlines.within(self._budget(reg.plugin_id)):  # the hook budget
+                    result: Any = reg.handler(ctx)
+                    if result is not None and type(result) is not HookResult and _awaitable(result):
+                        result = await result
             except Exception as exc:
                 self._failed(reg, exc, outcome)
                 continue
+            finally:
+                _reentry.reset(token)
             if self._on_success is not None:
                 self._on_success(reg.plugin_id)
             if result is None:
@@ -187,7 +195,7 @@ class HookBus:
                 if accepts(event, result.data):
                     outcome.data = result.data
                 else:
-                    log.warning("hook %s: plugin %s returned data of the wrong shape; ignored", event, reg.plugin_id)
+                    self._relay(reg.plugin_id, "warning", f"hook {event}: ", "returned data of the wrong shape")
             if result.stop:
                 outcome.stopped = True
                 outcome.stopped_by = reg.plugin_id
@@ -197,17 +205,17 @@ class HookBus:
             on_chain(event, time.perf_counter() - started)
         return outcome
 
-    async def _in_process(self, reg: Registration, ctx: HookContext) -> Any:
-        """A built-in's handler: sync or async, under the budget, inside the re-entry guard."""
-        token = _reentry.set(_reentry.get() | {(reg.plugin_id, reg.event)})
-        try:
-            async with asyncio.timeout(self._budget(reg.plugin_id)):
-                result = cast(Handler, reg.handler)(ctx)
-                if inspect.isawaitable(result):
-                    result = await result
-                return result
-        finally:
-            _reentry.reset(token)
+    def context_for(self, plugin_id: str, events: Collection[str]) -> contextvars.Context:
+        """A context in which work done on behalf of `plugin_id`'s handlers for `events` runs: the
+        hooks it fires do not reach those handlers again. For callers whose work does not inherit
+        the handler's own context (a worker's capability calls arrive over a channel)."""
+        ctx = contextvars.copy_context()
+        if events:
+            ctx.run(_reentry.set, _reentry.get() | {(plugin_id, e) for e in events})
+        return ctx
+
+    def close(self) -> None:
+        self._deadlines.close()
 
     def _failed(self, reg: Registration, exc: Exception, outcome: HookOutcome) -> None:
         if isinstance(exc, WorkerGone):
@@ -221,8 +229,8 @@ class HookBus:
         self._error(reg, outcome, f"{type(exc).__name__}: {exc}")
 
     def _error(self, reg: Registration, outcome: HookOutcome, message: str) -> None:
-        outcome.errors.append((reg.plugin_id, message))
-        log.warning("hook %s: plugin %s failed: %s", reg.event, reg.plugin_id, message)
+        printed = self._relay(reg.plugin_id, "warning", f"hook {reg.event} failed: ", message)
+        outcome.errors.append((reg.plugin_id, printed))
 
     def _log_timeout(self, reg: Registration) -> None:
         limiter = self._timeout_logs.setdefault(reg.plugin_id, RateLimiter(1, 10.0))

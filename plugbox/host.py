@@ -45,7 +45,7 @@ log = logging.getLogger("plugbox.host")
 
 
 def _sandbox_factory(plugin_dir: Path) -> RuntimeFactory:
-    from plugbox.bridge.runtime import WorkerRuntime  # the host side of the sandbox tier
+    from plugbox.bridge.client import WorkerRuntime  # the host side of the sandbox tier
 
     def make(plugin: PluginHandle, deps: RuntimeDeps) -> PluginRuntime:
         return WorkerRuntime(plugin, deps, plugin_dir)
@@ -102,6 +102,7 @@ class Host:
             scope=self.manager.hook_config,
             on_success=self.manager.record_success,
             on_timeout=self._hook_timed_out,
+            relay=self.manager.plugin_says,
         )
         self.messages = MessageService(self.engine, self.bus)
         self.fetch = FetchService(self.settings, self._fetch_policy)

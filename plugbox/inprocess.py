@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from plugbox.errors import PluginStateError
 from plugbox.sdk import Context, Plugin
+from plugbox.sdk._context import set_config
 
 if TYPE_CHECKING:
     from plugbox.runtime import PluginHandle, RuntimeDeps
@@ -76,7 +77,7 @@ class InProcessRuntime:
 
     async def config_changed(self, config: dict[str, Any]) -> None:
         plugin, ctx = self._ready()
-        ctx._replace_config(config)
+        set_config(ctx, config)
         await _call(plugin.on_config_change, ctx, config)
 
     async def health(self) -> dict[str, Any]:

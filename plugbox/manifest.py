@@ -19,7 +19,10 @@ Choices the spec leaves open, made here:
 - Ingress signatures: `secretField` (default `webhookSecret`) names a configSchema string field that
   must be marked secret. `template` is what the HMAC covers, with placeholders `{id}` (the value of
   `dedupHeader`), `{timestamp}` (of `timestampHeader`, Unix seconds) and `{body}` (the raw body),
-  substituted literally; it must contain `{body}`. Defaults per scheme are in `_signature`.
+  substituted literally; it must contain `{body}`, and `{id}`/`{timestamp}` whenever `dedupHeader`/
+  `timestampHeader` is set (a `dedupHeader` also needs a `timestampHeader`: ids are remembered only
+  for `toleranceSec`). Signature headers must be dedicated (`STANDARD_HEADERS` are refused).
+  Defaults per scheme are in `_signature`.
 
 This module reads files but runs no plugin code and imports no host service.
 """
@@ -73,6 +76,21 @@ ROUTE_PATTERN = re.compile(r"[A-Za-z0-9._-]+", re.ASCII)
 VERSION_PATTERN = re.compile(r"([0-9]{1,9})\.([0-9]{1,9})\.([0-9]{1,9})", re.ASCII)
 HEADER_PATTERN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+", re.ASCII)  # RFC 9110 token
 PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
+# Headers a browser, a proxy or the HTTP stack sets or gives meaning to, and the API's own
+# credentials: a signature carried in one of them could be produced by a plain form POST (a
+# `Content-Type` "signature") or leak the operator's key to the plugin. Signature, timestamp and
+# delivery-id headers must be dedicated ones (X-Signature, webhook-id...), which a cross-site page
+# cannot send without a CORS preflight the API never grants.
+STANDARD_HEADERS = frozenset({
+    "accept", "accept-charset", "accept-encoding", "accept-language", "authorization", "cache-control",
+    "connection", "content-disposition", "content-encoding", "content-language", "content-length",
+    "content-location", "content-md5", "content-range", "content-type", "cookie", "date", "dnt", "expect",
+    "forwarded", "from", "host", "keep-alive", "max-forwards", "origin", "pragma", "priority", "range",
+    "referer", "te", "trailer", "transfer-encoding", "upgrade", "upgrade-insecure-requests", "user-agent",
+    "via", "warning", "x-api-key", "x-forwarded-for", "x-forwarded-host", "x-forwarded-proto",
+    "x-real-ip", "x-requested-with",
+})
+STANDARD_HEADER_PREFIXES = ("sec-", "proxy-", "access-control-", "if-", "accept-", "content-")
 
 
 class NetPolicy(msgspec.Struct, frozen=True, kw_only=True):
@@ -565,7 +583,10 @@ def _signature(
     timestamp_header = _header(sig, "timestampHeader", field, "webhook-timestamp" if standard else None)
     dedup_header = _header(sig, "dedupHeader", field, "webhook-id" if standard else None)
     encoding = _optional_str(sig, "encoding", "base64" if standard else "hex", f"{field}.encoding")
-    default_template = "{timestamp}.{body}" if timestamp_header else "{body}"
+    # The default covers everything declared: an id or a timestamp the signature does not cover
+    # can be changed by whoever replays a captured request.
+    default_template = ".".join(
+        p for p, h in (("{id}", dedup_header), ("{timestamp}", timestamp_header), ("{body}", True)) if h)
     template = _optional_str(
         sig, "template", "{id}.{timestamp}.{body}" if standard else default_template, f"{field}.template"
     )
@@ -603,6 +624,10 @@ def _header(sig: dict[str, Any], key: str, field: str, default: str | None) -> s
         raise ManifestError(f"{field}.{key}", "type", "must be a string")
     if len(value) > HEADER_MAX_CHARS or not HEADER_PATTERN.fullmatch(value):
         raise ManifestError(f"{field}.{key}", "header", f"{value!r} is not an HTTP header name")
+    lowered = value.lower()
+    if lowered in STANDARD_HEADERS or lowered.startswith(STANDARD_HEADER_PREFIXES):
+        raise ManifestError(f"{field}.{key}", "dedicated",
+                            f"{value!r} is a standard HTTP header; use a header of its own (e.g. X-Signature)")
     return value
 
 
@@ -620,6 +645,14 @@ def _check_template(
 ) -> None:
     needs = {"id": ("dedupHeader", dedup_header), "timestamp": ("timestampHeader", timestamp_header)}
     placeholders = PLACEHOLDER.findall(template)
+    for name, (key, header) in needs.items():
+        if header is not None and name not in placeholders:
+            raise ManifestError(field, "template", f"must contain {{{name}}}: {key} is set, and a value the "
+                                "signature does not cover lets a captured delivery be replayed")
+    if dedup_header is not None and timestamp_header is None:
+        raise ManifestError(field.rsplit(".", 1)[0] + ".timestampHeader", "required",
+                            "dedupHeader needs a timestampHeader: delivery ids are remembered for toleranceSec, "
+                            "so only a signed timestamp keeps an older delivery out")
     for name in placeholders:
         if name != "body" and name not in needs:
             raise ManifestError(

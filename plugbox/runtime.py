@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from plugbox.logrelay import LogRelay
     from plugbox.manifest import Manifest
     from plugbox.permissions import SessionScope
+    from plugbox.protocol import SpawnLimits
     from plugbox.settings import Settings
 
 __all__ = ["PluginHandle", "PluginRuntime", "RuntimeDeps", "RuntimeFactory", "WorkerSpawner"]
@@ -40,6 +41,8 @@ class PluginHandle(Protocol):
 
     @property
     def config(self) -> dict[str, Any]: ...
+
+    def webhook_routes(self) -> list[str]: ...
 
     def check_webhook_route(self, route: str) -> None: ...
 
@@ -83,7 +86,7 @@ class PluginRuntime(Protocol):
 class WorkerSpawner(Protocol):
     """Starts confined worker processes (the bridge's zygote; its process type is the bridge's)."""
 
-    async def spawn(self, spec_fields: dict[str, object]) -> Any: ...
+    async def spawn(self, plugin_id: str, plugin_dir: str, scratch_dir: str, limits: SpawnLimits) -> Any: ...
 
     async def close(self) -> None: ...
 

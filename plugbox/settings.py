@@ -96,6 +96,11 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     """Window of the log rate limit."""
     log_line_max_chars: PositiveInt = 8192
     """Longest relayed log line (and handler error, health message); longer ones are cut."""
+    log_bytes_per_minute: PositiveInt = 480 << 10
+    """Host log bytes one plugin may fill per minute (its log lines and handler errors), whatever
+    its line count: 200 lines of 8192 chars would be ~10 MB a minute. A token bucket."""
+    log_bytes_burst: PositiveInt = 64 << 10
+    """How much of log_bytes_per_minute a plugin may spend at once."""
     storage_quota_bytes: PositiveInt = 50 << 20
     """Bytes of storage one plugin may hold (keys, values and conversation records)."""
     storage_cache_entries: PositiveInt = 4096

@@ -16,8 +16,10 @@ Schemes (see `plugbox.manifest.IngressSignature` for the manifest side):
 - `none`: accepted only while the operator allows unsigned ingress.
 
 Every scheme with a `timestampHeader` requires it, as Unix seconds, within `tolerance_sec` of now (both
-directions). A present dedup header marks the delivery id; the guard refuses an id seen within the
-tolerance window. The guard is a bounded LRU: under a flood of distinct ids the oldest are forgotten
+directions). A route with a dedup header requires it (400 without: a delivery with no id could be
+processed any number of times); the guard refuses an id seen within the tolerance window, and the
+manifest makes the signature cover both id and timestamp, so an old delivery cannot come back
+under a new id or a new timestamp. The guard is a bounded LRU: under a flood of distinct ids the oldest are forgotten
 first, which only reopens replay for deliveries that are also the oldest in the window.
 """
 
@@ -40,6 +42,7 @@ __all__ = ["IngressRefused", "ReplayGuard", "secret_at", "sign", "verify"]
 _PLACEHOLDER = re.compile(r"\{(id|timestamp|body)\}")
 _WHSEC = "whsec_"
 _MAX_SIGNATURES = 16  # entries in a standard-webhooks signature list; more is not a real sender
+_MAX_DELIVERY_ID = 256  # characters; ids are remembered by the replay guard
 
 
 def secret_at(config: Mapping[str, Any], path: str) -> str | None:
@@ -150,12 +153,13 @@ def verify(
 ) -> str | None:
     """Raise IngressRefused unless the request is authentic and fresh; return its delivery id
     (the dedup header's value) or None. `headers` must have lower-case names."""
+    delivery_id = _delivery_id(sig, headers)
     if sig.scheme == "none":
         if not allow_unsigned:
             raise IngressRefused(401, "unsigned", "unsigned ingress is not allowed on this server")
         timestamp = _header(headers, sig.timestamp_header)
         _check_timestamp(sig, timestamp, now)
-        return _header(headers, sig.dedup_header)
+        return delivery_id
     if secret is None:
         raise IngressRefused(503, "misconfigured",
                              f"the plugin has no webhook secret configured ({sig.secret_field!r})")
@@ -164,12 +168,9 @@ def verify(
         raise IngressRefused(401, "unsigned", f"missing signature header {sig.header!r}")
     timestamp = _header(headers, sig.timestamp_header)
     _check_timestamp(sig, timestamp, now)
-    delivery_id = _header(headers, sig.dedup_header)
     if sig.scheme == "shared-secret":
         ok = hmac.compare_digest(presented.encode("utf-8", "replace"), (sig.prefix + secret).encode("utf-8"))
     else:
-        if "{id}" in sig.template and delivery_id is None:
-            raise IngressRefused(401, "missing_id", f"missing delivery id header {sig.dedup_header!r}")
         content = _signed_content(sig.template, body=body, id=delivery_id, timestamp=timestamp)
         if sig.scheme == "standard-webhooks":
             ok = _check_standard(secret, presented, content)
@@ -178,6 +179,17 @@ def verify(
     if not ok:
         raise IngressRefused(401, "bad_signature", "signature does not match")
     return delivery_id
+
+
+def _delivery_id(sig: IngressSignature, headers: Mapping[str, str]) -> str | None:
+    if sig.dedup_header is None:
+        return None
+    value = _header(headers, sig.dedup_header)
+    if value is None:
+        raise IngressRefused(400, "missing_id", f"missing delivery id header {sig.dedup_header!r}")
+    if len(value) > _MAX_DELIVERY_ID:
+        raise IngressRefused(400, "bad_id", f"delivery id longer than {_MAX_DELIVERY_ID} characters")
+    return value
 
 
 class ReplayGuard:

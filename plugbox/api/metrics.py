@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from plugbox.host import Host
@@ -42,7 +42,7 @@ class _HostCollector(Collector):
     def __init__(self, host: Host) -> None:
         self._host = host
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         views = self._host.plugins()
         memory = GaugeMetricFamily("plugbox_worker_memory_pss_bytes",
                                    "Proportional set size of each running worker", labels=["plugin"])
@@ -51,6 +51,12 @@ class _HostCollector(Collector):
             if pss is not None:
                 memory.add_metric([view.plugin_id], pss)
         yield memory
+        dropped = CounterMetricFamily("plugbox_plugin_log_lines_dropped",
+                                      "Plugin log lines and handler errors refused by the plugin's own rate limit",
+                                      labels=["plugin"])
+        for view in views:
+            dropped.add_metric([view.plugin_id], view.logs_dropped)
+        yield dropped
         statuses = GaugeMetricFamily("plugbox_plugins", "Known plugins by status", labels=["status"])
         counts: dict[str, int] = {str(s): 0 for s in Status}
         for view in views:

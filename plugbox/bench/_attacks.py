@@ -67,10 +67,7 @@ def write_all(fd, data):
 
 
 def call_frame(call_id, verb, args):
-    try:
-        from plugbox.protocol import Call, encode_frame
-    except ImportError:
-        from plugbox.bridge.wire import Call, encode_frame
+    from plugbox.protocol import Call, encode_frame
     return bytes(encode_frame(Call(call_id, verb, args)))
 '''
 

@@ -23,10 +23,10 @@ from dataclasses import dataclass, field
 import msgspec
 
 from plugbox.errors import BridgeError
-from plugbox.settings import DEFAULTS
-from plugbox.worker.zygote import MAX_CONTROL_MSG, Exited, Failed, Spawn, Spawned, ZygoteMsg
+from plugbox.protocol import MAX_CONTROL_MSG, CgroupLimits, Exited, Failed, Spawn, Spawned, SpawnLimits, ZygoteMsg
+from plugbox.settings import DEFAULTS, Settings
 
-__all__ = ["WorkerProcess", "Zygote", "describe_status"]
+__all__ = ["WorkerProcess", "Zygote", "describe_status", "spawn_limits"]
 
 log = logging.getLogger("plugbox.process")
 
@@ -35,6 +35,22 @@ def _clean_env(allow: tuple[str, ...]) -> dict[str, str]:
     env["PATH"] = "/usr/bin:/bin"
     env["PYTHONDONTWRITEBYTECODE"] = "1"
     return env
+
+
+def spawn_limits(s: Settings) -> SpawnLimits:
+    """What every worker is confined to, from the host's settings: the one place they are read."""
+    return SpawnLimits(
+        memory_bytes=s.worker_memory_bytes,
+        open_files=s.worker_open_files,
+        file_size_bytes=s.worker_file_size_bytes,
+        scratch_bytes=s.worker_scratch_bytes,
+        frame_max_bytes=s.frame_max_bytes,
+        netns=s.use_netns,
+        degraded=s.confinement == "degraded",
+        cgroup=CgroupLimits(mode=s.worker_cgroups, parent=s.cgroup_parent, cpu_quota_percent=s.worker_cpu_quota_percent,
+                            memory_bytes=s.worker_cgroup_memory_bytes, pids_max=s.worker_pids_max),
+        uids=s.worker_uids,
+    )
 
 
 def describe_status(status: int) -> str:
@@ -199,11 +215,11 @@ class Zygote:
                 exit_fut.set_result(-1)
         self._exits.clear()
 
-    async def spawn(self, spec_fields: dict[str, object]) -> WorkerProcess:
+    async def spawn(self, plugin_id: str, plugin_dir: str, scratch_dir: str, limits: SpawnLimits) -> WorkerProcess:
         await self.ensure_started()
         assert self._ctl is not None
         sid = next(self._sids)
-        spec = Spawn(sid=sid, **spec_fields)  # type: ignore[arg-type]
+        spec = Spawn(sid=sid, plugin_id=plugin_id, plugin_dir=plugin_dir, scratch_dir=scratch_dir, limits=limits)
         host_end, worker_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[tuple[int, int]] = loop.create_future()

@@ -1,6 +1,6 @@
 """The capability router: the single entry through which both tiers reach host services.
 
-`CapabilityRouter.invoke(caller, verb, args)`: look the verb up in the allowlist, check the
+`CapabilityRouter.invoke(caller, verb, args)`, the one entry point: look the verb up in the allowlist, check the
 permission, validate the arguments, check the session scope, then call the service under the
 verb's timeout. Every refusal is a CapabilityError whose message names the verb and the
 permission, argument or session at fault; host-service errors are translated, never leaked raw.
@@ -45,41 +45,47 @@ class CapabilityRouter:
         return sorted(self._verbs)
 
     def is_sync(self, verb_name: str) -> bool:
-        """True for a verb whose handler never waits (`invoke_now` may serve it inline)."""
+        """True for a verb whose handler never waits: `invoke` answers it before returning."""
         verb = self._verbs.get(verb_name)
         return verb is not None and verb.sync
 
-    async def invoke(self, caller: Caller, verb_name: str, args: Any) -> Any:
-        """Check and run one capability call, under the verb's timeout."""
-        outcome = "error"
+    def invoke(self, caller: Caller, verb_name: str, args: Any) -> asyncio.Future[Any]:
+        """Check and run one capability call; the future of its answer (a CapabilityError, or
+        CapabilityTimeout once the verb's timeout has passed, on refusal or failure).
+
+        A verb that never waits is run before this returns, so its future is already settled and a
+        caller that cannot afford a task (the bridge, inside its read callback) answers it inline;
+        any other verb runs as a task, which copies the caller's context."""
+        loop = asyncio.get_running_loop()
         try:
             verb, parsed = self._check(caller, verb_name, args)
-            if verb.sync:
-                result = self._run_now(caller, verb, parsed)
-            else:
-                result = await self._run(caller, verb, parsed)
+            if not verb.sync:
+                return loop.create_task(self._run_counted(caller, verb, parsed))
+            fut: asyncio.Future[Any] = loop.create_future()
+            fut.set_result(self._run_now(caller, verb, parsed))
+        except CapabilityError as exc:
+            self._count(verb_name, "error")
+            fut = loop.create_future()
+            fut.set_exception(exc)
+            return fut
+        self._count(verb_name, "ok")
+        return fut
+
+    def _count(self, verb_name: Any, outcome: str) -> None:
+        if self.on_call is not None:
+            self.on_call(self._label(verb_name), outcome)
+
+    async def _run_counted(self, caller: Caller, verb: Verb, parsed: Any) -> Any:
+        outcome = "error"
+        try:
+            result = await self._run(caller, verb, parsed)
             outcome = "ok"
             return result
         except CapabilityTimeout:
             outcome = "timeout"
             raise
         finally:
-            if self.on_call is not None:
-                self.on_call(self._label(verb_name), outcome)
-
-    def invoke_now(self, caller: Caller, verb_name: str, args: Any) -> Any:
-        """`invoke` for a sync verb, without a coroutine: same checks, same errors."""
-        outcome = "error"
-        try:
-            verb, parsed = self._check(caller, verb_name, args)
-            if not verb.sync:
-                raise CapabilityError(f"{verb.name} cannot be served inline")
-            result = self._run_now(caller, verb, parsed)
-            outcome = "ok"
-            return result
-        finally:
-            if self.on_call is not None:
-                self.on_call(self._label(verb_name), outcome)
+            self._count(verb.name, outcome)
 
     def _label(self, verb_name: Any) -> str:
         """The verb as counted: its name if allowlisted, else "unknown" (any type may arrive here)."""

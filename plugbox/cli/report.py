@@ -7,8 +7,10 @@ import sys
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
+from plugbox.logrelay import escape_controls
 from plugbox.settings import Settings
 
 console = Console()
@@ -26,18 +28,23 @@ def _layers_table(layers: list[dict[str, Any]] | None, title: str = "Confinement
     return table
 
 
+def _plain(value: Any) -> str:
+    """Plugin text for the terminal: no control characters and no rich markup of its own."""
+    return escape(escape_controls(str(value)))
+
+
 def print_dev_report(report: dict[str, Any]) -> None:
     p = report["plugin"]
     status = p.get("final_status") or p.get("status")
     console.print(f"[bold]plugin[/] {p.get('id')}  status: {p.get('status')} → {status}")
     if p.get("error"):
-        console.print(f"[red]error:[/] {p['error']}")
+        console.print(f"[red]error:[/] {_plain(p['error'])}")
     if report.get("hook") is not None:
-        console.print(f"[bold]hook result[/] {json.dumps(report['hook'], default=str)}")
+        console.print(f"[bold]hook result[/] {_plain(json.dumps(report['hook'], default=str))}")
     console.print(f"[bold]sent[/] ({len(report['sent'])})")
     for m in report["sent"]:
-        console.print(f"  → {m.get('chatId')}: {m.get('body')}")
-    console.print(f"[bold]storage[/] {json.dumps(report['storage'], default=str)}")
+        console.print(f"  → {_plain(m.get('chatId'))}: {_plain(m.get('body'))}")
+    console.print(f"[bold]storage[/] {_plain(json.dumps(report['storage'], default=str))}")
     console.print(f"[bold]logs[/] ({len(report['logs'])})")
     for line in report["logs"]:
         console.print(f"  [{line['level']}] {line['message']}", markup=False)

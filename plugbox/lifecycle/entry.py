@@ -42,7 +42,11 @@ class PluginEntry:
             lines_per_window=settings.log_lines_per_window,
             window_s=settings.log_window_ms / 1000,
             max_chars=settings.log_line_max_chars,
+            bytes_per_minute=settings.log_bytes_per_minute,
+            bytes_burst=settings.log_bytes_burst,
         )
+        if record.error is not None:  # stored by a host that did not yet cap and redact it
+            record.error = self.logs.sanitise(record.error)
         self._scope = self._make_scope()
         # Owned by the manager: the enable in flight, the disable in flight, the pending restart.
         self.enabling: asyncio.Future[None] | None = None
@@ -71,7 +75,9 @@ class PluginEntry:
 
     def set_status(self, status: Status, error: str | None = None) -> None:
         self.record.status = status
-        self.record.error = error
+        # The reason often quotes the plugin (its exception text): stored and returned by the API,
+        # so it goes through the plugin's relay (capped, redacted, escaped) once, here.
+        self.record.error = self.logs.sanitise(error) if error is not None else None
 
     def _make_scope(self) -> SessionScope:
         return SessionScope(self.manifest.sessions, self.manifest.session_scoped, self.record.active_sessions)
@@ -121,9 +127,16 @@ class PluginEntry:
             out.extend(schema.secret_values(cfg))
         return out
 
+    def webhook_routes(self) -> list[str]:
+        """The routes this plugin may register a handler for: its manifest ingress, and none
+        without `webhook:ingress` (the one statement of the rule; a worker is sent the list)."""
+        if "webhook:ingress" not in self.permissions:
+            return []
+        return [r.route for r in self.manifest.ingress]
+
     def check_webhook_route(self, route: str) -> None:
         check_permission(self.plugin_id, self.permissions, "webhook:ingress", "register_webhook")
-        if route not in {r.route for r in self.manifest.ingress}:
+        if route not in self.webhook_routes():
             raise CapabilityError(f"register_webhook: route {route!r} is not declared in the manifest ingress")
 
     def check_search_provider(self) -> None:

@@ -4,8 +4,8 @@
 The HTTP adapter (`plugbox.api.routes.ingress`) verifies signatures and replays, then calls
 `dispatch` and renders what it returns; it never touches a runtime. A handler past its budget is
 a hook timeout like any other (worker pinged, failure counted toward the breaker), and every
-failure after a verified request fires `ingress:error` to the owning plugin only, with its secrets
-redacted.
+failure after a verified request fires `ingress:error` to the owning plugin only, its text through
+the plugin's relay (capped, secrets redacted, control characters escaped).
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from typing import Any
 from plugbox.errors import PluginError, WorkerGone
 from plugbox.hooks import HookBus
 from plugbox.lifecycle.manager import PluginManager
-from plugbox.logrelay import redact
 from plugbox.manifest import IngressRoute
 
 __all__ = ["IngressReply", "IngressTarget", "dispatch", "find_route"]
@@ -75,11 +74,11 @@ async def dispatch(
         reply = IngressReply("worker_gone", status=502, message=f"plugin {plugin_id!r} worker is gone")
     except PluginError as exc:
         entry.logs.emit("error", f"webhook {route!r} handler failed: {exc}")
-        await _fire_error(bus, plugin_id, route, 500, redact(str(exc), entry.secret_values()))
+        await _fire_error(bus, plugin_id, route, 500, entry.logs.sanitise(str(exc)))
         return IngressReply("handler_error", status=500, message="the plugin's webhook handler failed")
     else:
         return IngressReply("ok", result=result)
-    await _fire_error(bus, plugin_id, route, reply.status, redact(reply.message, entry.secret_values()))
+    await _fire_error(bus, plugin_id, route, reply.status, entry.logs.sanitise(reply.message))
     return reply
 
 

@@ -24,6 +24,7 @@ from plugbox.lifecycle.failures import Breaker, Verdict, describe_failure
 from plugbox.lifecycle.registry import PluginRecord, Registry
 from plugbox.lifecycle.status import Status
 from plugbox.lifecycle.view import PluginView
+from plugbox.logrelay import sanitise
 from plugbox.manifest import Manifest
 from plugbox.runtime import PluginHandle, PluginRuntime, RuntimeDeps, RuntimeFactory
 from plugbox.settings import Settings
@@ -31,6 +32,8 @@ from plugbox.settings import Settings
 __all__ = ["PluginManager"]
 
 log = logging.getLogger("plugbox.lifecycle")
+
+_HEALTH_MAX_CHARS = 1024  # a health message is one status line in the API and dashboard
 
 
 class PluginManager:
@@ -266,6 +269,16 @@ class PluginManager:
         if verdict.open:
             self._failed(entry, "hook budget exceeded repeatedly", verdict)
 
+    def plugin_says(self, plugin_id: str, level: str, context: str, text: str) -> str:
+        """The hook bus prints a plugin's text (its handler's error) through that plugin's relay,
+        charged to its rate limit; returns the text as sanitised."""
+        entry = self._entries.get(plugin_id)
+        if entry is None:  # uninstalled mid-chain: still never raw plugin text in the host log
+            text = sanitise(text, (), self.settings.log_line_max_chars)
+            log.warning("plugin %s: %s%s", plugin_id, context, text)
+            return text
+        return entry.logs.report(level, context, text)
+
     def record_success(self, plugin_id: str) -> None:
         entry = self._entries.get(plugin_id)
         if entry is not None and entry.record.consecutive_failures and entry.status == Status.ENABLED:
@@ -347,9 +360,12 @@ class PluginManager:
             async with asyncio.timeout(self.settings.health_budget_ms / 1000):
                 result = await entry.runtime.health()
         except Exception as exc:
-            return {"healthy": False, "message": describe_failure("health_check", exc)}
+            return {"healthy": False,
+                    "message": entry.logs.sanitise(describe_failure("health_check", exc), _HEALTH_MAX_CHARS)}
         healthy = result.get("healthy") is True
-        return {"healthy": healthy, "message": str(result.get("message", ""))[:1024]}
+        message = result.get("message", "")
+        text = message if isinstance(message, str) else "(not a string)"
+        return {"healthy": healthy, "message": entry.logs.sanitise(text, _HEALTH_MAX_CHARS)}
 
     # -- uninstall --
     async def uninstall(self, plugin_id: str) -> None:

@@ -34,6 +34,7 @@ class PluginView:
     consecutive_failures: int
     worker_pid: int | None  # the confined worker's pid while one runs
     logs: tuple[Mapping[str, Any], ...]  # the relay's recent lines, oldest first
+    logs_dropped: int  # lines (log calls, handler errors) refused by the plugin's own rate limit
 
     @classmethod
     def of(cls, entry: PluginEntry) -> PluginView:
@@ -59,6 +60,7 @@ class PluginView:
             consecutive_failures=record.consecutive_failures,
             worker_pid=runtime.pid if runtime is not None else None,
             logs=tuple(MappingProxyType(dict(line)) for line in entry.logs.recent),
+            logs_dropped=entry.logs.dropped,
         )
 
     @property

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 from plugbox.plain import check_plain
 
-__all__ = ["Backend", "Context", "Logger"]
+__all__ = ["Backend", "Context", "Logger", "set_config"]
 
 
 class Backend(Protocol):
@@ -179,9 +179,6 @@ class Context:
     def config(self) -> Mapping[str, Any]:
         return self._config
 
-    def _replace_config(self, config: Mapping[str, Any]) -> None:
-        self._config = MappingProxyType(dict(config))
-
     def _call(self, verb: str, args: dict[str, Any]) -> Awaitable[Any]:
         # Not a coroutine: each family method awaits the backend's awaitable directly, one frame
         # fewer to suspend and resume per call. A non-plain argument still raises inside the
@@ -205,3 +202,10 @@ class Context:
         if not callable(handler):
             raise TypeError("register_search_provider: handler must be callable")
         self._backend.register_search_provider(handler)
+
+
+def set_config(ctx: Context, config: Mapping[str, Any]) -> None:
+    """plugbox's seam for a config change: the runtimes (in-process and worker) call this before
+    `on_config_change`, so `ctx.config` is the new config when the plugin looks. Not part of the
+    plugin-facing API (a plugin's own Context is read-only to it)."""
+    ctx._config = MappingProxyType(dict(config))

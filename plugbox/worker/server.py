@@ -9,7 +9,6 @@ straight from the protocol callback, so a pong means the event loop itself is al
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import importlib.util
 import inspect
 import io
@@ -22,31 +21,37 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
-from plugbox.bridge.wire import (
+from plugbox.errors import CapabilityError, CapabilityTimeout
+from plugbox.protocol import (
     PROTOCOL_VERSION,
     Call,
+    ConfigChange,
     FrameReader,
     FrameWriter,
+    Health,
     Hello,
+    Hook,
     HostMsg,
+    HostRequest,
+    LayerResult,
+    Lifecycle,
+    Load,
     Log,
     Ping,
     Pong,
     Register,
     Reply,
-    Request,
     Result,
+    Search,
     Shutdown,
+    Webhook,
 )
-from plugbox.errors import CapabilityError, CapabilityTimeout
 from plugbox.sdk import Context, HookContext, HookResult, Plugin, check_plain
+from plugbox.sdk._context import set_config
 
 __all__ = ["serve"]
 
-# The hook event the current task is handling: sent along with capability calls so the host can
-# keep a handler from re-entering itself.
-_origin: contextvars.ContextVar[str | None] = contextvars.ContextVar("plugbox_origin", default=None)
-
+MAX_LOG_CHARS = 65536  # one log line, and the relay's pending text (the host caps again)
 
 
 class _Backend:
@@ -61,14 +66,15 @@ class _Backend:
         self._server.send(Register("hook", event, len(self._server.handlers) - 1, priority))
 
     def register_webhook(self, route: str, handler: Callable[..., Any]) -> None:
-        self._server.require("webhook:ingress", "register_webhook")
-        if route not in self._server.routes:
-            raise CapabilityError(f"register_webhook: route {route!r} is not declared in the manifest ingress")
+        if route not in self._server.routes:  # the host worked out which routes this plugin may have
+            raise CapabilityError(f"register_webhook: route {route!r} is not one this plugin may register "
+                                  "(it needs permission 'webhook:ingress' and the route in its manifest ingress)")
         self._server.webhooks[route] = handler
         self._server.send(Register("webhook", route))
 
     def register_search_provider(self, handler: Callable[..., Any]) -> None:
-        self._server.require("search:provide", "register_search_provider")
+        if not self._server.may_search:
+            raise CapabilityError("register_search_provider: plugin lacks permission 'search:provide'")
         self._server.search_provider = handler
         self._server.send(Register("search"))
 
@@ -77,7 +83,7 @@ class _Backend:
             check_plain(fields, "fields")
         except CapabilityError:
             fields = {k: repr(v) for k, v in fields.items()}
-        self._server.send(Log(level, message[:65536], fields or None))
+        self._server.send(Log(level, message[:MAX_LOG_CHARS], fields or None))
 
 
 class _Relay(io.TextIOBase):
@@ -94,16 +100,18 @@ class _Relay(io.TextIOBase):
 
     def write(self, s: str) -> int:
         self._pending += s
-        if len(self._pending) > 65536:
-            self._pending = self._pending[-65536:]
+        if len(self._pending) > MAX_LOG_CHARS:
+            self._pending = self._pending[-MAX_LOG_CHARS:]
         while "\n" in self._pending:
             line, self._pending = self._pending.split("\n", 1)
-            self._server.send(Log(self._level, line[:65536]))
+            self._server.send(Log(self._level, line[:MAX_LOG_CHARS]))
         return len(s)
 
 
 class WorkerServer(asyncio.Protocol):
-    def __init__(self, layers: list[dict[str, Any]], error: str | None = None, max_frame: int = 16 << 20) -> None:
+    """The worker end of the channel: answers host requests, dispatching on their type."""
+
+    def __init__(self, layers: list[LayerResult], error: str | None, max_frame: int) -> None:
         self.transport: asyncio.Transport | None = None
         self.writer: FrameWriter | None = None
         self.error = error
@@ -116,8 +124,8 @@ class WorkerServer(asyncio.Protocol):
         self.handlers: list[Callable[..., Any]] = []
         self.webhooks: dict[str, Callable[..., Any]] = {}
         self.search_provider: Callable[..., Any] | None = None
-        self.permissions: frozenset[str] = frozenset()
         self.routes: frozenset[str] = frozenset()
+        self.may_search = False
         self.plugin: Plugin | None = None
         self.ctx: Context | None = None
         self.tasks: set[asyncio.Task[Any]] = set()
@@ -144,80 +152,72 @@ class WorkerServer(asyncio.Protocol):
             return
         self.writer.cork()  # results of inline handlers leave in one write
         try:
-            self._handle(self.reader.feed(data))
+            for msg in self.reader.feed(data):
+                t = type(msg)
+                if t is Hook:
+                    self._hook(msg)
+                elif t is Reply:
+                    self._reply(msg)
+                elif t is Ping:
+                    self.send(Pong(msg.id))
+                elif t is Shutdown:
+                    self._shutdown()
+                else:
+                    self._spawn(self._serve(msg))
         finally:
             self.writer.uncork()
 
-    def _handle(self, messages: list[Any]) -> None:
-        for msg in messages:
-            t = type(msg)
-            if t is Reply:
-                fut = self.pending.pop(msg.id, None)
-                if fut is not None and not fut.done():
-                    if msg.ok:
-                        fut.set_result(msg.value)
-                    elif msg.error_kind == "timeout":
-                        fut.set_exception(CapabilityTimeout(msg.error or "capability call timed out"))
-                    else:
-                        fut.set_exception(CapabilityError(msg.error or "capability call failed"))
-            elif t is Request:
-                self._start(msg)
-            elif t is Ping:
-                self.send(Pong(msg.id))
-            elif t is Shutdown and self.transport is not None:
-                if self.writer is not None:
-                    self.writer.flush()
-                self.transport.close()
+    def _reply(self, msg: Reply) -> None:
+        fut = self.pending.pop(msg.id, None)
+        if fut is None or fut.done():
+            return
+        if msg.ok:
+            fut.set_result(msg.value)
+        elif msg.error_kind == "timeout":
+            fut.set_exception(CapabilityTimeout(msg.error or "capability call timed out"))
+        else:
+            fut.set_exception(CapabilityError(msg.error or "capability call failed"))
+
+    def _shutdown(self) -> None:
+        if self.writer is not None:
+            self.writer.flush()
+        if self.transport is not None:
+            self.transport.close()
 
     # -- capability calls --
-    def require(self, permission: str, what: str) -> None:
-        if permission not in self.permissions:
-            raise CapabilityError(f"plugin lacks permission {permission!r} required by {what}")
-
     def call(self, verb: str, args: Any) -> asyncio.Future[Any]:
-        """Send one capability call; the future of its reply is settled by `_handle` (every call
+        """Send one capability call; the future of its reply is settled by `_reply` (every call
         gets a reply: the host answers errors and timeouts too) or by the channel closing."""
         fut: asyncio.Future[Any] = self._loop.create_future()
         call_id = next(self.ids)
         if self.writer is not None:  # the caller waits on this frame: send it now, not at the iteration's end
-            self.writer.write_now(Call(call_id, verb, args, _origin.get()))
+            self.writer.write_now(Call(call_id, verb, args))
         self.pending[call_id] = fut
         return fut
 
     # -- host requests --
-    def _start(self, req: Request) -> None:
-        if req.op == "hook":
-            handler = self._handler(req.args)
-            if handler is not None:
-                self._hook(req, handler)
-                return
-        self._spawn(self._serve(req))
-
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
-    def _handler(self, args: Any) -> Callable[..., Any] | None:
-        hid = args[0] if isinstance(args, list) and len(args) == 7 else None
-        return self.handlers[hid] if type(hid) is int and 0 <= hid < len(self.handlers) else None
-
-    def _hook(self, req: Request, handler: Callable[..., Any]) -> None:
+    def _hook(self, req: Hook) -> None:
         """Run one hook handler. A sync one is answered here, inside the read callback (no task);
         an async one (or a function returning an awaitable) runs as a task that awaits it
-        directly, so each capability call it makes resumes as few frames as possible. The task
-        is created while the handler's event is set as the call origin, so it keeps it."""
-        token = _origin.set(req.args[1])
+        directly, so each capability call it makes resumes as few frames as possible."""
+        hid = req.handler_id
+        if not 0 <= hid < len(self.handlers):
+            self._finish(req.id, (False, None, f"hook request names no registered handler ({hid})"))
+            return
         try:
-            result = handler(_hook_context(req.args))
+            result = self.handlers[hid](HookContext(event=req.event, data=req.data, session_id=req.session_id,
+                                                    timestamp=req.timestamp, source=req.source, config=req.config))
             if result is not None and inspect.isawaitable(result):
-                self._spawn(self._serve_awaitable(req.id, result))  # the task copies the context now
+                self._spawn(self._serve_awaitable(req.id, result))
                 return
         except Exception as exc:
             self._finish(req.id, (False, None, _describe(exc)))
             return
-        finally:
-            _origin.reset(token)
         if result is None:
             self.send(Result(req.id, True, None, None))  # plain continue
             return
@@ -242,55 +242,51 @@ class WorkerServer(asyncio.Protocol):
                 ok, value, error = False, None, str(exc)
         self.send(Result(req_id, ok, value if ok else None, error))
 
-    async def _serve(self, req: Request) -> None:
+    async def _serve(self, req: HostRequest) -> None:
         try:
-            value = await self._dispatch(req.op, req.args)
+            value = await self._dispatch(req)
             outcome: tuple[bool, Any, str | None] = (True, value, None)
         except Exception as exc:
             outcome = (False, None, _describe(exc))
         self._finish(req.id, outcome)
 
-    async def _dispatch(self, op: str, args: Any) -> Any:
-        if op == "load":
-            return self._load(args)
+    async def _dispatch(self, req: HostRequest) -> Any:
+        if type(req) is Load:
+            return self._load(req)
         plugin, ctx = self._ready()
-        if op == "lifecycle":
-            if args not in ("on_load", "on_enable", "on_disable", "on_unload"):
-                raise ValueError(f"unknown lifecycle method {args!r}")
-            return await _maybe_await(getattr(plugin, args)(ctx))
-        if op == "hook":
-            raise LookupError("hook request names no registered handler")  # found ones go to _hook
-        if op == "config":
-            ctx._replace_config(args)
-            return await _maybe_await(plugin.on_config_change(ctx, args))
-        if op == "health":
+        if type(req) is Lifecycle:
+            return await _maybe_await(getattr(plugin, req.method)(ctx))  # `method` is a Literal of four
+        if type(req) is ConfigChange:
+            set_config(ctx, req.config)
+            return await _maybe_await(plugin.on_config_change(ctx, req.config))
+        if type(req) is Health:
             return await _maybe_await(plugin.health_check())
-        if op == "webhook":
-            handler = self.webhooks.get(args["route"])
+        if type(req) is Webhook:
+            handler = self.webhooks.get(req.route)
             if handler is None:
-                raise LookupError(f"no webhook handler registered for route {args['route']!r}")
-            return await _maybe_await(handler(args["request"]))
-        if op == "search":
+                raise LookupError(f"no webhook handler registered for route {req.route!r}")
+            return await _maybe_await(handler(req.request))
+        if type(req) is Search:
             if self.search_provider is None:
                 raise LookupError("no search provider registered")
-            return await _maybe_await(self.search_provider(args))
-        raise ValueError(f"unknown request {op!r}")
+            return await _maybe_await(self.search_provider(req.query))
+        raise ValueError(f"unexpected request {type(req).__name__}")  # Hook is served by _hook
 
     def _ready(self) -> tuple[Plugin, Context]:
         if self.plugin is None or self.ctx is None:
             raise RuntimeError("plugin not loaded")
         return self.plugin, self.ctx
 
-    def _load(self, args: dict[str, Any]) -> Any:
-        plugin_dir = Path(args["plugin_dir"])
-        self.permissions = frozenset(args.get("permissions", ()))
-        self.routes = frozenset(args.get("routes", ()))
+    def _load(self, req: Load) -> None:
+        plugin_dir = Path(req.plugin_dir)
+        self.routes = frozenset(req.webhook_routes)
+        self.may_search = req.search_provider
         sys.path.insert(0, str(plugin_dir))
-        main = plugin_dir / args["main"]
-        module_name = "plugbox_plugin_" + args["plugin_id"].replace("-", "_").replace(".", "_")
+        main = plugin_dir / req.main
+        module_name = "plugbox_plugin_" + req.plugin_id.replace("-", "_").replace(".", "_")
         spec = importlib.util.spec_from_file_location(module_name, main)
         if spec is None or spec.loader is None:
-            raise ImportError(f"cannot load plugin main {args['main']!r}")
+            raise ImportError(f"cannot load plugin main {req.main!r}")
         module = importlib.util.module_from_spec(spec)
         sys.modules[spec.name] = module
         spec.loader.exec_module(module)
@@ -302,22 +298,15 @@ class WorkerServer(asyncio.Protocol):
             raise TypeError(
                 f"plugin main module must define exactly one Plugin subclass at module level; found {len(classes)}"
             )
-        self.ctx = Context(args["plugin_id"], args.get("config") or {}, _Backend(self))
+        self.ctx = Context(req.plugin_id, req.config, _Backend(self))
         self.plugin = classes[0]()
         self.plugin.ctx = self.ctx
-        return None
 
 
 async def _maybe_await(value: Any) -> Any:
     if inspect.isawaitable(value):
         return await value
     return value
-
-
-def _hook_context(args: list[Any]) -> HookContext:
-    _hid, event, data, session_id, timestamp, source, config = args
-    return HookContext(event=event, data=data, session_id=session_id, timestamp=timestamp,
-                       source=source, config=config or {})
 
 
 def _hook_wire(result: Any) -> dict[str, Any] | None:
@@ -340,9 +329,7 @@ def _describe(exc: BaseException) -> str:
     return (f"{name}: {text}" if text else name) + where
 
 
-async def serve(
-    channel: socket.socket, layers: list[dict[str, Any]], error: str | None = None, max_frame: int = 16 << 20
-) -> None:
+async def serve(channel: socket.socket, layers: list[LayerResult], error: str | None, max_frame: int) -> None:
     """Serve the host over `channel` until it closes."""
     loop = asyncio.get_running_loop()
     server = WorkerServer(layers, error, max_frame)

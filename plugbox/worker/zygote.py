@@ -3,10 +3,7 @@ the worker runtime pre-imported and forks one child per plugin. It never held ho
 is a fresh `exec`, not a fork of the host) and never runs plugin code itself; each child applies
 confinement (plugbox.confine) right after the fork, before anything of the plugin is imported.
 
-Control protocol with the host, over an AF_UNIX SOCK_SEQPACKET pair (message boundaries kept,
-fds passed with SCM_RIGHTS), messages msgspec-JSON:
-  host → zygote  Spawn (+ the worker's channel fd)      zygote → host  Spawned (+ a pidfd) | Failed
-                                                         zygote → host  Exited (raw wait status)
+It speaks the control protocol of plugbox.protocol.spawn with the host.
 The zygote is single-threaded (fork safety) and dies with the host (PR_SET_PDEATHSIG).
 """
 
@@ -28,46 +25,13 @@ import msgspec
 from plugbox.confine.cgroups import Groups, Request
 from plugbox.confine.policy import CgroupPlacement, UidPlacement
 from plugbox.confine.userns import Subids
+from plugbox.protocol import MAX_CONTROL_MSG, Exited, Failed, Spawn, Spawned
+from plugbox.worker import entry
 
-__all__ = ["Exited", "Failed", "Spawn", "Spawned", "ZygoteMsg", "main"]
+__all__ = ["main"]
 
 PR_SET_PDEATHSIG = 1
-MAX_CONTROL_MSG = 1 << 16
 
-
-class Spawn(msgspec.Struct, tag="spawn", frozen=True):
-    sid: int
-    plugin_id: str
-    plugin_dir: str
-    scratch_dir: str
-    memory_bytes: int
-    open_files: int
-    file_size_bytes: int
-    scratch_bytes: int = 32 << 20
-    frame_max_bytes: int = 16 << 20
-    netns: bool = False
-    degraded: bool = False
-    cgroup: Request = Request()
-    uids: str = "off"  # a non-root host's subordinate uid per worker: required | auto | off
-
-
-class Spawned(msgspec.Struct, tag="spawned", frozen=True):
-    sid: int
-    pid: int
-
-
-class Failed(msgspec.Struct, tag="failed", frozen=True):
-    sid: int
-    error: str
-
-
-class Exited(msgspec.Struct, tag="exited", frozen=True):
-    pid: int
-    status: int
-    oom_kills: int = 0  # by the kernel, in the worker's own cgroup (memory limit)
-
-
-ZygoteMsg = Spawned | Failed | Exited
 
 _encode = msgspec.json.encode
 
@@ -77,25 +41,24 @@ def _set_pdeathsig() -> None:
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
-def _child(spec: Spawn, channel_fd: int, placement: CgroupPlacement, subid: UidPlacement) -> None:
+def _child(spec: Spawn, channel_fd: int, shared: Any, placement: CgroupPlacement, subid: UidPlacement) -> None:
     """In the forked child: confine, then serve. Never returns."""
     code = 0
     try:
         signal.set_wakeup_fd(-1)
         for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, signal.SIG_DFL)
-        from plugbox.worker import entry
-
-        code = entry.run(spec, channel_fd, placement, subid)
+        code = entry.run(spec, channel_fd, shared, placement, subid)
     except BaseException:  # nothing may escape back into the zygote's loop
         code = 70
     finally:
         os._exit(code)
 
 
-def _spawn(ctl: socket.socket, spec: Spawn, channel_fd: int, groups: Groups, subids: Subids) -> None:
-    placement = groups.place(f"w{spec.sid}-{spec.plugin_id[:40]}", spec.cgroup)  # made before the fork
-    subid = subids.allot(spec.uids)
+def _spawn(ctl: socket.socket, spec: Spawn, channel_fd: int, shared: Any, groups: Groups, subids: Subids) -> None:
+    request = Request(**msgspec.structs.asdict(spec.limits.cgroup))
+    placement = groups.place(f"w{spec.sid}-{spec.plugin_id[:40]}", request)  # made before the fork
+    subid = subids.allot(spec.limits.uids)
     handshake: socket.socket | None = None
     if subid.uid:  # the child unshares, then we map its uid from outside (plugbox.confine.userns)
         handshake, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -105,7 +68,7 @@ def _spawn(ctl: socket.socket, spec: Spawn, channel_fd: int, groups: Groups, sub
         ctl.close()
         if handshake is not None:
             handshake.close()
-        _child(spec, channel_fd, placement, subid)
+        _child(spec, channel_fd, shared, placement, subid)
     groups.adopt(pid, placement)
     if handshake is not None:
         os.close(subid.fd)
@@ -134,10 +97,7 @@ def _preload() -> None:
     """Import what every worker needs once, here, so a fork starts warm."""
     import uvloop  # noqa: F401
 
-    import plugbox.confine
-    import plugbox.worker.entry
-    import plugbox.worker.server  # noqa: F401
-
+    # (plugbox.confine and the worker server came in with this module's own imports.)
     # Build a throwaway loop once so asyncio's lazily-imported pieces are loaded pre-fork.
     asyncio.new_event_loop().close()
 
@@ -157,9 +117,7 @@ def _serve(argv: list[str]) -> int:
         return 0
     ctl = socket.socket(fileno=ctl_fd)
     _preload()
-    from plugbox.worker import entry
-
-    entry.prepare_once()
+    shared = entry.prepare_shared()
     decoder = msgspec.json.Decoder(Spawn)
     groups, subids = Groups(), Subids()
     wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -187,7 +145,7 @@ def _serve(argv: list[str]) -> int:
                 spec = decoder.decode(data)
                 if len(fds) != 1:
                     raise ValueError(f"spawn needs exactly one channel fd, got {len(fds)}")
-                _spawn(ctl, spec, fds[0], groups, subids)
+                _spawn(ctl, spec, fds[0], shared, groups, subids)
             except Exception as exc:
                 for fd in fds:
                     with contextlib.suppress(OSError):

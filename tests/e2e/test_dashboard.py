@@ -5,7 +5,8 @@ The operator pastes an admin key into the page, sees the echo plugin's status, p
 confinement layers, enables and disables it with the row's button, edits its config through the form
 generated from configSchema, and every change is checked against the JSON API as well as the page.
 A second test installs plugins whose name, config schema, log lines and errors carry HTML and checks
-that the page shows them as text and runs nothing.
+that the page shows them as text and runs nothing. A third sends the dashboard's tab to a plugin's
+ingress route that answers with a key-stealing script, and checks that nothing runs on the API origin.
 
 No silent skip: without Chromium or Playwright these tests fail and say what to install (CI's
 `.ci/run` installs Debian's `chromium`; `playwright` is in the `dev` extras). Set
@@ -291,3 +292,68 @@ def test_dashboard_renders_plugin_supplied_html_as_text(page: Page, tmp_path: Pa
         assert page.evaluate("window.__pwned") is None
         stop_cleanly(proc, log, set())
     assert dialogs == []
+
+
+THIEF_SECRET = "e2e-webhook-secret"
+THIEF_SIGNATURE = {"scheme": "hmac-sha256", "header": "X-Signature", "timestampHeader": "X-Timestamp",
+                   "dedupHeader": "X-Delivery"}
+STEAL = ("<script>window.__stolen = sessionStorage.getItem('plugbox-key'); document.title = 'pwned';"
+         "fetch('/api/plugins', {headers: {'X-API-Key': window.__stolen}});"
+         "new Image().src = '/ingress/thief/page?k=' + window.__stolen;</script>")
+
+
+def test_plugin_ingress_page_cannot_read_the_admin_key(page: Page, tmp_path: Path) -> None:
+    """Admin-key theft through ingress: the operator has the dashboard open (key in sessionStorage)
+    and the same tab is sent to a plugin's ingress route, whose answer is an HTML page with a script
+    that reads the key and sends it out. The answer is served as text in a sandbox (an opaque
+    origin): nothing runs, the API origin's storage cannot be read, and no request leaves."""
+    from plugbox.api.ingress import sign
+    from plugbox.manifest import IngressSignature
+
+    thief = _write_plugin(tmp_path / "src" / "thief", {
+        "id": "thief", "name": "Thief", "permissions": ["webhook:ingress"],
+        "configSchema": {"type": "object", "properties": {"webhookSecret": {"type": "string", "secret": True}}},
+        "ingress": [{"route": "page", "signature": THIEF_SIGNATURE}],
+    }, f"""
+        from plugbox.sdk import Plugin
+
+        class Thief(Plugin):
+            async def on_load(self, ctx):
+                ctx.register_webhook("page", self.page)
+
+            async def page(self, request):
+                return {{"status": 200, "body": "<!doctype html><title>ok</title>" + {STEAL!r},
+                        "headers": {{"Content-Type": "text/html"}}}}
+        """)
+    requests: list[str] = []
+    with serving(tmp_path, ADMIN_KEY, {"thief": thief}) as (proc, url, log), \
+            httpx.Client(base_url=url, headers=HEADERS, timeout=30) as c:
+        api(c, "PUT", "/api/plugins/thief/config", json={"webhookSecret": THIEF_SECRET})
+        api(c, "POST", "/api/plugins/thief/enable")
+        open_dashboard(page, url, c)
+        assert page.evaluate("sessionStorage.getItem('plugbox-key')") == ADMIN_KEY
+
+        def signed_post(route: Any) -> None:  # a sender that knows the secret, delivering into this tab
+            stamp = str(int(time.time()))
+            sig = IngressSignature(scheme="hmac-sha256", header="X-Signature", timestamp_header="X-Timestamp",
+                                   dedup_header="X-Delivery", template="{id}.{timestamp}.{body}")
+            route.continue_(method="POST", post_data=b"{}", headers={
+                **route.request.headers, "X-Timestamp": stamp, "X-Delivery": "d-e2e",
+                "X-Signature": sign(sig, THIEF_SECRET, b"{}", id="d-e2e", timestamp=stamp)})
+
+        page.route(url + "/ingress/thief/page", signed_post)
+        page.on("request", lambda r: requests.append(r.url))
+        response = page.goto(url + "/ingress/thief/page")
+        assert response is not None and response.status == 200  # the plugin answered its page
+        page.wait_for_timeout(300)  # give an image or fetch the script might have started time to show
+        assert page.title() != "pwned"
+        assert page.evaluate("window.__stolen") is None  # the script never ran
+        expect(page.locator("body")).to_contain_text("sessionStorage.getItem('plugbox-key')")  # shown as text
+        assert page.evaluate("window.origin") == "null"  # a sandboxed, opaque origin
+        read = page.evaluate("() => { try { return sessionStorage.getItem('plugbox-key') }"
+                             " catch (e) { return 'refused: ' + e.name } }")
+        assert read == "refused: SecurityError"  # even a script there could not read the key
+        assert response.headers["content-type"].startswith("text/plain")
+        assert "sandbox" in response.headers["content-security-policy"]
+        assert requests == [url + "/ingress/thief/page"], requests
+        stop_cleanly(proc, log, set())

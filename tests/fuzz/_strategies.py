@@ -11,13 +11,14 @@ import msgspec
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
-from plugbox.bridge.wire import HEADER, Call, Hello, Log, Pong, Register, Result
+from plugbox.protocol import HEADER, Call, Hello, LayerResult, Log, Pong, Register, Result
 
 # Bounded for CI (the whole directory runs in well under a minute); atheris_bridge.py is for long runs.
 FUZZ = settings(max_examples=200, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
-TAGS = ("hello", "call", "res", "reg", "log", "pong", "req", "rep", "ping", "bye", "", "x" * 40)
+TAGS = ("hello", "call", "res", "reg", "log", "pong", "load", "life", "hook", "config", "health", "webhook",
+        "search", "rep", "ping", "bye", "req", "", "x" * 40)
 KNOWN_VERBS = ("storage.get", "storage.set", "storage.list", "storage.delete", "messages.send_text",
                "net.fetch", "engine.get_chats", "mappings.get")
 _INT = st.one_of(st.integers(-(2**63), 2**64 - 1), st.sampled_from([0, 1, -1, 2**31, 2**63 - 1]))
@@ -50,13 +51,13 @@ ids = st.one_of(_INT, st.integers(1, 8))
 
 # Messages that decode into WorkerMsg (valid on the wire; may still be meaningless to the host).
 worker_msgs = st.one_of(
-    st.builds(Hello, version=_INT, pid=_INT, layers=st.lists(st.dictionaries(st.text(max_size=8), plain,
-                                                                                 max_size=3), max_size=3),
+    st.builds(Hello, version=_INT, pid=_INT,
+              layers=st.lists(st.builds(LayerResult, name=st.text(max_size=8), applied=st.booleans(),
+                                        detail=st.text(max_size=20), skipped=st.booleans()), max_size=3),
               error=st.none() | st.text(max_size=20)),
-    st.builds(Call, id=ids, verb=st.sampled_from(KNOWN_VERBS) | st.text(max_size=30), args=any_value,
-              origin=st.none() | st.text(max_size=20)),
+    st.builds(Call, id=ids, verb=st.sampled_from(KNOWN_VERBS) | st.text(max_size=30), args=any_value),
     st.builds(Result, id=ids, ok=st.booleans(), value=any_value, error=st.none() | st.text(max_size=20)),
-    st.builds(Register, what=st.sampled_from(["hook", "webhook", "search", "nope"]),
+    st.builds(Register, what=st.sampled_from(["hook", "webhook", "search"]),
               name=st.sampled_from(["message:ack", "message:received", "nope"]) | st.text(max_size=20),
               handler_id=_INT, priority=_INT),
     st.builds(Log, level=st.sampled_from(["info", "error", "nope"]) | st.text(max_size=10),
@@ -87,7 +88,7 @@ _DEEP_FRAMES = (
     lambda n: b"\x95\xa3res\x01\xc3" + n + b"\xc0",  # Result.value
     lambda n: b"\x95\xa3res\x01\xc2\xc0" + n,  # Result.error (wrong type)
     lambda n: b"\x94\xa3log\xa4info\xa1m\x81\xa1k" + n,  # Log.fields
-    lambda n: b"\x95\xa4call\x01\xabstorage.set\x82\xa3key\xa1k\xa5value" + n + b"\xc0",  # Call.args
+    lambda n: b"\x94\xa4call\x01\xabstorage.set\x82\xa3key\xa1k\xa5value" + n,  # Call.args
     lambda n: n,  # the whole message
 )
 deep_payloads = st.builds(

@@ -1,11 +1,11 @@
 """Fuzzing the host side of the bridge (SPEC §6): everything a worker sends is untrusted input.
 
-1. `WorkerRuntime.received`, fed hypothesis-generated streams (valid messages of every kind with
-   arbitrary ids and payloads, undecodable and deeply nested frames, raw garbage, arbitrary
-   chunking) over a fake transport: it never raises; its reader buffer stays under one frame cap
-   plus a header; its pending maps never grow from worker input and every pending request still
-   settles; every decodable capability call gets exactly one reply; it ends the worker only for a
-   declared length over the cap or past the bad-frame threshold.
+1. A worker's `Channel` (inside a real WorkerRuntime), fed hypothesis-generated streams (valid
+   messages of every kind with arbitrary ids and payloads, undecodable and deeply nested frames,
+   raw garbage, arbitrary chunking) over a fake transport: it never raises; its books never grow
+   from worker input and every request of the host's still settles; every decodable capability
+   call gets exactly one reply; it ends the worker only for a declared length over the cap or past
+   the bad-frame threshold.
 2. End to end, with real confined workers: one plugin finds its channel socket and writes
    hypothesis-generated garbage frames into it while a second plugin keeps answering hooks; the
    host kills the garbage writer at the bad-frame threshold and the second plugin never notices.
@@ -17,6 +17,7 @@ import asyncio
 import json
 import os
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,11 +26,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from plugbox.bridge.runtime import MAX_BAD_FRAMES, WorkerRuntime
-from plugbox.bridge.wire import Call, FrameReader, FrameTooLarge, FrameWriter, HostMsg, Reply, WorkerMsg
+from plugbox.bridge.channel import MAX_BAD_FRAMES, Channel
+from plugbox.bridge.client import WorkerRuntime
 from plugbox.engines.loopback import LoopbackEngine
+from plugbox.errors import FrameTooLarge
 from plugbox.host import Host
 from plugbox.lifecycle.entry import PluginEntry
+from plugbox.protocol import Call, FrameReader, Hook, HostMsg, Reply, WorkerMsg
 from tests.fuzz._strategies import FUZZ, chunked, frame, nested, payloads, worker_msgs
 from tests.integration.conftest import alive, enable, host_settings, wait_for
 
@@ -39,10 +42,10 @@ _enc = msgspec.msgpack.Encoder()
 
 
 class FakeTransport:
-    def __init__(self, runtime: WorkerRuntime) -> None:
+    def __init__(self, channel: Channel) -> None:
         self.out = bytearray()
         self.closed = False
-        self._rt = runtime
+        self._channel = channel
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         self.out += data
@@ -53,7 +56,10 @@ class FakeTransport:
     def abort(self) -> None:
         if not self.closed:
             self.closed = True
-            self._rt.channel_lost()  # what the event loop does once the socket is closed
+            self._channel.connection_lost(None)  # what the event loop does once the socket is closed
+
+    def close(self) -> None:
+        self.abort()
 
 
 def _write_plugin(root: Path, plugin_id: str, code: str, permissions: list[str]) -> Path:
@@ -87,12 +93,16 @@ def bench(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[asyncio.Ru
 
 
 def _runtime(host: Host, entry: PluginEntry, plugin_dir: Path) -> tuple[WorkerRuntime, FakeTransport]:
-    """A WorkerRuntime wired to a fake channel, as if its worker had just connected."""
+    """A WorkerRuntime whose channel is wired to a fake transport, as if its worker had just connected."""
     rt = WorkerRuntime(entry, host.manager.deps, plugin_dir)
-    transport = FakeTransport(rt)
-    rt.transport = transport  # type: ignore[assignment]
-    rt.writer = FrameWriter(transport, asyncio.get_running_loop())
+    transport = FakeTransport(rt.channel)
+    rt.channel.connection_made(transport)  # type: ignore[arg-type]
     return rt, transport
+
+
+def _hook(channel: Channel, data: Any = None) -> tuple[asyncio.Future[Any], int]:
+    msg = Hook(channel.new_id(), 0, "message:ack", data, None, datetime.now(UTC), "host", {})
+    return channel.hook(msg), msg.id
 
 
 chunk = st.one_of(
@@ -105,7 +115,7 @@ chunk = st.one_of(
 @FUZZ
 @given(chunks=st.lists(chunk, max_size=40), cuts=st.lists(st.integers(0, 10**6), max_size=12),
        waiting=st.integers(0, 4))
-def test_worker_runtime_survives_any_stream(
+def test_worker_channel_survives_any_stream(
     bench: tuple[asyncio.Runner, Host, PluginEntry, Path], chunks: list[bytes], cuts: list[int], waiting: int
 ) -> None:
     runner, host, entry, plugin_dir = bench
@@ -115,53 +125,52 @@ def test_worker_runtime_survives_any_stream(
 async def _feed(host: Host, entry: PluginEntry, plugin_dir: Path, stream: bytes, cuts: list[int],
                 waiting: int) -> None:
     rt, transport = _runtime(host, entry, plugin_dir)
-    # Requests of the host's own, in flight while the garbage arrives (ids 1..waiting).
-    mine = [rt.submit("hook", [0, "message:ack", None, None, None, "host", {}], 60.0, hook=True)
-            for _ in range(waiting)]
-    ids = {req_id for _fut, req_id in mine}
+    channel = rt.channel
+    # Requests of the host's own, in flight while the garbage arrives.
+    mine = [_hook(channel)[0] for _ in range(waiting)]
     model = FrameReader(WorkerMsg, CAP)  # what the host should have seen, frame by frame
     calls: list[int] = []
     oversized = False
     try:
         for piece in chunked(stream, cuts):
-            if rt._death is not None:
+            if channel.stats().gone is not None:
                 break
-            rt.received(piece)  # must never raise
-            assert len(rt.reader._buf) < CAP + 4
+            channel.data_received(piece)  # must never raise
             if not oversized:
                 try:
                     calls += [m.id for m in model.feed(piece) if type(m) is Call]
                 except FrameTooLarge:
                     oversized = True
-            assert set(rt.pending) <= ids and set(rt.deadlines) <= ids and rt.hook_requests <= ids
-            assert not rt.pongs
-            assert 0 <= rt.in_flight <= rt.max_calls
-        for fut, req_id in mine:  # each of the host's requests is answered, still pending, or failed at death
-            assert fut.done() or req_id in rt.pending
-        if rt.calls:
-            await asyncio.wait(list(rt.calls), timeout=10)
-        assert not rt.calls
-        if rt._death is not None:
-            assert oversized or rt.reader.bad_frames > MAX_BAD_FRAMES, rt._death
-            assert all(fut.done() for fut, _ in mine)  # death rejects every pending request at once
+            stats = channel.stats()
+            assert stats.requests_in_flight <= waiting and stats.hooks_in_flight <= waiting
+            assert stats.pings_in_flight == 0
+            assert 0 <= rt.calls_in_flight <= host.settings.max_calls_in_flight
+        for _ in range(1000):  # the calls being served finish (each answers through the router)
+            if not rt.calls_in_flight:
+                break
+            await asyncio.sleep(0.01)
+        assert rt.calls_in_flight == 0
+        await asyncio.sleep(0)  # the done-callbacks of the last calls send their replies
+        gone = channel.stats().gone
+        if gone is not None:
+            assert oversized or channel.stats().bad_frames > MAX_BAD_FRAMES, gone
+            assert all(fut.done() for fut in mine)  # death rejects every pending request at once
         else:
             assert not oversized
-            assert rt.in_flight == 0  # (a dead runtime may keep a count for calls cancelled before they ran)
-            rt.writer.flush()
+            assert sum(not fut.done() for fut in mine) == channel.stats().requests_in_flight
+            channel.flush()
             replies = FrameReader(HostMsg, 1 << 24).feed(bytes(transport.out))
             answered = sorted(m.id for m in replies if type(m) is Reply)
             assert answered == sorted(calls) or rt.refused_calls  # one reply per call (a refusal is a reply)
             assert len(answered) == len(calls)
     finally:
         await rt.stop()
-        host.bus.unregister_plugin(entry.plugin_id)  # Register frames may have added hook proxies
-        for fut, _ in mine:
+        host.bus.unregister_plugin(entry.plugin_id)  # Register frames may have added hook handlers
+        for fut in mine:
             if not fut.done():
                 fut.cancel()
             elif not fut.cancelled():
                 fut.exception()  # retrieved: WorkerGone at death is the expected answer
-        if rt._hello.done():
-            rt._hello.exception()  # no hello came: stop() failed it with WorkerGone, as at any death
 
 
 # -- what the fuzzing above relies on, pinned down --------------------------------------------------
@@ -170,13 +179,11 @@ def _regression(bench: tuple[asyncio.Runner, Host, PluginEntry, Path], check: An
     runner, host, entry, plugin_dir = bench
 
     async def go() -> None:
-        rt, _transport = _runtime(host, entry, plugin_dir)
+        rt, transport = _runtime(host, entry, plugin_dir)
         try:
-            await check(rt)
+            await check(rt, transport)
         finally:
             await rt.stop()
-            if rt._hello.done():
-                rt._hello.exception()
 
     runner.run(go())
 
@@ -190,12 +197,13 @@ def test_a_frame_the_host_fails_to_handle_is_dropped_not_raised(
     def boom(*_args: Any) -> None:
         raise RecursionError("maximum recursion depth exceeded")
 
-    async def check(rt: WorkerRuntime) -> None:
+    async def check(rt: WorkerRuntime, _transport: FakeTransport) -> None:
         monkeypatch.setattr(rt.entry.logs, "emit", boom)
-        fut, req_id = rt.submit("hook", [0, "message:ack", None, None, None, "host", {}], 60.0, hook=True)
+        fut, req_id = _hook(rt.channel)
         ok = {"continue": True, "data": None, "error": None}
-        rt.received(frame(_enc.encode(["log", "info", "m", None])) + frame(_enc.encode(["res", req_id, True, ok])))
-        assert rt.reader.bad_frames == 1 and rt._death is None
+        rt.channel.data_received(frame(_enc.encode(["log", "info", "m", None]))
+                                 + frame(_enc.encode(["res", req_id, True, ok])))
+        assert rt.channel.stats().bad_frames == 1 and rt.channel.stats().gone is None
         assert fut.done() and fut.result().error is None
 
     _regression(bench, check)
@@ -204,17 +212,17 @@ def test_a_frame_the_host_fails_to_handle_is_dropped_not_raised(
 def test_a_hook_answer_the_host_cannot_read_still_settles_the_hook(
     bench: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The hook's future has left `pending` by the time its answer is read: if reading it fails,
-    the future must still settle, or the hook chain would wait forever (no deadline is left)."""
+    """The hook's future has left the channel's books by the time its answer is read: if reading
+    it fails, the future must still settle, or the hook chain would wait for its whole budget."""
     def unreadable(_msg: Any) -> Any:
         raise RecursionError("maximum recursion depth exceeded while getting the str of an object")
 
-    async def check(rt: WorkerRuntime) -> None:
-        monkeypatch.setattr("plugbox.bridge.runtime._hook_result", unreadable)
-        fut, req_id = rt.submit("hook", [0, "message:ack", None, None, None, "host", {}], 60.0, hook=True)
-        rt.received(frame(_enc.encode(["res", req_id, True, {"continue": True, "error": ["x"]}])))
+    async def check(rt: WorkerRuntime, _transport: FakeTransport) -> None:
+        monkeypatch.setattr("plugbox.bridge.channel.hook_result", unreadable)
+        fut, req_id = _hook(rt.channel)
+        rt.channel.data_received(frame(_enc.encode(["res", req_id, True, {"continue": True, "error": ["x"]}])))
         assert fut.done() and "could not be read" in (fut.result().error or "")
-        assert not rt.pending and not rt.deadlines
+        assert rt.channel.stats().requests_in_flight == 0 and rt.channel.stats().hooks_in_flight == 0
 
     _regression(bench, check)
 
@@ -223,22 +231,17 @@ def test_a_hook_answer_the_host_cannot_read_still_settles_the_hook(
 def test_a_request_that_cannot_be_encoded_leaves_nothing_pending(bench: Any, bad: Any) -> None:
     """Regression: hook data that cannot be encoded (a built-in's handler may return a Path, say,
     and the bus hands it to the next handler, a worker) left half a frame in that worker's channel
-    buffer, which desynchronised its stream for good, and the request stayed in `pending`."""
-    async def check(rt: WorkerRuntime) -> None:
+    buffer, which desynchronised its stream for good, and the request stayed in flight."""
+    async def check(rt: WorkerRuntime, transport: FakeTransport) -> None:
         with pytest.raises((RecursionError, TypeError)):
-            rt.submit("hook", [0, "message:ack", bad, None, None, "host", {}], 60.0, hook=True)
-        assert not rt.pending and not rt.deadlines and not rt.hook_requests
-        rt.submit("hook", [0, "message:ack", "after", None, None, "host", {}], 60.0, hook=True)
-        rt.writer.flush()  # type: ignore[union-attr]
-        sent = FrameReader(HostMsg, 1 << 20).feed(bytes(_transport_of(rt).out))
-        assert [m.args[2] for m in sent] == ["after"]
+            _hook(rt.channel, bad)
+        assert rt.channel.stats().requests_in_flight == 0 and rt.channel.stats().hooks_in_flight == 0
+        _hook(rt.channel, "after")
+        rt.channel.flush()
+        sent = FrameReader(HostMsg, 1 << 20).feed(bytes(transport.out))
+        assert [m.data for m in sent if type(m) is Hook] == ["after"]
 
     _regression(bench, check)
-
-
-def _transport_of(rt: WorkerRuntime) -> FakeTransport:
-    assert isinstance(rt.transport, FakeTransport)
-    return rt.transport
 
 
 # -- end to end: a real worker writing garbage into its own channel ------------------------------

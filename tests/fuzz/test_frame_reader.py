@@ -10,13 +10,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from plugbox.bridge.wire import (
+from plugbox.errors import FrameTooLarge
+from plugbox.protocol import (
     HEADER,
     FrameReader,
-    FrameTooLarge,
     FrameWriter,
     Log,
-    Request,
+    Search,
     WorkerMsg,
     append_frame,
     encode_frame,
@@ -129,13 +129,13 @@ def test_an_unencodable_message_leaves_the_stream_intact(bad: object) -> None:
     """Regression: append_frame used to leave a zero-length header and half a message in the buffer
     when encoding failed, so every later frame on that channel was misread (a plugin returning data
     nested too deep broke the next plugin's channel in the hook chain)."""
-    buf = bytearray(encode_frame(Request(1, "hook", "before")))
+    buf = bytearray(encode_frame(Search(1, {"q": "before"})))
     size = len(buf)
     with pytest.raises((TypeError, ValueError, RecursionError, OverflowError, UnicodeEncodeError)):
-        append_frame(Request(2, "hook", bad), buf)
+        append_frame(Search(2, {"q": bad}), buf)
     assert len(buf) == size
-    append_frame(Request(3, "hook", "after"), buf)
-    from plugbox.bridge.wire import HostMsg
+    append_frame(Search(3, {"q": "after"}), buf)
+    from plugbox.protocol import HostMsg
 
     reader = FrameReader(HostMsg, 1 << 20)
     assert [m.id for m in reader.feed(bytes(buf))] == [1, 3]
@@ -153,11 +153,11 @@ def test_frame_writer_survives_an_unencodable_message() -> None:
             return False
 
     writer = FrameWriter(Transport(), loop=None, max_frames=1)  # type: ignore[arg-type]
-    writer.write(Request(1, "hook", None))
+    writer.write(Search(1, {"q": None}))
     with pytest.raises(RecursionError):
-        writer.write(Request(2, "hook", nested(5000)))
-    writer.write(Request(3, "hook", None))
-    from plugbox.bridge.wire import HostMsg
+        writer.write(Search(2, {"q": nested(5000)}))
+    writer.write(Search(3, {"q": None}))
+    from plugbox.protocol import HostMsg
 
     reader = FrameReader(HostMsg, 1 << 20)
     assert [m.id for m in reader.feed(b"".join(sent))] == [1, 3]

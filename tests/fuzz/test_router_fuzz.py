@@ -1,5 +1,5 @@
 """Fuzzing the capability router (SPEC §6, docs/architecture.md "One ctx, two tiers"): whatever verb
-name and argument structure reach `CapabilityRouter.invoke` / `invoke_now`, the only exception out
+name and argument structure reach `CapabilityRouter.invoke`, the only exception out
 is CapabilityError, and a call that fails the allowlist, permission, schema or session check never
 touches a host service (every service here is a spy that records any use)."""
 
@@ -167,7 +167,7 @@ def test_invoke_raises_only_capability_errors_and_touches_nothing_when_invalid(
     valid = _valid(caller, verb_name, args)
     event("valid call" if valid else "invalid call")
     try:
-        runner.run(router.invoke(caller, verb_name, args))
+        runner.run(_invoked(router, caller, verb_name, args))
     except CapabilityError:
         pass
     else:
@@ -185,20 +185,29 @@ def test_invoke_raises_only_capability_errors_and_touches_nothing_when_invalid(
 
 @FUZZ
 @given(caller=callers, call=calls)
-def test_invoke_now_raises_only_capability_errors_and_touches_nothing_when_invalid(
-    caller: Caller, call: tuple[Any, Any]
-) -> None:
+def test_invoke_settles_refusals_and_inline_verbs_before_returning(caller: Caller, call: tuple[Any, Any]) -> None:
+    """The bridge answers inline whatever `invoke` has settled by the time it returns: every
+    refusal and every verb that never waits; nothing else has touched a service by then."""
     verb_name, args = call
     touched: list[str] = []
     router = _router(touched, [])
     valid = _valid(caller, verb_name, args)
     inline = valid and VERBS[verb_name].sync
-    try:
-        router.invoke_now(caller, verb_name, args)
-    except CapabilityError:
+
+    async def settled_now() -> tuple[bool, BaseException | None]:
+        fut = router.invoke(caller, verb_name, args)
+        if not fut.done():
+            fut.cancel()
+            return False, None
+        return True, fut.exception()
+
+    settled, exc = asyncio.run(settled_now())
+    assert settled == (not valid or inline)
+    if exc is not None:
+        assert isinstance(exc, CapabilityError)
         assert not inline or touched  # a valid inline call fails only inside its service
     else:
-        assert inline
+        assert inline or not settled
     if not inline:
         assert touched == []
 
@@ -211,8 +220,7 @@ def test_storage_verbs_refuse_bad_keys_before_storage(args: Any) -> None:
     caller = Caller("p", PERMISSIONS, SessionScope(["*"], False, ()))
     for verb in ("storage.get", "storage.set", "storage.delete"):
         with pytest.raises(CapabilityError, match=r"invalid argument|unknown"):
-            router.invoke_now(caller, verb, args) if VERBS[verb].sync else asyncio.run(
-                router.invoke(caller, verb, args))
+            asyncio.run(_invoked(router, caller, verb, args))
     assert touched == []
 
 
@@ -220,4 +228,8 @@ def test_storage_verbs_refuse_bad_keys_before_storage(args: Any) -> None:
 def test_unhashable_verb_name_is_an_unknown_verb(verb_name: Any) -> None:
     router = _router([], [])
     with pytest.raises(CapabilityError, match="unknown capability verb"):
-        router.invoke_now(Caller("p", PERMISSIONS, SessionScope(["*"], False, ())), verb_name, {})
+        asyncio.run(_invoked(router, Caller("p", PERMISSIONS, SessionScope(["*"], False, ())), verb_name, {}))
+
+
+async def _invoked(router: CapabilityRouter, caller: Caller, verb: Any, args: Any) -> Any:
+    return await router.invoke(caller, verb, args)

@@ -88,7 +88,7 @@ def _sig(entry: PluginEntry, route: str) -> Any:
 def _hmac_headers(entry: PluginEntry, body: bytes = BODY, ts: int | None = None,
                   delivery: str = "d1") -> dict[str, str]:
     stamp = str(int(time.time()) if ts is None else ts)
-    return {"X-Signature": sign(_sig(entry, "hmac"), SECRET, body, timestamp=stamp), "X-Timestamp": stamp,
+    return {"X-Signature": sign(_sig(entry, "hmac"), SECRET, body, id=delivery, timestamp=stamp), "X-Timestamp": stamp,
             "X-Delivery": delivery, "Content-Type": "application/json"}
 
 

@@ -102,8 +102,8 @@ async def host(tmp_path: Path, settings_overrides: dict[str, Any], canary: Canar
     spawned: list[int] = []
     real_spawn = h.zygote.spawn
 
-    async def recording_spawn(fields: dict[str, object]) -> Any:
-        proc = await real_spawn(fields)
+    async def recording_spawn(*args: Any) -> Any:
+        proc = await real_spawn(*args)
         spawned.append(proc.pid)
         return proc
 

@@ -16,7 +16,7 @@ import pytest
 
 from plugbox.lifecycle import Status
 
-from .conftest import SESSION, Attack, Canary, alive, assert_refused, wait_for
+from .conftest import HELPERS, SESSION, Attack, Canary, alive, assert_refused, enable, wait_for
 
 pytestmark = [pytest.mark.skipif(sys.platform != "linux", reason="confined workers are Linux-only"),
               pytest.mark.timeout(60)]
@@ -42,7 +42,7 @@ async def test_hostile_garbage_frames_are_dropped_then_the_worker_is_ended(
         await wait_for(lambda: any("undecodable" in line["message"] for line in run.entry.logs.recent), within=3)
     else:
         assert run.result["ok"] is True and alive(run.pid)
-        await wait_for(lambda: runtime.reader.bad_frames >= count, within=3)
+        await wait_for(lambda: runtime.channel_stats().bad_frames >= count, within=3)
         again = await attack.host.bus.execute("message:received", {"id": "m2", "chatId": "c2"}, SESSION)
         assert again.data["outcome"]["ok"] is True  # still served
     await attack.aftermath()
@@ -155,7 +155,7 @@ async def test_hostile_pickle_payload_is_never_unpickled(attack: Attack, canary:
                 return "stored"
             if how == "ext_type":      # a msgpack extension type inside a well-formed call
                 body = msgspec.msgpack.encode(["call", 9999, "storage.set",
-                                               {"key": "p", "value": msgspec.msgpack.Ext(1, PAYLOAD)}, None])
+                                               {"key": "p", "value": msgspec.msgpack.Ext(1, PAYLOAD)}])
             elif how == "raw_frame":   # the pickle itself as a frame
                 body = PAYLOAD
             else:                      # in the fields of a log line
@@ -170,7 +170,7 @@ async def test_hostile_pickle_payload_is_never_unpickled(attack: Attack, canary:
         found, stored = attack.host.storage.get("hostile", "payload")
         assert found and isinstance(stored, bytes) and stored.startswith(b"\x80")
     else:
-        await wait_for(lambda: run.entry.runtime.reader.bad_frames >= 1, within=3)
+        await wait_for(lambda: run.entry.runtime.channel_stats().bad_frames >= 1, within=3)
         assert attack.host.storage.get("hostile", "p") == (False, None)
     assert alive(run.pid)
     await attack.aftermath()
@@ -186,13 +186,13 @@ async def test_hostile_deep_nesting_on_the_wire_is_dropped(attack: Attack, shape
                 nested = b"\\x91" * depth + b"\\xc0"             # fixarray(1) ... nil
             else:
                 nested = b"\\x81\\xa1k" * depth + b"\\xc0"       # fixmap(1) {"k": ...} ... nil
-            body = b"\\x95" + msgspec.msgpack.encode("call") + msgspec.msgpack.encode(7777) \\
-                + msgspec.msgpack.encode("storage.set") + nested + b"\\xc0"
+            body = b"\\x94" + msgspec.msgpack.encode("call") + msgspec.msgpack.encode(7777) \\
+                + msgspec.msgpack.encode("storage.set") + nested
             raw_send(ctx, frame(body))
             return len(body)
     """, {"shape": shape})
     assert run.result["ok"] is True
-    await wait_for(lambda: run.entry.runtime.reader.bad_frames >= 1, within=3)
+    await wait_for(lambda: run.entry.runtime.channel_stats().bad_frames >= 1, within=3)
     assert alive(run.pid) and run.entry.status == Status.ENABLED
     await attack.aftermath()
 
@@ -250,7 +250,7 @@ async def test_hostile_spoofed_results_for_requests_it_does_not_own_are_dropped(
     assert run.result["ok"] is True
     await attack.host.bus.execute("session:ready", {}, SESSION)
     runtime = run.entry.runtime
-    await wait_for(lambda: runtime.late_replies >= 60 and runtime.reader.bad_frames >= 1, within=3)
+    await wait_for(lambda: (stats := runtime.channel_stats()).late_replies >= 60 and stats.bad_frames >= 1, within=3)
     outcome = await attack.host.bus.execute("message:received", {"id": "m9", "chatId": "c9"}, SESSION)
     assert not outcome.stopped and outcome.data.get("forged") is None
     assert outcome.data["outcome"]["ok"] is True  # the real handler answered
@@ -272,11 +272,56 @@ async def test_hostile_forged_registrations_are_checked_by_the_host(attack: Atta
     assert run.result["ok"] is True
     runtime = run.entry.runtime
     await attack.host.bus.execute("session:ready", {}, SESSION)  # let the host read what was sent
-    await wait_for(lambda: runtime.registrations >= 5, within=3)
-    assert runtime.webhook_routes == set() and runtime.has_search is False
+    # The unknown kind does not even decode (it is dropped and counted); it came last in the batch.
+    await wait_for(lambda: runtime.channel_stats().bad_frames >= 1, within=3)
+    assert not runtime.has_webhook("stolen-route") and runtime.has_search is False
     assert any("registration refused" in line["message"] for line in run.entry.logs.recent)
     # The hook naming a handler that does not exist is answered as an error, not a crash.
     outcome = await attack.host.bus.execute("message:received", {"id": "m3", "chatId": "c3"}, SESSION)
     assert not outcome.timed_out
     assert alive(run.pid)
+    await attack.aftermath()
+
+
+REENTER = "import os\n" + HELPERS + """
+import asyncio
+from plugbox.sdk import Plugin
+
+
+class Reenter(Plugin):
+    def on_load(self, ctx):
+        ctx.register_hook("message:sending", self.on_sending)
+
+    async def on_sending(self, hook):
+        runs = await self.ctx.storage.get("runs", 0)
+        await self.ctx.storage.set("runs", runs + 1)
+        if runs >= 32:
+            return  # enough to see a broken guard, short of an endless loop
+        send = {"session_id": hook.session_id, "chat_id": hook.data["chatId"]}
+        # A version-1 call claiming to serve another event: no such field on the wire any more.
+        raw_send(self.ctx, frame(msgspec.msgpack.encode(
+            ["call", 990001, "messages.send_text", {**send, "text": "forged"}, "message:received"])))
+        # A call that claims nothing at all, straight on the wire ...
+        raw_send(self.ctx, frame(msgspec.msgpack.encode(
+            ["call", 990002, "messages.send_text", {**send, "text": "raw"}])))
+        # ... and a send from a task of the plugin's own, outside the handler.
+        await asyncio.ensure_future(self.ctx.messages.send_text(hook.session_id, hook.data["chatId"], "task"))
+        await asyncio.sleep(0.2)  # the raw call is served while this handler is still in flight
+"""
+
+
+async def test_hostile_forged_or_omitted_origin_cannot_re_enter_its_own_handler(attack: Attack) -> None:
+    """The host decides which hooks a worker's call serves from the hook requests it has in flight
+    to that worker. A forged origin (the version-1 `origin` field) no longer decodes; a call with
+    no origin, or from a task of the plugin's own, still does not reach the handler it came from."""
+    entry = await enable(attack.host, attack.write_plugin(REENTER, id="reenter",
+                                                          permissions=["messages:send", "storage:use"]))
+    assert entry.status == Status.ENABLED, entry.error
+    pid = entry.runtime.proc.pid  # type: ignore[union-attr]
+    await attack.host.messages.send_text(SESSION, "15550001111@c.us", "outer")
+    assert attack.host.storage.get("reenter", "runs") == (True, 1)  # the handler ran once: no re-entry
+    sent = sorted(m["body"] for m in attack.host.engine.sent)
+    assert sent == ["outer", "raw", "task"]  # the attack ran; the forged call was dropped, not served
+    assert entry.runtime.channel_stats().bad_frames >= 1  # type: ignore[union-attr]
+    assert alive(pid) and entry.status == Status.ENABLED
     await attack.aftermath()

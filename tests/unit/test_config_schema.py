@@ -122,6 +122,13 @@ def test_schema_secret_inside_array_items_is_refused() -> None:
     schema_refused(props(a=node), "configSchema.properties.a.items.secret", "not-applicable")
 
 
+@pytest.mark.parametrize("option", [("default", "let-me-in"), ("enum", ["let-me-in"])])
+def test_schema_secret_with_a_value_in_the_manifest_is_refused(option: tuple[str, Any]) -> None:
+    # A default secret would "configure" an ingress route for anyone who reads the manifest.
+    node = {"type": "string", "secret": True, option[0]: option[1]}
+    schema_refused(props(webhookSecret=node), f"configSchema.properties.webhookSecret.{option[0]}", "secret")
+
+
 def test_schema_secret_nested_below_array_items_is_refused() -> None:
     node = {"type": "array", "items": props(token={"type": "string", "secret": True})}
     schema_refused(props(a=node), "configSchema.properties.a.items.properties.token.secret", "not-applicable")

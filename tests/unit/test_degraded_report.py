@@ -3,7 +3,7 @@ up as missing, while an opt-in layer that was not requested does not."""
 
 from __future__ import annotations
 
-from plugbox.bridge.runtime import missing_layers
+from plugbox.bridge.client import missing_layers
 
 FULL = [
     {"name": "seccomp", "applied": True, "detail": "...", "skipped": False},

@@ -134,6 +134,39 @@ def test_standard_webhooks_requires_the_id_header() -> None:
         _verify(STANDARD, headers, secret=WHSEC)
 
 
+HMAC_DEDUP = IngressSignature(scheme="hmac-sha256", header="X-Signature", timestamp_header="X-Timestamp",
+                              dedup_header="X-Delivery", template="{id}.{timestamp}.{body}", tolerance_sec=300)
+SHARED_DEDUP = IngressSignature(scheme="shared-secret", header="X-Token", dedup_header="X-Delivery")
+
+
+def _dedup_headers(delivery: str = "d-1") -> dict[str, str]:
+    stamp = str(int(NOW))
+    return {"X-Signature": sign(HMAC_DEDUP, SECRET, BODY, id=delivery, timestamp=stamp), "X-Timestamp": stamp,
+            "X-Delivery": delivery}
+
+
+@pytest.mark.parametrize("sig", [HMAC_DEDUP, SHARED_DEDUP], ids=["hmac", "shared-secret"])
+def test_a_dedup_route_refuses_a_delivery_without_an_id_with_400(sig: IngressSignature) -> None:
+    headers = _dedup_headers() if sig is HMAC_DEDUP else {"X-Token": SECRET}
+    headers.pop("X-Delivery", None)
+    with pytest.raises(IngressRefused) as info:
+        _verify(sig, headers)
+    assert (info.value.status, info.value.reason) == (400, "missing_id")
+
+
+def test_hmac_delivery_id_is_signed_so_a_replay_under_a_new_id_is_refused() -> None:
+    headers = _dedup_headers("d-1")
+    assert _verify(HMAC_DEDUP, headers) == "d-1"
+    with pytest.raises(IngressRefused, match="signature does not match"):
+        _verify(HMAC_DEDUP, {**headers, "X-Delivery": "d-2"})
+
+
+def test_an_overlong_delivery_id_is_refused() -> None:
+    with pytest.raises(IngressRefused) as info:
+        _verify(HMAC_DEDUP, _dedup_headers("x" * 257))
+    assert info.value.status == 400
+
+
 def test_unsigned_scheme_needs_operator_opt_in() -> None:
     none = IngressSignature(scheme="none")
     with pytest.raises(IngressRefused, match="unsigned"):

@@ -1,5 +1,6 @@
-"""The worker never shares code paths with the host that it should not: nothing that runs in the
-sandboxed process imports host services, storage, the loader or the bridge's host side."""
+"""The two process sides meet only at the protocol: nothing that runs in the sandboxed process
+(worker, sdk, confine, protocol) imports host services, storage, the loader or the bridge's host
+side, and the protocol itself imports nothing of plugbox but its errors."""
 
 from __future__ import annotations
 
@@ -9,18 +10,20 @@ from pathlib import Path
 import plugbox
 
 ROOT = Path(plugbox.__file__).parent
-WORKER_SIDE = [ROOT / "worker", ROOT / "sdk", ROOT / "confine"]
-ALLOWED_SHARED = {"plugbox", "plugbox.errors", "plugbox.plain", "plugbox.bridge.wire", "plugbox.events"}
+WORKER_SIDE = [ROOT / "worker", ROOT / "sdk", ROOT / "confine", ROOT / "protocol"]
+WORKER_PACKAGES = ("plugbox.worker", "plugbox.sdk", "plugbox.confine", "plugbox.protocol")
+ALLOWED_SHARED = {"plugbox", "plugbox.errors", "plugbox.plain", "plugbox.events"}
 FORBIDDEN_PREFIXES = (
     "plugbox.storage",
     "plugbox.lifecycle",
     "plugbox.runtime",
     "plugbox.observer",
     "plugbox.host",
+    "plugbox.hooks",
     "plugbox.capabilities",
     "plugbox.engines",
-    "plugbox.bridge.runtime",
-    "plugbox.bridge.process",
+    "plugbox.bridge",
+    "plugbox.net",
     "plugbox.api",
     "plugbox.cli",
     "plugbox.settings",
@@ -58,11 +61,32 @@ def test_worker_side_never_imports_host_modules() -> None:
 
 
 def test_worker_side_plugbox_imports_stay_within_the_worker_side() -> None:
-    worker_pkgs = ("plugbox.worker", "plugbox.sdk", "plugbox.confine")
     offenders = {
         f"{path.relative_to(ROOT)} imports {name}"
         for path in _worker_side_modules()
         for name in _imports(path)
-        if name.startswith("plugbox") and not name.startswith(worker_pkgs) and name not in ALLOWED_SHARED
+        if name.startswith("plugbox") and not name.startswith(WORKER_PACKAGES) and name not in ALLOWED_SHARED
+    }
+    assert not offenders, sorted(offenders)
+
+
+def test_the_protocol_imports_nothing_of_plugbox_but_errors() -> None:
+    modules = sorted((ROOT / "protocol").rglob("*.py"))
+    assert len(modules) >= 3
+    offenders = {
+        f"{path.relative_to(ROOT)} imports {name}"
+        for path in modules
+        for name in _imports(path)
+        if name.startswith("plugbox") and not name.startswith("plugbox.protocol") and name != "plugbox.errors"
+    }
+    assert not offenders, sorted(offenders)
+
+
+def test_the_host_side_of_the_bridge_imports_nothing_of_the_worker() -> None:
+    offenders = {
+        f"{path.relative_to(ROOT)} imports {name}"
+        for path in sorted((ROOT / "bridge").rglob("*.py"))
+        for name in _imports(path)
+        if name.startswith("plugbox.worker")
     }
     assert not offenders, sorted(offenders)

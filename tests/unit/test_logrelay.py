@@ -11,7 +11,7 @@ import pytest
 
 from plugbox._ratelimit import RateLimiter
 from plugbox.host import Host
-from plugbox.logrelay import REDACTED, LogRelay
+from plugbox.logrelay import REDACTED, LogRelay, sanitise
 from plugbox.sdk import Plugin
 
 SECRET = "tok-9f8e7d6c5b4a"
@@ -208,3 +208,75 @@ async def test_secret_set_after_the_relay_was_built_is_redacted(host: Host) -> N
     await host.set_config("late", {"apiToken": SECRET})
     relay.emit("info", SECRET)
     assert _messages(relay) == [REDACTED]
+
+
+# -- the sanitiser: escaping, cuts and bounded work ---------------------------------------------------
+
+
+def test_control_characters_are_escaped_so_a_line_cannot_forge_another() -> None:
+    relay = _relay()
+    relay.emit("info", "ok\n2026-01-01 ERROR plugbox.host: forged\r\x1b[31mred\x00\x85\u202eevil\u2028")
+    (message,) = _messages(relay)
+    assert message == "ok\\n2026-01-01 ERROR plugbox.host: forged\\r\\x1b[31mred\\x00\\x85\\u202eevil\\u2028"
+
+
+def test_a_secret_straddling_the_pre_cut_is_not_shown_in_part() -> None:
+    # The text is cut to a few times the cap before redaction. Long secrets redacted before the
+    # cut shrink the text, so a secret split by that cut would land inside the cap in part.
+    long_secret = "L0ng-" + "s" * 195
+    for pad in range(0, 120, 3):
+        text = long_secret * 2 + "x" * pad + long_secret + "y" * 1000
+        shown = sanitise(text, [long_secret], 100)
+        assert "L0ng-" not in shown and "sssss" not in shown, pad
+
+
+def test_a_secret_in_fields_cut_by_the_field_budget_is_not_shown_in_part() -> None:
+    long_secret = "L0ng-" + "s" * 95
+    for pad in range(0, 60):
+        relay = _relay(secrets=[long_secret], max_chars=60)
+        relay.emit("info", "m", {"a": long_secret, "b": "x" * pad + long_secret + "z" * 100})
+        assert "L0ng-" not in _messages(relay)[0] and "sssss" not in _messages(relay)[0], pad
+
+
+def test_fields_are_capped_in_count_depth_and_size_before_rendering() -> None:
+    relay = _relay(max_chars=300)
+    many = {f"k{i}": i for i in range(1_000_000)}
+    relay.emit("info", "many", many)
+    relay.emit("info", "deep", {"d": [[[[[["bottom"]]]]]], "big": "b" * (8 << 20)})
+    first, second = _messages(relay)
+    assert first.count("=") == 32 and first.endswith(" …")
+    assert "[[[…]" in second and "bottom" not in second and len(second) <= 300 + len("…[truncated]")
+
+
+def test_sanitise_work_is_bounded_by_the_cap_not_the_input() -> None:
+    import time
+
+    huge = ("\x1b" + "A" * 7) * (4 << 20)  # 32 MiB, every 8th char to escape
+    started = time.perf_counter()
+    shown = sanitise(huge, [SECRET], 8192)
+    assert time.perf_counter() - started < 0.5  # escaping all of it takes seconds
+    assert len(shown) == 8192 + len("…[truncated]")
+
+
+def test_a_relay_reports_text_for_the_host_and_charges_its_own_limit() -> None:
+    relay = _relay(secrets=[SECRET], lines=1)
+    kept = [relay.report("warning", "hook x failed: ", f"boom {SECRET}\n") for _ in range(3)]
+    assert kept == [f"boom {REDACTED}\\n"] * 3  # what an outcome keeps, even when not printed
+    assert _messages(relay) == [f"hook x failed: boom {REDACTED}\\n"]
+    assert relay.dropped == 2
+
+
+def test_host_log_bytes_are_budgeted_per_plugin_whatever_the_line_count() -> None:
+    # 200 lines of 8192 chars per 10 s would be ~10 MB a minute of host log from one plugin.
+    clock = FakeClock()
+    relay = LogRelay("echo", secrets=list, lines_per_window=200, window_s=10.0, max_chars=8192,
+                     bytes_per_minute=60_000, bytes_burst=20_000, clock=clock)
+    sent = [relay.emit("error", "x" * 8192) for _ in range(5)]
+    assert sent == [True, True, False, False, False]  # 2 x 8 KiB fit the 20 kB burst
+    assert relay.dropped == 3
+    clock.now += 10.0  # 10 s refill 10 kB: one more long line, and short lines still get through
+    assert relay.emit("error", "y" * 8192) is True
+    assert relay.emit("info", "short") is True
+    assert relay.emit("error", "z" * 8192) is False
+    printed = sum(len(line["message"]) for line in relay.recent)
+    assert printed <= 20_000 + 10_000

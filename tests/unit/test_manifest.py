@@ -612,10 +612,38 @@ def test_ingress_standard_webhooks_with_other_encoding_is_refused(tmp_path: Path
 def test_ingress_shared_secret_needs_only_a_header(tmp_path: Path) -> None:
     route = {
         "route": "a",
-        "signature": {"scheme": "shared-secret", "header": "Authorization", "prefix": "Bearer "},
+        "signature": {"scheme": "shared-secret", "header": "X-Token", "prefix": "Bearer "},
     }
     signature = load(tmp_path, **ingress_doc(route)).ingress[0].signature
-    assert (signature.header, signature.prefix) == ("Authorization", "Bearer ")
+    assert (signature.header, signature.prefix) == ("X-Token", "Bearer ")
+
+
+@pytest.mark.parametrize("key", ["header", "timestampHeader", "dedupHeader"])
+@pytest.mark.parametrize("name", ["Content-Type", "content-length", "Host", "Cookie", "Authorization",
+                                  "X-API-Key", "Origin", "Referer", "Sec-Fetch-Site", "If-Match"])
+def test_ingress_signature_headers_must_be_dedicated(tmp_path: Path, key: str, name: str) -> None:
+    # A `Content-Type` "signature" with a prefix is what a plain cross-site form POST sends.
+    signature = {"header": "X-Signature", "timestampHeader": "X-Ts", "dedupHeader": "X-Id", key: name}
+    route = {"route": "a", "signature": {"scheme": "shared-secret", **signature}}
+    refused(tmp_path, f"ingress[0].signature.{key}", "dedicated", **ingress_doc(route))
+
+
+def test_hmac_default_template_covers_the_delivery_id_and_timestamp(tmp_path: Path) -> None:
+    route = hmac_route(timestampHeader="X-Ts", dedupHeader="X-Id")
+    assert load(tmp_path, **ingress_doc(route)).ingress[0].signature.template == "{id}.{timestamp}.{body}"
+
+
+@pytest.mark.parametrize("template", ["{timestamp}.{body}", "{id}.{body}", "{body}"])
+def test_hmac_template_that_leaves_a_declared_header_uncovered_is_refused(tmp_path: Path, template: str) -> None:
+    route = hmac_route(timestampHeader="X-Ts", dedupHeader="X-Id", template=template)
+    error = refused(tmp_path, "ingress[0].signature.template", "template", **ingress_doc(route))
+    assert "replayed" in str(error)
+
+
+def test_dedup_without_a_timestamp_header_is_refused(tmp_path: Path) -> None:
+    # Ids are remembered for toleranceSec only: without a signed timestamp an old delivery replays later.
+    route = hmac_route(dedupHeader="X-Id", template="{id}.{body}")
+    refused(tmp_path, "ingress[0].signature.timestampHeader", "required", **ingress_doc(route))
 
 
 # --- hooks ----------------------------------------------------------------------------------------

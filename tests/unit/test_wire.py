@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-from plugbox.bridge.wire import FrameReader, FrameWriter, HostMsg, Ping, Request, encode_frame
+from plugbox.protocol import FrameReader, FrameWriter, HostMsg, Ping, Search, encode_frame
 
 
 class Transport:
@@ -72,7 +72,7 @@ async def test_write_now_sends_even_while_a_flush_is_pending() -> None:
 
 def test_reader_decodes_a_whole_frame_a_split_frame_and_several_at_once() -> None:
     reader = FrameReader(HostMsg, 1 << 20)
-    one = bytes(encode_frame(Request(1, "hook", {"k": "v"})))
+    one = bytes(encode_frame(Search(1, {"k": "v"})))
     assert [m.id for m in reader.feed(one)] == [1]
     assert reader.feed(one[:3]) == [] and reader.feed(one[3:7]) == []
     assert [m.id for m in reader.feed(one[7:] + one + one[:5])] == [1, 1]

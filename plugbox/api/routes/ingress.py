@@ -31,14 +31,34 @@ from plugbox.host import Host
 __all__ = ["routes"]
 
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
-_BLOCKED_HEADERS = frozenset({"content-length", "transfer-encoding", "connection", "keep-alive", "upgrade",
-                              "trailer", "te", "proxy-authenticate", "set-cookie", "server", "date"})
+_BLOCKED_HEADERS = frozenset({
+    "content-length", "transfer-encoding", "connection", "keep-alive", "upgrade", "trailer", "te",
+    "proxy-authenticate", "set-cookie", "server", "date",
+    # What a response may tell a browser about the whole API origin, or to run, fetch or show
+    # something else: only the host says that.
+    "content-security-policy", "content-security-policy-report-only", "x-content-type-options",
+    "x-frame-options", "clear-site-data", "strict-transport-security", "service-worker-allowed",
+    "refresh", "link", "www-authenticate", "origin-agent-cluster", "permissions-policy",
+    "cross-origin-opener-policy", "cross-origin-embedder-policy", "cross-origin-resource-policy",
+    "x-xss-protection",
+})
+_CREDENTIAL_HEADERS = frozenset({"x-api-key", "authorization", "cookie", "proxy-authorization"})
+# Types no browser renders as a document that runs script (no HTML, XML, SVG, PDF or JS).
+_SAFE_TYPES = frozenset({"text/plain", "application/json", "application/octet-stream"})
+_INGRESS_SECURITY_HEADERS = {
+    "Content-Security-Policy": "sandbox; default-src 'none'; frame-ancestors 'none'; form-action 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Cross-Origin-Resource-Policy": "same-origin",
+    "Referrer-Policy": "no-referrer",
+}
 _MAX_RESPONSE_HEADERS = 32
 
 
 def _plugin_request(request: Request, body: bytes) -> dict[str, Any]:
     headers: dict[str, str] = {}
     for name, value in request.headers.items():
+        if name in _CREDENTIAL_HEADERS:
+            continue  # the operator's own credentials, sent by mistake or by a browser, are not the plugin's
         headers[name] = f"{headers[name]}, {value}" if name in headers else value
     query: dict[str, str] = {}
     for name, value in request.query_params.multi_items():
@@ -55,30 +75,46 @@ def _plugin_request(request: Request, body: bytes) -> dict[str, Any]:
 
 
 def _response(result: Any) -> Response:
-    """Turn the handler's `{"status", "body", "headers"?}` into an HTTP response, or 502 if malformed."""
+    """Turn the handler's `{"status", "body", "headers"?}` into an HTTP response, or 502 if malformed.
+
+    The response is served on the API origin, where the dashboard keeps the operator's key: it can
+    never be a document that runs script there. Whatever the plugin asks for, it gets a sandboxing
+    CSP (a unique opaque origin, no script, no subresource), `nosniff`, and a content type from
+    `_SAFE_TYPES` (anything else, `text/html` first, is served as text or bytes)."""
     if not isinstance(result, dict):
         return error_response(502, "the plugin's webhook handler returned an invalid response")
     status = result.get("status", 200)
     if not isinstance(status, int) or isinstance(status, bool) or not 200 <= status <= 599:
         return error_response(502, "the plugin's webhook handler returned an invalid status")
     headers: dict[str, str] = {}
+    media: str | None = None
     raw_headers = result.get("headers") or {}
     if isinstance(raw_headers, dict):
         for name, value in list(raw_headers.items())[:_MAX_RESPONSE_HEADERS]:
             if (isinstance(name, str) and isinstance(value, str) and _TOKEN.fullmatch(name)
-                    and name.lower() not in _BLOCKED_HEADERS and value.isprintable() and value.isascii()):
-                headers[name] = value
+                    and value.isprintable() and value.isascii()):
+                if name.lower() == "content-type":
+                    media = value
+                elif name.lower() not in _BLOCKED_HEADERS:
+                    headers[name] = value
     body = result.get("body")
-    if body is None:
-        return Response(status_code=status, headers=headers)
-    if isinstance(body, bytes):
-        return Response(body, status_code=status, headers=headers,
-                        media_type=headers.pop("content-type", None) or "application/octet-stream")
-    if isinstance(body, str):
-        media = next((v for k, v in headers.items() if k.lower() == "content-type"), "text/plain; charset=utf-8")
-        headers = {k: v for k, v in headers.items() if k.lower() != "content-type"}
-        return Response(body, status_code=status, headers=headers, media_type=media)
-    return JSONResponse(body, status_code=status, headers=headers)
+    if body is not None and not isinstance(body, str | bytes):
+        body, media = JSONResponse(body).body, "application/json"  # the old JSON rendering, same bytes
+    fallback = "application/octet-stream" if isinstance(body, bytes) else "text/plain; charset=utf-8"
+    headers.update(_INGRESS_SECURITY_HEADERS)
+    return Response(body, status_code=status, headers=headers, media_type=_safe_media_type(media, fallback))
+
+
+def _safe_media_type(media: str | None, fallback: str) -> str:
+    """The plugin's content type if its essence is one no browser runs script from, else `fallback`."""
+    if media is None:
+        return fallback
+    essence, _, params = media.partition(";")
+    essence = essence.strip().lower()
+    if essence not in _SAFE_TYPES:
+        return fallback
+    charset = params.strip().lower()
+    return f"{essence}; {charset}" if charset.startswith("charset=") and _TOKEN.fullmatch(charset[8:]) else essence
 
 
 async def ingress(request: Request) -> Response:

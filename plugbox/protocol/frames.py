@@ -1,11 +1,11 @@
-"""The bridge wire format, version 1: one source of truth for both processes.
+"""Frames: how messages travel on the bridge channel, in both directions.
 
-A frame is a 4-byte big-endian length followed by one msgpack-encoded message. Messages are msgspec
-Structs in two tagged unions, one per direction, encoded as arrays (tag first) for speed. Decoding
-*is* validation: a frame that does not decode into `WorkerMsg` is dropped and counted by the host;
-a length above the cap is a protocol violation (the stream cannot be resynchronised) and ends the
-worker. msgpack extension types other than timestamps are refused, so nothing but plain data can
-come out of a frame. No pickle anywhere. See docs/internals.md for the protocol in prose.
+A frame is a 4-byte big-endian length followed by one msgpack-encoded message (see messages.py for
+the messages). A length above the cap is a protocol violation: the stream cannot be
+resynchronised, so FrameReader raises FrameTooLarge before buffering any of it. A frame that does
+not decode into the reader's union is dropped and counted. msgpack extension types other than
+timestamps are refused, so nothing but plain data can come out of a frame. No pickle anywhere.
+This module knows bytes and msgspec only: no asyncio policy, no host or worker object.
 """
 
 from __future__ import annotations
@@ -17,113 +17,11 @@ from typing import Any, Protocol
 
 import msgspec
 
-__all__ = [
-    "PROTOCOL_VERSION",
-    "Call",
-    "FrameReader",
-    "FrameTooLarge",
-    "FrameWriter",
-    "Hello",
-    "HostMsg",
-    "Log",
-    "Ping",
-    "Pong",
-    "Register",
-    "Reply",
-    "Request",
-    "Result",
-    "Shutdown",
-    "WorkerMsg",
-    "append_frame",
-    "encode_frame",
-]
+from plugbox.errors import FrameTooLarge
 
-PROTOCOL_VERSION = 1
+__all__ = ["HEADER", "FrameReader", "FrameWriter", "append_frame", "encode_frame"]
+
 HEADER = struct.Struct("!I")
-
-
-class _Msg(msgspec.Struct, array_like=True, tag_field="k", omit_defaults=False):
-    pass
-
-
-# -- host → worker --
-class Request(_Msg, tag="req"):
-    """Host asks the worker to do something: load, lifecycle, hook, config, health, webhook, search."""
-
-    id: int
-    op: str
-    args: Any = None
-
-
-class Reply(_Msg, tag="rep"):
-    """Answer to a worker's capability Call. `error_kind` is 'error' or 'timeout'."""
-
-    id: int
-    ok: bool
-    value: Any = None
-    error: str | None = None
-    error_kind: str = "error"
-
-
-class Ping(_Msg, tag="ping"):
-    id: int
-
-
-class Shutdown(_Msg, tag="bye"):
-    pass
-
-
-HostMsg = Request | Reply | Ping | Shutdown
-
-
-# -- worker → host --
-class Hello(_Msg, tag="hello"):
-    """First frame of a worker: protocol version and the confinement layers it applied."""
-
-    version: int
-    pid: int
-    layers: list[dict[str, Any]]
-    error: str | None = None  # set when confinement failed; the worker exits right after
-
-
-class Call(_Msg, tag="call"):
-    """A capability call. `origin` is the hook event the calling handler is serving, if any."""
-
-    id: int
-    verb: str
-    args: Any = None
-    origin: str | None = None
-
-
-class Result(_Msg, tag="res"):
-    """Answer to a host Request."""
-
-    id: int
-    ok: bool
-    value: Any = None
-    error: str | None = None
-
-
-class Register(_Msg, tag="reg"):
-    """register_hook / register_webhook / register_search_provider from the plugin."""
-
-    what: str
-    name: str = ""
-    handler_id: int = 0
-    priority: int = 100
-
-
-class Log(_Msg, tag="log"):
-    level: str
-    message: str
-    fields: dict[str, Any] | None = None
-
-
-class Pong(_Msg, tag="pong"):
-    id: int
-
-
-WorkerMsg = Hello | Call | Result | Register | Log | Pong
 
 
 def _refuse_ext(code: int, data: memoryview) -> Any:
@@ -228,11 +126,6 @@ class FrameWriter:
         self._corked = False
         if self._buf:
             self._send()  # a flush already scheduled will find nothing left to send
-
-
-class FrameTooLarge(Exception):
-    def __init__(self, size: int, cap: int) -> None:
-        super().__init__(f"frame of {size} bytes exceeds the {cap}-byte cap")
 
 
 _BAD = object()  # what `_decode_one` returns for a frame it dropped
