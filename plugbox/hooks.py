@@ -122,6 +122,9 @@ class HookBus:
         self._on_timeout = on_timeout
         self._on_success = on_success
         self.on_chain = on_chain  # told (event, seconds) after each execute; None: nothing is timed
+        # Awaited with each chain's outcome before `execute` returns (outbound webhooks queue it
+        # there, so the event's producer goes on only once the queue has it); None: nothing is told.
+        self.on_outcome: Callable[[HookOutcome, str | None], Awaitable[None]] | None = None
         self._by_event: dict[str, tuple[Registration, ...]] = {}  # replaced, never mutated
         self._seq = itertools.count()
         self._timeout_logs: dict[str, RateLimiter] = {}
@@ -203,6 +206,8 @@ class HookBus:
                 break
         if on_chain is not None:
             on_chain(event, time.perf_counter() - started)
+        if self.on_outcome is not None:
+            await self.on_outcome(outcome, session_id)
         return outcome
 
     def context_for(self, plugin_id: str, events: Collection[str]) -> contextvars.Context:

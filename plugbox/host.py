@@ -38,6 +38,7 @@ from plugbox.settings import Settings, load_settings
 from plugbox.storage.conversations import ConversationStore
 from plugbox.storage.db import Database
 from plugbox.storage.kv import PluginStorage
+from plugbox.webhooks import Sender, WebhookService
 
 __all__ = ["Host", "HostObserver"]
 
@@ -59,7 +60,8 @@ class Host:
     Public surface: `register_builtin`, `load_plugin`, `load_directory`, `install`, `enable`,
     `disable`, `uninstall`, `set_config`, `set_session_config`, `set_active_sessions`, `plugins`,
     `plugin`, `health`, `dispatch`, `ingress_route`, `dispatch_ingress`, `search`, `add_observer`,
-    `start`, `stop`; and the services `settings`, `engine`, `bus`, `storage`. `manager` is the
+    `start`, `stop`; and the services `settings`, `engine`, `bus`, `storage`, `webhooks` (outbound
+    webhooks: told every hook chain's outcome through `bus.on_outcome`). `manager` is the
     lifecycle's internals, kept reachable for white-box tests only."""
 
     def __init__(
@@ -71,6 +73,7 @@ class Host:
         bundled: bool = True,
         observers: Collection[HostObserver] = (),
         clock: Clock | None = None,
+        webhook_sender: Sender | None = None,
     ) -> None:
         self.settings = settings or load_settings()
         self.engine = engine or LoopbackEngine(
@@ -105,6 +108,7 @@ class Host:
             relay=self.manager.plugin_says,
         )
         self.messages = MessageService(self.engine, self.bus)
+        self.webhooks = WebhookService(self.db, self.settings, self.bus, sender=webhook_sender, clock=clock)
         self.fetch = FetchService(self.settings, self._fetch_policy)
         self.router = CapabilityRouter(
             Services(
@@ -263,12 +267,14 @@ class Host:
     # -- start / stop --
     async def start(self, *, restore: bool = True) -> None:
         self._started = True
+        self.webhooks.start()
         if restore:
             await self.manager.restore()
 
     async def stop(self) -> None:
         if self._started:
             self._started = False
+            await self.webhooks.stop()
             await self.manager.shutdown()
             await self.zygote.close()
         await self.db.close()

@@ -157,6 +157,26 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     """Largest total size of an archive's members once unpacked."""
     install_max_files: PositiveInt = 1000
     """Most members a plugin archive may hold."""
+    webhook_max_attempts: PositiveInt = 8
+    """Delivery attempts of one outbound webhook before it goes to the dead-letter list."""
+    webhook_backoff_initial_ms: PositiveMs = 1000
+    """Delay before the second attempt; doubles each attempt (with jitter) up to the maximum."""
+    webhook_backoff_max_ms: PositiveMs = 300000
+    """Longest delay between two attempts of one delivery."""
+    webhook_timeout_ms: PositiveMs = 10000
+    """Time one delivery attempt may take (resolve, connect, send, read the answer)."""
+    webhook_max_in_flight: PositiveInt = 8
+    """Delivery attempts in flight host-wide (their own slots, apart from net.fetch's)."""
+    webhook_response_max_bytes: PositiveInt = 64 << 10
+    """Largest receiver answer read; past it the attempt fails."""
+    webhook_body_max_bytes: PositiveInt = 1 << 20
+    """Largest delivery body (the JSON envelope); a larger event is not queued, and is logged."""
+    webhook_queue_max: PositiveInt = 10000
+    """Deliveries waiting host-wide; past it new deliveries are refused (logged) until it drains."""
+    webhook_history_max: PositiveInt = 10000
+    """Delivered and dead-lettered deliveries kept host-wide (each kind); the oldest go first."""
+    webhook_subscriptions_max: PositiveInt = 100
+    """Outbound webhook subscriptions the operator may create."""
 
     def __post_init__(self) -> None:
         if self.confinement not in ("strict", "degraded"):
@@ -166,6 +186,8 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
                 raise ValueError(f"{name} must be 'required', 'auto' or 'off'")
         if self.fetch_timeout_ms > self.fetch_timeout_max_ms:
             raise ValueError("fetch_timeout_ms must not exceed fetch_timeout_max_ms")
+        if self.webhook_backoff_initial_ms > self.webhook_backoff_max_ms:
+            raise ValueError("webhook_backoff_initial_ms must not exceed webhook_backoff_max_ms")
 
     @property
     def data_path(self) -> Path:

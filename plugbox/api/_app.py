@@ -16,7 +16,7 @@ from plugbox.api._errors import CatchAll, exception_handlers
 from plugbox.api.auth import KeyRing
 from plugbox.api.ingress import ReplayGuard
 from plugbox.api.metrics import Metrics
-from plugbox.api.routes import ingress, plugins, sessions, system
+from plugbox.api.routes import ingress, plugins, sessions, system, webhooks
 from plugbox.host import Host
 
 __all__ = ["create_app"]
@@ -33,7 +33,7 @@ def create_app(
     """The API app for `host`. Keys come from `host.settings` (`api_keys`, `admin_api_keys`) plus
     `extra_admin_keys` (the key `plugbox serve` generates when none is configured)."""
     app = Starlette(
-        routes=[*system.routes, *plugins.routes, *sessions.routes, *ingress.routes],
+        routes=[*system.routes, *plugins.routes, *sessions.routes, *ingress.routes, *webhooks.routes],
         middleware=[Middleware(CatchAll)],
         exception_handlers=exception_handlers(),
         lifespan=lifespan,

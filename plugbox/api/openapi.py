@@ -82,6 +82,34 @@ def openapi_document() -> dict[str, Any]:
                             body=True, params=("session",), statuses=(404, 422)),
             },
             "/api/sent": {"get": _op("Messages the loopback engine sent (?session=&limit=)")},
+            "/api/webhooks": {
+                "get": _op("Outbound webhook subscriptions (secrets never shown)", role="admin"),
+                "post": _op("Create a subscription {url, events, secret?, enabled?, description?}; the answer "
+                            "shows the secret once", role="admin", body=True, statuses=(422,)),
+            },
+            "/api/webhooks/deliveries": {
+                "get": _op("Deliveries, newest first (?state=pending|delivered|dead&subscription=&limit=)",
+                           role="admin"),
+            },
+            "/api/webhooks/dead-letters": {"get": _op("The dead-letter list (?limit=)", role="admin")},
+            "/api/webhooks/deliveries/{delivery_id}": {
+                "get": _op("One delivery", role="admin", params=("delivery_id",), statuses=(404,)),
+            },
+            "/api/webhooks/deliveries/{delivery_id}/replay": {
+                "post": _op("Re-queue a dead-lettered delivery (same id)", role="admin", params=("delivery_id",),
+                            statuses=(404, 409)),
+            },
+            "/api/webhooks/{webhook_id}": {
+                "get": _op("One subscription", role="admin", params=("webhook_id",), statuses=(404,)),
+                "patch": _op("Change url, events, secret, enabled or description", role="admin",
+                             params=("webhook_id",), body=True, statuses=(404, 422)),
+                "delete": _op("Delete a subscription and its deliveries", role="admin", params=("webhook_id",),
+                              statuses=(404,)),
+            },
+            "/api/webhooks/{webhook_id}/deliveries": {
+                "get": _op("Deliveries of one subscription (?limit=)", role="admin", params=("webhook_id",),
+                           statuses=(404,)),
+            },
             "/ingress/{plugin_id}/{route}": {
                 "post": _op("Signed webhook into a plugin (no API key; signature per manifest)", role=None,
                             params=(*pid, "route"), statuses=(401, 404, 409, 413, 500, 502, 503, 504)),
