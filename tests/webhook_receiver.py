@@ -40,7 +40,7 @@ def receiving(answer: Callable[[str, int], int] | None = None) -> Iterator[Recei
     receiver: Receiver | None = None
 
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+        def do_POST(self) -> None:
             assert receiver is not None
             body = self.rfile.read(int(self.headers.get("content-length", "0")))
             delivery_id = self.headers.get("webhook-id", "")
@@ -53,7 +53,7 @@ def receiving(answer: Callable[[str, int], int] | None = None) -> Iterator[Recei
             self.end_headers()
             self.wfile.write(b"ok")
 
-        def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - http.server's signature
+        def log_message(self, format: str, *args: object) -> None:
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)

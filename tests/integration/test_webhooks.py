@@ -5,7 +5,6 @@ for long; every wait polls for the state under test."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -22,8 +21,8 @@ from plugbox.permissions import PERMISSIONS
 from plugbox.sdk import HookContext, HookResult, Plugin
 from plugbox.webhooks import Delivery, parse_spec
 
-from ..webhook_receiver import Receiver, receiving
-from .conftest import host_settings
+from ..webhook_receiver import receiving
+from .conftest import host_settings, wait_for
 
 ADMIN = {"X-API-Key": "admin-key"}
 READER = {"X-API-Key": "read-key"}
@@ -54,14 +53,6 @@ async def _subscribe(host: Host, url: str, events: list[str] | None = None) -> s
     return sub.id
 
 
-async def _wait(predicate: Callable[[], Any], what: str, timeout: float = 10.0) -> Any:
-    async with asyncio.timeout(timeout):
-        while not (value := predicate()):
-            await asyncio.sleep(0.01)
-    assert value, what
-    return value
-
-
 def _only(host: Host, sub_id: str) -> Delivery:
     (delivery,) = host.webhooks.deliveries(subscription_id=sub_id)
     return delivery
@@ -85,7 +76,7 @@ async def test_receiver_failing_three_attempts_gets_the_delivery_on_the_fourth(h
     with receiving(lambda _id, nth: 500 if nth <= 3 else 200) as receiver:
         sub_id = await _subscribe(host, receiver.url)
         await host.dispatch("session:ready", {"sessionId": SESSION}, SESSION)
-        await _wait(_settled(host, sub_id, "delivered"), "delivered")
+        await wait_for(_settled(host, sub_id, "delivered"))
     delivery = _only(host, sub_id)
     answers = [r.status for r in receiver.of(delivery.id)]
     assert answers == [500, 500, 500, 200]
@@ -96,7 +87,7 @@ async def test_every_attempt_is_signed_and_carries_the_envelope(host: Host) -> N
     with receiving() as receiver:
         sub = await host.webhooks.create(parse_spec({"url": receiver.url, "events": ["*"]}).complete())
         await host.dispatch("session:ready", {"sessionId": SESSION}, SESSION)
-        await _wait(_settled(host, sub.id, "delivered"), "delivered")
+        await wait_for(_settled(host, sub.id, "delivered"))
     (got,) = receiver.requests
     envelope = Webhook(sub.secret).verify(got.body, got.headers)  # raises unless the signature is right
     assert envelope["id"] == got.headers["webhook-id"] == _only(host, sub.id).id
@@ -113,14 +104,14 @@ async def test_always_failing_receiver_dead_letters_the_delivery_and_replay_deli
     with receiving(lambda _id, _nth: 200 if healthy else 503) as receiver:
         sub_id = await _subscribe(host, receiver.url)
         await host.dispatch("session:ready", {"sessionId": SESSION}, SESSION)
-        await _wait(_settled(host, sub_id, "dead"), "dead-lettered")
+        await wait_for(_settled(host, sub_id, "dead"))
         dead = (await client.get("/api/webhooks/dead-letters", headers=ADMIN)).json()["deliveries"]
         assert [(d["subscriptionId"], d["attempts"], d["lastStatus"]) for d in dead] == [(sub_id, 4, 503)]
         assert "HTTP 503" in dead[0]["lastError"]
         healthy = True
         r = await client.post(f"/api/webhooks/deliveries/{dead[0]['id']}/replay", headers=ADMIN)
         assert r.status_code == 202 and r.json()["state"] == "pending"
-        await _wait(_settled(host, sub_id, "delivered"), "delivered after replay")
+        await wait_for(_settled(host, sub_id, "delivered"))
     assert [r.status for r in receiver.of(dead[0]["id"])] == [503, 503, 503, 503, 200]  # same id throughout
     assert (await client.get("/api/webhooks/dead-letters", headers=ADMIN)).json()["deliveries"] == []
 
@@ -129,7 +120,7 @@ async def test_replay_of_a_delivery_not_dead_is_a_conflict(host: Host, client: h
     with receiving() as receiver:
         sub_id = await _subscribe(host, receiver.url)
         await host.dispatch("session:ready", {}, SESSION)
-        await _wait(_settled(host, sub_id, "delivered"), "delivered")
+        await wait_for(_settled(host, sub_id, "delivered"))
     delivered = _only(host, sub_id)
     assert (await client.post(f"/api/webhooks/deliveries/{delivered.id}/replay", headers=ADMIN)).status_code == 409
     assert (await client.post("/api/webhooks/deliveries/msg_nope/replay", headers=ADMIN)).status_code == 404
@@ -145,7 +136,7 @@ async def test_a_loopback_receiver_is_refused_without_the_operator_exemption(tmp
         async with Host(settings, engine=LoopbackEngine(), bundled=False) as host:
             sub_id = await _subscribe(host, receiver.url)
             await host.dispatch("session:ready", {}, SESSION)
-            await _wait(_settled(host, sub_id, "dead"), "dead-lettered")
+            await wait_for(_settled(host, sub_id, "dead"))
             delivery = _only(host, sub_id)
             await host.dispatch("session:ready", {}, SESSION)  # the host still serves
     assert receiver.requests == []  # refused before connecting
@@ -169,7 +160,7 @@ async def test_webhook_before_stop_cancels_that_one_delivery(host: Host) -> None
 
         await _enable(host, Veto, "veto", MODIFY)
         await host.dispatch("session:ready", {}, SESSION)
-        await _wait(_settled(host, kept, "delivered"), "delivered")
+        await wait_for(_settled(host, kept, "delivered"))
     assert len(kept_rx.requests) == 1
     assert cancelled_rx.requests == [] and host.webhooks.deliveries(subscription_id=cancelled) == []
 
@@ -188,7 +179,7 @@ async def test_webhook_before_may_rewrite_the_payload_but_not_its_id(host: Host)
 
         await _enable(host, Rewrite, "rewrite", MODIFY)
         await host.dispatch("session:ready", {"secret": "x"}, SESSION)
-        await _wait(_settled(host, sub.id, "delivered"), "delivered")
+        await wait_for(_settled(host, sub.id, "delivered"))
     (got,) = receiver.requests
     envelope = Webhook(sub.secret).verify(got.body, got.headers)
     assert envelope["data"] == {"redacted": True}
@@ -210,7 +201,7 @@ async def test_queued_error_delivered_and_after_fire_in_order(host: Host) -> Non
     with receiving(lambda _id, nth: 500 if nth == 1 else 200) as receiver:
         sub_id = await _subscribe(host, receiver.url)
         await host.dispatch("session:ready", {}, SESSION)
-        await _wait(lambda: ("webhook:after", 2) in seen, "after fired")
+        await wait_for(lambda: ("webhook:after", 2) in seen)
     assert seen == [("webhook:queued", None), ("webhook:error", 1), ("webhook:delivered", 2), ("webhook:after", 2)]
     assert _only(host, sub_id).state == "delivered"
 
@@ -221,12 +212,11 @@ async def test_message_events_reach_a_subscription_that_names_them(host: Host) -
         sub_id = await _subscribe(host, receiver.url, ["message:received", "message:sending", "message:sent"])
         await host.engine.inject_inbound(SESSION, "15550109999@c.us", "hello")
         await host.messages.send_text(SESSION, "15550109999@c.us", "hi back")
-        await _wait(lambda: len(receiver.accepted()) == 3, "three deliveries")
+        await wait_for(lambda: [d.state for d in host.webhooks.deliveries(subscription_id=sub_id)] == ["delivered"] * 3)
     events = sorted(json.loads(r.body)["event"] for r in receiver.accepted())
     assert events == ["message:received", "message:sending", "message:sent"]
     sending = next(json.loads(r.body) for r in receiver.accepted() if json.loads(r.body)["event"] == "message:sending")
     assert sending["outcome"] == {"vetoed": False, "by": None}
-    assert all(d.state == "delivered" for d in host.webhooks.deliveries(subscription_id=sub_id))
 
 
 # -- the API -----------------------------------------------------------------------------------------

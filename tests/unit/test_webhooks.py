@@ -1,0 +1,71 @@
+"""Outbound webhook pieces that need no network: backoff, signatures, the queue's bounds."""
+
+from __future__ import annotations
+
+import random
+import time
+from pathlib import Path
+
+import pytest
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+
+from plugbox.errors import ConfigError
+from plugbox.storage.db import Database
+from plugbox.webhooks import Backoff, parse_spec
+from plugbox.webhooks.signing import check_secret, headers, new_secret
+from plugbox.webhooks.store import DEAD, DELIVERED, NewDelivery, WebhookStore
+from plugbox.webhooks.subscriptions import Subscription
+
+
+def test_backoff_doubles_within_its_jitter_and_stops_at_the_maximum() -> None:
+    backoff, rng = Backoff(initial_s=1.0, max_s=8.0), random.Random(7)
+    for failed, base in ((1, 1.0), (2, 2.0), (3, 4.0), (4, 8.0), (5, 8.0), (60, 8.0), (500, 8.0)):
+        delays = [backoff.delay(failed, rng) for _ in range(200)]
+        assert all(base / 2 <= d <= base for d in delays), failed
+        assert max(delays) - min(delays) > base / 4  # jittered, not a fixed step
+
+
+def test_signature_headers_verify_with_the_reference_implementation() -> None:
+    secret = new_secret()
+    body = b'{"id":"msg_1","event":"session:ready"}'
+    now = time.time()  # the reference verifier checks the timestamp against its own clock
+    sent = headers(secret, "msg_1", now, body)
+    assert sent["webhook-id"] == "msg_1" and sent["webhook-timestamp"] == str(int(now))
+    assert sent["webhook-signature"].startswith("v1,")
+    assert Webhook(secret).verify(body, sent) == {"id": "msg_1", "event": "session:ready"}
+    with pytest.raises(WebhookVerificationError):
+        Webhook(secret).verify(body + b" ", sent)
+
+
+@pytest.mark.parametrize("secret", ["plain", "whsec_not base64!", "whsec_" + "QUFB", ""])
+def test_a_weak_or_malformed_secret_is_refused(secret: str) -> None:
+    with pytest.raises(ConfigError, match="secret"):
+        check_secret(secret)
+
+
+def test_webhook_events_cannot_be_subscribed_to() -> None:
+    with pytest.raises(ConfigError, match="deliveries fire it"):
+        parse_spec({"url": "https://x.example/", "events": ["webhook:error"]})
+    sub = Subscription(id="w", url="https://x.example/", events=("*",), secret=new_secret(), enabled=True,
+                       description="", created_at=0.0)
+    assert sub.wants("message:received") and not sub.wants("webhook:delivered")
+
+
+async def test_the_queue_refuses_past_its_cap_and_keeps_bounded_history(tmp_path: Path) -> None:
+    db = Database(tmp_path / "db.sqlite")
+    store = WebhookStore(db, history_max=2)
+    sub = Subscription(id="w", url="https://x.example/", events=("*",), secret=new_secret(), enabled=True,
+                       description="", created_at=0.0)
+    await store.insert(sub)
+    batch = [NewDelivery(f"msg_{i}", "w", "session:ready", None, b"{}") for i in range(5)]
+    assert await store.enqueue(batch, now=1.0, queue_max=3) == ["msg_0", "msg_1", "msg_2"]
+    for i in range(3):
+        assert await store.finish(f"msg_{i}", DELIVERED, 1, 200, None, now=2.0)
+    assert [d.id for d in store.deliveries(subscription_id="w", state=DELIVERED, limit=10)] == ["msg_2", "msg_1"]
+    assert await store.enqueue(batch[3:], now=3.0, queue_max=3) == ["msg_3", "msg_4"]
+    assert await store.finish("msg_3", DEAD, 8, 500, "HTTP 500", now=4.0)
+    assert await store.replay("msg_3", now=5.0) and not await store.replay("msg_4", now=5.0)
+    assert [d.id for d in store.due(now=5.0, limit=10, skip=["msg_4"])] == ["msg_3"]
+    await store.delete("w")
+    assert store.deliveries(subscription_id=None, state=None, limit=10) == []  # cascaded
+    await db.close()
