@@ -72,6 +72,7 @@ class WebhookService:
     # -- start / stop --
     def start(self) -> None:
         """Start delivering (pending deliveries left by an earlier run included)."""
+        self._retap()
         if self._task is None:
             self._task = asyncio.create_task(self._worker.run(), name="plugbox-webhook-worker")
 
