@@ -2,6 +2,10 @@
 and timezone-aware datetimes cross between a plugin and the host. Anything else is refused at the
 sender, naming the path of the offending value (e.g. `data.items[3]`).
 
+An int is plain only inside the range the wire's msgpack encoding carries (-2**63 .. 2**64-1): a
+larger one would otherwise fail deep in the frame encoder with a bare OverflowError that names no
+argument.
+
 The rule is shared by both sides of the boundary: the SDK checks what a plugin sends, the worker
 what it answers, storage what it keeps. So it lives here, beside `errors`, importing nothing but
 `errors`: the worker side may import it (tests/unit/test_layering.py lists it) and so may the host,
@@ -15,10 +19,13 @@ from typing import Any
 
 from plugbox.errors import PlainDataError
 
-__all__ = ["MAX_DEPTH", "check_plain"]
+__all__ = ["INT_MAX", "INT_MIN", "MAX_DEPTH", "check_plain"]
 
 MAX_DEPTH = 64
-_SCALARS = (str, int, float, bool, bytes, type(None))
+INT_MIN = -(1 << 63)
+INT_MAX = (1 << 64) - 1
+# int is checked apart: its range is part of the rule.
+_SCALARS = (str, float, bool, bytes, type(None))
 
 
 def check_plain(value: Any, path: str = "value") -> None:
@@ -29,6 +36,10 @@ def check_plain(value: Any, path: str = "value") -> None:
 def _check(value: Any, path: str, depth: int) -> None:
     t = type(value)
     if t in _SCALARS:
+        return
+    if t is int:
+        if not INT_MIN <= value <= INT_MAX:
+            raise PlainDataError(path, "int outside the 64-bit range plain data carries (-2**63 .. 2**64-1)")
         return
     if depth >= MAX_DEPTH:
         raise PlainDataError(path, f"nested deeper than {MAX_DEPTH} levels")

@@ -24,7 +24,8 @@ PLAIN = [
     None,
     True,
     0,
-    -(2**70),
+    -(2**63),
+    2**64 - 1,
     1.5,
     "text",
     b"\x00bytes",
@@ -124,6 +125,27 @@ async def test_ctx_refuses_non_plain_arguments_before_the_host_sees_them() -> No
     with pytest.raises(PlainDataError) as caught:
         await ctx.storage.set("k", {"when": datetime(2024, 1, 1)})
     assert caught.value.path == "args.value.when"
+    assert calls == []
+
+
+@pytest.mark.parametrize("big", [2**64, -(2**63) - 1, 2**70])
+def test_int_outside_the_wire_range_is_refused_naming_its_path(big: int) -> None:
+    with pytest.raises(PlainDataError, match="64-bit range") as caught:
+        check_plain({"counts": [1, big]}, "args")
+    assert caught.value.path == "args.counts[1]"
+
+
+async def test_storage_set_of_a_huge_int_is_a_capability_error_naming_the_value() -> None:
+    calls: list[str] = []
+
+    class Backend:
+        async def call(self, verb: str, args: dict[str, Any]) -> Any:
+            calls.append(verb)
+            return None
+
+    ctx = Context("p", {}, Backend())  # type: ignore[arg-type]
+    with pytest.raises(CapabilityError, match="args.value: int outside the 64-bit range"):
+        await ctx.storage.set("k", 2**70)
     assert calls == []
 
 
