@@ -121,6 +121,8 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     """Largest net.fetch response body; past it the connection is closed and the call fails."""
     fetch_max_in_flight: PositiveInt = 16
     """net.fetch calls in flight host-wide; more wait for a slot within their own timeout."""
+    fetch_max_in_flight_per_plugin: PositiveInt = 4
+    """One plugin's share of fetch_max_in_flight, running or waiting; past it a fetch is refused at once."""
     fetch_exempt_hosts: tuple[str, ...] = ()
     """Hosts exempt from the public-address rule (never from a plugin's allowlist); net.allow syntax."""
     breaker_threshold: PositiveInt = 5

@@ -7,8 +7,10 @@ that fails; nothing touches the network before step 4, and nothing connects befo
    notation, read the way the C resolver would read it;
 2. the host must be on the plugin's effective allowlist (`plugbox.net.allowlist`);
 3. a literal address must be public (`plugbox.net.addresses`) unless the host is operator-exempt;
-4. wait for one of `fetch_max_in_flight` host-wide slots (the wait counts against the call's own
-   timeout: excess fetches queue, they are not refused), then resolve the name once;
+4. take one of the plugin's own `fetch_max_in_flight_per_plugin` slots (past its share the call is
+   refused at once, naming the limit: one plugin must not hold every host-wide slot), then wait for
+   one of `fetch_max_in_flight` host-wide slots (the wait counts against the call's own timeout:
+   excess fetches queue, they are not refused), then resolve the name once;
 5. every resolved address must be public, unless the host is on the operator's exemption list
    (`fetch_exempt_hosts`, same syntax as `net.allow`, matched against the URL host: the exemption
    skips the address rule only, never the plugin's allowlist);
@@ -111,6 +113,7 @@ class FetchService:
         self._slots = asyncio.Semaphore(settings.fetch_max_in_flight)
         self._in_flight = 0
         self._queued = 0
+        self._per_plugin: dict[str, int] = {}  # plugin id -> its fetches holding or awaiting a slot
         self.peak_in_flight = 0
 
     @property
@@ -137,13 +140,14 @@ class FetchService:
     ) -> dict[str, Any]:
         policy = self._policy_for(plugin_id)
         try:
-            return await self._fetch(policy, url, method.upper(), dict(headers or {}), body, timeout_ms)
+            return await self._fetch(plugin_id, policy, url, method.upper(), dict(headers or {}), body, timeout_ms)
         except CapabilityError as exc:
             message = redact(str(exc), policy.secrets)
             raise type(exc)(message) from None
 
     async def _fetch(
         self,
+        plugin_id: str,
         policy: FetchPolicy,
         url: str,
         method: str,
@@ -162,7 +166,7 @@ class FetchService:
         request_headers = _request_headers(headers)
         budget_ms = self.clamp_timeout_ms(self._settings.fetch_timeout_ms if timeout_ms is None else timeout_ms)
         try:
-            async with asyncio.timeout(budget_ms / 1000), self._slot():
+            async with asyncio.timeout(budget_ms / 1000), self._slot(plugin_id):
                 addresses = await self._addresses(target, exempt)
                 return await self._send(target, addresses, method, request_headers, body, budget_ms / 1000)
         except (TimeoutError, httpx.TimeoutException):
@@ -196,8 +200,12 @@ class FetchService:
                 self._check_address(target, ip)
         return addresses
 
-    def _slot(self) -> _Slot:
-        return _Slot(self)
+    def in_flight_of(self, plugin_id: str) -> int:
+        """Fetches of `plugin_id` holding or waiting for a host-wide slot."""
+        return self._per_plugin.get(plugin_id, 0)
+
+    def _slot(self, plugin_id: str) -> _Slot:
+        return _Slot(self, plugin_id)
 
     async def _send(
         self,
@@ -242,18 +250,32 @@ class FetchService:
 
 
 class _Slot:
-    """One of the host-wide fetch slots, counted for metrics and tests."""
+    """One of the plugin's share of fetch slots, then one of the host-wide ones (counted for
+    metrics and tests). The share is taken before the host-wide wait, so a plugin queueing behind
+    its own fetches still counts against its share and cannot park a queue in front of others."""
 
-    __slots__ = ("_service",)
+    __slots__ = ("_plugin_id", "_service")
 
-    def __init__(self, service: FetchService) -> None:
+    def __init__(self, service: FetchService, plugin_id: str) -> None:
         self._service = service
+        self._plugin_id = plugin_id
 
     async def __aenter__(self) -> None:
-        s = self._service
+        s, pid = self._service, self._plugin_id
+        share = s._settings.fetch_max_in_flight_per_plugin
+        mine = s._per_plugin.get(pid, 0)
+        if mine >= share:
+            raise CapabilityError(
+                f"{VERB}: plugin {pid!r} already has {mine} fetches in flight, its share of the host's "
+                f"{s._settings.fetch_max_in_flight} (fetch_max_in_flight_per_plugin = {share})"
+            )
+        s._per_plugin[pid] = mine + 1
         s._queued += 1
         try:
             await s._slots.acquire()
+        except BaseException:
+            self._release_share()
+            raise
         finally:
             s._queued -= 1
         s._in_flight += 1
@@ -262,6 +284,15 @@ class _Slot:
     async def __aexit__(self, *exc: object) -> None:
         self._service._in_flight -= 1
         self._service._slots.release()
+        self._release_share()
+
+    def _release_share(self) -> None:
+        per_plugin = self._service._per_plugin
+        left = per_plugin[self._plugin_id] - 1
+        if left:
+            per_plugin[self._plugin_id] = left
+        else:
+            del per_plugin[self._plugin_id]
 
 
 def _request_headers(headers: dict[str, str]) -> dict[str, str]:

@@ -321,7 +321,8 @@ async def test_at_most_sixteen_fetches_run_at_once(listener: Listener) -> None:
     fetch = service(["localhost"], fetch_exempt_hosts=("localhost",))
     assert fetch._settings.fetch_max_in_flight == 16
     url = f"http://localhost:{listener.port}/hold"
-    tasks = [asyncio.create_task(fetch.fetch("p", url, timeout_ms=20000)) for _ in range(20)]
+    # five plugins, each within its share of four: 20 fetches, 16 run, 4 queue
+    tasks = [asyncio.create_task(fetch.fetch(f"p{i % 5}", url, timeout_ms=20000)) for i in range(20)]
     try:
         async with asyncio.timeout(10):
             await listener.wait_in_flight(16)
@@ -336,6 +337,46 @@ async def test_at_most_sixteen_fetches_run_at_once(listener: Listener) -> None:
             task.cancel()
     assert [r["body"] for r in results] == ["released"] * 20
     assert (fetch.peak_in_flight, listener.peak) == (16, 16)
+
+
+async def test_one_plugin_gets_only_its_share_of_fetch_slots_and_a_neighbour_still_fetches(
+    listener: Listener,
+) -> None:
+    fetch = service(["localhost"], fetch_exempt_hosts=("localhost",), fetch_max_in_flight_per_plugin=3)
+    url = f"http://localhost:{listener.port}/hold"
+    hogs = [asyncio.create_task(fetch.fetch("hog", url, timeout_ms=20000)) for _ in range(3)]
+    try:
+        async with asyncio.timeout(10):
+            await listener.wait_in_flight(3)
+        with pytest.raises(CapabilityError, match=r"plugin 'hog' already has 3 fetches in flight.*"
+                                                  r"fetch_max_in_flight_per_plugin = 3"):
+            await fetch.fetch("hog", url, timeout_ms=20000)
+        assert listener.connections == 3  # the refused fetch never connected
+        neighbour = await fetch.fetch("neighbour", f"http://localhost:{listener.port}/json", timeout_ms=5000)
+        assert neighbour["status"] == 200
+        listener.release.set()
+        assert [r["body"] for r in await asyncio.gather(*hogs)] == ["released"] * 3
+    finally:
+        for task in hogs:
+            task.cancel()
+    assert fetch.in_flight_of("hog") == 0  # the share is given back
+    assert (await fetch.fetch("hog", url, timeout_ms=5000))["body"] == "released"
+
+
+async def test_a_fetch_waiting_for_a_host_slot_holds_its_share_until_it_gives_up(listener: Listener) -> None:
+    fetch = service(["localhost"], fetch_exempt_hosts=("localhost",), fetch_max_in_flight=1,
+                    fetch_max_in_flight_per_plugin=2)
+    url = f"http://localhost:{listener.port}/hold"
+    holder = asyncio.create_task(fetch.fetch("a", url, timeout_ms=20000))
+    try:
+        async with asyncio.timeout(10):
+            await listener.wait_in_flight(1)
+        with pytest.raises(CapabilityTimeout):
+            await fetch.fetch("b", url, timeout_ms=100)  # queued for the host slot, then timed out
+        assert fetch.in_flight_of("b") == 0
+    finally:
+        listener.release.set()
+        await holder
 
 
 async def test_unreachable_port_is_a_capability_error(listener: Listener) -> None:
