@@ -76,9 +76,7 @@ class Host:
         webhook_sender: Sender | None = None,
     ) -> None:
         self.settings = settings or load_settings()
-        self.engine = engine or LoopbackEngine(
-            history_limit=self.settings.loopback_history_per_chat, max_sent=self.settings.loopback_sent_max
-        )
+        self.engine = engine or LoopbackEngine.from_settings(self.settings)
         self._sandbox_factory = sandbox_factory
         data = self.settings.data_path
         data.mkdir(parents=True, exist_ok=True)

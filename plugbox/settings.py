@@ -135,8 +135,15 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     """Time all on_disable calls share at shutdown."""
     loopback_history_per_chat: PositiveInt = 1000
     """Messages the loopback engine keeps per chat."""
+    loopback_chat_bytes: PositiveInt = 4 << 20
+    """Bytes of messages the loopback engine keeps per chat (the newest message always stays)."""
+    loopback_history_bytes: PositiveInt = 64 << 20
+    """Bytes of messages the loopback engine keeps across every chat of every session; the oldest go
+    first, and a chat they empty is forgotten (plugins choose what is sent, and to which chat)."""
     loopback_sent_max: PositiveInt = 10000
     """Outbound messages the loopback engine keeps in its `sent` record."""
+    loopback_sent_bytes: PositiveInt = 16 << 20
+    """Bytes the loopback engine keeps in its `sent` record."""
 
     confinement: str = "strict"
     """`strict`: a plugin whose required layer cannot apply does not start. `degraded`: operator

@@ -5,8 +5,9 @@ history in both directions, records every outbound message in `LoopbackEngine.se
 inject inbound messages with `inject_inbound`, which the host turns into ``message:received``.
 
 Nothing here touches the network or the disk, and nothing is random: message ids come from a counter
-and timestamps from the injectable `clock`, so tests are deterministic. Memory is bounded: each chat
-keeps its last `history_limit` messages and `sent` its last `max_sent` entries.
+and timestamps from the injectable `clock`, so tests are deterministic. Memory is bounded (plugins
+choose what is sent and to which chat): chat histories per chat and in total (`_memory`), and
+`sent` by count and bytes, the oldest dropped first; the bounds are settings (`loopback_*`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from plugbox.engines._memory import ChatLog, MessageMemory, message_cost
 from plugbox.engines.base import (
     HISTORY_LIMIT_DEFAULT,
     TEXT_MAX_CHARS,
@@ -26,7 +28,7 @@ from plugbox.engines.base import (
     clamp_history_limit,
 )
 from plugbox.errors import EngineError
-from plugbox.settings import DEFAULTS
+from plugbox.settings import DEFAULTS, Settings
 
 __all__ = ["LoopbackEngine", "canonical_id"]
 
@@ -75,25 +77,18 @@ def _is_group(chat_id: str) -> bool:
 
 
 @dataclass
-class _Chat:
-    id: str
-    messages: dict[str, Message] = field(default_factory=dict)  # by id, oldest first
-    timestamp: int = 0
-
-
-@dataclass
 class _Session:
     id: str
     me: str
     status: str = "created"  # created | starting | ready | disconnected
     contacts: dict[str, dict[str, Any]] = field(default_factory=dict)
     groups: dict[str, dict[str, Any]] = field(default_factory=dict)
-    chats: dict[str, _Chat] = field(default_factory=dict)
+    chats: dict[str, ChatLog] = field(default_factory=dict)
 
-    def chat(self, chat_id: str) -> _Chat:
+    def chat(self, chat_id: str) -> ChatLog:
         chat = self.chats.get(chat_id)
         if chat is None:
-            chat = self.chats[chat_id] = _Chat(chat_id)
+            chat = self.chats[chat_id] = ChatLog(chat_id)
         return chat
 
 
@@ -107,19 +102,38 @@ class LoopbackEngine:
         on_session_event: SessionEventCallback | None = None,
         on_inbound: InboundCallback | None = None,
         history_limit: int = DEFAULTS.loopback_history_per_chat,
+        chat_bytes: int = DEFAULTS.loopback_chat_bytes,
+        history_bytes: int = DEFAULTS.loopback_history_bytes,
         max_sent: int = DEFAULTS.loopback_sent_max,
+        sent_bytes: int = DEFAULTS.loopback_sent_bytes,
     ) -> None:
         self.clock = clock
         self.on_session_event = on_session_event
         self.on_inbound = on_inbound
-        self.history_limit = history_limit
+        self.memory = MessageMemory(
+            per_chat_messages=history_limit, per_chat_bytes=chat_bytes, total_bytes=history_bytes
+        )
         self.max_sent = max_sent
-        self.sent: list[Message] = []  # every outbound message, each with its "session_id"
+        self.max_sent_bytes = sent_bytes
+        self.sent: list[Message] = []  # the latest outbound messages, each with its "session_id"
+        self._sent_bytes = 0
         self._sessions: dict[str, _Session] = {}
         self._message_counter = 0
         self._session_counter = 0
 
     # -- sessions ------------------------------------------------------------------------------------
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **kwargs: Any) -> LoopbackEngine:
+        """An engine with the memory bounds the operator set."""
+        return cls(
+            history_limit=settings.loopback_history_per_chat,
+            chat_bytes=settings.loopback_chat_bytes,
+            history_bytes=settings.loopback_history_bytes,
+            max_sent=settings.loopback_sent_max,
+            sent_bytes=settings.loopback_sent_bytes,
+            **kwargs,
+        )
 
     def is_live(self, session_id: str) -> bool:
         session = self._sessions.get(session_id)
@@ -170,7 +184,7 @@ class LoopbackEngine:
     async def delete_session(self, session_id: str) -> None:
         """Disconnect if live, forget the session and its data, then ``session:deleted``."""
         await self.stop_session(session_id, reason="deleted")
-        del self._sessions[session_id]
+        self.memory.forget(self._sessions.pop(session_id).chats)
         await self._emit("session:deleted", session_id, {"status": "deleted"})
 
     async def _emit(self, event: str, session_id: str, data: dict[str, Any]) -> None:
@@ -223,7 +237,7 @@ class LoopbackEngine:
         members = [canonical_id(p, "participant") for p in participants]
         admin_ids = {canonical_id(a, "admin") for a in admins}
         session.groups[gid] = {"id": gid, "name": str(name), "participants": members, "admins": admin_ids}
-        session.chat(gid)
+        session.chat(gid).pinned = True
         return self._group_view(session.groups[gid])
 
     @staticmethod
@@ -370,10 +384,23 @@ class LoopbackEngine:
         if _is_group(chat_id) and chat_id not in session.groups:
             raise EngineError(f"session {session.id!r} has no group {chat_id!r}")
         message = self._store(session, chat_id, session.me, chat_id, text, True, quoted_id)
-        self.sent.append({**message, "session_id": session.id})
-        if len(self.sent) > self.max_sent:
-            del self.sent[: len(self.sent) - self.max_sent]
+        self._record_sent({**message, "session_id": session.id})
         return dict(message)
+
+    def _record_sent(self, entry: Message) -> None:
+        sent = self.sent
+        if not sent:  # a test or tool may clear the record
+            self._sent_bytes = 0
+        sent.append(entry)
+        self._sent_bytes += message_cost(entry)
+        drop = 0
+        while len(sent) - drop > 1 and (
+            len(sent) - drop > self.max_sent or self._sent_bytes > self.max_sent_bytes
+        ):
+            self._sent_bytes -= message_cost(sent[drop])
+            drop += 1
+        if drop:
+            del sent[:drop]
 
     def _store(
         self,
@@ -399,8 +426,6 @@ class LoopbackEngine:
             "hasMedia": False,
         }
         chat = session.chat(chat_id)
-        chat.messages[message["id"]] = message
         chat.timestamp = timestamp
-        while len(chat.messages) > self.history_limit:
-            del chat.messages[next(iter(chat.messages))]
+        self.memory.add(session.chats, chat, message)
         return message

@@ -6,9 +6,11 @@ from typing import Any
 
 import pytest
 
+from plugbox.engines._memory import MESSAGE_OVERHEAD_BYTES
 from plugbox.engines.base import Engine
 from plugbox.engines.loopback import LoopbackEngine, canonical_id
 from plugbox.errors import EngineError
+from plugbox.settings import load_settings
 
 ALICE = "15550100001@c.us"
 BOB = "15550100002@c.us"
@@ -336,3 +338,57 @@ async def test_history_is_bounded_per_chat(clock: FakeClock) -> None:
 @pytest.mark.parametrize("test_id", ["c1", "support-desk", "team.room:7"])
 async def test_canonical_chat_id_keeps_opaque_test_ids(engine: LoopbackEngine, test_id: str) -> None:
     assert await engine.canonical_chat_id("s1", test_id) == test_id
+
+
+async def test_history_is_bounded_in_bytes_per_chat_keeping_the_newest(clock: FakeClock) -> None:
+    eng = LoopbackEngine(clock=clock, chat_bytes=3 * (MESSAGE_OVERHEAD_BYTES + 1100))
+    await eng.create_session("s1")
+    for i in range(6):
+        await eng.send_text("s1", ALICE, f"{i}" * 1000)
+    kept = [m["body"][0] for m in await eng.get_chat_history("s1", ALICE)]
+    assert kept == ["3", "4", "5"]
+    huge = LoopbackEngine(clock=clock, chat_bytes=10)
+    await huge.create_session("s1")
+    await huge.send_text("s1", ALICE, "bigger than the whole chat budget")
+    assert len(await huge.get_chat_history("s1", ALICE)) == 1  # the newest message always stays
+
+
+async def test_history_is_bounded_in_total_across_chats_oldest_chat_forgotten(clock: FakeClock) -> None:
+    per_message = MESSAGE_OVERHEAD_BYTES + 10_000
+    eng = LoopbackEngine(clock=clock, history_bytes=5 * per_message + 100)
+    await eng.create_session("s1")
+    eng.add_group("s1", GROUP, "Team", [ALICE])
+    await eng.send_text("s1", GROUP, "g" * 9_950)
+    for i in range(400):  # a flood of large texts, each to a chat of its own
+        await eng.send_text("s1", f"c{i}", "x" * 9_950)
+    assert eng.memory.bytes <= 5 * per_message + 100
+    chats = {c["id"] for c in await eng.get_chats("s1")}
+    assert chats == {GROUP, "c395", "c396", "c397", "c398", "c399"}  # the group is kept, emptied
+    assert await eng.get_chat_history("s1", GROUP) == []
+    assert await eng.get_chat_history("s1", "c0") == []
+
+
+async def test_deleting_a_session_releases_its_history(clock: FakeClock) -> None:
+    eng = LoopbackEngine(clock=clock)
+    await eng.create_session("s1")
+    await eng.create_session("s2")
+    await eng.send_text("s1", ALICE, "x" * 5000)
+    await eng.send_text("s2", ALICE, "y")
+    before = eng.memory.bytes
+    await eng.delete_session("s1")
+    assert 0 < eng.memory.bytes < before - 5000
+
+
+async def test_sent_record_is_bounded_in_bytes(clock: FakeClock) -> None:
+    eng = LoopbackEngine(clock=clock, sent_bytes=2 * (MESSAGE_OVERHEAD_BYTES + 60_000) + 100)
+    await eng.create_session("s1")
+    for i in range(5):
+        await eng.send_text("s1", f"c{i}", str(i) * 60_000)
+    assert [m["chatId"] for m in eng.sent] == ["c3", "c4"]
+
+
+def test_engine_bounds_come_from_settings() -> None:
+    settings = load_settings(environ={"PLUGBOX_LOOPBACK_HISTORY_BYTES": "12345",
+                                          "PLUGBOX_LOOPBACK_HISTORY_PER_CHAT": "7"})
+    eng = LoopbackEngine.from_settings(settings)
+    assert (eng.memory.total_bytes, eng.memory.per_chat_messages) == (12345, 7)

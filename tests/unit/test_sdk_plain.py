@@ -144,7 +144,7 @@ async def test_storage_set_of_a_huge_int_is_a_capability_error_naming_the_value(
             return None
 
     ctx = Context("p", {}, Backend())  # type: ignore[arg-type]
-    with pytest.raises(CapabilityError, match="args.value: int outside the 64-bit range"):
+    with pytest.raises(CapabilityError, match=r"args\.value: int outside the 64-bit range"):
         await ctx.storage.set("k", 2**70)
     assert calls == []
 
