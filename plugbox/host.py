@@ -38,6 +38,7 @@ from plugbox.settings import Settings, load_settings
 from plugbox.storage.conversations import ConversationStore
 from plugbox.storage.db import Database
 from plugbox.storage.kv import PluginStorage
+from plugbox.storage.quota import WriteBudget
 from plugbox.webhooks import Sender, WebhookService
 
 __all__ = ["Host", "HostObserver"]
@@ -82,16 +83,21 @@ class Host:
         data.mkdir(parents=True, exist_ok=True)
         self.db = Database(data / "plugbox.db", self.settings.storage_busy_timeout_ms)
         self.registry = Registry(self.db)
+        write_budget = WriteBudget.from_settings(self.settings)  # one bucket per plugin, all its stores
         self.storage = PluginStorage(
             self.db,
             self.settings.storage_quota_bytes,
             cache_entries=self.settings.storage_cache_entries,
             cache_value_max_bytes=self.settings.storage_cache_value_max_bytes,
+            write_budget=write_budget,
+            list_max_keys=self.settings.storage_list_max_keys,
         )
         self.conversations = ConversationStore(
             self.db,
             messages_per_plugin=self.settings.conversation_messages_per_plugin,
             rows_per_plugin=self.settings.conversation_rows_per_plugin,
+            quota_bytes=self.settings.storage_quota_bytes,
+            write_budget=write_budget,
         )
         self._observers = Observers()
         self.manager = PluginManager(

@@ -102,7 +102,17 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     log_bytes_burst: PositiveInt = 64 << 10
     """How much of log_bytes_per_minute a plugin may spend at once."""
     storage_quota_bytes: PositiveInt = 50 << 20
-    """Bytes of storage one plugin may hold (keys, values and conversation records)."""
+    """Bytes of storage one plugin may hold, as they take on disk (keys, values and conversation
+    records, each row with its per-row and page overhead)."""
+    storage_write_bytes_per_s: PositiveInt = 4 << 20
+    """Write rate of one plugin (a token bucket; each write costs at least a 4 KiB page); past it the
+    plugin's own writes wait, never another plugin's."""
+    storage_write_burst_bytes: PositiveInt = 16 << 20
+    """Size of that bucket: what a plugin may write at once before it waits."""
+    storage_write_max_wait_ms: Annotated[int, msgspec.Meta(ge=0)] = 2000
+    """A write that would wait longer than this for its plugin's bucket is refused."""
+    storage_list_max_keys: PositiveInt = 10000
+    """Keys one storage.list call may return; past it the call is refused (plugins page instead)."""
     storage_cache_entries: PositiveInt = 4096
     """Recently read storage values kept decoded-ready in memory, host-wide."""
     storage_cache_value_max_bytes: PositiveInt = 1024

@@ -100,6 +100,8 @@ class StorageSetArgs(_Args):
 
 class StoragePrefixArgs(_Args):
     prefix: Annotated[str, msgspec.Meta(max_length=512)] = ""
+    after: Annotated[str, msgspec.Meta(max_length=512)] = ""  # page: keys sorting after this one
+    limit: Annotated[int, msgspec.Meta(ge=1)] | None = None  # page size; None: all keys, up to the cap
 
 
 class NetFetchArgs(_Args):
@@ -235,8 +237,8 @@ async def _storage_delete(s: Services, c: Caller, a: StorageKeyArgs) -> Any:
     return await s.storage.delete(c.plugin_id, a.key)
 
 
-def _storage_list(s: Services, c: Caller, a: StoragePrefixArgs) -> Any:
-    return s.storage.list(c.plugin_id, a.prefix)
+async def _storage_list(s: Services, c: Caller, a: StoragePrefixArgs) -> Any:
+    return await s.storage.list_keys(c.plugin_id, a.prefix, after=a.after, limit=a.limit)
 
 
 async def _net_fetch(s: Services, c: Caller, a: NetFetchArgs) -> Any:
@@ -256,6 +258,7 @@ def _conversations(s: Services, verb: str) -> ConversationStore:
 async def _conversation_send(s: Services, c: Caller, a: ConversationSendArgs) -> Any:
     store = _conversations(s, "conversations.send")
     e = a.envelope
+    store.check_room(c.plugin_id, msgspec.to_builtins(e))  # refused before anything is sent
     message = await s.messages.send_text(e.session_id, e.chat_id, e.text, source=c.plugin_id)
     message_id = message.get("id") if isinstance(message, dict) else None
     await store.record_sent(c.plugin_id, msgspec.to_builtins(e), message_id if isinstance(message_id, str) else None)
@@ -296,7 +299,7 @@ VERBS: dict[str, Verb] = _table(
     Verb("storage.get", "storage:use", StorageKeyArgs, _storage_get, sync=True),
     Verb("storage.set", "storage:use", StorageSetArgs, _storage_set),
     Verb("storage.delete", "storage:use", StorageKeyArgs, _storage_delete),
-    Verb("storage.list", "storage:use", StoragePrefixArgs, _storage_list, sync=True),
+    Verb("storage.list", "storage:use", StoragePrefixArgs, _storage_list),  # a scan: off the loop, its own slot
     Verb("net.fetch", "net:fetch", NetFetchArgs, _net_fetch),
     Verb(
         "conversations.send", "conversation:send", ConversationSendArgs, _conversation_send, session_arg=True, send=True

@@ -118,8 +118,16 @@ class StorageCalls(_Family):
     async def delete(self, key: str) -> bool:
         return bool(await self._call("storage.delete", {"key": key}))
 
-    async def list(self, prefix: str = "") -> list[str]:
-        return list(await self._call("storage.list", {"prefix": prefix}))
+    async def list(self, prefix: str = "", *, after: str = "", limit: int | None = None) -> list[str]:
+        """Keys starting with `prefix`, sorted. Without `limit`: all of them, or CapabilityError when
+        more than the host's cap (10000 by default) match; with it, a page of at most `limit` keys
+        sorting after `after` (pass the last key of the previous page)."""
+        args: dict[str, Any] = {"prefix": prefix}
+        if after:
+            args["after"] = after
+        if limit is not None:
+            args["limit"] = limit
+        return list(await self._call("storage.list", args))
 
 
 class NetCalls(_Family):

@@ -14,8 +14,11 @@ namespaced by plugin id, so one plugin never sees another's rows:
   another conversation of the same plugin is refused, never silently moved. At most
   `rows_per_plugin` (setting `conversation_rows_per_plugin`) mappings and as many handover rows per plugin.
 
-Values arrive validated by the capability layer (lengths, types, the state enum); this module checks
-no permissions or session scope. Records are returned as camelCase dicts, like the envelopes.
+Every row is charged to the plugin's storage quota at what it takes on disk (`quota.row_cost`, its
+index entries included), the same quota as its keys, and every write to its `WriteBudget`, queued as
+the plugin's own; a message dropped by the rolling bound is credited back. Values arrive validated by
+the capability layer (lengths, types, the state enum); this module checks no permissions or session
+scope. Records are returned as camelCase dicts, like the envelopes.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from typing import Any
 from plugbox.errors import StorageError
 from plugbox.settings import DEFAULTS
 from plugbox.storage.db import Database
+from plugbox.storage.quota import WriteBudget, charge, create_usage_table, read_usage, row_cost
 
 __all__ = ["HANDOVER_STATES", "ConversationStore"]
 
@@ -68,6 +72,40 @@ _SCHEMA = (
 )
 
 _MAPPING_COLUMNS = "conversation_id, provider, external_id, session_id, chat_id, updated_at"
+_REAL = 8  # a REAL column (timestamps)
+
+
+def _blen(column: str) -> str:
+    return f"coalesce(length(CAST({column} AS BLOB)), 0)"
+
+
+def _nbytes(*texts: str | None) -> int:
+    return sum(len(t.encode()) for t in texts if t is not None)
+
+
+# What `_message_cost` needs of a stored message, computed by SQLite (to credit dropped rows).
+_MESSAGE_SIZES = (
+    f"SELECT {_blen('plugin_id')}, {_blen('conversation_id')}, "
+    f"{' + '.join(_blen(c) for c in ('session_id', 'chat_id', 'message_id', 'text', 'provider', 'external_id'))} "
+    "FROM conversation_messages WHERE plugin_id = ? AND seq <= ?"
+)
+
+
+def _message_cost(plugin_id_bytes: int, conversation_bytes: int, other_bytes: int) -> int:
+    """The row in the rowid table and its entry in the by-conversation index."""
+    row = plugin_id_bytes + conversation_bytes + other_bytes + _REAL + 8
+    return row_cost(row, index=False) + row_cost(plugin_id_bytes + conversation_bytes + 8)
+
+
+def _handover_cost(plugin_id: str, ref: str, state: str) -> int:
+    return row_cost(_nbytes(plugin_id, ref, state) + _REAL)
+
+
+def _mapping_cost(plugin_id: str, cid: str, provider: str, external: str, session: str, chat: str) -> int:
+    """The row and its UNIQUE (plugin, provider, external id) index entry, which carries the key."""
+    return row_cost(_nbytes(plugin_id, cid, provider, external, session, chat) + _REAL) + row_cost(
+        _nbytes(plugin_id, provider, external, cid)
+    )
 
 
 class ConversationStore:
@@ -77,16 +115,32 @@ class ConversationStore:
         *,
         messages_per_plugin: int = DEFAULTS.conversation_messages_per_plugin,
         rows_per_plugin: int = DEFAULTS.conversation_rows_per_plugin,
+        quota_bytes: int = DEFAULTS.storage_quota_bytes,
+        write_budget: WriteBudget | None = None,
     ) -> None:
         self._db = db
         self.messages_per_plugin = messages_per_plugin
         self.rows_per_plugin = rows_per_plugin
+        self.quota_bytes = quota_bytes
+        self.write_budget = write_budget or WriteBudget.from_settings(DEFAULTS)
         db.write_sync(self._create)
 
     @staticmethod
     def _create(conn: sqlite3.Connection) -> None:
         for statement in _SCHEMA:
             conn.execute(statement)
+        create_usage_table(conn)
+
+    def check_room(self, plugin_id: str, envelope: Mapping[str, Any]) -> None:
+        """Refuse (StorageError) a `record_sent` that could not be stored, before the text is sent."""
+        self.write_budget.check(plugin_id)
+        cost = _envelope_cost(plugin_id, envelope, "x" * 64)  # the engine's id is not known yet
+        used = self._db.read(lambda c: read_usage(c, plugin_id))
+        if used + cost > self.quota_bytes:
+            raise StorageError(
+                f"storage quota of plugin {plugin_id!r}: recording this conversation message needs {cost} "
+                f"more bytes on disk, {used} of {self.quota_bytes} bytes are in use"
+            )
 
     # -- messages ----------------------------------------------------------------------------------
 
@@ -103,6 +157,8 @@ class ConversationStore:
             envelope.get("externalId"),
             time.time(),
         )
+        cost = _envelope_cost(plugin_id, envelope, message_id)
+        await self.write_budget.spend(plugin_id, cost)
 
         def write(conn: sqlite3.Connection) -> int:
             cur = conn.execute(
@@ -111,13 +167,13 @@ class ConversationStore:
                 row,
             )
             seq = int(cur.lastrowid or 0)
-            conn.execute(
-                "DELETE FROM conversation_messages WHERE plugin_id = ? AND seq <= ?",
-                (plugin_id, seq - self.messages_per_plugin),
-            )
+            dropped = (plugin_id, seq - self.messages_per_plugin)
+            freed = sum(_message_cost(*sizes) for sizes in conn.execute(_MESSAGE_SIZES, dropped))
+            conn.execute("DELETE FROM conversation_messages WHERE plugin_id = ? AND seq <= ?", dropped)
+            charge(conn, plugin_id, cost - freed, self.quota_bytes, "recording a conversation message")
             return seq
 
-        return await self._db.write(write)
+        return await self._db.write(write, owner=plugin_id)
 
     def messages(self, plugin_id: str, conversation_id: str) -> list[dict[str, Any]]:
         rows = self._db.read(
@@ -148,6 +204,8 @@ class ConversationStore:
         if state not in HANDOVER_STATES:
             raise StorageError(f"handover state {state!r} is not one of {', '.join(HANDOVER_STATES)}")
         now = time.time()
+        cost = _handover_cost(plugin_id, ref, state)
+        await self.write_budget.spend(plugin_id, cost)
 
         def write(conn: sqlite3.Connection) -> str | None:
             found = conn.execute(
@@ -155,6 +213,8 @@ class ConversationStore:
             ).fetchone()
             if found is None:
                 _check_room(conn, "conversation_handover", plugin_id, "handover references", self.rows_per_plugin)
+            old = 0 if found is None else _handover_cost(plugin_id, ref, found[0])
+            charge(conn, plugin_id, cost - old, self.quota_bytes, f"handover reference {ref!r}")
             conn.execute(
                 "INSERT INTO conversation_handover (plugin_id, ref, state, updated_at) VALUES (?, ?, ?, ?) "
                 "ON CONFLICT (plugin_id, ref) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at",
@@ -162,7 +222,7 @@ class ConversationStore:
             )
             return found[0] if found else None
 
-        previous = await self._db.write(write)
+        previous = await self._db.write(write, owner=plugin_id)
         return {"ref": ref, "state": state, "previous": previous, "updatedAt": now}
 
     def get_handover(self, plugin_id: str, ref: str) -> str | None:
@@ -179,6 +239,8 @@ class ConversationStore:
         """Create or replace the mapping of `mapping["conversationId"]`."""
         now = time.time()
         cid, provider, external = mapping["conversationId"], mapping["provider"], mapping["externalId"]
+        cost = _mapping_cost(plugin_id, cid, provider, external, mapping["sessionId"], mapping["chatId"])
+        await self.write_budget.spend(plugin_id, cost)
 
         def write(conn: sqlite3.Connection) -> None:
             owner = conn.execute(
@@ -191,10 +253,14 @@ class ConversationStore:
                     f"external id {external!r} of provider {provider!r} is already mapped to conversation {owner[0]!r}"
                 )
             exists = conn.execute(
-                "SELECT 1 FROM conversation_mappings WHERE plugin_id = ? AND conversation_id = ?", (plugin_id, cid)
+                "SELECT provider, external_id, session_id, chat_id FROM conversation_mappings "
+                "WHERE plugin_id = ? AND conversation_id = ?",
+                (plugin_id, cid),
             ).fetchone()
             if exists is None:
                 _check_room(conn, "conversation_mappings", plugin_id, "mappings", self.rows_per_plugin)
+            old = 0 if exists is None else _mapping_cost(plugin_id, cid, *exists)
+            charge(conn, plugin_id, cost - old, self.quota_bytes, f"mapping of conversation {cid!r}")
             conn.execute(
                 f"INSERT INTO conversation_mappings (plugin_id, {_MAPPING_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT (plugin_id, conversation_id) DO UPDATE SET provider = excluded.provider, "
@@ -203,7 +269,7 @@ class ConversationStore:
                 (plugin_id, cid, provider, external, mapping["sessionId"], mapping["chatId"], now),
             )
 
-        await self._db.write(write)
+        await self._db.write(write, owner=plugin_id)
         return _mapping_row((cid, provider, external, mapping["sessionId"], mapping["chatId"], now))
 
     def get_mapping(self, plugin_id: str, conversation_id: str) -> dict[str, Any] | None:
@@ -233,14 +299,21 @@ class ConversationStore:
         def write(conn: sqlite3.Connection) -> None:
             for table in ("conversation_messages", "conversation_handover", "conversation_mappings"):
                 conn.execute(f"DELETE FROM {table} WHERE plugin_id = ?", (plugin_id,))
+            conn.execute("DELETE FROM plugin_kv_usage WHERE plugin_id = ?", (plugin_id,))  # the shared quota
 
-        await self._db.write(write)
+        await self._db.write(write, owner=plugin_id)
 
 
 def _check_room(conn: sqlite3.Connection, table: str, plugin_id: str, what: str, rows_max: int) -> None:
     (count,) = conn.execute(f"SELECT count(*) FROM {table} WHERE plugin_id = ?", (plugin_id,)).fetchone()
     if count >= rows_max:
         raise StorageError(f"plugin {plugin_id!r} already has {count} {what}, the most allowed")
+
+
+def _envelope_cost(plugin_id: str, envelope: Mapping[str, Any], message_id: str | None) -> int:
+    others = _nbytes(envelope["sessionId"], envelope["chatId"], message_id, envelope["text"],
+                     envelope.get("provider"), envelope.get("externalId"))
+    return _message_cost(_nbytes(plugin_id), _nbytes(envelope["conversationId"]), others)
 
 
 def _mapping_row(row: tuple[Any, ...]) -> dict[str, Any]:

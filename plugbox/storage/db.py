@@ -5,10 +5,14 @@ Owns the two connections to one database file and the rule for using them:
 - **writes** run on one dedicated writer thread, one at a time, each inside a single
   ``BEGIN IMMEDIATE ... COMMIT`` transaction. `write()` returns only after COMMIT, and the database runs
   WAL with ``synchronous=FULL``, so an acknowledged write has been fsynced and survives a host crash
-  (or a power cut), not just a process exit.
+  (or a power cut), not just a process exit. Each write names its `owner` (a plugin id; None for the
+  host): the writer serves owners in turn, each owner's writes in submission order, so one plugin's
+  queue of large writes delays another plugin's write by at most one write, not by the whole queue.
 - **reads** run on the calling thread (the event loop) through a second connection. WAL lets them run
   beside the writer without waiting for it, and a point read is a few microseconds, which is cheaper
   than a hop to a thread. Every read sees the last committed state.
+- **scans** (reads whose cost grows with what a plugin stored) run on a third connection in a thread
+  of their own (`scan`), so their cost lands on the caller's await, not on the event loop.
 
 This module knows nothing about what is stored: each store (`kv`, `registry`) creates its own tables
 through `write_sync` at construction. It must not import plugin, lifecycle or worker code.
@@ -20,10 +24,11 @@ import asyncio
 import os
 import sqlite3
 import threading
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from collections.abc import Callable, Hashable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import TypeVar
+from typing import TypeVar, cast
 
 from plugbox.errors import StorageError
 from plugbox.settings import DEFAULTS
@@ -37,6 +42,13 @@ _PRAGMAS = (
     # FULL, not NORMAL: in WAL mode NORMAL may lose the last commits on power loss or an OS crash.
     "PRAGMA synchronous = FULL",
 )
+# SQLite's automatic checkpoint runs inside whichever COMMIT crosses its threshold, so a plugin's
+# small write would pay for copying another plugin's megabytes into the database file. The writer
+# checkpoints itself instead, right after the write that left the WAL past `CHECKPOINT_WAL_BYTES`,
+# and that write's owner waits for it. journal_size_limit truncates the WAL when it restarts, so its
+# file size tells how much is waiting.
+CHECKPOINT_WAL_BYTES = 4 << 20
+_WRITER_PRAGMAS = ("PRAGMA wal_autocheckpoint = 0", "PRAGMA journal_size_limit = 0")
 
 
 def _connect(path: Path, busy_timeout_ms: int) -> sqlite3.Connection:
@@ -53,12 +65,51 @@ def _connect(path: Path, busy_timeout_ms: int) -> sqlite3.Connection:
     return conn
 
 
+class _Job:
+    __slots__ = ("after", "fn", "future")
+
+    def __init__(self, fn: Callable[[sqlite3.Connection], object], after: Callable[[], None] | None) -> None:
+        self.fn = fn
+        self.after = after
+        self.future: Future[object] = Future()
+
+
+class _Turns:
+    """Pending writes by owner, handed out round-robin across owners, FIFO within one."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._lanes: dict[Hashable, deque[_Job]] = {}
+        self._order: deque[Hashable] = deque()  # owners with pending jobs, next turn first
+
+    def push(self, owner: Hashable, job: _Job) -> None:
+        with self._lock:
+            lane = self._lanes.get(owner)
+            if lane is None:
+                lane = self._lanes[owner] = deque()
+                self._order.append(owner)
+            lane.append(job)
+
+    def pop(self) -> _Job:
+        with self._lock:
+            owner = self._order.popleft()
+            lane = self._lanes[owner]
+            job = lane.popleft()
+            if lane:
+                self._order.append(owner)
+            else:
+                del self._lanes[owner]
+            return job
+
+
 class Database:
-    """One SQLite file: a serialised writer thread and a read connection for the calling thread."""
+    """One SQLite file: a fair, serialised writer thread, a read connection for the calling thread,
+    and a scan thread."""
 
     def __init__(self, path: str | Path, busy_timeout_ms: int = DEFAULTS.storage_busy_timeout_ms) -> None:
         self.path = Path(path)
         self._busy_timeout_ms = busy_timeout_ms
+        self._wal_path = Path(f"{path}-wal")
         if str(path) == ":memory:" or str(path).startswith("file:"):
             raise StorageError(
                 f"database path {str(path)!r}: a file path is required (two connections share it)"
@@ -74,10 +125,13 @@ class Database:
         except BaseException:
             self._executor.shutdown(wait=False)
             raise
+        self._turns = _Turns()
         self._reader = _connect(self.path, self._busy_timeout_ms)
         # A read-only guard: a store bug that writes through `read` fails instead of racing the writer.
         self._reader.execute("PRAGMA query_only = ON")
         self._read_lock = threading.RLock()
+        self._scanner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="plugbox-db-scan")
+        self._scan_conn: sqlite3.Connection | None = None  # opened on the scan thread, on first use
 
     @staticmethod
     def _ensure_file(path: Path) -> None:
@@ -97,6 +151,8 @@ class Database:
                 raise StorageError(
                     f"database {str(self.path)!r}: cannot switch to WAL journal mode (got {mode!r})"
                 )
+            for pragma in _WRITER_PRAGMAS:
+                conn.execute(pragma)
         except BaseException:
             conn.close()
             raise
@@ -105,21 +161,50 @@ class Database:
     # -- writes --------------------------------------------------------------------------------------
 
     async def write(
-        self, fn: Callable[[sqlite3.Connection], T], after: Callable[[], None] | None = None
+        self,
+        fn: Callable[[sqlite3.Connection], T],
+        after: Callable[[], None] | None = None,
+        *,
+        owner: Hashable = None,
     ) -> T:
         """Run `fn(conn)` in one transaction on the writer thread; return its result after COMMIT.
 
-        Writes are serialised in submission order. If `fn` raises, the transaction is rolled back and
-        the exception re-raised here. `fn` must not commit or begin transactions itself. `after`, if
-        given, runs on the writer thread whenever `fn` has run, once its transaction has committed
-        or rolled back.
+        Writes of one `owner` run in submission order; owners with writes pending take turns. If `fn`
+        raises, the transaction is rolled back and the exception re-raised here. `fn` must not commit
+        or begin transactions itself. `after`, if given, runs on the writer thread whenever `fn` has
+        run, once its transaction has committed or rolled back.
 
-        Cancelling the awaiting task does not stop a write that has been submitted: it still commits or
-        rolls back as a whole, so a cancelled caller simply does not learn which.
+        Cancelling the awaiting task before the write starts drops it; once started it still commits
+        or rolls back as a whole, so a cancelled caller simply does not learn which.
         """
         self._check_open()
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._transaction, fn, after)
+        job = _Job(fn, after)
+        self._turns.push(owner, job)
+        # One executor task per job, so the executor's own queue still orders close() after every
+        # write submitted before it; which job each task runs is the turns' choice.
+        self._executor.submit(self._run_turn)
+        return cast(T, await asyncio.wrap_future(job.future))
+
+    def _run_turn(self) -> None:
+        job = self._turns.pop()
+        if not job.future.set_running_or_notify_cancel():
+            return
+        try:
+            result = self._transaction(job.fn, job.after)
+        except BaseException as exc:
+            job.future.set_exception(exc)
+        else:
+            self._checkpoint_if_due()
+            job.future.set_result(result)
+
+    def _checkpoint_if_due(self) -> None:
+        try:
+            due = os.stat(self._wal_path).st_size > CHECKPOINT_WAL_BYTES
+        except OSError:
+            return
+        if due:
+            # PASSIVE: never waits for readers; what it cannot copy now, a later write's turn will.
+            self._writer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
 
     def write_sync(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """`write` for synchronous callers (schema setup at construction). Blocks the calling thread."""
@@ -154,6 +239,25 @@ class Database:
                 raise StorageError(f"database {str(self.path)!r} is closed")
             return fn(self._reader)
 
+    async def scan(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `fn(conn)` on the scan thread against its own read connection; for reads whose cost
+        the caller controls (listing a plugin's keys). Scans run one at a time."""
+        self._check_open()
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._scanner, self._run_scan, fn)
+
+    def _run_scan(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        self._check_open()
+        if self._scan_conn is None:
+            self._scan_conn = _connect(self.path, self._busy_timeout_ms)
+            self._scan_conn.execute("PRAGMA query_only = ON")
+        return fn(self._scan_conn)
+
+    def _close_scanner(self) -> None:
+        if self._scan_conn is not None:
+            self._scan_conn.close()
+            self._scan_conn = None
+
     def integrity_check(self) -> bool:
         """True when SQLite's full integrity check finds nothing wrong."""
         rows = self.read(lambda c: c.execute("PRAGMA integrity_check").fetchall())
@@ -181,6 +285,8 @@ class Database:
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._executor, self._close_writer)
         self._executor.shutdown(wait=True)
+        await loop.run_in_executor(self._scanner, self._close_scanner)
+        self._scanner.shutdown(wait=True)
         self._close_reader()
 
     def close_sync(self) -> None:
@@ -190,4 +296,6 @@ class Database:
         self._closed = True
         self._executor.submit(self._close_writer).result()
         self._executor.shutdown(wait=True)
+        self._scanner.submit(self._close_scanner).result()
+        self._scanner.shutdown(wait=True)
         self._close_reader()

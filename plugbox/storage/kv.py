@@ -5,9 +5,15 @@ Each plugin has its own namespace in the ``plugin_kv`` table and a byte quota. R
 - keys are non-empty ``str``, at most `MAX_KEY_CHARS` characters, without NUL;
 - values are plain data (SPEC §3) and are stored encoded with msgpack. Everything round-trips by
   type, with one normalisation: an aware datetime comes back as the same instant **in UTC**;
-- a plugin's usage is the sum over its keys of ``len(key as UTF-8) + len(encoded value)``. The usage
-  row is updated in the same transaction as the value, so the two never disagree; overwriting a key
-  counts only the difference. A refused write changes nothing.
+- a plugin's usage is what its rows take on disk (`quota.row_cost` of plugin id + key + encoded
+  value), shared with its conversation records. The usage row is updated in the same transaction as
+  the value, so the two never disagree; overwriting a key counts only the difference. A refused
+  write changes nothing;
+- every write is charged to the plugin's `WriteBudget` before it is queued, and queued as the
+  plugin's own (`Database.write(owner=...)`), so a plugin flooding the writer waits for itself;
+- `list_keys`, the listing plugins reach, runs on the database's scan thread and returns at most
+  `list_max_keys` keys per call: past that the caller pages (`after`, `limit`) or is refused naming
+  the cap. The key range is bounded on both sides, so a listing costs what it returns.
 
 Every refusal of input raises `StorageError` naming the key rule, the value path or the quota. This
 module checks no permissions or session scope: the capability layer has done that before calling.
@@ -31,8 +37,9 @@ from plugbox.errors import PlainDataError, StorageError
 from plugbox.plain import check_plain
 from plugbox.settings import DEFAULTS
 from plugbox.storage.db import Database
+from plugbox.storage.quota import PAGE_SIZE, WriteBudget, charge, create_usage_table, read_usage, row_cost
 
-__all__ = ["MAX_KEY_CHARS", "PluginStorage"]
+__all__ = ["MAX_KEY_CHARS", "PluginStorage", "prefix_end"]
 
 MAX_KEY_CHARS = 512
 
@@ -45,30 +52,20 @@ _SCHEMA = (
         size      INTEGER NOT NULL,
         PRIMARY KEY (plugin_id, key)
     ) WITHOUT ROWID""",
-    """CREATE TABLE IF NOT EXISTS plugin_kv_usage (
-        plugin_id TEXT PRIMARY KEY,
-        bytes     INTEGER NOT NULL
-    ) WITHOUT ROWID""",
 )
 
 _GET = "SELECT value FROM plugin_kv WHERE plugin_id = ? AND key = ?"
 _SIZE = "SELECT size FROM plugin_kv WHERE plugin_id = ? AND key = ?"
-_USAGE = "SELECT bytes FROM plugin_kv_usage WHERE plugin_id = ?"
 _UPSERT = (
     "INSERT INTO plugin_kv (plugin_id, key, value, size) VALUES (?, ?, ?, ?) "
     "ON CONFLICT (plugin_id, key) DO UPDATE SET value = excluded.value, size = excluded.size"
 )
 _DELETE = "DELETE FROM plugin_kv WHERE plugin_id = ? AND key = ?"
-_ADD_USAGE = (
-    "INSERT INTO plugin_kv_usage (plugin_id, bytes) VALUES (?, ?) "
-    "ON CONFLICT (plugin_id) DO UPDATE SET bytes = bytes + excluded.bytes"
-)
-# `substr` compares the prefix by characters, literally: LIKE would treat % and _ as wildcards and
-# ignore ASCII case. The `key >= ?` bound lets SQLite start the index scan at the prefix.
-_LIST_ALL = "SELECT key FROM plugin_kv WHERE plugin_id = ? ORDER BY key"
-_LIST_PREFIX = (
-    "SELECT key FROM plugin_kv WHERE plugin_id = ? AND key >= ? AND substr(key, 1, ?) = ? ORDER BY key"
-)
+# The prefix as a key range [prefix, prefix_end(prefix)), compared literally (LIKE would treat % and _
+# as wildcards and ignore ASCII case): SQLite walks the primary key from the first match to the last
+# and no further. `after` pages through a long listing.
+_LIST = "SELECT key FROM plugin_kv WHERE plugin_id = ? AND key >= ? AND key > ? ORDER BY key"
+_LIST_BOUNDED = "SELECT key FROM plugin_kv WHERE plugin_id = ? AND key >= ? AND key > ? AND key < ? ORDER BY key"
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder()
@@ -91,6 +88,18 @@ def _check_key(key: Any) -> str:
     if not key.isascii():
         _key_bytes(key)  # SQLite cannot bind a str that is not valid UTF-8
     return key
+
+
+def prefix_end(prefix: str) -> str | None:
+    """The least str above every str that starts with `prefix` (None: no bound, the prefix is empty
+    or all U+10FFFF). SQLite compares TEXT as UTF-8 bytes, which orders like code points."""
+    while prefix:
+        last = ord(prefix[-1])
+        if last < 0x10FFFF:
+            following = last + 1 if not 0xD800 <= last + 1 <= 0xDFFF else 0xE000  # no surrogates in UTF-8
+            return prefix[:-1] + chr(following)
+        prefix = prefix[:-1]
+    return None
 
 
 def _key_bytes(key: str) -> int:
@@ -174,6 +183,11 @@ class _ReadCache:
 def _create_tables(c: sqlite3.Connection) -> None:
     for statement in _SCHEMA:
         c.execute(statement)
+    create_usage_table(c)
+
+
+def _row_cost(plugin_id: str, key: str, blob: bytes) -> int:
+    return row_cost(len(plugin_id.encode()) + _key_bytes(key) + len(blob) + 8)
 
 
 class PluginStorage:
@@ -186,11 +200,15 @@ class PluginStorage:
         *,
         cache_entries: int = DEFAULTS.storage_cache_entries,
         cache_value_max_bytes: int = DEFAULTS.storage_cache_value_max_bytes,
+        write_budget: WriteBudget | None = None,
+        list_max_keys: int = DEFAULTS.storage_list_max_keys,
     ) -> None:
         if quota_bytes < 1:
             raise ValueError("quota_bytes must be positive")
         self._db = db
         self.quota_bytes = quota_bytes
+        self.write_budget = write_budget or WriteBudget.from_settings(DEFAULTS)
+        self.list_max_keys = list_max_keys
         self._cache = _ReadCache(cache_entries, cache_value_max_bytes)
         db.write_sync(_create_tables)
 
@@ -216,65 +234,67 @@ class PluginStorage:
             ) from exc
 
     def list(self, plugin_id: str, prefix: str = "") -> _Keys:
-        """The plugin's keys starting with `prefix` (taken literally), sorted by code point."""
-        if type(prefix) is not str:
-            raise StorageError(f"storage prefix: must be a str, got {type(prefix).__name__}")
-        if not prefix.isascii():
-            _key_bytes(prefix)
-        if prefix:
-            rows = self._db.read(
-                lambda c: c.execute(_LIST_PREFIX, (plugin_id, prefix, len(prefix), prefix)).fetchall()
+        """Every key of the plugin starting with `prefix` (taken literally), sorted by code point.
+        For host tools, on the calling thread and unbounded: plugins reach `list_keys`."""
+        _check_prefix(prefix)
+        return self._db.read(lambda c: _keys(c, plugin_id, prefix, "", None))
+
+    async def list_keys(
+        self, plugin_id: str, prefix: str = "", *, after: str = "", limit: int | None = None
+    ) -> _Keys:
+        """Keys of the plugin starting with `prefix` and sorting after `after`, sorted by code point,
+        off the event loop. With `limit`, at most min(limit, list_max_keys) keys (a page); without,
+        all of them, or StorageError naming the cap when there are more."""
+        _check_prefix(prefix)
+        _check_prefix(after, "after")
+        cap = self.list_max_keys
+        fetch = cap + 1 if limit is None else max(1, min(limit, cap))
+        keys = await self._db.scan(lambda c: _keys(c, plugin_id, prefix, after, fetch))
+        if limit is None and len(keys) > cap:
+            raise StorageError(
+                f"storage list: more than {cap} keys start with {prefix!r}, the most one call returns "
+                f"(storage_list_max_keys); page with after=<last key> and limit"
             )
-        else:
-            rows = self._db.read(lambda c: c.execute(_LIST_ALL, (plugin_id,)).fetchall())
-        return [r[0] for r in rows]
+        return keys
 
     def usage(self, plugin_id: str) -> int:
-        """Bytes the plugin uses against its quota."""
-        row = self._db.read(lambda c: c.execute(_USAGE, (plugin_id,)).fetchone())
-        return 0 if row is None else int(row[0])
+        """Bytes the plugin uses against its quota: its keys and its conversation records on disk."""
+        return self._db.read(lambda c: read_usage(c, plugin_id))
 
     # -- writes: on the writer thread, one transaction each ------------------------------------------
 
     async def set(self, plugin_id: str, key: str, value: Any) -> None:
         """Store `value` under `key`; returns once the write is durable."""
         _check_key(key)
+        self.write_budget.check(plugin_id)
         blob = _encode(value)
-        size = _key_bytes(key) + len(blob)
+        size = _row_cost(plugin_id, key, blob)
         quota = self.quota_bytes
         if size > quota:
             raise StorageError(
-                f"storage quota of plugin {plugin_id!r}: key {key!r} with its value takes {size} bytes, "
-                f"more than the whole quota of {quota} bytes"
+                f"storage quota of plugin {plugin_id!r}: key {key!r} with its value takes {size} bytes "
+                f"on disk, more than the whole quota of {quota} bytes"
             )
+        await self.write_budget.spend(plugin_id, size)
 
         def txn(c: sqlite3.Connection) -> None:
             old = c.execute(_SIZE, (plugin_id, key)).fetchone()
-            delta = size - (old[0] if old else 0)
-            if delta > 0:
-                row = c.execute(_USAGE, (plugin_id,)).fetchone()
-                used = row[0] if row else 0
-                if used + delta > quota:
-                    raise StorageError(
-                        f"storage quota of plugin {plugin_id!r}: writing key {key!r} needs {delta} more "
-                        f"bytes, {used} of {quota} bytes are in use"
-                    )
+            charge(c, plugin_id, size - (old[0] if old else 0), quota, f"writing key {key!r}")
             c.execute(_UPSERT, (plugin_id, key, blob, size))
-            if delta:
-                c.execute(_ADD_USAGE, (plugin_id, delta))
 
         await self._write(txn, plugin_id, "set", key)
 
     async def delete(self, plugin_id: str, key: str) -> bool:
         """Remove `key`; True if it existed."""
         _check_key(key)
+        await self.write_budget.spend(plugin_id, PAGE_SIZE)
 
         def txn(c: sqlite3.Connection) -> bool:
             old = c.execute(_SIZE, (plugin_id, key)).fetchone()
             if old is None:
                 return False
             c.execute(_DELETE, (plugin_id, key))
-            c.execute(_ADD_USAGE, (plugin_id, -old[0]))
+            charge(c, plugin_id, -old[0], self.quota_bytes, "")
             return True
 
         return await self._write(txn, plugin_id, "delete", key)
@@ -299,6 +319,23 @@ class PluginStorage:
             return txn(c)
 
         try:
-            return await self._db.write(run, after=lambda: cache.end(plugin_id, key))
+            return await self._db.write(run, after=lambda: cache.end(plugin_id, key), owner=plugin_id)
         except sqlite3.Error as exc:
             raise StorageError(f"storage {op} for plugin {plugin_id!r} failed: {exc}") from exc
+
+
+def _check_prefix(prefix: Any, what: str = "prefix") -> None:
+    if type(prefix) is not str:
+        raise StorageError(f"storage {what}: must be a str, got {type(prefix).__name__}")
+    if not prefix.isascii():
+        _key_bytes(prefix)
+
+
+def _keys(c: sqlite3.Connection, plugin_id: str, prefix: str, after: str, limit: int | None) -> _Keys:
+    end = prefix_end(prefix)
+    sql = _LIST if end is None else _LIST_BOUNDED
+    params: tuple[Any, ...] = (plugin_id, prefix, after) if end is None else (plugin_id, prefix, after, end)
+    if limit is not None:
+        sql += " LIMIT ?"
+        params += (limit,)
+    return [r[0] for r in c.execute(sql, params)]

@@ -97,6 +97,7 @@ SAMPLE_ARGS = {
     "key": "k",
     "value": {"n": 1},
     "prefix": "",
+    "after": "",
     "url": "https://api.example.com/",
     "method": "GET",
     "headers": {},
@@ -213,10 +214,11 @@ EXPECTED_CALLS: dict[str, list[tuple[str, tuple[Any, ...], dict[str, Any]]]] = {
     "storage.get": [("storage.get", ("caller", "k"), {})],
     "storage.set": [("storage.set", ("caller", "k", {"n": 1}), {})],
     "storage.delete": [("storage.delete", ("caller", "k"), {})],
-    "storage.list": [("storage.list", ("caller", ""), {})],
+    "storage.list": [("storage.list_keys", ("caller", ""), {"after": "", "limit": 10})],
     "net.fetch": [("net.fetch", ("caller", "https://api.example.com/"),
                    {"method": "GET", "headers": {}, "body": None, "timeout_ms": 1000})],
     "conversations.send": [
+        ("conversations.check_room", ("caller", ENVELOPE | {"provider": None, "externalId": None}), {}),
         ("messages.send_text", ("main", CHAT, "hello"), {"source": "caller"}),
         ("conversations.record_sent", ("caller", ENVELOPE | {"provider": None, "externalId": None}, "m9"), {}),
     ],
@@ -237,11 +239,11 @@ async def test_every_verb_reaches_its_own_service_method_with_its_arguments(verb
     services = Services(
         engine=Recorder("engine", log),  # type: ignore[arg-type]
         messages=Recorder("messages", log, answers={"send_text": {"id": "m9"}}),  # type: ignore[arg-type]
-        storage=Recorder("storage", log, sync=frozenset({"get", "list"}),  # type: ignore[arg-type]
-                         answers={"get": (True, 1), "list": []}),
+        storage=Recorder("storage", log, sync=frozenset({"get"}),  # type: ignore[arg-type]
+                         answers={"get": (True, 1), "list_keys": []}),
         net=Recorder("net", log),  # type: ignore[arg-type]
         conversations=Recorder("conversations", log,  # type: ignore[arg-type]
-                               sync=frozenset({"get_mapping", "get_mapping_by_provider"})),
+                               sync=frozenset({"get_mapping", "get_mapping_by_provider", "check_room"})),
     )
     router = CapabilityRouter(services, timeout=1.0, send_factor=4)
     await router.invoke(FakeCaller(), verb, valid_args(verb))

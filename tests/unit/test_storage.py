@@ -22,8 +22,9 @@ import pytest
 from plugbox.errors import StorageError
 from plugbox.storage.db import Database
 from plugbox.storage.kv import MAX_KEY_CHARS, PluginStorage
+from plugbox.storage.quota import row_cost
 
-QUOTA = 1000
+QUOTA = 2000
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -39,8 +40,9 @@ def kv(db: Database) -> PluginStorage:
     return PluginStorage(db, quota_bytes=QUOTA)
 
 
-def _cost(key: str, value_bytes: int) -> int:
-    return len(key.encode()) + value_bytes
+def _cost(key: str, value_bytes: int, plugin: str = "p") -> int:
+    """What one row takes on disk, as the quota counts it (see test_quota_cost for the figures)."""
+    return row_cost(len(plugin) + len(key.encode()) + value_bytes + 8)
 
 
 # -- Database ----------------------------------------------------------------------------------------
@@ -210,7 +212,7 @@ async def test_stored_none_is_distinguished_from_missing(kv: PluginStorage) -> N
 # -- quota -------------------------------------------------------------------------------------------
 
 
-async def test_usage_counts_key_bytes_plus_encoded_value(kv: PluginStorage) -> None:
+async def test_usage_counts_the_row_on_disk(kv: PluginStorage) -> None:
     await kv.set("p", "ké", b"12345")  # msgpack bin8: 2 header bytes + 5
     assert kv.usage("p") == _cost("ké", 7)
 
@@ -222,9 +224,9 @@ async def test_single_write_larger_than_the_quota_is_refused(kv: PluginStorage) 
 
 
 async def test_write_pushing_the_total_over_the_quota_is_refused(kv: PluginStorage) -> None:
-    await kv.set("p", "a", b"x" * 600)
+    await kv.set("p", "a", b"x" * 900)
     with pytest.raises(StorageError, match="in use"):
-        await kv.set("p", "b", b"x" * 600)
+        await kv.set("p", "b", b"x" * 900)
 
 
 async def test_overwrite_counts_only_the_delta(kv: PluginStorage) -> None:
@@ -238,17 +240,17 @@ async def test_overwrite_counts_only_the_delta(kv: PluginStorage) -> None:
 async def test_quotas_are_per_plugin(kv: PluginStorage) -> None:
     await kv.set("p1", "k", b"x" * 900)
     await kv.set("p2", "k", b"x" * 900)
-    assert kv.usage("p1") == kv.usage("p2") == _cost("k", 3 + 900)
+    assert kv.usage("p1") == kv.usage("p2") == _cost("k", 3 + 900, "p1")
 
 
 async def test_refused_write_leaves_value_and_usage_untouched(kv: PluginStorage) -> None:
-    await kv.set("p", "keep", b"x" * 500)
+    await kv.set("p", "keep", b"x" * 600)
     await kv.set("p", "grow", "small")
     before = kv.usage("p")
     with pytest.raises(StorageError, match="quota"):
-        await kv.set("p", "grow", b"x" * 600)
+        await kv.set("p", "grow", b"x" * 900)
     with pytest.raises(StorageError, match="quota"):
-        await kv.set("p", "new", b"x" * 600)
+        await kv.set("p", "new", b"x" * 900)
     assert kv.get("p", "grow") == (True, "small")
     assert kv.get("p", "new") == (False, None)
     assert kv.usage("p") == before
@@ -258,7 +260,7 @@ async def test_concurrent_writes_cannot_overshoot_the_quota(kv: PluginStorage) -
     results = await asyncio.gather(
         *(kv.set("p", f"k{i}", b"x" * 300) for i in range(10)), return_exceptions=True
     )
-    assert sum(r is None for r in results) == 3
+    assert sum(r is None for r in results) == QUOTA // _cost("k0", 3 + 300)
     assert all(isinstance(r, StorageError) for r in results if r is not None)
     assert kv.usage("p") <= QUOTA
 

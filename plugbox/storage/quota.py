@@ -1,0 +1,161 @@
+"""What a plugin's stored data costs on disk, the quota that bounds it, and the rate it may write.
+
+Three things every store that keeps plugin data (`kv`, `conversations`) charges through:
+
+- `row_cost`: the bytes one row really takes in the SQLite file, from the B-tree layout of the file
+  format (https://sqlite.org/fileformat2.html, "Cell Payload Overflow Pages"): the record's payload,
+  its cell header and pointer, the free space a B-tree page keeps on average, and — for a payload
+  past the page's local limit — whole overflow pages, the last one partly empty. Counting only
+  key + value undercounted the file 4-22x (small rows pay per-row overhead; a value just past the
+  local limit pays a whole 4 KiB overflow page).
+- `charge`: adds a delta to the plugin's usage row inside the caller's write transaction and refuses
+  (StorageError naming the plugin, what was written and the quota) a growth past the quota, so usage
+  and data never disagree. KV keys and conversation records share the one quota.
+- `WriteBudget`: a token bucket of write bytes per plugin. Each write spends its cost (at least one
+  page: a tiny write still costs a page write and an fsync); a plugin in debt waits for its own
+  bucket to refill before its write is queued, and one that would wait longer than the budget's
+  patience is refused naming the setting. The wait is the writer's own: other plugins' writes do not
+  queue behind it (the database's writer serves plugins in turn, see `db`).
+
+This module knows the layout of no particular table; stores pass the payload sizes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from plugbox.errors import StorageError
+from plugbox.settings import Settings
+
+__all__ = ["PAGE_SIZE", "WriteBudget", "charge", "create_usage_table", "read_usage", "row_cost"]
+
+PAGE_SIZE = 4096  # SQLite's default page size, which `Database` keeps
+
+# B-trees filled by inserts in key order sit near full, by random inserts near two thirds: charge
+# every page as two thirds used (never under the real file; at most 1.5x over it).
+_FILL_NUM, _FILL_DEN = 3, 2
+_RECORD_HEADER = 6  # a record's header: its length and one serial type per column (4-6 columns)
+
+
+def _varint_len(n: int) -> int:
+    return 1 if n < 0x80 else 2 if n < 0x4000 else 3 if n < 0x200000 else 4 if n < 0x10000000 else 9
+
+_USAGE_TABLE = """CREATE TABLE IF NOT EXISTS plugin_kv_usage (
+    plugin_id TEXT PRIMARY KEY,
+    bytes     INTEGER NOT NULL
+) WITHOUT ROWID"""
+_USAGE = "SELECT bytes FROM plugin_kv_usage WHERE plugin_id = ?"
+_ADD_USAGE = (
+    "INSERT INTO plugin_kv_usage (plugin_id, bytes) VALUES (?, ?) "
+    "ON CONFLICT (plugin_id) DO UPDATE SET bytes = bytes + excluded.bytes"
+)
+
+
+def row_cost(payload: int, *, index: bool = True, page_size: int = PAGE_SIZE) -> int:
+    """Bytes one row whose columns hold `payload` bytes takes in the file: an `index` B-tree (a
+    WITHOUT ROWID table or an index) or a rowid table B-tree."""
+    usable = page_size
+    payload += _RECORD_HEADER
+    max_local = (usable - 12) * 64 // 255 - 23 if index else usable - 35
+    min_local = (usable - 12) * 32 // 255 - 23
+    cell_overhead = 2 + _varint_len(payload) + (0 if index else 9)  # cell pointer, size, rowid
+    if payload <= max_local:
+        return (payload + cell_overhead) * _FILL_NUM // _FILL_DEN
+    local = min_local + (payload - min_local) % (usable - 4)
+    if local > max_local:
+        local = min_local
+    overflow_pages = -(-(payload - local) // (usable - 4))
+    return (local + cell_overhead + 4) * _FILL_NUM // _FILL_DEN + overflow_pages * page_size
+
+
+def create_usage_table(conn: sqlite3.Connection) -> None:
+    conn.execute(_USAGE_TABLE)
+
+
+def read_usage(conn: sqlite3.Connection, plugin_id: str) -> int:
+    row = conn.execute(_USAGE, (plugin_id,)).fetchone()
+    return 0 if row is None else int(row[0])
+
+
+def charge(conn: sqlite3.Connection, plugin_id: str, delta: int, quota: int, what: str) -> None:
+    """Add `delta` bytes to the plugin's usage, in the caller's transaction; a growth that would pass
+    `quota` raises StorageError (and the caller's transaction rolls back)."""
+    if delta > 0:
+        used = read_usage(conn, plugin_id)
+        if used + delta > quota:
+            raise StorageError(
+                f"storage quota of plugin {plugin_id!r}: {what} needs {delta} more bytes on disk, "
+                f"{used} of {quota} bytes are in use"
+            )
+    if delta:
+        conn.execute(_ADD_USAGE, (plugin_id, delta))
+
+
+@dataclass(slots=True)
+class _Bucket:
+    level: float
+    at: float
+
+
+class WriteBudget:
+    """Per-plugin token buckets of write bytes (see the module docstring)."""
+
+    def __init__(
+        self,
+        bytes_per_s: int,
+        burst_bytes: int,
+        max_wait_s: float,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.bytes_per_s = bytes_per_s
+        self.burst_bytes = burst_bytes
+        self.max_wait_s = max_wait_s
+        self._clock = clock
+        self._sleep = sleep
+        self._buckets: dict[str, _Bucket] = {}
+        self.refused: dict[str, int] = {}  # plugin id -> writes refused, for tests and metrics
+        self.waited_s: dict[str, float] = {}  # plugin id -> seconds its writes waited
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> WriteBudget:
+        return cls(
+            settings.storage_write_bytes_per_s,
+            settings.storage_write_burst_bytes,
+            settings.storage_write_max_wait_ms / 1000,
+        )
+
+    def check(self, plugin_id: str) -> None:
+        """Refuse now (StorageError) if the plugin's next write would wait too long; callers check
+        before they spend host CPU preparing the write."""
+        self._wait(plugin_id)
+
+    async def spend(self, plugin_id: str, nbytes: int) -> None:
+        """Charge one write of `nbytes` to the plugin: wait while its bucket is in debt, or refuse."""
+        bucket, wait = self._wait(plugin_id)
+        bucket.level -= max(nbytes, PAGE_SIZE)
+        if wait > 0:
+            self.waited_s[plugin_id] = self.waited_s.get(plugin_id, 0.0) + wait
+            await self._sleep(wait)
+
+    def _wait(self, plugin_id: str) -> tuple[_Bucket, float]:
+        now = self._clock()
+        bucket = self._buckets.get(plugin_id)
+        if bucket is None:
+            bucket = self._buckets[plugin_id] = _Bucket(self.burst_bytes, now)
+        bucket.level = min(self.burst_bytes, bucket.level + (now - bucket.at) * self.bytes_per_s)
+        bucket.at = now
+        wait = max(0.0, -bucket.level) / self.bytes_per_s
+        if wait > self.max_wait_s:
+            self.refused[plugin_id] = self.refused.get(plugin_id, 0) + 1
+            raise StorageError(
+                f"storage write budget of plugin {plugin_id!r} is spent: {self.bytes_per_s} bytes/s, burst "
+                f"{self.burst_bytes} (storage_write_bytes_per_s); this write would wait {wait:.1f} s, more "
+                f"than {self.max_wait_s:g} s"
+            )
+        return bucket, wait
