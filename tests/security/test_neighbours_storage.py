@@ -297,7 +297,7 @@ async def attack(ctx, cfg):
 
 async def test_sending_large_texts_to_many_chats_keeps_the_engine_within_its_memory(attack: Attack) -> None:
     engine = attack.host.engine
-    engine.memory.total_bytes = 4 << 20  # the operator's bound (engine_history_bytes), small for the test
+    engine.memory.total_bytes = 4 << 20  # the operator's bound (loopback_history_bytes), small here
     _run, outcome = await attack.run_in_hook(ENGINE_FLOOD, {"sends": 300, "session": SESSION},
                                              permissions=["storage:use", "messages:send"])
     assert outcome.data["outcome"].get("value") == 300, outcome.data  # every send was served
