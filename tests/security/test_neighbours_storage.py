@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from plugbox.loader import Status
+from plugbox.lifecycle import Status
 
 from .conftest import SESSION, Attack, enable
 
