@@ -2,7 +2,9 @@
 
 `HookBus.execute` is the whole call loop: handlers run in ascending priority (ties in registration
 order), each sees the data the previous one returned, `stop` ends the chain but its data applies,
-a handler that raises, returns an error or runs past its budget is logged and skipped. Whether a
+a handler that raises, returns an error or runs past its budget is logged and skipped. Only a
+plugin holding `hooks:modify` changes anything: its returned data must pass the event's payload
+check (`plugbox.payloads`) before the next handler sees it; every other handler observes. Whether a
 handler is in-process (built-in) or a proxy into a worker makes no difference here: every handler
 takes a HookContext and returns a result or an awaitable of one, called under the plugin's budget.
 
@@ -30,6 +32,7 @@ from typing import Any
 
 import msgspec
 
+from plugbox import payloads
 from plugbox._ratelimit import RateLimiter
 from plugbox.deadlines import Deadlines
 from plugbox.errors import WorkerGone
@@ -67,7 +70,9 @@ class Registration:
 
 class HookOutcome(msgspec.Struct):
     """What `execute` produced. `stopped` is true when a handler stopped the chain; `vetoed` when
-    that happened on an event where stop means veto (`message:sending`, `webhook:before`).
+    that happened on an event where stop means veto (`message:sending`, `webhook:before`), or when
+    a handler allowed to rewrite such an event returned data of the wrong shape (`malformed` then
+    says what was wrong: the caller refuses rather than act on data the rewrite meant to replace).
     (A msgspec Struct rather than a dataclass: one is built per dispatch, at a third of the cost.)"""
 
     event: str
@@ -75,6 +80,7 @@ class HookOutcome(msgspec.Struct):
     stopped: bool = False
     stopped_by: str | None = None
     vetoed: bool = False
+    malformed: str | None = None
     errors: list[tuple[str, str]] = msgspec.field(default_factory=list)
     timed_out: list[str] = msgspec.field(default_factory=list)
 
@@ -82,15 +88,6 @@ class HookOutcome(msgspec.Struct):
 def _awaitable(value: Any) -> bool:
     # hasattr first: a future or a coroutine answers it at once, inspect.isawaitable costs more.
     return hasattr(value, "__await__") or inspect.isawaitable(value)
-
-
-def accepts(event: str, data: Any) -> bool:
-    """Per-event acceptance of a handler's returned data."""
-    if event in ("message:received", "message:sent"):
-        return isinstance(data, dict) and isinstance(data.get("id"), str) and isinstance(data.get("chatId"), str)
-    if event == "webhook:before":
-        return isinstance(data, dict) and isinstance(data.get("payload"), dict)
-    return True
 
 
 def _plain_log(plugin_id: str, level: str, context: str, text: str) -> str:
@@ -104,6 +101,10 @@ def _in_scope_without_config(plugin_id: str, session_id: str | None) -> dict[str
     return {}
 
 
+def _observe_only(plugin_id: str) -> bool:
+    return False
+
+
 class HookBus:
     def __init__(
         self,
@@ -115,10 +116,13 @@ class HookBus:
         on_chain: Callable[[str, float], None] | None = None,
         relay: Relay | None = None,
         deadlines: Deadlines | None = None,
+        may_modify: Callable[[str], bool] = _observe_only,
     ) -> None:
         self._budget = budget
         self._deadlines = deadlines if deadlines is not None else Deadlines()
         self._scope = scope  # the plugin's config for a session, or None: that session is not its business
+        self._may_modify = may_modify  # the plugin holds `hooks:modify`: its data and stop apply
+        self._told: set[str] = set()  # plugins told once (in their log) that their data and stop were ignored
         self._on_timeout = on_timeout
         self._on_success = on_success
         self.on_chain = on_chain  # told (event, seconds) after each execute; None: nothing is timed
@@ -143,6 +147,7 @@ class HookBus:
         return True
 
     def unregister_plugin(self, plugin_id: str) -> int:
+        self._told.discard(plugin_id)
         removed = 0
         for event, regs in self._by_event.items():
             kept = tuple(r for r in regs if r.plugin_id != plugin_id)
@@ -184,9 +189,8 @@ class HookBus:
                 continue
             finally:
                 _reentry.reset(token)
-            if self._on_success is not None:
-                self._on_success(reg.plugin_id)
             if result is None:
+                self._succeeded(reg)
                 continue
             if not isinstance(result, HookResult):
                 self._error(reg, outcome, f"handler returned {type(result).__name__}, expected HookResult or None")
@@ -194,15 +198,7 @@ class HookBus:
             if result.error is not None:
                 self._error(reg, outcome, result.error)
                 continue
-            if result.data is not None:
-                if accepts(event, result.data):
-                    outcome.data = result.data
-                else:
-                    self._relay(reg.plugin_id, "warning", f"hook {event}: ", "returned data of the wrong shape")
-            if result.stop:
-                outcome.stopped = True
-                outcome.stopped_by = reg.plugin_id
-                outcome.vetoed = event in VETO_EVENTS
+            if self._applied(reg, result, outcome):
                 break
         if on_chain is not None:
             on_chain(event, time.perf_counter() - started)
@@ -221,6 +217,57 @@ class HookBus:
 
     def close(self) -> None:
         self._deadlines.close()
+
+    def _applied(self, reg: Registration, result: HookResult, outcome: HookOutcome) -> bool:
+        """Apply a handler's data and stop to the outcome; True when the chain ends here.
+
+        Without `hooks:modify` the handler only observes: its answer is ignored and it is told so
+        once. With it, its data must pass the event's payload check before anyone sees it; data
+        that does not is the producer's failure (its handler error), and on an event whose caller
+        acts on the data (a send, a delivery) it also ends the chain as a veto: the rewrite was
+        meant to replace what would otherwise go out, so nothing goes out (fail closed)."""
+        if result.data is None and not result.stop:
+            self._succeeded(reg)
+            return False
+        if not self._may_modify(reg.plugin_id):
+            self._succeeded(reg)
+            self._tell_once(reg, result)
+            return False
+        if result.data is not None:
+            wrong = payloads.problem(reg.event, result.data, outcome.data)
+            if wrong is not None:
+                self._error(reg, outcome, f"returned data refused: {wrong}")
+                if reg.event in VETO_EVENTS:
+                    outcome.malformed = wrong
+                    self._stop(reg, outcome)
+                    return True
+                return False
+            outcome.data = result.data
+        self._succeeded(reg)
+        if result.stop:
+            self._stop(reg, outcome)
+            return True
+        return False
+
+    @staticmethod
+    def _stop(reg: Registration, outcome: HookOutcome) -> None:
+        outcome.stopped = True
+        outcome.stopped_by = reg.plugin_id
+        outcome.vetoed = reg.event in VETO_EVENTS
+
+    def _succeeded(self, reg: Registration) -> None:
+        if self._on_success is not None:
+            self._on_success(reg.plugin_id)
+
+    def _tell_once(self, reg: Registration, result: HookResult) -> None:
+        if reg.plugin_id in self._told:
+            return
+        self._told.add(reg.plugin_id)
+        what = " and ".join(w for w, given in (("data", result.data is not None), ("stop", result.stop)) if given)
+        self._relay(reg.plugin_id, "warning", f"hook {reg.event}: ",
+                    f"returned {what} ignored: this plugin only observes events; rewriting data or halting an "
+                    "event needs the permission 'hooks:modify' (said once)")
+
 
     def _failed(self, reg: Registration, exc: Exception, outcome: HookOutcome) -> None:
         if isinstance(exc, WorkerGone):

@@ -110,6 +110,7 @@ class Host:
             on_success=self.manager.record_success,
             on_timeout=self._hook_timed_out,
             relay=self.manager.plugin_says,
+            may_modify=self.manager.may_modify,
         )
         self.messages = MessageService(self.engine, self.bus)
         self.webhooks = WebhookService(self.db, self.settings, self.bus, sender=webhook_sender, clock=clock)

@@ -23,6 +23,7 @@ PERMISSIONS: frozenset[str] = frozenset(
         "conversation:send",
         "webhook:ingress",
         "search:provide",
+        "hooks:modify",  # rewrite hook data or halt an event (SPEC §4); without it a handler observes
     }
 )
 

@@ -8,12 +8,12 @@ session-scope checks are not the engine's business: the capability layer runs th
 Shapes (WhatsApp-style ids: contacts ``<digits>@c.us``, groups ``<id>@g.us``):
 
 - message: ``{"id", "chatId", "from", "to"?, "body", "fromMe", "timestamp" (int epoch seconds),
-  "quotedId" (str | None), "hasMedia"}``
+  "quotedId" (str | None), "hasMedia"}`` (`plugbox.payloads.Message`: the shape hooks check)
 - session: ``{"id", "status", "live", "me"}``
 
 The engine reports what happens to it through two callbacks the host wires to hooks, each of which
-may be sync or async: `SessionEventCallback` (``session:*`` events) and `InboundCallback`
-(``message:received``).
+may be sync or async: `SessionEventCallback` (``session:*`` events, each with its payload as
+`plugbox.payloads.PAYLOADS` defines it) and `InboundCallback` (``message:received``).
 """
 
 from __future__ import annotations

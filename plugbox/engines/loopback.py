@@ -72,6 +72,10 @@ def canonical_id(value: object, what: str = "chat id") -> str:
     raise EngineError(f"{what} {_show(value)}: not a phone number, <digits>@c.us, <id>@g.us or a test id")
 
 
+def _number(contact_id: str) -> str:
+    return contact_id.partition("@")[0]
+
+
 def _is_group(chat_id: str) -> bool:
     return chat_id.endswith(_GROUP_SUFFIX)
 
@@ -156,7 +160,7 @@ class LoopbackEngine:
         if _is_group(own):
             raise EngineError(f"own number {me!r}: a group id cannot own a session")
         self._sessions[session_id] = _Session(session_id, own)
-        await self._emit("session:created", session_id, {"status": "created"})
+        await self._emit("session:created", session_id, self._record(self._sessions[session_id]))
         if start:
             await self.start_session(session_id)
 
@@ -169,9 +173,9 @@ class LoopbackEngine:
         if session.status == "ready":
             return
         session.status = "starting"
-        await self._emit("session:starting", session_id, {"status": "starting"})
+        await self._emit("session:starting", session_id, {"sessionId": session_id})
         session.status = "ready"
-        await self._emit("session:ready", session_id, {"status": "ready", "me": session.me})
+        await self._emit("session:ready", session_id, {"phone": _number(session.me), "pushName": None})
 
     async def stop_session(self, session_id: str, reason: str = "stopped") -> None:
         """Disconnect (``session:disconnected`` with `reason`); data is kept. A no-op when not live."""
@@ -179,17 +183,24 @@ class LoopbackEngine:
         if session.status != "ready":
             return
         session.status = "disconnected"
-        await self._emit("session:disconnected", session_id, {"status": "disconnected", "reason": reason})
+        await self._emit("session:disconnected", session_id, {"reason": reason})
 
     async def delete_session(self, session_id: str) -> None:
         """Disconnect if live, forget the session and its data, then ``session:deleted``."""
         await self.stop_session(session_id, reason="deleted")
-        self.memory.forget(self._sessions.pop(session_id).chats)
-        await self._emit("session:deleted", session_id, {"status": "deleted"})
+        session = self._sessions.pop(session_id)
+        self.memory.forget(session.chats)
+        session.status = "deleted"
+        await self._emit("session:deleted", session_id, self._record(session))
+
+    @staticmethod
+    def _record(session: _Session) -> dict[str, Any]:
+        return {"id": session.id, "name": session.id, "status": session.status, "phone": _number(session.me)}
 
     async def _emit(self, event: str, session_id: str, data: dict[str, Any]) -> None:
+        """Report a session event with its payload (`plugbox.payloads`: OpenWA's shapes)."""
         if self.on_session_event is not None:
-            result = self.on_session_event(event, session_id, {"sessionId": session_id, **data})
+            result = self.on_session_event(event, session_id, data)
             if inspect.isawaitable(result):
                 await result
 

@@ -121,6 +121,12 @@ class PluginManager:
         entry = self._entries.get(plugin_id)
         return None if entry is None else entry.hook_config(session_id)
 
+    def may_modify(self, plugin_id: str) -> bool:
+        """The hook bus's permission question: may the plugin's handlers rewrite or halt events
+        (`hooks:modify`), or do they only observe."""
+        entry = self._entries.get(plugin_id)
+        return entry is not None and "hooks:modify" in entry.permissions
+
     def running(self, plugin_id: str) -> tuple[PluginEntry, PluginRuntime] | None:
         """The entry and runtime of an enabled plugin; None when it is unknown or not running."""
         entry = self._entries.get(plugin_id)

@@ -96,7 +96,7 @@ async def test_the_reply_goes_through_message_sending_hooks(replying: Host) -> N
             ctx.register_hook("message:sending", lambda _hook: HookResult(stop=True))
 
     replying.register_builtin(Guard, {"id": "guard", "name": "g", "version": "1.0.0", "type": "extension",
-                                      "main": "builtin"})
+                                      "main": "builtin", "permissions": ["hooks:modify"]})
     await replying.set_active_sessions("guard", ["main"])
     await replying.enable("guard")
     outcome_message = await replying.engine.inject_inbound("main", PEER, "price")  # the veto must not break it

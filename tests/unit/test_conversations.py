@@ -44,7 +44,7 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
     engine = LoopbackEngine()
     await engine.create_session("main")
     await engine.create_session("other")
-    bus = HookBus(budget=lambda _pid: 1.0)
+    bus = HookBus(budget=lambda _pid: 1.0, may_modify=lambda _pid: True)
     store = ConversationStore(db)
     services = Services(
         engine=engine, messages=MessageService(engine, bus), storage=PluginStorage(db), conversations=store

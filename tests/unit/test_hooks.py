@@ -1,5 +1,7 @@
-"""The hook bus (SPEC §4): order, data chaining, stop, errors, per-event acceptance, vetoes, the
-re-entry guard, the handler budget and session scope."""
+"""The hook bus (SPEC §4): order, data chaining, stop, errors, payload checks, vetoes, the re-entry
+guard, the handler budget and session scope. The `bus` fixture lets every plugin modify (as if each
+held `hooks:modify`); observe-only handlers and the permission are in test_hook_modify.py, the
+payload schemas in test_payloads.py."""
 
 from __future__ import annotations
 
@@ -18,12 +20,21 @@ from plugbox.host import Host
 from plugbox.sdk import HookContext, HookResult, Plugin
 
 CHAT = "15550100001"
-MESSAGE = {"id": "m1", "chatId": "15550100001@c.us", "body": "hi"}
+MESSAGE = {"id": "m1", "chatId": "15550100001@c.us", "from": "15550100001@c.us", "body": "hi", "fromMe": False,
+           "timestamp": 1}
+
+
+def _sending(text: str) -> dict[str, Any]:
+    return {"sessionId": "main", "input": {"chatId": "15550100001@c.us", "text": text}, "type": "text"}
+
+
+def _lost(reason: str) -> dict[str, Any]:
+    return {"reason": reason}
 
 
 @pytest.fixture
 def bus() -> HookBus:
-    return HookBus(budget=lambda _plugin_id: 1.0)
+    return HookBus(budget=lambda _plugin_id: 1.0, may_modify=lambda _plugin_id: True)
 
 
 def _returning(result: HookResult | None, seen: list[Any] | None = None) -> Callable[[HookContext], Any]:
@@ -76,12 +87,12 @@ async def test_handlers_with_equal_priority_run_in_registration_order(bus: HookB
 
 async def test_each_handler_sees_the_data_the_previous_one_returned(bus: HookBus) -> None:
     seen: list[Any] = []
-    bus.register("a", "message:sending", _returning(HookResult(data={"body": "one"}), seen), 1)
-    bus.register("b", "message:sending", _returning(HookResult(data={"body": "two"}), seen), 2)
+    bus.register("a", "message:sending", _returning(HookResult(data=_sending("one")), seen), 1)
+    bus.register("b", "message:sending", _returning(HookResult(data=_sending("two")), seen), 2)
     bus.register("c", "message:sending", _returning(None, seen), 3)
-    outcome = await bus.execute("message:sending", {"body": "zero"})
-    assert seen == [{"body": "zero"}, {"body": "one"}, {"body": "two"}]
-    assert outcome.data == {"body": "two"}
+    outcome = await bus.execute("message:sending", _sending("zero"))
+    assert seen == [_sending("zero"), _sending("one"), _sending("two")]
+    assert outcome.data == _sending("two")
 
 
 async def test_returning_none_continues_with_data_unchanged(bus: HookBus) -> None:
@@ -93,23 +104,23 @@ async def test_returning_none_continues_with_data_unchanged(bus: HookBus) -> Non
 
 async def test_hook_stop_ends_chain_but_keeps_data(bus: HookBus) -> None:
     later: list[Any] = []
-    bus.register("stopper", "session:ready", _returning(HookResult(data={"by": "stopper"}, stop=True)), 1)
-    bus.register("later", "session:ready", _returning(None, later), 2)
-    outcome = await bus.execute("session:ready", {"by": "host"})
+    bus.register("stopper", "session:disconnected", _returning(HookResult(data=_lost("stopper"), stop=True)), 1)
+    bus.register("later", "session:disconnected", _returning(None, later), 2)
+    outcome = await bus.execute("session:disconnected", _lost("host"))
     assert later == []
-    assert outcome.data == {"by": "stopper"}
+    assert outcome.data == _lost("stopper")
     assert outcome.stopped and outcome.stopped_by == "stopper"
 
 
 async def test_sync_and_async_handlers_both_run(bus: HookBus) -> None:
     async def async_handler(hook: HookContext) -> HookResult:
         await asyncio.sleep(0)
-        return HookResult(data=[*hook.data, "async"])
+        return HookResult(data=_lost(hook.data["reason"] + " async"))
 
-    bus.register("sync", "session:ready", lambda hook: HookResult(data=[*hook.data, "sync"]), 1)
-    bus.register("async", "session:ready", async_handler, 2)
-    outcome = await bus.execute("session:ready", [])
-    assert outcome.data == ["sync", "async"]
+    bus.register("sync", "session:disconnected", lambda hook: HookResult(data=_lost(hook.data["reason"] + " sync")), 1)
+    bus.register("async", "session:disconnected", async_handler, 2)
+    outcome = await bus.execute("session:disconnected", _lost("lost"))
+    assert outcome.data == _lost("lost sync async")
 
 
 async def test_handler_context_carries_event_session_source_and_aware_timestamp(bus: HookBus) -> None:
@@ -128,10 +139,10 @@ async def test_handler_that_raises_is_skipped_and_chain_goes_on(bus: HookBus) ->
     def boom(_hook: HookContext) -> None:
         raise RuntimeError("kaput")
 
-    bus.register("bad", "session:ready", boom, 1)
-    bus.register("good", "session:ready", _returning(HookResult(data="after")), 2)
-    outcome = await bus.execute("session:ready", "before")
-    assert outcome.data == "after"
+    bus.register("bad", "session:disconnected", boom, 1)
+    bus.register("good", "session:disconnected", _returning(HookResult(data=_lost("after"))), 2)
+    outcome = await bus.execute("session:disconnected", _lost("before"))
+    assert outcome.data == _lost("after")
     assert [plugin for plugin, _ in outcome.errors] == ["bad"]
     assert "kaput" in outcome.errors[0][1]
 
@@ -175,18 +186,18 @@ async def test_registering_an_unknown_event_is_refused_with_a_warning(
 
 
 async def test_handler_past_its_budget_is_treated_as_continue_and_reported() -> None:
-    bus = HookBus(budget=lambda _plugin_id: 0.01)
+    bus = HookBus(budget=lambda _plugin_id: 0.01, may_modify=lambda _plugin_id: True)
     never = asyncio.Event()
 
     async def hangs(_hook: HookContext) -> HookResult:
         await never.wait()
         return HookResult(data="never", stop=True)
 
-    bus.register("slow", "session:ready", hangs, 1)
-    bus.register("next", "session:ready", _returning(HookResult(data="next ran")), 2)
-    outcome = await bus.execute("session:ready", "start")
+    bus.register("slow", "session:disconnected", hangs, 1)
+    bus.register("next", "session:disconnected", _returning(HookResult(data=_lost("next ran"))), 2)
+    outcome = await bus.execute("session:disconnected", _lost("start"))
     assert outcome.timed_out == ["slow"]
-    assert outcome.data == "next ran"
+    assert outcome.data == _lost("next ran")
     assert not outcome.stopped
 
 
@@ -203,7 +214,7 @@ async def test_budget_overrun_calls_the_timeout_callback_with_the_plugin_id() ->
     assert reported == ["slow"]
 
 
-# -- per-event acceptance ----------------------------------------------------------------------------
+# -- returned data is checked against the event's payload ---------------------------------------------
 
 
 @pytest.mark.parametrize("event", ["message:received", "message:sent"])
@@ -211,48 +222,54 @@ async def test_budget_overrun_calls_the_timeout_callback_with_the_plugin_id() ->
     "returned",
     [
         "a string",
-        {"chatId": "c@c.us"},
-        {"id": "m2"},
-        {"id": 2, "chatId": "c@c.us"},
-        {"id": "m2", "chatId": None},
-        ["m2", "c@c.us"],
+        {**MESSAGE, "id": 2},
+        {**MESSAGE, "chatId": None},
+        {**MESSAGE, "invented": True},
+        {k: v for k, v in MESSAGE.items() if k != "body"},
+        [MESSAGE],
     ],
 )
-async def test_message_events_ignore_data_without_string_id_and_chat_id(
+async def test_data_of_the_wrong_shape_is_refused_and_charged_to_its_producer(
     bus: HookBus, event: str, returned: Any
 ) -> None:
-    bus.register("p", event, _returning(HookResult(data=returned)))
+    seen: list[Any] = []
+    bus.register("p", event, _returning(HookResult(data=returned)), 1)
+    bus.register("next", event, _returning(None, seen), 2)
     outcome = await bus.execute(event, dict(MESSAGE))
-    assert outcome.data == MESSAGE
+    assert seen == [MESSAGE] and outcome.data == MESSAGE
+    assert [plugin for plugin, _ in outcome.errors] == ["p"]
+    assert "returned data refused" in outcome.errors[0][1]
 
 
 @pytest.mark.parametrize("event", ["message:received", "message:sent"])
-async def test_message_events_accept_data_with_string_id_and_chat_id(bus: HookBus, event: str) -> None:
+async def test_data_of_the_right_shape_replaces_the_payload(bus: HookBus, event: str) -> None:
     changed = {**MESSAGE, "body": "rewritten"}
     bus.register("p", event, _returning(HookResult(data=changed)))
     outcome = await bus.execute(event, dict(MESSAGE))
-    assert outcome.data == changed
+    assert outcome.data == changed and outcome.errors == []
 
 
-@pytest.mark.parametrize("returned", [{"payload": "text"}, {"payload": None}, {"other": {}}, "payload"])
-async def test_webhook_before_ignores_data_without_an_object_payload(bus: HookBus, returned: Any) -> None:
-    original = {"payload": {"event": "message"}}
-    bus.register("p", "webhook:before", _returning(HookResult(data=returned)))
-    outcome = await bus.execute("webhook:before", original)
-    assert outcome.data == original
+async def test_data_over_the_event_byte_cap_is_refused(bus: HookBus) -> None:
+    bus.register("p", "message:received", _returning(HookResult(data={**MESSAGE, "body": "x" * (600 << 10)})))
+    outcome = await bus.execute("message:received", dict(MESSAGE))
+    assert outcome.data == MESSAGE
+    assert "cap" in outcome.errors[0][1]
 
 
-async def test_webhook_before_accepts_data_with_an_object_payload(bus: HookBus) -> None:
-    bus.register("p", "webhook:before", _returning(HookResult(data={"payload": {"redacted": True}})))
-    outcome = await bus.execute("webhook:before", {"payload": {"event": "message"}})
-    assert outcome.data == {"payload": {"redacted": True}}
+async def test_a_rewrite_may_not_move_the_event_to_another_session(bus: HookBus) -> None:
+    moved = {**_sending("hello"), "sessionId": "other"}
+    bus.register("p", "message:sending", _returning(HookResult(data=moved)))
+    outcome = await bus.execute("message:sending", _sending("hello"), "main")
+    assert outcome.vetoed and outcome.malformed is not None and "sessionId" in outcome.malformed
 
 
-@pytest.mark.parametrize("returned", ["text", 42, ["a"], {"anything": 1}])
-async def test_other_events_accept_any_data(bus: HookBus, returned: Any) -> None:
-    bus.register("p", "session:ready", _returning(HookResult(data=returned)))
-    outcome = await bus.execute("session:ready", {"status": "ready"})
-    assert outcome.data == returned
+async def test_a_handler_whose_data_is_refused_does_not_count_as_a_success() -> None:
+    succeeded: list[str] = []
+    bus = HookBus(budget=lambda _p: 1.0, may_modify=lambda _p: True, on_success=succeeded.append)
+    bus.register("bad", "session:disconnected", _returning(HookResult(data={"reason": 1})), 1)
+    bus.register("good", "session:disconnected", _returning(HookResult(data=_lost("fine"))), 2)
+    await bus.execute("session:disconnected", _lost("lost"))
+    assert succeeded == ["good"]
 
 
 # -- stop: veto versus notification ------------------------------------------------------------------
@@ -260,7 +277,7 @@ async def test_other_events_accept_any_data(bus: HookBus, returned: Any) -> None
 
 async def test_stop_on_message_sending_vetoes(bus: HookBus) -> None:
     bus.register("guard", "message:sending", _returning(HookResult(stop=True)))
-    outcome = await bus.execute("message:sending", {"body": "x"})
+    outcome = await bus.execute("message:sending", _sending("x"))
     assert outcome.vetoed is True
     assert outcome.stopped_by == "guard"
 
@@ -284,10 +301,14 @@ async def test_vetoed_send_raises_send_vetoed_and_reaches_no_engine(bus: HookBus
     assert engine.sent == []
 
 
-async def test_message_sending_handler_can_rewrite_the_body(bus: HookBus) -> None:
+async def test_message_sending_handler_can_rewrite_the_text(bus: HookBus) -> None:
     engine = LoopbackEngine()
     await engine.create_session("main")
-    bus.register("censor", "message:sending", lambda hook: HookResult(data={**hook.data, "body": "[censored]"}))
+
+    def censor(hook: HookContext) -> HookResult:
+        return HookResult(data={**hook.data, "input": {**hook.data["input"], "text": "[censored]"}})
+
+    bus.register("censor", "message:sending", censor)
     await MessageService(engine, bus).send_text("main", CHAT, "rude words")
     assert [m["body"] for m in engine.sent] == ["[censored]"]
 
@@ -301,7 +322,7 @@ async def test_vetoed_send_raises_capability_error_in_the_sending_plugin(host: H
         return senders[-1]
 
     guard = _hooking("message:sending", lambda _self, _hook: HookResult(stop=True))
-    await _enable(host, guard, _manifest("guard"), ["main"])
+    await _enable(host, guard, _manifest("guard", permissions=["hooks:modify"]), ["main"])
     await _enable(host, make_sender, _manifest("sender", permissions=["messages:send"]), ["main"])
 
     with pytest.raises(CapabilityError, match="vetoed"):

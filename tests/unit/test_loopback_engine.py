@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from plugbox import payloads
 from plugbox.engines._memory import MESSAGE_OVERHEAD_BYTES
 from plugbox.engines.base import Engine
 from plugbox.engines.loopback import LoopbackEngine, canonical_id
@@ -68,7 +69,9 @@ async def test_session_lifecycle_emits_events_in_order() -> None:
         "session:disconnected",
         "session:deleted",
     ]
-    assert all(sid == "s1" and data["sessionId"] == "s1" for _, sid, data in events)
+    assert all(sid == "s1" for _, sid, _data in events)
+    assert all(payloads.problem(name, data) is None for name, _sid, data in events)  # the hooks' own shapes
+    assert events[0][2]["id"] == "s1" and events[1][2]["sessionId"] == "s1"
     assert events[-2][2]["reason"] == "deleted"
 
 

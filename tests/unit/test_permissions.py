@@ -25,6 +25,7 @@ def test_permission_names_are_exactly_the_documented_ones() -> None:
         "conversation:send",
         "webhook:ingress",
         "search:provide",
+        "hooks:modify",
     } == PERMISSIONS
 
 
