@@ -18,7 +18,20 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from plugbox.bench._options import BenchError, BenchOptions
-from plugbox.bench._plugins import CAP_EVENT, COUNT_EVENT, COUNTER, DISPATCH_EVENT, KEY, PROBE, VALUE, install
+from plugbox.bench._plugins import (
+    ACK,
+    CAP_EVENT,
+    COUNT_EVENT,
+    COUNTER,
+    DISPATCH_EVENT,
+    KEY,
+    PROBE,
+    VALUE,
+    carried,
+    carrying,
+    counting,
+    install,
+)
 from plugbox.bench._proc import alive, host_memory_kb, median_fields, percentile, smaps_rollup_kb, summarize_ns
 from plugbox.engines.loopback import LoopbackEngine
 from plugbox.host import Host
@@ -85,7 +98,7 @@ class Phases:
             os.sched_setaffinity(self.zygote_pid, {self.options.cpus[1]})  # every worker forks from it
         metrics: dict[str, Any] = {}
 
-        probe = await self._enable_one("bench-probe", PROBE, ["storage:use"])
+        probe = await self._enable_one("bench-probe", PROBE, ["storage:use", "hooks:modify"])
         confinement["sample_worker_layers"] = (
             None if probe.confinement is None else [dict(layer) for layer in probe.confinement])
         confinement["layers_not_applied"] = [
@@ -198,9 +211,10 @@ class Phases:
 
     # -- 1. capability round trip --
     async def _cap_batch(self, n: int) -> list[int]:
-        outcome = await self.host.bus.execute(CAP_EVENT, {"n": n}, SESSION)
+        outcome = await self.host.bus.execute(CAP_EVENT, carrying({"n": n}, SESSION), SESSION)
         self._check_outcome(outcome, "capability round trip")
-        lat = outcome.data.get("lat") if isinstance(outcome.data, dict) else None
+        answer = carried(outcome.data)
+        lat = answer.get("lat") if isinstance(answer, dict) else None
         if not isinstance(lat, list) or len(lat) != n:
             raise BenchError("capability round trip: the probe returned no latency list")
         return lat
@@ -209,7 +223,7 @@ class Phases:
     async def _hook_latencies(self, n: int) -> list[int]:
         execute = self.host.bus.execute
         clock = time.perf_counter_ns
-        data = {"id": "bench-1", "chatId": "15550001111@c.us", "ack": 2}
+        data = ACK
         lat = [0] * n
         failed = 0
         for i in range(n):
@@ -225,7 +239,7 @@ class Phases:
     # -- 3. pipelined hook dispatch --
     async def _pipelined(self, dispatches: int) -> dict[str, Any]:
         execute = self.host.bus.execute
-        data = {"id": "bench-1", "chatId": "15550001111@c.us", "ack": 2}
+        data = ACK
         failed = 0
 
         async def lane(count: int) -> None:
@@ -253,7 +267,7 @@ class Phases:
 
     # -- 4. cold start --
     async def _cold_start(self) -> dict[str, Any]:
-        entry = await self._load("bench-cold", COUNTER, [])
+        entry = await self._load("bench-cold", COUNTER, ["hooks:modify"])
         host = self.host
         times: list[float] = []
         for _ in range(self.options.cold_starts):
@@ -277,7 +291,8 @@ class Phases:
 
     # -- 5. memory per idle worker --
     async def _idle_memory(self) -> dict[str, Any]:
-        entries = [await self._enable_one(f"bench-idle-{i:03d}", COUNTER, []) for i in range(self.options.idle_workers)]
+        entries = [await self._enable_one(f"bench-idle-{i:03d}", COUNTER, ["hooks:modify"])
+                   for i in range(self.options.idle_workers)]
         await asyncio.sleep(IDLE_SETTLE_S)
         rows = [smaps_rollup_kb(_pid(e)) for e in entries]
         zygote = smaps_rollup_kb(self.zygote_pid) if self.zygote_pid else {}
@@ -309,7 +324,7 @@ class Phases:
     # -- 6. scale --
     async def _scale(self) -> dict[str, Any]:
         n = self.options.plugins
-        entries = [await self._load(f"bench-scale-{i:04d}", COUNTER, []) for i in range(n)]
+        entries = [await self._load(f"bench-scale-{i:04d}", COUNTER, ["hooks:modify"]) for i in range(n)]
         host = self.host
         rss_before = host_memory_kb()["VmRSS"]
 
@@ -325,9 +340,9 @@ class Phases:
         )
 
         t0 = time.perf_counter()
-        outcome = await self.host.bus.execute(COUNT_EVENT, {"n": 0}, SESSION)
+        outcome = await self.host.bus.execute(COUNT_EVENT, counting(0, SESSION), SESSION)
         deliver_ms = (time.perf_counter() - t0) * 1000
-        answered = outcome.data.get("n") if isinstance(outcome.data, dict) else None
+        answered = int(outcome.data["input"]["text"])  # every answer was checked against the payload
         host_mem = host_memory_kb()
         workers_pss = 0
         for e in enabled:

@@ -12,14 +12,56 @@ import os
 from pathlib import Path
 from typing import Any
 
-__all__ = ["CAP_EVENT", "COUNTER", "COUNT_EVENT", "DISPATCH_EVENT", "KEY", "PROBE", "VALUE", "install"]
+__all__ = [
+    "ACK",
+    "CAP_EVENT",
+    "CARRY",
+    "COUNTER",
+    "COUNT_EVENT",
+    "DISPATCH_EVENT",
+    "KEY",
+    "PROBE",
+    "VALUE",
+    "carried",
+    "carrying",
+    "counting",
+    "install",
+]
 
 # Events the loopback engine never fires by itself, so only the bench's own dispatches reach the
-# handlers (accepted data on all three: the bus checks shapes only on message:received/sent and
-# webhook:before).
-CAP_EVENT = "webhook:queued"  # drives the in-plugin capability round-trip loop
+# handlers. A handler's answer must fit its event's payload (plugbox.payloads) and needs
+# `hooks:modify`: free-form data travels in webhook:before's `payload.data`, the count in the text
+# of a message:sending.
+CAP_EVENT = "webhook:before"  # drives the in-plugin capability round-trip loop
 DISPATCH_EVENT = "message:ack"  # the single confined sync handler for hook dispatch
-COUNT_EVENT = "message:deleted"  # the scale test's one hook, answered by every plugin
+COUNT_EVENT = "message:sending"  # the scale test's one hook, answered by every plugin
+ACK = {"messageId": "bench-1", "status": "delivered", "ack": 2}  # a message:ack payload
+
+# A plugin's helper: answer a webhook:before with `value` as its carried data.
+CARRY = """
+from plugbox.sdk import HookResult
+
+def carry(hook, value):
+    return HookResult(data={**hook.data, "payload": {**hook.data["payload"], "data": value}})
+"""
+
+
+def carrying(value: Any, session: str) -> dict[str, Any]:
+    """A webhook:before payload carrying `value` (the one free-form field of any hook payload)."""
+    envelope = {"event": "bench", "timestamp": "1970-01-01T00:00:00Z", "sessionId": session,
+                "idempotencyKey": "bench", "deliveryId": "bench", "data": value}
+    return {"sessionId": session, "event": "bench", "payload": envelope}
+
+
+def carried(data: Any) -> Any:
+    """The value a chain left in a `carrying` payload (None when the data is not one)."""
+    payload = data.get("payload") if isinstance(data, dict) else None
+    return payload.get("data") if isinstance(payload, dict) else None
+
+
+def counting(n: int, session: str) -> dict[str, Any]:
+    """A message:sending payload whose text is the count `n`."""
+    return {"sessionId": session, "input": {"chatId": "15550001111@c.us", "text": str(n)}, "type": "text"}
 
 KEY = "bench:key"
 VALUE = "v" * 64
@@ -27,10 +69,10 @@ VALUE = "v" * 64
 # Metric 1 and 2/3. `cap_rtt` times each `await ctx.storage.get(...)` with perf_counter_ns inside the
 # worker and returns the raw latencies as its hook result; `noop` is a plain sync handler (the
 # worker answers it inline, without a task).
-PROBE = f'''
+PROBE = CARRY + f'''
 import time
 
-from plugbox.sdk import HookResult, Plugin
+from plugbox.sdk import Plugin
 
 KEY = {KEY!r}
 VALUE = {VALUE!r}
@@ -44,7 +86,7 @@ class Probe(Plugin):
     async def cap_rtt(self, hook):
         get = self.ctx.storage.get
         clock = time.perf_counter_ns
-        n = hook.data["n"]
+        n = hook.data["payload"]["data"]["n"]
         lat = [0] * n
         for i in range(n):
             t0 = clock()
@@ -52,14 +94,14 @@ class Probe(Plugin):
             lat[i] = clock() - t0
         if await get(KEY) != VALUE:  # the calls really reached storage
             raise RuntimeError("storage.get returned the wrong value")
-        return HookResult(data={{"lat": lat}})
+        return carry(hook, {{"lat": lat}})
 
     def noop(self, hook):
         return None
 '''
 
 # Metrics 4 to 6: a minimal realistic plugin (registers one hook when loaded). Its handler adds one
-# to a counter in the hook data, so the final data of the chain says how many plugins answered.
+# to the count in the text of the send, so the final data of the chain says how many plugins answered.
 COUNTER = f'''
 from plugbox.sdk import HookResult, Plugin
 
@@ -69,7 +111,8 @@ class Counter(Plugin):
         ctx.register_hook({COUNT_EVENT!r}, self.count)
 
     def count(self, hook):
-        return HookResult(data={{"n": hook.data["n"] + 1}})
+        asked = hook.data["input"]
+        return HookResult(data={{**hook.data, "input": {{**asked, "text": str(int(asked["text"]) + 1)}}}})
 '''
 
 

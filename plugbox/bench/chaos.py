@@ -39,7 +39,7 @@ from typing import Any
 
 import msgspec
 
-from plugbox.bench._plugins import install
+from plugbox.bench._plugins import CARRY, carried, carrying, install
 from plugbox.bench._proc import alive, host_memory_kb
 from plugbox.engines.loopback import LoopbackEngine
 from plugbox.host import Host, HostObserver
@@ -50,7 +50,7 @@ from plugbox.storage.kv import PluginStorage
 
 __all__ = ["CHAOS_PLUGIN", "FAULT_KINDS", "Load", "run_chaos", "start_host", "zygote_children"]
 
-WRITE_EVENT = "webhook:queued"  # never fired by the loopback engine itself; accepts any data
+WRITE_EVENT = "webhook:before"  # never fired by the loopback engine itself; its payload.data is free-form
 FAULT_EVENT = "message:deleted"
 FAULT_KINDS = ("sigkill", "sigstop_cont", "sigstop_leave", "log_flood", "garbage")
 FLOOD_LINES = 5000
@@ -59,7 +59,7 @@ CLEANUP_WAIT_S = 5.0
 Progress = Callable[[str], None]
 
 # The plugin every chaos and soak worker runs. `fault` only ever runs when the injector asks.
-CHAOS_PLUGIN = f'''
+CHAOS_PLUGIN = CARRY + f'''
 import gc
 import os
 import stat
@@ -97,9 +97,10 @@ class Chaos(Plugin):
         ctx.register_hook({FAULT_EVENT!r}, self.fault)
 
     async def write(self, hook):
-        key, value = hook.data["key"], hook.data["value"]
+        asked = hook.data["payload"]["data"]
+        key, value = asked["key"], asked["value"]
         await self.ctx.storage.set(key, value)
-        return HookResult(data={{"ack": key, "value": value}})
+        return carry(hook, {{"ack": key, "value": value}})
 
     def fault(self, hook):
         if hook.data.get("cmd") == "flood":
@@ -153,7 +154,7 @@ class Load:
             value = f"{plugin_id}:{n}"
             t0 = time.monotonic()
             try:
-                outcome = await host.bus.execute(WRITE_EVENT, {"key": key, "value": value}, session)
+                outcome = await host.bus.execute(WRITE_EVENT, carrying({"key": key, "value": value}, session), session)
             except Exception as exc:  # never expected: the bus turns every failure into an outcome
                 self.unclean[f"raised {type(exc).__name__}"] += 1
                 continue
@@ -162,7 +163,7 @@ class Load:
             self.per_second[int(done - self.started)] += 1
             if done - t0 > self.slow_after_s:
                 self.unclean["slower than budget + liveness window + 1 s"] += 1
-            data = outcome.data
+            data = carried(outcome.data)
             if isinstance(data, dict) and data.get("ack") == key and data.get("value") == value:
                 self.acked[(plugin_id, key)] = value
             elif outcome.timed_out:
@@ -213,7 +214,7 @@ async def start_host(settings: Settings, plugins_dir: Path, n: int, progress: Pr
     progress(f"enabling {n} confined plugins")
     for i, plugin_id in enumerate(ids):
         await host.engine.create_session(session_of(i))
-        host.load_plugin(install(plugins_dir, plugin_id, CHAOS_PLUGIN, ["storage:use"]))
+        host.load_plugin(install(plugins_dir, plugin_id, CHAOS_PLUGIN, ["storage:use", "hooks:modify"]))
         await host.set_active_sessions(plugin_id, [session_of(i)])
     results = await asyncio.gather(*(host.enable(p) for p in ids), return_exceptions=True)
     failures = [str(r) for r in results if isinstance(r, BaseException)]

@@ -34,7 +34,7 @@ from plugbox.host import Host
 from plugbox.lifecycle.entry import PluginEntry
 from plugbox.protocol import Call, FrameReader, Hook, HostMsg, Reply, WorkerMsg
 from tests.fuzz._strategies import FUZZ, chunked, frame, nested, payloads, worker_msgs
-from tests.integration.conftest import alive, enable, host_settings, wait_for
+from tests.integration.conftest import CARRY, alive, carrying, enable, host_settings, wait_for
 
 CAP = 1 << 14  # a small frame cap, so that oversized frames are easy to reach
 PLUGIN = "fuzzed"
@@ -246,16 +246,16 @@ def test_a_request_that_cannot_be_encoded_leaves_nothing_pending(bench: Any, bad
 
 # -- end to end: a real worker writing garbage into its own channel ------------------------------
 
-STEADY = """
-from plugbox.sdk import HookResult, Plugin
+STEADY = CARRY + """
+from plugbox.sdk import Plugin
 
 
 class Steady(Plugin):
     def on_load(self, ctx):
-        ctx.register_hook("message:ack", self.answer)
+        ctx.register_hook("webhook:before", self.answer)
 
     def answer(self, hook):
-        return HookResult(data={"n": hook.data["n"] + 1})
+        return carry(hook, {"n": hook.data["payload"]["data"]["n"] + 1})
 """
 
 GARBAGE = """
@@ -308,7 +308,7 @@ class Garbage(Plugin):
 def test_a_garbage_writing_worker_is_killed_and_its_neighbour_unaffected(tmp_path: Path) -> None:
     with asyncio.Runner() as runner:
         host = Host(host_settings(tmp_path, hook_budget_ms=10000), engine=LoopbackEngine(), bundled=False)
-        steady_dir = _write_plugin(tmp_path / "plugins", "steady", STEADY, [])
+        steady_dir = _write_plugin(tmp_path / "plugins", "steady", STEADY, ["hooks:modify"])
         garbage_dir = _write_plugin(tmp_path / "plugins", "garbage", GARBAGE, [])
 
         async def start() -> int:
@@ -348,9 +348,9 @@ async def _garbage_run(host: Host, frames: list[bytes]) -> None:
     async def neighbour() -> None:
         nonlocal answered
         while not stop.is_set():
-            outcome = await host.bus.execute("message:ack", {"n": answered}, "s1")
+            outcome = await host.bus.execute("webhook:before", carrying({"n": answered}, "s1"), "s1")
             assert not outcome.errors and not outcome.timed_out, outcome
-            assert outcome.data == {"n": answered + 1}
+            assert outcome.data["payload"]["data"] == {"n": answered + 1}
             answered += 1
 
     lane = asyncio.ensure_future(neighbour())

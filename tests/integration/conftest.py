@@ -23,6 +23,21 @@ SESSION = "s1"
 
 WritePlugin = Callable[..., Path]
 
+# A plugin's handler that returns `value` as the carried data of a `webhook:before` payload.
+CARRY = """
+from plugbox.sdk import HookResult
+
+def carry(hook, value):
+    return HookResult(data={**hook.data, "payload": {**hook.data["payload"], "data": value}})
+"""
+
+
+def carrying(value: Any, session: str = SESSION) -> dict[str, Any]:
+    """A `webhook:before` payload whose `payload.data` is `value`: the one free-form field of any
+    hook payload, so the way a test passes arbitrary plain data through a chain and back."""
+    return {"sessionId": session, "event": "test", "payload": {"event": "test", "timestamp": "2026-01-01T00:00:00Z",
+            "sessionId": session, "idempotencyKey": "k", "deliveryId": "d", "data": value}}
+
 
 @pytest.fixture
 def write_plugin(tmp_path: Path) -> WritePlugin:

@@ -35,11 +35,13 @@ from plugbox.sdk import HookResult, Plugin
 
 class Writer(Plugin):
     def on_load(self, ctx):
-        ctx.register_hook("webhook:queued", self.write)
+        ctx.register_hook("webhook:before", self.write)
 
-    async def write(self, hook):
-        await self.ctx.storage.set(hook.data["key"], hook.data["value"])
-        return HookResult(data={"ack": hook.data["key"], "value": hook.data["value"]})
+    async def write(self, hook):  # the key and value come and go in webhook:before's free-form payload.data
+        asked = hook.data["payload"]["data"]
+        await self.ctx.storage.set(asked["key"], asked["value"])
+        return HookResult(data={**hook.data, "payload": {**hook.data["payload"],
+                                                         "data": {"ack": asked["key"], "value": asked["value"]}}})
 """
 
 # The host: prints its zygote and worker pids, then one line per acknowledged write, forever.
@@ -62,8 +64,11 @@ async def lane(host, plugin_id, session, seq):
     while True:
         n = next(seq)
         key, value = f"k{{n:08d}}", f"{{plugin_id}}:{{n}}:" + "v" * (n % 50)
-        outcome = await host.bus.execute("webhook:queued", {{"key": key, "value": value}}, session)
-        data = outcome.data
+        payload = {{"event": "t", "timestamp": "t", "sessionId": session, "idempotencyKey": key, "deliveryId": key,
+                   "data": {{"key": key, "value": value}}}}
+        outcome = await host.bus.execute("webhook:before", {{"sessionId": session, "event": "t", "payload": payload}},
+                                         session)
+        data = outcome.data["payload"]["data"]
         if isinstance(data, dict) and data.get("ack") == key and data.get("value") == value:
             out({{"p": plugin_id, "k": key, "v": value}})
 
@@ -79,7 +84,7 @@ async def main():
         d.mkdir(parents=True)
         (d / "manifest.json").write_text(json.dumps({{"id": plugin_id, "name": plugin_id, "version": "1",
                                                      "type": "extension", "main": "main.py",
-                                                     "permissions": ["storage:use"]}}))
+                                                     "permissions": ["storage:use", "hooks:modify"]}}))
         (d / "main.py").write_text(PLUGIN)
         d.chmod(0o755)
         await host.engine.create_session(session)

@@ -16,6 +16,8 @@ from .conftest import SESSION, WritePlugin, alive, enable, wait_for
 
 pytestmark = pytest.mark.timeout(60)
 
+MESSAGE = {"id": "m1", "chatId": "c1", "from": "c1", "body": "x", "fromMe": False, "timestamp": 1}
+
 RECORDER = """
 from plugbox.sdk import Plugin
 
@@ -121,10 +123,10 @@ async def test_hook_data_chains_back_from_the_worker(host: Host, write_plugin: W
             def on_load(self, ctx):
                 ctx.register_hook("message:received", self.tag)
             def tag(self, hook):
-                return HookResult(data={**hook.data, "tagged": True}, stop=True)
-    """))
-    outcome = await host.bus.execute("message:received", {"id": "m1", "chatId": "c1", "body": "x"}, SESSION)
-    assert outcome.data["tagged"] is True
+                return HookResult(data={**hook.data, "body": "tagged"}, stop=True)
+    """, permissions=["hooks:modify"]))
+    outcome = await host.bus.execute("message:received", dict(MESSAGE), SESSION)
+    assert outcome.data == {**MESSAGE, "body": "tagged"}
     assert outcome.stopped
 
 
@@ -213,20 +215,26 @@ async def test_plain_data_survives_the_round_trip(host: Host, write_plugin: Writ
         from plugbox.sdk import Plugin, HookResult
         class Keep(Plugin):
             def on_load(self, ctx):
-                ctx.register_hook("message:received", self.keep)
+                ctx.register_hook("webhook:before", self.keep)
             async def keep(self, hook):
-                await self.ctx.storage.set("seen", hook.data)
+                await self.ctx.storage.set("seen", hook.data["payload"]["data"])
                 back = await self.ctx.storage.get("seen")
-                return HookResult(data={**back, "ts_is_aware": hook.timestamp.tzinfo is not None})
-    """))
+                back["ts_is_aware"] = hook.timestamp.tzinfo is not None
+                return HookResult(data={**hook.data, "payload": {**hook.data["payload"], "data": back}})
+    """, permissions=["storage:use", "hooks:modify"]))
     when = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone(timedelta(hours=2)))
-    data = {"id": "m1", "chatId": "c1", "nested": [1, [2.5, {"b": b"\x00\xff", "n": None}], True],
-            "when": when, "empty": {}}
-    outcome = await host.bus.execute("message:received", data, SESSION)
-    assert outcome.data["nested"] == data["nested"]
-    assert outcome.data["when"] == when and outcome.data["when"].tzinfo is not None
-    assert outcome.data["when"].astimezone(UTC) == when.astimezone(UTC)
-    assert outcome.data["ts_is_aware"] is True
+    plain = {"nested": [1, [2.5, {"b": b"\x00\xff", "n": None}], True], "when": when, "empty": {}}
+    # webhook:before's payload.data is the one free-form field of any hook payload
+    data = {"sessionId": SESSION, "event": "message.received",
+            "payload": {"event": "message.received", "timestamp": "2026-01-02T01:04:05Z", "sessionId": SESSION,
+                        "idempotencyKey": "k1", "deliveryId": "d1", "data": plain}}
+    outcome = await host.bus.execute("webhook:before", data, SESSION)
+    assert not outcome.errors
+    back = outcome.data["payload"]["data"]
+    assert back["nested"] == plain["nested"]
+    assert back["when"] == when and back["when"].tzinfo is not None
+    assert back["when"].astimezone(UTC) == when.astimezone(UTC)
+    assert back["ts_is_aware"] is True
 
 
 async def test_non_plain_value_is_refused_at_the_sender_with_its_path(host: Host, write_plugin: WritePlugin) -> None:
@@ -297,10 +305,10 @@ async def test_late_replies_are_dropped(host: Host, write_plugin: WritePlugin) -
                 ctx.register_hook("message:received", self.slow)
             async def slow(self, hook):
                 await asyncio.sleep(0.5)
-                return HookResult(data={**hook.data, "late": True})
-    """))
-    outcome = await host.bus.execute("message:received", {"id": "m1", "chatId": "c1"}, SESSION)
-    assert outcome.timed_out == ["p"] and "late" not in outcome.data
+                return HookResult(data={**hook.data, "body": "late"})
+    """, permissions=["hooks:modify"]))
+    outcome = await host.bus.execute("message:received", dict(MESSAGE), SESSION)
+    assert outcome.timed_out == ["p"] and outcome.data == MESSAGE
     await wait_for(lambda: entry.runtime.channel_stats().late_replies == 1)
     assert entry.status == Status.ENABLED
 

@@ -38,9 +38,11 @@ from plugbox.host import Host
 from plugbox.lifecycle import Status
 from plugbox.lifecycle.entry import PluginEntry
 from tests.integration.conftest import (
+    CARRY,
     SESSION,
     WritePlugin,
     alive,
+    carrying,
     enable,
     host_settings,
     settings_overrides,
@@ -57,6 +59,7 @@ __all__ = [
     "alive",
     "assert_refused",
     "enable",
+    "reported",
     "settings_overrides",
     "wait_for",
     "write_plugin",
@@ -266,14 +269,17 @@ def _failure(exc):
 
 class Hostile(Plugin):
     async def on_load(self, ctx):
-        ctx.register_hook("message:received", self.on_message)
+        ctx.register_hook("webhook:before", self.on_message)
 
     async def on_enable(self, ctx):
         if {in_enable!r}:
             await self.run(ctx)
 
     async def on_message(self, hook):
-        return await self.run(self.ctx)
+        outcome = await self.run(self.ctx)
+        # the outcome comes back in webhook:before's free-form payload.data (tests read it with `reported`)
+        return HookResult(data={{**hook.data, "payload": {{**hook.data["payload"],
+                                                          "data": {{"id": "m", "outcome": outcome}}}}}})
 
     async def run(self, ctx):
         await _report(ctx, "started", True)
@@ -285,7 +291,7 @@ class Hostile(Plugin):
         except BaseException as exc:  # MemoryError, SystemExit... all are outcomes here
             outcome = _failure(exc)
         await _report(ctx, "result", outcome)
-        return HookResult(data={{"id": "m", "chatId": "c", "outcome": outcome}})
+        return outcome
 
 
 async def _report(ctx, key, value):
@@ -377,7 +383,8 @@ class Attack:
                permissions: list[str] | None = None, **manifest: Any) -> Path:
         source = HOSTILE.format(cfg=json.dumps(cfg or {}), helpers=HELPERS, code=textwrap.dedent(code),
                                 in_enable=in_enable)
-        perms = ["storage:use"] if permissions is None else permissions
+        # hooks:modify so that the handler's answer (its outcome) reaches the test
+        perms = [*(["storage:use"] if permissions is None else permissions), "hooks:modify"]
         return self.write_plugin(source, id=id, permissions=perms, **manifest)
 
     async def run(self, code: str, cfg: dict[str, Any] | None = None, **kw: Any) -> AttackRun:
@@ -391,13 +398,18 @@ class Attack:
         return AttackRun(entry, entry.runtime.proc.pid, self.host)  # type: ignore[union-attr]
 
     async def run_in_hook(self, code: str, cfg: dict[str, Any] | None = None, **kw: Any) -> tuple[AttackRun, Any]:
-        """The attack in a message:received handler; returns the run and the bus outcome."""
+        """The attack in a hook handler; returns the run and the bus outcome (`reported` reads it)."""
         entry = await enable(self.host, self.plugin(code, cfg, in_enable=False, **kw))
         assert entry.status == Status.ENABLED, entry.error
         pid = entry.runtime.proc.pid  # type: ignore[union-attr]
-        outcome = await self.host.bus.execute("message:received", {"id": "m1", "chatId": "c1", "body": "x"}, SESSION)
-        self.hook_outcomes.append(outcome)
+        outcome = await self.fire("m1")
         return AttackRun(entry, pid, self.host), outcome
+
+    async def fire(self, message_id: str = "m2", session: str = SESSION) -> Any:
+        """Fire the event the hostile handler serves once more; the bus outcome (`reported` reads it)."""
+        outcome = await self.host.bus.execute("webhook:before", carrying({"id": message_id}, session), session)
+        self.hook_outcomes.append(outcome)
+        return outcome
 
     # -- the four checks every hostile test makes --
 
@@ -431,17 +443,17 @@ class Attack:
         """A fresh benign worker is spawned, answers a hook, and is stopped."""
         self._benign += 1
         pid = f"benign-{self._benign}"
-        entry = await enable(self.host, self.write_plugin("""
-            from plugbox.sdk import Plugin, HookResult
+        entry = await enable(self.host, self.write_plugin(CARRY + textwrap.dedent("""
+            from plugbox.sdk import Plugin
             class Benign(Plugin):
                 def on_load(self, ctx):
-                    ctx.register_hook("session:ready", self.ready)
+                    ctx.register_hook("webhook:before", self.ready)
                 def ready(self, hook):
-                    return HookResult(data={"benign": "pong"})
-        """, id=pid, permissions=[]))
+                    return carry(hook, {"benign": "pong"})
+        """), id=pid, permissions=["hooks:modify"]))
         assert entry.status == Status.ENABLED, entry.error
-        outcome = await self.host.bus.execute("session:ready", {}, SESSION)
-        assert outcome.data == {"benign": "pong"}
+        outcome = await self.host.bus.execute("webhook:before", carrying({"id": "m0"}), SESSION)
+        assert reported(outcome) == {"benign": "pong"}
         await self.host.disable(pid)
 
     async def assert_no_strays(self, within: float = 5.0) -> None:
@@ -454,6 +466,13 @@ class Attack:
             if time.monotonic() > deadline:
                 raise AssertionError(f"stray processes remain: {_describe(extra)}")
             await asyncio.sleep(0.05)
+
+
+def reported(outcome: Any) -> dict[str, Any]:
+    """What the chain left in the carried data: the hostile handler's `{"id", "outcome"}` when it
+    answered, the test's own `{"id"}` when the hook resolved to continue."""
+    data: dict[str, Any] = outcome.data["payload"]["data"]
+    return data
 
 
 def _describe(pids: set[int]) -> list[str]:

@@ -16,7 +16,7 @@ import pytest
 
 from plugbox.lifecycle import Status
 
-from .conftest import HELPERS, SESSION, Attack, Canary, alive, assert_refused, enable, wait_for
+from .conftest import HELPERS, SESSION, Attack, Canary, alive, assert_refused, enable, reported, wait_for
 
 pytestmark = [pytest.mark.skipif(sys.platform != "linux", reason="confined workers are Linux-only"),
               pytest.mark.timeout(60)]
@@ -43,8 +43,8 @@ async def test_hostile_garbage_frames_are_dropped_then_the_worker_is_ended(
     else:
         assert run.result["ok"] is True and alive(run.pid)
         await wait_for(lambda: runtime.channel_stats().bad_frames >= count, within=3)
-        again = await attack.host.bus.execute("message:received", {"id": "m2", "chatId": "c2"}, SESSION)
-        assert again.data["outcome"]["ok"] is True  # still served
+        again = await attack.fire("m2")
+        assert reported(again)["outcome"]["ok"] is True  # still served
     await attack.aftermath()
 
 
@@ -60,7 +60,7 @@ async def test_hostile_oversize_length_prefix_ends_the_worker(attack: Attack, le
     await wait_for(lambda: not alive(run.pid), within=3)
     await wait_for(lambda: any("protocol violation" in line["message"] for line in run.entry.logs.recent),
                    within=3)
-    assert outcome.data["id"] == "m1"  # the hook resolved to `continue`
+    assert reported(outcome)["id"] == "m1"  # the hook resolved to `continue`
     await attack.aftermath()
 
 
@@ -89,7 +89,7 @@ async def test_hostile_forged_call_without_the_permission_is_refused(
         async def attack(ctx, cfg):
             return await ctx._backend._server.call(cfg["verb"], cfg["args"])
     """, {"verb": verb, "args": args}, permissions=[])
-    result = outcome.data["outcome"]
+    result = reported(outcome)["outcome"]
     assert_refused(result, types=("CapabilityError",))
     assert permission in result["error"]
     assert attack.host.engine.sent == []
@@ -251,9 +251,9 @@ async def test_hostile_spoofed_results_for_requests_it_does_not_own_are_dropped(
     await attack.host.bus.execute("session:ready", {}, SESSION)
     runtime = run.entry.runtime
     await wait_for(lambda: (stats := runtime.channel_stats()).late_replies >= 60 and stats.bad_frames >= 1, within=3)
-    outcome = await attack.host.bus.execute("message:received", {"id": "m9", "chatId": "c9"}, SESSION)
-    assert not outcome.stopped and outcome.data.get("forged") is None
-    assert outcome.data["outcome"]["ok"] is True  # the real handler answered
+    outcome = await attack.fire("m9")
+    assert not outcome.stopped and reported(outcome).get("forged") is None
+    assert reported(outcome)["outcome"]["ok"] is True  # the real handler answered
     assert alive(run.pid)
     await attack.aftermath()
 
@@ -297,7 +297,8 @@ class Reenter(Plugin):
         await self.ctx.storage.set("runs", runs + 1)
         if runs >= 32:
             return  # enough to see a broken guard, short of an endless loop
-        send = {"session_id": hook.session_id, "chat_id": hook.data["chatId"]}
+        chat = hook.data["input"]["chatId"]
+        send = {"session_id": hook.session_id, "chat_id": chat}
         # A version-1 call claiming to serve another event: no such field on the wire any more.
         raw_send(self.ctx, frame(msgspec.msgpack.encode(
             ["call", 990001, "messages.send_text", {**send, "text": "forged"}, "message:received"])))
@@ -305,7 +306,7 @@ class Reenter(Plugin):
         raw_send(self.ctx, frame(msgspec.msgpack.encode(
             ["call", 990002, "messages.send_text", {**send, "text": "raw"}])))
         # ... and a send from a task of the plugin's own, outside the handler.
-        await asyncio.ensure_future(self.ctx.messages.send_text(hook.session_id, hook.data["chatId"], "task"))
+        await asyncio.ensure_future(self.ctx.messages.send_text(hook.session_id, chat, "task"))
         await asyncio.sleep(0.2)  # the raw call is served while this handler is still in flight
 """
 

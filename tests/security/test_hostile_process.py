@@ -22,7 +22,7 @@ import pytest
 from plugbox.host import Host
 from plugbox.lifecycle import Status
 
-from .conftest import Attack, alive, assert_refused, wait_for
+from .conftest import Attack, alive, assert_refused, reported, wait_for
 
 pytestmark = [pytest.mark.skipif(sys.platform != "linux", reason="confined workers are Linux-only"),
               pytest.mark.timeout(60)]
@@ -189,8 +189,8 @@ async def test_hostile_thread_bomb_is_bounded_and_the_worker_still_answers(attac
     started = int(result["error"].split("after ")[1].split()[0])
     assert 0 < started < 5000
     # The worker, holding all those threads, still answers the host.
-    again = await attack.host.bus.execute("message:received", {"id": "m2", "chatId": "c2"}, "s1")
-    assert again.data["outcome"]["ran"] is True and not again.timed_out
+    again = await attack.fire("m2")
+    assert reported(again)["outcome"]["ran"] is True and not again.timed_out
     assert entry_run.entry.status == Status.ENABLED
     await attack.aftermath()
 
@@ -292,7 +292,7 @@ async def test_hostile_foreign_abi_syscall_kills_only_the_worker(attack: Attack,
     found, started = run.entry_storage("started")
     assert found and started is True  # the hostile handler did run, up to the syscall
     assert run.entry_storage("result") == (False, None)  # and never got past it
-    assert outcome.data["id"] == "m1"  # the hook resolved to `continue`, data unchanged
+    assert reported(outcome)["id"] == "m1"  # the hook resolved to `continue`, data unchanged
     await wait_for(lambda: any("SIGSYS" in line["message"] for line in run.entry.logs.recent), within=5)
     assert run.pid not in {p for p in _children(host.zygote.pid) if alive(p)}
     await wait_for(lambda: run.entry.status == Status.ENABLED, within=5)  # restarted

@@ -19,7 +19,7 @@ import pytest
 
 from plugbox.lifecycle import Status
 
-from .conftest import SESSION, Attack, alive, assert_refused, wait_for
+from .conftest import SESSION, Attack, alive, assert_refused, reported, wait_for
 
 pytestmark = [pytest.mark.skipif(sys.platform != "linux", reason="confined workers are Linux-only"),
               pytest.mark.timeout(60)]
@@ -182,8 +182,8 @@ async def test_hostile_fd_exhaustion_then_still_answers(attack: Attack) -> None:
     assert_refused(run.result, errno.EMFILE)
     assert int(run.result["error"].split("after ")[1].split()[0]) < 256
     # Every fd is still held; the worker still answers (its channel was open before).
-    again = await attack.host.bus.execute("message:received", {"id": "m2", "chatId": "c2"}, SESSION)
-    assert again.data["outcome"]["errno"] == errno.EMFILE and not again.timed_out
+    again = await attack.fire("m2")
+    assert reported(again)["outcome"]["errno"] == errno.EMFILE and not again.timed_out
     await attack.aftermath()
 
 
