@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from plugbox.loader import Status
+from plugbox.lifecycle import PluginView, Status
 
 from .conftest import SESSION, Attack, alive, wait_for
 
@@ -89,9 +89,8 @@ async def test_hostile_hook_data_is_charged_to_its_producer_and_never_reaches_th
     attack: Attack, poisoner_permissions: list[str]
 ) -> None:
     host = attack.host
-    poisoner = await _enable(attack, "poisoner", POISONER, poisoner_permissions)
-    victim = await _enable(attack, "victim", VICTIM, ["storage:use"])
-    victim_pid = victim.runtime.proc.pid  # type: ignore[union-attr]
+    await _enable(attack, "poisoner", POISONER, poisoner_permissions)
+    victim_pid = (await _enable(attack, "victim", VICTIM, ["storage:use"])).worker_pid
     granted = bool(poisoner_permissions)
 
     for n, kind in enumerate(KINDS):
@@ -106,11 +105,12 @@ async def test_hostile_hook_data_is_charged_to_its_producer_and_never_reaches_th
 
     # The victim saw every original message, and nothing else; its worker never faltered.
     assert host.storage.get("victim", "seen") == (True, [[f"m{n}", PEER, kind.upper()] for n, kind in enumerate(KINDS)])
-    assert victim.status == Status.ENABLED and victim.record.consecutive_failures == 0
-    assert victim.runtime is not None and victim.runtime.proc.pid == victim_pid and alive(victim_pid)
-    logs = [line["message"] for line in poisoner.logs.recent]
+    victim = host.plugin("victim")
+    assert victim.status == Status.ENABLED and victim.consecutive_failures == 0
+    assert victim_pid is not None and victim.worker_pid == victim_pid and alive(victim_pid)
+    poisoner = host.plugin("poisoner")
     if not granted:
-        assert sum("hooks:modify" in line for line in logs) == 1  # told once, not once per message
+        assert sum("hooks:modify" in line["message"] for line in poisoner.logs) == 1  # told once, not per message
     assert poisoner.status == Status.ENABLED  # a refused answer is an error, not a crash
     await attack.aftermath()
 
@@ -148,7 +148,7 @@ async def test_a_zero_permission_plugin_cannot_make_another_plugin_send_its_text
     attack: Attack,
 ) -> None:
     host = attack.host
-    attacker = await _enable(attack, "attacker", ATTACKER, [])
+    await _enable(attack, "attacker", ATTACKER, [])
     await _enable(attack, "echo", ECHO, ["messages:send"])
 
     await host.engine.inject_inbound(SESSION, PEER, "hello")  # the real inbound path
@@ -157,14 +157,13 @@ async def test_a_zero_permission_plugin_cannot_make_another_plugin_send_its_text
     assert [(m["chatId"], m["body"]) for m in host.engine.sent] == [(PEER, "echo: hello")]
     assert not any(m["chatId"] == ATTACKER_CHAT for m in host.engine.sent)
     # the attack ran: its rewrite reached the host and was ignored, and the attacker was told so
-    await wait_for(lambda: any("hooks:modify" in line["message"] for line in attacker.logs.recent), within=5)
+    await wait_for(lambda: any("hooks:modify" in line["message"] for line in host.plugin("attacker").logs), within=5)
     await attack.aftermath()
 
 
-async def _enable(attack: Attack, plugin_id: str, source: str, permissions: list[str]) -> Any:
-    plugin_dir = attack.write_plugin(source, id=plugin_id, permissions=permissions)
-    entry = attack.host.load_plugin(plugin_dir)
-    await attack.host.manager.set_active_sessions(plugin_id, [SESSION])
-    await attack.host.manager.enable(plugin_id)
-    assert entry.status == Status.ENABLED, entry.error
-    return entry
+async def _enable(attack: Attack, plugin_id: str, source: str, permissions: list[str]) -> PluginView:
+    attack.host.load_plugin(attack.write_plugin(source, id=plugin_id, permissions=permissions))
+    await attack.host.set_active_sessions(plugin_id, [SESSION])
+    view = await attack.host.enable(plugin_id)
+    assert view.status == Status.ENABLED, view.error
+    return view

@@ -45,8 +45,8 @@ async def _enable(host: Host, plugin: type[Plugin], manifest: dict[str, Any]) ->
         return instances[-1]
 
     host.register_builtin(make, manifest)
-    await host.manager.set_active_sessions(manifest["id"], ["main"])
-    await host.manager.enable(manifest["id"])
+    await host.set_active_sessions(manifest["id"], ["main"])
+    await host.enable(manifest["id"])
     return instances[0]
 
 
@@ -150,7 +150,7 @@ async def test_a_malformed_input_from_an_observer_changes_nothing(host: Host) ->
     sender = await _sender(host)
     await sender.ctx.messages.send_text("main", PEER, "hello")
     assert [m["body"] for m in host.engine.sent] == ["hello"]
-    assert any("hooks:modify" in line["message"] for line in host.manager.get("nosy").logs.recent)
+    assert any("hooks:modify" in line["message"] for line in host.plugin("nosy").logs)
 
 
 async def test_a_rewrite_cannot_move_a_send_to_another_session(host: Host) -> None:
