@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
+from plugbox import payloads
 from plugbox.api import create_app
 from plugbox.api.ingress import sign
 from plugbox.host import Host
@@ -177,6 +178,7 @@ async def test_handler_timeout_is_504(client: httpx.AsyncClient, host: Host, wri
             await asyncio.sleep(0.02)
     error = host.storage.get("w", "last_error")[1]
     assert error["route"] == "slow" and error["status"] == 504 and error["pluginId"] == "w"
+    assert payloads.problem("ingress:error", error) is None  # the event's documented payload
     assert 'plugbox_hook_chain_seconds_count{event="ingress:error"} 1.0' in await _metrics(client)
 
 
