@@ -22,8 +22,12 @@ MESSAGE = {"id": "m1", "chatId": "15550100001@c.us", "from": "15550100001@c.us",
 
 
 def _bus(modifiers: set[str], told: list[tuple[str, str]] | None = None) -> HookBus:
-    return HookBus(budget=lambda _p: 1.0, may_modify=lambda pid: pid in modifiers,
-                   tell=lambda pid, line: (told if told is not None else []).append((pid, line)))
+    def relay(plugin_id: str, level: str, context: str, text: str) -> str:
+        if told is not None:
+            told.append((plugin_id, context + text))
+        return text
+
+    return HookBus(budget=lambda _p: 1.0, may_modify=lambda pid: pid in modifiers, relay=relay)
 
 
 def _builtin(plugin_id: str, event: str, handler: Callable[[HookContext], Any], *, priority: int = 100,
