@@ -139,60 +139,57 @@ class SessionReason(_Shape):
 
 
 # -- outbound webhooks and ingress ---------------------------------------------------------------------
+# As the host's webhook service (`plugbox.webhooks`) fires them: OpenWA's events, with plugbox's
+# delivery and subscription ids where OpenWA names a webhook.
+
+
+class VetoOutcome(_Shape):
+    vetoed: bool
+    by: str | None = None
 
 
 class WebhookEnvelope(_Shape):
     """The body a webhook receiver gets. `data` is the event being delivered: free-form plain data."""
 
+    id: str
     event: str
+    session_id: str | None
     timestamp: str
-    session_id: str
-    idempotency_key: str
-    delivery_id: str
     data: Any
+    outcome: VetoOutcome | None = None  # on a veto event (`message:sending`)
 
 
 class WebhookBefore(_Shape):
-    session_id: str
+    delivery_id: str
+    subscription_id: str
     event: str
     payload: WebhookEnvelope
 
 
 class WebhookQueued(_Shape):
-    session_id: str
-    event: str
-    webhook_id: str
     delivery_id: str
-
-
-class WebhookDelivered(_Shape):
-    session_id: str
+    subscription_id: str
     event: str
-    webhook_id: str
+
+
+class WebhookAttempt(_Shape):
+    """`webhook:delivered`: one attempt the receiver accepted."""
+
     delivery_id: str
-    status_code: int | None = None
-    response_time: int | None = None  # milliseconds
-    attempt: int | None = None
-    fallback: str | None = None
-
-
-class WebhookAfter(_Shape):
-    session_id: str
+    subscription_id: str
     event: str
-    webhook_id: str
-    success: bool
-    delivery_id: str | None = None
-    error: str | None = None
-    fallback: str | None = None
+    attempt: int
+    status: int | None = None  # the receiver's HTTP status
 
 
-class WebhookError(_Shape):
-    session_id: str
-    event: str
-    webhook_id: str
+class WebhookAfter(WebhookAttempt, kw_only=True):
+    outcome: str  # delivered | dead
+
+
+class WebhookError(WebhookAttempt, kw_only=True):
     error: str
-    delivery_id: str | None = None
-    attempt: int | None = None
+    will_retry: bool
+    next_attempt_at: float | None = None  # epoch seconds
 
 
 class IngressError(_Shape):
@@ -223,6 +220,7 @@ class Payload:
 _SESSION = 16 * KIB
 _MESSAGE = 512 * KIB  # a 65536-character text at 4 bytes a character, with room for the other fields
 _NOTICE = 16 * KIB
+_DELIVERY = ("deliveryId", "subscriptionId", "event")
 
 PAYLOADS: Mapping[str, Payload] = {
     "session:created": Payload(SessionRecord, _SESSION, ("id",)),
@@ -239,11 +237,11 @@ PAYLOADS: Mapping[str, Payload] = {
     "message:ack": Payload(MessageAck, _NOTICE, ("messageId",)),
     "message:persisted": Payload(MessagePersisted, _MESSAGE, ("sessionId",)),
     "message:deleted": Payload(MessageDeleted, _NOTICE, ("sessionId",)),
-    "webhook:before": Payload(WebhookBefore, 1024 * KIB, ("sessionId", "event"), open=True),
-    "webhook:queued": Payload(WebhookQueued, _NOTICE, ("sessionId", "event", "webhookId", "deliveryId")),
-    "webhook:delivered": Payload(WebhookDelivered, _NOTICE, ("sessionId", "event", "webhookId", "deliveryId")),
-    "webhook:after": Payload(WebhookAfter, _NOTICE, ("sessionId", "event", "webhookId")),
-    "webhook:error": Payload(WebhookError, _NOTICE, ("sessionId", "event", "webhookId")),
+    "webhook:before": Payload(WebhookBefore, 1024 * KIB, _DELIVERY, open=True),
+    "webhook:queued": Payload(WebhookQueued, _NOTICE, _DELIVERY),
+    "webhook:delivered": Payload(WebhookAttempt, _NOTICE, _DELIVERY),
+    "webhook:after": Payload(WebhookAfter, _NOTICE, _DELIVERY),
+    "webhook:error": Payload(WebhookError, _NOTICE, _DELIVERY),
     "ingress:error": Payload(IngressError, _NOTICE, ("pluginId", "route")),
 }
 assert PAYLOADS.keys() == EVENTS, "every event has a payload, and only events have one"

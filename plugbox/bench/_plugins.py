@@ -48,9 +48,9 @@ def carry(hook, value):
 
 def carrying(value: Any, session: str) -> dict[str, Any]:
     """A webhook:before payload carrying `value` (the one free-form field of any hook payload)."""
-    envelope = {"event": "bench", "timestamp": "1970-01-01T00:00:00Z", "sessionId": session,
-                "idempotencyKey": "bench", "deliveryId": "bench", "data": value}
-    return {"sessionId": session, "event": "bench", "payload": envelope}
+    envelope = {"id": "bench", "event": "bench", "sessionId": session, "timestamp": "1970-01-01T00:00:00Z",
+                "data": value}
+    return {"deliveryId": "bench", "subscriptionId": "bench", "event": "bench", "payload": envelope}
 
 
 def carried(data: Any) -> Any:

@@ -35,8 +35,9 @@ def carry(hook, value):
 def carrying(value: Any, session: str = SESSION) -> dict[str, Any]:
     """A `webhook:before` payload whose `payload.data` is `value`: the one free-form field of any
     hook payload, so the way a test passes arbitrary plain data through a chain and back."""
-    return {"sessionId": session, "event": "test", "payload": {"event": "test", "timestamp": "2026-01-01T00:00:00Z",
-            "sessionId": session, "idempotencyKey": "k", "deliveryId": "d", "data": value}}
+    return {"deliveryId": "d", "subscriptionId": "s", "event": "test",
+            "payload": {"id": "d", "event": "test", "sessionId": session, "timestamp": "2026-01-01T00:00:00Z",
+                        "data": value}}
 
 
 @pytest.fixture

@@ -64,10 +64,10 @@ async def lane(host, plugin_id, session, seq):
     while True:
         n = next(seq)
         key, value = f"k{{n:08d}}", f"{{plugin_id}}:{{n}}:" + "v" * (n % 50)
-        payload = {{"event": "t", "timestamp": "t", "sessionId": session, "idempotencyKey": key, "deliveryId": key,
+        payload = {{"id": key, "event": "t", "sessionId": session, "timestamp": "t",
                    "data": {{"key": key, "value": value}}}}
-        outcome = await host.bus.execute("webhook:before", {{"sessionId": session, "event": "t", "payload": payload}},
-                                         session)
+        outcome = await host.bus.execute("webhook:before", {{"deliveryId": key, "subscriptionId": "s", "event": "t",
+                                                           "payload": payload}}, session)
         data = outcome.data["payload"]["data"]
         if isinstance(data, dict) and data.get("ack") == key and data.get("value") == value:
             out({{"p": plugin_id, "k": key, "v": value}})

@@ -225,9 +225,9 @@ async def test_plain_data_survives_the_round_trip(host: Host, write_plugin: Writ
     when = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone(timedelta(hours=2)))
     plain = {"nested": [1, [2.5, {"b": b"\x00\xff", "n": None}], True], "when": when, "empty": {}}
     # webhook:before's payload.data is the one free-form field of any hook payload
-    data = {"sessionId": SESSION, "event": "message.received",
-            "payload": {"event": "message.received", "timestamp": "2026-01-02T01:04:05Z", "sessionId": SESSION,
-                        "idempotencyKey": "k1", "deliveryId": "d1", "data": plain}}
+    data = {"deliveryId": "d1", "subscriptionId": "s1", "event": "message:received",
+            "payload": {"id": "d1", "event": "message:received", "sessionId": SESSION,
+                        "timestamp": "2026-01-02T01:04:05Z", "data": plain}}
     outcome = await host.bus.execute("webhook:before", data, SESSION)
     assert not outcome.errors
     back = outcome.data["payload"]["data"]

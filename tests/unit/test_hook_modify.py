@@ -16,6 +16,8 @@ from plugbox.host import Host
 from plugbox.sdk import HookContext, HookResult, Plugin
 
 PEER = "15550100001"
+BEFORE = {"deliveryId": "d", "subscriptionId": "s", "event": "message:received",
+          "payload": {"id": "d", "event": "message:received", "sessionId": "main", "timestamp": "t", "data": {}}}
 OTHER = "15550100002"
 MESSAGE = {"id": "m1", "chatId": "15550100001@c.us", "from": "15550100001@c.us", "body": "hi", "fromMe": False,
            "timestamp": 1}
@@ -104,14 +106,14 @@ async def test_a_modifier_stopping_a_notification_event_only_stops_later_handler
 async def test_a_modifier_stopping_webhook_before_cancels_that_delivery() -> None:
     bus = _bus(modifiers={"filter"})
     bus.register("filter", "webhook:before", lambda _h: HookResult(stop=True))
-    outcome = await bus.execute("webhook:before", {"sessionId": "main", "event": "e", "payload": {}}, "main")
+    outcome = await bus.execute("webhook:before", BEFORE, "main")
     assert outcome.vetoed and outcome.stopped_by == "filter"
 
 
 async def test_a_malformed_rewrite_of_webhook_before_cancels_the_delivery() -> None:
     bus = _bus(modifiers={"filter"})
     bus.register("filter", "webhook:before", lambda hook: HookResult(data={**hook.data, "payload": "redacted"}))
-    outcome = await bus.execute("webhook:before", {"sessionId": "main", "event": "e", "payload": {}}, "main")
+    outcome = await bus.execute("webhook:before", BEFORE, "main")
     assert outcome.vetoed and outcome.malformed is not None and "$.payload" in outcome.malformed
     assert [plugin for plugin, _ in outcome.errors] == ["filter"]
 

@@ -24,9 +24,9 @@ SENDING = {"sessionId": "main", "input": {"chatId": "15550100001@c.us", "text": 
 
 
 def _webhook_before(data: Any) -> dict[str, Any]:
-    return {"sessionId": "main", "event": "message.received",
-            "payload": {"event": "message.received", "timestamp": "2026-01-01T00:00:00Z", "sessionId": "main",
-                        "idempotencyKey": "k", "deliveryId": "d", "data": data}}
+    return {"deliveryId": "d", "subscriptionId": "s", "event": "message:received",
+            "payload": {"id": "d", "event": "message:received", "sessionId": "main",
+                        "timestamp": "2026-01-01T00:00:00Z", "data": data}}
 
 
 def test_every_event_has_a_payload_and_a_positive_cap() -> None:
