@@ -20,23 +20,30 @@ import pytest
 
 from plugbox.lifecycle import Status
 
-from .conftest import SESSION, Attack, enable
+from .conftest import CARRY, SESSION, Attack, carrying, enable, reported
 
 pytestmark = [pytest.mark.skipif(sys.platform != "linux", reason="confined workers are Linux-only"),
               pytest.mark.timeout(120)]
 
-VICTIM = """
-from plugbox.sdk import Plugin, HookResult
+# Probes carry their answer back in webhook:before's free-form payload.data (hooks:modify lets it
+# through); `plugin=` keeps each probe to its own plugin's handlers.
+VICTIM = CARRY + """
+from plugbox.sdk import Plugin
 
 class Victim(Plugin):
     def on_load(self, ctx):
-        ctx.register_hook("message:ack", self.probe)
+        ctx.register_hook("webhook:before", self.probe)
 
     async def probe(self, hook):
         n = (await self.ctx.storage.get("n", 0)) + 1
         await self.ctx.storage.set("n", n)
-        return HookResult(data={"id": "m1", "n": n})
+        return carry(hook, {"id": "m1", "n": n})
 """
+
+
+def _fire(attack: Attack, plugin_id: str, value: dict[str, Any]) -> Any:
+    """One webhook:before dispatch to `plugin_id`'s handlers only, carrying `value`."""
+    return attack.host.bus.execute("webhook:before", carrying(value), SESSION, plugin=plugin_id)
 
 
 class Victim:
@@ -46,8 +53,8 @@ class Victim:
 
     async def probe(self) -> float:
         started = time.perf_counter()
-        outcome = await self.attack.host.bus.execute("message:ack", {"id": "m1"}, SESSION)
-        if outcome.errors or outcome.timed_out or not isinstance(outcome.data.get("n"), int):
+        outcome = await _fire(self.attack, "victim", {"id": "m1"})
+        if outcome.errors or outcome.timed_out or not isinstance(reported(outcome).get("n"), int):
             self.failures.append(outcome)
         return time.perf_counter() - started
 
@@ -61,7 +68,8 @@ class Victim:
 
 @pytest.fixture
 async def victim(attack: Attack) -> AsyncIterator[Victim]:
-    entry = await enable(attack.host, attack.write_plugin(VICTIM, id="victim", permissions=["storage:use"]))
+    entry = await enable(attack.host, attack.write_plugin(VICTIM, id="victim",
+                                                         permissions=["storage:use", "hooks:modify"]))
     assert entry.status == Status.ENABLED, entry.error
     yield Victim(attack)
     assert entry.status == Status.ENABLED  # the victim was never stopped on the attacker's account
@@ -72,14 +80,13 @@ async def _during(attack: Attack, victim: Victim, code: str, cfg: dict[str, Any]
     attack's own account of what it got and the victim's p50 during it."""
     entry = await enable(attack.host, attack.plugin(code, cfg, in_enable=False, **kw))
     assert entry.status == Status.ENABLED, entry.error
-    running = asyncio.ensure_future(
-        attack.host.bus.execute("message:received", {"id": "m1", "chatId": "c1", "body": "x"}, SESSION))
+    running = asyncio.ensure_future(_fire(attack, "hostile", {"id": "m1"}))
     await asyncio.sleep(0.3)  # the flood is under way
     p50 = await victim.p50()
     outcome = await running
     attack.hook_outcomes.append(outcome)
     assert not outcome.timed_out, outcome
-    result = outcome.data["outcome"]
+    result = reported(outcome)["outcome"]
     assert result["ran"] is True and result["ok"] is True, result
     return result["value"], p50
 
@@ -246,16 +253,16 @@ async def hold_server() -> AsyncIterator[HoldServer]:
     await listening.wait_closed()
 
 
-FETCH_VICTIM = """
-from plugbox.sdk import Plugin, HookResult
+FETCH_VICTIM = CARRY + """
+from plugbox.sdk import Plugin
 
 class FetchVictim(Plugin):
     def on_load(self, ctx):
-        ctx.register_hook("message:ack", self.probe)
+        ctx.register_hook("webhook:before", self.probe)
 
     async def probe(self, hook):
-        response = await self.ctx.net.fetch(hook.data["url"], timeout_ms=5000)
-        return HookResult(data={"id": "m1", "status": response["status"]})
+        response = await self.ctx.net.fetch(hook.data["payload"]["data"]["url"], timeout_ms=5000)
+        return carry(hook, {"id": "m1", "status": response["status"]})
 """
 
 
@@ -263,25 +270,24 @@ class FetchVictim(Plugin):
 async def test_one_plugin_cannot_hold_every_fetch_slot(attack: Attack, hold_server: HoldServer) -> None:
     host = attack.host
     net = {"allow": ["localhost"]}
-    victim = await enable(host, attack.write_plugin(FETCH_VICTIM, id="fetcher", permissions=["net:fetch"], net=net))
+    victim = await enable(host, attack.write_plugin(FETCH_VICTIM, id="fetcher",
+                                                    permissions=["net:fetch", "hooks:modify"], net=net))
     assert victim.status == Status.ENABLED, victim.error
     entry = await enable(host, attack.plugin(FETCH_HOG, {"port": hold_server.port}, in_enable=False,
                                              permissions=["storage:use", "net:fetch"], net=net))
     assert entry.status == Status.ENABLED, entry.error
-    hog = asyncio.ensure_future(
-        host.bus.execute("message:received", {"id": "m1", "chatId": "c1", "body": "x"}, SESSION))
+    hog = asyncio.ensure_future(_fire(attack, "hostile", {"id": "m1"}))
     share = host.settings.fetch_max_in_flight_per_plugin
     async with asyncio.timeout(10):
         while hold_server.held < share:
             await hold_server.more_held.wait()
             hold_server.more_held.clear()
-    probe = await host.bus.execute("message:ack", {"id": "m1", "url": f"http://localhost:{hold_server.port}/"},
-                                   SESSION)
-    assert probe.data.get("status") == 200 and not probe.errors, probe  # the neighbour still fetches
+    probe = await _fire(attack, "fetcher", {"id": "m1", "url": f"http://localhost:{hold_server.port}/"})
+    assert reported(probe).get("status") == 200 and not probe.errors, probe  # the neighbour still fetches
     assert host.fetch.in_flight_of("hostile") == share and hold_server.held == share
     hold_server.release.set()
     outcome = await hog
-    result = outcome.data["outcome"]["value"]
+    result = reported(outcome)["outcome"]["value"]
     assert result["refused"] == 16 - share and result["ok"] == share, result
     assert "fetch_max_in_flight_per_plugin" in result["errors"][0]
     await attack.aftermath()
@@ -300,7 +306,7 @@ async def test_sending_large_texts_to_many_chats_keeps_the_engine_within_its_mem
     engine.memory.total_bytes = 4 << 20  # the operator's bound (loopback_history_bytes), small here
     _run, outcome = await attack.run_in_hook(ENGINE_FLOOD, {"sends": 300, "session": SESSION},
                                              permissions=["storage:use", "messages:send"])
-    assert outcome.data["outcome"].get("value") == 300, outcome.data  # every send was served
+    assert reported(outcome)["outcome"].get("value") == 300, outcome.data  # every send was served
     assert engine.memory.bytes <= 4 << 20  # 300 x 64 K chars = 19 MB sent, at most 4 MiB held
     assert engine.sent and engine.max_sent_bytes >= sum(len(m["body"]) for m in engine.sent)
     chats = {c["id"] for c in await engine.get_chats(SESSION)}
