@@ -176,6 +176,10 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     """Largest total size of an archive's members once unpacked."""
     install_max_files: PositiveInt = 1000
     """Most members a plugin archive may hold."""
+    install_max_depth: PositiveInt = 16
+    """Most path components in one zip member's name (its file name included)."""
+    install_max_ratio: PositiveInt = 200
+    """Highest uncompressed:compressed ratio of a zip member of 1 MiB or more (zip bombs)."""
     webhook_max_attempts: PositiveInt = 8
     """Delivery attempts of one outbound webhook before it goes to the dead-letter list."""
     webhook_backoff_initial_ms: PositiveMs = 1000

@@ -3,12 +3,17 @@ byte is written; extraction into a hidden temp dir inside the plugins dir (so th
 one filesystem and is atomic; `discover` skips dot-directories); then rename, or on update an atomic
 directory swap (Linux `renameat2(RENAME_EXCHANGE)`, two renames elsewhere).
 
-Refused (ZipRefused, naming the member): path escape (`..`, absolute, drive letters, backslashes, NUL),
-symlinks, device files, FIFOs and sockets (from the Unix mode in `external_attr`), more than
-`install_max_files` members, declared or actual uncompressed size past `install_unpacked_max_bytes`
-(zip bombs: sizes are counted while decompressing, not trusted from the header), encrypted members,
-a missing or invalid manifest, a `main` absent from the archive. The zip may hold the plugin at its
-root or inside one top-level directory.
+Refused (ZipRefused, naming the member): path escape (`..`, absolute, drive letters, backslashes),
+NUL or control characters in a name (zipfile silently cuts a name at its first NUL: the raw name is
+checked), names that are not UTF-8, a path component past 255 bytes or a path deeper than
+`install_max_depth`, two members that land on the same path (or a file where another member needs a
+directory), symlinks, device files, FIFOs and sockets (from the Unix mode in `external_attr`),
+compression methods other than stored/deflated, encrypted members, more than `install_max_files`
+members, declared or actual uncompressed size past `install_unpacked_max_bytes` (zip bombs: sizes
+are counted while decompressing, not trusted from the header), a member whose size/compressed size
+ratio is past `install_max_ratio`, a corrupt or truncated archive (found while extracting: the
+caller removes the staging directory), a missing, oversized or non-JSON manifest, a `main` absent
+from the archive. The zip may hold the plugin at its root or inside one top-level directory.
 
 Pure file work, blocking (callers run it in a thread); `plugbox.lifecycle.install` drives the
 manager around it (disable, swap, reload, re-enable).
@@ -23,6 +28,7 @@ import os
 import posixpath
 import stat
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -31,11 +37,27 @@ from plugbox import __version__
 from plugbox.errors import ManifestError, ZipRefused
 from plugbox.manifest import MANIFEST_MAX_BYTES, Manifest, parse_manifest
 
-__all__ = ["Archive", "check_archive", "exchange", "extract"]
+__all__ = ["Archive", "ZipLimits", "check_archive", "exchange", "extract"]
 
 MANIFEST = "manifest.json"
 _CHUNK = 64 * 1024
 _ALLOWED_TYPES = (0, stat.S_IFREG, stat.S_IFDIR)  # 0: no Unix mode recorded (Windows zips)
+_ALLOWED_METHODS = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED)
+_UTF8_FLAG = 0x800  # general purpose bit 11: the name is UTF-8 (else CP437, which we refuse past ASCII)
+_NAME_MAX = 255  # bytes per path component (Linux NAME_MAX); longer fails at open() as ENAMETOOLONG
+_RATIO_FLOOR = 1 << 20  # members smaller than this are never refused for their ratio alone
+# What extraction can raise on a damaged archive (bad CRC, truncated stream, bad deflate data).
+_CORRUPT = (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError)
+
+
+@dataclass(frozen=True, slots=True)
+class ZipLimits:
+    """The installer's limits (from `plugbox.settings.Settings.install_*`)."""
+
+    max_files: int
+    max_unpacked: int
+    max_depth: int
+    max_ratio: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,16 +67,27 @@ class Archive:
     members: tuple[zipfile.ZipInfo, ...]
 
 
-def _check_name(name: str) -> None:
-    if "\\" in name or "\x00" in name:
-        raise ZipRefused(f"zip member {name!r}: backslashes and NUL are not allowed in paths")
+def _check_name(info: zipfile.ZipInfo, max_depth: int) -> None:
+    name = info.orig_filename  # `filename` is cut at the first NUL by zipfile
+    if "\x00" in name:
+        raise ZipRefused(f"zip member {name!r}: NUL is not allowed in names")
+    if not info.flag_bits & _UTF8_FLAG and not name.isascii():
+        raise ZipRefused(f"zip member {name!r}: the name is not UTF-8 (set the zip's UTF-8 name flag)")
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in name):
+        raise ZipRefused(f"zip member {name!r}: control characters are not allowed in names")
+    if "\\" in name:
+        raise ZipRefused(f"zip member {name!r}: backslashes are not allowed in paths")
     if name.startswith("/") or (len(name) > 1 and name[1] == ":"):
         raise ZipRefused(f"zip member {name!r}: absolute paths are not allowed")
     parts = name.rstrip("/").split("/")
     if any(p == ".." for p in parts):
         raise ZipRefused(f"zip member {name!r}: '..' would escape the plugin directory")
-    if not name.strip("/") or any(p == "" for p in parts):
-        raise ZipRefused(f"zip member {name!r}: empty path component")
+    if not name.strip("/") or any(p in ("", ".") for p in parts):
+        raise ZipRefused(f"zip member {name!r}: empty or '.' path component")
+    if any(len(p.encode()) > _NAME_MAX for p in parts):
+        raise ZipRefused(f"zip member {name[:80]!r}...: a path component is longer than {_NAME_MAX} bytes")
+    if len(parts) > max_depth:
+        raise ZipRefused(f"zip member {name[:80]!r}: nested {len(parts)} levels deep; at most {max_depth}")
 
 
 def _check_type(info: zipfile.ZipInfo) -> None:
@@ -66,6 +99,31 @@ def _check_type(info: zipfile.ZipInfo) -> None:
         raise ZipRefused(f"zip member {info.filename!r}: only regular files and directories are allowed")
     if info.flag_bits & 0x1:
         raise ZipRefused(f"zip member {info.filename!r}: encrypted members are not supported")
+    if info.compress_type not in _ALLOWED_METHODS:
+        raise ZipRefused(f"zip member {info.filename!r}: compression method {info.compress_type} is not supported "
+                         "(only stored and deflated)")
+
+
+def _check_ratio(info: zipfile.ZipInfo, max_ratio: int) -> None:
+    if info.file_size >= _RATIO_FLOOR and info.file_size > max_ratio * max(info.compress_size, 1):
+        raise ZipRefused(f"zip member {info.filename!r}: compressed {info.file_size // max(info.compress_size, 1)}:1, "
+                         f"more than {max_ratio}:1 (zip bomb?)")
+
+
+def _check_paths(infos: list[zipfile.ZipInfo]) -> None:
+    """No two members on one path, and no file where another member needs a directory."""
+    files: set[str] = set()
+    dirs: set[str] = set()
+    for info in infos:
+        path = info.filename.rstrip("/")
+        if path in files or path in dirs:
+            raise ZipRefused(f"zip member {info.filename!r}: the zip holds the same path twice")
+        (dirs if info.is_dir() else files).add(path)
+    for path in files | dirs:
+        parts = path.split("/")
+        for i in range(1, len(parts)):
+            if "/".join(parts[:i]) in files:
+                raise ZipRefused(f"zip member {path!r}: {'/'.join(parts[:i])!r} is a file, not a directory")
 
 
 def _root(names: list[str]) -> str:
@@ -87,48 +145,64 @@ def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, limit: int) -> byte
     return data
 
 
-def check_archive(file: IO[bytes], *, max_files: int, max_unpacked: int, reserved_ids: set[str],
-            allow_unsigned_ingress: bool) -> Archive:
+def check_archive(file: IO[bytes], limits: ZipLimits, *, reserved_ids: set[str],
+                  allow_unsigned_ingress: bool) -> Archive:
     """Check the archive and its manifest without writing anything."""
     try:
         zf = zipfile.ZipFile(file)
-    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
         raise ZipRefused(f"not a valid zip file: {exc}") from None
     with zf:
         infos = zf.infolist()
         if not infos:
             raise ZipRefused("the zip is empty")
-        if len(infos) > max_files:
-            raise ZipRefused(f"the zip has {len(infos)} members; at most {max_files} are allowed")
+        if len(infos) > limits.max_files:
+            raise ZipRefused(f"the zip has {len(infos)} members; at most {limits.max_files} are allowed")
         total = 0
         for info in infos:
-            _check_name(info.filename)
+            _check_name(info, limits.max_depth)
             _check_type(info)
+            _check_ratio(info, limits.max_ratio)
             total += info.file_size
-        if total > max_unpacked:
-            raise ZipRefused(f"the zip unpacks to {total} bytes; at most {max_unpacked} are allowed")
+        if total > limits.max_unpacked:
+            raise ZipRefused(f"the zip unpacks to {total} bytes; at most {limits.max_unpacked} are allowed")
+        _check_paths(infos)
         names = [i.filename for i in infos]
-        if len(set(names)) != len(names):
-            raise ZipRefused("the zip holds the same path twice")
         root = _root(names)
         if any(not n.startswith(root) for n in names):
             raise ZipRefused("every zip member must sit under the plugin's top-level directory")
-        raw = _read_member(zf, zf.getinfo(root + MANIFEST), MANIFEST_MAX_BYTES)
+        manifest_info = zf.getinfo(root + MANIFEST)
+        if manifest_info.is_dir():
+            raise ZipRefused(f"{MANIFEST} is a directory")
+        try:
+            raw = _read_member(zf, manifest_info, MANIFEST_MAX_BYTES)
+        except _CORRUPT as exc:
+            raise ZipRefused(f"zip member {manifest_info.filename!r} is corrupt: {exc}") from None
         try:
             doc = json.loads(raw.decode("utf-8-sig"))
         except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-            raise ManifestError(MANIFEST, "json", f"is not valid JSON: {exc}") from None
+            raise ZipRefused(f"{MANIFEST} is not valid JSON: {str(exc)[:200]}") from None
         manifest = parse_manifest(doc, host_version=__version__, reserved_ids=reserved_ids,
                                   allow_unsigned_ingress=allow_unsigned_ingress)
-        if root + manifest.main not in names:
-            raise ManifestError("main", "missing", f"{manifest.main!r} is not in the zip")
+        if root + manifest.main not in names or zf.getinfo(root + manifest.main).is_dir():
+            raise ManifestError("main", "missing", f"{manifest.main!r} is not a file in the zip")
         return Archive(manifest=manifest, root=root, members=tuple(infos))
 
 
 def extract(file: IO[bytes], archive: Archive, dest: Path, *, max_unpacked: int) -> None:
     """Write the checked members under `dest` (which must exist, empty). Sizes are counted as the
     data is decompressed: a member that inflates past its declared size, or the total past
-    `max_unpacked`, stops the extraction (the caller removes `dest`)."""
+    `max_unpacked`, stops the extraction, and so does a corrupt or truncated member (ZipRefused
+    either way; the caller removes `dest`)."""
+    try:
+        _extract(file, archive, dest, max_unpacked)
+    except ZipRefused:
+        raise
+    except _CORRUPT as exc:
+        raise ZipRefused(f"the zip is corrupt or truncated: {str(exc)[:200]}") from None
+
+
+def _extract(file: IO[bytes], archive: Archive, dest: Path, max_unpacked: int) -> None:
     total = 0
     with zipfile.ZipFile(file) as zf:
         for info in archive.members:

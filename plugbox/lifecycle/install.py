@@ -20,7 +20,7 @@ from typing import IO
 
 from plugbox import __version__
 from plugbox.errors import ManifestError, PlugboxError, ZipRefused
-from plugbox.lifecycle.archive import check_archive, exchange, extract
+from plugbox.lifecycle.archive import ZipLimits, check_archive, exchange, extract
 from plugbox.lifecycle.entry import PluginEntry
 from plugbox.lifecycle.manager import PluginManager
 from plugbox.lifecycle.status import Status
@@ -40,7 +40,8 @@ class PluginInstaller:
         s = self._manager.settings
         async with self._lock:
             archive = await asyncio.to_thread(
-                check_archive, upload, max_files=s.install_max_files, max_unpacked=s.install_unpacked_max_bytes,
+                check_archive, upload, ZipLimits(s.install_max_files, s.install_unpacked_max_bytes,
+                                                 s.install_max_depth, s.install_max_ratio),
                 reserved_ids=self._manager.builtin_ids(), allow_unsigned_ingress=s.allow_unsigned_ingress,
             )
             plugins = s.plugins_path

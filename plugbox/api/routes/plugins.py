@@ -14,7 +14,7 @@ from plugbox.api._body import read_capped, read_json, replayed
 from plugbox.api._errors import ApiError
 from plugbox.api.auth import ADMIN, READ, require
 from plugbox.api.views import plugin_detail, plugin_json, plugin_sessions, schema_json
-from plugbox.errors import ZipRefused
+from plugbox.errors import ManifestError, ZipRefused
 from plugbox.host import Host
 from plugbox.lifecycle.view import PluginView
 
@@ -67,6 +67,8 @@ async def install_plugin(request: Request) -> JSONResponse:
             view, updated = await host.install(upload.file)
         except ZipRefused as exc:
             raise ApiError(400, str(exc)) from None
+        except ManifestError as exc:  # the upload itself is what is wrong: a bad request, like a bad zip
+            raise ApiError(400, str(exc), field=exc.field) from None
     finally:
         await form.close()
     return JSONResponse(await _detail(host, view), status_code=200 if updated else 201)
