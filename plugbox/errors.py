@@ -11,6 +11,7 @@
     ├── SendVetoed                    a `message:sending` handler stopped the send
     ├── PluginError                   the plugin's own code raised (message says where)
     ├── CapabilityError               a capability call was denied or invalid (sdk re-exports it)
+    │   ├── PermissionDenied          the manifest lacks the permission the call needs
     │   ├── CapabilityTimeout         a capability call ran out of time
     │   └── PlainDataError            a value that is not plain data was about to cross (also TypeError)
     ├── BridgeError                   the worker channel is broken or sent garbage
@@ -47,6 +48,7 @@ __all__ = [
     "IngressRefused",
     "LiteralIPError",
     "ManifestError",
+    "PermissionDenied",
     "PlainDataError",
     "PlugboxError",
     "PluginError",
@@ -114,6 +116,10 @@ class PluginError(PlugboxError):
 class CapabilityError(PlugboxError):
     """A capability call was refused: missing permission, session out of scope, bad argument,
     unknown verb, too many calls in flight, or the host service failed."""
+
+
+class PermissionDenied(CapabilityError):
+    """The plugin's manifest does not grant the permission a capability call needs."""
 
 
 class CapabilityTimeout(CapabilityError):

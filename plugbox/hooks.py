@@ -113,6 +113,7 @@ class HookBus:
         scope: Callable[[str, str | None], dict[str, Any] | None] = _in_scope_without_config,
         on_timeout: Callable[[str], None] | None = None,
         on_success: Callable[[str], None] | None = None,
+        on_error: Callable[[str, str], None] | None = None,
         on_chain: Callable[[str, float], None] | None = None,
         relay: Relay | None = None,
         deadlines: Deadlines | None = None,
@@ -125,6 +126,7 @@ class HookBus:
         self._told: set[str] = set()  # plugins told once (in their log) that their data and stop were ignored
         self._on_timeout = on_timeout
         self._on_success = on_success
+        self._on_error = on_error  # told (plugin id, message as relayed) of each handler error
         self.on_chain = on_chain  # told (event, seconds) after each execute; None: nothing is timed
         # Awaited with each chain's outcome before `execute` returns (outbound webhooks queue it
         # there, so the event's producer goes on only once the queue has it); None: nothing is told.
@@ -283,6 +285,8 @@ class HookBus:
     def _error(self, reg: Registration, outcome: HookOutcome, message: str) -> None:
         printed = self._relay(reg.plugin_id, "warning", f"hook {reg.event} failed: ", message)
         outcome.errors.append((reg.plugin_id, printed))
+        if self._on_error is not None:
+            self._on_error(reg.plugin_id, f"hook {reg.event}: {printed}")
 
     def _log_timeout(self, reg: Registration) -> None:
         limiter = self._timeout_logs.setdefault(reg.plugin_id, RateLimiter(1, 10.0))

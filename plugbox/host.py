@@ -103,11 +103,13 @@ class Host:
         self.manager = PluginManager(
             self.settings, self.registry, [self.storage.drop, self.conversations.delete_plugin], self._make_deps,
             clock=clock, on_worker_failed=self._observers.worker_failed,
+            on_plugin_failure=self._observers.plugin_failure,
         )
         self.bus = HookBus(
             budget=lambda _pid: self.settings.hook_budget_ms / 1000,
             scope=self.manager.hook_config,
             on_success=self.manager.record_success,
+            on_error=self.manager.handler_failed,
             on_timeout=self._hook_timed_out,
             relay=self.manager.plugin_says,
             may_modify=self.manager.may_modify,
@@ -125,6 +127,7 @@ class Host:
             ),
             timeout=self.settings.capability_timeout_ms / 1000,
             send_factor=self.settings.send_timeout_factor,
+            on_denied=self.manager.capability_denied,
         )
         self.search = SearchService(self._search_providers, self.manager.__contains__,
                                     self.settings.capability_timeout_ms / 1000)

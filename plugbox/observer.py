@@ -13,8 +13,12 @@ __all__ = ["HostObserver", "Observers"]
 class HostObserver:
     """Told about host events worth counting; every method defaults to ignoring the event."""
 
-    def capability_call(self, verb: str, outcome: str) -> None:
-        pass
+    def capability_call(self, plugin_id: str, verb: str, outcome: str) -> None:
+        """One capability call of `plugin_id`; `outcome` is ok, error, timeout or denied (a
+        permission the manifest lacks)."""
+
+    def plugin_failure(self, plugin_id: str, kind: str) -> None:
+        """A failure of `plugin_id` was recorded (`kind`: a `plugbox.lifecycle.failures.FailureKind`)."""
 
     def hook_timeout(self, plugin_id: str) -> None:
         pass
@@ -36,9 +40,13 @@ class Observers(HostObserver):
     def add(self, observer: HostObserver) -> None:
         self._all.append(observer)
 
-    def capability_call(self, verb: str, outcome: str) -> None:
+    def capability_call(self, plugin_id: str, verb: str, outcome: str) -> None:
         for o in self._all:
-            o.capability_call(verb, outcome)
+            o.capability_call(plugin_id, verb, outcome)
+
+    def plugin_failure(self, plugin_id: str, kind: str) -> None:
+        for o in self._all:
+            o.plugin_failure(plugin_id, kind)
 
     def hook_timeout(self, plugin_id: str) -> None:
         for o in self._all:
@@ -54,7 +62,7 @@ class Observers(HostObserver):
 
     # The two sinks sit on hot paths (every capability call, every hook chain): with one observer
     # they are its own bound methods, so the fan-out costs nothing in the common case.
-    def capability_call_sink(self) -> Callable[[str, str], None] | None:
+    def capability_call_sink(self) -> Callable[[str, str, str], None] | None:
         if not self._all:
             return None
         return self._all[0].capability_call if len(self._all) == 1 else self.capability_call

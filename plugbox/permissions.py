@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection
 
-from plugbox.errors import CapabilityError
+from plugbox.errors import CapabilityError, PermissionDenied
 
 __all__ = ["PERMISSIONS", "SessionScope", "check_permission", "check_session"]
 
@@ -29,9 +29,9 @@ PERMISSIONS: frozenset[str] = frozenset(
 
 
 def check_permission(plugin_id: str, granted: Collection[str], needed: str, verb: str) -> None:
-    """Raise CapabilityError unless `needed` is among the plugin's granted permissions."""
+    """Raise PermissionDenied unless `needed` is among the plugin's granted permissions."""
     if needed not in granted:
-        raise CapabilityError(
+        raise PermissionDenied(
             f"plugin {plugin_id!r} lacks permission {needed!r} required by {verb}"
         )
 

@@ -136,7 +136,13 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     fetch_exempt_hosts: tuple[str, ...] = ()
     """Hosts exempt from the public-address rule (never from a plugin's allowlist); net.allow syntax."""
     breaker_threshold: PositiveInt = 5
-    """Consecutive crashes, timeouts or handler errors that open a plugin's circuit breaker."""
+    """Consecutive crashes, kills or hook timeouts that open a plugin's circuit breaker."""
+    breaker_stable_ms: PositiveMs = 60000
+    """How long a (re)started plugin runs without failure before its failure count is forgiven."""
+    handler_error_threshold: PositiveInt = 5
+    """Consecutive hook handler errors that open a plugin's circuit breaker (any success resets it)."""
+    recent_failures_kept: PositiveInt = 20
+    """Failures kept per plugin for the API (`recentFailures`)."""
     restart_backoff_initial_ms: PositiveMs = 200
     """First delay before restarting a crashed worker; doubles each time."""
     restart_backoff_max_ms: PositiveMs = 30000

@@ -1,9 +1,11 @@
 """Prometheus metrics of one API app, in its own CollectorRegistry (so two apps in one process, as in
 tests, never share counters).
 
-Fed by the host's observer callbacks (registered with `Host.add_observer`): capability calls by verb and outcome, hook
-timeouts, worker failures and restarts, and the time of each whole hook chain by event; and by the
-ingress handler (requests by outcome). Worker memory
+Fed by the host's observer callbacks (registered with `Host.add_observer`): capability calls by plugin,
+verb and outcome (refusals for a missing permission also in `plugbox_capability_denied_total`), plugin
+failures by class, hook timeouts, worker failures and restarts, and the time of each whole hook chain
+by event; and by the ingress handler (requests by outcome). Every figure about one plugin carries a
+`plugin` label. Worker memory
 (PSS from `/proc/<pid>/smaps_rollup`) and plugins by status are read at scrape time. A worker whose
 smaps cannot be read (already gone, or not readable to the host's user) is left out of the scrape.
 """
@@ -80,21 +82,32 @@ class Metrics(HostObserver):
                                       ["plugin"], registry=r)
         self.worker_restarts = Counter("plugbox_worker_restarts", "Worker restarts scheduled after a failure",
                                        ["plugin"], registry=r)
-        self.capability_calls = Counter("plugbox_capability_calls", "Capability calls by verb and outcome",
-                                        ["verb", "outcome"], registry=r)
+        self.capability_calls = Counter("plugbox_capability_calls", "Capability calls by plugin, verb and outcome",
+                                        ["plugin", "verb", "outcome"], registry=r)
+        self.capability_denied = Counter("plugbox_capability_denied",
+                                         "Capability calls refused for a permission the manifest lacks",
+                                         ["plugin", "verb"], registry=r)
+        self.plugin_failures = Counter("plugbox_plugin_failures", "Plugin failures by class (see lastError)",
+                                       ["plugin", "kind"], registry=r)
         self.ingress_requests = Counter("plugbox_ingress_requests", "Ingress requests by outcome",
                                         ["outcome"], registry=r)
-        self._call_children: dict[tuple[str, str], Any] = {}
+        self._call_children: dict[tuple[str, str, str], Any] = {}
         r.register(_HostCollector(host))
 
     # -- host observer (plugbox.observer.HostObserver) --
-    def capability_call(self, verb: str, outcome: str) -> None:
-        # On the path of every capability call: the labelled child is looked up once per pair
-        # (the verb is an allowlisted name or "unknown", so the pairs are few).
-        child = self._call_children.get((verb, outcome))
+    def capability_call(self, plugin_id: str, verb: str, outcome: str) -> None:
+        # On the path of every capability call: the labelled child is looked up once per triple
+        # (plugin ids are the host's own, the verb an allowlisted name or "unknown": few triples).
+        key = (plugin_id, verb, outcome)
+        child = self._call_children.get(key)
         if child is None:
-            child = self._call_children[(verb, outcome)] = self.capability_calls.labels(verb, outcome)
+            child = self._call_children[key] = self.capability_calls.labels(plugin_id, verb, outcome)
         child.inc()
+        if outcome == "denied":
+            self.capability_denied.labels(plugin_id, verb).inc()
+
+    def plugin_failure(self, plugin_id: str, kind: str) -> None:
+        self.plugin_failures.labels(plugin_id, kind).inc()
 
     def hook_timeout(self, plugin_id: str) -> None:
         self.hook_timeouts.labels(plugin_id).inc()

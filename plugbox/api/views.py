@@ -3,13 +3,22 @@ camelCase shapes the HTTP API and the dashboard document. Only this module knows
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
+from plugbox.lifecycle.failures import Failure
 from plugbox.lifecycle.view import PluginView
 
 __all__ = ["plugin_detail", "plugin_json", "plugin_sessions", "schema_json"]
 
 RECENT_LOGS = 50
+
+
+def failure_json(failure: Failure | None) -> dict[str, Any] | None:
+    if failure is None:
+        return None
+    return {"message": failure.message, "class": str(failure.kind),
+            "timestamp": datetime.fromtimestamp(failure.at, UTC).isoformat(timespec="milliseconds")}
 
 
 def plugin_json(view: PluginView) -> dict[str, Any]:
@@ -29,6 +38,9 @@ def plugin_json(view: PluginView) -> dict[str, Any]:
         "confinement": None if view.confinement is None else [dict(layer) for layer in view.confinement],
         "degraded": view.degraded,
         "consecutiveFailures": view.consecutive_failures,
+        "lastError": failure_json(view.last_error),
+        "failures": dict(view.failure_counts),
+        "warnings": list(view.warnings),
     }
 
 
@@ -42,7 +54,7 @@ def plugin_detail(view: PluginView, health: dict[str, Any]) -> dict[str, Any]:
     out = plugin_json(view)
     out.update({
         "description": view.manifest.description,
-        "lastError": view.error,
+        "recentFailures": [failure_json(f) for f in view.recent_failures],
         "health": health,
         "configSchema": schema_json(view),
         "ingress": [{"route": r.route, "scheme": r.signature.scheme,

@@ -17,7 +17,14 @@ import msgspec
 
 from plugbox.capabilities.services import Caller, Services
 from plugbox.capabilities.verbs import VERBS, Verb
-from plugbox.errors import CapabilityError, CapabilityTimeout, EngineError, SendVetoed, StorageError
+from plugbox.errors import (
+    CapabilityError,
+    CapabilityTimeout,
+    EngineError,
+    PermissionDenied,
+    SendVetoed,
+    StorageError,
+)
 from plugbox.permissions import check_permission, check_session
 
 __all__ = ["Caller", "CapabilityRouter", "Services"]
@@ -33,13 +40,15 @@ class CapabilityRouter:
         timeout: float,
         send_factor: int,
         verbs: dict[str, Verb] = VERBS,
-        on_call: Callable[[str, str], None] | None = None,
+        on_call: Callable[[str, str, str], None] | None = None,
+        on_denied: Callable[[str, str], None] | None = None,
     ) -> None:
         self.services = services
         self._timeout = timeout
         self._send_timeout = timeout * send_factor
         self._verbs = verbs
-        self.on_call = on_call  # told (verb, outcome) of every call; None: nobody counts
+        self.on_call = on_call  # told (plugin id, verb, outcome) of every call; None: nobody counts
+        self._on_denied = on_denied  # told (plugin id, message) of every refusal for a missing permission
 
     def verb_names(self) -> list[str]:
         return sorted(self._verbs)
@@ -64,16 +73,21 @@ class CapabilityRouter:
             fut: asyncio.Future[Any] = loop.create_future()
             fut.set_result(self._run_now(caller, verb, parsed))
         except CapabilityError as exc:
-            self._count(verb_name, "error")
+            outcome = "error"
+            if isinstance(exc, PermissionDenied):
+                outcome = "denied"
+                if self._on_denied is not None:
+                    self._on_denied(caller.plugin_id, str(exc))
+            self._count(caller, verb_name, outcome)
             fut = loop.create_future()
             fut.set_exception(exc)
             return fut
-        self._count(verb_name, "ok")
+        self._count(caller, verb_name, "ok")
         return fut
 
-    def _count(self, verb_name: Any, outcome: str) -> None:
+    def _count(self, caller: Caller, verb_name: Any, outcome: str) -> None:
         if self.on_call is not None:
-            self.on_call(self._label(verb_name), outcome)
+            self.on_call(caller.plugin_id, self._label(verb_name), outcome)
 
     async def _run_counted(self, caller: Caller, verb: Verb, parsed: Any) -> Any:
         outcome = "error"
@@ -85,7 +99,7 @@ class CapabilityRouter:
             outcome = "timeout"
             raise
         finally:
-            self._count(verb.name, outcome)
+            self._count(caller, verb.name, outcome)
 
     def _label(self, verb_name: Any) -> str:
         """The verb as counted: its name if allowlisted, else "unknown" (any type may arrive here)."""

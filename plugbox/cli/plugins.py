@@ -51,10 +51,16 @@ def _table(plugins: list[dict[str, Any]]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table("id", "version", "status", "tier", "permissions", "sessions", "error")
+    table = Table("id", "version", "status", "tier", "permissions", "sessions", "error / warnings")
     for p in plugins:
-        table.add_row(p["id"], p["version"], p["status"], p["tier"], ", ".join(p["permissions"]),
-                      ", ".join(p["activeSessions"]), p.get("error") or "")
+        notes = [p["error"]] if p.get("error") else []
+        last = p.get("lastError")
+        if last and last.get("message") != p.get("error"):
+            notes.append(f"last failure ({last['class']}): {last['message']}")
+        notes += [f"warning: {w}" for w in p.get("warnings") or []]
+        sessions = ", ".join(p["activeSessions"]) or ("[yellow]none[/]" if p.get("warnings") else "")
+        table.add_row(p["id"], p["version"], p["status"], p["tier"], ", ".join(p["permissions"]), sessions,
+                      "\n".join(notes))
     Console().print(table)
 
 

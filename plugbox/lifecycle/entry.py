@@ -8,10 +8,12 @@ and the registration checks); the capability router reads the same attributes as
 from __future__ import annotations
 
 import asyncio
+from collections import Counter, deque
 from collections.abc import Collection
 from typing import Any
 
 from plugbox.errors import CapabilityError, ConfigError
+from plugbox.lifecycle.failures import Failure, FailureKind
 from plugbox.lifecycle.registry import PluginRecord
 from plugbox.lifecycle.status import Status
 from plugbox.logrelay import LogRelay
@@ -52,6 +54,11 @@ class PluginEntry:
         self.enabling: asyncio.Future[None] | None = None
         self.disabling: asyncio.Task[None] | None = None
         self.restart: asyncio.Task[None] | None = None
+        # Failure accounting, in this process only (the breaker's count is persisted in the record).
+        self.started_at: float = 0.0  # clock time of the last successful (re)start
+        self.handler_errors = 0  # consecutive, across all its handlers
+        self.failures: deque[Failure] = deque(maxlen=settings.recent_failures_kept)
+        self.failure_counts: Counter[FailureKind] = Counter()
 
     @property
     def scope(self) -> SessionScope:
@@ -72,6 +79,18 @@ class PluginEntry:
     @property
     def config(self) -> dict[str, Any]:
         return self.record.config
+
+    @property
+    def last_error(self) -> Failure | None:
+        return self.failures[-1] if self.failures else None
+
+    def note_failure(self, kind: FailureKind, message: str, at: float) -> Failure:
+        """Record one failure (the manager's `_note` is the only caller). The message often quotes
+        the plugin: it goes through the plugin's relay (capped, redacted, escaped) here, once."""
+        failure = Failure(kind, self.logs.sanitise(message), at)
+        self.failures.append(failure)
+        self.failure_counts[kind] += 1
+        return failure
 
     def set_status(self, status: Status, error: str | None = None) -> None:
         self.record.status = status

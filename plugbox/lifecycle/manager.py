@@ -6,6 +6,10 @@ Loading validates and registers; it runs no plugin code. Where a plugin's code r
 or in a confined worker) is the runtime's business (`plugbox.runtime`); every budget around a
 runtime call is applied here, visibly, at the call site. The entries are private to this package:
 everything outside reads `PluginView` snapshots.
+
+Past 400 lines: the failure reactions (crash, timeout, handler error, denial → note, count, restart
+or open the breaker) act on the same entries and tasks as enable/disable; `failures.py` holds the
+rules, and splitting the reactions out would only pass the entries around.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from typing import Any
 from plugbox.errors import ConfigError, PluginNotFound, PluginStateError, WorkerGone
 from plugbox.lifecycle.clock import Clock, SystemClock
 from plugbox.lifecycle.entry import PluginEntry
-from plugbox.lifecycle.failures import Breaker, Verdict, describe_failure
+from plugbox.lifecycle.failures import Breaker, FailureKind, Verdict, describe_failure
 from plugbox.lifecycle.registry import PluginRecord, Registry
 from plugbox.lifecycle.status import Status
 from plugbox.lifecycle.view import PluginView
@@ -48,6 +52,7 @@ class PluginManager:
         *,
         clock: Clock | None = None,
         on_worker_failed: Callable[[str, bool, str], None] | None = None,
+        on_plugin_failure: Callable[[str, FailureKind], None] | None = None,
     ) -> None:
         self.settings = settings
         self._registry = registry
@@ -56,9 +61,11 @@ class PluginManager:
         self._deps: RuntimeDeps | None = None
         self._clock = clock or SystemClock()
         self._breaker = Breaker(settings.breaker_threshold, settings.restart_backoff_initial_ms / 1000,
-                                settings.restart_backoff_max_ms / 1000)
+                                settings.restart_backoff_max_ms / 1000, stable_s=settings.breaker_stable_ms / 1000,
+                                handler_error_threshold=settings.handler_error_threshold)
         # told (plugin id, restarting, reason) after the manager acted on a worker's death
         self._on_worker_failed = on_worker_failed
+        self._on_plugin_failure = on_plugin_failure  # told (plugin id, kind) of every failure noted
         self._entries: dict[str, PluginEntry] = {}
         self._closing = False
 
@@ -85,6 +92,9 @@ class PluginManager:
             record.status = Status.DISABLED if not record.enabled else Status.INSTALLED
         entry = PluginEntry(manifest, record, factory, self.settings)
         self._entries[manifest.id] = entry
+        if record.status == Status.ERROR and record.error:
+            self._note(entry, FailureKind.CONFIG_REJECTED if record.error.startswith("stored config")
+                       else FailureKind.ENABLE_FAILED, record.error)
         return entry
 
     def forget(self, plugin_id: str) -> None:
@@ -137,6 +147,15 @@ class PluginManager:
     def running_ids(self) -> list[str]:
         return sorted(pid for pid in self._entries if self.running(pid) is not None)
 
+    def _note(self, entry: PluginEntry, kind: FailureKind, message: str) -> None:
+        """Every failure of every class passes here: `lastError`, the recent failures, the counters."""
+        entry.note_failure(kind, message, self._clock.time())
+        if self._on_plugin_failure is not None:
+            self._on_plugin_failure(entry.plugin_id, kind)
+
+    def _running_for(self, entry: PluginEntry) -> float:
+        return self._clock.time() - entry.started_at
+
     async def _persist(self, entry: PluginEntry) -> None:
         entry.record.updated_at = self._clock.time()
         await self._registry.put(entry.record)
@@ -175,6 +194,7 @@ class PluginManager:
         problem = entry.stored_config_problem()  # an (upgraded) schema may refuse what is stored
         if problem is not None:
             entry.set_status(Status.ERROR, problem)
+            self._note(entry, FailureKind.CONFIG_REJECTED, problem)
             await self._persist(entry)
             return
         runtime = entry.factory(entry, self.deps)
@@ -198,10 +218,13 @@ class PluginManager:
             entry.confinement = runtime.confinement  # what was applied, or which layer was missing
             await self._teardown(entry)
             entry.set_status(Status.ERROR, reason)
+            self._note(entry, FailureKind.ENABLE_FAILED, reason)
             entry.logs.emit("error", f"enable failed: {reason}")
             await self._persist(entry)
             return
         entry.set_status(Status.ENABLED)
+        entry.started_at = self._clock.time()
+        entry.handler_errors = 0
         await self._persist(entry)
         log.info("plugin %s enabled", entry.plugin_id)
 
@@ -258,7 +281,8 @@ class PluginManager:
         entry = self._entries.get(plugin.plugin_id)
         if entry is not plugin or self._closing or entry.disabling is not None or entry.status != Status.ENABLED:
             return
-        verdict = self._breaker.crashed(entry.record, already_counted=counted)
+        verdict = self._breaker.crashed(entry.record, self._running_for(entry), already_counted=counted)
+        self._note(entry, FailureKind.WORKER_CRASH, reason)
         self._failed(entry, reason, verdict)
         if self._on_worker_failed is not None:
             self._on_worker_failed(entry.plugin_id, not verdict.open, reason)
@@ -271,7 +295,8 @@ class PluginManager:
             return
         if entry.runtime is not None:
             entry.runtime.hook_timed_out()
-        verdict = self._breaker.timed_out(entry.record)
+        verdict = self._breaker.timed_out(entry.record, self._running_for(entry))
+        self._note(entry, FailureKind.HOOK_TIMEOUT, "a hook handler ran past its budget")
         if verdict.open:
             self._failed(entry, "hook budget exceeded repeatedly", verdict)
 
@@ -286,15 +311,38 @@ class PluginManager:
         return entry.logs.report(level, context, text)
 
     def record_success(self, plugin_id: str) -> None:
+        """A handler of the plugin answered (on the path of every hook: cheap when nothing is owed)."""
         entry = self._entries.get(plugin_id)
-        if entry is not None and entry.record.consecutive_failures and entry.status == Status.ENABLED:
-            self._breaker.succeeded(entry.record)
+        if entry is None or entry.status != Status.ENABLED:
+            return
+        entry.handler_errors = 0
+        if entry.record.consecutive_failures:
+            self._breaker.succeeded(entry.record, self._running_for(entry))
 
-    def _failed(self, entry: PluginEntry, reason: str, verdict: Verdict) -> None:
-        entry.logs.emit("error", f"worker failed: {reason}")
+    def handler_failed(self, plugin_id: str, message: str) -> None:
+        """A handler of the plugin raised or returned an error; at the threshold in a row the
+        breaker opens (its hooks are removed, the plugin goes to `error`)."""
+        entry = self._entries.get(plugin_id)
+        if entry is None or entry.status != Status.ENABLED:
+            return
+        self._note(entry, FailureKind.HANDLER_ERROR, message)
+        entry.handler_errors += 1
+        verdict = self._breaker.handler_failed(entry.handler_errors)
         if verdict.open:
-            entry.set_status(Status.ERROR, f"circuit breaker open after {verdict.failures} consecutive failures; "
+            self._failed(entry, message, verdict, what="handler errors")
+
+    def capability_denied(self, plugin_id: str, message: str) -> None:
+        """A capability call of the plugin was refused for a permission its manifest lacks."""
+        entry = self._entries.get(plugin_id)
+        if entry is not None:
+            self._note(entry, FailureKind.PERMISSION_DENIED, message)
+
+    def _failed(self, entry: PluginEntry, reason: str, verdict: Verdict, what: str = "failures") -> None:
+        entry.logs.emit("error", f"worker failed: {reason}" if what == "failures" else f"breaker: {reason}")
+        if verdict.open:
+            entry.set_status(Status.ERROR, f"circuit breaker open after {verdict.failures} consecutive {what}; "
                                            f"last: {reason}")
+            self._note(entry, FailureKind.BREAKER_OPEN, entry.error or "")
         else:
             entry.set_status(Status.ERROR, f"restarting after failure: {reason}")
         entry.restart = asyncio.ensure_future(self._restart_after_failure(entry, verdict))

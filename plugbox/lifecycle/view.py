@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
+from plugbox.lifecycle.failures import Failure
 from plugbox.lifecycle.status import Status
 from plugbox.manifest import Manifest
 
@@ -35,6 +36,8 @@ class PluginView:
     worker_pid: int | None  # the confined worker's pid while one runs
     logs: tuple[Mapping[str, Any], ...]  # the relay's recent lines, oldest first
     logs_dropped: int  # lines (log calls, handler errors) refused by the plugin's own rate limit
+    recent_failures: tuple[Failure, ...]  # every class (permission, handler, timeout, crash...), oldest first
+    failure_counts: Mapping[str, int]  # by class, since this process loaded the plugin
 
     @classmethod
     def of(cls, entry: PluginEntry) -> PluginView:
@@ -61,7 +64,23 @@ class PluginView:
             worker_pid=runtime.pid if runtime is not None else None,
             logs=tuple(MappingProxyType(dict(line)) for line in entry.logs.recent),
             logs_dropped=entry.logs.dropped,
+            recent_failures=tuple(entry.failures),
+            failure_counts=MappingProxyType({str(k): n for k, n in entry.failure_counts.items()}),
         )
+
+    @property
+    def last_error(self) -> Failure | None:
+        """The most recent failure of any class (None: none since the plugin was loaded)."""
+        return self.recent_failures[-1] if self.recent_failures else None
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        """What an operator should know although nothing failed."""
+        out: list[str] = []
+        if self.enabled and self.manifest.session_scoped and not self.active_sessions:
+            out.append("enabled on no session: it receives no events and may act on no session; "
+                       "activate it on a session (PUT /api/plugins/{id}/sessions)")
+        return tuple(out)
 
     @property
     def permissions(self) -> tuple[str, ...]:

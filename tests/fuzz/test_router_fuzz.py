@@ -69,7 +69,7 @@ def _router(touched: list[str], counted: list[tuple[str, str]]) -> CapabilityRou
     services = Services(engine=Spy("engine", touched), messages=Spy("messages", touched),  # type: ignore[arg-type]
                         storage=Spy("storage", touched), net=Spy("net", touched),  # type: ignore[arg-type]
                         conversations=Spy("conversations", touched))  # type: ignore[arg-type]
-    return CapabilityRouter(services, timeout=1.0, send_factor=2, on_call=lambda v, o: counted.append((v, o)))
+    return CapabilityRouter(services, timeout=1.0, send_factor=2, on_call=lambda _p, v, o: counted.append((v, o)))
 
 
 def _valid(caller: Caller, verb_name: Any, args: Any) -> bool:

@@ -487,8 +487,10 @@ async def test_breaker_opens_after_the_threshold_of_consecutive_hook_timeouts(ma
     assert entry.error is not None and "after 3 consecutive failures" in entry.error
 
 
-async def test_a_successful_hook_resets_the_consecutive_timeout_count(make_host: MakeHost) -> None:
-    host = make_host(hook_budget_ms=5, breaker_threshold=3)
+async def test_a_successful_hook_resets_the_timeout_count_only_after_the_stable_period(
+        make_host: MakeHost) -> None:
+    # stable after 1 ms: the two 5 ms timeouts put the success past it, so the count starts over
+    host = make_host(hook_budget_ms=5, breaker_threshold=3, breaker_stable_ms=1)
     await host.start()
     plugin = Stalling()
     host.register_builtin(lambda: plugin, _manifest("stalling"))
@@ -497,3 +499,16 @@ async def test_a_successful_hook_resets_the_consecutive_timeout_count(make_host:
         plugin.ok = ok
         await host.bus.execute("session:ready", {})
     assert host.manager.get("stalling").status == "enabled"
+
+
+async def test_a_success_within_the_stable_period_does_not_reset_the_timeout_count(make_host: MakeHost) -> None:
+    host = make_host(hook_budget_ms=5, breaker_threshold=3)  # default stable period: a minute
+    await host.start()
+    plugin = Stalling()
+    host.register_builtin(lambda: plugin, _manifest("stalling"))
+    await host.enable("stalling")
+    for ok in (False, False, True, False):
+        plugin.ok = ok
+        await host.bus.execute("session:ready", {})
+    entry = host.manager.get("stalling")
+    assert entry.status == "error" and "after 3 consecutive failures" in (entry.error or "")

@@ -190,3 +190,96 @@ async def test_shutdown_logs_each_plugin_whose_stop_failed(rig: Any, monkeypatch
     assert "plugin probe: shutdown failed: shutdown raised OSError: disk full" in caplog.text
     assert "plugin other" not in caplog.text
     assert host.manager.get("other").runtime is None and host.manager.get("probe").runtime is None
+
+
+# -- crash loops and handler errors (issue 12 class 8, SPEC §5) --
+
+async def answer_a_hook(host: Host) -> None:
+    """What the hook bus does when one of the plugin's handlers answers."""
+    host.manager.record_success("probe")
+
+
+async def restart_after(host: Host, clock: ManualClock, n: int) -> None:
+    await until(lambda: len(clock.sleeps) == n)
+    clock.advance(clock.sleeps[-1])
+    await until(lambda: host.plugin("probe").status == Status.ENABLED)
+
+
+async def test_a_plugin_that_answers_between_quick_crashes_still_opens_the_breaker(rig: Any) -> None:
+    host, clock, deaths = await rig(breaker_threshold=5, breaker_stable_ms=60_000,
+                                    restart_backoff_initial_ms=100, restart_backoff_max_ms=100)
+    for n in range(1, 5):
+        clock.advance(0.3)
+        await answer_a_hook(host)  # it serves a message or two...
+        clock.advance(0.1)
+        crash(host)  # ...and dies 0.4 s after each start
+        await restart_after(host, clock, n)
+    assert host.plugin("probe").consecutive_failures == 4  # the successes did not forgive them
+    clock.advance(0.4)
+    crash(host)
+    await until(lambda: host.manager.get("probe").runtime is None)
+    view = host.plugin("probe")
+    assert view.status == Status.ERROR and "circuit breaker open after 5 consecutive failures" in (view.error or "")
+    assert view.last_error is not None and view.last_error.kind == "breaker_open"
+    clock.advance(3600)
+    await asyncio.sleep(0)
+    assert Counting.starts == 5 and deaths.seen[-1] == ("probe", False)  # no sixth start
+
+
+async def test_a_success_after_the_stable_period_forgives_the_failures(rig: Any) -> None:
+    host, clock, _ = await rig(breaker_stable_ms=60_000)
+    crash(host)
+    await restart_after(host, clock, 1)
+    clock.advance(59.9)
+    await answer_a_hook(host)
+    assert host.plugin("probe").consecutive_failures == 1  # not yet stable
+    clock.advance(0.1)
+    await answer_a_hook(host)
+    assert host.plugin("probe").consecutive_failures == 0
+
+
+async def test_a_crash_after_a_stable_run_starts_a_new_series(rig: Any) -> None:
+    host, clock, _ = await rig(breaker_threshold=2, breaker_stable_ms=60_000)
+    crash(host)
+    await restart_after(host, clock, 1)
+    clock.advance(120)  # ran stably, without answering any hook
+    crash(host)
+    await until(lambda: len(clock.sleeps) == 2)
+    view = host.plugin("probe")
+    assert view.consecutive_failures == 1 and "restarting after failure" in (view.error or "")
+
+
+async def test_consecutive_handler_errors_open_the_breaker_and_remove_the_hooks(rig: Any) -> None:
+    host, clock, _ = await rig(handler_error_threshold=3)
+    host.bus.register("probe", "message:received", lambda _ctx: None)
+    for _ in range(2):
+        host.manager.handler_failed("probe", "hook message:received: ValueError: bad")
+    await answer_a_hook(host)  # a success in between: the count starts over
+    for _ in range(2):
+        host.manager.handler_failed("probe", "hook message:received: ValueError: bad")
+    assert host.plugin("probe").status == Status.ENABLED
+    host.manager.handler_failed("probe", "hook message:received: ValueError: bad")
+    await until(lambda: host.manager.get("probe").runtime is None)
+    view = host.plugin("probe")
+    assert view.status == Status.ERROR
+    assert "circuit breaker open after 3 consecutive handler errors" in (view.error or "")
+    assert host.bus.handlers("message:received") == []
+    assert view.failure_counts["handler_error"] == 5 and view.failure_counts["breaker_open"] == 1
+    clock.advance(3600)
+    await asyncio.sleep(0)
+    assert Counting.starts == 1 and clock.sleeps == []  # no restart: the operator re-enables it
+
+
+async def test_every_failure_class_sets_last_error_with_class_and_time(rig: Any) -> None:
+    host, clock, _ = await rig()
+    host.manager.capability_denied("probe", "plugin 'probe' lacks permission 'messages:send'")
+    last = host.plugin("probe").last_error
+    assert last is not None and last.kind == "permission_denied" and "'messages:send'" in last.message
+    assert last.at == clock.time()
+    host.manager.hook_timed_out("probe")
+    assert host.plugin("probe").last_error.kind == "hook_timeout"  # type: ignore[union-attr]
+    crash(host)
+    assert host.plugin("probe").last_error.kind == "worker_crash"  # type: ignore[union-attr]
+    assert "signal 9" in host.plugin("probe").last_error.message  # type: ignore[union-attr]
+    kinds = [f.kind for f in host.plugin("probe").recent_failures]
+    assert kinds == ["permission_denied", "hook_timeout", "worker_crash"]

@@ -481,11 +481,18 @@ async def test_storage_key_cannot_name_another_plugins_namespace(
 
 
 async def test_on_call_reports_each_verb_and_outcome(engine: CountingEngine, storage: PluginStorage) -> None:
-    seen: list[tuple[str, str]] = []
+    seen: list[tuple[str, str, str]] = []
+    denied: list[tuple[str, str]] = []
     bus = HookBus(budget=lambda _plugin_id: 1.0)
     services = Services(engine=engine, messages=MessageService(engine, bus), storage=storage)  # type: ignore[arg-type]
-    router = CapabilityRouter(services, timeout=1.0, send_factor=4, on_call=lambda v, o: seen.append((v, o)))
-    await router.invoke(FakeCaller(), "engine.get_chats", {"session_id": "main"})
+    router = CapabilityRouter(services, timeout=1.0, send_factor=4, on_call=lambda p, v, o: seen.append((p, v, o)),
+                              on_denied=lambda p, m: denied.append((p, m)))
+    caller = FakeCaller()
+    await router.invoke(caller, "engine.get_chats", {"session_id": "main"})
     with pytest.raises(CapabilityError):
-        await router.invoke(FakeCaller(), "no.such.verb", {})
-    assert seen == [("engine.get_chats", "ok"), ("unknown", "error")]
+        await router.invoke(caller, "no.such.verb", {})
+    with pytest.raises(CapabilityError):
+        await router.invoke(FakeCaller(permissions=frozenset()), "engine.get_chats", {"session_id": "main"})
+    pid = caller.plugin_id
+    assert seen == [(pid, "engine.get_chats", "ok"), (pid, "unknown", "error"), (pid, "engine.get_chats", "denied")]
+    assert len(denied) == 1 and denied[0][0] == pid and "'engine:read'" in denied[0][1]

@@ -136,7 +136,14 @@ async def put_sessions(request: Request) -> JSONResponse:
     sessions = doc.get("activeSessions") if isinstance(doc, dict) else doc
     if not isinstance(sessions, list) or not all(isinstance(s, str) for s in sessions):
         raise ApiError(400, 'body must be {"activeSessions": ["session", ...]}', field="activeSessions")
-    return JSONResponse(plugin_sessions(await _host(request).set_active_sessions(_id(request), sessions)))
+    host = _host(request)
+    host.plugin(_id(request))  # an unknown plugin is the first 404
+    known = {s["id"] for s in host.engine.sessions()}
+    unknown = sorted(set(sessions) - known)
+    if unknown:  # refused, so that a typo never silently replaces the real session
+        raise ApiError(404, f"unknown session {unknown[0]!r} (the engine has: {', '.join(sorted(known)) or 'none'})",
+                       field="activeSessions")
+    return JSONResponse(plugin_sessions(await host.set_active_sessions(_id(request), sessions)))
 
 
 _ID = "/api/plugins/{plugin_id}"
