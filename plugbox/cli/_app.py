@@ -47,22 +47,32 @@ def dev_run_cmd(
     data_dir: Annotated[Path | None, typer.Option(help="Data directory (default: a temp dir).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as one JSON object.")] = False,
 ) -> None:
-    """Load PLUGIN_DIR as untrusted (fully confined), enable it, dispatch one event, disable it, report."""
-    from plugbox.cli.report import print_dev_report
-    from plugbox.devrun import dev_run
+    """Load PLUGIN_DIR as untrusted (fully confined), enable it, dispatch one event, disable it, report.
 
+    Exit codes: 0 the plugin loaded and the host ran (whatever the hook did); 1 the plugin could not
+    be loaded or enabled; 2 usage error (unknown event, bad --data); 3 the host itself failed."""
+    from plugbox.cli.report import print_dev_report
+    from plugbox.devrun import EXIT_HOST, EXIT_USAGE, dev_run, empty_report, finish
+
+    report: dict[str, Any] | None = None
     payload: Any = None
     if data is not None:
         try:
             payload = json.loads(data)
         except json.JSONDecodeError as exc:
-            typer.echo(f"--data is not valid JSON: {exc}", err=True)
-            raise typer.Exit(2) from None
-    report = run_async(dev_run(plugin_dir, event=event, data=payload, session=session, data_dir=data_dir))
+            report = finish(empty_report(), EXIT_USAGE, f"--data is not valid JSON: {exc}")
+    if report is None:
+        try:
+            report = run_async(dev_run(plugin_dir, event=event, data=payload, session=session, data_dir=data_dir))
+        except Exception as exc:  # dev_run reports every failure it knows; this is a bug in plugbox
+            report = finish(empty_report(), EXIT_HOST, f"the host failed: {type(exc).__name__}: {exc}")
     if as_json:
         sys.stdout.write(json.dumps(report, default=str) + "\n")
     else:
         print_dev_report(report)
+        if report["reason"]:
+            typer.echo(f"plugbox dev run: {report['reason']}", err=True)
+    raise typer.Exit(report["exit_code"])
 
 
 @app.command()

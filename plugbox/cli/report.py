@@ -35,6 +35,8 @@ def _plain(value: Any) -> str:
 
 def print_dev_report(report: dict[str, Any]) -> None:
     p = report["plugin"]
+    if p.get("id") is None and p.get("status") is None:  # stopped before the plugin was loaded
+        return
     status = p.get("final_status") or p.get("status")
     console.print(f"[bold]plugin[/] {p.get('id')}  status: {p.get('status')} → {status}")
     if p.get("error"):
