@@ -89,8 +89,9 @@ class Metrics(HostObserver):
                                          ["plugin", "verb"], registry=r)
         self.plugin_failures = Counter("plugbox_plugin_failures", "Plugin failures by class (see lastError)",
                                        ["plugin", "kind"], registry=r)
-        self.ingress_requests = Counter("plugbox_ingress_requests", "Ingress requests by outcome",
-                                        ["outcome"], registry=r)
+        self.ingress_requests = Counter("plugbox_ingress_requests",
+                                        "Ingress requests by plugin (empty: no such route) and outcome",
+                                        ["plugin", "outcome"], registry=r)
         self._call_children: dict[tuple[str, str, str], Any] = {}
         r.register(_HostCollector(host))
 

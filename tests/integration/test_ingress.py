@@ -99,10 +99,8 @@ async def _metrics(client: httpx.AsyncClient) -> str:
 
 async def _metric(client: httpx.AsyncClient, outcome: str) -> float:
     text = await _metrics(client)
-    for line in text.splitlines():
-        if line.startswith(f'plugbox_ingress_requests_total{{outcome="{outcome}"}}'):
-            return float(line.split()[-1])
-    return 0.0
+    return sum(float(line.split()[-1]) for line in text.splitlines()
+               if line.startswith(f'plugbox_ingress_requests_total{{outcome="{outcome}",plugin='))
 
 
 @pytest.fixture
@@ -119,6 +117,7 @@ async def test_hmac_signed_request_reaches_the_handler(client: httpx.AsyncClient
                         "path": "/ingress/w/hmac"}
     assert r.headers["x-plugin"] == "yes"
     assert await _metric(client, "ok") == 1
+    assert 'plugbox_ingress_requests_total{outcome="ok",plugin="w"} 1.0' in await _metrics(client)
 
 
 async def test_hmac_tampered_expired_and_replayed_are_refused(client: httpx.AsyncClient, host: Host,

@@ -125,11 +125,11 @@ async def ingress(request: Request) -> Response:
     try:
         body = await read_capped(request, host.settings.ingress_body_max_bytes)
     except ApiError as exc:
-        metrics.ingress_requests.labels("too_large").inc()
+        metrics.ingress_requests.labels("", "too_large").inc()  # not attributed: the route is unchecked
         raise exc
     target = host.ingress_route(plugin_id, route)
     if target is None:
-        metrics.ingress_requests.labels("unknown_route").inc()
+        metrics.ingress_requests.labels("", "unknown_route").inc()  # the URL names no plugin of ours
         return error_response(404, f"no ingress route {plugin_id}/{route}")
     sig = target.route.signature
     now = time.time()
@@ -139,11 +139,11 @@ async def ingress(request: Request) -> Response:
         delivery_id = verify(sig, secret, headers, body, now=now,
                              allow_unsigned=host.settings.allow_unsigned_ingress)
     except IngressRefused as exc:
-        metrics.ingress_requests.labels(exc.reason).inc()
+        metrics.ingress_requests.labels(plugin_id, exc.reason).inc()
         return error_response(exc.status, exc.message)
     key = (plugin_id, route, delivery_id) if delivery_id is not None else None
     if key is not None and not guard.claim(key, sig.tolerance_sec, now):
-        metrics.ingress_requests.labels("replayed").inc()
+        metrics.ingress_requests.labels(plugin_id, "replayed").inc()
         return error_response(409, f"delivery {delivery_id!r} was already received")
     reply = await host.dispatch_ingress(plugin_id, route, _plugin_request(request, body))
     if reply.outcome == "ok":
@@ -153,7 +153,7 @@ async def ingress(request: Request) -> Response:
         response, outcome = error_response(reply.status, reply.message), reply.outcome
     if key is not None and response.status_code >= 500:
         guard.release(key)  # we failed it: the sender's retry must get through
-    metrics.ingress_requests.labels(outcome).inc()
+    metrics.ingress_requests.labels(plugin_id, outcome).inc()
     return response
 
 
