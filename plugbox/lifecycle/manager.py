@@ -326,6 +326,7 @@ class PluginManager:
         if entry is None or entry.status != Status.ENABLED:
             return
         self._note(entry, FailureKind.HANDLER_ERROR, message)
+        entry.logs.emit("warning", message)  # through the plugin's relay: rate-limited, capped, redacted
         entry.handler_errors += 1
         verdict = self._breaker.handler_failed(entry.handler_errors)
         if verdict.open:
@@ -336,6 +337,7 @@ class PluginManager:
         entry = self._entries.get(plugin_id)
         if entry is not None:
             self._note(entry, FailureKind.PERMISSION_DENIED, message)
+            entry.logs.emit("warning", message)
 
     def _failed(self, entry: PluginEntry, reason: str, verdict: Verdict, what: str = "failures") -> None:
         entry.logs.emit("error", f"worker failed: {reason}" if what == "failures" else f"breaker: {reason}")

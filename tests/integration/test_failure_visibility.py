@@ -83,6 +83,7 @@ async def test_a_denied_permission_shows_in_last_error_and_metrics_within_a_seco
     assert doc["lastError"]["timestamp"].endswith("+00:00")
     assert doc["failures"]["permission_denied"] == 1
     assert doc["status"] == "enabled"  # one denied message is visible, not fatal
+    assert any("lacks permission 'messages:send'" in line["message"] for line in doc["logs"])
 
 
 async def test_an_enabled_plugin_on_no_session_is_flagged(

@@ -5,8 +5,10 @@ worker (or zygote) process left behind."""
 from __future__ import annotations
 
 import io
+import os
 import signal
 import subprocess
+import sys
 import time
 import zipfile
 from collections.abc import Iterator
@@ -33,6 +35,15 @@ def _echo_zip() -> bytes:
     return buf.getvalue()
 
 
+def plugins_list(url: str) -> str:
+    """`plugbox plugins list` as an operator runs it (a wide terminal, so no cell is wrapped)."""
+    env = {**os.environ, "COLUMNS": "400", "PLUGBOX_API_KEY": ADMIN_KEY}
+    out = subprocess.run([sys.executable, "-c", "from plugbox.cli import main; main()", "plugins", "list",
+                          "--url", url], capture_output=True, text=True, timeout=30, env=env)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], str, Path]]:
     with serving(tmp_path, ADMIN_KEY) as running:
@@ -47,7 +58,14 @@ def test_serve_installs_echoes_counts_and_stops_cleanly(
         r = c.post("/api/plugins", files={"file": ("echo.zip", _echo_zip(), "application/zip")})
         assert r.status_code == 201, r.text
         assert [s["id"] for s in c.get("/api/sessions").json()["sessions"]] == ["default"]
+        r = c.post("/api/plugins/echo/enable")  # enabled on no session yet: flagged, in the API and the CLI
+        assert r.status_code == 200 and r.json()["warnings"] and "no session" in r.json()["warnings"][0], r.text
+        listed = plugins_list(url)
+        assert "warning: enabled on no session" in listed, listed
+        r = c.put("/api/plugins/echo/sessions", json={"activeSessions": ["defualt"]})
+        assert r.status_code == 404 and "'defualt'" in r.json()["error"]
         assert c.put("/api/plugins/echo/sessions", json={"activeSessions": ["default"]}).status_code == 200
+        assert "warning:" not in plugins_list(url)
         r = c.post("/api/plugins/echo/enable")
         assert r.status_code == 200 and r.json()["status"] == "enabled", r.text
         r = c.post("/api/sessions/default/messages", json={"chatId": "15550001234@c.us", "body": "ping"})
