@@ -49,15 +49,17 @@ def _print_json(doc: Any) -> None:
 
 def _table(plugins: list[dict[str, Any]]) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table("id", "version", "status", "tier", "permissions", "sessions", "error / warnings")
     for p in plugins:
-        notes = [p["error"]] if p.get("error") else []
+        # errors quote the plugin: the server escaped control characters; rich markup is ours to escape
+        notes = [escape(p["error"])] if p.get("error") else []
         last = p.get("lastError")
         if last and last.get("message") != p.get("error"):
-            notes.append(f"last failure ({last['class']}): {last['message']}")
-        notes += [f"warning: {w}" for w in p.get("warnings") or []]
+            notes.append(escape(f"last failure ({last['class']}): {last['message']}"))
+        notes += [escape(f"warning: {w}") for w in p.get("warnings") or []]
         sessions = ", ".join(p["activeSessions"]) or ("[yellow]none[/]" if p.get("warnings") else "")
         table.add_row(p["id"], p["version"], p["status"], p["tier"], ", ".join(p["permissions"]), sessions,
                       "\n".join(notes))

@@ -325,8 +325,7 @@ class PluginManager:
         entry = self._entries.get(plugin_id)
         if entry is None or entry.status != Status.ENABLED:
             return
-        self._note(entry, FailureKind.HANDLER_ERROR, message)
-        entry.logs.emit("warning", message)  # through the plugin's relay: rate-limited, capped, redacted
+        self._note(entry, FailureKind.HANDLER_ERROR, message)  # the bus has relayed it to the plugin's log
         entry.handler_errors += 1
         verdict = self._breaker.handler_failed(entry.handler_errors)
         if verdict.open:
