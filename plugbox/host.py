@@ -18,7 +18,9 @@ from plugbox.bridge.process import Zygote
 from plugbox.capabilities.messages import MessageService
 from plugbox.capabilities.router import CapabilityRouter, Services
 from plugbox.capabilities.search import Provider, SearchService
+from plugbox.engines.base import Engine, EngineLifecycle
 from plugbox.engines.loopback import LoopbackEngine
+from plugbox.errors import EngineError
 from plugbox.hooks import HookBus, HookOutcome
 from plugbox.inprocess import InProcessRuntime
 from plugbox.lifecycle import ingress
@@ -41,9 +43,18 @@ from plugbox.storage.kv import PluginStorage
 from plugbox.storage.quota import WriteBudget
 from plugbox.webhooks import Sender, WebhookService
 
-__all__ = ["Host", "HostObserver"]
+__all__ = ["Host", "HostObserver", "engine_from_settings"]
 
 log = logging.getLogger("plugbox.host")
+
+
+def engine_from_settings(settings: Settings) -> Engine:
+    """The engine `settings.engine` names: the loopback engine (default) or the Cloud API engine."""
+    if settings.engine == "cloudapi":
+        from plugbox.engines.cloudapi import CloudApiEngine
+
+        return CloudApiEngine.from_settings(settings)
+    return LoopbackEngine.from_settings(settings)
 
 
 def _sandbox_factory(plugin_dir: Path) -> RuntimeFactory:
@@ -61,15 +72,16 @@ class Host:
     Public surface: `register_builtin`, `load_plugin`, `load_directory`, `install`, `enable`,
     `disable`, `uninstall`, `set_config`, `set_session_config`, `set_active_sessions`, `plugins`,
     `plugin`, `health`, `dispatch`, `ingress_route`, `dispatch_ingress`, `search`, `add_observer`,
-    `start`, `stop`; and the services `settings`, `engine`, `bus`, `storage`, `webhooks` (outbound
-    webhooks: told every hook chain's outcome through `bus.on_outcome`). `manager` is the
+    `start`, `stop`; and the services `settings`, `engine` (`loopback` when it is the simulator),
+    `bus`, `storage`, `webhooks` (outbound webhooks: told every hook chain's outcome through
+    `bus.on_outcome`). `manager` is the
     lifecycle's internals, kept reachable for white-box tests only."""
 
     def __init__(
         self,
         settings: Settings | None = None,
         *,
-        engine: LoopbackEngine | None = None,
+        engine: Engine | None = None,
         sandbox_factory: Callable[[Path], RuntimeFactory] = _sandbox_factory,
         bundled: bool = True,
         observers: Collection[HostObserver] = (),
@@ -77,7 +89,7 @@ class Host:
         webhook_sender: Sender | None = None,
     ) -> None:
         self.settings = settings or load_settings()
-        self.engine = engine or LoopbackEngine.from_settings(self.settings)
+        self.engine: Engine = engine or engine_from_settings(self.settings)
         self._sandbox_factory = sandbox_factory
         data = self.settings.data_path
         data.mkdir(parents=True, exist_ok=True)
@@ -142,6 +154,14 @@ class Host:
             from plugbox.builtins.auto_reply import MANIFEST, AutoReply
 
             self.register_builtin(AutoReply, MANIFEST)
+
+    @property
+    def loopback(self) -> LoopbackEngine:
+        """The engine as the loopback simulator (injection, the sent log, session fixtures);
+        EngineError when the host runs another engine."""
+        if not isinstance(self.engine, LoopbackEngine):
+            raise EngineError(f"this needs the loopback engine; the host runs {self.settings.engine!r}")
+        return self.engine
 
     # -- observers --
     def add_observer(self, observer: HostObserver) -> None:
@@ -276,6 +296,8 @@ class Host:
     async def start(self, *, restore: bool = True) -> None:
         self._started = True
         self.webhooks.start()
+        if isinstance(self.engine, EngineLifecycle):
+            await self.engine.start()
         if restore:
             await self.manager.restore()
 
@@ -285,6 +307,8 @@ class Host:
             await self.webhooks.stop()
             await self.manager.shutdown()
             await self.zygote.close()
+            if isinstance(self.engine, EngineLifecycle):
+                await self.engine.aclose()
         await self.db.close()
 
     async def __aenter__(self) -> Host:

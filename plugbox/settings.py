@@ -161,6 +161,29 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     loopback_sent_bytes: PositiveInt = 16 << 20
     """Bytes the loopback engine keeps in its `sent` record."""
 
+    engine: str = "loopback"
+    """The messaging engine: `loopback` (in-memory, the default) or `cloudapi` (Meta's WhatsApp
+    Cloud API; needs the `cloudapi_*` settings below, see docs/cloud-api.md)."""
+    cloudapi_access_token: str = ""
+    """Cloud API: the Graph API bearer token (a system-user token). A secret: never logged."""
+    cloudapi_app_secret: str = ""
+    """Cloud API: the Meta app secret that signs webhook calls (`X-Hub-Signature-256`). A secret."""
+    cloudapi_verify_token: str = ""
+    """Cloud API: the token Meta echoes in the webhook subscription handshake. A secret."""
+    cloudapi_phone_number_ids: tuple[str, ...] = ()
+    """Cloud API: the business phone number ids to serve; each is one session of the same id."""
+    cloudapi_api_version: str = "v21.0"
+    """Cloud API: the Graph API version in every request path."""
+    cloudapi_base_url: str = "https://graph.facebook.com"
+    """Cloud API: where the Graph API lives (tests point it at a local server)."""
+    cloudapi_timeout_ms: PositiveMs = 10000
+    """Cloud API: time one Graph API request may take, connect to last byte."""
+    cloudapi_webhook_body_max_bytes: PositiveInt = 1 << 20
+    """Cloud API: largest webhook notification body accepted."""
+    cloudapi_seen_per_session: PositiveInt = 1000
+    """Cloud API: messages (and, separately, contacts) remembered per session to answer the verbs
+    Meta has no endpoint for (history, chats, contacts)."""
+
     confinement: str = "strict"
     """`strict`: a plugin whose required layer cannot apply does not start. `degraded`: operator
     opt-in, start with what is available and say loudly what is missing."""
@@ -217,6 +240,13 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
             raise ValueError("fetch_timeout_ms must not exceed fetch_timeout_max_ms")
         if self.webhook_backoff_initial_ms > self.webhook_backoff_max_ms:
             raise ValueError("webhook_backoff_initial_ms must not exceed webhook_backoff_max_ms")
+        if self.engine not in ("loopback", "cloudapi"):
+            raise ValueError("engine must be 'loopback' or 'cloudapi'")
+        if self.engine == "cloudapi":
+            for name in ("cloudapi_access_token", "cloudapi_app_secret", "cloudapi_verify_token",
+                         "cloudapi_phone_number_ids"):
+                if not getattr(self, name):
+                    raise ValueError(f"{name} is required when engine is 'cloudapi'")
 
     @property
     def data_path(self) -> Path:

@@ -36,7 +36,7 @@ class PluginHarness:
 
     def __init__(self, host: Host, plugin_id: str, session: str) -> None:
         self.host = host
-        self.engine: LoopbackEngine = host.engine
+        self.engine: LoopbackEngine = host.loopback
         self.plugin_id = plugin_id
         self.session = session
 

@@ -16,7 +16,8 @@ from plugbox.api._errors import CatchAll, exception_handlers
 from plugbox.api.auth import KeyRing
 from plugbox.api.ingress import ReplayGuard
 from plugbox.api.metrics import Metrics
-from plugbox.api.routes import ingress, plugins, sessions, system, webhooks
+from plugbox.api.routes import cloudapi, ingress, plugins, sessions, system, webhooks
+from plugbox.engines.cloudapi import CloudApiEngine
 from plugbox.host import Host
 
 __all__ = ["create_app"]
@@ -32,8 +33,10 @@ def create_app(
 ) -> Starlette:
     """The API app for `host`. Keys come from `host.settings` (`api_keys`, `admin_api_keys`) plus
     `extra_admin_keys` (the key `plugbox serve` generates when none is configured)."""
+    engine_routes = cloudapi.routes if isinstance(host.engine, CloudApiEngine) else []
     app = Starlette(
-        routes=[*system.routes, *plugins.routes, *sessions.routes, *ingress.routes, *webhooks.routes],
+        routes=[*system.routes, *plugins.routes, *sessions.routes, *ingress.routes, *webhooks.routes,
+                *engine_routes],
         middleware=[Middleware(CatchAll)],
         exception_handlers=exception_handlers(),
         lifespan=lifespan,

@@ -213,7 +213,7 @@ async def start_host(settings: Settings, plugins_dir: Path, n: int, progress: Pr
     ids = [f"chaos-{i:03d}" for i in range(n)]
     progress(f"enabling {n} confined plugins")
     for i, plugin_id in enumerate(ids):
-        await host.engine.create_session(session_of(i))
+        await host.loopback.create_session(session_of(i))
         host.load_plugin(install(plugins_dir, plugin_id, CHAOS_PLUGIN, ["storage:use", "hooks:modify"]))
         await host.set_active_sessions(plugin_id, [session_of(i)])
     results = await asyncio.gather(*(host.enable(p) for p in ids), return_exceptions=True)

@@ -109,7 +109,7 @@ def _manifest_extra(attacker: bool) -> dict[str, Any]:
 async def _probe(host: Host, label: str, inflight: set[asyncio.Task[Any]]) -> float | None:
     """One inbound message; seconds until the victim stored it, or None past the timeout."""
     start = time.perf_counter()
-    task = asyncio.ensure_future(host.engine.inject_inbound(SESSION, CHAT, label))
+    task = asyncio.ensure_future(host.loopback.inject_inbound(SESSION, CHAT, label))
     inflight.add(task)
     task.add_done_callback(inflight.discard)
     while time.perf_counter() - start < PROBE_TIMEOUT_S:
@@ -148,7 +148,7 @@ async def _round(attack: Attack, root: Path, duration_s: float, baseline_probes:
         host = Host(settings, engine=LoopbackEngine(), bundled=False)
         await host.start(restore=False)
         try:
-            await host.engine.create_session(SESSION)
+            await host.loopback.create_session(SESSION)
             host.load_plugin(install(plugins, "victim", VICTIM, ["storage:use", "net:fetch"], _manifest_extra(False)))
             host.load_plugin(install(plugins, "attacker", attack.source, list(attack.permissions),
                                      _manifest_extra(True)))

@@ -150,7 +150,7 @@ def serve(
     port: Annotated[int | None, typer.Option("--port", help="Listen port (default: settings.port).")] = None,
     host: Annotated[str | None, typer.Option("--host", help="Listen address (default 127.0.0.1).")] = None,
 ) -> None:
-    """Run the host with its HTTP API (SQLite + loopback engine). Stops cleanly on SIGINT/SIGTERM."""
+    """Run the host with its HTTP API (SQLite + the configured engine). Stops cleanly on SIGINT/SIGTERM."""
     from plugbox.cli.serve import serve as run_server
     from plugbox.errors import ConfigError
     from plugbox.settings import load_settings

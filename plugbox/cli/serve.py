@@ -1,8 +1,10 @@
-"""`plugbox serve`: the host (SQLite + loopback engine) behind the HTTP API, under uvicorn.
+"""`plugbox serve`: the host (SQLite + the engine `settings.engine` names, loopback by default)
+behind the HTTP API, under uvicorn.
 
 Boot, inside the app's lifespan: load the plugins directory, start the host (re-enabling what the
-operator had enabled), and create the loopback session `default` when there is none, so message
-injection works out of the box. Shutdown (SIGINT or SIGTERM): uvicorn stops accepting, the lifespan
+operator had enabled), and with the loopback engine create the session `default` when there is
+none, so message injection works out of the box (the Cloud API engine has one session per phone
+number id, started by the host). Shutdown (SIGINT or SIGTERM): uvicorn stops accepting, the lifespan
 runs `host.stop()` (every `on_disable` under the shared cap, workers stopped, zygote closed), and the
 process exits 0. uvicorn re-raises a captured signal after a graceful shutdown; we do not want that
 (the exit would be by signal, not 0), so `_Server` keeps uvicorn's handlers without the re-raise.
@@ -27,6 +29,7 @@ import uvicorn
 from starlette.applications import Starlette
 
 from plugbox.api import create_app
+from plugbox.engines.loopback import LoopbackEngine
 from plugbox.host import Host
 from plugbox.settings import Settings
 
@@ -56,7 +59,7 @@ async def _boot(host: Host) -> None:
         if error is not None:
             log.error("plugin %s not loaded: %s", name, error)
     await host.start()
-    if not host.engine.sessions():
+    if isinstance(host.engine, LoopbackEngine) and not host.engine.sessions():
         await host.engine.create_session(DEFAULT_SESSION)
 
 

@@ -26,6 +26,7 @@ __all__ = [
     "HISTORY_LIMIT_MAX",
     "TEXT_MAX_CHARS",
     "Engine",
+    "EngineLifecycle",
     "InboundCallback",
     "SessionEventCallback",
     "clamp_history_limit",
@@ -52,7 +53,11 @@ def clamp_history_limit(limit: int) -> int:
 
 @runtime_checkable
 class Engine(Protocol):
-    """The engine verbs. Every verb names its session; an unknown or not-live session is an EngineError."""
+    """The engine verbs. Every verb names its session; an unknown or not-live session is an EngineError.
+    The host sets the two callbacks before it starts the engine."""
+
+    on_inbound: InboundCallback | None
+    on_session_event: SessionEventCallback | None
 
     def is_live(self, session_id: str) -> bool:
         """True when the session exists and is connected (verbs can run on it)."""
@@ -93,3 +98,13 @@ class Engine(Protocol):
     async def reply(self, session_id: str, chat_id: str, quoted_id: str, text: str) -> dict[str, Any]:
         """Send `text` quoting message `quoted_id` of the same chat; returns the sent message."""
         ...
+
+
+@runtime_checkable
+class EngineLifecycle(Protocol):
+    """An engine with its own start and stop (connections to open, clients to close); the host calls
+    `start` after wiring its callbacks and `aclose` when it stops. The loopback engine has neither."""
+
+    async def start(self) -> None: ...
+
+    async def aclose(self) -> None: ...

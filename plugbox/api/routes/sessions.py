@@ -1,5 +1,6 @@
-"""`/api/sessions…` and `/api/sent`: the loopback engine's sessions, inbound message injection (which
-runs the `message:received` chain, so the reply is known when the call returns) and the sent log."""
+"""`/api/sessions…` and `/api/sent`: the engine's sessions; with the loopback engine also inbound
+message injection (which runs the `message:received` chain, so the reply is known when the call
+returns) and the sent log (any other engine: the engine's refusal, as for any EngineError)."""
 
 from __future__ import annotations
 
@@ -53,9 +54,9 @@ async def inject_message(request: Request) -> JSONResponse:
         raise ApiError(422, "'sender' must be a string", field="sender")
     if session not in {s["id"] for s in host.engine.sessions()}:
         raise ApiError(404, f"unknown session {session!r}")
-    message = await host.engine.inject_inbound(session, doc["chatId"], doc["body"], sender=sender)
+    message = await host.loopback.inject_inbound(session, doc["chatId"], doc["body"], sender=sender)
     after = _seq(message)
-    sent = [m for m in host.engine.sent if m.get("session_id") == session and _seq(m) > after]
+    sent = [m for m in host.loopback.sent if m.get("session_id") == session and _seq(m) > after]
     return JSONResponse({"message": message, "sent": sent})
 
 
@@ -65,7 +66,7 @@ async def list_sent(request: Request) -> JSONResponse:
     raw_limit = request.query_params.get("limit", str(SENT_DEFAULT_LIMIT))
     if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= SENT_MAX_LIMIT:
         raise ApiError(400, f"limit must be an integer from 1 to {SENT_MAX_LIMIT}")
-    sent = [m for m in _host(request).engine.sent if session is None or m.get("session_id") == session]
+    sent = [m for m in _host(request).loopback.sent if session is None or m.get("session_id") == session]
     return JSONResponse({"sent": sent[-int(raw_limit):]})
 
 

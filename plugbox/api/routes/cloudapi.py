@@ -1,0 +1,65 @@
+"""`/webhooks/cloudapi`: the callback URL an operator registers in Meta's app dashboard, mounted only
+when the host runs the Cloud API engine. Unauthenticated by API key (Meta cannot send one); Meta's own
+proofs stand in for it.
+
+- `GET`: the subscription handshake; echoes `hub.challenge` as text/plain when `hub.verify_token`
+  matches `cloudapi_verify_token`, else 403.
+- `POST`: body under `cloudapi_webhook_body_max_bytes` (413) → `X-Hub-Signature-256` (401 missing, 403
+  wrong) → decode and hand to `CloudApiEngine.handle_notification` (400 when not a notification) →
+  200. Nothing in an unsigned or wrongly signed body is parsed, and no plugin runs for it.
+
+Events run before the 200 is sent, so a plugin's reply has left when Meta gets its answer; Meta
+redelivers on a non-200, and the engine drops message ids it has already seen.
+"""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route
+
+from plugbox.api._body import read_capped
+from plugbox.api._errors import error_response
+from plugbox.engines.cloudapi import SIGNATURE_HEADER, CloudApiEngine, check_handshake, check_signature
+from plugbox.errors import IngressRefused
+from plugbox.host import Host
+
+__all__ = ["PATH", "routes"]
+
+PATH = "/webhooks/cloudapi"
+
+
+def _host_engine(request: Request) -> tuple[Host, CloudApiEngine]:
+    host: Host = request.app.state.host
+    engine = host.engine
+    if not isinstance(engine, CloudApiEngine):  # mounted only with this engine; be sure anyway
+        raise IngressRefused(404, "not_configured", "the Cloud API engine is not running")
+    return host, engine
+
+
+async def handshake(request: Request) -> Response:
+    try:
+        host, _ = _host_engine(request)
+        q = request.query_params
+        challenge = check_handshake(host.settings.cloudapi_verify_token, q.get("hub.mode"),
+                                    q.get("hub.verify_token"), q.get("hub.challenge"))
+    except IngressRefused as exc:
+        return error_response(exc.status, exc.message)
+    return PlainTextResponse(challenge)
+
+
+async def notify(request: Request) -> Response:
+    try:
+        host, engine = _host_engine(request)
+        body = await read_capped(request, host.settings.cloudapi_webhook_body_max_bytes)
+        check_signature(host.settings.cloudapi_app_secret, request.headers.get(SIGNATURE_HEADER), body)
+        await engine.handle_notification(body)
+    except IngressRefused as exc:
+        return error_response(exc.status, exc.message)
+    return PlainTextResponse("ok")
+
+
+routes = [
+    Route(PATH, handshake, methods=["GET"]),
+    Route(PATH, notify, methods=["POST"]),
+]
