@@ -26,6 +26,7 @@ APP_SECRET = "test-app-secret"
 VERIFY = "test-verify-token"
 WEBHOOK = "/webhooks/cloudapi"
 CUSTOMER = "16505551234@c.us"
+ADMIN_KEY = "contract-admin-key"
 
 
 class Recorder:
@@ -76,7 +77,7 @@ async def client(tmp_path: Path, graph: FakeGraph, recorder: Recorder) -> AsyncI
     host.engine.on_inbound = recorder.on_inbound
     host.engine.on_session_event = recorder.on_event
     await host.start(restore=False)
-    app = create_app(host)
+    app = create_app(host, extra_admin_keys=(ADMIN_KEY,))
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as c:
         yield c
     await host.stop()
@@ -323,3 +324,10 @@ def test_loopback_stays_the_default_engine() -> None:
                                       "PLUGBOX_CLOUDAPI_PHONE_NUMBER_IDS": f"{PNID},2222"})
     assert settings.cloudapi_phone_number_ids == (PNID, "2222")
     assert TOKEN not in repr(CloudApiEngine.from_settings(settings))
+
+
+async def test_the_loopback_only_routes_refuse_clearly_with_the_cloud_engine(client: httpx.AsyncClient) -> None:
+    key = {"X-API-Key": ADMIN_KEY}
+    assert (await client.get("/api/sessions", headers=key)).json()["sessions"][0]["id"] == PNID
+    r = await client.get("/api/sent", headers=key)
+    assert r.status_code == 422 and "needs the loopback engine" in r.text
