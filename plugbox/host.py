@@ -296,10 +296,10 @@ class Host:
     async def start(self, *, restore: bool = True) -> None:
         self._started = True
         self.webhooks.start()
-        if isinstance(self.engine, EngineLifecycle):
-            await self.engine.start()
         if restore:
             await self.manager.restore()
+        if isinstance(self.engine, EngineLifecycle):  # after restore: enabled plugins see session:ready
+            await self.engine.start()
 
     async def stop(self) -> None:
         if self._started:

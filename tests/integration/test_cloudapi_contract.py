@@ -331,3 +331,23 @@ async def test_the_loopback_only_routes_refuse_clearly_with_the_cloud_engine(cli
     assert (await client.get("/api/sessions", headers=key)).json()["sessions"][0]["id"] == PNID
     r = await client.get("/api/sent", headers=key)
     assert r.status_code == 422 and "needs the loopback engine" in r.text
+
+
+async def test_a_failing_event_callback_is_counted_and_the_batch_goes_on(graph: FakeGraph) -> None:
+    seen: list[str] = []
+
+    def on_inbound(session_id: str, message: dict[str, Any]) -> None:
+        seen.append(message["body"])
+        if len(seen) == 1:
+            raise RuntimeError("a hook chain blew up")
+
+    e = CloudApiEngine(access_token=TOKEN, phone_number_ids=(PNID,), base_url=graph.url, on_inbound=on_inbound)
+    await e.start()
+    try:
+        doc = json.loads(fixture("notification_mixed.json"))
+        value = doc["entry"][0]["changes"][0]["value"]
+        value["messages"] = [dict(value["messages"][3], id=f"wamid.{i}", text={"body": f"m{i}"}) for i in range(2)]
+        await e.handle_notification(json.dumps(doc).encode())
+        assert seen == ["m0", "m1"] and e.skipped["callback_error"] == 1
+    finally:
+        await e.aclose()

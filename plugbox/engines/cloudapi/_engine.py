@@ -365,8 +365,11 @@ class CloudApiEngine:
             "fromMe": False, "timestamp": _epoch(item.timestamp),
             "quotedId": item.context.id if item.context is not None else None, "hasMedia": False,
         }
+        if session.status != "ready":
+            self.skipped["session_not_ready"] += 1
+            return
         _bounded_put(session.messages, item.id, message, self.seen_per_session)
-        if session.status == "ready" and self.on_inbound is not None:
+        if self.on_inbound is not None:
             await self._call(self.on_inbound, session.id, dict(message))
 
     async def _take_status(self, session: _Session, raw: msgspec.Raw) -> None:
