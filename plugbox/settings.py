@@ -183,6 +183,8 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     cloudapi_seen_per_session: PositiveInt = 1000
     """Cloud API: messages (and, separately, contacts) remembered per session to answer the verbs
     Meta has no endpoint for (history, chats, contacts)."""
+    cloudapi_seen_bytes_per_session: PositiveInt = 16 << 20
+    """Cloud API: bytes of message text remembered per session; the oldest messages go first."""
 
     confinement: str = "strict"
     """`strict`: a plugin whose required layer cannot apply does not start. `degraded`: operator

@@ -299,6 +299,18 @@ async def test_memory_of_seen_messages_is_bounded(graph: FakeGraph) -> None:
         await e.aclose()
 
 
+async def test_memory_of_seen_text_is_bounded_in_bytes(graph: FakeGraph) -> None:
+    e = CloudApiEngine(access_token=TOKEN, phone_number_ids=(PNID,), base_url=graph.url,
+                       seen_bytes_per_session=10_000)
+    await e.start()
+    try:
+        for i in range(4):
+            await e.send_text(PNID, CUSTOMER, str(i) * 4000)
+        assert [m["body"][0] for m in await e.get_chat_history(PNID, CUSTOMER)] == ["2", "3"]
+    finally:
+        await e.aclose()
+
+
 async def test_number_lookup_and_group_info_say_the_cloud_api_does_not_provide_them(
         engine: CloudApiEngine) -> None:
     with pytest.raises(EngineError, match="Cloud API does not provide a number lookup"):

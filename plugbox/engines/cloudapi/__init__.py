@@ -1,6 +1,7 @@
 """An engine for Meta's official WhatsApp Cloud API (Graph API), chosen with `PLUGBOX_ENGINE=cloudapi`.
 
 - `_engine`: `CloudApiEngine` — sessions (one per phone number id), Graph sends, notification intake.
+- `_session`: one session and its bounded memory of messages and contacts seen.
 - `_payloads`: Meta's wire shapes as msgspec Structs (decoding is validation).
 - `_signature`: the webhook's verify-token handshake and `X-Hub-Signature-256` check.
 The HTTP route Meta calls lives with the other routes, in `plugbox.api.routes.cloudapi`.

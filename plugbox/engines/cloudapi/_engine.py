@@ -3,7 +3,7 @@
 Owns: one session per configured phone number id (the session id *is* that id), the outbound Graph
 calls (`send_text`, `reply`), the intake of verified webhook notifications (`handle_notification`,
 called by `plugbox.api.routes.cloudapi` after the signature check), and a bounded memory of what it
-has seen, which answers the verbs Meta has no endpoint for.
+has seen (`_session`), which answers the verbs Meta has no endpoint for.
 
 Must not: check signatures (`_signature`), know HTTP routing, or log a secret. The access token only
 ever leaves in the `Authorization` header of a Graph request.
@@ -13,7 +13,8 @@ Verbs and where their answers come from:
 - `get_contacts`, `get_contact_by_id`: contacts seen in notifications (`value.contacts[]`; name and
   number, last `cloudapi_seen_per_session` per session).
 - `get_chats`, `get_chat_history`: messages seen in either direction since start (last
-  `cloudapi_seen_per_session` per session). The Cloud API keeps no history a business can read.
+  `cloudapi_seen_per_session` and `cloudapi_seen_bytes_per_session` per session, oldest dropped).
+  The Cloud API keeps no history a business can read.
 - `canonical_chat_id`: local (`<digits>@c.us`).
 - `check_number_exists`, `get_group_info`: EngineError. The Cloud API has no contact lookup, and
   having seen a number proves nothing about one not seen; groups are out of scope here.
@@ -30,9 +31,8 @@ from __future__ import annotations
 import inspect
 import logging
 import time
-from collections import Counter, OrderedDict
+from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -46,6 +46,7 @@ from plugbox.engines.base import (
     clamp_history_limit,
 )
 from plugbox.engines.cloudapi import _payloads as wire
+from plugbox.engines.cloudapi._session import Message, Session
 from plugbox.engines.loopback import canonical_id
 from plugbox.errors import EngineError, IngressRefused
 from plugbox.settings import DEFAULTS, Settings
@@ -58,24 +59,6 @@ _CONTACT_SUFFIX = "@c.us"
 # Graph answers to a send are a few hundred bytes; the cap only stops a broken proxy from filling memory.
 _GRAPH_RESPONSE_MAX_BYTES = 1 << 20
 _ACKS = frozenset({"sent", "delivered", "read"})
-
-Message = dict[str, Any]
-
-
-@dataclass
-class _Session:
-    id: str
-    me: str | None = None  # "<digits>@c.us" once a notification names our display number
-    status: str = "created"
-    messages: OrderedDict[str, Message] = field(default_factory=OrderedDict)
-    contacts: OrderedDict[str, dict[str, Any]] = field(default_factory=OrderedDict)
-
-
-def _bounded_put(store: OrderedDict[str, Any], key: str, value: Any, limit: int) -> None:
-    store[key] = value
-    store.move_to_end(key)
-    while len(store) > limit:
-        store.popitem(last=False)
 
 
 def _phone_chat(value: object, what: str = "chat id") -> str:
@@ -102,6 +85,7 @@ class CloudApiEngine:
         base_url: str = DEFAULTS.cloudapi_base_url,
         timeout_ms: int = DEFAULTS.cloudapi_timeout_ms,
         seen_per_session: int = DEFAULTS.cloudapi_seen_per_session,
+        seen_bytes_per_session: int = DEFAULTS.cloudapi_seen_bytes_per_session,
         clock: Callable[[], float] = time.time,
         transport: httpx.AsyncBaseTransport | None = None,
         on_session_event: SessionEventCallback | None = None,
@@ -112,9 +96,8 @@ class CloudApiEngine:
         self.on_session_event = on_session_event
         self.on_inbound = on_inbound
         self.clock = clock
-        self.seen_per_session = seen_per_session
         self.skipped: Counter[str] = Counter()  # notification items not turned into events, by reason
-        self._sessions = {pnid: _Session(pnid) for pnid in phone_number_ids}
+        self._sessions = {pnid: Session(pnid, seen_per_session, seen_bytes_per_session) for pnid in phone_number_ids}
         self._version = api_version.strip("/")
         self._timeout_s = timeout_ms / 1000
         self._client = httpx.AsyncClient(
@@ -134,6 +117,7 @@ class CloudApiEngine:
             base_url=settings.cloudapi_base_url,
             timeout_ms=settings.cloudapi_timeout_ms,
             seen_per_session=settings.cloudapi_seen_per_session,
+            seen_bytes_per_session=settings.cloudapi_seen_bytes_per_session,
             **kwargs,
         )
 
@@ -145,7 +129,7 @@ class CloudApiEngine:
     async def start(self) -> None:
         """Make every configured session ready (``session:created``, ``session:ready``)."""
         for session in self._sessions.values():
-            if session.status == "ready":
+            if session.live:
                 continue
             await self._emit("session:created", session.id, {"status": "created"})
             session.status = "ready"
@@ -153,7 +137,7 @@ class CloudApiEngine:
 
     async def aclose(self) -> None:
         for session in self._sessions.values():
-            if session.status == "ready":
+            if session.live:
                 session.status = "disconnected"
                 await self._emit("session:disconnected", session.id,
                                  {"status": "disconnected", "reason": "stopped"})
@@ -163,17 +147,17 @@ class CloudApiEngine:
 
     def is_live(self, session_id: str) -> bool:
         session = self._sessions.get(session_id) if type(session_id) is str else None
-        return session is not None and session.status == "ready"
+        return session is not None and session.live
 
     def sessions(self) -> list[dict[str, Any]]:
-        return [{"id": s.id, "status": s.status, "live": s.status == "ready", "me": s.me}
+        return [{"id": s.id, "status": s.status, "live": s.live, "me": s.me}
                 for s in sorted(self._sessions.values(), key=lambda s: s.id)]
 
-    def _live(self, session_id: str) -> _Session:
+    def _live(self, session_id: str) -> Session:
         session = self._sessions.get(session_id) if type(session_id) is str else None
         if session is None:
             raise EngineError(f"unknown session {session_id!r}")
-        if session.status != "ready":
+        if not session.live:
             raise EngineError(f"session {session_id!r} is not live (status {session.status!r})")
         return session
 
@@ -208,7 +192,7 @@ class CloudApiEngine:
         ]
 
     @staticmethod
-    def _name(session: _Session, chat_id: str) -> str:
+    def _name(session: Session, chat_id: str) -> str:
         contact = session.contacts.get(chat_id)
         return str(contact["name"]) if contact and contact["name"] else chat_id.partition("@")[0]
 
@@ -265,7 +249,7 @@ class CloudApiEngine:
             "id": wamid, "chatId": cid, "from": session.me, "to": cid, "body": text, "fromMe": True,
             "timestamp": int(self.clock()), "quotedId": quoted_id, "hasMedia": False,
         }
-        _bounded_put(session.messages, wamid, message, self.seen_per_session)
+        session.remember(message)
         return dict(message)
 
     async def _post(self, session_id: str, path: str, payload: dict[str, Any]) -> tuple[int, bytes]:
@@ -333,18 +317,15 @@ class CloudApiEngine:
         for raw in value.statuses:
             await self._take_status(session, raw)
 
-    def _remember_contact(self, session: _Session, contact: wire.Contact) -> None:
+    def _remember_contact(self, session: Session, contact: wire.Contact) -> None:
         try:
             cid = _phone_chat(contact.wa_id, "wa_id")
         except EngineError:
             self.skipped["contact"] += 1
             return
-        number = cid.partition("@")[0]
-        _bounded_put(session.contacts, cid,
-                     {"id": cid, "name": contact.profile.name, "number": number, "isGroup": False},
-                     self.seen_per_session)
+        session.remember_contact(cid, contact.profile.name)
 
-    async def _take_message(self, session: _Session, raw: msgspec.Raw) -> None:
+    async def _take_message(self, session: Session, raw: msgspec.Raw) -> None:
         try:
             item = wire.decode_message(raw)
             sender = _phone_chat(item.from_, "from")
@@ -365,14 +346,14 @@ class CloudApiEngine:
             "fromMe": False, "timestamp": _epoch(item.timestamp),
             "quotedId": item.context.id if item.context is not None else None, "hasMedia": False,
         }
-        if session.status != "ready":
+        if not session.live:
             self.skipped["session_not_ready"] += 1
             return
-        _bounded_put(session.messages, item.id, message, self.seen_per_session)
+        session.remember(message)
         if self.on_inbound is not None:
             await self._call(self.on_inbound, session.id, dict(message))
 
-    async def _take_status(self, session: _Session, raw: msgspec.Raw) -> None:
+    async def _take_status(self, session: Session, raw: msgspec.Raw) -> None:
         try:
             item = wire.decode_status(raw)
         except msgspec.DecodeError:
