@@ -74,6 +74,10 @@ async def serve(settings: Settings, *, stderr: Any = None) -> int:
         err.write(f"plugbox: no API key configured; generated admin key (shown once): {key}\n")
         err.flush()
     host = Host(settings)
+    if settings.engine == "cloudapi":
+        from plugbox.api.routes.cloudapi import RedactVerifyToken
+
+        logging.getLogger("uvicorn.access").addFilter(RedactVerifyToken())
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:

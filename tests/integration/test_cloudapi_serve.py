@@ -23,6 +23,7 @@ HEADERS = {"X-API-Key": ADMIN_KEY}
 PNID = "106540352242922"
 TOKEN = "EAAG-serve-test-token"
 APP_SECRET = "serve-app-secret"
+VERIFY = "serve-verify-token"
 
 
 def _echo_zip() -> bytes:
@@ -43,7 +44,7 @@ def graph() -> Iterator[FakeGraph]:
 @pytest.fixture
 def server(tmp_path: Path, graph: FakeGraph) -> Iterator[tuple[subprocess.Popen[bytes], str, Path]]:
     env = {"PLUGBOX_ENGINE": "cloudapi", "PLUGBOX_CLOUDAPI_ACCESS_TOKEN": TOKEN,
-           "PLUGBOX_CLOUDAPI_APP_SECRET": APP_SECRET, "PLUGBOX_CLOUDAPI_VERIFY_TOKEN": "serve-verify",
+           "PLUGBOX_CLOUDAPI_APP_SECRET": APP_SECRET, "PLUGBOX_CLOUDAPI_VERIFY_TOKEN": VERIFY,
            "PLUGBOX_CLOUDAPI_PHONE_NUMBER_IDS": PNID, "PLUGBOX_CLOUDAPI_BASE_URL": graph.url}
     with serving(tmp_path, ADMIN_KEY, settings=env) as running:
         yield running
@@ -60,6 +61,10 @@ def test_serve_with_the_cloud_engine_answers_a_signed_notification_through_the_g
         r = c.post("/api/plugins/echo/enable")
         assert r.status_code == 200 and r.json()["status"] == "enabled", r.text
 
+        r = c.get("/webhooks/cloudapi", params={"hub.mode": "subscribe", "hub.verify_token": VERIFY,
+                                                "hub.challenge": "424242"})
+        assert r.status_code == 200 and r.text == "424242"
+
         body = fixture("notification_text.json")
         unsigned = c.post("/webhooks/cloudapi", content=body, headers={"Content-Type": "application/json"})
         assert unsigned.status_code == 401 and graph.requests == []
@@ -72,4 +77,6 @@ def test_serve_with_the_cloud_engine_answers_a_signed_notification_through_the_g
     assert request.headers["authorization"] == f"Bearer {TOKEN}"
     assert request.body["to"] == "16505551234"
     assert request.body["text"]["body"] == "echo: Does it come in another color?"
-    assert TOKEN not in log.read_text() and APP_SECRET not in log.read_text()
+    logged = log.read_text()
+    assert "hub.challenge=424242" in logged  # the handshake was logged, without its token
+    assert TOKEN not in logged and APP_SECRET not in logged and VERIFY not in logged

@@ -14,6 +14,9 @@ redelivers on a non-200, and the engine drops message ids it has already seen.
 
 from __future__ import annotations
 
+import logging
+import re
+
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
@@ -24,9 +27,21 @@ from plugbox.engines.cloudapi import SIGNATURE_HEADER, CloudApiEngine, check_han
 from plugbox.errors import IngressRefused
 from plugbox.host import Host
 
-__all__ = ["PATH", "routes"]
+__all__ = ["PATH", "RedactVerifyToken", "routes"]
 
 PATH = "/webhooks/cloudapi"
+_VERIFY_TOKEN_QUERY = re.compile(r"(hub\.verify_token=)[^&\s]*")
+
+
+class RedactVerifyToken(logging.Filter):
+    """Blank `hub.verify_token` in uvicorn's access log lines: Meta sends the token in the query
+    string of the handshake, and the access log records paths with their query."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and record.args:
+            record.args = tuple(_VERIFY_TOKEN_QUERY.sub(r"\1***", a) if isinstance(a, str) else a
+                                for a in record.args)
+        return True
 
 
 def _host_engine(request: Request) -> tuple[Host, CloudApiEngine]:
