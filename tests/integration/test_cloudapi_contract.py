@@ -17,6 +17,7 @@ from plugbox.api import create_app
 from plugbox.engines.cloudapi import CloudApiEngine
 from plugbox.errors import ConfigError, EngineError
 from plugbox.host import Host
+from plugbox.payloads import problem
 from plugbox.settings import load_settings
 from tests.fake_graph import FakeGraph, fake_graph, fixture, signed
 
@@ -35,9 +36,11 @@ class Recorder:
         self.events: list[tuple[str, str, dict[str, Any]]] = []
 
     async def on_inbound(self, session_id: str, message: dict[str, Any]) -> None:
+        assert problem("message:received", message) is None, problem("message:received", message)
         self.inbound.append((session_id, message))
 
     async def on_event(self, event: str, session_id: str, data: dict[str, Any]) -> None:
+        assert problem(event, data) is None, problem(event, data)  # the hook payload contract
         self.events.append((event, session_id, data))
 
     def named(self, event: str) -> list[dict[str, Any]]:
@@ -155,27 +158,26 @@ async def test_a_signed_body_that_is_not_a_notification_is_400(client: httpx.Asy
 
 # -- notifications into events -------------------------------------------------------------------------
 
-async def test_statuses_become_ack_and_failed_events(engine: CloudApiEngine, recorder: Recorder) -> None:
+async def test_statuses_become_ack_events_with_whatsapp_ack_levels(
+        engine: CloudApiEngine, recorder: Recorder) -> None:
     await engine.handle_notification(fixture("notification_statuses.json"))
     acked = recorder.named("message:ack")
-    assert [a["ack"] for a in acked] == ["sent", "delivered", "read"]
-    assert acked[2] == {"sessionId": PNID, "messageId": "wamid.HBgLMTY1MDM4Nzk0MzkVAgARGBI5QTNDQTVCM0Q0Q0Q2RTY3RTcA",
-                        "chatId": CUSTOMER, "timestamp": 1750263790, "ack": "read"}
-    [failed] = recorder.named("message:failed")
-    assert failed["messageId"] == "wamid.HBgLMTY1MDM4Nzk0MzkVAgARGBJCRjg1QTg0RDFGNTc0MDA1QjUA"
-    assert failed["chatId"] == CUSTOMER
-    assert failed["errors"] == [{"code": 131047, "title": "Re-engagement message",
-                                 "message": "Re-engagement message"}]
+    assert [(a["status"], a["ack"]) for a in acked] == [("sent", 1), ("delivered", 2), ("read", 3), ("failed", -1)]
+    assert acked[2] == {"messageId": "wamid.HBgLMTY1MDM4Nzk0MzkVAgARGBI5QTNDQTVCM0Q0Q0Q2RTY3RTcA",
+                        "status": "read", "ack": 3}
+    assert recorder.named("message:failed") == []  # not one of our sends: its input is unknown
 
 
-async def test_a_failed_status_names_the_text_we_sent(
+async def test_a_failed_status_of_our_send_fires_message_failed_with_its_input(
         engine: CloudApiEngine, recorder: Recorder, graph: FakeGraph) -> None:
     failing_id = "wamid.HBgLMTY1MDM4Nzk0MzkVAgARGBJCRjg1QTg0RDFGNTc0MDA1QjUA"  # the failed status's id
     graph.replies.append((200, json.dumps({"messages": [{"id": failing_id}]}).encode()))
-    await engine.send_text(PNID, CUSTOMER, "are you still there?")
+    await engine.reply(PNID, CUSTOMER, "wamid.earlier", "are you still there?")
     await engine.handle_notification(fixture("notification_statuses.json"))
-    [failed] = recorder.named("message:failed")
-    assert failed["body"] == "are you still there?"
+    assert recorder.named("message:failed") == [{
+        "sessionId": PNID, "error": "code 131047: Re-engagement message", "type": "reply",
+        "input": {"chatId": CUSTOMER, "text": "are you still there?", "quotedMessageId": "wamid.earlier"},
+    }]
 
 
 async def test_unknown_message_types_are_skipped_and_counted_and_text_still_arrives(

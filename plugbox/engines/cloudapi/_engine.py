@@ -19,11 +19,12 @@ Verbs and where their answers come from:
 - `check_number_exists`, `get_group_info`: EngineError. The Cloud API has no contact lookup, and
   having seen a number proves nothing about one not seen; groups are out of scope here.
 
-Events: ``session:created`` and ``session:ready`` at `start` (there is no connection to open: a
-configured number is ready); ``message:received`` for each new text message (Meta redelivers until
-it gets a 200, so ids already seen are skipped); ``message:ack`` for statuses sent/delivered/read and
-``message:failed`` for a failed status. Other message types and statuses are skipped and counted
-in `skipped`.
+Events, in the shapes of `plugbox.payloads`: ``session:created`` and ``session:ready`` at `start`
+(there is no connection to open: a configured number is ready), ``session:disconnected`` at `aclose`;
+``message:received`` for each new text message (Meta redelivers until it gets a 200, so ids already
+seen are skipped); ``message:ack`` for each status sent/delivered/read/failed (ack 1/2/3/-1), and
+``message:failed`` too for a failed status of a send this engine still remembers (its input is
+needed). Other message types and statuses are skipped and counted in `skipped`.
 """
 
 from __future__ import annotations
@@ -58,7 +59,8 @@ log = logging.getLogger("plugbox.engines.cloudapi")
 _CONTACT_SUFFIX = "@c.us"
 # Graph answers to a send are a few hundred bytes; the cap only stops a broken proxy from filling memory.
 _GRAPH_RESPONSE_MAX_BYTES = 1 << 20
-_ACKS = frozenset({"sent", "delivered", "read"})
+# WhatsApp's ack levels, as OpenWA's message:ack carries them (-1 error, 1 server, 2 device, 3 read).
+_ACK_LEVELS = {"failed": -1, "sent": 1, "delivered": 2, "read": 3}
 
 
 def _phone_chat(value: object, what: str = "chat id") -> str:
@@ -131,16 +133,17 @@ class CloudApiEngine:
         for session in self._sessions.values():
             if session.live:
                 continue
-            await self._emit("session:created", session.id, {"status": "created"})
+            phone = session.me.partition("@")[0] if session.me else None
+            await self._emit("session:created", session.id,
+                             {"id": session.id, "name": session.id, "status": "created", "phone": phone})
             session.status = "ready"
-            await self._emit("session:ready", session.id, {"status": "ready", "me": session.me})
+            await self._emit("session:ready", session.id, {"phone": phone, "pushName": None})
 
     async def aclose(self) -> None:
         for session in self._sessions.values():
             if session.live:
                 session.status = "disconnected"
-                await self._emit("session:disconnected", session.id,
-                                 {"status": "disconnected", "reason": "stopped"})
+                await self._emit("session:disconnected", session.id, {"reason": "stopped"})
         await self._client.aclose()
 
     # -- sessions ------------------------------------------------------------------------------------
@@ -359,21 +362,25 @@ class CloudApiEngine:
         except msgspec.DecodeError:
             self.skipped["malformed_status"] += 1
             return
-        chat = f"{item.recipient_id}{_CONTACT_SUFFIX}" if item.recipient_id.isdigit() else None
-        data: dict[str, Any] = {"messageId": item.id, "chatId": chat, "timestamp": _epoch(item.timestamp)}
-        if item.status in _ACKS:
-            await self._emit("message:ack", session.id, {**data, "ack": item.status})
-        elif item.status == "failed":
-            errors = [{"code": e.code, "title": e.title, "message": e.message} for e in item.errors]
-            sent = session.messages.get(item.id)
-            await self._emit("message:failed", session.id,
-                             {**data, "body": sent["body"] if sent else None, "errors": errors})
-        else:
+        level = _ACK_LEVELS.get(item.status)
+        if level is None:
             self.skipped[f"status:{item.status[:32]}"] += 1
+            return
+        await self._emit("message:ack", session.id, {"messageId": item.id, "status": item.status, "ack": level})
+        sent = session.messages.get(item.id)
+        if item.status == "failed" and sent is not None and sent["fromMe"]:
+            # A send Meta accepted and later gave up on: OpenWA's message:failed names the send's input.
+            error = "; ".join(f"code {e.code}: {e.title or e.message}" for e in item.errors) or "failed"
+            data: dict[str, Any] = {"chatId": sent["chatId"], "text": sent["body"]}
+            if sent["quotedId"] is not None:
+                data["quotedMessageId"] = sent["quotedId"]
+            await self._emit("message:failed", session.id, {
+                "sessionId": session.id, "error": error[:1000], "input": data,
+                "type": "text" if sent["quotedId"] is None else "reply"})
 
     async def _emit(self, event: str, session_id: str, data: dict[str, Any]) -> None:
         if self.on_session_event is not None:
-            await self._call(self.on_session_event, event, session_id, {"sessionId": session_id, **data})
+            await self._call(self.on_session_event, event, session_id, data)
 
     async def _call(self, callback: Callable[..., Any], *args: Any) -> None:
         # One failing hook chain must not cost Meta's retry of the whole batch: count, log, go on.
