@@ -138,7 +138,7 @@ async def _dispatch(host: Host, event: str, data: Any, session: str) -> Any:
     async def received(session_id: str, message: dict[str, Any]) -> None:
         outcomes.append(await host.dispatch(event, {**data, **message}, session_id, source="dev"))
 
-    engine = host.engine
+    engine = host.loopback
     engine.on_inbound = received  # this run's own engine: the outcome is read here, not by the host
     await engine.inject_inbound(session, data["chatId"], data["body"], sender=data.get("sender"))
     return outcomes[0]
