@@ -1,4 +1,5 @@
-"""Rate limits: a fixed-window counter (log lines, timeout warnings) and a token bucket (log bytes).
+"""Rate limits: a fixed-window counter (log lines, timeout warnings) and a token bucket (log bytes,
+host CPU per worker channel).
 Clocks injectable for tests."""
 
 from __future__ import annotations
@@ -57,3 +58,13 @@ class TokenBucket:
             return True
         self.dropped += 1
         return False
+
+    def charge(self, cost: float) -> float:
+        """Spend `cost` whatever is left, going into debt; the seconds until the bucket is out of
+        debt again (0.0: still within the budget). For work already done (host CPU a plugin
+        made the host spend): it cannot be refused, only paid back by waiting."""
+        now = self._clock()
+        tokens = min(self.capacity, self._tokens + (now - self._last) * self.rate) - cost
+        self._tokens = tokens
+        self._last = now
+        return -tokens / self.rate if tokens < 0 else 0.0

@@ -103,6 +103,7 @@ class Host:
             cache_value_max_bytes=self.settings.storage_cache_value_max_bytes,
             write_budget=write_budget,
             list_max_keys=self.settings.storage_list_max_keys,
+            check_max_bytes=self.settings.plain_decode_max_bytes,
         )
         self.conversations = ConversationStore(
             self.db,

@@ -90,6 +90,23 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     "required", "auto" (where possible; reported skipped elsewhere) or "off". See confine/userns.py."""
     frame_max_bytes: PositiveInt = 16 << 20
     """Largest bridge frame either side accepts."""
+    channel_high_water_bytes: PositiveInt = 1 << 20
+    """Bytes the host may queue to one worker before it stops reading that worker's channel
+    (backpressure): a worker's replies are then bounded by this plus one reply and one read batch."""
+    channel_drain_timeout_ms: PositiveMs | None = None
+    """How long a worker may leave the queue to it above the high-water mark before it is killed
+    ("not reading its channel"), counted as its failure; None: the liveness window."""
+    channel_cpu_percent: PositiveInt = 50
+    """Host CPU one worker's channel may spend (handling its frames: inline calls, logs, decode),
+    in percent of one CPU, as a token bucket; past it, that channel alone is paused for the deficit."""
+    channel_cpu_burst_ms: PositiveMs = 250
+    """Host CPU time one worker's channel may spend at once before its share applies."""
+    plain_decode_max_bytes: PositiveInt = 1 << 20
+    """Largest value a worker sends that the host decodes with no schema to bound it (hook,
+    webhook, search and health results); larger ones are refused. A stored value larger than this
+    is kept encoded, never decoded by the host (decoding can cost ~70x the bytes)."""
+    log_fields_max_bytes: PositiveInt = 64 << 10
+    """Largest encoded `fields` of one log line the host decodes; larger ones are replaced by a note."""
     log_lines_per_window: PositiveInt = 200
     """Log lines relayed per plugin per window; the rest are counted and dropped."""
     log_window_ms: PositiveMs = 10000

@@ -10,18 +10,33 @@ MAX_BAD_FRAMES end the channel. What the worker asks for (calls, registrations, 
 
 When the channel closes, for whatever reason, every request in flight fails at once with
 WorkerGone (hooks then resolve to `continue`) and the peer is told, once.
+
+What a worker makes the host spend on its channel is bounded and charged to it (`ChannelLimits`):
+- bytes queued to it: the transport's write buffer has a high-water mark; above it the channel
+  stops reading the worker (`pause_reading`), keeps the rest of the current read batch as a
+  backlog and holds the answers of calls that complete meanwhile (`answer`); a worker that leaves
+  the queue above the mark for the drain timeout is ended, "not reading its channel";
+- host CPU: the time spent handling its frames is charged to a token bucket; in debt, its channel
+  alone stops being read until the debt is paid back (throttled), however busy it keeps the host.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import itertools
 import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
+import msgspec
+
+from plugbox._ratelimit import TokenBucket
 from plugbox.errors import FrameTooLarge, PluginError, WorkerGone
 from plugbox.protocol import (
+    NIL,
     Call,
     FrameReader,
     FrameWriter,
@@ -33,12 +48,14 @@ from plugbox.protocol import (
     Ping,
     Pong,
     Register,
+    Reply,
     Result,
     WorkerMsg,
+    value_decoder,
 )
 from plugbox.sdk import HookResult
 
-__all__ = ["MAX_BAD_FRAMES", "Channel", "ChannelStats", "Peer"]
+__all__ = ["MAX_BAD_FRAMES", "Channel", "ChannelLimits", "ChannelStats", "Peer"]
 
 log = logging.getLogger("plugbox.bridge")
 
@@ -58,6 +75,17 @@ class Peer(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
+class ChannelLimits:
+    """What one worker's channel may make the host spend (from Settings: `client.channel_limits`)."""
+
+    high_water: int  # bytes queued to the worker before the channel stops reading it
+    drain_timeout: float  # seconds above the high-water mark before the worker is ended
+    cpu_share: float  # host CPU its frames may take, in CPUs (0.5: half of one)
+    cpu_burst: float  # host CPU seconds it may take at once
+    value_max_bytes: int  # largest result value decoded with no schema to bound it
+
+
+@dataclass(frozen=True, slots=True)
 class ChannelStats:
     """A read-only view of the channel's books (for metrics and tests)."""
 
@@ -67,14 +95,36 @@ class ChannelStats:
     late_replies: int
     bad_frames: int
     gone: str | None
+    queued_bytes: int = 0  # to the worker, not yet written to its socket
+    backlog: int = 0  # frames read from it, not yet handled
+    held_answers: int = 0  # answers waiting for the queue to drain
+    paused: tuple[str, ...] = ()  # why its channel is not being read ("backpressure", "throttled")
+    backpressure_pauses: int = 0
+    throttled: int = 0  # times its channel was paused for CPU debt
+    cpu_seconds: float = 0.0  # host CPU charged to it
 
 
-def hook_result(msg: Result) -> HookResult:
+_decode_value = value_decoder().decode
+
+
+def result_value(msg: Result, max_bytes: int) -> Any:
+    """The value of a worker's Result, decoded only if it is at most `max_bytes` long: nothing
+    bounds its shape, and small containers cost the host ~70x their bytes once decoded."""
+    if len(msg.value) > max_bytes:
+        raise PluginError(f"result of {len(msg.value)} bytes is larger than the host decodes "
+                          f"without a schema ({max_bytes} bytes, plain_decode_max_bytes)")
+    return _decode_value(msg.value)
+
+
+def hook_result(msg: Result, max_bytes: int) -> HookResult:
     """A worker's hook answer other than a plain continue: {continue, data, error} as the bus
     wants it; anything else is an error."""
     if not msg.ok:
         return HookResult(error=msg.error or "hook handler failed without a message")
-    res = msg.value
+    try:
+        res = result_value(msg, max_bytes)
+    except (PluginError, msgspec.DecodeError, ValueError) as exc:
+        return HookResult(error=f"hook result refused: {exc}")
     if not isinstance(res, dict) or not isinstance(res.get("continue"), bool):
         return HookResult(error="hook result is not {continue, data, error}")
     err = res.get("error")
@@ -83,13 +133,27 @@ def hook_result(msg: Result) -> HookResult:
 
 
 class Channel(asyncio.Protocol):
-    def __init__(self, peer: Peer, max_frame: int, label: str) -> None:
+    def __init__(self, peer: Peer, max_frame: int, label: str, limits: ChannelLimits, *,
+                 cpu_clock: Callable[[], float] = time.perf_counter,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self._peer = peer
         self._label = label  # the plugin id, for logs and errors
         self._reader = FrameReader(WorkerMsg, max_frame, on_bad=self._bad_frame)
         self._transport: asyncio.Transport | None = None
         self._writer: FrameWriter | None = None
         self._loop = asyncio.get_running_loop()
+        self._limits = limits
+        self._backlog: collections.deque[Any] = collections.deque()
+        self._held: collections.deque[tuple[Reply, Callable[[], None] | None]] = collections.deque()
+        self._blocked = False  # the transport's queue to the worker is above the high-water mark
+        self._paused: set[str] = set()
+        self._drain_timer: asyncio.TimerHandle | None = None
+        self._throttle_timer: asyncio.TimerHandle | None = None
+        self._cpu_clock = cpu_clock  # host time spent handling this worker's frames
+        self._cpu = TokenBucket(limits.cpu_share, limits.cpu_burst, clock)
+        self._cpu_spent = 0.0
+        self._backpressure_pauses = 0
+        self._throttled = 0
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[Any]] = {}
         self._hooks: dict[int, str] = {}  # id -> event of each hook request in flight
@@ -101,9 +165,11 @@ class Channel(asyncio.Protocol):
     # -- asyncio.Protocol --
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)
+        self._transport.set_write_buffer_limits(high=self._limits.high_water, low=self._limits.high_water // 2)
         self._writer = FrameWriter(self._transport, self._loop)
 
     def data_received(self, data: bytes) -> None:
+        started = self._cpu_clock()
         writer = self._writer
         if writer is None:
             return
@@ -112,8 +178,30 @@ class Channel(asyncio.Protocol):
             self._received(data)
         finally:
             writer.uncork()
+            self._charge(started)
+
+    def pause_writing(self) -> None:
+        """The queue to the worker went above the high-water mark: read nothing more from it
+        until it drains, and end it if it does not within the drain timeout."""
+        self._blocked = True
+        self._backpressure_pauses += 1
+        self._pause("backpressure")
+        if self._drain_timer is None:
+            self._drain_timer = self._loop.call_later(self._limits.drain_timeout, self._not_draining)
+
+    def resume_writing(self) -> None:
+        self._blocked = False
+        if self._drain_timer is not None:
+            self._drain_timer.cancel()
+            self._drain_timer = None
+        self._resume("backpressure")
 
     def connection_lost(self, exc: Exception | None) -> None:
+        for timer in (self._drain_timer, self._throttle_timer):
+            if timer is not None:
+                timer.cancel()
+        self._backlog.clear()
+        self._held.clear()
         if self._gone is None:
             self._gone = "worker closed its channel"
         gone = WorkerGone(f"plugin {self._label!r} worker is gone: {self._gone}")
@@ -159,6 +247,18 @@ class Channel(asyncio.Protocol):
         self.send(Ping(ping_id))
         return fut
 
+    def answer(self, reply: Reply, handed: Callable[[], None] | None = None) -> None:
+        """Send the answer to a worker's call; `handed` is called once it has been handed to the
+        transport, which may be later: while the queue to the worker is above the high-water
+        mark, answers wait here (and their calls keep their slots, see serving.py)."""
+        if self._blocked or self._held:
+            self._held.append((reply, handed))
+            return
+        self.send(reply)
+        if handed is not None:
+            handed()
+        self._check_queue()
+
     def flush(self) -> None:
         if self._writer is not None:
             self._writer.flush()
@@ -183,7 +283,9 @@ class Channel(asyncio.Protocol):
 
     def stats(self) -> ChannelStats:
         return ChannelStats(len(self._pending), len(self._hooks), len(self._pongs), self._late,
-                            self._reader.bad_frames, self._gone)
+                            self._reader.bad_frames, self._gone, self._queued(), len(self._backlog),
+                            len(self._held), tuple(sorted(self._paused)), self._backpressure_pauses,
+                            self._throttled, self._cpu_spent)
 
     def abort(self, reason: str) -> None:
         """End the channel now; `reason` is what every waiter and the peer will be told."""
@@ -196,6 +298,74 @@ class Channel(asyncio.Protocol):
         if self._transport is not None:
             self._transport.close()
 
+    # -- what the worker makes the host spend --
+    def _queued(self) -> int:
+        transport, writer = self._transport, self._writer
+        if transport is None or writer is None:
+            return 0
+        return transport.get_write_buffer_size() + writer.buffered
+
+    def _check_queue(self) -> None:
+        """While a read batch is corked, answers wait in the writer, where the transport's
+        high-water mark cannot see them: hand them over once they reach it (which may pause)."""
+        writer = self._writer
+        if writer is not None and writer.buffered >= self._limits.high_water:
+            writer.push()
+
+    def _pause(self, why: str) -> None:
+        if not self._paused and self._transport is not None:
+            self._transport.pause_reading()
+        self._paused.add(why)
+
+    def _resume(self, why: str) -> None:
+        """Lift one reason to stop reading; with none left, hand on what waited, then read again."""
+        self._paused.discard(why)
+        if self._paused or self._gone is not None:
+            return
+        started = self._cpu_clock()
+        writer = self._writer
+        if writer is not None:
+            writer.cork()
+        try:
+            self._release_held()
+            self._handle_backlog()
+        finally:
+            if writer is not None:
+                writer.uncork()
+            self._charge(started)
+        if not self._paused and self._transport is not None and self._gone is None:
+            self._transport.resume_reading()
+
+    def _release_held(self) -> None:
+        held = self._held
+        while held and not self._blocked:
+            reply, handed = held.popleft()
+            self.send(reply)
+            if handed is not None:
+                handed()
+            self._check_queue()
+
+    def _not_draining(self) -> None:
+        self._drain_timer = None
+        if self._blocked and self._gone is None:
+            self.abort(f"not reading its channel: {self._queued()} bytes queued to it for "
+                       f"{self._limits.drain_timeout:g} s")
+
+    def _charge(self, started: float) -> None:
+        """Charge the host time just spent on this worker's frames to its CPU bucket; in debt,
+        stop reading it until the debt is paid."""
+        spent = self._cpu_clock() - started
+        self._cpu_spent += spent
+        debt = self._cpu.charge(spent)
+        if debt > 0 and self._throttle_timer is None and self._gone is None:
+            self._throttled += 1
+            self._pause("throttled")
+            self._throttle_timer = self._loop.call_later(debt, self._unthrottle)
+
+    def _unthrottle(self) -> None:
+        self._throttle_timer = None
+        self._resume("throttled")
+
     # -- receiving (every frame is untrusted) --
     def _received(self, data: bytes) -> None:
         try:
@@ -203,29 +373,47 @@ class Channel(asyncio.Protocol):
         except FrameTooLarge as exc:
             self.abort(f"protocol violation: {exc}")
             return
-        for msg in messages:
-            if self._gone is not None:
-                return  # ended part-way through this batch: act on nothing more it sent
-            t = type(msg)
-            try:
-                if t is Result:
-                    self._on_result(msg)
-                elif t is Call:
-                    self._peer.on_call(msg)
-                elif t is Log:
-                    self._peer.on_log(msg)
-                elif t is Register:
-                    self._peer.on_register(msg)
-                elif t is Pong:
-                    pong = self._pongs.pop(msg.id, None)
-                    if pong is not None and not pong.done():
-                        pong.set_result(None)
-                elif t is Hello and not self.hello.done():
-                    self.hello.set_result(msg)
-                else:
-                    self.count_bad(ValueError(f"unexpected {t.__name__} frame"))
-            except Exception as exc:  # e.g. RecursionError on data nested just under the decoder's limit
-                self.count_bad(exc)
+        if self._paused or self._backlog:
+            # Frames that arrive while paused (already in the socket's read buffer): after the rest
+            self._backlog.extend(messages)
+            self._handle_backlog()
+            return
+        for i, msg in enumerate(messages):
+            self._handle(msg)
+            if self._paused:
+                # the queue to the worker filled up: the rest of the batch waits, bounded by the
+                # read size, since nothing more is read until it drains
+                self._backlog.extend(messages[i + 1:])
+                return
+
+    def _handle_backlog(self) -> None:
+        backlog = self._backlog
+        while backlog and not self._paused and self._gone is None:
+            self._handle(backlog.popleft())
+
+    def _handle(self, msg: Any) -> None:
+        if self._gone is not None:
+            return  # ended part-way through a batch: act on nothing more it sent
+        t = type(msg)
+        try:
+            if t is Result:
+                self._on_result(msg)
+            elif t is Call:
+                self._peer.on_call(msg)
+            elif t is Log:
+                self._peer.on_log(msg)
+            elif t is Register:
+                self._peer.on_register(msg)
+            elif t is Pong:
+                pong = self._pongs.pop(msg.id, None)
+                if pong is not None and not pong.done():
+                    pong.set_result(None)
+            elif t is Hello and not self.hello.done():
+                self.hello.set_result(msg)
+            else:
+                self.count_bad(ValueError(f"unexpected {t.__name__} frame"))
+        except Exception as exc:  # e.g. RecursionError on data nested just under the decoder's limit
+            self.count_bad(exc)
 
     def count_bad(self, exc: Exception) -> None:
         """A frame that decoded but that the host could not use: dropped and counted like garbage."""
@@ -248,15 +436,19 @@ class Channel(asyncio.Protocol):
                 log.warning("plugin %s: late reply to request %d dropped", self._label, msg.id)
             return
         if self._hooks.pop(msg.id, None) is not None:
-            if msg.ok and msg.value is None:  # the common answer: continue, data unchanged
+            if msg.ok and msg.value == NIL:  # the common answer: continue, data unchanged
                 fut.set_result(None)
                 return
             try:
-                result = hook_result(msg)
+                result = hook_result(msg, self._limits.value_max_bytes)
             except Exception as exc:  # the future must settle: nothing else will (it left the books)
                 result = HookResult(error=f"hook result could not be read ({type(exc).__name__})")
             fut.set_result(result)
         elif msg.ok:
-            fut.set_result(msg.value)
+            try:
+                fut.set_result(result_value(msg, self._limits.value_max_bytes))
+            except (PluginError, msgspec.DecodeError, ValueError, RecursionError) as exc:
+                fut.set_exception(exc if isinstance(exc, PluginError) else
+                                  PluginError(f"result could not be decoded: {str(exc)[:200]}"))
         else:
             fut.set_exception(PluginError(msg.error or "plugin failed without a message"))

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from plugbox.bridge.channel import Channel, ChannelStats
+from plugbox.bridge.channel import Channel, ChannelLimits, ChannelStats
 from plugbox.bridge.cpuwatch import CpuWatch
 from plugbox.bridge.liveness import Liveness, loop_thread_runnable
 from plugbox.bridge.process import WorkerProcess, describe_status, spawn_limits
@@ -43,18 +43,43 @@ from plugbox.protocol import (
     Search,
     Shutdown,
     Webhook,
+    value_decoder,
 )
 
 if TYPE_CHECKING:
     from plugbox.hooks import Handler
     from plugbox.runtime import PluginHandle, RuntimeDeps
     from plugbox.sdk import HookContext, HookResult
+    from plugbox.settings import Settings
 
-__all__ = ["WorkerRuntime", "missing_layers"]
+__all__ = ["WorkerRuntime", "channel_limits", "missing_layers"]
 
 log = logging.getLogger("plugbox.bridge")
 
 GRACEFUL_EXIT_S = 1.0  # after Shutdown, before SIGKILL; and again for the kill to be reaped
+
+
+def channel_limits(s: Settings) -> ChannelLimits:
+    """What each worker's channel may make the host spend, from the host's settings."""
+    drain_ms = s.channel_drain_timeout_ms if s.channel_drain_timeout_ms is not None else s.liveness_window_ms
+    return ChannelLimits(high_water=s.channel_high_water_bytes, drain_timeout=drain_ms / 1000,
+                         cpu_share=s.channel_cpu_percent / 100, cpu_burst=s.channel_cpu_burst_ms / 1000,
+                         value_max_bytes=s.plain_decode_max_bytes)
+
+
+_decode_fields = value_decoder().decode
+
+
+def log_fields(msg: Log, max_bytes: int) -> Any:
+    """A log line's fields, decoded only under `max_bytes` (the relay shows a few hundred
+    characters of them at most); larger or undecodable ones are replaced by a note saying so."""
+    size = len(msg.fields)
+    if size > max_bytes:
+        return {"fields": f"<{size} bytes, over the {max_bytes}-byte cap: not shown>"}
+    try:
+        return _decode_fields(msg.fields)
+    except (msgspec.DecodeError, ValueError, RecursionError):
+        return {"fields": "<undecodable: not shown>"}
 
 
 def missing_layers(layers: list[dict[str, Any]] | None) -> list[str]:
@@ -72,7 +97,7 @@ class WorkerRuntime:
         self.scratch = s.data_path / "scratch" / entry.plugin_id
         self.proc: WorkerProcess | None = None
         self.confinement: list[dict[str, Any]] | None = None
-        self._channel = Channel(self, s.frame_max_bytes, entry.plugin_id)
+        self._channel = Channel(self, s.frame_max_bytes, entry.plugin_id, channel_limits(s))
         self._calls = CapabilityServer(entry, deps.router, deps.bus, self._channel, s.max_calls_in_flight)
         self._registrations = Registrations(entry, deps.bus, self._hook_handler)
         self._liveness = Liveness(self._channel.ping, self._loop_thread_runnable, s.liveness_window_ms / 1000,
@@ -125,7 +150,7 @@ class WorkerRuntime:
         self._registrations.on_register(msg)
 
     def on_log(self, msg: Log) -> None:
-        self.entry.logs.emit(msg.level, msg.message, msg.fields)
+        self.entry.logs.emit(msg.level, msg.message, log_fields(msg, self.deps.settings.log_fields_max_bytes))
 
     def on_lost(self, reason: str) -> None:
         if self.proc is not None:

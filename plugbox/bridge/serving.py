@@ -2,7 +2,9 @@
 
 `CapabilityServer` sends each call through the router, the same single entry as the built-ins
 use: a verb that never waits is answered inline, inside the channel's read batch; any other runs
-as a task, at most `max_calls` at once (one more is refused at once). Re-entry is judged from the
+as a task. Every call, inline or not, holds one of `max_calls` slots from the moment it arrives
+until its answer has been handed to the transport (an answer held back by the channel's
+backpressure keeps its slot); a call past `max_calls` is refused at once. Re-entry is judged from the
 host's own books: a call is served in the context the bus gives for the hook events the host has
 in flight to this worker, whatever the worker claims. `Registrations` maps the worker's
 register_* onto the bus and the plugin's webhook routes and search provider, each checked by the
@@ -42,37 +44,44 @@ class CapabilityServer:
         self._channel = channel
         self.max_calls = max_calls
         self._calls: set[asyncio.Future[Any]] = set()
+        self._held = 0  # inline answers the channel holds back (backpressure)
         self._refused = 0
 
     @property
     def in_flight(self) -> int:
-        return len(self._calls)
+        return len(self._calls) + self._held
 
     @property
     def refused(self) -> int:
         return self._refused
 
     def serve(self, msg: Call) -> None:
+        if len(self._calls) + self._held >= self.max_calls:
+            self._refused += 1
+            self._channel.answer(Reply(msg.id, False, None,
+                                       f"{msg.verb}: too many capability calls in flight (max {self.max_calls})"))
+            return
         router = self._router
         if router.is_sync(msg.verb):  # never waits: answered now, in this read batch
-            self._answer(msg.id, router.invoke(self._entry, msg.verb, msg.args))
-            return
-        if len(self._calls) >= self.max_calls:
-            self._refused += 1
-            self._channel.send(Reply(msg.id, False, None,
-                                     f"{msg.verb}: too many capability calls in flight (max {self.max_calls})"))
+            self._held += 1
+            self._channel.answer(self._reply(msg.id, router.invoke(self._entry, msg.verb, msg.args)), self._unhold)
             return
         context = self._bus.context_for(self._entry.plugin_id, self._channel.hook_events())
         fut = context.run(router.invoke, self._entry, msg.verb, msg.args)  # its task runs in `context`
         self._calls.add(fut)
         fut.add_done_callback(functools.partial(self._done, msg.id))
 
-    def _done(self, call_id: int, fut: asyncio.Future[Any]) -> None:
-        self._calls.discard(fut)
-        if not fut.cancelled():
-            self._answer(call_id, fut)
+    def _unhold(self) -> None:
+        self._held -= 1
 
-    def _answer(self, call_id: int, fut: asyncio.Future[Any]) -> None:
+    def _done(self, call_id: int, fut: asyncio.Future[Any]) -> None:
+        if fut.cancelled():
+            self._calls.discard(fut)
+            return
+        # the slot is freed once the answer has been handed to the transport, not before
+        self._channel.answer(self._reply(call_id, fut), functools.partial(self._calls.discard, fut))
+
+    def _reply(self, call_id: int, fut: asyncio.Future[Any]) -> Reply:
         exc = fut.exception()
         if exc is None:
             reply = Reply(call_id, True, fut.result())
@@ -83,11 +92,13 @@ class CapabilityServer:
         else:  # the router translates every service error; anything else is a host bug
             log.error("plugin %s: capability call failed in the host", self._entry.plugin_id, exc_info=exc)
             reply = Reply(call_id, False, None, f"capability call failed in the host ({type(exc).__name__})")
-        self._channel.send(reply)
+        return reply
 
     def cancel_all(self) -> None:
         for fut in list(self._calls):
             fut.cancel()
+        self._calls.clear()  # an answer the closed channel still held will never be handed over
+        self._held = 0
 
 
 class Registrations:

@@ -4,6 +4,12 @@
 permission, validate the arguments, check the session scope, then call the service under the
 verb's timeout. Every refusal is a CapabilityError whose message names the verb and the
 permission, argument or session at fault; host-service errors are translated, never leaked raw.
+
+A worker's arguments arrive encoded (`msgspec.Raw`, straight from its frame) and are decoded
+into the verb's argument Struct and nothing else, so what decoding them costs is bounded by that
+schema; a built-in's are encoded first, so both tiers are validated alike. A value the host only
+stores and hands back stays encoded end to end (`storage.set`, `storage.get`): a worker gets it
+as it was stored, a built-in decoded.
 """
 
 from __future__ import annotations
@@ -22,10 +28,13 @@ from plugbox.errors import (
     CapabilityTimeout,
     EngineError,
     PermissionDenied,
+    PlainDataError,
     SendVetoed,
     StorageError,
 )
 from plugbox.permissions import check_permission, check_session
+from plugbox.plain import check_plain
+from plugbox.protocol import encoded, value_decoder
 
 __all__ = ["Caller", "CapabilityRouter", "Services"]
 
@@ -47,6 +56,7 @@ class CapabilityRouter:
         self._timeout = timeout
         self._send_timeout = timeout * send_factor
         self._verbs = verbs
+        self._decoders = {name: value_decoder(verb.args) for name, verb in verbs.items()}
         self.on_call = on_call  # told (plugin id, verb, outcome) of every call; None: nobody counts
         self._on_denied = on_denied  # told (plugin id, message) of every refusal for a missing permission
 
@@ -67,11 +77,13 @@ class CapabilityRouter:
         any other verb runs as a task, which copies the caller's context."""
         loop = asyncio.get_running_loop()
         try:
-            verb, parsed = self._check(caller, verb_name, args)
+            wire = type(args) is msgspec.Raw  # a worker's: it takes encoded values back as they are
+            verb, parsed = self._check(caller, verb_name, args if wire else _encode_args(verb_name, args))
             if not verb.sync:
-                return loop.create_task(self._run_counted(caller, verb, parsed))
+                return loop.create_task(self._run_counted(caller, verb, parsed, wire))
             fut: asyncio.Future[Any] = loop.create_future()
-            fut.set_result(self._run_now(caller, verb, parsed))
+            result = self._run_now(caller, verb, parsed)
+            fut.set_result(result if wire or not verb.encoded else _decoded(result))
         except CapabilityError as exc:
             outcome = "error"
             if isinstance(exc, PermissionDenied):
@@ -89,12 +101,12 @@ class CapabilityRouter:
         if self.on_call is not None:
             self.on_call(caller.plugin_id, self._label(verb_name), outcome)
 
-    async def _run_counted(self, caller: Caller, verb: Verb, parsed: Any) -> Any:
+    async def _run_counted(self, caller: Caller, verb: Verb, parsed: Any, wire: bool) -> Any:
         outcome = "error"
         try:
             result = await self._run(caller, verb, parsed)
             outcome = "ok"
-            return result
+            return result if wire or not verb.encoded else _decoded(result)
         except CapabilityTimeout:
             outcome = "timeout"
             raise
@@ -105,16 +117,18 @@ class CapabilityRouter:
         """The verb as counted: its name if allowlisted, else "unknown" (any type may arrive here)."""
         return verb_name if isinstance(verb_name, str) and verb_name in self._verbs else "unknown"
 
-    def _check(self, caller: Caller, verb_name: Any, args: Any) -> tuple[Verb, Any]:
+    def _check(self, caller: Caller, verb_name: Any, args: msgspec.Raw) -> tuple[Verb, Any]:
         """Allowlist, permission, argument schema, session scope — before any service is touched."""
         verb = self._verbs.get(verb_name) if isinstance(verb_name, str) else None
         if verb is None:
             raise CapabilityError(f"unknown capability verb {str(verb_name)[:64]!r}")
         check_permission(caller.plugin_id, caller.permissions, verb.permission, verb.name)
         try:
-            parsed: Any = msgspec.convert(args, verb.args)
+            parsed: Any = self._decoders[verb.name].decode(args)
         except msgspec.ValidationError as exc:
             raise CapabilityError(f"{verb.name}: invalid argument: {_name_arg(str(exc))}") from None
+        except (msgspec.DecodeError, ValueError, RecursionError) as exc:  # ValueError: an extension type
+            raise CapabilityError(f"{verb.name}: undecodable arguments: {str(exc)[:200]}") from None
         if verb.session_arg:
             check_session(caller.plugin_id, caller.scope, parsed.session_id, self.services.engine.is_live)
         return verb, parsed
@@ -138,6 +152,26 @@ class CapabilityRouter:
             raise
         except Exception as exc:
             raise _translated(verb, caller, exc) from None
+
+
+def _encode_args(verb_name: Any, args: Any) -> msgspec.Raw:
+    """A built-in's arguments, encoded as a worker's arrive (plain data only: msgspec would
+    encode a set or a tuple as a list)."""
+    try:
+        check_plain(args, "args")
+        return encoded(args)
+    except PlainDataError as exc:
+        raise CapabilityError(f"{str(verb_name)[:64]}: invalid argument: {exc}") from None
+    except (TypeError, ValueError, OverflowError) as exc:  # msgspec.EncodeError is a ValueError
+        raise CapabilityError(f"{str(verb_name)[:64]}: invalid argument: {exc}") from None
+
+
+_decode_result = value_decoder().decode
+
+
+def _decoded(result: Any) -> Any:
+    """A result holding values kept encoded (`msgspec.Raw`), decoded for a built-in caller."""
+    return _decode_result(encoded(result))
 
 
 def _translated(verb: Verb, caller: Caller, exc: Exception) -> CapabilityError:

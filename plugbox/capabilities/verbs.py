@@ -5,6 +5,10 @@ Argument schemas are msgspec Structs named `<Verb>Args` (not to be confused with
 `Reply` frame): converting a call's args *is* validating them, so a host
 service only ever sees well-typed, length-capped strings.
 
+A value the host only stores and hands back (`storage.set`'s value, `storage.get`'s answer)
+is a `msgspec.Raw`: the host keeps it encoded end to end (kv.py checks it); a verb whose answer
+holds one says so (`Verb.encoded`), and the router decodes it for a built-in caller.
+
 Verbs whose arguments carry a session inside a record (`conversations.send`, `mappings.upsert`)
 expose it as a `session_id` property, so the router checks the session scope of those too before
 any service is touched.
@@ -21,6 +25,7 @@ import msgspec
 from plugbox.capabilities.services import Caller, Services
 from plugbox.engines.base import HISTORY_LIMIT_DEFAULT, TEXT_MAX_CHARS, clamp_history_limit
 from plugbox.errors import CapabilityError
+from plugbox.protocol import NIL, value_decoder
 
 if TYPE_CHECKING:
     from plugbox.storage.conversations import ConversationStore
@@ -95,7 +100,7 @@ class StorageKeyArgs(_Args):
 
 class StorageSetArgs(_Args):
     key: Key
-    value: Any
+    value: msgspec.Raw  # stored as encoded; never decoded here
 
 
 class StoragePrefixArgs(_Args):
@@ -108,17 +113,34 @@ class NetFetchArgs(_Args):
     url: Annotated[str, msgspec.Meta(min_length=1, max_length=FETCH_URL_MAX_CHARS)]
     method: Annotated[str, msgspec.Meta(min_length=1, max_length=16)] = "GET"
     headers: Annotated[dict[HeaderName, HeaderValue], msgspec.Meta(max_length=FETCH_HEADERS_MAX)] = {}
-    body: Any = None  # str | bytes | None: msgspec allows one str-like type per union, so checked below
+    # str | bytes | None, kept encoded: msgspec allows one str-like type per union, and decoding
+    # it as Any would build whatever containers a worker sent. `content()` decodes it.
+    body: msgspec.Raw = NIL
     timeout_ms: int | None = None  # None: settings.fetch_timeout_ms; always clamped to 1..fetch_timeout_max_ms
 
     def __post_init__(self) -> None:
         if self.method.upper() not in FETCH_METHODS:
             raise ValueError(f"'method': {self.method[:16]!r} is not one of {', '.join(FETCH_METHODS)}")
-        if self.body is not None and not isinstance(self.body, str | bytes):
-            raise ValueError(f"'body': must be str, bytes or None, got {type(self.body).__name__}")
-        size = len(self.body.encode()) if isinstance(self.body, str) else len(self.body or b"")
+        body = self.content()
+        size = len(body.encode()) if isinstance(body, str) else len(body or b"")
         if size > FETCH_BODY_MAX_BYTES:
             raise ValueError(f"'body': {size} bytes, at most {FETCH_BODY_MAX_BYTES} allowed")
+
+    def content(self) -> str | bytes | None:
+        try:
+            text: str | None = _str_body(self.body)
+            return text
+        except (msgspec.ValidationError, ValueError):
+            pass
+        try:
+            data: bytes = _bytes_body(self.body)
+            return data
+        except (msgspec.ValidationError, ValueError):
+            raise ValueError("'body': must be str, bytes or None") from None
+
+
+_str_body = value_decoder(str | None).decode
+_bytes_body = value_decoder(bytes).decode
 
 
 class _Record(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
@@ -185,6 +207,7 @@ class Verb:
     session_arg: bool = False  # args.session_id is checked against the caller's session scope
     send: bool = False  # a send verb: capability_timeout * send_timeout_factor, and it fires hooks
     sync: bool = False  # the handler never waits: it runs inline, with no task and no timer
+    encoded: bool = False  # its answer holds values kept encoded (msgspec.Raw)
 
 
 async def _send_text(s: Services, c: Caller, a: SendTextArgs) -> Any:
@@ -224,12 +247,12 @@ async def _canonical(s: Services, c: Caller, a: ChatOnlyArgs) -> Any:
 
 
 def _storage_get(s: Services, c: Caller, a: StorageKeyArgs) -> Any:
-    found, value = s.storage.get(c.plugin_id, a.key)
-    return [found, value]
+    blob = s.storage.get_encoded(c.plugin_id, a.key)
+    return [False, None] if blob is None else [True, msgspec.Raw(blob)]
 
 
 async def _storage_set(s: Services, c: Caller, a: StorageSetArgs) -> Any:
-    await s.storage.set(c.plugin_id, a.key, a.value)
+    await s.storage.set_encoded(c.plugin_id, a.key, a.value)
     return None
 
 
@@ -245,7 +268,7 @@ async def _net_fetch(s: Services, c: Caller, a: NetFetchArgs) -> Any:
     if s.net is None:
         raise CapabilityError("net.fetch: not available on this host")
     return await s.net.fetch(
-        c.plugin_id, a.url, method=a.method, headers=a.headers, body=a.body, timeout_ms=a.timeout_ms
+        c.plugin_id, a.url, method=a.method, headers=a.headers, body=a.content(), timeout_ms=a.timeout_ms
     )
 
 
@@ -296,7 +319,7 @@ VERBS: dict[str, Verb] = _table(
     Verb("engine.get_chats", "engine:read", SessionOnlyArgs, _chats, session_arg=True),
     Verb("engine.get_chat_history", "engine:read", ChatHistoryArgs, _history, session_arg=True),
     Verb("engine.canonical_chat_id", "engine:read", ChatOnlyArgs, _canonical, session_arg=True),
-    Verb("storage.get", "storage:use", StorageKeyArgs, _storage_get, sync=True),
+    Verb("storage.get", "storage:use", StorageKeyArgs, _storage_get, sync=True, encoded=True),
     Verb("storage.set", "storage:use", StorageSetArgs, _storage_set),
     Verb("storage.delete", "storage:use", StorageKeyArgs, _storage_delete),
     Verb("storage.list", "storage:use", StoragePrefixArgs, _storage_list),  # a scan: off the loop, its own slot

@@ -6,8 +6,9 @@ control messages). This package imports nothing of plugbox but `plugbox.errors`:
 no worker module (tests/unit/test_layering.py enforces it).
 """
 
-from plugbox.protocol.frames import HEADER, FrameReader, FrameWriter, append_frame, encode_frame
+from plugbox.protocol.frames import HEADER, FrameReader, FrameWriter, append_frame, encode_frame, value_decoder
 from plugbox.protocol.messages import (
+    NIL,
     PROTOCOL_VERSION,
     Call,
     ConfigChange,
@@ -30,12 +31,14 @@ from plugbox.protocol.messages import (
     Shutdown,
     Webhook,
     WorkerMsg,
+    encoded,
 )
 from plugbox.protocol.spawn import MAX_CONTROL_MSG, CgroupLimits, Exited, Failed, Spawn, Spawned, SpawnLimits, ZygoteMsg
 
 __all__ = [
     "HEADER",
     "MAX_CONTROL_MSG",
+    "NIL",
     "PROTOCOL_VERSION",
     "Call",
     "CgroupLimits",
@@ -69,4 +72,6 @@ __all__ = [
     "ZygoteMsg",
     "append_frame",
     "encode_frame",
+    "encoded",
+    "value_decoder",
 ]

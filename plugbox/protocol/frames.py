@@ -19,7 +19,7 @@ import msgspec
 
 from plugbox.errors import FrameTooLarge
 
-__all__ = ["HEADER", "FrameReader", "FrameWriter", "append_frame", "encode_frame"]
+__all__ = ["HEADER", "FrameReader", "FrameWriter", "append_frame", "encode_frame", "value_decoder"]
 
 HEADER = struct.Struct("!I")
 
@@ -29,6 +29,13 @@ def _refuse_ext(code: int, data: memoryview) -> Any:
     # alive, or the reader could no longer resize its buffer (BufferError) if the exception is kept.
     del data
     raise ValueError(f"msgpack extension type {code} is not allowed")
+
+
+def value_decoder(kind: Any = Any) -> msgspec.msgpack.Decoder[Any]:
+    """A decoder for a value a message carries encoded (`msgspec.Raw`), under the rules of a
+    frame: no msgpack extension type but timestamps. Skipping over a Raw value checks only that
+    it is well-formed, so each decode of one must go through here."""
+    return msgspec.msgpack.Decoder(kind, ext_hook=_refuse_ext)
 
 
 _encoder = msgspec.msgpack.Encoder()
@@ -117,6 +124,16 @@ class FrameWriter:
             if not self._transport.is_closing():
                 self._transport.write(buf)
 
+    @property
+    def buffered(self) -> int:
+        """Bytes encoded but not yet handed to the transport."""
+        return len(self._buf)
+
+    def push(self) -> None:
+        """Hand what is batched to the transport now, corked or not (the reader applies
+        backpressure on the transport's queue, which it cannot see while frames wait here)."""
+        self._send()
+
     def cork(self) -> None:
         """Hold every frame until `uncork` (use in try/finally around a read batch; a plain pair of
         calls, since a generator-based context manager per read cost more than the batching saved)."""
@@ -190,7 +207,9 @@ class FrameReader:
         """Decode data[start:stop]; an undecodable frame is counted, reported and returned as _BAD."""
         frame = memoryview(data)[start:stop]
         try:
-            return self._decoder.decode(frame)
+            # From a copy of the frame: a message that keeps a `msgspec.Raw` keeps a view of the
+            # bytes it was decoded from, which must not be the reader's buffer (or the caller's).
+            return self._decoder.decode(bytes(frame))
         except (msgspec.DecodeError, msgspec.ValidationError, ValueError, RecursionError) as exc:
             self.bad_frames += 1
             if self.on_bad is not None:

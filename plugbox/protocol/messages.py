@@ -5,6 +5,12 @@ Every message is encoded as a msgpack array, tag first (`array_like`): the field
 the wire, which keeps a hook round trip as cheap as the untyped envelope of version 1 was, while
 decoding *is* validation down to each field's type. Host requests carry an `id` that the worker's
 `Result` echoes; worker capability `Call`s carry an `id` that the host's `Reply` echoes.
+
+What a worker sends whose shape depends on the operation (a call's `args`, a `Result`'s `value`,
+a log line's `fields`) travels as one encoded msgpack value (`msgspec.Raw`): the host decodes the
+envelope, then that value into the schema of what it answers (the verb's argument Struct, say),
+or under a byte cap when no schema bounds it. A frame of small containers can cost ~70x its
+bytes as Python objects: the host never decodes a worker's value into `Any` blindly.
 See docs/internals.md for the protocol in prose.
 """
 
@@ -16,6 +22,7 @@ from typing import Any, Literal
 import msgspec
 
 __all__ = [
+    "NIL",
     "PROTOCOL_VERSION",
     "Call",
     "ConfigChange",
@@ -38,9 +45,18 @@ __all__ = [
     "Shutdown",
     "Webhook",
     "WorkerMsg",
+    "encoded",
 ]
 
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3
+
+NIL = msgspec.Raw(b"\xc0")  # msgpack nil, encoded
+_value_encoder = msgspec.msgpack.Encoder()
+
+
+def encoded(value: Any) -> msgspec.Raw:
+    """`value` as one encoded msgpack value, for a `msgspec.Raw` field."""
+    return NIL if value is None else msgspec.Raw(_value_encoder.encode(value))
 
 LifecycleMethod = Literal["on_load", "on_enable", "on_disable", "on_unload"]
 
@@ -150,7 +166,7 @@ class Call(_Msg, tag="call"):
 
     id: int
     verb: str
-    args: Any = None
+    args: msgspec.Raw = NIL  # decoded by the host into the verb's argument Struct
 
 
 class Result(_Msg, tag="res"):
@@ -159,7 +175,7 @@ class Result(_Msg, tag="res"):
 
     id: int
     ok: bool
-    value: Any = None
+    value: msgspec.Raw = NIL  # decoded by the host for the request it answers
     error: str | None = None
 
 
@@ -175,7 +191,7 @@ class Register(_Msg, tag="reg"):
 class Log(_Msg, tag="log"):
     level: str
     message: str
-    fields: dict[str, Any] | None = None
+    fields: msgspec.Raw = NIL  # a dict or nil; decoded by the host only under a byte cap
 
 
 class Pong(_Msg, tag="pong"):

@@ -13,7 +13,12 @@ Each plugin has its own namespace in the ``plugin_kv`` table and a byte quota. R
   plugin's own (`Database.write(owner=...)`), so a plugin flooding the writer waits for itself;
 - `list_keys`, the listing plugins reach, runs on the database's scan thread and returns at most
   `list_max_keys` keys per call: past that the caller pages (`after`, `limit`) or is refused naming
-  the cap. The key range is bounded on both sides, so a listing costs what it returns.
+  the cap. The key range is bounded on both sides, so a listing costs what it returns;
+- a worker's value arrives encoded and is stored as it came (`set_encoded`), and handed back
+  encoded (`get_encoded`): the host never builds it. One up to `check_max_bytes` is decoded and
+  checked as plain data; a larger one is only known to be well-formed msgpack (its frame was
+  decoded), since decoding small containers costs ~70x their bytes. Only its owner ever reads it
+  back as a worker, and the host's own readers (`get`) decode with no extension type allowed.
 
 Every refusal of input raises `StorageError` naming the key rule, the value path or the quota. This
 module checks no permissions or session scope: the capability layer has done that before calling.
@@ -35,6 +40,7 @@ import msgspec
 
 from plugbox.errors import PlainDataError, StorageError
 from plugbox.plain import check_plain
+from plugbox.protocol import value_decoder
 from plugbox.settings import DEFAULTS
 from plugbox.storage.db import Database
 from plugbox.storage.quota import PAGE_SIZE, WriteBudget, charge, create_usage_table, read_usage, row_cost
@@ -68,7 +74,7 @@ _LIST = "SELECT key FROM plugin_kv WHERE plugin_id = ? AND key >= ? AND key > ? 
 _LIST_BOUNDED = "SELECT key FROM plugin_kv WHERE plugin_id = ? AND key >= ? AND key > ? AND key < ? ORDER BY key"
 
 _encoder = msgspec.msgpack.Encoder()
-_decoder = msgspec.msgpack.Decoder()
+_decoder = value_decoder()  # a stored value may have come from a worker, encoded
 
 _Keys = list[str]
 T = TypeVar("T")
@@ -202,6 +208,7 @@ class PluginStorage:
         cache_value_max_bytes: int = DEFAULTS.storage_cache_value_max_bytes,
         write_budget: WriteBudget | None = None,
         list_max_keys: int = DEFAULTS.storage_list_max_keys,
+        check_max_bytes: int = DEFAULTS.plain_decode_max_bytes,
     ) -> None:
         if quota_bytes < 1:
             raise ValueError("quota_bytes must be positive")
@@ -209,6 +216,7 @@ class PluginStorage:
         self.quota_bytes = quota_bytes
         self.write_budget = write_budget or WriteBudget.from_settings(DEFAULTS)
         self.list_max_keys = list_max_keys
+        self.check_max_bytes = check_max_bytes
         self._cache = _ReadCache(cache_entries, cache_value_max_bytes)
         db.write_sync(_create_tables)
 
@@ -216,6 +224,18 @@ class PluginStorage:
 
     def get(self, plugin_id: str, key: str) -> tuple[bool, Any]:
         """(True, value) when `key` is stored for the plugin, else (False, None)."""
+        blob = self.get_encoded(plugin_id, key)
+        if blob is None:
+            return False, None
+        try:
+            return True, _decoder.decode(blob)
+        except (msgspec.DecodeError, ValueError) as exc:
+            raise StorageError(
+                f"storage key {key!r} of plugin {plugin_id!r}: stored value is corrupt"
+            ) from exc
+
+    def get_encoded(self, plugin_id: str, key: str) -> bytes | None:
+        """The value stored under `key`, as stored (msgpack); None when there is none."""
         _check_key(key)
         cache = self._cache
         blob = cache.entries.get((plugin_id, key))
@@ -223,15 +243,10 @@ class PluginStorage:
             epoch = cache.epoch
             row = self._db.read(lambda c: c.execute(_GET, (plugin_id, key)).fetchone())
             if row is None:
-                return False, None
+                return None
             blob = row[0]
             cache.put(plugin_id, key, blob, epoch)
-        try:
-            return True, _decoder.decode(blob)
-        except msgspec.DecodeError as exc:
-            raise StorageError(
-                f"storage key {key!r} of plugin {plugin_id!r}: stored value is corrupt"
-            ) from exc
+        return blob
 
     def list(self, plugin_id: str, prefix: str = "") -> _Keys:
         """Every key of the plugin starting with `prefix` (taken literally), sorted by code point.
@@ -267,7 +282,22 @@ class PluginStorage:
         """Store `value` under `key`; returns once the write is durable."""
         _check_key(key)
         self.write_budget.check(plugin_id)
-        blob = _encode(value)
+        await self._set(plugin_id, key, _encode(value))
+
+    async def set_encoded(self, plugin_id: str, key: str, value: msgspec.Raw) -> None:
+        """Store a value that arrived encoded (one well-formed msgpack value), as it is."""
+        _check_key(key)
+        self.write_budget.check(plugin_id)
+        if len(value) <= self.check_max_bytes:
+            try:
+                check_plain(_decoder.decode(value), "value")
+            except (msgspec.DecodeError, ValueError, RecursionError) as exc:  # PlainDataError is a TypeError
+                raise StorageError(f"storage value: {exc}") from None
+            except PlainDataError as exc:
+                raise StorageError(f"storage value: {exc}") from exc
+        await self._set(plugin_id, key, bytes(value))
+
+    async def _set(self, plugin_id: str, key: str, blob: bytes) -> None:
         size = _row_cost(plugin_id, key, blob)
         quota = self.quota_bytes
         if size > quota:

@@ -23,6 +23,7 @@ from typing import Any, cast
 
 from plugbox.errors import CapabilityError, CapabilityTimeout
 from plugbox.protocol import (
+    NIL,
     PROTOCOL_VERSION,
     Call,
     ConfigChange,
@@ -45,6 +46,7 @@ from plugbox.protocol import (
     Search,
     Shutdown,
     Webhook,
+    encoded,
 )
 from plugbox.sdk import Context, HookContext, HookResult, Plugin, check_plain
 from plugbox.sdk._context import set_config
@@ -83,7 +85,7 @@ class _Backend:
             check_plain(fields, "fields")
         except CapabilityError:
             fields = {k: repr(v) for k, v in fields.items()}
-        self._server.send(Log(level, message[:MAX_LOG_CHARS], fields or None))
+        self._server.send(Log(level, message[:MAX_LOG_CHARS], encoded(fields or None)))
 
 
 class _Relay(io.TextIOBase):
@@ -191,7 +193,7 @@ class WorkerServer(asyncio.Protocol):
         fut: asyncio.Future[Any] = self._loop.create_future()
         call_id = next(self.ids)
         if self.writer is not None:  # the caller waits on this frame: send it now, not at the iteration's end
-            self.writer.write_now(Call(call_id, verb, args))
+            self.writer.write_now(Call(call_id, verb, encoded(args)))
         self.pending[call_id] = fut
         return fut
 
@@ -219,7 +221,7 @@ class WorkerServer(asyncio.Protocol):
             self._finish(req.id, (False, None, _describe(exc)))
             return
         if result is None:
-            self.send(Result(req.id, True, None, None))  # plain continue
+            self.send(Result(req.id, True, NIL, None))  # plain continue
             return
         try:
             self._finish(req.id, (True, _hook_wire(result), None))
@@ -240,7 +242,7 @@ class WorkerServer(asyncio.Protocol):
                 check_plain(value, "result")
             except CapabilityError as exc:
                 ok, value, error = False, None, str(exc)
-        self.send(Result(req_id, ok, value if ok else None, error))
+        self.send(Result(req_id, ok, encoded(value) if ok else NIL, error))
 
     async def _serve(self, req: HostRequest) -> None:
         try:

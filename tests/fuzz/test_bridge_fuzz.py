@@ -53,6 +53,19 @@ class FakeTransport:
     def is_closing(self) -> bool:
         return self.closed
 
+    # The worker always reads everything at once here: no backpressure, nothing paused.
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        pass
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
     def abort(self) -> None:
         if not self.closed:
             self.closed = True

@@ -15,11 +15,13 @@ from plugbox.protocol import (
     HEADER,
     FrameReader,
     FrameWriter,
+    HostMsg,
     Log,
     Search,
     WorkerMsg,
     append_frame,
     encode_frame,
+    value_decoder,
 )
 from tests.fuzz._strategies import FUZZ, chunked, frame, nested, payloads, worker_msgs
 
@@ -108,9 +110,9 @@ def test_oversized_declared_length_raises_before_the_body_arrives(
 def test_any_payload_decodes_or_is_dropped_and_counted(payload: bytes) -> None:
     seen: list[Exception] = []
     reader = FrameReader(WorkerMsg, 1 << 20, on_bad=seen.append)
-    out = reader.feed(frame(payload) + frame(_enc.encode(Log("info", "after", None))))
+    out = reader.feed(frame(payload) + frame(_enc.encode(Log("info", "after"))))
     # The frame after it always arrives: one bad frame never desynchronises the stream.
-    assert out and out[-1] == Log("info", "after", None)
+    assert out and out[-1] == Log("info", "after")
     assert len(out) - 1 + reader.bad_frames == 1
     assert len(seen) == reader.bad_frames
     for exc in seen:
@@ -168,12 +170,25 @@ def test_a_kept_decode_error_does_not_pin_the_reader_buffer() -> None:
     the reader's buffer; an `on_bad` that kept the exception made the next resize fail with
     BufferError, out of the reader."""
     kept: list[Exception] = []
-    reader = FrameReader(WorkerMsg, 1 << 20, on_bad=kept.append)
-    ext = frame(_enc.encode(["log", "info", "m", {"k": msgspec.msgpack.Ext(5, b"x")}]))
+    reader = FrameReader(HostMsg, 1 << 20, on_bad=kept.append)
+    ext = frame(_enc.encode(["rep", 1, True, {"k": msgspec.msgpack.Ext(5, b"x")}, None, "error"]))
     assert reader.feed(ext + ext[:3]) == []
     assert reader.bad_frames == 1 and len(reader._buf) == 3
     assert reader.feed(ext[3:]) == []
     assert reader.bad_frames == 2 and len(reader._buf) == 0
+
+
+def test_a_kept_encoded_value_does_not_pin_the_reader_buffer() -> None:
+    """A message keeps its encoded value (`msgspec.Raw`) after the reader moved on; the extension
+    type inside it is refused when the host decodes that value, not by the frame."""
+    reader = FrameReader(WorkerMsg, 1 << 20)
+    ext = frame(_enc.encode(["log", "info", "m", {"k": msgspec.msgpack.Ext(5, b"x")}]))
+    kept = reader.feed(ext + ext[:3])
+    assert [type(m) for m in kept] == [Log] and len(reader._buf) == 3
+    kept += reader.feed(ext[3:])
+    assert len(kept) == 2 and len(reader._buf) == 0
+    with pytest.raises(ValueError, match="extension type 5"):
+        value_decoder().decode(kept[0].fields)
 
 
 def test_an_oversize_length_leaves_nothing_buffered() -> None:

@@ -19,11 +19,12 @@ from plugbox.capabilities.router import CapabilityRouter, Services
 from plugbox.capabilities.verbs import VERBS
 from plugbox.errors import CapabilityError
 from plugbox.permissions import PERMISSIONS, SessionScope
+from plugbox.plain import check_plain
 from tests.fuzz._strategies import FUZZ, any_value, plain
 
 LIVE = ("main", "other")
 SESSIONS = ("main", "other", "dead", "*", "", "x" * 300, "a\x00b")
-_SYNC_ANSWERS: dict[str, Any] = {"get": (False, None), "list": [], "get_mapping": None,
+_SYNC_ANSWERS: dict[str, Any] = {"get_encoded": None, "list": [], "get_mapping": None,
                                  "get_mapping_by_provider": None}
 
 
@@ -80,9 +81,10 @@ def _valid(caller: Caller, verb_name: Any, args: Any) -> bool:
     verb = VERBS[verb_name]
     if verb.permission not in caller.permissions:
         return False
-    try:
-        parsed = msgspec.convert(args, verb.args)
-    except msgspec.ValidationError:
+    try:  # the arguments as a worker sends them: plain data, encoded, decoded into the schema
+        check_plain(args)
+        parsed = msgspec.msgpack.decode(msgspec.msgpack.encode(args), type=verb.args)
+    except (TypeError, ValueError, OverflowError):  # PlainDataError, msgspec's errors
         return False
     if verb.session_arg:
         s = parsed.session_id

@@ -147,6 +147,8 @@ PICKLE = """
 async def test_hostile_pickle_payload_is_never_unpickled(attack: Attack, canary: Canary, how: str) -> None:
     """A pickle whose __reduce__ would create a file on the host, if the host ever unpickled it."""
     marker = canary.data_file.parent / "unpickled.txt"
+    calls: list[tuple[str, str]] = []
+    attack.host.router.on_call = lambda verb, outcome: calls.append((verb, outcome))
     run = await attack.run(PICKLE + """
         async def attack(ctx, cfg):
             how = cfg["how"]
@@ -169,9 +171,14 @@ async def test_hostile_pickle_payload_is_never_unpickled(attack: Attack, canary:
     if how == "bytes_value":
         found, stored = attack.host.storage.get("hostile", "payload")
         assert found and isinstance(stored, bytes) and stored.startswith(b"\x80")
-    else:
+    elif how == "raw_frame":
         await wait_for(lambda: run.entry.runtime.channel_stats().bad_frames >= 1, within=3)
+    elif how == "ext_type":  # the frame decodes (its value travels encoded); decoding the value refuses it
+        await wait_for(lambda: ("storage.set", "error") in calls, within=3)
         assert attack.host.storage.get("hostile", "p") == (False, None)
+    else:  # the line is relayed; its fields, refused when decoded, are replaced by a note
+        await wait_for(lambda: any("<undecodable: not shown>" in line["message"] for line in run.entry.logs.recent),
+                       within=3)
     assert alive(run.pid)
     await attack.aftermath()
 

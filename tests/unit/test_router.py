@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
 from plugbox.capabilities.messages import MessageService
@@ -211,8 +212,9 @@ EXPECTED_CALLS: dict[str, list[tuple[str, tuple[Any, ...], dict[str, Any]]]] = {
     "engine.get_chats": [("engine.get_chats", ("main",), {})],
     "engine.get_chat_history": [("engine.get_chat_history", ("main", CHAT, 10, False), {})],
     "engine.canonical_chat_id": [("engine.canonical_chat_id", ("main", CHAT), {})],
-    "storage.get": [("storage.get", ("caller", "k"), {})],
-    "storage.set": [("storage.set", ("caller", "k", {"n": 1}), {})],
+    "storage.get": [("storage.get_encoded", ("caller", "k"), {})],
+    # a worker's value is stored as it arrived, encoded
+    "storage.set": [("storage.set_encoded", ("caller", "k", msgspec.Raw(msgspec.msgpack.encode({"n": 1}))), {})],
     "storage.delete": [("storage.delete", ("caller", "k"), {})],
     "storage.list": [("storage.list_keys", ("caller", ""), {"after": "", "limit": 10})],
     "net.fetch": [("net.fetch", ("caller", "https://api.example.com/"),
@@ -239,8 +241,8 @@ async def test_every_verb_reaches_its_own_service_method_with_its_arguments(verb
     services = Services(
         engine=Recorder("engine", log),  # type: ignore[arg-type]
         messages=Recorder("messages", log, answers={"send_text": {"id": "m9"}}),  # type: ignore[arg-type]
-        storage=Recorder("storage", log, sync=frozenset({"get"}),  # type: ignore[arg-type]
-                         answers={"get": (True, 1), "list_keys": []}),
+        storage=Recorder("storage", log, sync=frozenset({"get_encoded"}),  # type: ignore[arg-type]
+                         answers={"get_encoded": b"\x01", "list_keys": []}),
         net=Recorder("net", log),  # type: ignore[arg-type]
         conversations=Recorder("conversations", log,  # type: ignore[arg-type]
                                sync=frozenset({"get_mapping", "get_mapping_by_provider", "check_room"})),
