@@ -1,0 +1,197 @@
+"""Noisy neighbours on the channel (issue 12, classes 1 and 2): whatever a plugin makes the host
+spend through its own channel — bytes queued to it, decode memory, host CPU, log fields — is
+bounded and charged to that plugin, while a victim plugin beside it keeps its service.
+
+Each test runs a real victim and a real attacker (the attack plugins of `plugbox bench
+--scenario neighbours`), probes the victim during the attack (an inbound message it must store),
+and asserts: the attack ran, it failed (the host's memory stayed bounded, measured as the growth
+of this process's peak RSS after resetting it, or by the channel's own books), the victim kept
+working, and the attacker — never the victim — was charged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from plugbox.bench._attacks import ATTACKS, VICTIM
+from plugbox.host import Host
+from plugbox.lifecycle import Status
+from plugbox.lifecycle.entry import PluginEntry
+from tests.security.conftest import SESSION, WritePlugin, enable, wait_for
+
+pytestmark = pytest.mark.timeout(120)
+
+SOURCES = {a.name: a for a in ATTACKS}
+CHAT = "15550001111@c.us"
+RSS_GROWTH_LIMIT_KB = 150 << 10  # the issue's acceptance: host RSS growth <= 150 MB
+
+
+def _kb(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise AssertionError(f"no {field} in /proc/self/status")
+
+
+def _reset_peak_rss() -> None:
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # VmHWM := VmRSS, so the peak measures what follows
+
+
+async def _victim(host: Host, write_plugin: WritePlugin) -> PluginEntry:
+    entry = await enable(host, write_plugin(VICTIM, id="victim", permissions=["storage:use"]))
+    assert entry.status == Status.ENABLED, entry.error
+    return entry
+
+
+async def _attacker(host: Host, write_plugin: WritePlugin, name: str) -> PluginEntry:
+    attack = SOURCES[name]
+    entry = await enable(host, write_plugin(attack.source, id="attacker", permissions=list(attack.permissions)))
+    assert entry.status == Status.ENABLED, entry.error
+    return entry
+
+
+async def _probe(host: Host, label: str, within: float = 5.0) -> float:
+    """One inbound message; seconds until the victim stored it (fails past `within`)."""
+    start = time.monotonic()
+    task = asyncio.ensure_future(host.engine.inject_inbound(SESSION, CHAT, label))
+    try:
+        while host.storage.get("victim", "seen") != (True, label):
+            assert time.monotonic() - start < within, f"the victim did not store {label!r} within {within} s"
+            await asyncio.sleep(0.002)
+        return time.monotonic() - start
+    finally:
+        await asyncio.wait_for(task, within)
+
+
+async def _probe_for(host: Host, seconds: float, tag: str) -> list[float]:
+    latencies = []
+    deadline = time.monotonic() + seconds
+    i = 0
+    while time.monotonic() < deadline:
+        latencies.append(await _probe(host, f"{tag}-{i}"))
+        i += 1
+    return latencies
+
+
+def _victim_unharmed(victim: PluginEntry) -> None:
+    assert victim.status == Status.ENABLED
+    assert victim.record.consecutive_failures == 0
+
+
+@pytest.mark.parametrize("settings_overrides", [{"channel_drain_timeout_ms": 1500}])
+async def test_a_worker_that_stops_reading_its_replies_is_paused_then_killed_and_charged(
+        host: Host, write_plugin: WritePlugin) -> None:
+    """400 storage.get of a 1 MiB value written to the channel, then never a byte read: without
+    backpressure the host queued every reply (+400 MB)."""
+    victim = await _victim(host, write_plugin)
+    await _probe(host, "before")
+    _reset_peak_rss()
+    rss_before = _kb("VmRSS")
+    attacker = await _attacker(host, write_plugin, "unread_replies")
+    runtime = attacker.runtime
+    assert runtime is not None
+    high_water = host.settings.channel_high_water_bytes
+    queued: list[int] = []
+
+    def watch() -> bool:
+        stats = runtime.channel_stats()
+        queued.append(stats.queued_bytes)
+        return stats.gone is not None
+
+    await wait_for(watch, within=10)
+    # It ran: the host stopped reading it once the queue passed the mark, with its calls unread.
+    assert runtime.channel_stats().backpressure_pauses >= 1
+    assert max(queued) > high_water
+    # It failed: the queue never held more than the mark plus one reply (1 MiB and its framing).
+    assert max(queued) <= high_water + (1 << 20) + 4096
+    assert _kb("VmHWM") - rss_before < RSS_GROWTH_LIMIT_KB
+    # It was charged: ended, with a reason that names the limit, as its own failure.
+    await wait_for(lambda: attacker.record.consecutive_failures >= 1 or attacker.status == Status.ERROR)
+    assert "not reading its channel" in (attacker.error or "")
+    assert "bytes queued" in (attacker.error or "")
+    await _probe_for(host, 0.5, "after")
+    _victim_unharmed(victim)
+
+
+async def test_a_frame_of_empty_maps_costs_the_host_its_size_not_seventy_times_it(
+        host: Host, write_plugin: WritePlugin) -> None:
+    """Three 8 MiB storage.set frames of 8 M empty maps: decoded into Python objects they cost the
+    host ~600 MB. The value is kept encoded, and charged to the attacker's storage quota."""
+    victim = await _victim(host, write_plugin)
+    await _probe(host, "before")
+    _reset_peak_rss()
+    rss_before = _kb("VmRSS")
+    attacker = await _attacker(host, write_plugin, "decode_bomb")
+    latencies = await _probe_for(host, 3.0, "during")
+    # It ran: the 8 MiB value reached storage (encoded, as sent), charged to the attacker's quota.
+    assert host.storage.usage("attacker") >= 8 << 20
+    assert _kb("VmHWM") - rss_before < RSS_GROWTH_LIMIT_KB
+    assert attacker.runtime is not None and attacker.runtime.channel_stats().cpu_seconds > 0
+    assert max(latencies) < 5.0
+    _victim_unharmed(victim)
+
+
+@pytest.mark.parametrize("settings_overrides", [{"hook_budget_ms": 10000}])
+async def test_a_hook_result_of_empty_maps_is_refused_undecoded_and_charged_to_its_handler(
+        host: Host, write_plugin: WritePlugin) -> None:
+    """A handler answers with 2 M empty maps (2 MiB on the wire, ~150 MB decoded): nothing bounds
+    a result's shape, so past the cap it is refused without being decoded, as that handler's error."""
+    victim = await _victim(host, write_plugin)
+    await enable(host, write_plugin("""
+        from plugbox.sdk import HookResult, Plugin
+
+        class Bomb(Plugin):
+            def on_load(self, ctx):
+                ctx.register_hook("message:received", self.bomb, priority=1)
+
+            def bomb(self, hook):
+                return HookResult(data={**hook.data, "junk": [{}] * (2 << 20)})
+    """, id="attacker", permissions=[]))
+    _reset_peak_rss()
+    rss_before = _kb("VmRSS")
+    outcome = await host.bus.execute("message:received", {"id": "m1", "chatId": CHAT, "body": "hi"}, SESSION)
+    assert _kb("VmHWM") - rss_before < 50 << 10
+    assert outcome.timed_out == []
+    assert [plugin for plugin, _ in outcome.errors] == ["attacker"]
+    assert "larger than the host decodes" in outcome.errors[0][1]
+    assert "junk" not in outcome.data  # its data was discarded; the chain went on
+    assert host.storage.get("victim", "seen") == (True, "hi")
+    _victim_unharmed(victim)
+
+
+@pytest.mark.parametrize("settings_overrides", [{"channel_cpu_percent": 5, "channel_cpu_burst_ms": 20}])
+async def test_a_flood_of_inline_calls_is_throttled_on_its_own_channel(
+        host: Host, write_plugin: WritePlugin) -> None:
+    """64 lanes of storage.get as fast as replies come, each answered inline on the host's loop:
+    the host time they take is charged to the attacker's CPU bucket, which pauses its channel."""
+    victim = await _victim(host, write_plugin)
+    await _probe_for(host, 0.3, "before")
+    attacker = await _attacker(host, write_plugin, "inline_flood")
+    runtime = attacker.runtime
+    assert runtime is not None
+    await _probe_for(host, 2.0, "during")
+    stats = runtime.channel_stats()
+    assert stats.throttled >= 1  # it ran, and paid for it
+    # Over the attack, the host spent on it about its share (5 % of a CPU) plus its burst.
+    assert stats.cpu_seconds < 0.05 * 3.0 + 0.02 + 0.1
+    assert attacker.status == Status.ENABLED  # throttled, not killed
+    assert victim.runtime is not None and victim.runtime.channel_stats().throttled == 0
+    _victim_unharmed(victim)
+
+
+async def test_log_fields_past_their_cap_are_not_decoded_and_the_line_stays_small(
+        host: Host, write_plugin: WritePlugin) -> None:
+    """Log lines with 20,000 fields each, as fast as the worker can send them."""
+    victim = await _victim(host, write_plugin)
+    attacker = await _attacker(host, write_plugin, "log_fields")
+    await _probe_for(host, 1.0, "during")
+    lines = [line["message"] for line in attacker.logs.recent]
+    assert lines, "the attacker logged nothing"
+    assert all("over the" in line and "cap: not shown" in line for line in lines)
+    assert max(len(line) for line in lines) < 200
+    _victim_unharmed(victim)
