@@ -14,7 +14,8 @@ WorkerGone (hooks then resolve to `continue`) and the peer is told, once.
 What a worker makes the host spend on its channel is bounded and charged to it (`ChannelLimits`):
 - bytes queued to it: the transport's write buffer has a high-water mark; above it the channel
   stops reading the worker (`pause_reading`), keeps the rest of the current read batch as a
-  backlog and holds the answers of calls that complete meanwhile (`answer`); a worker that leaves
+  backlog, holds the answers of calls that complete meanwhile (`answer`) and refuses new
+  requests (`request`); a worker that leaves
   the queue above the mark for the drain timeout is ended, "not reading its channel";
 - host CPU: the time spent handling its frames is charged to a token bucket; in debt, its channel
   alone stops being read until the debt is paid back (throttled), however busy it keeps the host.
@@ -225,8 +226,13 @@ class Channel(asyncio.Protocol):
             self._writer.write(msg)
 
     def request(self, msg: HostRequest) -> asyncio.Future[Any]:
-        """Send one request; the future of its answer (the caller applies any budget)."""
+        """Send one request; the future of its answer (the caller applies any budget). Refused
+        while the queue to the worker is above the high-water mark: it is not reading, and the
+        host's own requests must not grow that queue either (a hook sees a handler error)."""
         self._check_open()
+        if self._blocked:
+            raise PluginError(f"plugin {self._label!r} is not reading its channel: "
+                              f"{self._queued()} bytes queued to it")
         self._writer.write(msg)  # type: ignore[union-attr]  # (checked open)
         fut: asyncio.Future[Any] = self._loop.create_future()
         self._pending[msg.id] = fut

@@ -138,6 +138,18 @@ async def test_frames_read_while_paused_wait_behind_the_backlog() -> None:
     assert peer.calls == [1, 2, 3, 4]
 
 
+async def test_requests_to_a_worker_that_is_not_reading_are_refused_not_queued() -> None:
+    peer = Peer(reply_bytes=200)
+    channel, transport = make_channel(peer)
+    channel.data_received(calls(1))
+    queued = len(transport.queued)
+    with pytest.raises(PluginError, match=r"plugin 'attacker' is not reading its channel: \d+ bytes queued"):
+        channel.request(Health(channel.new_id()))
+    assert len(transport.queued) == queued and channel.stats().requests_in_flight == 0
+    transport.drain()
+    assert not channel.request(Health(channel.new_id())).done()
+
+
 async def test_a_worker_that_does_not_drain_is_ended_with_the_bytes_queued() -> None:
     peer = Peer(reply_bytes=200)
     channel, transport = make_channel(peer, ChannelLimits(100, 0.01, 1.0, 60.0, 64))
