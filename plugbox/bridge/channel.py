@@ -15,10 +15,12 @@ What a worker makes the host spend on its channel is bounded and charged to it (
 - bytes queued to it: the transport's write buffer has a high-water mark; above it the channel
   stops reading the worker (`pause_reading`), keeps the rest of the current read batch as a
   backlog, holds the answers of calls that complete meanwhile (`answer`) and refuses new
-  requests (`request`); a worker that leaves
-  the queue above the mark for the drain timeout is ended, "not reading its channel";
+  requests (`request`); a worker that leaves the queue above the mark for the drain timeout is
+  ended, "not reading its channel";
 - host CPU: the time spent handling its frames is charged to a token bucket; in debt, its channel
   alone stops being read until the debt is paid back (throttled), however busy it keeps the host.
+(Longer than most modules: both pauses act on the read path that dispatches frames, one state
+machine that would be harder to follow split in two.) Decoding values under caps: values.py.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from typing import Any, Protocol, cast
 import msgspec
 
 from plugbox._ratelimit import TokenBucket
+from plugbox.bridge.values import hook_result, result_value
 from plugbox.errors import FrameTooLarge, PluginError, WorkerGone
 from plugbox.protocol import (
     NIL,
@@ -52,7 +55,6 @@ from plugbox.protocol import (
     Reply,
     Result,
     WorkerMsg,
-    value_decoder,
 )
 from plugbox.sdk import HookResult
 
@@ -103,34 +105,6 @@ class ChannelStats:
     backpressure_pauses: int = 0
     throttled: int = 0  # times its channel was paused for CPU debt
     cpu_seconds: float = 0.0  # host CPU charged to it
-
-
-_decode_value = value_decoder().decode
-
-
-def result_value(msg: Result, max_bytes: int) -> Any:
-    """The value of a worker's Result, decoded only if it is at most `max_bytes` long: nothing
-    bounds its shape, and small containers cost the host ~70x their bytes once decoded."""
-    if len(msg.value) > max_bytes:
-        raise PluginError(f"result of {len(msg.value)} bytes is larger than the host decodes "
-                          f"without a schema ({max_bytes} bytes, plain_decode_max_bytes)")
-    return _decode_value(msg.value)
-
-
-def hook_result(msg: Result, max_bytes: int) -> HookResult:
-    """A worker's hook answer other than a plain continue: {continue, data, error} as the bus
-    wants it; anything else is an error."""
-    if not msg.ok:
-        return HookResult(error=msg.error or "hook handler failed without a message")
-    try:
-        res = result_value(msg, max_bytes)
-    except (PluginError, msgspec.DecodeError, ValueError) as exc:
-        return HookResult(error=f"hook result refused: {exc}")
-    if not isinstance(res, dict) or not isinstance(res.get("continue"), bool):
-        return HookResult(error="hook result is not {continue, data, error}")
-    err = res.get("error")
-    return HookResult(data=res.get("data"), stop=not res["continue"],
-                      error=err if isinstance(err, str) or err is None else str(err))
 
 
 class Channel(asyncio.Protocol):

@@ -27,6 +27,7 @@ from plugbox.bridge.cpuwatch import CpuWatch
 from plugbox.bridge.liveness import Liveness, loop_thread_runnable
 from plugbox.bridge.process import WorkerProcess, describe_status, spawn_limits
 from plugbox.bridge.serving import CapabilityServer, Registrations
+from plugbox.bridge.values import log_fields
 from plugbox.errors import BridgeError, ConfinementError, PluginStateError
 from plugbox.protocol import (
     PROTOCOL_VERSION,
@@ -43,7 +44,6 @@ from plugbox.protocol import (
     Search,
     Shutdown,
     Webhook,
-    value_decoder,
 )
 
 if TYPE_CHECKING:
@@ -65,21 +65,6 @@ def channel_limits(s: Settings) -> ChannelLimits:
     return ChannelLimits(high_water=s.channel_high_water_bytes, drain_timeout=drain_ms / 1000,
                          cpu_share=s.channel_cpu_percent / 100, cpu_burst=s.channel_cpu_burst_ms / 1000,
                          value_max_bytes=s.plain_decode_max_bytes)
-
-
-_decode_fields = value_decoder().decode
-
-
-def log_fields(msg: Log, max_bytes: int) -> Any:
-    """A log line's fields, decoded only under `max_bytes` (the relay shows a few hundred
-    characters of them at most); larger or undecodable ones are replaced by a note saying so."""
-    size = len(msg.fields)
-    if size > max_bytes:
-        return {"fields": f"<{size} bytes, over the {max_bytes}-byte cap: not shown>"}
-    try:
-        return _decode_fields(msg.fields)
-    except (msgspec.DecodeError, ValueError, RecursionError):
-        return {"fields": "<undecodable: not shown>"}
 
 
 def missing_layers(layers: list[dict[str, Any]] | None) -> list[str]:

@@ -227,7 +227,7 @@ def test_a_hook_answer_the_host_cannot_read_still_settles_the_hook(
 ) -> None:
     """The hook's future has left the channel's books by the time its answer is read: if reading
     it fails, the future must still settle, or the hook chain would wait for its whole budget."""
-    def unreadable(_msg: Any) -> Any:
+    def unreadable(*_: Any) -> Any:
         raise RecursionError("maximum recursion depth exceeded while getting the str of an object")
 
     async def check(rt: WorkerRuntime, _transport: FakeTransport) -> None:

@@ -13,8 +13,8 @@ import msgspec
 import pytest
 
 from plugbox.bridge.channel import Channel, ChannelLimits
-from plugbox.bridge.client import log_fields
 from plugbox.bridge.serving import CapabilityServer
+from plugbox.bridge.values import log_fields
 from plugbox.errors import PluginError, StorageError
 from plugbox.protocol import Call, Health, Log, Register, Reply, Result, encode_frame, encoded
 from plugbox.storage.db import Database

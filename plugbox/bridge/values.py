@@ -1,0 +1,60 @@
+"""What a worker sends with no schema to bound it, decoded under a byte cap (wire v3).
+
+A result's `value` and a log line's `fields` arrive encoded (`msgspec.Raw`). Decoded into Python
+objects, a frame of small containers costs the host ~70x its bytes, so each is decoded only up to
+a cap the operator sets (settings `plain_decode_max_bytes`, `log_fields_max_bytes`) and through
+`protocol.value_decoder` (no extension type but timestamps). A result past its cap is refused (the
+request fails; a hook answer becomes its handler's error); fields past theirs are replaced by a
+note. This module decodes; it sends nothing and keeps no state.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from plugbox.errors import PluginError
+from plugbox.protocol import Log, Result, value_decoder
+from plugbox.sdk import HookResult
+
+__all__ = ["hook_result", "log_fields", "result_value"]
+
+_decode_value = value_decoder().decode
+
+
+def result_value(msg: Result, max_bytes: int) -> Any:
+    """The value of a worker's Result, decoded only if it is at most `max_bytes` long: nothing
+    bounds its shape, and small containers cost the host ~70x their bytes once decoded."""
+    if len(msg.value) > max_bytes:
+        raise PluginError(f"result of {len(msg.value)} bytes is larger than the host decodes "
+                          f"without a schema ({max_bytes} bytes, plain_decode_max_bytes)")
+    return _decode_value(msg.value)
+
+
+def hook_result(msg: Result, max_bytes: int) -> HookResult:
+    """A worker's hook answer other than a plain continue: {continue, data, error} as the bus
+    wants it; anything else is an error."""
+    if not msg.ok:
+        return HookResult(error=msg.error or "hook handler failed without a message")
+    try:
+        res = result_value(msg, max_bytes)
+    except (PluginError, msgspec.DecodeError, ValueError) as exc:
+        return HookResult(error=f"hook result refused: {exc}")
+    if not isinstance(res, dict) or not isinstance(res.get("continue"), bool):
+        return HookResult(error="hook result is not {continue, data, error}")
+    err = res.get("error")
+    return HookResult(data=res.get("data"), stop=not res["continue"],
+                      error=err if isinstance(err, str) or err is None else str(err))
+
+
+def log_fields(msg: Log, max_bytes: int) -> Any:
+    """A log line's fields, decoded only under `max_bytes` (the relay shows a few hundred
+    characters of them at most); larger or undecodable ones are replaced by a note saying so."""
+    size = len(msg.fields)
+    if size > max_bytes:
+        return {"fields": f"<{size} bytes, over the {max_bytes}-byte cap: not shown>"}
+    try:
+        return _decode_value(msg.fields)
+    except (msgspec.DecodeError, ValueError, RecursionError):
+        return {"fields": "<undecodable: not shown>"}
