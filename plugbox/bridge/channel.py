@@ -37,7 +37,7 @@ from typing import Any, Protocol, cast
 import msgspec
 
 from plugbox._ratelimit import TokenBucket
-from plugbox.bridge.values import hook_result, result_value
+from plugbox.bridge.values import hook_answer_cap, hook_result, result_value
 from plugbox.errors import FrameTooLarge, PluginError, WorkerGone
 from plugbox.protocol import (
     NIL,
@@ -415,12 +415,13 @@ class Channel(asyncio.Protocol):
             if self._late == 1:
                 log.warning("plugin %s: late reply to request %d dropped", self._label, msg.id)
             return
-        if self._hooks.pop(msg.id, None) is not None:
+        event = self._hooks.pop(msg.id, None)
+        if event is not None:
             if msg.ok and msg.value == NIL:  # the common answer: continue, data unchanged
                 fut.set_result(None)
                 return
             try:
-                result = hook_result(msg, self._limits.value_max_bytes)
+                result = hook_result(msg, hook_answer_cap(event, self._limits.value_max_bytes))
             except Exception as exc:  # the future must settle: nothing else will (it left the books)
                 result = HookResult(error=f"hook result could not be read ({type(exc).__name__})")
             fut.set_result(result)

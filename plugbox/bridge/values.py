@@ -2,7 +2,8 @@
 
 A result's `value` and a log line's `fields` arrive encoded (`msgspec.Raw`). Decoded into Python
 objects, a frame of small containers costs the host ~70x its bytes, so each is decoded only up to
-a cap the operator sets (settings `plain_decode_max_bytes`, `log_fields_max_bytes`) and through
+a cap (a hook answer: its event's payload cap, `plugbox.payloads`, which the bus would refuse
+past anyway; otherwise the settings `plain_decode_max_bytes`, `log_fields_max_bytes`) and through
 `protocol.value_decoder` (no extension type but timestamps). A result past its cap is refused (the
 request fails; a hook answer becomes its handler's error); fields past theirs are replaced by a
 note. This module decodes; it sends nothing and keeps no state.
@@ -15,10 +16,11 @@ from typing import Any
 import msgspec
 
 from plugbox.errors import PluginError
+from plugbox.payloads import PAYLOADS
 from plugbox.protocol import Log, Result, value_decoder
 from plugbox.sdk import HookResult
 
-__all__ = ["hook_result", "log_fields", "result_value"]
+__all__ = ["HOOK_ENVELOPE_BYTES", "hook_answer_cap", "hook_result", "log_fields", "result_value"]
 
 _decode_value = value_decoder().decode
 
@@ -30,6 +32,16 @@ def result_value(msg: Result, max_bytes: int) -> Any:
         raise PluginError(f"result of {len(msg.value)} bytes is larger than the host decodes "
                           f"without a schema ({max_bytes} bytes, plain_decode_max_bytes)")
     return _decode_value(msg.value)
+
+
+HOOK_ENVELOPE_BYTES = 16 << 10  # {continue, data, error} around the data: the flag and an error line
+
+
+def hook_answer_cap(event: str, default: int) -> int:
+    """The most of a hook answer the host decodes: its event's payload cap (data past it would be
+    refused by the bus's payload check anyway) plus the envelope; `default` for no known event."""
+    spec = PAYLOADS.get(event)
+    return default if spec is None else spec.cap + HOOK_ENVELOPE_BYTES
 
 
 def hook_result(msg: Result, max_bytes: int) -> HookResult:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
@@ -14,9 +15,10 @@ import pytest
 
 from plugbox.bridge.channel import Channel, ChannelLimits
 from plugbox.bridge.serving import CapabilityServer
-from plugbox.bridge.values import log_fields
+from plugbox.bridge.values import HOOK_ENVELOPE_BYTES, log_fields
 from plugbox.errors import PluginError, StorageError
-from plugbox.protocol import Call, Health, Log, Register, Reply, Result, encode_frame, encoded
+from plugbox.payloads import PAYLOADS
+from plugbox.protocol import Call, Health, Hook, Log, Register, Reply, Result, encode_frame, encoded
 from plugbox.storage.db import Database
 from plugbox.storage.kv import PluginStorage
 
@@ -300,6 +302,20 @@ async def test_a_result_value_past_the_cap_is_refused_without_being_decoded() ->
     assert await small == {"healthy": True}
     with pytest.raises(PluginError, match="result of 103 bytes is larger than the host decodes"):
         await big
+
+
+async def test_a_hook_answer_past_its_event_payload_cap_is_refused_without_being_decoded() -> None:
+    channel, _transport = make_channel(Peer(), ChannelLimits(1 << 20, 60.0, 1.0, 60.0, value_max_bytes=1 << 30))
+    cap = PAYLOADS["message:received"].cap + HOOK_ENVELOPE_BYTES
+    answers = []
+    for data in ([{}] * 1000, [{}] * (cap + 1)):
+        hook = Hook(channel.new_id(), 1, "message:received", {}, "s1", datetime.now(UTC), "host", {})
+        answers.append(channel.hook(hook))
+        channel.data_received(frames(Result(hook.id, True, encoded({"continue": True, "data": data}))))
+    small, big = [await a for a in answers]
+    assert small is not None and small.error is None and len(small.data) == 1000
+    assert big is not None and big.error is not None
+    assert big.error.startswith("hook result refused: result of ") and f"({cap} bytes" in big.error
 
 
 def test_log_fields_past_their_cap_are_replaced_by_a_note() -> None:
