@@ -36,6 +36,7 @@ __all__ = [
     "MessageSending",
     "Payload",
     "SendInput",
+    "Undecoded",
     "problem",
 ]
 
@@ -249,6 +250,14 @@ assert PAYLOADS.keys() == EVENTS, "every event has a payload, and only events ha
 _encoder = msgspec.msgpack.Encoder()
 
 
+@dataclass(frozen=True, slots=True)
+class Undecoded:
+    """Data a worker's handler answered with that the host never decoded, being larger on the wire
+    than its event's cap (bridge/values.py): refused here like any other misfit."""
+
+    size: int
+
+
 def problem(event: str, data: Any, before: Any = None) -> str | None:
     """Why `data` may not replace `before` as the payload of `event`, or None when it may.
 
@@ -258,6 +267,8 @@ def problem(event: str, data: Any, before: Any = None) -> str | None:
     spec = PAYLOADS.get(event)
     if spec is None:
         return f"event {event!r} has no payload schema"
+    if isinstance(data, Undecoded):
+        return f"{data.size} bytes, over the {spec.cap}-byte cap of {event} (not decoded)"
     try:
         msgspec.convert(data, spec.schema)
     except msgspec.ValidationError as exc:

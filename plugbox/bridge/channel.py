@@ -37,7 +37,7 @@ from typing import Any, Protocol, cast
 import msgspec
 
 from plugbox._ratelimit import TokenBucket
-from plugbox.bridge.values import hook_answer_cap, hook_result, result_value
+from plugbox.bridge.values import hook_data_cap, hook_result, result_value
 from plugbox.errors import FrameTooLarge, PluginError, WorkerGone
 from plugbox.protocol import (
     NIL,
@@ -421,7 +421,7 @@ class Channel(asyncio.Protocol):
                 fut.set_result(None)
                 return
             try:
-                result = hook_result(msg, hook_answer_cap(event, self._limits.value_max_bytes))
+                result = hook_result(msg, hook_data_cap(event, self._limits.value_max_bytes))
             except Exception as exc:  # the future must settle: nothing else will (it left the books)
                 result = HookResult(error=f"hook result could not be read ({type(exc).__name__})")
             fut.set_result(result)

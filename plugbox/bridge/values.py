@@ -2,8 +2,8 @@
 
 A result's `value` and a log line's `fields` arrive encoded (`msgspec.Raw`). Decoded into Python
 objects, a frame of small containers costs the host ~70x its bytes, so each is decoded only up to
-a cap (a hook answer: its event's payload cap, `plugbox.payloads`, which the bus would refuse
-past anyway; otherwise the settings `plain_decode_max_bytes`, `log_fields_max_bytes`) and through
+a cap (a hook answer's data: its event's payload cap, `plugbox.payloads`, which the bus would
+refuse past anyway; otherwise the settings `plain_decode_max_bytes`, `log_fields_max_bytes`) and through
 `protocol.value_decoder` (no extension type but timestamps). A result past its cap is refused (the
 request fails; a hook answer becomes its handler's error); fields past theirs are replaced by a
 note. This module decodes; it sends nothing and keeps no state.
@@ -16,11 +16,11 @@ from typing import Any
 import msgspec
 
 from plugbox.errors import PluginError
-from plugbox.payloads import PAYLOADS
-from plugbox.protocol import Log, Result, value_decoder
+from plugbox.payloads import PAYLOADS, Undecoded
+from plugbox.protocol import NIL, Log, Result, value_decoder
 from plugbox.sdk import HookResult
 
-__all__ = ["HOOK_ENVELOPE_BYTES", "hook_answer_cap", "hook_result", "log_fields", "result_value"]
+__all__ = ["hook_data_cap", "hook_result", "log_fields", "result_value"]
 
 _decode_value = value_decoder().decode
 
@@ -34,30 +34,44 @@ def result_value(msg: Result, max_bytes: int) -> Any:
     return _decode_value(msg.value)
 
 
-HOOK_ENVELOPE_BYTES = 16 << 10  # {continue, data, error} around the data: the flag and an error line
+class _Answer(msgspec.Struct, forbid_unknown_fields=True):
+    """A hook answer on the wire, its data kept encoded until its size is known."""
+
+    continue_: bool = msgspec.field(name="continue")
+    data: msgspec.Raw = NIL
+    error: str | None = None
 
 
-def hook_answer_cap(event: str, default: int) -> int:
-    """The most of a hook answer the host decodes: its event's payload cap (data past it would be
-    refused by the bus's payload check anyway) plus the envelope; `default` for no known event."""
+_decode_answer = value_decoder(_Answer).decode
+
+
+def hook_data_cap(event: str, default: int) -> int:
+    """The most hook data the host decodes: its event's payload cap (the bus's payload check
+    refuses more anyway); `default` for an event without one."""
     spec = PAYLOADS.get(event)
-    return default if spec is None else spec.cap + HOOK_ENVELOPE_BYTES
+    return default if spec is None else spec.cap
 
 
-def hook_result(msg: Result, max_bytes: int) -> HookResult:
+def hook_result(msg: Result, data_cap: int) -> HookResult:
     """A worker's hook answer other than a plain continue: {continue, data, error} as the bus
-    wants it; anything else is an error."""
+    wants it; anything else is an error. Data longer than `data_cap` is not decoded: it reaches
+    the bus as `Undecoded`, which the payload check refuses (so an observer's is ignored, and a
+    modifier's is its error, or a veto where the event fails closed)."""
     if not msg.ok:
         return HookResult(error=msg.error or "hook handler failed without a message")
     try:
-        res = result_value(msg, max_bytes)
-    except (PluginError, msgspec.DecodeError, ValueError) as exc:
-        return HookResult(error=f"hook result refused: {exc}")
-    if not isinstance(res, dict) or not isinstance(res.get("continue"), bool):
+        answer = _decode_answer(msg.value)
+    except (msgspec.DecodeError, ValueError, RecursionError):  # ValidationError is a DecodeError
         return HookResult(error="hook result is not {continue, data, error}")
-    err = res.get("error")
-    return HookResult(data=res.get("data"), stop=not res["continue"],
-                      error=err if isinstance(err, str) or err is None else str(err))
+    data: Any
+    if len(answer.data) > data_cap:
+        data = Undecoded(len(answer.data))
+    else:
+        try:
+            data = _decode_value(answer.data)
+        except (msgspec.DecodeError, ValueError, RecursionError) as exc:
+            return HookResult(error=f"hook result could not be decoded: {str(exc)[:200]}")
+    return HookResult(data=data, stop=not answer.continue_, error=answer.error)
 
 
 def log_fields(msg: Log, max_bytes: int) -> Any:

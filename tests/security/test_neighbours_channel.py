@@ -139,8 +139,8 @@ async def test_a_frame_of_empty_maps_costs_the_host_its_size_not_seventy_times_i
 @pytest.mark.parametrize("settings_overrides", [{"hook_budget_ms": 10000}])
 async def test_a_hook_result_of_empty_maps_is_refused_undecoded_and_charged_to_its_handler(
         host: Host, write_plugin: WritePlugin) -> None:
-    """A handler answers with 2 M empty maps (2 MiB on the wire, ~150 MB decoded): nothing bounds
-    a result's shape, so past the cap it is refused without being decoded, as that handler's error."""
+    """A handler answers with 2 M empty maps (2 MiB on the wire, ~150 MB decoded): past its event's
+    payload cap the data is refused without being decoded, as that handler's error."""
     victim = await _victim(host, write_plugin)
     await enable(host, write_plugin("""
         from plugbox.sdk import HookResult, Plugin
@@ -151,14 +151,14 @@ async def test_a_hook_result_of_empty_maps_is_refused_undecoded_and_charged_to_i
 
             def bomb(self, hook):
                 return HookResult(data={**hook.data, "junk": [{}] * (2 << 20)})
-    """, id="attacker", permissions=[]))
+    """, id="attacker", permissions=["hooks:modify"]))  # an observer's data is ignored outright
     _reset_peak_rss()
     rss_before = _kb("VmRSS")
     outcome = await host.bus.execute("message:received", {"id": "m1", "chatId": CHAT, "body": "hi"}, SESSION)
     assert _kb("VmHWM") - rss_before < 50 << 10
     assert outcome.timed_out == []
     assert [plugin for plugin, _ in outcome.errors] == ["attacker"]
-    assert "larger than the host decodes" in outcome.errors[0][1]
+    assert "over the 524288-byte cap of message:received (not decoded)" in outcome.errors[0][1]
     assert "junk" not in outcome.data  # its data was discarded; the chain went on
     assert host.storage.get("victim", "seen") == (True, "hi")
     _victim_unharmed(victim)

@@ -15,9 +15,9 @@ import pytest
 
 from plugbox.bridge.channel import Channel, ChannelLimits
 from plugbox.bridge.serving import CapabilityServer
-from plugbox.bridge.values import HOOK_ENVELOPE_BYTES, log_fields
+from plugbox.bridge.values import log_fields
 from plugbox.errors import PluginError, StorageError
-from plugbox.payloads import PAYLOADS
+from plugbox.payloads import PAYLOADS, Undecoded, problem
 from plugbox.protocol import Call, Health, Hook, Log, Register, Reply, Result, encode_frame, encoded
 from plugbox.storage.db import Database
 from plugbox.storage.kv import PluginStorage
@@ -304,9 +304,9 @@ async def test_a_result_value_past_the_cap_is_refused_without_being_decoded() ->
         await big
 
 
-async def test_a_hook_answer_past_its_event_payload_cap_is_refused_without_being_decoded() -> None:
+async def test_hook_data_past_its_event_payload_cap_reaches_the_bus_undecoded() -> None:
     channel, _transport = make_channel(Peer(), ChannelLimits(1 << 20, 60.0, 1.0, 60.0, value_max_bytes=1 << 30))
-    cap = PAYLOADS["message:received"].cap + HOOK_ENVELOPE_BYTES
+    cap = PAYLOADS["message:received"].cap
     answers = []
     for data in ([{}] * 1000, [{}] * (cap + 1)):
         hook = Hook(channel.new_id(), 1, "message:received", {}, "s1", datetime.now(UTC), "host", {})
@@ -314,8 +314,10 @@ async def test_a_hook_answer_past_its_event_payload_cap_is_refused_without_being
         channel.data_received(frames(Result(hook.id, True, encoded({"continue": True, "data": data}))))
     small, big = [await a for a in answers]
     assert small is not None and small.error is None and len(small.data) == 1000
-    assert big is not None and big.error is not None
-    assert big.error.startswith("hook result refused: result of ") and f"({cap} bytes" in big.error
+    assert big is not None and big.error is None and big.data == Undecoded(len(encoded([{}] * (cap + 1))))
+    # ...which the bus's payload check refuses, naming the cap
+    assert problem("message:received", big.data) == f"{big.data.size} bytes, over the {cap}-byte cap of " \
+                                                    "message:received (not decoded)"
 
 
 def test_log_fields_past_their_cap_are_replaced_by_a_note() -> None:
