@@ -148,7 +148,7 @@ async def test_hostile_pickle_payload_is_never_unpickled(attack: Attack, canary:
     """A pickle whose __reduce__ would create a file on the host, if the host ever unpickled it."""
     marker = canary.data_file.parent / "unpickled.txt"
     calls: list[tuple[str, str]] = []
-    attack.host.router.on_call = lambda verb, outcome: calls.append((verb, outcome))
+    attack.host.router.on_call = lambda _plugin, verb, outcome: calls.append((verb, outcome))
     run = await attack.run(PICKLE + """
         async def attack(ctx, cfg):
             how = cfg["how"]
