@@ -7,6 +7,10 @@ much as a whole pipelined hook dispatch), where a deadline here is an entry in a
 periodic sweep walks. The price is precision: a deadline fires up to one sweep period late (a
 twentieth of the shortest budget in use, between 5 and 100 ms).
 
+`Deadlines.watch(fut, at)` puts the same deadline on a future nobody awaits (a hook handler
+the bus launched and went on from): at `at` the future is cancelled and the deadline says it
+expired; it is forgotten as soon as the future is done.
+
 The clock is injectable so tests can move time by hand and call `sweep()` themselves.
 """
 
@@ -15,6 +19,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from types import TracebackType
+from typing import Any
 
 __all__ = ["Deadlines"]
 
@@ -23,29 +28,32 @@ MAX_PERIOD_S = 0.1
 
 
 class _Deadline:
-    __slots__ = ("_budget", "_owner", "_task", "at", "expired")
+    __slots__ = ("_owner", "_task", "at", "expired")
 
-    def __init__(self, owner: Deadlines, budget: float) -> None:
+    def __init__(self, owner: Deadlines, at: float) -> None:
         self._owner = owner
-        self._budget = budget
-        self.at = 0.0
+        self.at = at
         self.expired = False
-        self._task: asyncio.Task[object] | None = None
+        self._task: asyncio.Future[Any] | None = None  # a task inside the block, or a watched future
 
     def __enter__(self) -> _Deadline:
+        self._start(asyncio.current_task())
+        return self
+
+    def _start(self, target: asyncio.Future[Any] | None) -> None:
         owner = self._owner
-        loop = asyncio.get_running_loop()
-        self._task = asyncio.current_task(loop)
-        self.at = (loop.time() if owner._clock is None else owner._clock()) + self._budget
+        self._task = target
         owner._entries[self] = None
         if owner._timer is None or self.at < owner._next_sweep:
             owner._arm(self.at)
-        return self
+
+    def _forget(self, _fut: object = None) -> None:
+        self._owner._entries.pop(self, None)
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self._owner._entries.pop(self, None)  # (already gone if it expired)
-        if self.expired and exc_type is asyncio.CancelledError and self._task is not None:
+        if self.expired and exc_type is asyncio.CancelledError and isinstance(self._task, asyncio.Task):
             self._task.uncancel()
             raise TimeoutError from exc
 
@@ -67,9 +75,26 @@ class Deadlines:
     def _now(self) -> float:
         return self._clock() if self._clock is not None else asyncio.get_running_loop().time()
 
+    def clock(self) -> Callable[[], float]:
+        """The clock deadlines are measured on (the loop's, or the injected one), for callers that
+        read it often in one go and then say when with `until`/`watch`."""
+        return self._clock if self._clock is not None else asyncio.get_running_loop().time
+
     def within(self, budget: float) -> _Deadline:
         """A block that raises TimeoutError once `budget` seconds have passed inside it."""
-        return _Deadline(self, budget)
+        return _Deadline(self, self._now() + budget)
+
+    def until(self, at: float) -> _Deadline:
+        """A block that raises TimeoutError once the clock reaches `at`."""
+        return _Deadline(self, at)
+
+    def watch(self, fut: asyncio.Future[Any], at: float) -> _Deadline:
+        """Cancel `fut` once the clock reaches `at`, unless it is done by then; the returned
+        deadline's `expired` tells a cancellation by the deadline from any other."""
+        deadline = _Deadline(self, at)
+        deadline._start(fut)
+        fut.add_done_callback(deadline._forget)
+        return deadline
 
     def _arm(self, at: float) -> None:
         """Make sure a sweep comes by `at` (the first deadline, or one sooner than the next sweep)."""

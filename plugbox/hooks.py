@@ -8,6 +8,18 @@ check (`plugbox.payloads`) before the next handler sees it; every other handler 
 handler is in-process (built-in) or a proxy into a worker makes no difference here: every handler
 takes a HookContext and returns a result or an awaitable of one, called under the plugin's budget.
 
+No plugin stalls an event for others. Only a handler whose plugin holds `hooks:modify` can change
+the outcome, so only those sit in the chain (modifiers, awaited in turn). Every other handler is an
+observer: launched at its place in the order with the data as it stands then, under its own budget,
+and not waited for; its errors and timeouts are still charged to its plugin when they come, and a
+caller that wants them waits with `HookOutcome.settled()`. Budgets (`HookLimits`): a handler's own;
+its plugin's for the event across all its handlers; the chain's across all modifiers (past it the
+rest are skipped and the plugin that spent it is named). A plugin may register a few handlers per
+event and have a bounded number of observer invocations unanswered; past that the event is dropped
+for it and counted, so a slow observer cannot make the host hold more and more of its work.
+(The call loop and the rules that judge each answer stay together here, read top to bottom, which
+takes this module past 400 lines; what observers leave in flight is `plugbox.observing`'s.)
+
 Re-entry: while a plugin's handler for an event runs, that event does not reach the same handler
 again through a capability call the handler made (a `message:sending` handler that sends would
 otherwise recurse). The bus marks the running (plugin, event) pairs in a context variable of its
@@ -20,7 +32,10 @@ for a session and what their per-session config is.
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
+import dataclasses
+import functools
 import inspect
 import itertools
 import logging
@@ -38,10 +53,11 @@ from plugbox.deadlines import Deadlines
 from plugbox.errors import WorkerGone
 from plugbox.events import EVENTS, VETO_EVENTS
 from plugbox.logrelay import sanitise
+from plugbox.observing import Observing
 from plugbox.sdk import HookContext, HookResult
-from plugbox.settings import Settings
+from plugbox.settings import DEFAULTS, Settings
 
-__all__ = ["Handler", "HookBus", "HookOutcome", "Registration"]
+__all__ = ["Handler", "HookBus", "HookLimits", "HookOutcome", "Registration"]
 
 log = logging.getLogger("plugbox.hooks")
 
@@ -66,6 +82,23 @@ class Registration:
     priority: int
     seq: int
     running: frozenset[tuple[str, str]]  # the re-entry mark while this handler runs: {(plugin_id, event)}
+    shared: bool = False  # its plugin has other handlers on this event: they share one budget
+
+
+@dataclass(frozen=True, slots=True)
+class HookLimits:
+    """What one plugin may spend of an event (seconds and counts; see their settings)."""
+
+    plugin_event_budget: float | None = None  # None: the handler budget
+    chain_budget: float = DEFAULTS.hook_chain_budget_ms / 1000
+    handlers_per_event: int = DEFAULTS.hook_handlers_per_event
+    observers_pending: int = DEFAULTS.hook_observers_pending
+
+    @classmethod
+    def of(cls, settings: Settings) -> HookLimits:
+        event_ms = settings.hook_plugin_event_budget_ms
+        return cls(None if event_ms is None else event_ms / 1000, settings.hook_chain_budget_ms / 1000,
+                   settings.hook_handlers_per_event, settings.hook_observers_pending)
 
 
 class HookOutcome(msgspec.Struct):
@@ -73,6 +106,8 @@ class HookOutcome(msgspec.Struct):
     that happened on an event where stop means veto (`message:sending`, `webhook:before`), or when
     a handler allowed to rewrite such an event returned data of the wrong shape (`malformed` then
     says what was wrong: the caller refuses rather than act on data the rewrite meant to replace).
+    `errors` and `timed_out` name the handlers that failed; an observer's failure is added when it
+    comes, so a caller that reports them (dev run, tests) awaits `settled()` first.
     (A msgspec Struct rather than a dataclass: one is built per dispatch, at a third of the cost.)"""
 
     event: str
@@ -83,6 +118,23 @@ class HookOutcome(msgspec.Struct):
     malformed: str | None = None
     errors: list[tuple[str, str]] = msgspec.field(default_factory=list)
     timed_out: list[str] = msgspec.field(default_factory=list)
+    observing: list[asyncio.Future[Any]] | None = None  # the observers launched and not yet settled
+
+    async def settled(self) -> HookOutcome:
+        """Wait for every observer this dispatch launched to answer, fail or run out of budget."""
+        while self.observing:
+            pending, self.observing = self.observing, None
+            await asyncio.wait(pending)
+            await asyncio.sleep(0)  # (their done callbacks, which record the result, run first)
+        return self
+
+
+def _spender(marks: list[tuple[str, float]], now: float) -> str:
+    """The plugin whose modifiers took the most of a chain, from when each began."""
+    took: dict[str, float] = {}
+    for (pid, began), (_, ended) in zip(marks, [*marks[1:], ("", now)], strict=True):
+        took[pid] = took.get(pid, 0.0) + ended - began
+    return max(took.items(), key=lambda item: item[1])[0] if took else "?"
 
 
 def _awaitable(value: Any) -> bool:
@@ -115,18 +167,21 @@ class HookBus:
         on_success: Callable[[str], None] | None = None,
         on_error: Callable[[str, str], None] | None = None,
         on_chain: Callable[[str, float], None] | None = None,
+        on_dropped: Callable[[str], None] | None = None,
         relay: Relay | None = None,
         deadlines: Deadlines | None = None,
         may_modify: Callable[[str], bool] = _observe_only,
+        limits: HookLimits | None = None,
     ) -> None:
         self._budget = budget
         self._deadlines = deadlines if deadlines is not None else Deadlines()
         self._scope = scope  # the plugin's config for a session, or None: that session is not its business
-        self._may_modify = may_modify  # the plugin holds `hooks:modify`: its data and stop apply
-        self._told: set[str] = set()  # plugins told once (in their log) that their data and stop were ignored
+        self._may_modify = may_modify  # the plugin holds `hooks:modify`: it sits in the chain, its data and stop apply
+        self._limits = limits or HookLimits()
         self._on_timeout = on_timeout
         self._on_success = on_success
         self._on_error = on_error  # told (plugin id, message as relayed) of each handler error
+        self._on_dropped = on_dropped
         self.on_chain = on_chain  # told (event, seconds) after each execute; None: nothing is timed
         # Awaited with each chain's outcome before `execute` returns (outbound webhooks queue it
         # there, so the event's producer goes on only once the queue has it); None: nothing is told.
@@ -134,22 +189,35 @@ class HookBus:
         self._by_event: dict[str, tuple[Registration, ...]] = {}  # replaced, never mutated
         self._seq = itertools.count()
         self._timeout_logs: dict[str, RateLimiter] = {}
+        self._chain_logs = RateLimiter(1, 10.0)
+        self._observing = Observing(self._deadlines, self._limits.observers_pending)
+        self._told: set[tuple[str, str]] = set()  # (plugin, what) it was told once in its log
         # A handler's error is the plugin's own text: it goes through that plugin's log relay
         # (its rate limit, cap, redaction, escaping), never straight to the host log.
         self._relay = relay or _plain_log
 
     def register(self, plugin_id: str, event: str, handler: Handler, priority: int = 100) -> bool:
-        """Add a handler. An unknown event is refused with a warning (returns False)."""
+        """Add a handler. An unknown event, or one handler more than a plugin may have for an
+        event, is refused with a warning in the plugin's log (returns False)."""
         if event not in EVENTS:
             self._relay(plugin_id, "warning", "refused hook for unknown event: ", event)
             return False
-        regs = [*self._by_event.get(event, ()), Registration(plugin_id, event, handler, priority, next(self._seq),
-                                                            frozenset({(plugin_id, event)}))]
+        regs = self._by_event.get(event, ())
+        cap = self._limits.handlers_per_event
+        if sum(1 for r in regs if r.plugin_id == plugin_id) >= cap:
+            self._tell_once(plugin_id, "handlers", f"hook {event}: ",
+                            f"registration refused: at most {cap} handlers per event (said once)")
+            return False
+        new = Registration(plugin_id, event, handler, priority, next(self._seq), frozenset({(plugin_id, event)}))
+        if any(r.plugin_id == plugin_id for r in regs):
+            new = dataclasses.replace(new, shared=True)
+            regs = tuple(dataclasses.replace(r, shared=True) if r.plugin_id == plugin_id else r for r in regs)
+        regs = (*regs, new)
         self._by_event[event] = tuple(sorted(regs, key=lambda r: (r.priority, r.seq)))
         return True
 
     def unregister_plugin(self, plugin_id: str) -> int:
-        self._told.discard(plugin_id)
+        self._told = {told for told in self._told if told[0] != plugin_id}
         removed = 0
         for event, regs in self._by_event.items():
             kept = tuple(r for r in regs if r.plugin_id != plugin_id)
@@ -159,6 +227,18 @@ class HookBus:
 
     def handlers(self, event: str) -> list[Registration]:
         return list(self._by_event.get(event, ()))
+
+    def pending(self, plugin_id: str) -> int:
+        """The plugin's observer invocations launched and not yet answered."""
+        return self._observing.pending(plugin_id)
+
+    def dropped(self, plugin_id: str) -> int:
+        """Events dropped for the plugin because it had too many observer invocations pending."""
+        return self._observing.dropped(plugin_id)
+
+    async def settled(self) -> None:
+        """Wait until no observer launched by any dispatch is unanswered (test harnesses, dev run)."""
+        await self._observing.settled()
 
     async def execute(
         self, event: str, data: Any, session_id: str | None = None, source: str = "host", *, plugin: str | None = None
@@ -170,6 +250,12 @@ class HookBus:
         outcome = HookOutcome(event=event, data=data)
         active = _reentry.get()
         now = datetime.now(UTC)
+        clock = self._deadlines.clock()
+        chain_end = 0.0  # set when the first handler runs: the chain's clock starts then
+        ends: dict[str, float] | None = None  # when each plugin's share of the event ends (several handlers)
+        marks: list[tuple[str, float]] = []  # (plugin, when its modifier began): who spent the chain
+        over = False  # the chain's budget is spent: no more modifiers for this event
+        limits = self._limits
         for reg in self._by_event.get(event, ()):
             if plugin is not None and reg.plugin_id != plugin:
                 continue
@@ -180,12 +266,38 @@ class HookBus:
                 continue
             ctx = HookContext(event=event, data=outcome.data, session_id=session_id, timestamp=now,
                               source=source, config=dict(config))  # the handler's own copy
+            began = clock()
+            if not chain_end:
+                chain_end = began + limits.chain_budget
+            own_end = began + self._budget(reg.plugin_id)
+            if reg.shared or limits.plugin_event_budget is not None:
+                if ends is None:
+                    ends = {}
+                plugin_end = ends.setdefault(reg.plugin_id, began + (limits.plugin_event_budget or own_end - began))
+                if plugin_end <= began:
+                    continue  # its earlier handlers spent the plugin's share (the last one was charged)
+                own_end = min(own_end, plugin_end)
+            if not self._may_modify(reg.plugin_id):
+                self._observe(reg, ctx, outcome, active, own_end)
+                continue
+            if over:
+                continue
+            if chain_end <= began:
+                over = self._chain_spent(reg, marks, began)
+                continue
+            marks.append((reg.plugin_id, began))
             token = _reentry.set(active | reg.running if active else reg.running)
             try:
-                with self._deadlines.within(self._budget(reg.plugin_id)):  # the hook budget
+                with self._deadlines.until(min(own_end, chain_end)):  # its budget, its plugin's, the chain's
                     result: Any = reg.handler(ctx)
                     if result is not None and type(result) is not HookResult and _awaitable(result):
                         result = await result
+            except TimeoutError as exc:
+                if chain_end < own_end:  # the chain ran out, not this plugin's budget
+                    over = self._chain_spent(reg, marks, clock())
+                else:
+                    self._failed(reg, exc, outcome)
+                continue
             except Exception as exc:
                 self._failed(reg, exc, outcome)
                 continue
@@ -208,6 +320,89 @@ class HookBus:
             await self.on_outcome(outcome, session_id)
         return outcome
 
+    # -- observers: launched, not waited for --
+    def _observe(self, reg: Registration, ctx: HookContext, outcome: HookOutcome,
+                 active: frozenset[tuple[str, str]], end: float) -> None:
+        """Launch an observer with the data as it stands, until `end` (its own budget or what is left
+        of its plugin's for this event, whichever ends first); its answer is judged when it comes."""
+        if self._observing.full(reg.plugin_id):
+            self._drop(reg)
+            return
+        token = _reentry.set(active | reg.running if active else reg.running)
+        try:
+            result: Any = reg.handler(ctx)  # a worker proxy sends the request here and hands back its future
+            if result is None or type(result) is HookResult or not _awaitable(result):
+                self._observed(reg, result, outcome)  # a synchronous built-in has answered already
+                return
+            # (a coroutine becomes a task here, inside the re-entry mark, so it inherits it)
+            fut: asyncio.Future[Any] = asyncio.ensure_future(result)
+        except Exception as exc:
+            self._failed(reg, exc, outcome)
+            return
+        finally:
+            _reentry.reset(token)
+        self._observing.watch(reg.plugin_id, fut, end, functools.partial(self._observer_done, reg, outcome))
+        if outcome.observing is None:
+            outcome.observing = [fut]
+        else:
+            outcome.observing.append(fut)
+
+    def _observer_done(self, reg: Registration, outcome: HookOutcome, fut: asyncio.Future[Any], expired: bool) -> None:
+        if fut.cancelled():
+            if expired:
+                self._failed(reg, TimeoutError(), outcome)
+            return  # otherwise cancelled by the host's own shutdown: nobody's failure
+        exc = fut.exception()
+        if exc is None:
+            self._observed(reg, fut.result(), outcome)
+        elif isinstance(exc, Exception):
+            self._failed(reg, exc, outcome)
+
+    def _observed(self, reg: Registration, result: Any, outcome: HookOutcome) -> None:
+        """An observer's answer: a success or its plugin's error; data or stop it returned is ignored
+        (it lacks `hooks:modify`) and it is told so once."""
+        if result is None:
+            self._succeeded(reg)
+        elif not isinstance(result, HookResult):
+            self._error(reg, outcome, f"handler returned {type(result).__name__}, expected HookResult or None")
+        elif result.error is not None:
+            self._error(reg, outcome, result.error)
+        else:
+            self._succeeded(reg)
+            if result.data is not None or result.stop:
+                what = " and ".join(w for w, given in (("data", result.data is not None), ("stop", result.stop))
+                                    if given)
+                self._tell_once(reg.plugin_id, "observes", f"hook {reg.event}: ",
+                                f"returned {what} ignored: this plugin only observes events; rewriting data or "
+                                "halting an event needs the permission 'hooks:modify' (said once)")
+
+    def _drop(self, reg: Registration) -> None:
+        pid = reg.plugin_id
+        self._observing.refuse(pid)
+        if self._on_dropped is not None:
+            self._on_dropped(pid)
+        self._tell_once(pid, "dropped", f"hook {reg.event}: ",
+                        f"events dropped: {self._limits.observers_pending} invocations of this plugin's "
+                        "handlers are still unanswered (said once)")
+
+    def _chain_spent(self, reg: Registration, marks: list[tuple[str, float]], now: float) -> bool:
+        """The chain's budget is gone: the remaining modifiers of this event are skipped (True), and
+        the log says who spent it."""
+        if self._chain_logs.allow():
+            log.warning("hook %s: chain budget (%.1f s) spent, mostly by plugin %s; handlers from plugin %s on "
+                        "skipped for this event", reg.event, self._limits.chain_budget, _spender(marks, now),
+                        reg.plugin_id)
+        return True
+
+    def _succeeded(self, reg: Registration) -> None:
+        if self._on_success is not None:
+            self._on_success(reg.plugin_id)
+
+    def _tell_once(self, plugin_id: str, what: str, context: str, text: str) -> None:
+        if (plugin_id, what) not in self._told:
+            self._told.add((plugin_id, what))
+            self._relay(plugin_id, "warning", context, text)
+
     def context_for(self, plugin_id: str, events: Collection[str]) -> contextvars.Context:
         """A context in which work done on behalf of `plugin_id`'s handlers for `events` runs: the
         hooks it fires do not reach those handlers again. For callers whose work does not inherit
@@ -223,17 +418,13 @@ class HookBus:
     def _applied(self, reg: Registration, result: HookResult, outcome: HookOutcome) -> bool:
         """Apply a handler's data and stop to the outcome; True when the chain ends here.
 
-        Without `hooks:modify` the handler only observes: its answer is ignored and it is told so
-        once. With it, its data must pass the event's payload check before anyone sees it; data
+        Only modifiers get here (a handler without `hooks:modify` observes, beside the chain: see
+        `_observed`). Its data must pass the event's payload check before anyone sees it; data
         that does not is the producer's failure (its handler error), and on an event whose caller
         acts on the data (a send, a delivery) it also ends the chain as a veto: the rewrite was
         meant to replace what would otherwise go out, so nothing goes out (fail closed)."""
         if result.data is None and not result.stop:
             self._succeeded(reg)
-            return False
-        if not self._may_modify(reg.plugin_id):
-            self._succeeded(reg)
-            self._tell_once(reg, result)
             return False
         if result.data is not None:
             wrong = payloads.problem(reg.event, result.data, outcome.data)
@@ -256,20 +447,6 @@ class HookBus:
         outcome.stopped = True
         outcome.stopped_by = reg.plugin_id
         outcome.vetoed = reg.event in VETO_EVENTS
-
-    def _succeeded(self, reg: Registration) -> None:
-        if self._on_success is not None:
-            self._on_success(reg.plugin_id)
-
-    def _tell_once(self, reg: Registration, result: HookResult) -> None:
-        if reg.plugin_id in self._told:
-            return
-        self._told.add(reg.plugin_id)
-        what = " and ".join(w for w, given in (("data", result.data is not None), ("stop", result.stop)) if given)
-        self._relay(reg.plugin_id, "warning", f"hook {reg.event}: ",
-                    f"returned {what} ignored: this plugin only observes events; rewriting data or halting an "
-                    "event needs the permission 'hooks:modify' (said once)")
-
 
     def _failed(self, reg: Registration, exc: Exception, outcome: HookOutcome) -> None:
         if isinstance(exc, WorkerGone):

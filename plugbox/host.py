@@ -8,6 +8,7 @@ or a runtime. Nothing here holds policy of its own: budgets and rules live in th
 
 from __future__ import annotations
 
+import contextvars
 import logging
 from collections.abc import Callable, Collection
 from pathlib import Path
@@ -21,7 +22,7 @@ from plugbox.capabilities.search import Provider, SearchService
 from plugbox.engines.base import Engine, EngineLifecycle
 from plugbox.engines.loopback import LoopbackEngine
 from plugbox.errors import EngineError
-from plugbox.hooks import HookBus, HookOutcome
+from plugbox.hooks import HookBus, HookLimits, HookOutcome
 from plugbox.inprocess import InProcessRuntime
 from plugbox.lifecycle import ingress
 from plugbox.lifecycle.clock import Clock
@@ -47,6 +48,11 @@ __all__ = ["Host", "HostObserver", "engine_from_settings"]
 
 log = logging.getLogger("plugbox.host")
 
+# Set by `Host.inject_inbound` while the engine delivers its message: the chain's outcome is kept
+# there, so that call can wait for the observers of that one event and no other.
+_inbound_outcomes: contextvars.ContextVar[list[HookOutcome] | None] = contextvars.ContextVar(
+    "plugbox_inbound_outcomes", default=None)
+
 
 def engine_from_settings(settings: Settings) -> Engine:
     """The engine `settings.engine` names: the loopback engine (default) or the Cloud API engine."""
@@ -71,9 +77,9 @@ class Host:
 
     Public surface: `register_builtin`, `load_plugin`, `load_directory`, `install`, `enable`,
     `disable`, `uninstall`, `set_config`, `set_session_config`, `set_active_sessions`, `plugins`,
-    `plugin`, `health`, `dispatch`, `ingress_route`, `dispatch_ingress`, `search`, `add_observer`,
-    `start`, `stop`; and the services `settings`, `engine` (`loopback` when it is the simulator),
-    `bus`, `storage`, `webhooks` (outbound webhooks: told every hook chain's outcome through
+    `plugin`, `health`, `inject_inbound`, `dispatch`, `ingress_route`, `dispatch_ingress`, `search`,
+    `add_observer`, `start`, `stop`; and the services `settings`, `engine` (`loopback` when it is the
+    simulator), `bus`, `storage`, `webhooks` (outbound webhooks: told every hook chain's outcome through
     `bus.on_outcome`). `manager` is the
     lifecycle's internals, kept reachable for white-box tests only."""
 
@@ -126,6 +132,8 @@ class Host:
             on_timeout=self._hook_timed_out,
             relay=self.manager.plugin_says,
             may_modify=self.manager.may_modify,
+            on_dropped=self._observers.hook_dropped,
+            limits=HookLimits.of(self.settings),
         )
         self.messages = MessageService(self.engine, self.bus)
         self.webhooks = WebhookService(self.db, self.settings, self.bus, sender=webhook_sender, clock=clock)
@@ -196,7 +204,10 @@ class Host:
         return out
 
     async def _inbound(self, session_id: str, message: dict[str, Any]) -> None:
-        await self.messages.receive(session_id, message)
+        outcome = await self.messages.receive(session_id, message)
+        waiting = _inbound_outcomes.get()
+        if waiting is not None:
+            waiting.append(outcome)
 
     async def _session_event(self, event: str, session_id: str, data: Any) -> None:
         await self.bus.execute(event, data, session_id, source="engine")
@@ -281,6 +292,21 @@ class Host:
         return await self.manager.health(plugin_id)
 
     # -- dispatch --
+    async def inject_inbound(self, session_id: str, chat_id: str, body: str,
+                             sender: str | None = None) -> dict[str, Any]:
+        """Receive a message through the loopback engine and return it once every `message:received`
+        handler has answered, observers included (the engine itself does not wait for those): the
+        API's injection and the test harness show the replies it caused."""
+        outcomes: list[HookOutcome] = []
+        token = _inbound_outcomes.set(outcomes)
+        try:
+            message = await self.loopback.inject_inbound(session_id, chat_id, body, sender)
+        finally:
+            _inbound_outcomes.reset(token)
+        for outcome in outcomes:
+            await outcome.settled()
+        return message
+
     async def dispatch(self, event: str, data: Any, session_id: str | None = None, source: str = "host") -> HookOutcome:
         """Run the hook chain of `event` once."""
         return await self.bus.execute(event, data, session_id, source=source)

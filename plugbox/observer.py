@@ -23,6 +23,9 @@ class HostObserver:
     def hook_timeout(self, plugin_id: str) -> None:
         pass
 
+    def hook_dropped(self, plugin_id: str) -> None:
+        """An event was not delivered to `plugin_id`: too many of its handler calls were unanswered."""
+
     def worker_failed(self, plugin_id: str, restarting: bool, reason: str) -> None:
         """A worker of `plugin_id` died or was killed and the manager acted on it: a restart
         follows unless the breaker opened."""
@@ -51,6 +54,10 @@ class Observers(HostObserver):
     def hook_timeout(self, plugin_id: str) -> None:
         for o in self._all:
             o.hook_timeout(plugin_id)
+
+    def hook_dropped(self, plugin_id: str) -> None:
+        for o in self._all:
+            o.hook_dropped(plugin_id)
 
     def worker_failed(self, plugin_id: str, restarting: bool, reason: str) -> None:
         for o in self._all:

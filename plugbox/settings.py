@@ -48,6 +48,19 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
 
     hook_budget_ms: PositiveMs = 5000
     """Time one sandboxed hook handler may take before its result is treated as `continue`."""
+    hook_plugin_event_budget_ms: PositiveMs | None = None
+    """Time all of one plugin's handlers for one event may take together, from the moment the event
+    reaches the first of them; None: hook_budget_ms. A handler gets what is left, and none once it is
+    spent, so a plugin registering many handlers does not multiply its budget."""
+    hook_chain_budget_ms: PositiveMs = 10000
+    """Time the handlers a caller waits for (those holding `hooks:modify`) may take together for one
+    event; past it the remaining ones are skipped for that event. Observers never count: the caller
+    does not wait for them."""
+    hook_handlers_per_event: PositiveInt = 8
+    """Handlers one plugin may register for one event; the next registration is refused."""
+    hook_observers_pending: PositiveInt = 64
+    """Observer invocations (handlers without `hooks:modify`, which run beside the chain) one plugin
+    may have unanswered at once; past it the event is dropped for that plugin and counted."""
     lifecycle_budget_ms: PositiveMs = 30000
     """Time for each of load, on_load, on_enable, on_disable, on_config_change."""
     health_budget_ms: PositiveMs = 5000

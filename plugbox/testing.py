@@ -78,11 +78,13 @@ class PluginHarness:
         return None if layers is None else [dict(layer) for layer in layers]
 
     async def inbound(self, body: str, chat_id: str = DEFAULT_CHAT, sender: str | None = None) -> dict[str, Any]:
-        """Inject an inbound message; returns it after every `message:received` handler ran."""
-        return await self.engine.inject_inbound(self.session, chat_id, body, sender)
+        """Inject an inbound message; returns it after every `message:received` handler ran (the
+        observers too, which the engine does not wait for)."""
+        return await self.host.inject_inbound(self.session, chat_id, body, sender)
 
     async def dispatch(self, event: str, data: Any) -> HookOutcome:
-        return await self.host.dispatch(event, data, self.session, source="test")
+        """Run the event's chain once; returns when every handler has answered (observers too)."""
+        return await (await self.host.dispatch(event, data, self.session, source="test")).settled()
 
     async def set_config(self, config: dict[str, Any]) -> None:
         await self.host.set_config(self.plugin_id, config)

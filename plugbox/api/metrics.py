@@ -78,6 +78,9 @@ class Metrics(HostObserver):
                                       ["event"], buckets=HOOK_BUCKETS, registry=r)
         self.hook_timeouts = Counter("plugbox_hook_timeouts", "Hook handlers that ran past their budget",
                                      ["plugin"], registry=r)
+        self.hook_dropped_events = Counter("plugbox_hook_events_dropped",
+                                           "Events not delivered to a plugin with too many handler calls unanswered",
+                                           ["plugin"], registry=r)
         self.worker_crashes = Counter("plugbox_worker_crashes", "Workers that died or were killed",
                                       ["plugin"], registry=r)
         self.worker_restarts = Counter("plugbox_worker_restarts", "Worker restarts scheduled after a failure",
@@ -112,6 +115,9 @@ class Metrics(HostObserver):
 
     def hook_timeout(self, plugin_id: str) -> None:
         self.hook_timeouts.labels(plugin_id).inc()
+
+    def hook_dropped(self, plugin_id: str) -> None:
+        self.hook_dropped_events.labels(plugin_id).inc()
 
     def worker_failed(self, plugin_id: str, restarting: bool, reason: str) -> None:
         self.worker_crashes.labels(plugin_id).inc()

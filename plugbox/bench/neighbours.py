@@ -9,7 +9,8 @@ body (a capability call through the bridge and the database writer), and fails p
 
 Each row reports the victim's p50 before and during the attack, victim failures and status, the
 host's RSS growth and log bytes during the attack, whether the attacker's config secret reached
-the host log, and what the host charged the attacker with (its status, failures, last error).
+the host log, and what the host charged the attacker with (its status, failures, last error, or
+else the hook timeouts and dropped events counted against it).
 A row passes when the victim kept its service (p50 ≤ 3 x baseline or ≤ 50 ms, no failure, still
 enabled) and the host did (RSS growth ≤ 150 MB, log ≤ 1 MB per plugin per minute, no secret).
 """
@@ -31,6 +32,7 @@ from plugbox.bench._plugins import install
 from plugbox.bench._proc import host_memory_kb, percentile
 from plugbox.engines.loopback import LoopbackEngine
 from plugbox.host import Host
+from plugbox.observer import HostObserver
 from plugbox.settings import load_settings
 
 __all__ = ["run_neighbours"]
@@ -64,6 +66,25 @@ class _LogMeter(logging.Handler):
         self.lines += 1
         if SECRET in text:
             self.secret_seen += 1
+
+
+class _Charges(HostObserver):
+    """What the host charged each plugin with besides its status: hook timeouts, dropped events."""
+
+    def __init__(self) -> None:
+        self.timeouts: dict[str, int] = {}
+        self.dropped: dict[str, int] = {}
+
+    def hook_timeout(self, plugin_id: str) -> None:
+        self.timeouts[plugin_id] = self.timeouts.get(plugin_id, 0) + 1
+
+    def hook_dropped(self, plugin_id: str) -> None:
+        self.dropped[plugin_id] = self.dropped.get(plugin_id, 0) + 1
+
+    def describe(self, plugin_id: str) -> str:
+        counts = ((self.timeouts.get(plugin_id, 0), "hook timeouts"),
+                  (self.dropped.get(plugin_id, 0), "events dropped"))
+        return ", ".join(f"{n:,} {what}" for n, what in counts if n)
 
 
 class _SlowServer:
@@ -157,7 +178,8 @@ async def _round(attack: Attack, root: Path, duration_s: float, baseline_probes:
     meter = _LogMeter()
     inflight: set[asyncio.Task[Any]] = set()
     async with _SlowServer() as server:
-        host = Host(settings, engine=LoopbackEngine(), bundled=False)
+        charges = _Charges()
+        host = Host(settings, engine=LoopbackEngine(), bundled=False, observers=[charges])
         await host.start(restore=False)
         try:
             await host.loopback.create_session(SESSION)
@@ -229,7 +251,7 @@ async def _round(attack: Attack, root: Path, duration_s: float, baseline_probes:
         "secret_in_host_log": meter.secret_seen,
         "attacker_status": str(attacker.status),
         "attacker_failures": attacker.consecutive_failures,
-        "attacker_charged": str(enable_error or last_error or "")[:160],
+        "attacker_charged": str(enable_error or last_error or charges.describe("attacker"))[:160],
         "attacker_channel": channel,
         "pass": victim_ok and host_ok,
     }

@@ -419,7 +419,7 @@ async def test_worker_plugin_fetches_an_exempt_allowed_host(
     host: Host, write_plugin: WritePlugin, listener: Listener
 ) -> None:
     await enable(host, write_plugin(FETCHER, permissions=["net:fetch", "storage:use"], net={"allow": ["localhost"]}))
-    await host.engine.inject_inbound(SESSION, "15550001111@c.us", f"http://localhost:{listener.port}/echo")
+    await host.inject_inbound(SESSION, "15550001111@c.us", f"http://localhost:{listener.port}/echo")
     found, result = host.storage.get("p", "result")
     assert found, host.storage.get("p", "error")
     assert result["status"] == 201
@@ -430,7 +430,7 @@ async def test_worker_plugin_gets_capability_error_for_a_blocked_address(
     host: Host, write_plugin: WritePlugin, listener: Listener
 ) -> None:
     await enable(host, write_plugin(FETCHER, permissions=["net:fetch", "storage:use"], net={"allow": ["*"]}))
-    await host.engine.inject_inbound(SESSION, "15550001111@c.us", f"http://2130706433:{listener.port}/")
+    await host.inject_inbound(SESSION, "15550001111@c.us", f"http://2130706433:{listener.port}/")
     assert host.storage.get("p", "result") == (False, None)
     _, (kind, message) = host.storage.get("p", "error")
     assert kind == "CapabilityError"
@@ -449,7 +449,7 @@ async def test_worker_plugin_allowlist_includes_https_config_hosts(host: Host, w
     await host.set_config(entry.plugin_id, {"baseUrl": "https://api.configured.example/v1"})
     await host.set_active_sessions(entry.plugin_id, [SESSION])
     await host.enable(entry.plugin_id)
-    await host.engine.inject_inbound(SESSION, "15550001111@c.us", "http://elsewhere.example/")
+    await host.inject_inbound(SESSION, "15550001111@c.us", "http://elsewhere.example/")
     _, (_, message) = host.storage.get("p", "error")
     assert "elsewhere.example:80 is not on the plugin's allowlist" in message
     policy = host._fetch_policy("p")

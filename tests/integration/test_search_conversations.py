@@ -106,7 +106,7 @@ class Helpdesk(Plugin):
 
 async def test_conversation_capabilities_round_trip_from_a_worker(host: Host, write_plugin: WritePlugin) -> None:
     await enable(host, write_plugin(HELPDESK, permissions=["conversation:send", "storage:use"]))
-    await host.engine.inject_inbound(SESSION, CHAT, "help")
+    await host.inject_inbound(SESSION, CHAT, "help")
 
     found, out = host.storage.get("p", "out")
     assert found
@@ -126,6 +126,6 @@ async def test_conversation_verbs_without_the_permission_raise_in_the_worker(
     host: Host, write_plugin: WritePlugin
 ) -> None:
     await enable(host, write_plugin(HELPDESK, permissions=["storage:use"]))
-    await host.engine.inject_inbound(SESSION, CHAT, "help")
+    await host.inject_inbound(SESSION, CHAT, "help")
     assert host.storage.get("p", "out") == (False, None)
     assert host.engine.sent == []

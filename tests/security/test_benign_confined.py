@@ -140,6 +140,6 @@ async def test_benign_echo_round_trip_under_full_confinement(attack: Attack, wri
                                                   f"echo: {hook.data['body']} ({when.tzname()})")
     """, id="echo"))
     assert entry.status == Status.ENABLED
-    await attack.host.engine.inject_inbound(SESSION, "15550001111@c.us", "hi")
+    await attack.host.inject_inbound(SESSION, "15550001111@c.us", "hi")
     assert [m["body"] for m in attack.host.engine.sent] == ["echo: hi (JST)"]
     await attack.aftermath()

@@ -94,3 +94,26 @@ async def test_the_sweep_timer_runs_on_the_loop_without_a_hand_on_the_clock() ->
     with pytest.raises(TimeoutError), deadlines.within(0.02):
         await asyncio.sleep(3600)
     assert len(deadlines) == 0
+
+
+async def test_a_watched_future_is_cancelled_past_its_budget_and_says_so() -> None:
+    clock = Clock()
+    deadlines = Deadlines(clock, autosweep=False)
+    fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    deadline = deadlines.watch(fut, clock.now + 5.0)
+    clock.now += 4.9
+    assert deadlines.sweep() == 0 and not fut.done()
+    clock.now += 0.1
+    assert deadlines.sweep() == 1
+    assert fut.cancelled() and deadline.expired and len(deadlines) == 0
+
+
+async def test_a_watched_future_done_in_time_is_forgotten() -> None:
+    clock = Clock()
+    deadlines = Deadlines(clock, autosweep=False)
+    fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+    deadline = deadlines.watch(fut, clock.now + 5.0)
+    fut.set_result(7)
+    await asyncio.sleep(0)  # (done callbacks run soon, not at once)
+    clock.now += 60
+    assert deadlines.sweep() == 0 and len(deadlines) == 0 and not deadline.expired

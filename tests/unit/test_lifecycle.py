@@ -481,7 +481,7 @@ async def test_breaker_opens_after_the_threshold_of_consecutive_hook_timeouts(ma
     host.register_builtin(Stalling, _manifest("stalling"))
     await host.enable("stalling")
     for _ in range(3):
-        await host.bus.execute("session:ready", {})
+        await (await host.bus.execute("session:ready", {})).settled()  # (it observes: the bus went on)
     entry = host.manager.get("stalling")
     assert entry.status == "error"
     assert entry.error is not None and "after 3 consecutive failures" in entry.error
@@ -497,7 +497,7 @@ async def test_a_successful_hook_resets_the_timeout_count_only_after_the_stable_
     await host.enable("stalling")
     for ok in (False, False, True, False, False):
         plugin.ok = ok
-        await host.bus.execute("session:ready", {})
+        await (await host.bus.execute("session:ready", {})).settled()
     assert host.manager.get("stalling").status == "enabled"
 
 

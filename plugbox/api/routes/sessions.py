@@ -1,6 +1,7 @@
 """`/api/sessions…` and `/api/sent`: the engine's sessions; with the loopback engine also inbound
-message injection (which runs the `message:received` chain, so the reply is known when the call
-returns) and the sent log (any other engine: the engine's refusal, as for any EngineError)."""
+message injection (which runs the `message:received` chain and waits for its observers, so the
+reply is known when the call returns) and the sent log (any other engine: the engine's refusal, as
+for any EngineError)."""
 
 from __future__ import annotations
 
@@ -54,7 +55,7 @@ async def inject_message(request: Request) -> JSONResponse:
         raise ApiError(422, "'sender' must be a string", field="sender")
     if session not in {s["id"] for s in host.engine.sessions()}:
         raise ApiError(404, f"unknown session {session!r}")
-    message = await host.loopback.inject_inbound(session, doc["chatId"], doc["body"], sender=sender)
+    message = await host.inject_inbound(session, doc["chatId"], doc["body"], sender=sender)
     after = _seq(message)
     sent = [m for m in host.loopback.sent if m.get("session_id") == session and _seq(m) > after]
     return JSONResponse({"message": message, "sent": sent})

@@ -1,0 +1,112 @@
+"""Issue 12, class 3: a hook chain no plugin can stall for others. A hostile plugin registers as
+many slow handlers as it can on the event a victim plugin serves; the victim keeps its latency and
+its standing, and the host charges the attacker (refused registrations, dropped events, timeouts).
+Real confined workers on both sides."""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+
+from plugbox.host import Host
+from tests.security.conftest import SESSION, WritePlugin, enable, wait_for
+
+EVENT = "message:received"
+CHAT = "15550001111@c.us"
+PROBE_TIMEOUT_S = 5.0
+
+VICTIM = """
+from plugbox.sdk import Plugin
+
+
+class Victim(Plugin):
+    def on_load(self, ctx):
+        ctx.register_hook("message:received", self.seen, priority=50)
+
+    async def seen(self, hook):
+        await self.ctx.storage.set("seen", hook.data["body"])
+"""
+
+# 50 handlers before the victim's, each sleeping just under the handler budget (90 % of it).
+STALL = """
+import asyncio
+from plugbox.sdk import Plugin, HookResult
+
+
+class Stall(Plugin):
+    def on_load(self, ctx):
+        for _ in range(50):
+            ctx.register_hook("message:received", self.slow, priority=1)
+
+    async def slow(self, hook):
+        await asyncio.sleep(self.ctx.config.get("sleepS", 1.8))
+        return HookResult(data={**hook.data, "body": "stalled"}, stop=True)
+"""
+
+# The same in the chain (it holds `hooks:modify`), continuing each time so every handler runs.
+STALL_IN_CHAIN = STALL.replace('return HookResult(data={**hook.data, "body": "stalled"}, stop=True)', "return None")
+
+
+async def _probe(host: Host, label: str) -> float:
+    """Seconds from an inbound message to the victim having stored it (it only observes, so the
+    engine does not wait for it: the store is the proof it ran)."""
+    start = time.perf_counter()
+    await host.engine.inject_inbound(SESSION, CHAT, label)
+    while time.perf_counter() - start < PROBE_TIMEOUT_S:
+        found, value = host.storage.get("victim", "seen")
+        if found and value == label:
+            return time.perf_counter() - start
+        await asyncio.sleep(0.001)
+    raise AssertionError(f"probe {label} not handled within {PROBE_TIMEOUT_S} s")
+
+
+def _attacker_handlers(host: Host) -> int:
+    return sum(1 for reg in host.bus.handlers(EVENT) if reg.plugin_id == "attacker")
+
+
+def _said(host: Host, plugin_id: str, words: str) -> bool:
+    return any(words in str(line.get("message", "")) for line in host.plugin(plugin_id).logs)
+
+
+async def test_hostile_chain_stall_leaves_the_victims_latency_and_charges_the_attacker(
+    host: Host, write_plugin: WritePlugin
+) -> None:
+    await enable(host, write_plugin(VICTIM, id="victim", permissions=["storage:use"]))
+    baseline = [await _probe(host, f"base-{i}") for i in range(15)]
+    await enable(host, write_plugin(STALL, id="attacker", permissions=[]))
+    # It ran: its worker registered, the host kept only its share of handlers and told it so.
+    await wait_for(lambda: _attacker_handlers(host) == host.settings.hook_handlers_per_event)
+    assert _said(host, "attacker", "registration refused")
+
+    during = [await _probe(host, f"attack-{i}") for i in range(40)]
+
+    base_p50, during_p50 = statistics.median(baseline), statistics.median(during)
+    assert during_p50 <= max(3 * base_p50, 0.050), (base_p50, during_p50)
+    victim = host.plugin("victim")
+    assert str(victim.status) == "enabled" and victim.consecutive_failures == 0
+    found, seen = host.storage.get("victim", "seen")
+    assert found and seen == "attack-39"  # its stop and rewrite changed nothing for the victim
+    # Charged: 40 events x 8 handlers outran what it may leave unanswered; the rest were dropped.
+    assert host.bus.pending("attacker") == host.settings.hook_observers_pending
+    assert host.bus.dropped("attacker") > 0
+    assert _said(host, "attacker", "events dropped")
+    assert str(host.plugin("attacker").status) == "enabled"  # a legal plugin, only throttled
+
+
+async def test_hostile_modifier_stall_is_bounded_per_event_and_charged(host: Host, write_plugin: WritePlugin) -> None:
+    """With `hooks:modify` the attacker sits in the chain; its handlers still share one budget per
+    event, so one event costs the others at most that, and each such event is its timeout."""
+    await enable(host, write_plugin(VICTIM, id="victim", permissions=["storage:use"]))
+    await enable(host, write_plugin(STALL_IN_CHAIN, id="attacker", permissions=["hooks:modify"]))
+    await wait_for(lambda: _attacker_handlers(host) == host.settings.hook_handlers_per_event)
+    budget = host.settings.hook_budget_ms / 1000
+    start = time.perf_counter()
+    outcome = await host.dispatch(EVENT, {"id": "m1", "chatId": CHAT, "body": "hi", "from": CHAT,
+                                          "fromMe": False, "timestamp": 0, "type": "chat"}, SESSION)
+    took = time.perf_counter() - start
+    # 8 handlers of 1.8 s each would be 14.4 s; the plugin's share of the event is one budget.
+    assert took < 2 * budget, took
+    assert outcome.timed_out == ["attacker"]
+    await wait_for(lambda: host.plugin("attacker").consecutive_failures >= 1)
+    assert host.plugin("victim").consecutive_failures == 0
