@@ -35,50 +35,50 @@ def _bodies(host: Host) -> list[str]:
 
 
 async def test_keyword_gets_its_reply_quoting_the_message(replying: Host) -> None:
-    inbound = await replying.engine.inject_inbound("main", PEER, "what is the price?")
+    inbound = await replying.inject_inbound("main", PEER, "what is the price?")
     (sent,) = replying.engine.sent
     assert (sent["body"], sent["chatId"], sent["quotedId"]) == ("It costs 5 EUR.", PEER_ID, inbound["id"])
     assert sent["session_id"] == "main"
 
 
 async def test_keyword_matches_case_insensitively(replying: Host) -> None:
-    await replying.engine.inject_inbound("main", PEER, "Your HOURS please")
+    await replying.inject_inbound("main", PEER, "Your HOURS please")
     assert _bodies(replying) == ["Open 9-17."]
 
 
 async def test_non_matching_text_gets_no_reply(replying: Host) -> None:
-    await replying.engine.inject_inbound("main", PEER, "hello there")
+    await replying.inject_inbound("main", PEER, "hello there")
     assert replying.engine.sent == []
 
 
 async def test_keyword_inside_a_longer_word_does_not_match(replying: Host) -> None:
-    await replying.engine.inject_inbound("main", PEER, "priceless")
+    await replying.inject_inbound("main", PEER, "priceless")
     assert replying.engine.sent == []
 
 
 async def test_own_messages_are_ignored(replying: Host) -> None:
     own = {"id": "own-1", "chatId": PEER_ID, "from": "me@c.us", "body": "price", "fromMe": True}
-    await replying.messages.receive("main", own)
+    await (await replying.messages.receive("main", own)).settled()
     assert replying.engine.sent == []
 
 
 async def test_own_messages_get_replies_when_ignore_from_me_is_off(replying: Host) -> None:
-    inbound = await replying.engine.inject_inbound("main", PEER, "warm-up")
+    inbound = await replying.inject_inbound("main", PEER, "warm-up")
     await replying.set_config("auto-reply", {"rules": RULES, "ignoreFromMe": False})
     own = {**inbound, "body": "price", "fromMe": True}
-    await replying.messages.receive("main", own)
+    await (await replying.messages.receive("main", own)).settled()
     assert _bodies(replying) == ["It costs 5 EUR."]
 
 
 async def test_no_reply_on_a_session_it_is_not_active_on(replying: Host) -> None:
     await replying.engine.create_session("other")
-    await replying.engine.inject_inbound("other", PEER, "price")
+    await replying.inject_inbound("other", PEER, "price")
     assert replying.engine.sent == []
 
 
 async def test_no_reply_while_disabled(replying: Host) -> None:
     await replying.disable("auto-reply")
-    await replying.engine.inject_inbound("main", PEER, "price")
+    await replying.inject_inbound("main", PEER, "price")
     assert replying.engine.sent == []
 
 
@@ -86,7 +86,7 @@ async def test_per_session_rules_override_the_base_rules(replying: Host) -> None
     await replying.set_session_config(
         "auto-reply", "main", {"rules": [{"keyword": "price", "reply": "Ask the shop."}]}
     )
-    await replying.engine.inject_inbound("main", PEER, "price")
+    await replying.inject_inbound("main", PEER, "price")
     assert _bodies(replying) == ["Ask the shop."]
 
 
@@ -99,7 +99,7 @@ async def test_the_reply_goes_through_message_sending_hooks(replying: Host) -> N
                                       "main": "builtin", "permissions": ["hooks:modify"]})
     await replying.set_active_sessions("guard", ["main"])
     await replying.enable("guard")
-    outcome_message = await replying.engine.inject_inbound("main", PEER, "price")  # the veto must not break it
+    outcome_message = await replying.inject_inbound("main", PEER, "price")  # the veto must not break it
     assert outcome_message["body"] == "price"
     assert replying.engine.sent == []
 

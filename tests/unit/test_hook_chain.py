@@ -17,7 +17,8 @@ from plugbox.hooks import HookBus, HookLimits, HookOutcome
 from plugbox.sdk import HookContext, HookResult
 
 EVENT = "message:received"
-MESSAGE = {"id": "m1", "chatId": "15550100001@c.us", "body": "hi"}
+MESSAGE = {"id": "m1", "chatId": "15550100001@c.us", "from": "15550100001@c.us", "body": "hi", "fromMe": False,
+           "timestamp": 1}
 MODIFIERS = {"mod", "mod2", "mod3"}
 
 
