@@ -308,8 +308,10 @@ class Host:
         return message
 
     async def dispatch(self, event: str, data: Any, session_id: str | None = None, source: str = "host") -> HookOutcome:
-        """Run the hook chain of `event` once."""
-        return await self.bus.execute(event, data, session_id, source=source)
+        """Run the hook chain of `event` once and return when every handler has answered, the
+        observers too (the host's own event sources do not wait for those; an adapter that reports
+        what the handlers did does)."""
+        return await (await self.bus.execute(event, data, session_id, source=source)).settled()
 
     def ingress_route(self, plugin_id: str, route: str) -> ingress.IngressTarget | None:
         """The declared ingress route, or None when the plugin or route is unknown."""

@@ -84,7 +84,7 @@ class PluginHarness:
 
     async def dispatch(self, event: str, data: Any) -> HookOutcome:
         """Run the event's chain once; returns when every handler has answered (observers too)."""
-        return await (await self.host.dispatch(event, data, self.session, source="test")).settled()
+        return await self.host.dispatch(event, data, self.session, source="test")
 
     async def set_config(self, config: dict[str, Any]) -> None:
         await self.host.set_config(self.plugin_id, config)

@@ -69,7 +69,7 @@ async def test_capability_and_hook_round_trip(host: Host, write_plugin: WritePlu
             async def on_message(self, hook):
                 await self.ctx.messages.send_text(hook.session_id, hook.data["chatId"], "echo: " + hook.data["body"])
     """))
-    await host.engine.inject_inbound(SESSION, "15550001111@c.us", "hi")
+    await host.inject_inbound(SESSION, "15550001111@c.us", "hi")
     assert [m["body"] for m in host.engine.sent] == ["echo: hi"]
 
 
@@ -110,7 +110,7 @@ async def test_a_handler_that_fires_its_own_event_is_not_re_entered(
     host: Host, write_plugin: WritePlugin, handler: str
 ) -> None:
     await enable(host, write_plugin(REENTRANT.format(handler=handler)))
-    outcome = await host.bus.execute("message:sending", {"chatId": "c1", "body": "outer"}, SESSION)
+    outcome = await host.dispatch("message:sending", {"chatId": "c1", "body": "outer"}, SESSION)
     assert not outcome.errors and not outcome.timed_out
     assert [m["body"] for m in host.engine.sent] == ["inner"]
     assert host.storage.get("p", "runs") == (True, 1)  # the inner send skipped the handler it came from
@@ -125,7 +125,7 @@ async def test_hook_data_chains_back_from_the_worker(host: Host, write_plugin: W
             def tag(self, hook):
                 return HookResult(data={**hook.data, "body": "tagged"}, stop=True)
     """, permissions=["hooks:modify"]))
-    outcome = await host.bus.execute("message:received", dict(MESSAGE), SESSION)
+    outcome = await host.dispatch("message:received", dict(MESSAGE), SESSION)
     assert outcome.data == {**MESSAGE, "body": "tagged"}
     assert outcome.stopped
 
@@ -143,7 +143,7 @@ async def test_hanging_async_hook_times_out_and_the_worker_stays(host: Host, wri
     """))
     runtime = entry.runtime
     pid = runtime.proc.pid
-    outcome = await host.bus.execute("message:received", {"id": "m1", "chatId": "c1"}, SESSION)
+    outcome = await host.dispatch("message:received", {"id": "m1", "chatId": "c1"}, SESSION)
     assert outcome.timed_out == ["p"] and not outcome.stopped
     assert runtime.liveness_checking  # the timeout started a liveness check ...
     await wait_for(lambda: not runtime.liveness_checking, within=5)  # ... which the idle loop passed
@@ -168,7 +168,7 @@ async def test_infinite_sync_loop_is_killed_and_the_host_goes_on(host: Host, wri
                     pass
     """))
     pid = entry.runtime.proc.pid
-    outcome = await host.bus.execute("message:received", {"id": "m1", "chatId": "c1"}, SESSION)
+    outcome = await host.dispatch("message:received", {"id": "m1", "chatId": "c1"}, SESSION)
     assert outcome.timed_out == ["p"]
     await wait_for(lambda: not alive(pid), within=5)
     await wait_for(lambda: any("liveness ping" in line["message"] for line in entry.logs.recent))
@@ -176,7 +176,7 @@ async def test_infinite_sync_loop_is_killed_and_the_host_goes_on(host: Host, wri
     # not counted twice.
     assert entry.record.consecutive_failures == 1
     # The host still serves: a message through the bus completes.
-    await host.bus.execute("session:ready", {}, SESSION)
+    await host.dispatch("session:ready", {}, SESSION)
 
 
 async def test_disabling_a_worker_that_just_died_skips_its_lifecycle_quietly(
@@ -185,7 +185,7 @@ async def test_disabling_a_worker_that_just_died_skips_its_lifecycle_quietly(
     entry = await enable(host, write_plugin(CRASHER))
     # The hook resolves (to continue) as soon as the channel closes, before the host has reaped
     # the worker and told the manager: the disable below races that report.
-    await host.bus.execute("message:received", {"id": "m1", "chatId": "c1"}, SESSION)
+    await host.dispatch("message:received", {"id": "m1", "chatId": "c1"}, SESSION)
     await host.disable("p")
     assert entry.status == Status.DISABLED
     lines = [line for line in entry.logs.recent if "on_disable" in line["message"]]
@@ -205,7 +205,7 @@ async def test_crash_mid_call_rejects_pending_requests_at_once(host: Host, write
                 os._exit(9)
     """))
     started = time.monotonic()
-    outcome = await host.bus.execute("message:received", {"id": "m1", "chatId": "c1"}, SESSION)
+    outcome = await host.dispatch("message:received", {"id": "m1", "chatId": "c1"}, SESSION)
     assert time.monotonic() - started < 2, "a crash must not wait for the hook budget"
     assert not outcome.timed_out and not outcome.stopped  # resolved to continue
 
@@ -228,7 +228,7 @@ async def test_plain_data_survives_the_round_trip(host: Host, write_plugin: Writ
     data = {"deliveryId": "d1", "subscriptionId": "s1", "event": "message:received",
             "payload": {"id": "d1", "event": "message:received", "sessionId": SESSION,
                         "timestamp": "2026-01-02T01:04:05Z", "data": plain}}
-    outcome = await host.bus.execute("webhook:before", data, SESSION)
+    outcome = await host.dispatch("webhook:before", data, SESSION)
     assert not outcome.errors
     back = outcome.data["payload"]["data"]
     assert back["nested"] == plain["nested"]
@@ -284,7 +284,7 @@ async def test_calls_over_the_in_flight_limit_are_refused_and_slots_reused(
                 await self.ctx.storage.set("results", results)
                 await self.ctx.storage.set("after", await one(99))
     """))
-    dispatch = asyncio.ensure_future(host.bus.execute("session:ready", {}, SESSION))
+    dispatch = asyncio.ensure_future(host.dispatch("session:ready", {}, SESSION))
     await wait_for(lambda: entry.runtime.calls_in_flight == 32)
     assert entry.runtime.refused_calls == 1
     gate.set()
@@ -307,7 +307,7 @@ async def test_late_replies_are_dropped(host: Host, write_plugin: WritePlugin) -
                 await asyncio.sleep(0.5)
                 return HookResult(data={**hook.data, "body": "late"})
     """, permissions=["hooks:modify"]))
-    outcome = await host.bus.execute("message:received", dict(MESSAGE), SESSION)
+    outcome = await host.dispatch("message:received", dict(MESSAGE), SESSION)
     assert outcome.timed_out == ["p"] and outcome.data == MESSAGE
     await wait_for(lambda: entry.runtime.channel_stats().late_replies == 1)
     assert entry.status == Status.ENABLED
@@ -353,12 +353,12 @@ async def test_memory_bomb_ends_only_the_worker(host: Host, write_plugin: WriteP
                 while True:
                     hoard.append(bytearray(16 << 20))
     """))
-    outcome = await host.bus.execute("message:received", {"id": "m1", "chatId": "c1"}, SESSION)
+    outcome = await host.dispatch("message:received", {"id": "m1", "chatId": "c1"}, SESSION)
     assert host.storage.get("p", "started") == (True, True)
     assert outcome.errors and "MemoryError" in outcome.errors[0][1]
     assert not outcome.timed_out
     assert entry.status == Status.ENABLED  # the cap held; the worker survived its own bomb
-    await host.engine.inject_inbound(SESSION, "15550001111@c.us", "still serving")
+    await host.inject_inbound(SESSION, "15550001111@c.us", "still serving")
 
 
 @pytest.mark.parametrize("settings_overrides", [{"breaker_threshold": 3}])
@@ -370,7 +370,7 @@ async def test_crashing_plugin_restarts_with_backoff_then_trips_the_breaker(
     for attempt in range(1, 4):
         await wait_for(lambda: entry.status == Status.ENABLED and entry.runtime is not None)
         pids.add(entry.runtime.proc.pid)
-        await host.bus.execute("message:received", {"id": "m1", "chatId": "c1"}, SESSION)
+        await host.dispatch("message:received", {"id": "m1", "chatId": "c1"}, SESSION)
         await wait_for(lambda n=attempt: entry.record.consecutive_failures == n)
     await wait_for(lambda: entry.runtime is None)
     assert entry.status == Status.ERROR

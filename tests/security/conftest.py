@@ -407,7 +407,7 @@ class Attack:
 
     async def fire(self, message_id: str = "m2", session: str = SESSION) -> Any:
         """Fire the event the hostile handler serves once more; the bus outcome (`reported` reads it)."""
-        outcome = await self.host.bus.execute("webhook:before", carrying({"id": message_id}, session), session)
+        outcome = await self.host.dispatch("webhook:before", carrying({"id": message_id}, session), session)
         self.hook_outcomes.append(outcome)
         return outcome
 
@@ -432,7 +432,7 @@ class Attack:
             assert listeners.hits == [], f"a host listener was reached: {listeners.hits}"
         assert host.zygote.alive, "the zygote died"
         started = time.monotonic()
-        await host.bus.execute("session:ready", {}, SESSION)
+        await host.dispatch("session:ready", {}, SESSION)
         assert time.monotonic() - started < 5
         await host.storage.set("aftermath", "probe", 1)
         assert host.storage.get("aftermath", "probe") == (True, 1)
@@ -452,7 +452,7 @@ class Attack:
                     return carry(hook, {"benign": "pong"})
         """), id=pid, permissions=["hooks:modify"]))
         assert entry.status == Status.ENABLED, entry.error
-        outcome = await self.host.bus.execute("webhook:before", carrying({"id": "m0"}), SESSION)
+        outcome = await self.host.dispatch("webhook:before", carrying({"id": "m0"}), SESSION)
         assert reported(outcome) == {"benign": "pong"}
         await self.host.disable(pid)
 

@@ -166,7 +166,7 @@ async def test_hostile_pickle_payload_is_never_unpickled(attack: Attack, canary:
             return "sent"
     """, {"how": how, "marker": str(marker)})
     assert run.result["ok"] is True
-    await attack.host.bus.execute("session:ready", {}, SESSION)  # let the host read what was sent
+    await attack.host.dispatch("session:ready", {}, SESSION)  # let the host read what was sent
     assert not marker.exists(), "the host unpickled a plugin's payload"
     if how == "bytes_value":
         found, stored = attack.host.storage.get("hostile", "payload")
@@ -255,7 +255,7 @@ async def test_hostile_spoofed_results_for_requests_it_does_not_own_are_dropped(
             return "spoofed"
     """)
     assert run.result["ok"] is True
-    await attack.host.bus.execute("session:ready", {}, SESSION)
+    await attack.host.dispatch("session:ready", {}, SESSION)
     runtime = run.entry.runtime
     await wait_for(lambda: (stats := runtime.channel_stats()).late_replies >= 60 and stats.bad_frames >= 1, within=3)
     outcome = await attack.fire("m9")
@@ -278,13 +278,13 @@ async def test_hostile_forged_registrations_are_checked_by_the_host(attack: Atta
     """)
     assert run.result["ok"] is True
     runtime = run.entry.runtime
-    await attack.host.bus.execute("session:ready", {}, SESSION)  # let the host read what was sent
+    await attack.host.dispatch("session:ready", {}, SESSION)  # let the host read what was sent
     # The unknown kind does not even decode (it is dropped and counted); it came last in the batch.
     await wait_for(lambda: runtime.channel_stats().bad_frames >= 1, within=3)
     assert not runtime.has_webhook("stolen-route") and runtime.has_search is False
     assert any("registration refused" in line["message"] for line in run.entry.logs.recent)
     # The hook naming a handler that does not exist is answered as an error, not a crash.
-    outcome = await attack.host.bus.execute("message:received", {"id": "m3", "chatId": "c3"}, SESSION)
+    outcome = await attack.host.dispatch("message:received", {"id": "m3", "chatId": "c3"}, SESSION)
     assert not outcome.timed_out
     assert alive(run.pid)
     await attack.aftermath()

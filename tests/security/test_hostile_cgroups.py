@@ -83,7 +83,7 @@ async def test_four_spinning_threads_are_held_to_the_cpu_quota_and_not_killed(at
     assert 0.18 <= share <= 0.22, f"the worker used {share:.1%} of a CPU under a 20 % quota"
     assert throttled >= periods // 2 > 0  # the quota, not a busy machine, is what held it
     assert alive(run.pid) and run.entry.status == Status.ENABLED  # under the watchdog's 90 %: not killed
-    outcome = await attack.host.bus.execute("message:ack", {"id": "m1"}, SESSION)
+    outcome = await attack.host.dispatch("message:ack", {"id": "m1"}, SESSION)
     assert not outcome.errors and not outcome.timed_out
     await attack.host.manager.disable(run.entry.plugin_id)
     await attack.aftermath()

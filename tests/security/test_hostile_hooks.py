@@ -94,7 +94,7 @@ async def test_hostile_hook_data_is_charged_to_its_producer_and_never_reaches_th
     granted = bool(poisoner_permissions)
 
     for n, kind in enumerate(KINDS):
-        outcome = await host.bus.execute("message:received", _message(n, kind), SESSION, source="engine")
+        outcome = await host.dispatch("message:received", _message(n, kind), SESSION, source="engine")
         assert not outcome.timed_out, outcome
         assert outcome.data == _message(n, kind)  # the caller, too, has the original
         if granted:  # the attack ran and was refused: charged to the poisoner, and to it only
@@ -151,7 +151,7 @@ async def test_a_zero_permission_plugin_cannot_make_another_plugin_send_its_text
     await _enable(attack, "attacker", ATTACKER, [])
     await _enable(attack, "echo", ECHO, ["messages:send"])
 
-    await host.engine.inject_inbound(SESSION, PEER, "hello")  # the real inbound path
+    await host.inject_inbound(SESSION, PEER, "hello")  # the real inbound path
     await wait_for(lambda: len(host.engine.sent) >= 1, within=10)
 
     assert [(m["chatId"], m["body"]) for m in host.engine.sent] == [(PEER, "echo: hello")]

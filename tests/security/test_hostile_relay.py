@@ -116,7 +116,7 @@ async def test_five_messages_whose_handler_error_is_megabytes_with_a_secret(
     """, id="neighbour", permissions=[]))
     await wait_for(lambda: any("neighbour up" in line["message"] for line in neighbour.logs.recent), within=5)
     before = sum(len(line) for line in host_lines(caplog))
-    outcomes = [await host.bus.execute("message:received", {"id": f"m{i}", "chatId": "c", "body": "x"}, SESSION)
+    outcomes = [await host.dispatch("message:received", {"id": f"m{i}", "chatId": "c", "body": "x"}, SESSION)
                 for i in range(5)]
     grown = sum(len(line) for line in host_lines(caplog)) - before
     assert all(o.errors and o.errors[0][0] == "hostile" for o in outcomes)  # the attack ran, 5 times
@@ -174,7 +174,7 @@ async def test_a_million_log_fields_cost_one_capped_line(host: Host, write_plugi
     assert "[[[[…]" in lines["deep"] and f"token='{REDACTED}'" in lines["deep"]
     assert all(len(m) <= CAP + len(TRUNCATED) for m in lines.values())
     started = time.monotonic()  # the host loop was not held by it
-    await host.bus.execute("session:ready", {}, SESSION)
+    await host.dispatch("session:ready", {}, SESSION)
     assert time.monotonic() - started < 1
 
 

@@ -90,7 +90,7 @@ async def test_hostile_background_cpu_burner_with_a_responsive_loop_is_killed(at
             return "burning"
     """)
     assert run.result["value"] == "burning"
-    outcome = await attack.host.bus.execute("message:ack", {"id": "m1"}, SESSION)
+    outcome = await attack.host.dispatch("message:ack", {"id": "m1"}, SESSION)
     assert not outcome.errors and not outcome.timed_out  # the loop itself stays responsive
     await wait_for(lambda: not alive(run.pid), within=10)
     await wait_for(lambda: any("runaway: used" in line["message"] and "of a CPU" in line["message"]
@@ -198,7 +198,7 @@ async def test_hostile_log_flood_is_rate_limited_and_the_host_stays_responsive(a
     """)
     assert run.result["ok"] is True  # the flood itself is allowed; its effect is capped
     started = time.monotonic()
-    await attack.host.bus.execute("session:ready", {}, SESSION)
+    await attack.host.dispatch("session:ready", {}, SESSION)
     assert time.monotonic() - started < 1
     await wait_for(lambda: run.entry.logs.dropped > 90_000, within=10)
     relayed = [line for line in run.entry.logs.recent if "flood" in line["message"]]
