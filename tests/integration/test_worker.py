@@ -263,8 +263,9 @@ async def test_calls_over_the_in_flight_limit_are_refused_and_slots_reused(
         async def hold(self, hook):
             await gate.wait()
 
+    # (hooks:modify: it sits in the chain, so each send waits for it; an observer would not hold them)
     host.register_builtin(Gatekeeper, {"id": "gatekeeper", "name": "g", "version": "1", "type": "extension",
-                                       "main": "builtin"})
+                                       "main": "builtin", "permissions": ["hooks:modify"]})
     await host.set_active_sessions("gatekeeper", [SESSION])
     await host.enable("gatekeeper")
     entry = await enable(host, write_plugin("""

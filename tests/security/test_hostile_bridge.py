@@ -327,6 +327,7 @@ async def test_hostile_forged_or_omitted_origin_cannot_re_enter_its_own_handler(
     assert entry.status == Status.ENABLED, entry.error
     pid = entry.runtime.proc.pid  # type: ignore[union-attr]
     await attack.host.messages.send_text(SESSION, "15550001111@c.us", "outer")
+    await attack.host.bus.settled()  # it observes, beside the chain: its calls are served while it is in flight
     assert attack.host.storage.get("reenter", "runs") == (True, 1)  # the handler ran once: no re-entry
     sent = sorted(m["body"] for m in attack.host.engine.sent)
     assert sent == ["outer", "raw", "task"]  # the attack ran; the forged call was dropped, not served

@@ -509,6 +509,6 @@ async def test_a_success_within_the_stable_period_does_not_reset_the_timeout_cou
     await host.enable("stalling")
     for ok in (False, False, True, False):
         plugin.ok = ok
-        await host.bus.execute("session:ready", {})
+        await host.dispatch("session:ready", {})  # (it observes: wait for it)
     entry = host.manager.get("stalling")
     assert entry.status == "error" and "after 3 consecutive failures" in (entry.error or "")
