@@ -236,7 +236,8 @@ async def _round(attack: Attack, root: Path, duration_s: float, baseline_probes:
     )
     host_ok = (rss_growth_mb <= RSS_LIMIT_MB and log_per_min <= PLUGINS * LOG_LIMIT_BYTES_PER_MIN
                and not meter.secret_seen)
-    last_error = getattr(attacker, "last_error", None) or attacker.error
+    failure = attacker.last_error
+    last_error = f"{failure.kind}: {failure.message}" if failure is not None else attacker.error
     return {
         "attack": attack.name,
         "what": attack.what,
