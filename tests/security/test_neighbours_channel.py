@@ -154,7 +154,8 @@ async def test_a_hook_result_of_empty_maps_is_refused_undecoded_and_charged_to_i
     """, id="attacker", permissions=["hooks:modify"]))  # an observer's data is ignored outright
     _reset_peak_rss()
     rss_before = _kb("VmRSS")
-    outcome = await host.bus.execute("message:received", {"id": "m1", "chatId": CHAT, "body": "hi"}, SESSION)
+    event = {"id": "m1", "chatId": CHAT, "body": "hi"}
+    outcome = await (await host.bus.execute("message:received", event, SESSION)).settled()
     assert _kb("VmHWM") - rss_before < 50 << 10
     assert outcome.timed_out == []
     assert [plugin for plugin, _ in outcome.errors] == ["attacker"]
