@@ -8,18 +8,29 @@ Nothing here touches the network or the disk, and nothing is random: message ids
 and timestamps from the injectable `clock`, so tests are deterministic. Memory is bounded (plugins
 choose what is sent and to which chat): chat histories per chat and in total (`_memory`), and
 `sent` by count and bytes, the oldest dropped first; the bounds are settings (`loopback_*`).
+Ids and the per-session state live in `_loopback_model`; this module owns the behaviour and events.
 """
 
 from __future__ import annotations
 
 import inspect
-import re
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from typing import Any
 
-from plugbox.engines._memory import ChatLog, MessageMemory, message_cost
+from plugbox.engines._loopback_model import (
+    _CONTACT_SUFFIX,
+    _FIRST_OWN_NUMBER,
+    _GROUP_SUFFIX,
+    _SESSION_ID,
+    Message,
+    _is_group,
+    _number,
+    _Session,
+    _show,
+    canonical_id,
+)
+from plugbox.engines._memory import MessageMemory, message_cost
 from plugbox.engines.base import (
     HISTORY_LIMIT_DEFAULT,
     TEXT_MAX_CHARS,
@@ -31,69 +42,6 @@ from plugbox.errors import EngineError
 from plugbox.settings import DEFAULTS, Settings
 
 __all__ = ["LoopbackEngine", "canonical_id"]
-
-_CONTACT_SUFFIX = "@c.us"
-_GROUP_SUFFIX = "@g.us"
-_PHONE_DIGITS = re.compile(r"[0-9]{5,15}")  # E.164 allows at most 15 digits
-_GROUP_LOCAL = re.compile(r"[0-9A-Za-z][0-9A-Za-z-]{0,63}")
-_SESSION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-# A simulator accepts opaque test ids too ("c1", "support-desk"), as long as they cannot be
-# mistaken for a phone number or a WhatsApp address.
-_OPAQUE = re.compile(r"[A-Za-z][A-Za-z0-9._:-]{0,127}")
-_PHONE_PUNCTUATION = str.maketrans("", "", " +-().")
-_FIRST_OWN_NUMBER = 15550000000
-
-Message = dict[str, Any]
-
-
-def _show(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
-
-
-def canonical_id(value: object, what: str = "chat id") -> str:
-    """``<digits>@c.us`` for a phone number in any common notation (``+1 (555) 010-9999``,
-    ``15550109999``, ``15550109999@s.whatsapp.net``), a valid ``<id>@g.us`` unchanged, an opaque
-    test id (a letter, then letters, digits, ``._:-``) unchanged; else EngineError."""
-    if type(value) is not str:
-        raise EngineError(f"{what}: must be a str, got {type(value).__name__}")
-    text = value.strip()
-    if text.endswith(_GROUP_SUFFIX):
-        if _GROUP_LOCAL.fullmatch(text[: -len(_GROUP_SUFFIX)]):
-            return text
-    else:
-        local, at, domain = text.partition("@")
-        if not at:
-            local = local.translate(_PHONE_PUNCTUATION)
-        if (not at or domain in ("c.us", "s.whatsapp.net")) and _PHONE_DIGITS.fullmatch(local):
-            return local + _CONTACT_SUFFIX
-        if not at and _OPAQUE.fullmatch(text):
-            return text
-    raise EngineError(f"{what} {_show(value)}: not a phone number, <digits>@c.us, <id>@g.us or a test id")
-
-
-def _number(contact_id: str) -> str:
-    return contact_id.partition("@")[0]
-
-
-def _is_group(chat_id: str) -> bool:
-    return chat_id.endswith(_GROUP_SUFFIX)
-
-
-@dataclass
-class _Session:
-    id: str
-    me: str
-    status: str = "created"  # created | starting | ready | disconnected
-    contacts: dict[str, dict[str, Any]] = field(default_factory=dict)
-    groups: dict[str, dict[str, Any]] = field(default_factory=dict)
-    chats: dict[str, ChatLog] = field(default_factory=dict)
-
-    def chat(self, chat_id: str) -> ChatLog:
-        chat = self.chats.get(chat_id)
-        if chat is None:
-            chat = self.chats[chat_id] = ChatLog(chat_id)
-        return chat
 
 
 class LoopbackEngine:
