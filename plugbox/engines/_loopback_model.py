@@ -21,6 +21,9 @@ _SESSION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _OPAQUE = re.compile(r"[A-Za-z][A-Za-z0-9._:-]{0,127}")
 _PHONE_PUNCTUATION = str.maketrans("", "", " +-().")
 _FIRST_OWN_NUMBER = 15550000000
+# WhatsApp's receipt levels for an outbound message (the `ack` of `message:ack`). A send the engine
+# accepted is at "sent"; receipts only move forward. The loopback engine has no media, so no "played".
+ACK_LEVELS = {"sent": 1, "delivered": 2, "read": 3}
 
 Message = dict[str, Any]
 
@@ -59,11 +62,16 @@ def _is_group(chat_id: str) -> bool:
     return chat_id.endswith(_GROUP_SUFFIX)
 
 
+def _ack_name(level: int) -> str:
+    return next(name for name, n in ACK_LEVELS.items() if n == level)
+
+
 @dataclass
 class _Session:
     id: str
     me: str
-    status: str = "created"  # created | starting | ready | disconnected
+    status: str = "created"  # created | starting | qr | ready | disconnected | error
+    qr: str | None = None  # the last pairing code shown
     contacts: dict[str, dict[str, Any]] = field(default_factory=dict)
     groups: dict[str, dict[str, Any]] = field(default_factory=dict)
     chats: dict[str, ChatLog] = field(default_factory=dict)

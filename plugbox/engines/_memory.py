@@ -44,6 +44,7 @@ class ChatLog:
     timestamp: int = 0
     bytes: int = 0
     pinned: bool = False  # kept when emptied (a group the operator added)
+    acks: dict[str, int] = field(default_factory=dict)  # receipt levels past "sent", by message id
 
 
 class MessageMemory:
@@ -81,16 +82,22 @@ class MessageMemory:
         if len(self._order) > 2 * self._live + 64:
             self._order = deque(e for e in self._order if e[2] in e[1].messages)
 
+    def remove(self, chat: ChatLog, message_id: str) -> None:
+        """Release one message of `chat` (deleted); its entry in the eviction order is skipped later."""
+        self._drop(chat, message_id)
+
     def forget(self, chats: MutableMapping[str, ChatLog]) -> None:
         """Release every message of `chats` (a deleted session)."""
         for chat in chats.values():
             self.bytes -= chat.bytes
             self._live -= len(chat.messages)
             chat.messages.clear()
+            chat.acks.clear()
             chat.bytes = 0
 
     def _drop(self, chat: ChatLog, message_id: str) -> None:
         cost = message_cost(chat.messages.pop(message_id))
+        chat.acks.pop(message_id, None)
         chat.bytes -= cost
         self.bytes -= cost
         self._live -= 1

@@ -11,9 +11,12 @@ Shapes (WhatsApp-style ids: contacts ``<digits>@c.us``, groups ``<id>@g.us``):
   "quotedId" (str | None), "hasMedia"}`` (`plugbox.payloads.Message`: the shape hooks check)
 - session: ``{"id", "status", "live", "me"}``
 
-The engine reports what happens to it through two callbacks the host wires to hooks, each of which
-may be sync or async: `SessionEventCallback` (``session:*`` events, each with its payload as
-`plugbox.payloads.PAYLOADS` defines it) and `InboundCallback` (``message:received``).
+The engine reports what happens to it through callbacks the host wires to hooks, each of which may
+be sync or async: `SessionEventCallback` (``session:*`` events), `MessageEventCallback` (what
+happens to a message after it exists: ``message:ack``, ``message:persisted``, ``message:deleted``),
+each with its payload as `plugbox.payloads.PAYLOADS` defines it, and `InboundCallback`
+(``message:received``). Sends are not reported: the message service fires ``message:sending``,
+``message:sent`` and ``message:failed`` around the send verbs.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ __all__ = [
     "Engine",
     "EngineLifecycle",
     "InboundCallback",
+    "MessageEventCallback",
     "SessionEventCallback",
     "clamp_history_limit",
 ]
@@ -41,6 +45,9 @@ TEXT_MAX_CHARS = 65536
 
 SessionEventCallback = Callable[[str, str, dict[str, Any]], Awaitable[None] | None]
 """`(event_name, session_id, data)`, e.g. ``("session:ready", "main", {...})``."""
+
+MessageEventCallback = Callable[[str, str, dict[str, Any]], Awaitable[None] | None]
+"""`(event_name, session_id, data)`, e.g. ``("message:ack", "main", {"messageId": ..., ...})``."""
 
 InboundCallback = Callable[[str, dict[str, Any]], Awaitable[None] | None]
 """`(session_id, message)` for every inbound message the engine receives."""

@@ -4,11 +4,20 @@ It simulates sessions (with their ``session:*`` events), contacts, groups and ch
 history in both directions, records every outbound message in `LoopbackEngine.sent`, and lets a user
 inject inbound messages with `inject_inbound`, which the host turns into ``message:received``.
 
+For tests and demos it also simulates what a real engine reports on its own, so every event a plugin
+can register fires on this engine too: a pairing QR code (`start_session(pair=True)`:
+``session:qr``), an engine failure (`fail_session`: ``session:error``), delivery receipts (`ack`:
+``message:ack``, an outbound message going sent → delivered → read), storage (every stored message:
+``message:persisted``) and deletion (`delete_message`: ``message:deleted``). A send the engine
+refuses is an EngineError, which the message service turns into ``message:failed``.
+
 Nothing here touches the network or the disk, and nothing is random: message ids come from a counter
 and timestamps from the injectable `clock`, so tests are deterministic. Memory is bounded (plugins
 choose what is sent and to which chat): chat histories per chat and in total (`_memory`), and
 `sent` by count and bytes, the oldest dropped first; the bounds are settings (`loopback_*`).
 Ids and the per-session state live in `_loopback_model`; this module owns the behaviour and events.
+It is over the usual size because it is one simulator: every verb shares its sessions, chats and
+receipts, and splitting the class would only scatter that state.
 """
 
 from __future__ import annotations
@@ -23,7 +32,9 @@ from plugbox.engines._loopback_model import (
     _FIRST_OWN_NUMBER,
     _GROUP_SUFFIX,
     _SESSION_ID,
+    ACK_LEVELS,
     Message,
+    _ack_name,
     _is_group,
     _number,
     _Session,
@@ -35,13 +46,14 @@ from plugbox.engines.base import (
     HISTORY_LIMIT_DEFAULT,
     TEXT_MAX_CHARS,
     InboundCallback,
+    MessageEventCallback,
     SessionEventCallback,
     clamp_history_limit,
 )
 from plugbox.errors import EngineError
 from plugbox.settings import DEFAULTS, Settings
 
-__all__ = ["LoopbackEngine", "canonical_id"]
+__all__ = ["ACK_LEVELS", "LoopbackEngine", "canonical_id"]
 
 
 class LoopbackEngine:
@@ -53,6 +65,7 @@ class LoopbackEngine:
         clock: Callable[[], float] = time.time,
         on_session_event: SessionEventCallback | None = None,
         on_inbound: InboundCallback | None = None,
+        on_message_event: MessageEventCallback | None = None,
         history_limit: int = DEFAULTS.loopback_history_per_chat,
         chat_bytes: int = DEFAULTS.loopback_chat_bytes,
         history_bytes: int = DEFAULTS.loopback_history_bytes,
@@ -62,6 +75,7 @@ class LoopbackEngine:
         self.clock = clock
         self.on_session_event = on_session_event
         self.on_inbound = on_inbound
+        self.on_message_event = on_message_event
         self.memory = MessageMemory(
             per_chat_messages=history_limit, per_chat_bytes=chat_bytes, total_bytes=history_bytes
         )
@@ -115,13 +129,19 @@ class LoopbackEngine:
     def _default_me(self) -> str:
         return f"{_FIRST_OWN_NUMBER + self._session_counter}{_CONTACT_SUFFIX}"
 
-    async def start_session(self, session_id: str) -> None:
-        """Connect: ``session:starting`` then ``session:ready``. A no-op on a live session."""
+    async def start_session(self, session_id: str, pair: bool = False) -> None:
+        """Connect: ``session:starting`` then ``session:ready``. With `pair`, the session first shows
+        a pairing QR code (``session:qr``; the code itself is `qr_code`) that is scanned at once.
+        A no-op on a live session."""
         session = self._session(session_id)
         if session.status == "ready":
             return
         session.status = "starting"
         await self._emit("session:starting", session_id, {"sessionId": session_id})
+        if pair:
+            session.status = "qr"
+            session.qr = f"loopback-qr:{session_id}:{self._next_id()}"
+            await self._emit("session:qr", session_id, {"sessionId": session_id})
         session.status = "ready"
         await self._emit("session:ready", session_id, {"phone": _number(session.me), "pushName": None})
 
@@ -132,6 +152,19 @@ class LoopbackEngine:
             return
         session.status = "disconnected"
         await self._emit("session:disconnected", session_id, {"reason": reason})
+
+    def qr_code(self, session_id: str) -> str | None:
+        """The last pairing QR code the session showed (a fake string), or None."""
+        return self._session(session_id).qr
+
+    async def fail_session(self, session_id: str, reason: str = "engine failure") -> None:
+        """Put the session in error, as an engine does when it crashes or needs the operator:
+        ``session:error`` with `reason`; the session is not live until started again."""
+        session = self._session(session_id)
+        if type(reason) is not str or not reason or len(reason) > 1024:
+            raise EngineError("reason: must be a str of 1-1024 characters")
+        session.status = "error"
+        await self._emit("session:error", session_id, {"reason": reason})
 
     async def delete_session(self, session_id: str) -> None:
         """Disconnect if live, forget the session and its data, then ``session:deleted``."""
@@ -149,6 +182,13 @@ class LoopbackEngine:
         """Report a session event with its payload (`plugbox.payloads`: OpenWA's shapes)."""
         if self.on_session_event is not None:
             result = self.on_session_event(event, session_id, data)
+            if inspect.isawaitable(result):
+                await result
+
+    async def _emit_message(self, event: str, session_id: str, data: dict[str, Any]) -> None:
+        """Report what happened to a message (``message:ack|persisted|deleted``)."""
+        if self.on_message_event is not None:
+            result = self.on_message_event(event, session_id, data)
             if inspect.isawaitable(result):
                 await result
 
@@ -275,13 +315,69 @@ class LoopbackEngine:
 
     async def send_text(self, session_id: str, chat_id: str, text: str) -> dict[str, Any]:
         session = self._live(session_id)
-        return self._send(session, canonical_id(chat_id), text, quoted_id=None)
+        message = self._send(session, canonical_id(chat_id), text, quoted_id=None)
+        await self._persisted(session_id, message)
+        return dict(message)
 
     async def reply(self, session_id: str, chat_id: str, quoted_id: str, text: str) -> dict[str, Any]:
         session = self._live(session_id)
         cid = canonical_id(chat_id)
         self._check_quoted(session, cid, quoted_id)
-        return self._send(session, cid, text, quoted_id=quoted_id)
+        message = self._send(session, cid, text, quoted_id=quoted_id)
+        await self._persisted(session_id, message)
+        return dict(message)
+
+    # -- what happens to a message afterwards ----------------------------------------------------------
+
+    async def ack(self, session_id: str, message_id: str, status: str | None = None) -> dict[str, Any]:
+        """A delivery receipt for an outbound message: it moves to `status` ("delivered" or "read";
+        by default the next level) and ``message:ack`` fires. Receipts only move forward, and only
+        messages this session sent get them. Returns the event's payload."""
+        session = self._session(session_id)
+        chat = self._chat_of(session, message_id)
+        if not chat.messages[message_id]["fromMe"]:
+            raise EngineError(f"message {message_id!r}: an inbound message gets no delivery receipt")
+        current = chat.acks.get(message_id, ACK_LEVELS["sent"])
+        if status is None:
+            level = min(current + 1, max(ACK_LEVELS.values()))
+        elif type(status) is str and status in ACK_LEVELS:
+            level = ACK_LEVELS[status]
+        else:
+            raise EngineError(f"status {_show(status)}: must be one of {', '.join(ACK_LEVELS)}")
+        if level <= current:
+            raise EngineError(f"message {message_id!r} is already {_ack_name(current)!r}; receipts only move forward")
+        chat.acks[message_id] = level
+        data = {"messageId": message_id, "status": _ack_name(level), "ack": level}
+        await self._emit_message("message:ack", session_id, data)
+        return data
+
+    def ack_status(self, session_id: str, message_id: str) -> str:
+        """The receipt level an outbound message has reached ("sent", "delivered", "read")."""
+        chat = self._chat_of(self._session(session_id), message_id)
+        return _ack_name(chat.acks.get(message_id, ACK_LEVELS["sent"]))
+
+    async def delete_message(self, session_id: str, message_id: str) -> dict[str, Any]:
+        """Delete a message (either direction) from its chat's history: ``message:deleted``.
+        Returns the event's payload."""
+        session = self._session(session_id)
+        chat = self._chat_of(session, message_id)
+        self.memory.remove(chat, message_id)
+        data = {"sessionId": session_id, "message": {"id": message_id, "chatId": chat.id}}
+        await self._emit_message("message:deleted", session_id, data)
+        return data
+
+    @staticmethod
+    def _chat_of(session: _Session, message_id: object) -> ChatLog:
+        # A scan over the session's chats: their number is bounded by the memory budget, and this
+        # is the operator's simulation path, not a plugin's verb.
+        if type(message_id) is str:
+            for chat in session.chats.values():
+                if message_id in chat.messages:
+                    return chat
+        raise EngineError(f"message {_show(message_id)}: not found in session {session.id!r}")
+
+    async def _persisted(self, session_id: str, message: Message) -> None:
+        await self._emit_message("message:persisted", session_id, {"sessionId": session_id, "message": dict(message)})
 
     # -- inbound -------------------------------------------------------------------------------------
 
@@ -313,6 +409,7 @@ class LoopbackEngine:
         if quoted_id is not None:
             self._check_quoted(session, cid, quoted_id)
         message = self._store(session, cid, author, session.me, body, False, quoted_id)
+        await self._persisted(session_id, message)
         if self.on_inbound is not None:
             result = self.on_inbound(session_id, dict(message))
             if inspect.isawaitable(result):
@@ -320,6 +417,10 @@ class LoopbackEngine:
         return dict(message)
 
     # -- internals -----------------------------------------------------------------------------------
+
+    def _next_id(self) -> int:
+        self._message_counter += 1
+        return self._message_counter
 
     @staticmethod
     def _check_text(text: object, what: str) -> None:
@@ -344,7 +445,7 @@ class LoopbackEngine:
             raise EngineError(f"session {session.id!r} has no group {chat_id!r}")
         message = self._store(session, chat_id, session.me, chat_id, text, True, quoted_id)
         self._record_sent({**message, "session_id": session.id})
-        return dict(message)
+        return message
 
     def _record_sent(self, entry: Message) -> None:
         sent = self.sent
@@ -371,10 +472,9 @@ class LoopbackEngine:
         from_me: bool,
         quoted_id: str | None,
     ) -> Message:
-        self._message_counter += 1
         timestamp = int(self.clock())
         message: Message = {
-            "id": f"lb-{session.id}-{self._message_counter}",
+            "id": f"lb-{session.id}-{self._next_id()}",
             "chatId": chat_id,
             "from": sender,
             "to": to,
