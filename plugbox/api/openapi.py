@@ -81,6 +81,22 @@ def openapi_document() -> dict[str, Any]:
                 "post": _op("Inject an inbound message {chatId, body, sender?}; returns it and the replies sent",
                             body=True, params=("session",), statuses=(404, 422)),
             },
+            "/api/sessions/{session}/start": {
+                "post": _op("Start (connect) a loopback session; {pair?: true} shows a pairing QR code first "
+                            "(session:qr)", params=("session",), statuses=(404, 422)),
+            },
+            "/api/sessions/{session}/error": {
+                "post": _op("Put a loopback session in error {reason?} (session:error)", params=("session",),
+                            statuses=(404, 422)),
+            },
+            "/api/sessions/{session}/messages/{message}/ack": {
+                "post": _op("A delivery receipt for a sent message {status?: delivered|read} (message:ack)",
+                            params=("session", "message"), statuses=(404, 422)),
+            },
+            "/api/sessions/{session}/messages/{message}": {
+                "delete": _op("Delete a message from its chat (message:deleted)", params=("session", "message"),
+                              statuses=(404, 422)),
+            },
             "/api/sent": {"get": _op("Messages the loopback engine sent (?session=&limit=)")},
             "/api/webhooks": {
                 "get": _op("Outbound webhook subscriptions (secrets never shown)", role="admin"),

@@ -27,7 +27,7 @@ pytestmark = pytest.mark.timeout(60)
 
 
 def test_every_example_has_a_test_here() -> None:
-    tested = {"echo", "counter", "http-action", "ingress-webhook"}
+    tested = {"echo", "counter", "http-action", "ingress-webhook", "catchall"}
     assert {p.name for p in EXAMPLES.iterdir() if p.is_dir()} == tested
 
 
@@ -37,6 +37,17 @@ async def test_echo_echoes_and_counts() -> None:
         await plugin.inbound("again")
         assert [m["body"] for m in plugin.sent] == ["echo: hello", "echo: again"]
         assert plugin.storage == {"echoed": 2}
+
+
+async def test_catchall_records_each_event_it_sees() -> None:
+    # The full scenario, every event at least once, is tests/integration/test_every_event.py.
+    async with run_plugin(EXAMPLES / "catchall") as plugin:
+        await plugin.inbound("hello")
+        latest = await plugin.inbound("again")
+        received = plugin.storage["seen:message:received"]
+        assert received["count"] == 2 and received["last"]["id"] == latest["id"]
+        assert received["last"]["body"] == "again"
+        assert plugin.storage["seen:message:persisted"]["count"] == 2
 
 
 async def test_counter_counts_per_chat_and_answers_count() -> None:

@@ -1,7 +1,9 @@
 """`/api/sessions…` and `/api/sent`: the engine's sessions; with the loopback engine also inbound
 message injection (which runs the `message:received` chain and waits for its observers, so the
-reply is known when the call returns) and the sent log (any other engine: the engine's refusal, as
-for any EngineError)."""
+reply is known when the call returns), the sent log, and the simulator's other reports: a session
+start with a pairing QR code, a session error, a delivery receipt and a message deletion (each runs
+its hook chain before the call returns). With any other engine those answer the engine's refusal,
+as for any EngineError."""
 
 from __future__ import annotations
 
@@ -61,6 +63,57 @@ async def inject_message(request: Request) -> JSONResponse:
     return JSONResponse({"message": message, "sent": sent})
 
 
+def _known(host: Host, session: str) -> None:
+    if session not in {s["id"] for s in host.engine.sessions()}:
+        raise ApiError(404, f"unknown session {session!r}")
+
+
+async def _optional_doc(request: Request, key: str, kind: type) -> Any:
+    """The optional `key` of an optional JSON object body."""
+    if not await request.body():
+        return None
+    doc = await read_json(request)
+    if not isinstance(doc, dict):
+        raise ApiError(400, f'body must be a JSON object, e.g. {{"{key}": ...}}')
+    value = doc.get(key)
+    if value is not None and not isinstance(value, kind):
+        raise ApiError(422, f"{key!r} must be a {kind.__name__}", field=key)
+    return value
+
+
+async def start_session(request: Request) -> JSONResponse:
+    require(request, READ)
+    host, session = _host(request), request.path_params["session"]
+    _known(host, session)
+    pair = await _optional_doc(request, "pair", bool)
+    await host.loopback.start_session(session, pair=bool(pair))
+    return JSONResponse({"session": session, "qr": host.loopback.qr_code(session) if pair else None})
+
+
+async def fail_session(request: Request) -> JSONResponse:
+    require(request, READ)
+    host, session = _host(request), request.path_params["session"]
+    _known(host, session)
+    reason = await _optional_doc(request, "reason", str)
+    await host.loopback.fail_session(session, reason or "simulated engine failure")
+    return JSONResponse({"session": session, "status": "error"})
+
+
+async def ack_message(request: Request) -> JSONResponse:
+    require(request, READ)
+    host, session = _host(request), request.path_params["session"]
+    _known(host, session)
+    status = await _optional_doc(request, "status", str)
+    return JSONResponse(await host.loopback.ack(session, request.path_params["message"], status))
+
+
+async def delete_message(request: Request) -> JSONResponse:
+    require(request, READ)
+    host, session = _host(request), request.path_params["session"]
+    _known(host, session)
+    return JSONResponse(await host.loopback.delete_message(session, request.path_params["message"]))
+
+
 async def list_sent(request: Request) -> JSONResponse:
     require(request, READ)
     session = request.query_params.get("session")
@@ -74,5 +127,9 @@ async def list_sent(request: Request) -> JSONResponse:
 routes = [
     Route("/api/sessions", list_sessions, methods=["GET"]),
     Route("/api/sessions/{session}/messages", inject_message, methods=["POST"]),
+    Route("/api/sessions/{session}/start", start_session, methods=["POST"]),
+    Route("/api/sessions/{session}/error", fail_session, methods=["POST"]),
+    Route("/api/sessions/{session}/messages/{message}/ack", ack_message, methods=["POST"]),
+    Route("/api/sessions/{session}/messages/{message}", delete_message, methods=["DELETE"]),
     Route("/api/sent", list_sent, methods=["GET"]),
 ]
