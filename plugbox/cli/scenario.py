@@ -26,7 +26,7 @@ __all__ = ["CATCHALL", "PLUGIN_ID", "SESSION", "TOKEN", "every_event", "seen"]
 
 CATCHALL = Path(__file__).resolve().parents[2] / "examples" / "plugins" / "catchall"
 PLUGIN_ID = "catchall"
-SESSION = "demo"
+SESSION = "events"
 TOKEN = "catchall-report-token"
 PEER = "15550001111@c.us"
 

@@ -76,3 +76,13 @@ async def test_the_injection_routes_drive_the_engine_simulations(host: Host, cli
     assert r.status_code == 200 and not engine.is_live("s1")
     assert (await client.post("/api/sessions/nope/error", headers=KEY)).status_code == 404
     assert (await client.delete(f"/api/sessions/s1/messages/{sent['id']}")).status_code == 401
+
+
+async def test_the_demo_prints_every_event_the_catchall_observed(tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    from plugbox.cli.demo import run_demo
+
+    assert await run_demo(tmp_path / "demo") == 0
+    out = capsys.readouterr().out
+    assert f"all {len(EVENTS)} hook events observed" in out
+    assert "never" not in out and all(event in out for event in EVENTS)
