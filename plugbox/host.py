@@ -155,8 +155,7 @@ class Host:
         self.zygote = Zygote(env_allow=self.settings.worker_env_allow)
         self._installer = PluginInstaller(self.manager, self._load)
         self.engine.on_inbound = self._inbound
-        self.engine.on_session_event = self._engine_event
-        self.engine.on_message_event = self._engine_event
+        self.engine.on_session_event = self._session_event
         self._started = False
         for observer in observers:
             self.add_observer(observer)
@@ -210,7 +209,7 @@ class Host:
         if waiting is not None:
             waiting.append(outcome)
 
-    async def _engine_event(self, event: str, session_id: str, data: Any) -> None:
+    async def _session_event(self, event: str, session_id: str, data: Any) -> None:
         await self.bus.execute(event, data, session_id, source="engine")
 
     # -- registration (runs no plugin code) --

@@ -45,7 +45,7 @@ async def every_event(host: Host, receiver_url: str, *, api_key: str, within: fl
     """Enable the catch-all on `SESSION` and make every event fire; returns once the outbound
     webhook's delivery (to `receiver_url`, which should fail its first attempt to show
     `webhook:error`) has finished, or after `within` seconds."""
-    engine = host.engine
+    engine = host.loopback
     host.load_plugin(CATCHALL)
     await host.set_active_sessions(PLUGIN_ID, [SESSION])
     await host.set_config(PLUGIN_ID, {"reportToken": TOKEN})

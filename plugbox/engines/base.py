@@ -11,12 +11,13 @@ Shapes (WhatsApp-style ids: contacts ``<digits>@c.us``, groups ``<id>@g.us``):
   "quotedId" (str | None), "hasMedia"}`` (`plugbox.payloads.Message`: the shape hooks check)
 - session: ``{"id", "status", "live", "me"}``
 
-The engine reports what happens to it through callbacks the host wires to hooks, each of which may
-be sync or async: `SessionEventCallback` (``session:*`` events), `MessageEventCallback` (what
-happens to a message after it exists: ``message:ack``, ``message:persisted``, ``message:deleted``),
-each with its payload as `plugbox.payloads.PAYLOADS` defines it, and `InboundCallback`
-(``message:received``). Sends are not reported: the message service fires ``message:sending``,
-``message:sent`` and ``message:failed`` around the send verbs.
+The engine reports what happens to it through two callbacks the host wires to hooks, each of which
+may be sync or async: `SessionEventCallback`, for every event the engine itself reports (``session:*``,
+and what happens to a message after it exists: ``message:ack``, ``message:persisted``,
+``message:deleted``), each with its payload as `plugbox.payloads.PAYLOADS` defines it, and
+`InboundCallback` (``message:received``). Sends are the message service's: it fires
+``message:sending``, ``message:sent`` and ``message:failed`` around the send verbs (an engine that
+learns of a failure only later, as a webhook engine does, reports ``message:failed`` itself).
 """
 
 from __future__ import annotations
@@ -31,7 +32,6 @@ __all__ = [
     "Engine",
     "EngineLifecycle",
     "InboundCallback",
-    "MessageEventCallback",
     "SessionEventCallback",
     "clamp_history_limit",
 ]
@@ -44,10 +44,8 @@ TEXT_MAX_CHARS = 65536
 """WhatsApp's own cap on a text message; the send verbs refuse longer text before an engine sees it."""
 
 SessionEventCallback = Callable[[str, str, dict[str, Any]], Awaitable[None] | None]
-"""`(event_name, session_id, data)`, e.g. ``("session:ready", "main", {...})``."""
-
-MessageEventCallback = Callable[[str, str, dict[str, Any]], Awaitable[None] | None]
-"""`(event_name, session_id, data)`, e.g. ``("message:ack", "main", {"messageId": ..., ...})``."""
+"""`(event_name, session_id, data)`, e.g. ``("session:ready", "main", {...})`` or
+``("message:ack", "main", {"messageId": ..., "status": "read", "ack": 3})``."""
 
 InboundCallback = Callable[[str, dict[str, Any]], Awaitable[None] | None]
 """`(session_id, message)` for every inbound message the engine receives."""

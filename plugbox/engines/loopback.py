@@ -46,7 +46,6 @@ from plugbox.engines.base import (
     HISTORY_LIMIT_DEFAULT,
     TEXT_MAX_CHARS,
     InboundCallback,
-    MessageEventCallback,
     SessionEventCallback,
     clamp_history_limit,
 )
@@ -65,7 +64,6 @@ class LoopbackEngine:
         clock: Callable[[], float] = time.time,
         on_session_event: SessionEventCallback | None = None,
         on_inbound: InboundCallback | None = None,
-        on_message_event: MessageEventCallback | None = None,
         history_limit: int = DEFAULTS.loopback_history_per_chat,
         chat_bytes: int = DEFAULTS.loopback_chat_bytes,
         history_bytes: int = DEFAULTS.loopback_history_bytes,
@@ -75,7 +73,6 @@ class LoopbackEngine:
         self.clock = clock
         self.on_session_event = on_session_event
         self.on_inbound = on_inbound
-        self.on_message_event = on_message_event
         self.memory = MessageMemory(
             per_chat_messages=history_limit, per_chat_bytes=chat_bytes, total_bytes=history_bytes
         )
@@ -179,16 +176,10 @@ class LoopbackEngine:
         return {"id": session.id, "name": session.id, "status": session.status, "phone": _number(session.me)}
 
     async def _emit(self, event: str, session_id: str, data: dict[str, Any]) -> None:
-        """Report a session event with its payload (`plugbox.payloads`: OpenWA's shapes)."""
+        """Report an event of a session or of one of its messages, with its payload
+        (`plugbox.payloads`: OpenWA's shapes)."""
         if self.on_session_event is not None:
             result = self.on_session_event(event, session_id, data)
-            if inspect.isawaitable(result):
-                await result
-
-    async def _emit_message(self, event: str, session_id: str, data: dict[str, Any]) -> None:
-        """Report what happened to a message (``message:ack|persisted|deleted``)."""
-        if self.on_message_event is not None:
-            result = self.on_message_event(event, session_id, data)
             if inspect.isawaitable(result):
                 await result
 
@@ -348,7 +339,7 @@ class LoopbackEngine:
             raise EngineError(f"message {message_id!r} is already {_ack_name(current)!r}; receipts only move forward")
         chat.acks[message_id] = level
         data = {"messageId": message_id, "status": _ack_name(level), "ack": level}
-        await self._emit_message("message:ack", session_id, data)
+        await self._emit("message:ack", session_id, data)
         return data
 
     def ack_status(self, session_id: str, message_id: str) -> str:
@@ -363,7 +354,7 @@ class LoopbackEngine:
         chat = self._chat_of(session, message_id)
         self.memory.remove(chat, message_id)
         data = {"sessionId": session_id, "message": {"id": message_id, "chatId": chat.id}}
-        await self._emit_message("message:deleted", session_id, data)
+        await self._emit("message:deleted", session_id, data)
         return data
 
     @staticmethod
@@ -377,7 +368,7 @@ class LoopbackEngine:
         raise EngineError(f"message {_show(message_id)}: not found in session {session.id!r}")
 
     async def _persisted(self, session_id: str, message: Message) -> None:
-        await self._emit_message("message:persisted", session_id, {"sessionId": session_id, "message": dict(message)})
+        await self._emit("message:persisted", session_id, {"sessionId": session_id, "message": dict(message)})
 
     # -- inbound -------------------------------------------------------------------------------------
 

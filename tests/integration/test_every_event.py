@@ -56,7 +56,7 @@ async def client(host: Host) -> AsyncIterator[httpx.AsyncClient]:
 
 
 async def test_the_injection_routes_drive_the_engine_simulations(host: Host, client: httpx.AsyncClient) -> None:
-    engine = host.engine
+    engine = host.loopback
     await engine.create_session("s1", start=False)
     r = await client.post("/api/sessions/s1/start", json={"pair": True}, headers=KEY)
     assert r.status_code == 200 and r.json()["qr"] == engine.qr_code("s1") and engine.is_live("s1")

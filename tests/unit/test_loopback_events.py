@@ -27,7 +27,7 @@ async def engine(seen: Seen) -> LoopbackEngine:
         assert payloads.problem(event, data) is None, (event, data, payloads.problem(event, data))
         seen.append((event, session_id, data))
 
-    eng = LoopbackEngine(clock=lambda: 1_700_000_000.0, on_session_event=record, on_message_event=record)
+    eng = LoopbackEngine(clock=lambda: 1_700_000_000.0, on_session_event=record)
     await eng.create_session("s1", start=False)
     return eng
 
