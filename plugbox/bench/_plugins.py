@@ -28,8 +28,8 @@ __all__ = [
     "install",
 ]
 
-# Events the loopback engine never fires by itself, so only the bench's own dispatches reach the
-# handlers. A handler's answer must fit its event's payload (plugbox.payloads) and needs
+# Events the bench's host does not fire on its own (it subscribes no webhook and simulates no
+# receipt), so only the bench's own dispatches reach the handlers. A handler's answer must fit its event's payload (plugbox.payloads) and needs
 # `hooks:modify`: free-form data travels in webhook:before's `payload.data`, the count in the text
 # of a message:sending.
 CAP_EVENT = "webhook:before"  # drives the in-plugin capability round-trip loop
