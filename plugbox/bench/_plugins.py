@@ -29,9 +29,9 @@ __all__ = [
 ]
 
 # Events the bench's host does not fire on its own (it subscribes no webhook and simulates no
-# receipt), so only the bench's own dispatches reach the handlers. A handler's answer must fit its event's payload (plugbox.payloads) and needs
-# `hooks:modify`: free-form data travels in webhook:before's `payload.data`, the count in the text
-# of a message:sending.
+# receipt), so only the bench's own dispatches reach the handlers. A handler's answer must fit its
+# event's payload (plugbox.payloads) and needs `hooks:modify`: free-form data travels in
+# webhook:before's `payload.data`, the count in the text of a message:sending.
 CAP_EVENT = "webhook:before"  # drives the in-plugin capability round-trip loop
 DISPATCH_EVENT = "message:ack"  # the single confined sync handler for hook dispatch
 COUNT_EVENT = "message:sending"  # the scale test's one hook, answered by every plugin

@@ -72,7 +72,7 @@ async def run_demo(data_dir: Path | None) -> int:
                 except Exception as exc:
                     console.print(f"[yellow]sandboxed echo plugin did not start:[/] {exc}")
             for chat, body in INBOUND:
-                await engine.inject_inbound(SESSION, chat, body)
+                await host.inject_inbound(SESSION, chat, body)  # waits for the observers too
 
             table = Table(title="Plugins")
             for col in ("id", "tier", "status", "confinement"):

@@ -74,3 +74,4 @@ async def every_event(host: Host, receiver_url: str, *, api_key: str, within: fl
     while "webhook:after" not in seen(host) and time.monotonic() < deadline:  # noqa: ASYNC110
         await asyncio.sleep(0.02)
     await engine.delete_session(SESSION)  # session:deleted
+    await host.bus.settled()  # the engine's events do not wait for observers; the report does

@@ -41,7 +41,7 @@ from plugbox.engines._loopback_model import (
     _show,
     canonical_id,
 )
-from plugbox.engines._memory import MessageMemory, message_cost
+from plugbox.engines._memory import ChatLog, MessageMemory, message_cost
 from plugbox.engines.base import (
     HISTORY_LIMIT_DEFAULT,
     TEXT_MAX_CHARS,
