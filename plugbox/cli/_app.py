@@ -19,6 +19,22 @@ app.add_typer(dev_app, name="dev")
 app.add_typer(plugins_app, name="plugins")
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from plugbox import __version__
+
+        typer.echo(f"plugbox {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    """plugbox: a sandboxed plugin host."""
+
+
 def run_async(coro: Any) -> Any:
     try:
         import uvloop

@@ -1,11 +1,17 @@
-"""`plugbox plugins list|install|enable|disable|config`: a client of a running `plugbox serve`, over its
-HTTP API. The server is `--url` (default from PLUGBOX_URL, else http://127.0.0.1:8787) and the key
-`--api-key` (default from PLUGBOX_API_KEY). Errors print the server's `error` message and exit 1."""
+"""`plugbox plugins list|show|install|uninstall|enable|disable|config|sessions|logs`: a client of a
+running `plugbox serve`, over its HTTP API. The server is `--url` (default from PLUGBOX_URL, else
+http://127.0.0.1:8787) and the key `--api-key` (default from PLUGBOX_API_KEY, else the first key of the
+server's own PLUGBOX_ADMIN_API_KEYS, so the shell that exported it for `serve` can drive the CLI as well).
+Errors print the server's `error` message and exit 1; a 401/403 also names the key variable."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -16,18 +22,33 @@ __all__ = ["plugins_app"]
 plugins_app = typer.Typer(no_args_is_help=True, help="Manage the plugins of a running server.")
 
 Url = Annotated[str, typer.Option("--url", envvar="PLUGBOX_URL", help="The server's base URL.")]
-Key = Annotated[str | None, typer.Option("--api-key", envvar="PLUGBOX_API_KEY", help="API key (admin for changes).")]
+KEY_VARIABLE = "PLUGBOX_API_KEY"
+SERVER_KEYS_VARIABLE = "PLUGBOX_ADMIN_API_KEYS"
+Key = Annotated[str | None, typer.Option(
+    "--api-key", envvar=KEY_VARIABLE,
+    help=f"API key (admin for changes); default ${KEY_VARIABLE}, else the first of ${SERVER_KEYS_VARIABLE}.")]
 AsJson = Annotated[bool, typer.Option("--json", help="Print the server's JSON answer.")]
 DEFAULT_URL = "http://127.0.0.1:8787"
 TIMEOUT_S = 60.0
+KEY_HINT = (f"set {KEY_VARIABLE} (or {SERVER_KEYS_VARIABLE}, as exported for `plugbox serve`) "
+            "or pass --api-key; changes need an admin key")
 
 
-def _call(url: str, key: str | None, method: str, path: str, **kwargs: Any) -> Any:
+def _key(explicit: str | None) -> str | None:
+    if explicit:
+        return explicit
+    first = os.environ.get(SERVER_KEYS_VARIABLE, "").split(",")[0].strip()
+    return first or None
+
+
+def _call(url: str, key: str | None, method: str, path: str, *, progress: str | None = None, **kwargs: Any) -> Any:
+    """One API call; `progress` is shown on stderr (a spinner on a terminal) while it runs."""
     import httpx
 
+    key = _key(key)
     headers = {"X-API-Key": key} if key else {}
     try:
-        with httpx.Client(base_url=url, headers=headers, timeout=TIMEOUT_S) as client:
+        with httpx.Client(base_url=url, headers=headers, timeout=TIMEOUT_S) as client, _progress(progress):
             response = client.request(method, path, **kwargs)
     except httpx.HTTPError as exc:
         typer.echo(f"plugbox: cannot reach {url}: {exc}", err=True)
@@ -39,8 +60,32 @@ def _call(url: str, key: str | None, method: str, path: str, **kwargs: Any) -> A
     if response.is_error:
         message = body.get("error") if isinstance(body, dict) else None
         typer.echo(f"plugbox: {response.status_code}: {message or response.reason_phrase}", err=True)
+        if response.status_code in (401, 403):
+            typer.echo(f"hint: {KEY_HINT}", err=True)
         raise typer.Exit(1)
     return body
+
+
+@contextlib.contextmanager
+def _progress(message: str | None) -> Iterator[None]:
+    if message is None:
+        yield
+        return
+    console = _console(stderr=True)
+    if console.is_terminal:
+        with console.status(message):
+            yield
+    else:
+        console.print(message)
+        yield
+
+
+def _console(*, stderr: bool = False) -> Any:
+    """A rich console; when not a terminal (piped, redirected) it is wide enough never to cut an id."""
+    from rich.console import Console
+
+    out = sys.stderr if stderr else sys.stdout
+    return Console(file=out, width=None if out.isatty() else 1000)
 
 
 def _print_json(doc: Any) -> None:
@@ -48,7 +93,6 @@ def _print_json(doc: Any) -> None:
 
 
 def _table(plugins: list[dict[str, Any]]) -> None:
-    from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
 
@@ -63,7 +107,7 @@ def _table(plugins: list[dict[str, Any]]) -> None:
         sessions = ", ".join(p["activeSessions"]) or ("[yellow]none[/]" if p.get("warnings") else "")
         table.add_row(p["id"], p["version"], p["status"], p["tier"], ", ".join(p["permissions"]), sessions,
                       "\n".join(notes))
-    Console().print(table)
+    _console().print(table)
 
 
 def _show(p: dict[str, Any]) -> None:
@@ -95,7 +139,8 @@ def install_cmd(
 @plugins_app.command("enable")
 def enable_cmd(plugin_id: str, url: Url = DEFAULT_URL, api_key: Key = None, as_json: AsJson = False) -> None:
     """Enable a plugin."""
-    doc = _call(url, api_key, "POST", f"/api/plugins/{plugin_id}/enable")
+    doc = _call(url, api_key, "POST", f"/api/plugins/{plugin_id}/enable",
+                progress=f"enabling {plugin_id}: waiting for its worker to load...")
     _print_json(doc) if as_json else _show(doc)
 
 
@@ -135,10 +180,81 @@ def config_cmd(
     if as_json:
         _print_json(doc)
         return
-    from rich.console import Console
     from rich.table import Table
 
     table = Table("key", "value")
     for key, value in sorted(doc["config"].items()):
         table.add_row(key, json.dumps(value))
-    Console().print(table)
+    _console().print(table)
+
+
+@plugins_app.command("show")
+def show_cmd(plugin_id: str, url: Url = DEFAULT_URL, api_key: Key = None, as_json: AsJson = False) -> None:
+    """Show one plugin: status, sessions, last error, health."""
+    doc = _call(url, api_key, "GET", f"/api/plugins/{plugin_id}")
+    if as_json:
+        _print_json(doc)
+        return
+    _show(doc)  # the table already shows the last failure
+    for label, value in (("description", doc.get("description")), ("health", json.dumps(doc.get("health")))):
+        if value:
+            _console().print(f"{label}: {value}", markup=False)
+
+
+@plugins_app.command("uninstall")
+def uninstall_cmd(plugin_id: str, url: Url = DEFAULT_URL, api_key: Key = None, as_json: AsJson = False) -> None:
+    """Uninstall a plugin (stops it and removes its directory; built-ins cannot be uninstalled)."""
+    doc = _call(url, api_key, "DELETE", f"/api/plugins/{plugin_id}", progress=f"uninstalling {plugin_id}...")
+    if as_json:
+        _print_json(doc)
+    else:
+        typer.echo(f"uninstalled {plugin_id}")
+
+
+@plugins_app.command("sessions")
+def sessions_cmd(
+    plugin_id: str,
+    sessions: Annotated[list[str] | None, typer.Argument(help="Make exactly these sessions active.")] = None,
+    url: Url = DEFAULT_URL, api_key: Key = None, as_json: AsJson = False,
+) -> None:
+    """Show the sessions a plugin is active on, or set them (a session-scoped plugin does nothing without one)."""
+    path = f"/api/plugins/{plugin_id}/sessions"
+    if sessions:
+        doc = _call(url, api_key, "PUT", path, json={"activeSessions": sessions})
+    else:
+        doc = _call(url, api_key, "GET", path)
+    if as_json:
+        _print_json(doc)
+        return
+    active = doc.get("activeSessions", [])
+    typer.echo(f"active: {', '.join(active) if active else '(none)'}")
+    if "allowed" in doc:
+        typer.echo(f"allowed: {', '.join(doc['allowed']) or '(any)'}")
+
+
+def _log_line(line: dict[str, Any]) -> str:
+    stamp = time.strftime("%H:%M:%S", time.localtime(float(line.get("ts", 0))))
+    return f"{stamp} {str(line.get('level', '')).upper():7} {line.get('message', '')}"
+
+
+@plugins_app.command("logs")
+def logs_cmd(
+    plugin_id: str,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep polling for new lines (Ctrl-C stops).")] = False,
+    interval: Annotated[float, typer.Option(help="Seconds between polls with --follow.")] = 1.0,
+    url: Url = DEFAULT_URL, api_key: Key = None,
+) -> None:
+    """Print a plugin's recent log lines (what the server keeps), and with --follow the new ones as they come."""
+    last_ts = float("-inf")
+    try:
+        while True:
+            doc = _call(url, api_key, "GET", f"/api/plugins/{plugin_id}")
+            for line in doc.get("logs", []):
+                if float(line.get("ts", 0)) > last_ts:
+                    typer.echo(_log_line(line))
+                    last_ts = float(line.get("ts", 0))
+            if not follow:
+                return
+            time.sleep(interval)
+    except KeyboardInterrupt:
+        raise typer.Exit(0) from None

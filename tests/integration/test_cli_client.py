@@ -1,0 +1,108 @@
+"""`plugbox plugins ...` as a user runs it: the real CLI in a subprocess against a real `plugbox serve`.
+Covers show, sessions, uninstall, logs, --version, the key variable shared with the server and its 401
+hint, full ids in piped tables and the progress line of a long operation."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.serving import serving
+
+REPO = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+ADMIN_KEY = "cli-admin-key"
+LONG_ID = "a-plugin-id-long-enough-that-an-80-column-table-would-cut-it"
+
+pytestmark = pytest.mark.timeout(180)
+
+
+def _cli(url: str, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("PLUGBOX_")}
+    return subprocess.run([str(BIN / "plugbox"), *args, *(["--url", url] if url else [])],
+                          env={**base, "COLUMNS": "80", **(env or {})},
+                          capture_output=True, text=True, timeout=90)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    tmp = tmp_path_factory.mktemp("cli")
+    long_src = tmp / "src-long"
+    long_src.mkdir()
+    manifest = (REPO / "examples/plugins/echo/manifest.json").read_text().replace('"echo"', f'"{LONG_ID}"')
+    (long_src / "manifest.json").write_text(manifest)
+    (long_src / "main.py").write_text((REPO / "examples/plugins/echo/main.py").read_text())
+    plugins = {"echo": REPO / "examples/plugins/echo", LONG_ID: long_src}
+    with serving(tmp, ADMIN_KEY, plugins=plugins) as (_proc, url, _log):
+        yield url
+
+
+def test_version_prints_the_package_version() -> None:
+    from plugbox import __version__
+
+    run = _cli("", "--version")
+    assert run.returncode == 0
+    assert run.stdout.strip() == f"plugbox {__version__}"
+
+
+def test_the_servers_admin_variable_is_enough_for_the_cli(server: str) -> None:
+    run = _cli(server, "plugins", "show", "echo", "--json", env={"PLUGBOX_ADMIN_API_KEYS": f"{ADMIN_KEY},other"})
+    assert run.returncode == 0, run.stderr
+    assert '"id": "echo"' in run.stdout
+
+
+def test_a_missing_or_wrong_key_names_the_variable_to_set(server: str) -> None:
+    for env in ({}, {"PLUGBOX_API_KEY": "wrong"}):
+        run = _cli(server, "plugins", "list", env=env)
+        assert run.returncode == 1
+        assert "401" in run.stderr
+        assert "PLUGBOX_API_KEY" in run.stderr and "PLUGBOX_ADMIN_API_KEYS" in run.stderr
+
+
+def test_a_piped_table_keeps_whole_ids(server: str) -> None:
+    run = _cli(server, "plugins", "list", env={"PLUGBOX_API_KEY": ADMIN_KEY})
+    assert run.returncode == 0, run.stderr
+    assert LONG_ID in run.stdout
+
+
+def test_sessions_show_set_and_enable_reports_progress_then_logs(server: str) -> None:
+    env = {"PLUGBOX_API_KEY": ADMIN_KEY}
+    run = _cli(server, "plugins", "sessions", "echo", env=env)
+    assert run.returncode == 0, run.stderr
+    assert "active: (none)" in run.stdout
+
+    run = _cli(server, "plugins", "sessions", "echo", "default", env=env)
+    assert run.returncode == 0, run.stderr
+    assert "active: default" in run.stdout
+
+    run = _cli(server, "plugins", "enable", "echo", env=env)
+    assert run.returncode == 0, run.stderr
+    assert "waiting" in run.stderr
+    show = _cli(server, "plugins", "show", "echo", env=env)
+    assert "enabled" in show.stdout and "default" in show.stdout
+
+    r = httpx.post(f"{server}/api/sessions/default/messages", headers={"X-API-Key": ADMIN_KEY},
+                   json={"chatId": "15550001111@c.us", "body": "hi"}, timeout=30)
+    assert r.status_code < 300, r.text
+    for _ in range(50):
+        logs = _cli(server, "plugins", "logs", "echo", env=env)
+        if "echoed" in logs.stdout:
+            break
+    assert logs.returncode == 0, logs.stderr
+    assert "INFO" in logs.stdout and "echoed" in logs.stdout
+
+
+def test_uninstall_removes_the_plugin(server: str) -> None:
+    env = {"PLUGBOX_API_KEY": ADMIN_KEY}
+    run = _cli(server, "plugins", "uninstall", LONG_ID, env=env)
+    assert run.returncode == 0, run.stderr
+    assert f"uninstalled {LONG_ID}" in run.stdout
+    gone = _cli(server, "plugins", "show", LONG_ID, env=env)
+    assert gone.returncode == 1
+    assert "404" in gone.stderr
