@@ -152,6 +152,33 @@ def new(
 
 
 @app.command()
+def pack(
+    plugin_dir: Annotated[Path, typer.Argument(help="The plugin directory (manifest.json + main).")],
+    output: Annotated[Path | None, typer.Option(
+        "-o", "--output", help="The zip to write (default: ID-VERSION.zip).")] = None,
+) -> None:
+    """Build an installable zip of PLUGIN_DIR, leaving out what .plugboxignore (gitignore-style) names and
+    tests/, caches, virtualenvs and dotfiles; refuses, writing nothing, what the installer would refuse."""
+    from plugbox.errors import ConfigError, ManifestError, ZipRefused
+    from plugbox.pack import pack as pack_zip
+    from plugbox.settings import load_settings
+
+    if not (plugin_dir / "manifest.json").is_file():
+        typer.echo(f"plugbox pack: {plugin_dir} has no manifest.json", err=True)
+        raise typer.Exit(2)
+    try:
+        settings = load_settings()
+        if output is None:
+            doc = json.loads((plugin_dir / "manifest.json").read_text(encoding="utf-8"))
+            output = Path(f"{doc.get('id', plugin_dir.name)}-{doc.get('version', '0')}.zip")
+        files = pack_zip(plugin_dir, output, settings)
+    except (ConfigError, ManifestError, ZipRefused, ValueError, OSError) as exc:
+        typer.echo(f"plugbox pack: refused: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"packed {len(files)} files into {output}")
+
+
+@app.command()
 def doctor(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Report each confinement layer: available on this kernel, and what the policy would do."""
     from plugbox.cli.report import print_doctor
