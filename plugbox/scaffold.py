@@ -1,4 +1,6 @@
-"""`plugbox new NAME`: a plugin package with a manifest, a main module and a passing test."""
+"""`plugbox new NAME`: a plugin package with a manifest, a main module and a passing test. NAME is both
+the directory and the plugin id, so it must already be a lower-case id: the installer places a plugin
+in a directory named by its id, and a directory that differs from its id is a second copy on update."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ from pathlib import Path
 
 __all__ = ["scaffold"]
 
-_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*$", re.IGNORECASE)
+_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 
 MAIN = '''"""{name}: replies to "ping" with "pong" and counts the pings it answered."""
 
@@ -63,8 +65,12 @@ testpaths = tests
 
 
 def scaffold(name: str, parent: Path) -> Path:
+    if _NAME.match(name.lower()) and name != name.lower():
+        raise ValueError(f"plugin name {name!r}: the name is the plugin's id and directory, and ids are "
+                         f"lower-case; use {name.lower()!r}")
     if not _NAME.match(name) or ".." in name:
-        raise ValueError(f"plugin name {name!r}: use letters, digits, '.', '_' or '-', starting with a letter or digit")
+        raise ValueError(f"plugin name {name!r}: use lower-case letters, digits, '.', '_' or '-', "
+                         "starting with a letter or digit")
     root = parent / name
     if root.exists():
         raise FileExistsError(f"{root} already exists")
@@ -73,13 +79,13 @@ def scaffold(name: str, parent: Path) -> Path:
         cls = "Plugin" + cls
     (root / "tests").mkdir(parents=True)
     manifest = {
-        "id": name.lower(), "name": name, "version": "0.1.0", "type": "extension", "main": "main.py",
+        "id": name, "name": name, "version": "0.1.0", "type": "extension", "main": "main.py",
         "sdkVersion": "1", "permissions": ["messages:send", "storage:use"], "sessions": ["*"],
         "hooks": ["message:received"],
     }
     (root / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     (root / "main.py").write_text(MAIN.format(name=name, cls=cls))
-    (root / "tests" / f"test_{re.sub(r'[^a-z0-9]', '_', name.lower())}.py").write_text(TEST)
+    (root / "tests" / f"test_{re.sub(r'[^a-z0-9]', '_', name)}.py").write_text(TEST)
     (root / "pytest.ini").write_text(PYTEST_INI)
     for path in (root, root / "tests"):
         path.chmod(0o755)

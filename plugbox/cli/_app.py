@@ -137,10 +137,10 @@ def bench(
 
 @app.command()
 def new(
-    name: Annotated[str, typer.Argument(help="The plugin's name (also its id).")],
+    name: Annotated[str, typer.Argument(help="The plugin's id, also its directory name (lower-case).")],
     directory: Annotated[Path, typer.Option("--dir", help="Where to create it.")] = Path("."),
 ) -> None:
-    """Scaffold a plugin: manifest, main module and a test that passes (run `pytest` inside it)."""
+    """Scaffold a plugin: manifest, main module and a test that passes (run it with `plugbox test DIR`)."""
     from plugbox.scaffold import scaffold
 
     try:
@@ -148,7 +148,34 @@ def new(
     except (ValueError, FileExistsError) as exc:
         typer.echo(f"plugbox new: {exc}", err=True)
         raise typer.Exit(2) from None
-    typer.echo(f"created {root}; try: cd {root} && pytest")
+    typer.echo(f"created {root}; run its tests with: {_this_command()} test {root}")
+
+
+def _this_command() -> str:
+    """How the user ran plugbox, so the printed command works as typed (`.venv/bin/plugbox` in a clone)."""
+    import shutil
+
+    argv0 = sys.argv[0]
+    on_path = shutil.which("plugbox")
+    if on_path and Path(on_path).resolve() == Path(argv0).resolve():
+        return "plugbox"
+    return argv0 if Path(argv0).name == "plugbox" else f"{sys.executable} -m plugbox"
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def test(
+    ctx: typer.Context,
+    plugin_dir: Annotated[Path, typer.Argument(help="The plugin directory (its pytest.ini and tests/).")] = Path("."),
+) -> None:
+    """Run a plugin's tests with pytest from plugbox's own interpreter (where plugbox.testing and
+    pytest-asyncio are installed); extra arguments go to pytest."""
+    import subprocess
+
+    if not plugin_dir.is_dir():
+        typer.echo(f"plugbox test: {plugin_dir} is not a directory", err=True)
+        raise typer.Exit(2)
+    cmd = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *ctx.args]
+    raise typer.Exit(subprocess.call(cmd, cwd=plugin_dir))
 
 
 @app.command()
