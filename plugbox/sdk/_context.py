@@ -8,10 +8,12 @@ both tiers. What *is* checked here is the plain-data rule, at the sender.
 
 from __future__ import annotations
 
+import json as _json
 from collections.abc import Awaitable, Callable, Mapping
 from types import MappingProxyType
 from typing import Any, Protocol
 
+from plugbox.errors import CapabilityError
 from plugbox.plain import check_plain
 
 __all__ = ["Backend", "Context", "Logger", "set_config"]
@@ -138,12 +140,27 @@ class NetCalls(_Family):
         headers: Mapping[str, str] | None = None,
         body: str | bytes | None = None,
         timeout_ms: int | None = None,
+        json: bool = False,
     ) -> Any:
-        """`timeout_ms` None means the host's default (15000 ms unless the operator changed it)."""
-        args: dict[str, Any] = {"url": url, "method": method, "headers": dict(headers or {}), "body": body}
+        """`timeout_ms` None means the host's default (15000 ms unless the operator changed it).
+        `json=True` asks for JSON (`Accept: application/json` unless set) and adds the decoded body as
+        the result's `json`; a body that is not JSON raises CapabilityError. The decoding runs here, on
+        the plugin's side of the bridge: a sandboxed plugin pays for parsing its own responses."""
+        sent = dict(headers or {})
+        if json and not any(name.lower() == "accept" for name in sent):
+            sent["Accept"] = "application/json"
+        args: dict[str, Any] = {"url": url, "method": method, "headers": sent, "body": body}
         if timeout_ms is not None:
             args["timeout_ms"] = timeout_ms
-        return await self._call("net.fetch", args)
+        result = await self._call("net.fetch", args)
+        if not json:
+            return result
+        try:
+            decoded = _json.loads(result["body"])
+        except (ValueError, TypeError, RecursionError) as exc:
+            raise CapabilityError(f"net.fetch: the response body (status {result['status']}) is not JSON: "
+                                  f"{str(exc)[:200]}") from None
+        return {**result, "json": decoded}
 
 
 class ConversationsCalls(_Family):

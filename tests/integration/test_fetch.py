@@ -454,3 +454,44 @@ async def test_worker_plugin_allowlist_includes_https_config_hosts(host: Host, w
     assert "elsewhere.example:80 is not on the plugin's allowlist" in message
     policy = host._fetch_policy("p")
     assert policy.allow.permits("api.configured.example", 443)
+
+
+JSON_FETCHER = """
+from plugbox.sdk import CapabilityError, Plugin
+
+class Fetcher(Plugin):
+    async def on_load(self, ctx):
+        ctx.register_hook("message:received", self.on_message)
+
+    async def on_message(self, hook):
+        try:
+            result = await self.ctx.net.fetch(hook.data["body"], json=True)
+            await self.ctx.storage.set("result", result)
+        except CapabilityError as exc:
+            await self.ctx.storage.set("error", [type(exc).__name__, str(exc)])
+"""
+
+
+async def test_worker_plugin_asks_for_json_and_gets_the_body_decoded(
+    host: Host, write_plugin: WritePlugin, listener: Listener
+) -> None:
+    await enable(host, write_plugin(JSON_FETCHER, permissions=["net:fetch", "storage:use"],
+                                    net={"allow": ["localhost"]}))
+    await host.engine.inject_inbound(SESSION, "15550001111@c.us", f"http://localhost:{listener.port}/json")
+    found, result = host.storage.get("p", "result")
+    assert found, host.storage.get("p", "error")
+    assert result["json"] == {"a": 1}
+    assert result["body"] == '{"a": 1}'
+    assert listener.requests[-1]["headers"]["accept"] == "application/json"
+
+
+async def test_worker_plugin_asking_json_of_a_non_json_body_gets_a_capability_error(
+    host: Host, write_plugin: WritePlugin, listener: Listener
+) -> None:
+    await enable(host, write_plugin(JSON_FETCHER, permissions=["net:fetch", "storage:use"],
+                                    net={"allow": ["localhost"]}))
+    await host.engine.inject_inbound(SESSION, "15550001111@c.us", f"http://localhost:{listener.port}/plain")
+    assert host.storage.get("p", "result") == (False, None)
+    _, (kind, message) = host.storage.get("p", "error")
+    assert kind == "CapabilityError"
+    assert "status 200) is not JSON" in message
