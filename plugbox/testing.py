@@ -9,13 +9,15 @@ confined in a worker — against the loopback engine, and look at what it did.
             assert [m["body"] for m in p.sent] == ["echo: hi"]
 
 Also usable as a pytest fixture: `plugin = plugin_fixture("path/to/plugin")` at module level.
+Settings for a test are the embedded defaults (never the `PLUGBOX_*` environment) plus overrides:
+`run_plugin(dir, settings={"fetch_exempt_hosts": ["127.0.0.1"]})`, or `make_settings(data_dir, ...)`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import tempfile
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +28,15 @@ from plugbox.lifecycle.status import Status
 from plugbox.lifecycle.view import PluginView
 from plugbox.settings import Settings, load_settings
 
-__all__ = ["PluginHarness", "loopback_host", "plugin_fixture", "run_plugin"]
+__all__ = ["PluginHarness", "loopback_host", "make_settings", "plugin_fixture", "run_plugin"]
+
+
+def make_settings(data_dir: str | Path, **overrides: Any) -> Settings:
+    """Settings for a test: the embedded defaults, `data_dir`, and `overrides` (any Settings field, e.g.
+    `fetch_exempt_hosts=("127.0.0.1",)` to let a plugin fetch from a local test server; it must still be
+    on the plugin's own allowlist). The environment is ignored, so a test runs the same everywhere.
+    Raises ConfigError naming every invalid field."""
+    return load_settings(environ={}, data_dir=str(data_dir), **overrides)
 
 DEFAULT_CHAT = "15550001111@c.us"
 
@@ -96,13 +106,16 @@ async def run_plugin(
     *,
     session: str = "test",
     config: dict[str, Any] | None = None,
-    settings: Settings | None = None,
+    settings: Settings | Mapping[str, Any] | None = None,
     expect_enabled: bool = True,
 ) -> AsyncIterator[PluginHarness]:
     """Load `plugin_dir` as untrusted, enable it on a loopback session, yield a harness, then stop
-    everything (no worker survives the block)."""
+    everything (no worker survives the block). `settings`: a Settings used as is, or a mapping of
+    overrides for `make_settings` on a temporary data directory."""
     with tempfile.TemporaryDirectory(prefix="plugbox-test-") as tmp:
-        async with loopback_host(settings or load_settings(environ={}, data_dir=tmp), session) as host:
+        if not isinstance(settings, Settings):
+            settings = make_settings(tmp, **(settings or {}))
+        async with loopback_host(settings, session) as host:
             plugin_id = host.load_plugin(Path(plugin_dir)).plugin_id
             await host.set_active_sessions(plugin_id, [session])
             if config is not None:

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import shlex
 import subprocess
@@ -11,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from plugbox.testing import run_plugin
+from plugbox.errors import ConfigError
+from plugbox.testing import make_settings, run_plugin
 
 from .conftest import alive
 
@@ -72,3 +75,54 @@ async def test_run_plugin_shows_sent_messages_storage_and_logs() -> None:
         pid = plugin.worker_pid
         assert pid is not None and alive(pid)
     assert not alive(pid), "the worker must not outlive the harness"
+
+
+JSON_CLIENT = '''
+from plugbox.sdk import Plugin
+
+class Client(Plugin):
+    async def on_load(self, ctx):
+        ctx.register_hook("message:received", self.on_message)
+
+    async def on_message(self, hook):
+        result = await self.ctx.net.fetch(hook.data["body"], json=True)
+        await self.ctx.storage.set("answer", result["json"]["answer"])
+'''
+
+
+async def test_run_plugin_settings_overrides_let_a_plugin_fetch_json_from_a_local_server(tmp_path: Path) -> None:
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        body = b'{"answer": 42}'
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n"
+                     b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    (tmp_path / "manifest.json").write_text(json.dumps({
+        "id": "client", "name": "client", "version": "1.0.0", "type": "extension", "main": "main.py",
+        "permissions": ["net:fetch", "storage:use"], "net": {"allow": ["127.0.0.1"]}, "sessions": ["*"],
+        "hooks": ["message:received"]}))
+    (tmp_path / "main.py").write_text(JSON_CLIENT)
+    try:
+        async with run_plugin(tmp_path, settings={"fetch_exempt_hosts": ["127.0.0.1"]}) as plugin:
+            await plugin.inbound(f"http://127.0.0.1:{port}/")
+            assert plugin.storage == {"answer": 42}, plugin.logs
+        async with run_plugin(tmp_path) as plugin:  # without the exemption, a local address is refused
+            await plugin.inbound(f"http://127.0.0.1:{port}/")
+            assert plugin.storage == {}
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+def test_make_settings_ignores_the_environment_and_names_bad_fields(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PLUGBOX_HOOK_BUDGET_MS", "1")
+    settings = make_settings(tmp_path, fetch_exempt_hosts=("localhost",))
+    assert settings.fetch_exempt_hosts == ("localhost",)
+    assert settings.hook_budget_ms != 1
+    with pytest.raises(ConfigError, match="fetch_timeout_ms"):
+        make_settings(tmp_path, fetch_timeout_ms="soon")
