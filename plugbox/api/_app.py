@@ -16,7 +16,7 @@ from plugbox.api._errors import CatchAll, exception_handlers
 from plugbox.api.auth import KeyRing
 from plugbox.api.ingress import ReplayGuard
 from plugbox.api.metrics import Metrics
-from plugbox.api.routes import cloudapi, ingress, plugins, sessions, system, webhooks
+from plugbox.api.routes import cloudapi, docs, ingress, plugins, sessions, system, webhooks
 from plugbox.engines.cloudapi import CloudApiEngine
 from plugbox.host import Host
 
@@ -35,7 +35,7 @@ def create_app(
     `extra_admin_keys` (the key `plugbox serve` generates when none is configured)."""
     engine_routes = cloudapi.routes if isinstance(host.engine, CloudApiEngine) else []
     app = Starlette(
-        routes=[*system.routes, *plugins.routes, *sessions.routes, *ingress.routes, *webhooks.routes,
+        routes=[*system.routes, *docs.routes, *plugins.routes, *sessions.routes, *ingress.routes, *webhooks.routes,
                 *engine_routes],
         middleware=[Middleware(CatchAll)],
         exception_handlers=exception_handlers(),

@@ -47,6 +47,9 @@ def openapi_document() -> dict[str, Any]:
             "/metrics": {"get": _op("Prometheus metrics (text format)")},
             "/openapi.json": {"get": _op("This document", role=None)},
             "/dashboard": {"get": _op("Operator dashboard (HTML; it asks for an API key)", role=None)},
+            "/": {"get": {**_op("Redirects to /dashboard", role=None),
+                          "responses": {"307": {"description": "redirect to /dashboard"}}}},
+            "/docs": {"get": _op("This API reference, rendered from /openapi.json (HTML)", role=None)},
             "/api/plugins": {
                 "get": _op("List plugins"),
                 "post": {**_op("Install or update a plugin from a zip (multipart field 'file')", role="admin",

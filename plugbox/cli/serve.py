@@ -63,6 +63,12 @@ async def _boot(host: Host) -> None:
         await host.engine.create_session(DEFAULT_SESSION)
 
 
+def _url_host(host: str) -> str:
+    if host in ("0.0.0.0", "::", ""):  # listening everywhere: this machine answers on loopback
+        return "127.0.0.1"
+    return f"[{host}]" if ":" in host else host
+
+
 async def serve(settings: Settings, *, stderr: Any = None) -> int:
     err = stderr or sys.stderr
     if not logging.getLogger().handlers:
@@ -82,6 +88,9 @@ async def serve(settings: Settings, *, stderr: Any = None) -> int:
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
         await _boot(host)
+        base = f"http://{_url_host(settings.host)}:{settings.port}"
+        err.write(f"plugbox: dashboard at {base}/ ; API reference at {base}/docs\n")
+        err.flush()
         try:
             yield
         finally:
