@@ -14,18 +14,20 @@ __all__ = ["JSON_BODY_MAX_BYTES", "read_capped", "read_json", "replayed"]
 JSON_BODY_MAX_BYTES = 1 << 20  # management JSON bodies (config, sessions, messages)
 
 
-async def read_capped(request: Request, cap: int) -> bytes:
+async def read_capped(request: Request, cap: int, *, too_large: str | None = None) -> bytes:
     """The whole body, or 413 as soon as it is known to be longer than `cap` (from Content-Length,
-    else while streaming)."""
+    else while streaming). `too_large` is the 413's message when `cap` is not the limit the user set
+    (an upload's cap plus its multipart framing must still name the upload's own limit)."""
+    message = too_large or f"request body larger than {cap} bytes"
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > cap:
-        raise ApiError(413, f"request body larger than {cap} bytes")
+        raise ApiError(413, message)
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > cap:
-            raise ApiError(413, f"request body larger than {cap} bytes")
+            raise ApiError(413, message)
         chunks.append(chunk)
     return b"".join(chunks)
 

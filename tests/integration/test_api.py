@@ -194,9 +194,13 @@ async def test_malicious_or_broken_zips_are_refused_and_write_nothing(
 async def test_oversize_upload_is_413_and_writes_nothing(client: httpx.AsyncClient, host: Host) -> None:
     import os
 
-    r = await upload(client, make_zip({"manifest.json": MANIFEST, "main.py": MAIN, "pad": os.urandom(80_000)}))
-    assert r.status_code == 413 and "larger than" in r.json()["error"]
-    assert plugins_dir_listing(host) == []
+    # just past the cap (seen in the parsed form) and far past it (cut while streaming): both name the
+    # operator's install_zip_max_bytes, never the cap plus the multipart allowance
+    for pad in (80_000, 400_000):
+        r = await upload(client, make_zip({"manifest.json": MANIFEST, "main.py": MAIN, "pad": os.urandom(pad)}))
+        assert r.status_code == 413
+        assert r.json()["error"] == "plugin zip larger than 65536 bytes (install_zip_max_bytes)", pad
+        assert plugins_dir_listing(host) == []
 
 
 async def test_upload_without_file_field_is_a_clear_400(client: httpx.AsyncClient) -> None:

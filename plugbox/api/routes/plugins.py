@@ -55,14 +55,15 @@ async def install_plugin(request: Request) -> JSONResponse:
     content_type = request.headers.get("content-type", "")
     if not content_type.startswith("multipart/form-data"):
         raise ApiError(415, "upload the plugin zip as multipart/form-data in the field 'file'")
-    body = await read_capped(request, cap + _MULTIPART_OVERHEAD)
+    too_large = f"plugin zip larger than {cap} bytes (install_zip_max_bytes)"
+    body = await read_capped(request, cap + _MULTIPART_OVERHEAD, too_large=too_large)
     form = await replayed(request, body).form(max_files=1, max_fields=8)
     try:
         upload = form.get("file")
         if not isinstance(upload, UploadFile):
             raise ApiError(400, "no file in the multipart field 'file'")
         if upload.size is not None and upload.size > cap:
-            raise ApiError(413, f"plugin zip larger than {cap} bytes")
+            raise ApiError(413, too_large)
         try:
             view, updated = await host.install(upload.file)
         except ZipRefused as exc:
