@@ -117,6 +117,10 @@ async def test_install_enable_inject_and_see_the_echo(client: httpx.AsyncClient,
     assert r.status_code == 200, r.text
     assert [m["body"] for m in r.json()["sent"]] == ["echo: hello"]
     assert [m["body"] for m in (await client.get("/api/sent", headers=READER)).json()["sent"]] == ["echo: hello"]
+    # every key of the API's JSON is camelCase, the sent log included
+    for m in (await client.get("/api/sent", headers=READER)).json()["sent"] + r.json()["sent"]:
+        assert m["sessionId"] == SESSION and "session_id" not in m
+        assert not [k for k in m if "_" in k], m
     detail = (await client.get("/api/plugins/echo", headers=READER)).json()
     assert detail["health"]["healthy"] is True
     assert detail["permissions"] == ["messages:send", "storage:use"]

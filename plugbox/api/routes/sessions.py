@@ -37,6 +37,14 @@ def _seq(message: dict[str, Any]) -> int:
     return int(match.group(1)) if match else -1
 
 
+def _sent_json(message: dict[str, Any]) -> dict[str, Any]:
+    """A sent message as the API shows it: camelCase like every other key (the engine records the
+    session under the Python name `session_id`)."""
+    out = {k: v for k, v in message.items() if k != "session_id"}
+    out["sessionId"] = message.get("session_id")
+    return out
+
+
 async def list_sessions(request: Request) -> JSONResponse:
     require(request, READ)
     return JSONResponse({"sessions": _host(request).engine.sessions()})
@@ -60,7 +68,7 @@ async def inject_message(request: Request) -> JSONResponse:
     message = await host.inject_inbound(session, doc["chatId"], doc["body"], sender=sender)
     after = _seq(message)
     sent = [m for m in host.loopback.sent if m.get("session_id") == session and _seq(m) > after]
-    return JSONResponse({"message": message, "sent": sent})
+    return JSONResponse({"message": message, "sent": [_sent_json(m) for m in sent]})
 
 
 def _known(host: Host, session: str) -> None:
@@ -121,7 +129,7 @@ async def list_sent(request: Request) -> JSONResponse:
     if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= SENT_MAX_LIMIT:
         raise ApiError(400, f"limit must be an integer from 1 to {SENT_MAX_LIMIT}")
     sent = [m for m in _host(request).loopback.sent if session is None or m.get("session_id") == session]
-    return JSONResponse({"sent": sent[-int(raw_limit):]})
+    return JSONResponse({"sent": [_sent_json(m) for m in sent[-int(raw_limit):]]})
 
 
 routes = [
