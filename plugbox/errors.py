@@ -80,11 +80,19 @@ class ZipRefused(PlugboxError):
 
 
 class ConfigError(PlugboxError):
-    """A config document does not satisfy the plugin's configSchema."""
+    """A config document does not satisfy the plugin's configSchema. `errors` holds every field's
+    error when more than one field is wrong (the message lists them all; `field` is the first)."""
 
-    def __init__(self, field: str, message: str) -> None:
+    def __init__(self, field: str, message: str, errors: tuple[ConfigError, ...] = ()) -> None:
         self.field = field
-        super().__init__(f"config field {field!r}: {message}")
+        self.errors = errors
+        super().__init__("; ".join(str(e) for e in errors) if errors else f"config field {field!r}: {message}")
+
+    @classmethod
+    def combine(cls, errors: list[ConfigError]) -> ConfigError:
+        """One error for all of `errors` (flattened); the error itself when there is only one."""
+        flat = tuple(leaf for e in errors for leaf in (e.errors or (e,)))
+        return flat[0] if len(flat) == 1 else cls(flat[0].field, "", errors=flat)
 
 
 class PluginStateError(PlugboxError):

@@ -62,12 +62,15 @@ def _check_bounds(node: _Node, measure: float, path: str, what: str) -> None:
 
 
 def _check_properties(node: _Node, value: dict[str, Any], path: str) -> dict[str, Any]:
+    """Check every field, then raise one ConfigError naming every wrong one (an operator fixing a
+    config should not discover its errors one PUT at a time)."""
     properties = node.properties or {}
+    errors: list[ConfigError] = []
     for key in value:
         if not isinstance(key, str):
-            raise _config_error(path, "type", f"object keys must be strings, not {key!r}")
-        if key not in properties:
-            raise _config_error(_join(path, key), "unknown", "is not a field of the config schema")
+            errors.append(_config_error(path, "type", f"object keys must be strings, not {key!r}"))
+        elif key not in properties:
+            errors.append(_config_error(_join(path, key), "unknown", "is not a field of the config schema"))
     out: dict[str, Any] = {}
     for name, child in properties.items():
         child_path = _join(path, name)
@@ -76,13 +79,19 @@ def _check_properties(node: _Node, value: dict[str, Any], path: str) -> dict[str
             item = copy.deepcopy(child.default)
         missing = item is None or (item == "" and child.type in STRING_TYPES)
         if child.required and missing:
-            raise _config_error(child_path, "required", "is required")
+            errors.append(_config_error(child_path, "required", "is required"))
+            continue
         if item is None:
             filled = _fill_optional_object(child, child_path)
             if filled:
                 out[name] = filled
             continue
-        out[name] = _check(child, item, child_path)
+        try:
+            out[name] = _check(child, item, child_path)
+        except ConfigError as exc:
+            errors.append(exc)
+    if errors:
+        raise ConfigError.combine(errors)
     return out
 
 

@@ -241,6 +241,10 @@ async def test_config_secrets_are_masked_kept_and_validated(client: httpx.AsyncC
     assert host.manager.get("p").record.config["greeting"] == "hey"
     r = await client.put("/api/plugins/p/config", json={"timeoutMs": 5}, headers=ADMIN)
     assert r.status_code == 422 and r.json()["field"] == "timeoutMs"
+    r = await client.put("/api/plugins/p/config", json={"timeoutMs": 5, "greeting": 3, "typo": 1}, headers=ADMIN)
+    assert r.status_code == 422
+    for field in ("timeoutMs", "greeting", "typo"):  # every wrong field in one answer
+        assert f"config field {field!r}" in r.json()["error"], r.json()
     r = await client.put("/api/plugins/p/config", content=b"{not json", headers=ADMIN)
     assert r.status_code == 400 and "not valid JSON" in r.json()["error"]
 

@@ -489,3 +489,28 @@ def test_secret_values_lists_set_secret_strings(schema: ConfigSchema) -> None:
     config = schema.validate({"apiToken": "tok", "auth": {"password": "pw"}})
     assert schema.secret_values(config) == ["tok", "pw"]
     assert schema.secret_values(schema.validate({})) == []
+
+
+def test_every_wrong_field_is_reported_at_once() -> None:
+    schema = ConfigSchema.parse({"type": "object", "properties": {
+        "name": {"type": "string", "required": True},
+        "count": {"type": "number", "min": 1},
+        "mode": {"type": "string", "enum": ["a", "b"]},
+        "inner": {"type": "object", "properties": {"flag": {"type": "boolean"}, "n": {"type": "number"}}},
+        "fine": {"type": "string"},
+    }})
+    with pytest.raises(ConfigError) as caught:
+        schema.validate({"count": 0, "mode": "c", "inner": {"flag": "yes", "n": "x"}, "fine": "ok", "extra": 1})
+    fields = [e.field for e in caught.value.errors]
+    assert sorted(fields) == ["count", "extra", "inner.flag", "inner.n", "mode", "name"]
+    assert caught.value.field == "extra"  # the first one found (unknown keys are checked first)
+    for field in fields:
+        assert f"config field {field!r}" in str(caught.value)
+
+
+def test_a_single_wrong_field_is_a_plain_error() -> None:
+    schema = ConfigSchema.parse({"type": "object", "properties": {"count": {"type": "number"}}})
+    with pytest.raises(ConfigError) as caught:
+        schema.validate({"count": "x"})
+    assert caught.value.errors == ()
+    assert str(caught.value) == "config field 'count': must be a finite number [type]"
