@@ -25,14 +25,14 @@ pytestmark = pytest.mark.timeout(120)
 
 
 def test_new_plugin_scaffold_passes_its_own_tests_with_the_command_it_prints(tmp_path: Path) -> None:
-    made = subprocess.run([str(BIN / "plugbox"), "new", "demo"], cwd=tmp_path,
+    # from a shell whose PATH has no virtualenv: the printed command must not rely on it
+    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
+    env["PATH"] = "/usr/bin:/bin"
+    made = subprocess.run([str(BIN / "plugbox"), "new", "demo"], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=60)
     assert made.returncode == 0, made.stderr
     command = made.stdout.split("run its tests with: ", 1)[1].strip()
     assert command == f"{BIN / 'plugbox'} test demo"
-    # from a shell whose PATH has no virtualenv: the printed command must not rely on it
-    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
-    env["PATH"] = "/usr/bin:/bin"
     run = subprocess.run([*shlex.split(command), "-q"], cwd=tmp_path, env=env,
                          capture_output=True, text=True, timeout=100)
     assert run.returncode == 0, run.stdout + run.stderr

@@ -477,7 +477,7 @@ async def test_worker_plugin_asks_for_json_and_gets_the_body_decoded(
 ) -> None:
     await enable(host, write_plugin(JSON_FETCHER, permissions=["net:fetch", "storage:use"],
                                     net={"allow": ["localhost"]}))
-    await host.engine.inject_inbound(SESSION, "15550001111@c.us", f"http://localhost:{listener.port}/json")
+    await host.inject_inbound(SESSION, "15550001111@c.us", f"http://localhost:{listener.port}/json")
     found, result = host.storage.get("p", "result")
     assert found, host.storage.get("p", "error")
     assert result["json"] == {"a": 1}
@@ -490,7 +490,7 @@ async def test_worker_plugin_asking_json_of_a_non_json_body_gets_a_capability_er
 ) -> None:
     await enable(host, write_plugin(JSON_FETCHER, permissions=["net:fetch", "storage:use"],
                                     net={"allow": ["localhost"]}))
-    await host.engine.inject_inbound(SESSION, "15550001111@c.us", f"http://localhost:{listener.port}/plain")
+    await host.inject_inbound(SESSION, "15550001111@c.us", f"http://localhost:{listener.port}/plain")
     assert host.storage.get("p", "result") == (False, None)
     _, (kind, message) = host.storage.get("p", "error")
     assert kind == "CapabilityError"
