@@ -22,6 +22,7 @@ from plugbox.capabilities.search import Provider, SearchService
 from plugbox.engines.base import Engine, EngineLifecycle
 from plugbox.engines.loopback import LoopbackEngine
 from plugbox.errors import EngineError
+from plugbox.feed import LiveFeed
 from plugbox.hooks import HookBus, HookLimits, HookOutcome
 from plugbox.inprocess import InProcessRuntime
 from plugbox.lifecycle import ingress
@@ -31,6 +32,7 @@ from plugbox.lifecycle.install import PluginInstaller
 from plugbox.lifecycle.manager import PluginManager
 from plugbox.lifecycle.registry import Registry
 from plugbox.lifecycle.view import PluginView
+from plugbox.logrelay import sanitise
 from plugbox.manifest import discover, load_manifest, parse_manifest
 from plugbox.net.allowlist import effective_allowlist
 from plugbox.net.fetch import FetchPolicy, FetchService
@@ -75,12 +77,12 @@ def _sandbox_factory(plugin_dir: Path) -> RuntimeFactory:
 class Host:
     """One plugbox host. Use as `async with Host(settings) as host:`.
 
-    Public surface: `register_builtin`, `load_plugin`, `load_directory`, `install`, `enable`,
+    Public surface: `register_builtin`, `load_plugin`, `load_directory`, `broken_directories`, `install`, `enable`,
     `disable`, `uninstall`, `set_config`, `set_session_config`, `set_active_sessions`, `plugins`,
     `plugin`, `health`, `inject_inbound`, `dispatch`, `ingress_route`, `dispatch_ingress`, `search`,
     `add_observer`, `start`, `stop`; and the services `settings`, `engine` (`loopback` when it is the
     simulator), `bus`, `storage`, `webhooks` (outbound webhooks: told every hook chain's outcome through
-    `bus.on_outcome`). `manager` is the
+    `bus.on_outcome`), `feed` (log lines and failures as they happen, for live views). `manager` is the
     lifecycle's internals, kept reachable for white-box tests only."""
 
     def __init__(
@@ -119,10 +121,13 @@ class Host:
             write_budget=write_budget,
         )
         self._observers = Observers()
+        self.feed = LiveFeed(self.settings.live_feed_queue_max)
+        self._observers.add(self.feed)
+        self._broken: dict[str, str] = {}  # plugins-dir entry name -> why it did not load
         self.manager = PluginManager(
             self.settings, self.registry, [self.storage.drop, self.conversations.delete_plugin], self._make_deps,
             clock=clock, on_worker_failed=self._observers.worker_failed,
-            on_plugin_failure=self._observers.plugin_failure,
+            on_plugin_failure=self._observers.plugin_failure, on_log_line=self.feed.log_line,
         )
         self.bus = HookBus(
             budget=lambda _pid: self.settings.hook_budget_ms / 1000,
@@ -249,14 +254,23 @@ class Host:
             try:
                 self.load_plugin(path)
                 results[path.name] = None
+                self._broken.pop(path.name, None)
             except Exception as exc:  # ManifestError and unreadable directories alike
-                results[path.name] = str(exc)
+                results[path.name] = self._broken[path.name] = sanitise(
+                    str(exc), (), self.settings.log_line_max_chars)
                 log.error("plugin directory %s not loaded: %s", path, exc)
         return results
+
+    def broken_directories(self) -> dict[str, str]:
+        """Plugins-dir entries the last `load_directory` could not load, with the reason; an
+        install that puts a good plugin in the same directory clears its entry."""
+        return dict(self._broken)
 
     async def install(self, upload: IO[bytes]) -> tuple[PluginView, bool]:
         """Install or update a disk plugin from a zip; returns (view, updated)."""
         entry, updated = await self._installer.install(upload)
+        if entry.record.path is not None:
+            self._broken.pop(Path(entry.record.path).name, None)
         return PluginView.of(entry), updated
 
     # -- lifecycle --

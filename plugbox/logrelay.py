@@ -149,8 +149,10 @@ class LogRelay:
         bytes_burst: int | None = None,
         keep: int = 200,
         clock: Callable[[], float] = time.monotonic,
+        on_line: Callable[[str, dict[str, Any]], None] | None = None,
     ) -> None:
         self.plugin_id = plugin_id
+        self._on_line = on_line  # told (plugin id, line) of every line kept: the live feed
         self._secrets = secrets
         self._limiter = RateLimiter(lines_per_window, window_s, clock)
         # Lines alone do not bound the host log (200 lines of 8192 chars is ~10 MB a minute): the
@@ -192,6 +194,9 @@ class LogRelay:
             log.warning("plugin %s: %d log lines dropped by the rate limit", self.plugin_id,
                         self.dropped - self._reported_drops)
             self._reported_drops = self.dropped
-        self.recent.append({"level": lvl, "message": text, "ts": time.time()})
+        line = {"level": lvl, "message": text, "ts": time.time()}
+        self.recent.append(line)
+        if self._on_line is not None:
+            self._on_line(self.plugin_id, line)
         log.log(LEVELS[lvl], "[%s] %s", self.plugin_id, text, extra={"plugin_id": self.plugin_id})
         return True

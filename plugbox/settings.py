@@ -173,6 +173,13 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     """Consecutive hook handler errors that open a plugin's circuit breaker (any success resets it)."""
     recent_failures_kept: PositiveInt = 20
     """Failures kept per plugin for the API (`recentFailures`)."""
+    live_feed_queue_max: PositiveInt = 1000
+    """Events (log lines, failures) queued for one reader of the live event stream; past it the
+    reader loses the newest and is told how many."""
+    live_feed_max_readers: PositiveInt = 32
+    """Readers of the live event stream at once (dashboards, `logs --follow`); more are refused."""
+    live_feed_keepalive_ms: PositiveMs = 15000
+    """Quiet time after which the live event stream sends a keepalive comment."""
     restart_backoff_initial_ms: PositiveMs = 200
     """First delay before restarting a crashed worker; doubles each time."""
     restart_backoff_max_ms: PositiveMs = 30000

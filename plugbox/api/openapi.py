@@ -47,11 +47,13 @@ def openapi_document() -> dict[str, Any]:
             "/metrics": {"get": _op("Prometheus metrics (text format)")},
             "/openapi.json": {"get": _op("This document", role=None)},
             "/dashboard": {"get": _op("Operator dashboard (HTML; it asks for an API key)", role=None)},
+            "/dashboard/app.js": {"get": _op("The dashboard's script", role=None)},
+            "/dashboard/app.css": {"get": _op("The dashboard's stylesheet", role=None)},
             "/": {"get": {**_op("Redirects to /dashboard", role=None),
                           "responses": {"307": {"description": "redirect to /dashboard"}}}},
             "/docs": {"get": _op("This API reference, rendered from /openapi.json (HTML)", role=None)},
             "/api/plugins": {
-                "get": _op("List plugins"),
+                "get": _op("List plugins, and the plugins-dir entries that failed to load (broken)"),
                 "post": {**_op("Install or update a plugin from a zip (multipart field 'file')", role="admin",
                                statuses=(400, 413, 415, 422)),
                          "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
@@ -79,6 +81,10 @@ def openapi_document() -> dict[str, Any]:
                 "put": _op("Set per-session config", role="admin", body=True, params=(*pid, "session"),
                            statuses=(404, 422)),
             },
+            "/api/events": {"get": {**_op("Live log lines and failures as server-sent events (?plugin=ID)",
+                                          statuses=(404, 503)),
+                                    "responses": {"200": {"description": "text/event-stream"},
+                                                  "401": _ERROR, "404": _ERROR, "503": _ERROR}}},
             "/api/sessions": {"get": _op("Loopback sessions")},
             "/api/sessions/{session}/messages": {
                 "post": _op("Inject an inbound message {chatId, body, sender?}; returns it and the replies sent",

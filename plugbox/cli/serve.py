@@ -16,13 +16,15 @@ again: uvicorn's access log records paths, not headers, and the key lives only i
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import secrets
 import signal
 import sys
 import threading
-from collections.abc import AsyncIterator, Generator
+from collections.abc import AsyncIterator, Callable, Generator
+from types import FrameType
 from typing import Any
 
 import uvicorn
@@ -40,6 +42,16 @@ log = logging.getLogger("plugbox.serve")
 
 
 class _Server(uvicorn.Server):
+    def __init__(self, config: uvicorn.Config, on_exit: Callable[[], object]) -> None:
+        super().__init__(config)
+        self._on_exit = on_exit
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        # uvicorn waits for open responses before the lifespan's shutdown: the live event streams
+        # must end first, or an open dashboard would hold the server up.
+        super().handle_exit(sig, frame)
+        self._on_exit()
+
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
         if threading.current_thread() is not threading.main_thread():
@@ -89,7 +101,7 @@ async def serve(settings: Settings, *, stderr: Any = None) -> int:
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
         await _boot(host)
         base = f"http://{_url_host(settings.host)}:{settings.port}"
-        err.write(f"plugbox: dashboard at {base}/ ; API reference at {base}/docs\n")
+        err.write(f"plugbox: dashboard at {base}/dashboard ; API reference at {base}/docs\n")
         err.flush()
         try:
             yield
@@ -99,7 +111,9 @@ async def serve(settings: Settings, *, stderr: Any = None) -> int:
     app = create_app(host, extra_admin_keys=generated, lifespan=lifespan)
     config = uvicorn.Config(app, host=settings.host, port=settings.port, lifespan="on", log_level="info",
                             server_header=False, proxy_headers=False)
-    server = _Server(config)
+    loop = asyncio.get_running_loop()
+    # Called from a signal handler: the feed is touched from the loop, not from inside the handler.
+    server = _Server(config, on_exit=lambda: loop.call_soon_threadsafe(host.feed.close))
     try:
         await server.serve()
     finally:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter, deque
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from typing import Any
 
 from plugbox.errors import CapabilityError, ConfigError
@@ -28,7 +28,8 @@ __all__ = ["PluginEntry"]
 class PluginEntry:
     """One known plugin: its manifest, persisted record and, while enabled, its runtime."""
 
-    def __init__(self, manifest: Manifest, record: PluginRecord, factory: RuntimeFactory, settings: Settings) -> None:
+    def __init__(self, manifest: Manifest, record: PluginRecord, factory: RuntimeFactory, settings: Settings,
+                 on_log_line: Callable[[str, dict[str, Any]], None] | None = None) -> None:
         self.manifest = manifest
         # Identity, as the capability router sees it (plugbox.capabilities.router.Caller): plain
         # attributes, read on every capability call; the manifest never changes for an entry.
@@ -46,6 +47,7 @@ class PluginEntry:
             max_chars=settings.log_line_max_chars,
             bytes_per_minute=settings.log_bytes_per_minute,
             bytes_burst=settings.log_bytes_burst,
+            on_line=on_log_line,
         )
         if record.error is not None:  # stored by a host that did not yet cap and redact it
             record.error = self.logs.sanitise(record.error)

@@ -53,6 +53,7 @@ class PluginManager:
         clock: Clock | None = None,
         on_worker_failed: Callable[[str, bool, str], None] | None = None,
         on_plugin_failure: Callable[[str, FailureKind], None] | None = None,
+        on_log_line: Callable[[str, dict[str, Any]], None] | None = None,
     ) -> None:
         self.settings = settings
         self._registry = registry
@@ -66,6 +67,7 @@ class PluginManager:
         # told (plugin id, restarting, reason) after the manager acted on a worker's death
         self._on_worker_failed = on_worker_failed
         self._on_plugin_failure = on_plugin_failure  # told (plugin id, kind) of every failure noted
+        self._on_log_line = on_log_line  # told (plugin id, line) of every line a plugin's relay keeps
         self._entries: dict[str, PluginEntry] = {}
         self._closing = False
 
@@ -90,7 +92,7 @@ class PluginManager:
                 record.status, record.error = Status.ERROR, f"stored config invalid: {exc}"
         if record.status == Status.ENABLED:  # not running yet in this process
             record.status = Status.DISABLED if not record.enabled else Status.INSTALLED
-        entry = PluginEntry(manifest, record, factory, self.settings)
+        entry = PluginEntry(manifest, record, factory, self.settings, self._on_log_line)
         self._entries[manifest.id] = entry
         if record.status == Status.ERROR and record.error:
             self._note(entry, FailureKind.CONFIG_REJECTED if record.error.startswith("stored config")

@@ -39,7 +39,10 @@ async def _detail(host: Host, view: PluginView) -> dict[str, Any]:
 
 async def list_plugins(request: Request) -> JSONResponse:
     require(request, READ)
-    return JSONResponse({"plugins": [plugin_json(v) for v in _host(request).plugins()]})
+    host = _host(request)
+    return JSONResponse({"plugins": [plugin_json(v) for v in host.plugins()],
+                         "broken": [{"directory": name, "error": error}
+                                    for name, error in sorted(host.broken_directories().items())]})
 
 
 async def get_plugin(request: Request) -> JSONResponse:

@@ -1,15 +1,15 @@
-"""`/health` (no key), `/metrics` (any key), `/openapi.json` and `/dashboard` (static, no key: the page
-asks for a key and sends it with every API call)."""
+"""`/health` (no key), `/metrics` (any key), `/openapi.json` and `/dashboard` with its script and
+stylesheet (static, no key: the page asks for a key and sends it with every API call)."""
 
 from __future__ import annotations
 
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from plugbox import __version__
 from plugbox.api.auth import READ, require
-from plugbox.api.dashboard import dashboard_html
+from plugbox.api.dashboard import CSP, dashboard_asset
 from plugbox.api.metrics import Metrics
 from plugbox.api.openapi import openapi_document
 from plugbox.host import Host
@@ -37,14 +37,26 @@ async def openapi(_request: Request) -> JSONResponse:
     return JSONResponse(openapi_document())
 
 
-async def dashboard(_request: Request) -> HTMLResponse:
-    return HTMLResponse(dashboard_html(), headers={
-        "Content-Security-Policy": "default-src 'none'; script-src 'self' 'unsafe-inline'; "
-                                   "style-src 'unsafe-inline'; connect-src 'self'; form-action 'none'; "
-                                   "frame-ancestors 'none'",
+def _dashboard_file(name: str) -> Response:
+    text, media_type = dashboard_asset(name)
+    return Response(text, media_type=media_type, headers={
+        "Content-Security-Policy": CSP,
         "X-Content-Type-Options": "nosniff",
         "Referrer-Policy": "no-referrer",
+        "Cache-Control": "no-cache",  # an upgraded host serves the page and script that go together
     })
+
+
+async def dashboard(_request: Request) -> Response:
+    return _dashboard_file("")
+
+
+async def dashboard_script(_request: Request) -> Response:
+    return _dashboard_file("app.js")
+
+
+async def dashboard_style(_request: Request) -> Response:
+    return _dashboard_file("app.css")
 
 
 routes = [
@@ -52,4 +64,6 @@ routes = [
     Route("/metrics", metrics, methods=["GET"]),
     Route("/openapi.json", openapi, methods=["GET"]),
     Route("/dashboard", dashboard, methods=["GET"]),
+    Route("/dashboard/app.js", dashboard_script, methods=["GET"]),
+    Route("/dashboard/app.css", dashboard_style, methods=["GET"]),
 ]
