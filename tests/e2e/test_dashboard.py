@@ -4,9 +4,13 @@
 The operator pastes an admin key into the page, sees the echo plugin's status, permissions and
 confinement layers, enables and disables it with the row's button, edits its config through the form
 generated from configSchema, and every change is checked against the JSON API as well as the page.
-A second test installs plugins whose name, config schema, log lines and errors carry HTML and checks
-that the page shows them as text and runs nothing. A third sends the dashboard's tab to a plugin's
-ingress route that answers with a key-stealing script, and checks that nothing runs on the API origin.
+Another installs a plugin by uploading its zip, activates it on a session, sets per-session config,
+follows its logs live, sees a permission denial (lastError, failures, metrics) within a second, sees
+what it sent and a broken plugin directory, then uninstalls it. Another installs plugins whose name,
+config schema, log lines and errors carry HTML and checks that the page shows them as text and runs
+nothing. The last sends the dashboard's tab to a plugin's ingress route that answers with a
+key-stealing script, and checks that nothing runs on the API origin. Screenshots go to the test's
+tmp dir.
 
 No silent skip: without Chromium or Playwright these tests fail and say what to install (CI's
 `.ci/run` installs Debian's `chromium`; `playwright` is in the `dev` extras). Set
@@ -22,6 +26,7 @@ import signal
 import subprocess
 import textwrap
 import time
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -46,7 +51,7 @@ CHROMIUM_ARGS = [
 TIMEOUT_MS = 15_000
 
 try:
-    from playwright.sync_api import Page, expect, sync_playwright
+    from playwright.sync_api import Locator, Page, expect, sync_playwright
 except ImportError:  # pragma: no cover - a broken dev install, reported by the fixture below
     sync_playwright = None
 
@@ -86,16 +91,23 @@ def stop_cleanly(proc: subprocess.Popen[bytes], log: Path, spawned: set[int]) ->
     assert "Finished server process" in output
 
 
+def newest_message(page: Page) -> Locator:
+    """The text of the newest message (messages stack, newest first, until dismissed)."""
+    return page.locator("#messages li .text").first
+
+
 def open_dashboard(page: Page, url: str, client: httpx.Client) -> None:
     """Load the page and give it the admin key the way an operator does; the table lists every plugin
     (the ones in the plugins dir and the built-in auto-reply)."""
     plugin_count = len(api(client, "GET", "/api/plugins")["plugins"])
     page.goto(url + "/dashboard")
-    expect(page.locator("#message")).to_have_text("Enter an API key.")
+    expect(newest_message(page)).to_have_text("Enter an API key.")
     page.fill("#key", ADMIN_KEY)
     page.get_by_role("button", name="Use key").click()
-    expect(page.locator("#message")).to_have_text(f"{plugin_count} plugin(s)")
+    expect(newest_message(page)).to_have_text("key accepted")
+    expect(page.locator("#plugin-count")).to_have_text(f"({plugin_count})")
     expect(page.locator("#plugins tbody tr")).to_have_count(plugin_count)
+    expect(page.locator("#live")).to_have_text("live")  # the event stream is open
 
 
 def api(client: httpx.Client, method: str, path: str, **kw: Any) -> Any:
@@ -118,8 +130,8 @@ def test_dashboard_lists_toggles_and_configures_echo(page: Page, tmp_path: Path)
         page.goto(url + "/dashboard")
         page.fill("#key", "not-the-key")
         page.get_by_role("button", name="Use key").click()
-        expect(page.locator("#message")).to_have_text("invalid API key")
-        expect(page.locator("#message")).to_have_class("error")
+        expect(newest_message(page)).to_have_text("invalid API key")
+        expect(page.locator("#messages li").first).to_have_class("error")
         expect(page.locator("#plugins tbody tr")).to_have_count(0)
         assert page.evaluate("sessionStorage.getItem('plugbox-key')") is None  # a refused key is not kept
 
@@ -134,7 +146,8 @@ def test_dashboard_lists_toggles_and_configures_echo(page: Page, tmp_path: Path)
 
         # Enable from the row: the page and the API agree.
         row.get_by_role("button", name="Enable").click()
-        expect(cells.nth(1)).to_have_text("enabled")
+        expect(cells.nth(1)).to_have_text("enabledno session")  # flagged: it is active on no session yet
+        expect(cells.nth(1).locator(".badge")).to_have_text("no session")
         expect(cells.nth(1)).to_have_class("enabled")
         expect(row.get_by_role("button", name="Disable")).to_be_visible()
         assert api(c, "GET", "/api/plugins/echo")["status"] == "enabled"
@@ -174,7 +187,7 @@ def test_dashboard_lists_toggles_and_configures_echo(page: Page, tmp_path: Path)
         assert api(c, "GET", "/api/plugins/echo/config")["config"] == {"prefix": "echo: "}
         prefix.fill(">> ")
         page.get_by_role("button", name="Save config").click()
-        expect(page.locator("#message")).to_have_text("echo: config saved")
+        expect(newest_message(page)).to_have_text("echo: config saved")
         assert api(c, "GET", "/api/plugins/echo/config")["config"]["prefix"] == ">> "
         expect(page.locator("#d-config input[name=prefix]")).to_have_value(">> ")
         # ...and the running worker uses it.
@@ -202,13 +215,147 @@ def test_dashboard_lists_toggles_and_configures_echo(page: Page, tmp_path: Path)
         expect(cells.nth(1)).to_have_text("enabled")
         expect(row.get_by_role("button", name="Disable")).to_be_visible()
 
+        # Messages stay until dismissed: the periodic refresh has not replaced them.
+        expect(page.locator("#messages li .text")).to_contain_text(["echo: disabled", "echo: config saved",
+                                                                   "echo: enabled"])
+        page.get_by_role("button", name="Dismiss: echo: disabled").click()
+        expect(newest_message(page)).to_have_text("echo: config saved")
+
         # The key lives in sessionStorage: a reload lists the plugins without asking again.
         page.reload()
-        expect(page.locator("#message")).to_have_text(re.compile(r"^\d+ plugin\(s\)$"))
+        expect(page.locator("#plugin-count")).to_have_text(re.compile(r"^\(\d+\)$"))
         expect(cells.nth(1)).to_have_text("enabled")
 
         stop_cleanly(proc, log, spawned)
     assert dialogs == []
+    assert errors == []
+
+
+NOSY_CODE = """
+from plugbox.sdk import Plugin
+
+class Nosy(Plugin):
+    async def on_load(self, ctx):
+        ctx.register_hook("message:received", self.on_message)
+
+    async def on_message(self, hook):
+        self.ctx.logger.info("got " + hook.data["body"])
+        await self.ctx.messages.send_text(hook.session_id, hook.data["chatId"],
+                                          hook.config["greeting"] + " " + hook.data["body"])
+        await self.ctx.storage.set("seen", hook.data["body"])  # not in its permissions: denied
+"""
+
+
+def _zip_plugin(path: Path, manifest: dict[str, Any], code: str) -> Path:
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("manifest.json", json.dumps(manifest))
+        zf.writestr("main.py", textwrap.dedent(code))
+    return path
+
+
+def metric(client: httpx.Client, name: str, **labels: str) -> float | None:
+    want = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    for line in client.get("/metrics").text.splitlines():
+        if line.startswith(f"{name}{{{want}}} "):
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+def test_dashboard_installs_activates_follows_logs_shows_failures_and_uninstalls(page: Page, tmp_path: Path) -> None:
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    nosy_zip = _zip_plugin(tmp_path / "nosy.zip", {
+        "id": "nosy", "name": "Nosy", "version": "1.0.0", "type": "extension", "main": "main.py",
+        "sdkVersion": "1", "permissions": ["messages:send"],
+        "configSchema": {"type": "object", "properties": {"greeting": {"type": "string", "default": "hi"}}},
+    }, NOSY_CODE)
+    broken = tmp_path / "src" / "half-done"
+    broken.mkdir(parents=True)
+    (broken / "manifest.json").write_text('{"id": "half-done", "name": "Half done"}')
+
+    with serving(tmp_path, ADMIN_KEY, {"half-done": broken}) as (proc, url, log), \
+            httpx.Client(base_url=url, headers=HEADERS, timeout=30) as c:
+        open_dashboard(page, url, c)
+        # The directory that did not load is shown with the reason.
+        expect(page.locator("#broken-list li")).to_have_count(1)
+        expect(page.locator("#broken-list li")).to_contain_text("half-done: ")
+        expect(page.locator("#broken-list li")).to_contain_text("version")
+
+        # Install by upload: the detail opens on the new plugin.
+        page.set_input_files("#install-file", str(nosy_zip))
+        page.get_by_role("button", name="Install", exact=True).click()
+        expect(newest_message(page)).to_have_text("installed nosy 1.0.0")
+        expect(page.locator("#d-title")).to_have_text("Nosy (nosy 1.0.0)")
+        assert api(c, "GET", "/api/plugins/nosy")["status"] == "installed"
+        row = page.locator("#plugins tbody tr").filter(has_text="nosy 1.0.0")
+        cells = row.locator("td")
+
+        # Enabled on no session: flagged in the row and the detail.
+        row.get_by_role("button", name="Enable").click()
+        expect(cells.nth(1)).to_contain_text("enabled")
+        expect(cells.nth(1).locator(".badge")).to_have_text("no session")
+        expect(page.locator("#d-warnings li")).to_contain_text("enabled on no session")
+
+        # Sessions: tick the engine's session; the flag goes away.
+        session_box = page.locator("#d-sessions").get_by_role("checkbox", name="default")
+        expect(session_box).not_to_be_checked()
+        session_box.check()
+        page.get_by_role("button", name="Save sessions").click()
+        expect(newest_message(page)).to_have_text("nosy: active on default")
+        assert api(c, "GET", "/api/plugins/nosy/sessions")["activeSessions"] == ["default"]
+        expect(cells.nth(4)).to_have_text("default")
+        expect(cells.nth(1).locator(".badge")).to_have_count(0)
+        expect(page.locator("#d-warnings li")).to_have_count(0)
+
+        # Per-session config: the form starts from the effective config; only the change is stored.
+        greeting = page.locator("#d-session-config input[name=greeting]")
+        expect(greeting).to_have_value("hi")
+        greeting.fill("hello")
+        page.get_by_role("button", name="Save session config").click()
+        expect(newest_message(page)).to_have_text("nosy: config for session default saved")
+        assert api(c, "GET", "/api/plugins/nosy/sessions/default/config")["config"] == {"greeting": "hello"}
+        assert api(c, "GET", "/api/plugins/nosy/config")["config"] == {"greeting": "hi"}  # base untouched
+        expect(page.locator("#d-session-config label")).to_contain_text("(set for this session)")
+        expect(page.locator("#d-last-error")).to_have_text("No failures since the host loaded it.")
+
+        # A message: the log line arrives live, the permission denial shows in lastError, the
+        # failures, the metrics overview and the Prometheus counter within a second.
+        reply = api(c, "POST", "/api/sessions/default/messages", json={"chatId": "15550001234@c.us", "body": "ping"})
+        assert [m["body"] for m in reply["sent"]] == ["hello ping"]
+        sent_at = time.monotonic()
+        expect(page.locator("#d-logs")).to_contain_text("got ping", timeout=1000)
+        # (the denial, then the handler error it raised in the plugin: both name the permission)
+        expect(page.locator("#d-last-error")).to_contain_text("lacks permission 'storage:use'", timeout=1000)
+        expect(page.locator("#d-failures li")).to_contain_text(["handler_error: ", "permission_denied: plugin 'nosy' "
+                                                                "lacks permission 'storage:use'"], timeout=1000)
+        expect(page.locator("#d-failure-counts")).to_have_text("By class: permission_denied 1, handler_error 1")
+        denied_row = page.locator("#metrics tbody tr[data-plugin=nosy] td")
+        expect(denied_row.nth(2)).to_have_text("1", timeout=1000)
+        expect(cells.nth(5)).to_have_text("2last: handler_error", timeout=1000)  # failures in all, and the last class
+        assert time.monotonic() - sent_at < 1.0 + 0.5  # the page's waits above, with Playwright's polling
+        assert "storage:use" in api(c, "GET", "/api/plugins/nosy")["lastError"]["message"]
+        assert metric(c, "plugbox_capability_denied_total", plugin="nosy", verb="storage.set") == 1.0
+
+        # What it sent, newest first.
+        expect(page.locator("#sent tbody tr").first).to_contain_text("hello ping")
+        expect(page.locator("#sent tbody tr").first).to_contain_text("default")
+
+        shot = tmp_path / "dashboard-v2.png"
+        page.screenshot(path=str(shot), full_page=True)
+        assert shot.stat().st_size > 1000
+
+        # Uninstall, confirmed inline (no browser dialog): gone from the page and the API.
+        spawned = descendants(proc.pid)
+        page.get_by_role("button", name="Uninstall").click()
+        page.get_by_role("button", name="Confirm uninstall").click()
+        expect(newest_message(page)).to_have_text("nosy: uninstalled")
+        expect(page.locator("#detail")).to_be_hidden()
+        expect(row).to_have_count(0)
+        assert c.get("/api/plugins/nosy").status_code == 404
+
+        # The page still has its event stream open: shutdown must not wait for it.
+        expect(page.locator("#live")).to_have_text("live")
+        stop_cleanly(proc, log, spawned)
     assert errors == []
 
 
@@ -227,7 +374,7 @@ def _write_plugin(root: Path, manifest: dict[str, Any], code: str) -> Path:
 def test_dashboard_renders_plugin_supplied_html_as_text(page: Page, tmp_path: Path) -> None:
     """Plugin-controlled strings (name, config titles, descriptions and enum values, log lines, the
     enable error) carry markup with an onerror handler; the page must show them literally and run
-    nothing (the page's CSP allows inline handlers, so escaping is what stands in the way)."""
+    nothing (the CSP forbids inline handlers too, but the page must not lean on it)."""
     src = tmp_path / "src"
     hostile = _write_plugin(src / "hostile", {
         "id": "hostile", "name": "Hostile " + PAYLOAD, "description": PAYLOAD,
@@ -261,7 +408,7 @@ def test_dashboard_renders_plugin_supplied_html_as_text(page: Page, tmp_path: Pa
 
         # The hostile plugin runs and logs markup; its detail shows the log and the schema texts.
         hrow.get_by_role("button", name="Enable").click()
-        expect(hrow.locator("td").nth(1)).to_have_text("enabled")
+        expect(hrow.locator("td").nth(1)).to_contain_text("enabled")
         hrow.get_by_role("link").click()
         expect(page.locator("#d-title")).to_have_text(f"Hostile {PAYLOAD} (hostile 1.0.0)")
         expect(page.locator("#d-logs")).to_contain_text(PAYLOAD)
@@ -272,7 +419,7 @@ def test_dashboard_renders_plugin_supplied_html_as_text(page: Page, tmp_path: Pa
         # Choosing the markup value saves it as the string it is.
         page.select_option("#d-config select[name=mode]", label=PAYLOAD)
         page.get_by_role("button", name="Save config").click()
-        expect(page.locator("#message")).to_have_text("hostile: config saved")
+        expect(newest_message(page)).to_have_text("hostile: config saved")
         assert api(c, "GET", "/api/plugins/hostile/config")["config"]["mode"] == PAYLOAD
 
         # The broken plugin's enable error carries markup: in the message bar, the row and the detail.

@@ -34,10 +34,13 @@ function notify(text, kind) {
   const dismiss = el("button", "Dismiss");
   dismiss.type = "button";
   dismiss.setAttribute("aria-label", "Dismiss: " + text);
-  dismiss.onclick = () => li.remove();
+  dismiss.onclick = () => { li.remove(); messagesChanged(); };
   li.append(el("span", text, "text"), el("span", "", "count"), dismiss);
   list.prepend(li);
+  messagesChanged();
 }
+function messagesChanged() { $("#dismiss-all").hidden = $("#messages").children.length < 2; }
+$("#dismiss-all").onclick = () => { $("#messages").replaceChildren(); messagesChanged(); };
 const ok = (text) => notify(text, "ok");
 const fail = (err) => notify(err instanceof Error ? err.message : String(err), "error");
 
@@ -85,7 +88,8 @@ function renderPlugins(plugins) {
     link.href = "#" + enc(p.id);
     link.onclick = (e) => { e.preventDefault(); openDetail(p.id); };
     name.append(link, el("div", p.id + " " + p.version, "muted"));
-    const status = el("td", p.status, p.status);
+    const status = el("td", undefined, p.status);
+    status.append(el("span", p.status, "status-word"));
     if (p.error) status.append(el("div", p.error, "muted"));
     if (p.warnings && p.warnings.length) status.append(el("span", "no session", "badge"));
     const failures = el("td", String(failureTotal(p)));
