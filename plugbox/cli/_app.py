@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -62,33 +63,64 @@ def dev_run_cmd(
     session: Annotated[str, typer.Option(help="The loopback session to run on.")] = "dev",
     data_dir: Annotated[Path | None, typer.Option(help="Data directory (default: a temp dir).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as one JSON object.")] = False,
+    watch: Annotated[bool, typer.Option("--watch", help="Run again whenever a file in PLUGIN_DIR changes "
+                                                        "(Ctrl-C stops).")] = False,
 ) -> None:
     """Load PLUGIN_DIR as untrusted (fully confined), enable it, dispatch one event, disable it, report.
 
     Exit codes: 0 the plugin loaded and the host ran (whatever the hook did); 1 the plugin could not
-    be loaded or enabled; 2 usage error (unknown event, bad --data); 3 the host itself failed."""
-    from plugbox.cli.report import print_dev_report
-    from plugbox.devrun import EXIT_HOST, EXIT_USAGE, dev_run, empty_report, finish
+    be loaded or enabled; 2 usage error (unknown event, bad --data); 3 the host itself failed.
+    With --watch: one report per run (with --json, one JSON object per line), and the exit code of
+    the last run when Ctrl-C stops it."""
+    from plugbox.devrun import EXIT_USAGE, empty_report, finish
 
-    report: dict[str, Any] | None = None
     payload: Any = None
     if data is not None:
         try:
             payload = json.loads(data)
-        except json.JSONDecodeError as exc:
-            report = finish(empty_report(), EXIT_USAGE, f"--data is not valid JSON: {exc}")
-    if report is None:
-        try:
-            report = run_async(dev_run(plugin_dir, event=event, data=payload, session=session, data_dir=data_dir))
-        except Exception as exc:  # dev_run reports every failure it knows; this is a bug in plugbox
-            report = finish(empty_report(), EXIT_HOST, f"the host failed: {type(exc).__name__}: {exc}")
+        except json.JSONDecodeError as exc:  # a usage error: nothing to watch for
+            raise typer.Exit(_print_dev_report(finish(empty_report(), EXIT_USAGE,
+                                                      f"--data is not valid JSON: {exc}"), as_json)) from None
+
+    def run_once() -> int:
+        return _print_dev_report(_dev_run_report(plugin_dir, event, payload, session, data_dir), as_json)
+
+    if not watch:
+        raise typer.Exit(run_once())
+    from plugbox.devwatch import plugin_changes, watch_runs
+
+    def announce(paths: set[str]) -> None:
+        names = ", ".join(sorted(os.path.relpath(p, plugin_dir) for p in paths))
+        typer.echo(f"plugbox dev run: changed: {names}; running again", err=True)
+
+    typer.echo(f"plugbox dev run: watching {plugin_dir} (Ctrl-C stops)", err=True)
+    raise typer.Exit(watch_runs(run_once, plugin_changes(plugin_dir), announce))
+
+
+def _dev_run_report(plugin_dir: Path, event: str | None, payload: Any, session: str,
+                    data_dir: Path | None) -> dict[str, Any]:
+    from plugbox.devrun import EXIT_HOST, dev_run, empty_report, finish
+
+    try:
+        report: dict[str, Any] = run_async(dev_run(plugin_dir, event=event, data=payload, session=session,
+                                                   data_dir=data_dir))
+    except Exception as exc:  # dev_run reports every failure it knows; this is a bug in plugbox
+        report = finish(empty_report(), EXIT_HOST, f"the host failed: {type(exc).__name__}: {exc}")
+    return report
+
+
+def _print_dev_report(report: dict[str, Any], as_json: bool) -> int:
+    from plugbox.cli.report import print_dev_report
+
     if as_json:
         sys.stdout.write(json.dumps(report, default=str) + "\n")
+        sys.stdout.flush()
     else:
         print_dev_report(report)
         if report["reason"]:
             typer.echo(f"plugbox dev run: {report['reason']}", err=True)
-    raise typer.Exit(report["exit_code"])
+    code: int = report["exit_code"]
+    return code
 
 
 @app.command()

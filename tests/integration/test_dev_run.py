@@ -140,3 +140,33 @@ def test_a_reply_to_the_dispatched_message_works_and_large_values_are_summarised
     assert report["storage"]["small"] == {"n": 1}
     big = report["storage"]["big"]
     assert isinstance(big, str) and len(big) < 300 and "200002 characters" in big
+
+
+def test_dev_run_watch_runs_again_with_the_changed_code(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The watcher is replaced by a change the test makes itself: after the first run it edits
+    main.py and reports the batch, as watchfiles would; the second run loads the new code."""
+    from typer.testing import CliRunner
+
+    import plugbox.devwatch
+    from plugbox.cli import app
+
+    plugin = write(tmp_path, """
+        from plugbox.sdk import Plugin
+
+        class P(Plugin):
+            async def on_load(self, ctx):
+                ctx.logger.info("version one")
+        """)
+    main = plugin / "main.py"
+
+    def one_edit(plugin_dir: Path) -> Any:
+        assert plugin_dir == plugin
+        main.write_text(main.read_text().replace("version one", "version two"))
+        yield {str(main)}
+
+    monkeypatch.setattr(plugbox.devwatch, "plugin_changes", one_edit)
+    out = CliRunner().invoke(app, ["dev", "run", str(plugin), "--watch", "--json"])
+    assert out.exit_code == 0, out.output
+    reports = [json.loads(line) for line in out.stdout.splitlines()]
+    assert [[line["message"] for line in r["logs"]] for r in reports] == [["version one"], ["version two"]]
+    assert f"watching {plugin}" in out.stderr and "changed: main.py; running again" in out.stderr
