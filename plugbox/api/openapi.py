@@ -48,6 +48,7 @@ def openapi_document() -> dict[str, Any]:
             "/openapi.json": {"get": _op("This document", role=None)},
             "/dashboard": {"get": _op("Operator dashboard (HTML; it asks for an API key)", role=None)},
             "/dashboard/app.js": {"get": _op("The dashboard's script", role=None)},
+            "/dashboard/forms.js": {"get": _op("The dashboard's form script", role=None)},
             "/dashboard/app.css": {"get": _op("The dashboard's stylesheet", role=None)},
             "/": {"get": {**_op("Redirects to /dashboard", role=None),
                           "responses": {"307": {"description": "redirect to /dashboard"}}}},

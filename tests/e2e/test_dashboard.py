@@ -275,6 +275,7 @@ def test_dashboard_installs_activates_follows_logs_shows_failures_and_uninstalls
 
     with serving(tmp_path, ADMIN_KEY, {"half-done": broken}) as (proc, url, log), \
             httpx.Client(base_url=url, headers=HEADERS, timeout=30) as c:
+        assert f"plugbox: dashboard at {url}/dashboard" in log.read_text()  # printed at startup
         open_dashboard(page, url, c)
         # The directory that did not load is shown with the reason.
         expect(page.locator("#broken-list li")).to_have_count(1)

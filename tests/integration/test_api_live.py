@@ -145,7 +145,8 @@ async def test_dashboard_files_are_served_under_a_csp_without_inline_code(client
     # The page has no inline script or style for the CSP to refuse (it would break, not run).
     assert not re.search(r"<script(?![^>]*\bsrc=)[^>]*>", page.text)
     assert "<style" not in page.text and " style=" not in page.text and " on" + "click=" not in page.text
-    for path, media in (("/dashboard/app.js", "text/javascript"), ("/dashboard/app.css", "text/css")):
+    for path, media in (("/dashboard/app.js", "text/javascript"), ("/dashboard/forms.js", "text/javascript"),
+                        ("/dashboard/app.css", "text/css")):
         r = await client.get(path)
         assert r.status_code == 200 and r.headers["content-type"].startswith(media), path
         assert r.headers["x-content-type-options"] == "nosniff"

@@ -55,6 +55,10 @@ async def dashboard_script(_request: Request) -> Response:
     return _dashboard_file("app.js")
 
 
+async def dashboard_forms(_request: Request) -> Response:
+    return _dashboard_file("forms.js")
+
+
 async def dashboard_style(_request: Request) -> Response:
     return _dashboard_file("app.css")
 
@@ -65,5 +69,6 @@ routes = [
     Route("/openapi.json", openapi, methods=["GET"]),
     Route("/dashboard", dashboard, methods=["GET"]),
     Route("/dashboard/app.js", dashboard_script, methods=["GET"]),
+    Route("/dashboard/forms.js", dashboard_forms, methods=["GET"]),
     Route("/dashboard/app.css", dashboard_style, methods=["GET"]),
 ]
