@@ -37,7 +37,7 @@ class P(Plugin):
 @pytest.fixture
 def settings_overrides(tmp_path: Path) -> dict[str, Any]:
     return {"api_keys": ("reader-key",), "admin_api_keys": ("admin-key",),
-            "plugins_dir": str(tmp_path / "plugins"), "live_feed_max_readers": 2}
+            "plugins_dir": str(tmp_path / "plugins"), "live_feed_max_readers": 2, "live_feed_queue_max": 20}
 
 
 @pytest.fixture
@@ -110,6 +110,19 @@ async def test_event_stream_without_a_plugin_carries_every_plugin_and_no_backlog
     everything = await read_stream(client, host, "/api/events", act)
     assert {d["plugin"] for kind, d in everything if kind == "failure"} == {"a", "b"}
     assert all(kind != "log" or d["message"] != "loaded" for kind, d in everything)  # no backlog without ?plugin
+
+
+async def test_a_reader_that_falls_behind_is_told_how_many_events_it_lost(
+        client: httpx.AsyncClient, host: Host, write_plugin: WritePlugin) -> None:
+    await enable(host, write_plugin("from plugbox.sdk import Plugin\nclass P(Plugin): pass\n"))
+
+    async def act() -> None:  # 25 lines in one step: the stream cannot read in between
+        for i in range(25):
+            assert host.manager.get("p").logs.emit("info", f"line {i}")
+
+    events = await read_stream(client, host, "/api/events", act)
+    assert ("dropped", {"count": 5}) in events  # live_feed_queue_max is 20
+    assert [d["message"] for kind, d in events if kind == "log"] == [f"line {i}" for i in range(20)]
 
 
 async def test_event_stream_refuses_unknown_plugin_missing_key_and_readers_past_the_cap(
