@@ -241,10 +241,12 @@ class HookBus:
         await self._observing.settled()
 
     async def execute(
-        self, event: str, data: Any, session_id: str | None = None, source: str = "host", *, plugin: str | None = None
+        self, event: str, data: Any, session_id: str | None = None, source: str = "host", *,
+        plugin: str | None = None, skip: Collection[str] = (),
     ) -> HookOutcome:
         """Run the chain. With `plugin`, only that plugin's handlers run (an event about one
-        plugin's own affairs, such as its ingress errors, is nobody else's business)."""
+        plugin's own affairs, such as its ingress errors, is nobody else's business); the
+        plugins in `skip` are left out (a chat handed to a human: `plugbox.handover`)."""
         on_chain = self.on_chain
         started = time.perf_counter() if on_chain is not None else 0.0
         outcome = HookOutcome(event=event, data=data)
@@ -258,6 +260,8 @@ class HookBus:
         limits = self._limits
         for reg in self._by_event.get(event, ()):
             if plugin is not None and reg.plugin_id != plugin:
+                continue
+            if skip and reg.plugin_id in skip:
                 continue
             if (reg.plugin_id, event) in active:
                 continue

@@ -23,6 +23,7 @@ from plugbox.engines.base import Engine, EngineLifecycle
 from plugbox.engines.loopback import LoopbackEngine
 from plugbox.errors import EngineError
 from plugbox.feed import LiveFeed
+from plugbox.handover import BOT_PERMISSIONS, HandoverGate
 from plugbox.hooks import HookBus, HookLimits, HookOutcome
 from plugbox.inprocess import InProcessRuntime
 from plugbox.lifecycle import ingress
@@ -140,7 +141,8 @@ class Host:
             on_dropped=self._observers.hook_dropped,
             limits=HookLimits.of(self.settings),
         )
-        self.messages = MessageService(self.engine, self.bus)
+        self.handover = HandoverGate(self.conversations, lambda: self.manager.holding(BOT_PERMISSIONS))
+        self.messages = MessageService(self.engine, self.bus, gate=self.handover.skipped)
         self.webhooks = WebhookService(self.db, self.settings, self.bus, sender=webhook_sender, clock=clock)
         self.fetch = FetchService(self.settings, self._fetch_policy)
         self.router = CapabilityRouter(

@@ -21,6 +21,7 @@ PERMISSIONS: frozenset[str] = frozenset(
         "storage:use",
         "net:fetch",
         "conversation:send",
+        "conversation:read",  # its own conversation records and handover states, read-only
         "webhook:ingress",
         "search:provide",
         "hooks:modify",  # rewrite hook data or halt an event (SPEC §4); without it a handler observes

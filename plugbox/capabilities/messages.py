@@ -2,6 +2,8 @@
 rewrite it) and then `message:sent`, or `message:failed` when the engine refuses it; every inbound
 message goes through `message:received`.
 
+An inbound message on a chat handed to a human skips the bots' handlers (`plugbox.handover`).
+
 `message:sending` carries OpenWA's `{sessionId, input, type}` (`plugbox.payloads.MessageSending`).
 What goes out is the chain's final `input`, chat and text alike: the bus has already checked every
 rewrite against the schema and kept the session fixed, and the engine checks the chat belongs to
@@ -11,6 +13,7 @@ shape, nothing is sent (fail closed) and the caller gets `SendVetoed` saying why
 
 from __future__ import annotations
 
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 import msgspec
@@ -23,10 +26,15 @@ from plugbox.payloads import MessageSending
 __all__ = ["MessageService"]
 
 
+# (session, inbound message) -> the plugins it must not reach; the host wires the handover gate.
+Gate = Callable[[str, Mapping[str, Any]], Collection[str]]
+
+
 class MessageService:
-    def __init__(self, engine: Engine, bus: HookBus) -> None:
+    def __init__(self, engine: Engine, bus: HookBus, gate: Gate | None = None) -> None:
         self.engine = engine
         self.bus = bus
+        self.gate = gate
 
     async def send_text(
         self, session_id: str, chat_id: str, text: str, *, quoted_id: str | None = None, source: str = "host"
@@ -65,4 +73,5 @@ class MessageService:
             raise SendVetoed(f"{where} refused: {exc}") from None
 
     async def receive(self, session_id: str, message: dict[str, Any]) -> HookOutcome:
-        return await self.bus.execute("message:received", message, session_id, source="engine")
+        skip = self.gate(session_id, message) if self.gate is not None else ()
+        return await self.bus.execute("message:received", message, session_id, source="engine", skip=skip)

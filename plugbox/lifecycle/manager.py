@@ -139,6 +139,10 @@ class PluginManager:
         entry = self._entries.get(plugin_id)
         return entry is not None and "hooks:modify" in entry.permissions
 
+    def holding(self, permissions: Collection[str]) -> frozenset[str]:
+        """The plugins granted any of `permissions` (the handover gate's bots)."""
+        return frozenset(pid for pid, e in self._entries.items() if any(p in e.permissions for p in permissions))
+
     def running(self, plugin_id: str) -> tuple[PluginEntry, PluginRuntime] | None:
         """The entry and runtime of an enabled plugin; None when it is unknown or not running."""
         entry = self._entries.get(plugin_id)

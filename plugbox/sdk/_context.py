@@ -167,10 +167,18 @@ class ConversationsCalls(_Family):
     async def send(self, envelope: dict[str, Any]) -> Any:
         return await self._call("conversations.send", {"envelope": envelope})
 
+    async def messages(self, conversation_id: str, limit: int = 100) -> Any:
+        """The conversation's latest `limit` (1..100) recorded messages, oldest first."""
+        return await self._call("conversations.messages", {"conversation_id": conversation_id, "limit": limit})
+
 
 class HandoverCalls(_Family):
     async def set(self, ref: str, state: str) -> Any:
         return await self._call("handover.set", {"ref": ref, "state": state})
+
+    async def get(self, ref: str) -> Any:
+        """`{"ref", "state", "updatedAt", "sessionId", "chatId"}`, or None if never set."""
+        return await self._call("handover.get", {"ref": ref})
 
 
 class MappingsCalls(_Family):

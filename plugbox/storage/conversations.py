@@ -8,7 +8,11 @@ namespaced by plugin id, so one plugin never sees another's rows:
   id. At most `messages_per_plugin` (setting `conversation_messages_per_plugin`) rows per plugin
   are kept; the oldest go first.
 - `conversation_handover`: who handles a conversation now, `bot`, `human` or `closed`, keyed by a
-  reference (the plugin's conversation id). Setting it returns the previous state.
+  reference (the plugin's conversation id), with the session and chat the reference was linked to
+  when it was set (`chat_of`: its mapping, else its latest sent message; none: it gates nothing).
+  Setting it returns the previous state. The chats some plugin holds in `human` are also kept in
+  memory (`human_owners`), since every inbound message asks (`plugbox.handover`); this store is
+  their only writer.
 - `conversation_mappings`: conversationId <-> (provider, externalId), with the session and chat the
   conversation lives on. `upsert` is keyed by conversationId; an external id already linked to
   another conversation of the same plugin is refused, never silently moved. At most
@@ -56,6 +60,8 @@ _SCHEMA = (
         ref        TEXT NOT NULL,
         state      TEXT NOT NULL CHECK (state IN ('bot', 'human', 'closed')),
         updated_at REAL NOT NULL,
+        session_id TEXT,
+        chat_id    TEXT,
         PRIMARY KEY (plugin_id, ref)
     ) WITHOUT ROWID""",
     """CREATE TABLE IF NOT EXISTS conversation_mappings (
@@ -97,8 +103,9 @@ def _message_cost(plugin_id_bytes: int, conversation_bytes: int, other_bytes: in
     return row_cost(row, index=False) + row_cost(plugin_id_bytes + conversation_bytes + 8)
 
 
-def _handover_cost(plugin_id: str, ref: str, state: str) -> int:
-    return row_cost(_nbytes(plugin_id, ref, state) + _REAL)
+def _handover_cost(plugin_id: str, ref: str, state: str, session_id: str | None = None,
+                   chat_id: str | None = None) -> int:
+    return row_cost(_nbytes(plugin_id, ref, state, session_id, chat_id) + _REAL)
 
 
 def _mapping_cost(plugin_id: str, cid: str, provider: str, external: str, session: str, chat: str) -> int:
@@ -125,10 +132,20 @@ class ConversationStore:
         self.write_budget = write_budget or WriteBudget.from_settings(DEFAULTS)
         db.write_sync(self._create)
 
+        self._human: dict[tuple[str, str], set[str]] = {}  # (session, chat) -> plugins holding it in `human`
+        for plugin_id, session_id, chat_id in db.read(lambda c: c.execute(
+                "SELECT plugin_id, session_id, chat_id FROM conversation_handover "
+                "WHERE state = 'human' AND session_id IS NOT NULL").fetchall()):
+            self._human.setdefault((session_id, chat_id), set()).add(plugin_id)
+
     @staticmethod
     def _create(conn: sqlite3.Connection) -> None:
         for statement in _SCHEMA:
             conn.execute(statement)
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(conversation_handover)")}
+        for column in ("session_id", "chat_id"):  # a database made before handover gated dispatch
+            if column not in columns:
+                conn.execute(f"ALTER TABLE conversation_handover ADD COLUMN {column} TEXT")
         create_usage_table(conn)
 
     def check_room(self, plugin_id: str, envelope: Mapping[str, Any]) -> None:
@@ -175,14 +192,15 @@ class ConversationStore:
 
         return await self._db.write(write, owner=plugin_id)
 
-    def messages(self, plugin_id: str, conversation_id: str) -> list[dict[str, Any]]:
+    def messages(self, plugin_id: str, conversation_id: str, limit: int | None = None) -> list[dict[str, Any]]:
+        """The conversation's recorded messages, oldest first; with `limit`, only the latest that many."""
         rows = self._db.read(
             lambda c: c.execute(
                 "SELECT seq, session_id, chat_id, message_id, text, provider, external_id, sent_at "
-                "FROM conversation_messages WHERE plugin_id = ? AND conversation_id = ? ORDER BY seq",
-                (plugin_id, conversation_id),
+                "FROM conversation_messages WHERE plugin_id = ? AND conversation_id = ? ORDER BY seq DESC LIMIT ?",
+                (plugin_id, conversation_id, -1 if limit is None else limit),
             ).fetchall()
-        )
+        )[::-1]
         return [
             {
                 "seq": r[0],
@@ -200,38 +218,88 @@ class ConversationStore:
 
     # -- handover ----------------------------------------------------------------------------------
 
-    async def set_handover(self, plugin_id: str, ref: str, state: str) -> dict[str, Any]:
+    async def set_handover(self, plugin_id: str, ref: str, state: str,
+                           chat: tuple[str, str] | None = None) -> dict[str, Any]:
+        """Set who handles `ref` now; `chat` is the (session, chat) it gates, None for none."""
         if state not in HANDOVER_STATES:
             raise StorageError(f"handover state {state!r} is not one of {', '.join(HANDOVER_STATES)}")
         now = time.time()
-        cost = _handover_cost(plugin_id, ref, state)
+        session_id, chat_id = chat if chat is not None else (None, None)
+        cost = _handover_cost(plugin_id, ref, state, session_id, chat_id)
         await self.write_budget.spend(plugin_id, cost)
 
-        def write(conn: sqlite3.Connection) -> str | None:
+        def write(conn: sqlite3.Connection) -> tuple[str | None, tuple[str, str] | None]:
             found = conn.execute(
-                "SELECT state FROM conversation_handover WHERE plugin_id = ? AND ref = ?", (plugin_id, ref)
+                "SELECT state, session_id, chat_id FROM conversation_handover WHERE plugin_id = ? AND ref = ?",
+                (plugin_id, ref),
             ).fetchone()
             if found is None:
                 _check_room(conn, "conversation_handover", plugin_id, "handover references", self.rows_per_plugin)
-            old = 0 if found is None else _handover_cost(plugin_id, ref, found[0])
+            old = 0 if found is None else _handover_cost(plugin_id, ref, *found)
             charge(conn, plugin_id, cost - old, self.quota_bytes, f"handover reference {ref!r}")
             conn.execute(
-                "INSERT INTO conversation_handover (plugin_id, ref, state, updated_at) VALUES (?, ?, ?, ?) "
-                "ON CONFLICT (plugin_id, ref) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at",
-                (plugin_id, ref, state, now),
+                "INSERT INTO conversation_handover (plugin_id, ref, state, updated_at, session_id, chat_id) "
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (plugin_id, ref) DO UPDATE SET state = excluded.state, "
+                "updated_at = excluded.updated_at, session_id = excluded.session_id, chat_id = excluded.chat_id",
+                (plugin_id, ref, state, now, session_id, chat_id),
             )
-            return found[0] if found else None
+            if found is None:
+                return None, None
+            return found[0], (found[1], found[2]) if found[1] is not None else None
 
-        previous = await self._db.write(write, owner=plugin_id)
-        return {"ref": ref, "state": state, "previous": previous, "updatedAt": now}
+        previous, old_chat = await self._db.write(write, owner=plugin_id)
+        if old_chat is not None and not self._still_human(plugin_id, old_chat, ref):
+            self._release(plugin_id, old_chat)
+        if state == "human" and chat is not None:
+            self._human.setdefault(chat, set()).add(plugin_id)
+        return {"ref": ref, "state": state, "previous": previous, "updatedAt": now,
+                "sessionId": session_id, "chatId": chat_id}
+
+    def _still_human(self, plugin_id: str, chat: tuple[str, str], except_ref: str) -> bool:
+        """Another reference of the plugin still holds `chat` in `human` (two conversations, one chat)."""
+        row = self._db.read(lambda c: c.execute(
+            "SELECT 1 FROM conversation_handover WHERE plugin_id = ? AND session_id = ? AND chat_id = ? "
+            "AND state = 'human' AND ref != ? LIMIT 1", (plugin_id, *chat, except_ref)).fetchone())
+        return row is not None
+
+    def _release(self, plugin_id: str, chat: tuple[str, str]) -> None:
+        owners = self._human.get(chat)
+        if owners is not None:
+            owners.discard(plugin_id)
+            if not owners:
+                del self._human[chat]
 
     def get_handover(self, plugin_id: str, ref: str) -> str | None:
+        record = self.handover(plugin_id, ref)
+        return None if record is None else str(record["state"])
+
+    def handover(self, plugin_id: str, ref: str) -> dict[str, Any] | None:
+        """`{"ref", "state", "updatedAt", "sessionId", "chatId"}` of the plugin's reference, or None."""
         row = self._db.read(
             lambda c: c.execute(
-                "SELECT state FROM conversation_handover WHERE plugin_id = ? AND ref = ?", (plugin_id, ref)
+                "SELECT state, updated_at, session_id, chat_id FROM conversation_handover "
+                "WHERE plugin_id = ? AND ref = ?", (plugin_id, ref)
             ).fetchone()
         )
-        return row[0] if row else None
+        if row is None:
+            return None
+        return {"ref": ref, "state": row[0], "updatedAt": row[1], "sessionId": row[2], "chatId": row[3]}
+
+    def human_owners(self, session_id: str, chat_id: str) -> frozenset[str]:
+        """The plugins that hold this chat in `human` (empty: a bot may answer it). Memory only."""
+        owners = self._human.get((session_id, chat_id))
+        return frozenset(owners) if owners else frozenset()
+
+    def chat_of(self, plugin_id: str, ref: str) -> tuple[str, str] | None:
+        """The (session, chat) the plugin's conversation `ref` lives on: its mapping, else the chat
+        of its latest recorded message; None when the plugin never linked it to a chat."""
+        mapping = self.get_mapping(plugin_id, ref)
+        if mapping is not None:
+            return mapping["sessionId"], mapping["chatId"]
+        row = self._db.read(lambda c: c.execute(
+            "SELECT session_id, chat_id FROM conversation_messages WHERE plugin_id = ? AND conversation_id = ? "
+            "ORDER BY seq DESC LIMIT 1", (plugin_id, ref)).fetchone())
+        return None if row is None else (row[0], row[1])
 
     # -- mappings ----------------------------------------------------------------------------------
 
@@ -302,6 +370,8 @@ class ConversationStore:
             conn.execute("DELETE FROM plugin_kv_usage WHERE plugin_id = ?", (plugin_id,))  # the shared quota
 
         await self._db.write(write, owner=plugin_id)
+        for chat in list(self._human):
+            self._release(plugin_id, chat)
 
 
 def _check_room(conn: sqlite3.Connection, table: str, plugin_id: str, what: str, rows_max: int) -> None:

@@ -224,7 +224,13 @@ EXPECTED_CALLS: dict[str, list[tuple[str, tuple[Any, ...], dict[str, Any]]]] = {
         ("messages.send_text", ("main", CHAT, "hello"), {"source": "caller"}),
         ("conversations.record_sent", ("caller", ENVELOPE | {"provider": None, "externalId": None}, "m9"), {}),
     ],
-    "handover.set": [("conversations.set_handover", ("caller", "conv-1", "human"), {})],
+    "handover.set": [  # the chat it gates is the conversation's, in the engine's canonical form
+        ("conversations.chat_of", ("caller", "conv-1"), {}),
+        ("engine.canonical_chat_id", ("main", CHAT), {}),
+        ("conversations.set_handover", ("caller", "conv-1", "human", ("main", CHAT)), {}),
+    ],
+    "handover.get": [("conversations.handover", ("caller", "conv-1"), {})],
+    "conversations.messages": [("conversations.messages", ("caller", "conv-1", 10), {})],
     "mappings.upsert": [("conversations.upsert_mapping", ("caller", MAPPING), {})],
     "mappings.get": [("conversations.get_mapping", ("caller", "conv-1"), {})],
     "mappings.get_by_provider": [("conversations.get_mapping_by_provider", ("caller", "crm", "42"), {})],
@@ -239,13 +245,15 @@ def test_the_expected_calls_cover_every_verb() -> None:
 async def test_every_verb_reaches_its_own_service_method_with_its_arguments(verb: str) -> None:
     log: list[Any] = []
     services = Services(
-        engine=Recorder("engine", log),  # type: ignore[arg-type]
+        engine=Recorder("engine", log, answers={"canonical_chat_id": CHAT}),  # type: ignore[arg-type]
         messages=Recorder("messages", log, answers={"send_text": {"id": "m9"}}),  # type: ignore[arg-type]
         storage=Recorder("storage", log, sync=frozenset({"get_encoded"}),  # type: ignore[arg-type]
                          answers={"get_encoded": b"\x01", "list_keys": []}),
         net=Recorder("net", log),  # type: ignore[arg-type]
         conversations=Recorder("conversations", log,  # type: ignore[arg-type]
-                               sync=frozenset({"get_mapping", "get_mapping_by_provider", "check_room"})),
+                               sync=frozenset({"get_mapping", "get_mapping_by_provider", "check_room", "chat_of",
+                                               "handover", "messages"}),
+                               answers={"chat_of": ("main", CHAT)}),
     )
     router = CapabilityRouter(services, timeout=1.0, send_factor=4)
     await router.invoke(FakeCaller(), verb, valid_args(verb))
@@ -293,6 +301,8 @@ async def _sdk_verbs() -> set[str]:
         ctx.net.fetch("https://api.example.com/"),
         ctx.conversations.send({"text": "x"}),
         ctx.handover.set("ref", "human"),
+        ctx.handover.get("ref"),
+        ctx.conversations.messages("conv"),
         ctx.mappings.upsert({"id": "x"}),
         ctx.mappings.get("conv"),
         ctx.mappings.get_by_provider("prov", "ext"),
@@ -335,8 +345,9 @@ def test_each_verb_family_needs_the_documented_permission() -> None:
         "handover": "conversation:send",
         "mappings": "conversation:send",
     }
+    reads = {"handover.get", "conversations.messages"}  # reading one's own records needs no send right
     for name, verb in VERBS.items():
-        assert verb.permission == expected[name.split(".")[0]], name
+        assert verb.permission == ("conversation:read" if name in reads else expected[name.split(".")[0]]), name
 
 
 # -- arguments ---------------------------------------------------------------------------------------
