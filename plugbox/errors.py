@@ -3,6 +3,7 @@
     PlugboxError                      base of everything below
     ├── ManifestError                 a manifest rule failed (names field and rule)
     ├── ZipRefused                    an uploaded plugin archive broke a rule (names member and rule)
+    ├── DownloadError                 a plugin archive could not be fetched from its URL (status: why)
     ├── ConfigError                   a config value failed its schema (names the field)
     ├── PluginStateError              a lifecycle call that the plugin's state forbids
     │   └── PluginNotFound
@@ -43,6 +44,7 @@ __all__ = [
     "CapabilityTimeout",
     "ConfigError",
     "ConfinementError",
+    "DownloadError",
     "EngineError",
     "FrameTooLarge",
     "IngressRefused",
@@ -77,6 +79,16 @@ class ManifestError(PlugboxError):
 
 class ZipRefused(PlugboxError):
     """The upload is not an acceptable plugin archive; the message names the member and rule."""
+
+
+class DownloadError(PlugboxError):
+    """Installing from a URL failed before the archive was checked: the URL or its address was
+    refused (status 400), the server failed or answered badly (502), it was too slow (504), or
+    the bytes do not match the pinned sha256 (400). The message names the host and the rule."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class ConfigError(PlugboxError):

@@ -8,7 +8,9 @@ or a runtime. Nothing here holds policy of its own: budgets and rules live in th
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
+import io
 import logging
 from collections.abc import Callable, Collection
 from pathlib import Path
@@ -27,9 +29,10 @@ from plugbox.handover import BOT_PERMISSIONS, HandoverGate
 from plugbox.hooks import HookBus, HookLimits, HookOutcome
 from plugbox.inprocess import InProcessRuntime
 from plugbox.lifecycle import ingress
+from plugbox.lifecycle.catalog import catalog_archive, catalog_entries
 from plugbox.lifecycle.clock import Clock
 from plugbox.lifecycle.entry import PluginEntry
-from plugbox.lifecycle.install import PluginInstaller
+from plugbox.lifecycle.install import PluginInstaller, fetch_archive
 from plugbox.lifecycle.manager import PluginManager
 from plugbox.lifecycle.registry import Registry
 from plugbox.lifecycle.view import PluginView
@@ -78,7 +81,8 @@ def _sandbox_factory(plugin_dir: Path) -> RuntimeFactory:
 class Host:
     """One plugbox host. Use as `async with Host(settings) as host:`.
 
-    Public surface: `register_builtin`, `load_plugin`, `load_directory`, `broken_directories`, `install`, `enable`,
+    Public surface: `register_builtin`, `load_plugin`, `load_directory`, `broken_directories`, `install`,
+    `install_from_url`, `catalog`, `install_from_catalog`, `enable`,
     `disable`, `uninstall`, `set_config`, `set_session_config`, `set_active_sessions`, `plugins`,
     `plugin`, `health`, `inject_inbound`, `dispatch`, `ingress_route`, `dispatch_ingress`, `search`,
     `add_observer`, `start`, `stop`; and the services `settings`, `engine` (`loopback` when it is the
@@ -158,7 +162,7 @@ class Host:
             on_denied=self.manager.capability_denied,
         )
         self.search = SearchService(self._search_providers, self.manager.__contains__,
-                                    self.settings.capability_timeout_ms / 1000)
+                                    self.settings.capability_timeout_ms / 1000, on_timeout=self._hook_timed_out)
         self.zygote = Zygote(env_allow=self.settings.worker_env_allow)
         self._installer = PluginInstaller(self.manager, self._load)
         self.engine.on_inbound = self._inbound
@@ -274,6 +278,21 @@ class Host:
         if entry.record.path is not None:
             self._broken.pop(Path(entry.record.path).name, None)
         return PluginView.of(entry), updated
+
+    async def install_from_url(self, url: str, sha256: str | None = None) -> tuple[PluginView, bool]:
+        """Install or update from a zip at `url` (SSRF-guarded like net.fetch, size-capped, optionally
+        pinned by sha256); DownloadError when it cannot be fetched."""
+        return await self.install(io.BytesIO(await fetch_archive(self.fetch, self.settings, url, sha256)))
+
+    def catalog(self) -> list[dict[str, Any]]:
+        """What the catalog directory offers to install, each marked with the version installed now."""
+        installed = {v.plugin_id: v.manifest.version for v in self.plugins()}
+        return catalog_entries(self.settings, self.builtin_ids(), installed)
+
+    async def install_from_catalog(self, plugin_id: str) -> tuple[PluginView, bool]:
+        """Install or update the catalog's plugin `plugin_id`; PluginNotFound if it has none."""
+        data = await asyncio.to_thread(catalog_archive, self.settings, plugin_id)
+        return await self.install(io.BytesIO(data))
 
     # -- lifecycle --
     async def enable(self, plugin_id: str) -> PluginView:

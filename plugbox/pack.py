@@ -18,7 +18,7 @@ from plugbox.errors import ZipRefused
 from plugbox.lifecycle.archive import ZipLimits, check_archive
 from plugbox.settings import Settings
 
-__all__ = ["DEFAULT_IGNORE", "IGNORE_FILE", "pack", "packed_files"]
+__all__ = ["DEFAULT_IGNORE", "IGNORE_FILE", "pack", "packed", "packed_files"]
 
 IGNORE_FILE = ".plugboxignore"
 DEFAULT_IGNORE = ("tests/", "__pycache__/", "*.pyc", ".*", ".venv/", "venv/", "*.zip", "pytest.ini")
@@ -43,6 +43,13 @@ def packed_files(root: Path) -> list[Path]:
 def pack(root: Path, out: Path, settings: Settings) -> list[Path]:
     """Zip `root`'s packed files into `out` (the plugin at the zip's root); ZipRefused or ManifestError
     if the installer would refuse it, and then nothing is written. Returns the files packed."""
+    files, data = packed(root, settings)
+    out.write_bytes(data)
+    return files
+
+
+def packed(root: Path, settings: Settings) -> tuple[list[Path], bytes]:
+    """The files `pack` takes from `root` and the zip it makes of them, checked as `pack` says."""
     files = packed_files(root)
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zf:
@@ -62,5 +69,4 @@ def pack(root: Path, out: Path, settings: Settings) -> list[Path]:
                        settings.install_max_depth, settings.install_max_ratio)
     check_archive(io.BytesIO(data), limits, reserved_ids={str(AUTO_REPLY_MANIFEST["id"])},
                   allow_unsigned_ingress=settings.allow_unsigned_ingress)
-    out.write_bytes(data)
-    return files
+    return files, data

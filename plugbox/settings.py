@@ -41,6 +41,9 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     """Where the database, plugin scratch dirs and installed packages live."""
     plugins_dir: str = "./plugins"
     """Where untrusted plugins are discovered (one directory each)."""
+    catalog_dir: str | None = None
+    """What `GET /api/catalog` offers to install (one plugin directory each); unset: the example
+    plugins shipped beside the `plugbox` package (`examples/plugins`), when present."""
     host: str = "127.0.0.1"
     """Address the HTTP API listens on."""
     port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 8787
@@ -239,7 +242,9 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     ingress_dedup_max_entries: PositiveInt = 10000
     """Delivery ids remembered per route to refuse replays."""
     install_zip_max_bytes: PositiveInt = 10 << 20
-    """Largest plugin archive upload."""
+    """Largest plugin archive upload, and largest archive installed from a URL."""
+    install_url_timeout_ms: PositiveMs = 30000
+    """Install from a URL: the whole download (slot, DNS, connect, body) must end within this."""
     install_unpacked_max_bytes: PositiveInt = 50 << 20
     """Largest total size of an archive's members once unpacked."""
     install_max_files: PositiveInt = 1000
@@ -294,6 +299,12 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     @property
     def plugins_path(self) -> Path:
         return Path(self.plugins_dir)
+
+    @property
+    def catalog_path(self) -> Path:
+        if self.catalog_dir is not None:
+            return Path(self.catalog_dir)
+        return Path(__file__).resolve().parent.parent / "examples" / "plugins"
 
 
 DEFAULTS = Settings()

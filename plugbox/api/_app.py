@@ -16,7 +16,7 @@ from plugbox.api._errors import CatchAll, exception_handlers
 from plugbox.api.auth import KeyRing
 from plugbox.api.ingress import ReplayGuard
 from plugbox.api.metrics import Metrics
-from plugbox.api.routes import cloudapi, docs, events, ingress, plugins, sessions, system, webhooks
+from plugbox.api.routes import catalog, cloudapi, docs, events, ingress, plugins, sessions, system, webhooks
 from plugbox.engines.cloudapi import CloudApiEngine
 from plugbox.host import Host
 
@@ -35,8 +35,8 @@ def create_app(
     `extra_admin_keys` (the key `plugbox serve` generates when none is configured)."""
     engine_routes = cloudapi.routes if isinstance(host.engine, CloudApiEngine) else []
     app = Starlette(
-        routes=[*system.routes, *docs.routes, *plugins.routes, *events.routes, *sessions.routes, *ingress.routes,
-                *webhooks.routes, *engine_routes],
+        routes=[*system.routes, *docs.routes, *plugins.routes, *catalog.routes, *events.routes, *sessions.routes,
+                *ingress.routes, *webhooks.routes, *engine_routes],
         middleware=[Middleware(CatchAll)],
         exception_handlers=exception_handlers(),
         lifespan=lifespan,

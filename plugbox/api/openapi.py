@@ -55,10 +55,29 @@ def openapi_document() -> dict[str, Any]:
             "/docs": {"get": _op("This API reference, rendered from /openapi.json (HTML)", role=None)},
             "/api/plugins": {
                 "get": _op("List plugins, and the plugins-dir entries that failed to load (broken)"),
-                "post": {**_op("Install or update a plugin from a zip (multipart field 'file')", role="admin",
-                               statuses=(400, 413, 415, 422)),
-                         "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
-                             "type": "object", "properties": {"file": {"type": "string", "format": "binary"}}}}}}},
+                "post": {**_op("Install or update a plugin from a zip (multipart field 'file'), or from a URL "
+                               "(JSON {url, sha256?}, fetched through the net.fetch guard)", role="admin",
+                               statuses=(400, 413, 415, 422, 502, 504)),
+                         "requestBody": {"required": True, "content": {
+                             "multipart/form-data": {"schema": {
+                                 "type": "object", "properties": {"file": {"type": "string", "format": "binary"}}}},
+                             "application/json": {"schema": {
+                                 "type": "object", "required": ["url"],
+                                 "properties": {"url": {"type": "string"}, "sha256": {"type": "string"}}}}}}},
+            },
+            "/api/catalog": {"get": _op("Plugins the catalog directory offers to install")},
+            "/api/catalog/{plugin_id}/install": {
+                "post": _op("Install or update a catalog plugin", role="admin", params=pid, statuses=(404, 422)),
+            },
+            "/api/search": {
+                "post": _op("Ask the search providers {query, plugin?, timeoutMs?}; one entry per plugin", body=True),
+            },
+            "/api/plugins/{plugin_id}/health": {
+                "get": _op("Run the plugin's health_check; 503 when unhealthy", params=pid, statuses=(404, 503)),
+            },
+            "/api/plugins/{plugin_id}/config-ui": {
+                "get": _op("The config form: fields, widgets, constraints, masked values", params=pid,
+                           statuses=(404,)),
             },
             "/api/plugins/{plugin_id}": {
                 "get": _op("Plugin detail: status, permissions, sessions, confinement, health, logs",

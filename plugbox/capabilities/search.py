@@ -9,9 +9,12 @@ per plugin asked, in plugin-id order:
     {"plugin": id, "ok": False, "error": "<why>"}
 
 A provider that raises, times out or whose worker dies yields `ok: false` for that plugin only; the
-others still answer. Naming a plugin that is unknown, not enabled or has no provider is also an
-`ok: false` entry, not an exception, so callers (the HTTP API) have one shape to render. Error
-strings pass through `plugbox.logrelay.redact` with the plugin's secret config values.
+others still answer. A timeout is also charged to the plugin (`on_timeout`: the host pings its
+worker for liveness and counts it toward the breaker, as for a hook that ran past its budget), so a
+provider stuck in a loop ends like a stuck hook handler. Naming a plugin that is unknown, not
+enabled or has no provider is also an `ok: false` entry, not an exception, so callers (the HTTP
+API) have one shape to render. Error strings pass through `plugbox.logrelay.redact` with the
+plugin's secret config values.
 
 This module sees providers only as `Provider`s the host hands it (each plugin's search call and
 its secrets); it never sees the lifecycle, a worker or a channel.
@@ -49,8 +52,10 @@ class SearchService:
         providers: Callable[[], Mapping[str, Provider]],
         known: Callable[[str], bool],
         default_timeout: float,
+        on_timeout: Callable[[str], None] | None = None,
     ) -> None:
         self._providers = providers  # every current provider, by plugin id
+        self._on_timeout = on_timeout
         self._known = known  # whether a plugin id is known at all (for the error message)
         self._default_timeout = default_timeout
 
@@ -79,6 +84,8 @@ class SearchService:
             async with asyncio.timeout(budget):
                 results = await provider.search(query)
         except TimeoutError:
+            if self._on_timeout is not None:
+                self._on_timeout(plugin_id)
             return _failed(plugin_id, f"search provider did not answer within {budget:g} s")
         except Exception as exc:  # the plugin's failure is its own entry, never ours
             log.info("search provider of plugin %s failed: %s", plugin_id, type(exc).__name__)

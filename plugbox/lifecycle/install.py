@@ -5,12 +5,18 @@ into a hidden staging directory inside the plugins dir (`discover` skips dot-dir
 final rename stays on one filesystem), then renamed into place; an update disables the running
 version, swaps the directories atomically, registers the new version and re-enables it if the
 operator had it enabled. A new version that cannot even be registered is swapped back out.
+
+`fetch_archive` gets the zip for an install from a URL: through `FetchService.download`, so the
+same URL rules, public-address check, pinned connection and refusal of redirects as `net.fetch`,
+capped at `install_zip_max_bytes`, and checked against a sha256 pin when the operator gives one.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import hmac
 import os
 import shutil
 import tempfile
@@ -19,14 +25,41 @@ from pathlib import Path
 from typing import IO
 
 from plugbox import __version__
-from plugbox.errors import ManifestError, PlugboxError, ZipRefused
+from plugbox.errors import CapabilityError, CapabilityTimeout, DownloadError, ManifestError, PlugboxError, ZipRefused
 from plugbox.lifecycle.archive import ZipLimits, check_archive, exchange, extract
 from plugbox.lifecycle.entry import PluginEntry
 from plugbox.lifecycle.manager import PluginManager
 from plugbox.lifecycle.status import Status
 from plugbox.manifest import Manifest, load_manifest
+from plugbox.net.fetch import FetchService
+from plugbox.settings import Settings
 
-__all__ = ["PluginInstaller"]
+__all__ = ["PluginInstaller", "fetch_archive"]
+
+_ARCHIVE_OWNER = "<install>"  # whose share of the fetch slots a download takes
+
+
+async def fetch_archive(fetch: FetchService, settings: Settings, url: str, sha256: str | None = None) -> bytes:
+    """The archive at `url`, or DownloadError saying which rule refused it (and with which status)."""
+    try:
+        data = await fetch.download(url, max_bytes=settings.install_zip_max_bytes,
+                                    timeout_ms=settings.install_url_timeout_ms, owner=_ARCHIVE_OWNER)
+    except CapabilityTimeout as exc:
+        raise DownloadError(_reworded(exc), 504) from None
+    except CapabilityError as exc:
+        message = _reworded(exc)
+        # the URL or its address refused (the operator's mistake), or the server's failure
+        refused = "invalid argument" in message or "is not public" in message
+        raise DownloadError(message, 400 if refused else 502) from None
+    if sha256 is not None:
+        got = hashlib.sha256(data).hexdigest()
+        if not hmac.compare_digest(got, sha256.lower()):
+            raise DownloadError(f"install from URL: the archive's sha256 is {got}, the pin says {sha256.lower()}")
+    return data
+
+
+def _reworded(exc: CapabilityError) -> str:
+    return "install from URL: " + str(exc).removeprefix("net.fetch: ")
 
 
 class PluginInstaller:

@@ -18,6 +18,9 @@ that fails; nothing touches the network before step 4, and nothing connects befo
 7. read the body while counting; past `fetch_body_max_bytes` the connection is closed and the call
    fails naming the cap.
 
+`FetchService.download(url, max_bytes=...)` is the host's own GET through the same steps (install
+from URL): any host may be named, but steps 1, 3, 5, 6 and 7 hold as for a plugin, under its own cap.
+
 Choices the spec leaves open:
 - Redirects are never followed. A 3xx comes back as an ordinary result (`ok` false, `location` in
   `headers`); a plugin that wants to follow it calls `fetch` again and every check runs again.
@@ -75,6 +78,9 @@ class FetchPolicy:
 
     allow: HostList
     secrets: Sequence[str] = field(default_factory=tuple)
+
+
+_ANY_HOST = FetchPolicy(allow=HostList(any_host=True))
 
 
 async def system_resolver(host: str, port: int) -> list[IPAddress]:
@@ -140,10 +146,23 @@ class FetchService:
     ) -> dict[str, Any]:
         policy = self._policy_for(plugin_id)
         try:
-            return await self._fetch(plugin_id, policy, url, method.upper(), dict(headers or {}), body, timeout_ms)
+            return await self._fetch(plugin_id, policy, url, method.upper(), dict(headers or {}), body, timeout_ms,
+                                     cap=self._settings.fetch_body_max_bytes)
         except CapabilityError as exc:
             message = redact(str(exc), policy.secrets)
             raise type(exc)(message) from None
+
+    async def download(self, url: str, *, max_bytes: int, timeout_ms: int | None = None,
+                       owner: str = "<host>") -> bytes:
+        """GET `url` on the host's own behalf (no plugin allowlist: any public host) and return the
+        body, at most `max_bytes`; CapabilityError naming the step that refused, or a non-200 answer.
+        `owner` is whose share of the fetch slots it takes."""
+        result = await self._fetch(owner, _ANY_HOST, url, "GET", {}, None, timeout_ms, cap=max_bytes, decode=False)
+        if result["status"] != 200:
+            raise CapabilityError(f"{VERB}: {parse_target(url).authority} answered {result['status']} "
+                                  f"{result['status_text']}")
+        body: bytes = result["body"]
+        return body
 
     async def _fetch(
         self,
@@ -154,6 +173,9 @@ class FetchService:
         headers: dict[str, str],
         body: str | bytes | None,
         timeout_ms: int | None,
+        *,
+        cap: int,
+        decode: bool = True,
     ) -> dict[str, Any]:
         target = self._target(url)
         if not policy.allow.permits(target.host, target.port):
@@ -168,7 +190,8 @@ class FetchService:
         try:
             async with asyncio.timeout(budget_ms / 1000), self._slot(plugin_id):
                 addresses = await self._addresses(target, exempt)
-                return await self._send(target, addresses, method, request_headers, body, budget_ms / 1000)
+                return await self._send(target, addresses, method, request_headers, body, budget_ms / 1000,
+                                        cap, decode)
         except (TimeoutError, httpx.TimeoutException):
             raise CapabilityTimeout(f"{VERB}: {target.authority} did not answer within {budget_ms} ms") from None
 
@@ -215,6 +238,8 @@ class FetchService:
         headers: dict[str, str],
         body: str | bytes | None,
         budget_s: float,
+        cap: int,
+        decode: bool,
     ) -> dict[str, Any]:
         transport = PinnedTransport(target.host, target.port, addresses, self._ssl)
         content = body.encode() if isinstance(body, str) else body
@@ -223,8 +248,8 @@ class FetchService:
         ) as client:
             try:
                 async with client.stream(method, target.url, headers=headers, content=content) as response:
-                    raw = await self._read_capped(response, target)
-                    return _result(response, raw)
+                    raw = await self._read_capped(response, target, cap)
+                    return _result(response, raw if not decode else _body(response, raw))
             except httpx.TimeoutException:
                 raise
             except httpx.HTTPError as exc:
@@ -232,8 +257,7 @@ class FetchService:
                     f"{VERB}: request to {target.authority} failed: {type(exc).__name__}: {exc}"
                 ) from None
 
-    async def _read_capped(self, response: httpx.Response, target: Target) -> bytes:
-        cap = self._settings.fetch_body_max_bytes
+    async def _read_capped(self, response: httpx.Response, target: Target, cap: int) -> bytes:
         declared = response.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > cap:
             raise CapabilityError(f"{VERB}: response from {target.authority} is larger than the {cap}-byte cap")
@@ -308,7 +332,7 @@ def _request_headers(headers: dict[str, str]) -> dict[str, str]:
     return out
 
 
-def _result(response: httpx.Response, raw: bytes) -> dict[str, Any]:
+def _result(response: httpx.Response, body: str | bytes) -> dict[str, Any]:
     headers: dict[str, str] = {}
     for name, value in response.headers.multi_items():
         key = name.lower()
@@ -318,7 +342,7 @@ def _result(response: httpx.Response, raw: bytes) -> dict[str, Any]:
         "status": response.status_code,
         "status_text": response.reason_phrase,
         "headers": headers,
-        "body": _body(response, raw),
+        "body": body,
     }
 
 

@@ -23,6 +23,7 @@ def test_permission_names_are_exactly_the_documented_ones() -> None:
         "storage:use",
         "net:fetch",
         "conversation:send",
+        "conversation:read",
         "webhook:ingress",
         "search:provide",
         "hooks:modify",

@@ -1,8 +1,10 @@
-"""`/api/plugins…`: list, inspect, install (zip), enable, disable, uninstall, config, per-session
-config and active sessions. Reads need any API key, everything that changes state an admin key."""
+"""`/api/plugins…`: list, inspect, install (zip upload or from a URL), enable, disable, uninstall,
+health, config and its form (config-ui), per-session config and active sessions. Reads need any API
+key, everything that changes state an admin key."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from starlette.datastructures import UploadFile
@@ -13,8 +15,9 @@ from starlette.routing import Route
 from plugbox.api._body import read_capped, read_json, replayed
 from plugbox.api._errors import ApiError
 from plugbox.api.auth import ADMIN, READ, require
+from plugbox.api.configui import config_form
 from plugbox.api.views import plugin_detail, plugin_json, plugin_sessions, schema_json
-from plugbox.errors import ManifestError, ZipRefused
+from plugbox.errors import DownloadError, ManifestError, ZipRefused
 from plugbox.host import Host
 from plugbox.lifecycle.view import PluginView
 
@@ -51,13 +54,40 @@ async def get_plugin(request: Request) -> JSONResponse:
     return JSONResponse(await _detail(host, host.plugin(_id(request))))
 
 
+_SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
+_URL_MAX_CHARS = 8192
+
+
+async def _install_from_url(request: Request, host: Host) -> JSONResponse:
+    doc = await read_json(request)
+    if not isinstance(doc, dict) or not isinstance(doc.get("url"), str) or not doc["url"]:
+        raise ApiError(400, 'body must be {"url": "https://...", "sha256"?: "<64 hex digits>"}', field="url")
+    url, pin = doc["url"], doc.get("sha256")
+    if len(url) > _URL_MAX_CHARS:
+        raise ApiError(400, f"url: longer than {_URL_MAX_CHARS} characters", field="url")
+    if pin is not None and (not isinstance(pin, str) or not _SHA256.match(pin)):
+        raise ApiError(400, "sha256: must be 64 hexadecimal digits", field="sha256")
+    try:
+        view, updated = await host.install_from_url(url, pin)
+    except DownloadError as exc:
+        raise ApiError(exc.status, str(exc), field="url") from None
+    except ZipRefused as exc:
+        raise ApiError(400, str(exc)) from None
+    except ManifestError as exc:
+        raise ApiError(400, str(exc), field=exc.field) from None
+    return JSONResponse(await _detail(host, view), status_code=200 if updated else 201)
+
+
 async def install_plugin(request: Request) -> JSONResponse:
     require(request, ADMIN)
     host = _host(request)
     cap = host.settings.install_zip_max_bytes
     content_type = request.headers.get("content-type", "")
+    if content_type.startswith("application/json"):
+        return await _install_from_url(request, host)
     if not content_type.startswith("multipart/form-data"):
-        raise ApiError(415, "upload the plugin zip as multipart/form-data in the field 'file'")
+        raise ApiError(415, "upload the plugin zip as multipart/form-data in the field 'file', "
+                            'or send {"url": ...} as application/json')
     too_large = f"plugin zip larger than {cap} bytes (install_zip_max_bytes)"
     body = await read_capped(request, cap + _MULTIPART_OVERHEAD, too_large=too_large)
     form = await replayed(request, body).form(max_files=1, max_fields=8)
@@ -93,6 +123,22 @@ async def delete_plugin(request: Request) -> JSONResponse:
     plugin_id = _id(request)
     await _host(request).uninstall(plugin_id)
     return JSONResponse({"id": plugin_id, "uninstalled": True})
+
+
+async def get_health(request: Request) -> JSONResponse:
+    """503 when unhealthy, so that a plain HTTP probe can watch one plugin."""
+    require(request, READ)
+    host = _host(request)
+    view = host.plugin(_id(request))
+    health = await host.health(view.plugin_id)
+    body = {"id": view.plugin_id, "status": str(view.status), **health}
+    return JSONResponse(body, status_code=200 if health["healthy"] else 503)
+
+
+async def get_config_ui(request: Request) -> JSONResponse:
+    require(request, READ)
+    view = _host(request).plugin(_id(request))
+    return JSONResponse({"id": view.plugin_id, **config_form(schema_json(view), view.config)})
 
 
 def _config_json(view: PluginView) -> dict[str, Any]:
@@ -158,6 +204,8 @@ routes = [
     Route(_ID, delete_plugin, methods=["DELETE"]),
     Route(_ID + "/enable", enable_plugin, methods=["POST"]),
     Route(_ID + "/disable", disable_plugin, methods=["POST"]),
+    Route(_ID + "/health", get_health, methods=["GET"]),
+    Route(_ID + "/config-ui", get_config_ui, methods=["GET"]),
     Route(_ID + "/config", get_config, methods=["GET"]),
     Route(_ID + "/config", put_config, methods=["PUT"]),
     Route(_ID + "/sessions", get_sessions, methods=["GET"]),
