@@ -7,6 +7,8 @@ from the rest of plugbox, so both the host and the worker side may import it.
 
 from __future__ import annotations
 
+import re
+
 __all__ = [
     "EVENTS",
     "INGRESS_EVENTS",
@@ -15,6 +17,7 @@ __all__ = [
     "SESSION_EVENTS",
     "VETO_EVENTS",
     "WEBHOOK_EVENTS",
+    "unsupported_openwa_event",
 ]
 
 SESSION_EVENTS: frozenset[str] = frozenset(
@@ -61,3 +64,12 @@ VETO_EVENTS: frozenset[str] = frozenset({"message:sending", "webhook:before"})
 
 # Everything else: `stop` only ends the handler chain, the caller proceeds regardless.
 NOTIFICATION_EVENTS: frozenset[str] = EVENTS - VETO_EVENTS
+
+# OpenWA fires `message:annotation-*` events that plugbox has no counterpart for: a manifest or a
+# handler naming one is told it is not supported here, rather than that the name is unknown.
+_ANNOTATION = re.compile(r"message:annotation-[a-z0-9-]{1,64}", re.ASCII)
+
+
+def unsupported_openwa_event(event: str) -> bool:
+    """An OpenWA event name plugbox knows and does not fire (the annotation family)."""
+    return _ANNOTATION.fullmatch(event) is not None

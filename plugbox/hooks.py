@@ -51,7 +51,7 @@ from plugbox import payloads
 from plugbox._ratelimit import RateLimiter
 from plugbox.deadlines import Deadlines
 from plugbox.errors import WorkerGone
-from plugbox.events import EVENTS, VETO_EVENTS
+from plugbox.events import EVENTS, VETO_EVENTS, unsupported_openwa_event
 from plugbox.logrelay import sanitise
 from plugbox.observing import Observing
 from plugbox.sdk import HookContext, HookResult
@@ -200,7 +200,8 @@ class HookBus:
         """Add a handler. An unknown event, or one handler more than a plugin may have for an
         event, is refused with a warning in the plugin's log (returns False)."""
         if event not in EVENTS:
-            self._relay(plugin_id, "warning", "refused hook for unknown event: ", event)
+            what = "an OpenWA event not supported here" if unsupported_openwa_event(event) else "unknown event"
+            self._relay(plugin_id, "warning", f"refused hook for {what}: ", event)
             return False
         regs = self._by_event.get(event, ())
         cap = self._limits.handlers_per_event

@@ -41,6 +41,8 @@ def plugin_json(view: PluginView) -> dict[str, Any]:
         "lastError": failure_json(view.last_error),
         "failures": dict(view.failure_counts),
         "warnings": list(view.warnings),
+        "openwa": {"minOpenWAVersion": view.manifest.openwa.min_openwa_version,
+                   "testedOpenWAVersion": view.manifest.openwa.tested_openwa_version},
     }
 
 

@@ -76,7 +76,7 @@ class PluginView:
     @property
     def warnings(self) -> tuple[str, ...]:
         """What an operator should know although nothing failed."""
-        out: list[str] = []
+        out = list(self.manifest.notes)
         if self.enabled and self.manifest.session_scoped and not self.active_sessions:
             out.append("enabled on no session: it receives no events and may act on no session; "
                        "activate it on a session (PUT /api/plugins/{id}/sessions)")

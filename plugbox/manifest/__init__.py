@@ -17,6 +17,8 @@ Choices the spec leaves open, made here:
   brackets, ports without leading zeros. `allowConfigHosts` names string fields of the configSchema
   (dotted paths allowed).
 - Ingress signatures: see `plugbox.manifest._ingress`.
+- OpenWA's own fields (`minOpenWAVersion`, `message:annotation-*` hooks, `configUi`) load with a
+  note each instead of being dropped or failing the load: see `plugbox.manifest._openwa`.
 
 The package is split by section: `_document` (the Manifest, reading and the top-level fields),
 `_ingress` (ingress routes and signatures), `_fields` (the generic JSON field readers); this
@@ -34,6 +36,7 @@ from plugbox.manifest._document import (
     parse_manifest,
 )
 from plugbox.manifest._ingress import DEFAULT_SECRET_FIELD, SIGNATURE_SCHEMES, IngressRoute, IngressSignature
+from plugbox.manifest._openwa import OpenWACompat
 
 __all__ = [
     "DEFAULT_SECRET_FIELD",
@@ -44,6 +47,7 @@ __all__ = [
     "IngressSignature",
     "Manifest",
     "NetPolicy",
+    "OpenWACompat",
     "discover",
     "is_skipped_dir",
     "load_manifest",

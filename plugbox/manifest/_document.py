@@ -19,9 +19,10 @@ import msgspec
 
 from plugbox.config_schema import ConfigSchema
 from plugbox.errors import ManifestError, TargetError
-from plugbox.events import EVENTS
+from plugbox.events import EVENTS, unsupported_openwa_event
 from plugbox.manifest._fields import _bool, _object, _optional_str, _required_str, _str_list
 from plugbox.manifest._ingress import IngressRoute, _ingress
+from plugbox.manifest._openwa import OpenWACompat, openwa_compat
 from plugbox.net.hosts import canonical_entry
 from plugbox.permissions import PERMISSIONS
 
@@ -60,6 +61,12 @@ class Manifest(msgspec.Struct, frozen=True, kw_only=True):
     config_schema: ConfigSchema | None = None
     ingress: tuple[IngressRoute, ...] = ()
     hooks: tuple[str, ...] = ()
+    openwa: OpenWACompat = OpenWACompat()  # OpenWA-only fields, kept and reported (`_openwa`)
+
+    @property
+    def notes(self) -> tuple[str, ...]:
+        """What loading this manifest left out or reads differently, one sentence each."""
+        return self.openwa.notes
 
     def to_json(self) -> dict[str, Any]:
         """camelCase, like the file; `parse_manifest` accepts it back."""
@@ -79,6 +86,8 @@ class Manifest(msgspec.Struct, frozen=True, kw_only=True):
             "configSchema": self.config_schema.to_json() if self.config_schema is not None else None,
             "ingress": [{"route": r.route, "signature": r.signature.to_json()} for r in self.ingress],
             "hooks": list(self.hooks),
+            "minOpenWAVersion": self.openwa.min_openwa_version,
+            "testedOpenWAVersion": self.openwa.tested_openwa_version,
         }
 
 
@@ -103,6 +112,7 @@ def parse_manifest(
     plugin_id = _plugin_id(doc, reserved_ids)
     permissions = _permissions(doc)
     config_schema = _config_schema(doc)
+    hooks, dropped = _hooks(doc)
     return Manifest(
         id=plugin_id,
         name=_required_str(doc, "name"),
@@ -118,7 +128,8 @@ def parse_manifest(
         net=_net(doc, config_schema),
         config_schema=config_schema,
         ingress=_ingress(doc, permissions, config_schema, allow_unsigned_ingress),
-        hooks=_hooks(doc),
+        hooks=hooks,
+        openwa=openwa_compat(doc, dropped),
     )
 
 
@@ -237,7 +248,8 @@ def _main(doc: dict[str, Any], plugin_dir: Path | None) -> str:
     if plugin_dir is None:
         return normalised
     if not normalised.endswith(".py"):
-        raise ManifestError("main", "suffix", f"{main!r} must be a .py file")
+        raise ManifestError("main", "suffix", f"{main!r} must be a .py file (a JavaScript main, as OpenWA plugins "
+                                              "have, is ported to Python: see docs/porting-from-openwa.md)")
     root = plugin_dir.resolve()
     try:
         target = (root / normalised).resolve(strict=True)
@@ -306,12 +318,19 @@ def _sessions(doc: dict[str, Any]) -> tuple[str, ...]:
     return ("*",) if sessions is None else tuple(dict.fromkeys(sessions))
 
 
-def _hooks(doc: dict[str, Any]) -> tuple[str, ...]:
+def _hooks(doc: dict[str, Any]) -> tuple[tuple[str, ...], list[tuple[int, str]]]:
+    """The declared events, and the OpenWA-only ones left out as (index, event)."""
     hooks = _str_list(doc, "hooks", "hooks") or []
+    kept: list[str] = []
+    dropped: list[tuple[int, str]] = []
     for index, event in enumerate(hooks):
-        if event not in EVENTS:
+        if unsupported_openwa_event(event):
+            dropped.append((index, event))
+        elif event not in EVENTS:
             raise ManifestError(f"hooks[{index}]", "event", f"unknown event {event!r}")
-    return tuple(dict.fromkeys(hooks))
+        else:
+            kept.append(event)
+    return tuple(dict.fromkeys(kept)), dropped
 
 
 def _config_schema(doc: dict[str, Any]) -> ConfigSchema | None:
