@@ -7,6 +7,8 @@ import hashlib
 import hmac
 import json
 import shutil
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -27,7 +29,7 @@ pytestmark = pytest.mark.timeout(60)
 
 
 def test_every_example_has_a_test_here() -> None:
-    tested = {"echo", "counter", "http-action", "ingress-webhook", "catchall"}
+    tested = {"echo", "counter", "http-action", "ingress-webhook", "catchall", "office-hours"}
     assert {p.name for p in EXAMPLES.iterdir() if p.is_dir()} == tested
 
 
@@ -37,6 +39,24 @@ async def test_echo_echoes_and_counts() -> None:
         await plugin.inbound("again")
         assert [m["body"] for m in plugin.sent] == ["echo: hello", "echo: again"]
         assert plugin.storage == {"echoed": 2}
+
+
+def test_office_hours_the_openwa_port_passes_its_own_tests_under_plugbox_test() -> None:
+    # docs/porting-from-openwa.md walks through this plugin; its tests are the author's, run as an author would
+    out = subprocess.run([sys.executable, "-m", "plugbox", "test", str(EXAMPLES / "office-hours"), "-q"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "5 passed" in out.stdout
+
+
+async def test_office_hours_answers_after_hours_only() -> None:
+    async with run_plugin(EXAMPLES / "office-hours") as plugin:
+        plugin.engine.clock = lambda: 1796040000.0  # Monday 2026-11-30 12:00 UTC: open
+        await plugin.inbound("hello")
+        plugin.engine.clock = lambda: 1796068800.0  # 20:00 UTC: closed
+        await plugin.inbound("hello?")
+        assert [m["body"] for m in plugin.sent] == [
+            "Thanks for your message! We are closed now and answer from 9:00 to 17:00."]
 
 
 async def test_catchall_records_each_event_it_sees() -> None:

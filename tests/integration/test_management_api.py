@@ -333,3 +333,23 @@ async def test_install_from_url_validates_the_request(client: httpx.AsyncClient)
         assert r.status_code == 400, body
     r = await client.post("/api/plugins", json={"url": "https://example.com/p.zip"}, headers=READER)
     assert r.status_code == 403
+
+
+# -- OpenWA manifests --------------------------------------------------------------------------------
+
+
+async def test_an_openwa_manifest_loads_with_its_fields_reported(
+    client: httpx.AsyncClient, host: Host, write_plugin: WritePlugin
+) -> None:
+    await enable(host, write_plugin(
+        "from plugbox.sdk import Plugin\nclass P(Plugin): pass\n", minOpenWAVersion="0.8.0",
+        testedOpenWAVersion="0.9.1", hooks=["message:received", "message:annotation-created"],
+        configUi={"entry": "config/index.html"}, provides=["x"], author="someone"))
+
+    detail = (await client.get("/api/plugins/p", headers=READER)).json()
+
+    assert detail["status"] == "enabled"
+    assert detail["openwa"] == {"minOpenWAVersion": "0.8.0", "testedOpenWAVersion": "0.9.1"}
+    assert detail["warnings"][0] == ("hooks[1]: OpenWA event 'message:annotation-created' is not supported "
+                                     "here; the plugin will not receive it")
+    assert detail["warnings"][1].startswith("configUi: ")
