@@ -172,6 +172,13 @@ class LogRelay:
         """This plugin's text (an error, a health message) made safe to store, print or return."""
         return sanitise(text, self._secrets(), self._max_chars if max_chars is None else max_chars)
 
+    def continue_from(self, previous: LogRelay) -> None:
+        """Keep `previous`'s recent lines before this relay's own (a new version of the same plugin:
+        an update must not wipe the history the operator reads). Lines are already sanitised."""
+        lines = [*previous.recent, *self.recent]
+        self.recent.clear()
+        self.recent.extend(lines)  # the deque's bound keeps the newest
+
     def report(self, level: str, context: str, text: str) -> str:
         """Relay `context` (the host's words) + `text` (the plugin's) as one line, rate-limited
         like any other; return `text` sanitised, for whatever keeps it (a hook outcome)."""

@@ -120,8 +120,10 @@ class PluginInstaller:
             entry = self._load(target)
         except Exception:
             exchange(target, staging)
-            self._load(target)
+            self._load(target).logs.continue_from(old.logs)
             raise
+        entry.logs.continue_from(old.logs)  # the log history outlives the version
+        entry.logs.emit("info", f"updated from version {old.manifest.version} to {entry.manifest.version}")
         if was_enabled:
             with contextlib.suppress(PlugboxError):  # the entry's status and error say what went wrong
                 await manager.enable(entry.plugin_id)

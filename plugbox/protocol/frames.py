@@ -81,19 +81,32 @@ class FrameWriter:
     peer then starts on the first part while this side is still producing the rest, instead of
     the two sides taking turns on whole batches."""
 
-    __slots__ = ("_buf", "_corked", "_frames", "_loop", "_max_frames", "_scheduled", "_transport")
+    __slots__ = ("_buf", "_corked", "_frames", "_loop", "_max_bytes", "_max_frames", "_scheduled", "_transport")
 
-    def __init__(self, transport: _Transport, loop: asyncio.AbstractEventLoop, max_frames: int = 16) -> None:
+    def __init__(self, transport: _Transport, loop: asyncio.AbstractEventLoop, max_frames: int = 16,
+                 max_bytes: int | None = None) -> None:
         self._transport = transport
         self._loop = loop
+        # The peer's frame cap. A frame over it would make the peer end the channel; with a cap
+        # set, such a frame is never written and its sender gets FrameTooLarge to answer itself.
+        self._max_bytes = max_bytes
         self._buf = bytearray()
         self._frames = 0
         self._max_frames = max_frames
         self._scheduled = False
         self._corked = False
 
-    def write(self, msg: msgspec.Struct) -> None:
+    def _append(self, msg: msgspec.Struct) -> None:
+        start = len(self._buf)
         append_frame(msg, self._buf)
+        size = len(self._buf) - start - HEADER.size
+        if self._max_bytes is not None and size > self._max_bytes:
+            del self._buf[start:]
+            raise FrameTooLarge(size, self._max_bytes)
+
+    def write(self, msg: msgspec.Struct) -> None:
+        """FrameTooLarge (nothing written) when `msg` is over the peer's cap."""
+        self._append(msg)
         self._frames += 1
         if self._frames >= self._max_frames:
             self._send()
@@ -112,7 +125,7 @@ class FrameWriter:
     def write_now(self, msg: msgspec.Struct) -> None:
         """Write `msg` (and anything batched before it) at once, unless corked: for a frame its
         sender is about to wait on, where nothing else in this iteration would join the batch."""
-        append_frame(msg, self._buf)
+        self._append(msg)
         self._frames += 1
         if not self._corked:
             self._send()

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
-from plugbox.errors import CapabilityError, CapabilityTimeout
+from plugbox.errors import CapabilityError, CapabilityTimeout, FrameTooLarge
 from plugbox.protocol import (
     NIL,
     PROTOCOL_VERSION,
@@ -118,6 +118,7 @@ class WorkerServer(asyncio.Protocol):
         self.writer: FrameWriter | None = None
         self.error = error
         self.reader = FrameReader(HostMsg, max_frame)
+        self.max_frame = max_frame
         self.layers = layers
         self._loop = asyncio.get_running_loop()
         self.closed = self._loop.create_future()
@@ -135,7 +136,7 @@ class WorkerServer(asyncio.Protocol):
     # -- transport --
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
-        self.writer = FrameWriter(self.transport, asyncio.get_running_loop())
+        self.writer = FrameWriter(self.transport, asyncio.get_running_loop(), max_bytes=self.max_frame)
         self.send(Hello(PROTOCOL_VERSION, os.getpid(), self.layers, self.error))
         if self.error is not None:  # confinement failed: say why, run nothing
             self.writer.flush()
@@ -146,8 +147,17 @@ class WorkerServer(asyncio.Protocol):
             self.closed.set_result(None)
 
     def send(self, msg: Any) -> None:
-        if self.writer is not None:
+        """Write `msg`; one over the frame cap is replaced by what its receiver should know instead
+        (the host would end the channel on it, and the plugin would never learn why)."""
+        if self.writer is None:
+            return
+        try:
             self.writer.write(msg)
+        except FrameTooLarge as exc:
+            if type(msg) is Result:
+                self.writer.write(Result(msg.id, False, NIL, f"the result is {_over(exc)}"))
+            else:  # a log line with huge fields: say so instead of it
+                self.writer.write(Log("warning", f"a {type(msg).__name__.lower()} message was dropped: {_over(exc)}"))
 
     def data_received(self, data: bytes) -> None:
         if self.writer is None:
@@ -193,7 +203,11 @@ class WorkerServer(asyncio.Protocol):
         fut: asyncio.Future[Any] = self._loop.create_future()
         call_id = next(self.ids)
         if self.writer is not None:  # the caller waits on this frame: send it now, not at the iteration's end
-            self.writer.write_now(Call(call_id, verb, encoded(args)))
+            try:
+                self.writer.write_now(Call(call_id, verb, encoded(args)))
+            except FrameTooLarge as exc:  # refused here, before the host (which would end the channel) sees it
+                fut.set_exception(CapabilityError(f"{verb}: the arguments are {_over(exc)}; send less per call"))
+                return fut
         self.pending[call_id] = fut
         return fut
 
@@ -319,6 +333,10 @@ def _hook_wire(result: Any) -> dict[str, Any] | None:
     if isinstance(result, HookResult):
         return {"continue": not result.stop, "data": result.data, "error": result.error}
     raise TypeError(f"hook handler returned {type(result).__name__}, expected HookResult or None")
+
+
+def _over(exc: FrameTooLarge) -> str:
+    return f"{exc.size} bytes encoded, over the bridge's frame cap of {exc.cap} bytes (frame_max_bytes)"
 
 
 def _describe(exc: BaseException) -> str:

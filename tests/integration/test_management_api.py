@@ -353,3 +353,57 @@ async def test_an_openwa_manifest_loads_with_its_fields_reported(
     assert detail["warnings"][0] == ("hooks[1]: OpenWA event 'message:annotation-created' is not supported "
                                      "here; the plugin will not receive it")
     assert detail["warnings"][1].startswith("configUi: ")
+
+
+# -- an update keeps the log history -----------------------------------------------------------------
+
+LOGGING = """
+from plugbox.sdk import Plugin
+
+class P(Plugin):
+    async def on_enable(self, ctx):
+        ctx.logger.info("hello from VERSION")
+"""
+
+
+def _versioned(version: str) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("manifest.json", json.dumps({"id": "chatty", "name": "chatty", "version": version,
+                                                 "type": "extension", "main": "main.py"}))
+        zf.writestr("main.py", LOGGING.replace("VERSION", version))
+    return buf.getvalue()
+
+
+async def test_a_plugins_log_history_survives_an_upgrade(client: httpx.AsyncClient) -> None:
+    async def upload(version: str) -> httpx.Response:
+        return await client.post("/api/plugins", files={"file": ("p.zip", _versioned(version), "application/zip")},
+                                 headers=ADMIN)
+
+    assert (await upload("1.0.0")).status_code == 201
+    assert (await client.post("/api/plugins/chatty/enable", headers=ADMIN)).json()["status"] == "enabled"
+    r = await upload("2.0.0")
+    assert r.status_code == 200 and r.json()["version"] == "2.0.0"
+
+    messages = [line["message"] for line in (await client.get("/api/plugins/chatty", headers=READER)).json()["logs"]]
+    assert messages.index("hello from 1.0.0") < messages.index("updated from version 1.0.0 to 2.0.0") < (
+        messages.index("hello from 2.0.0"))
+
+
+UNLOADS = """
+from plugbox.sdk import Plugin
+
+class P(Plugin):
+    async def on_unload(self, ctx):
+        await ctx.storage.set("unloads", await ctx.storage.get("unloads", 0) + 1)
+"""
+
+
+async def test_on_unload_runs_on_every_disable_as_authoring_md_says(
+    client: httpx.AsyncClient, host: Host, write_plugin: WritePlugin
+) -> None:
+    host.load_plugin(write_plugin(UNLOADS, permissions=["storage:use"]))
+    for expected in (1, 2):
+        assert (await client.post("/api/plugins/p/enable", headers=ADMIN)).json()["status"] == "enabled"
+        assert (await client.post("/api/plugins/p/disable", headers=ADMIN)).json()["status"] == "disabled"
+        assert host.storage.get("p", "unloads") == (True, expected)

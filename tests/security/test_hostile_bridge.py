@@ -334,3 +334,42 @@ async def test_hostile_forged_or_omitted_origin_cannot_re_enter_its_own_handler(
     assert entry.runtime.channel_stats().bad_frames >= 1  # type: ignore[union-attr]
     assert alive(pid) and entry.status == Status.ENABLED
     await attack.aftermath()
+
+
+async def test_a_capability_argument_over_the_frame_cap_is_a_clear_error_and_the_worker_lives(
+    attack: Attack,
+) -> None:
+    """17 MiB of arguments, over the 16 MiB frame cap: the worker refuses to write the frame (the
+    host would end the channel on it), the plugin gets CapabilityError naming the cap, and the same
+    worker goes on to make an ordinary call."""
+    run = await attack.run("""
+        async def attack(ctx, cfg):
+            from plugbox.sdk import CapabilityError
+            try:
+                await ctx.storage.set("huge", "h" * (17 << 20))
+            except CapabilityError as exc:
+                await ctx.storage.set("after", "still serving")
+                return str(exc)
+            return "no error"
+    """)
+    message = run.result["value"]
+    assert message.startswith("storage.set: the arguments are ")
+    assert f"over the bridge's frame cap of {16 << 20} bytes (frame_max_bytes)" in message
+    assert run.entry_storage("after") == (True, "still serving")
+    assert run.entry_storage("huge") == (False, None)
+    assert alive(run.pid) and run.entry.runtime is not None and run.entry.runtime.proc.pid == run.pid
+    assert run.entry.runtime.channel_stats().bad_frames == 0  # nothing oversize reached the host
+    await attack.aftermath()
+
+
+@pytest.mark.parametrize("settings_overrides", [{"frame_max_bytes": 1 << 20}])
+async def test_a_hook_result_over_the_frame_cap_is_the_handlers_error_not_a_dead_worker(attack: Attack) -> None:
+    run, outcome = await attack.run_in_hook("""
+        async def attack(ctx, cfg):
+            return "r" * (2 << 20)
+    """)
+    assert run.entry_storage("started") == (True, True)  # the attack ran; its answer is what cannot cross
+    [(plugin, error)] = outcome.errors
+    assert plugin == "hostile" and f"over the bridge's frame cap of {1 << 20} bytes" in error
+    assert alive(run.pid) and run.entry.status == Status.ENABLED
+    await attack.aftermath()
