@@ -123,10 +123,23 @@ def list_cmd(url: Url = DEFAULT_URL, api_key: Key = None, as_json: AsJson = Fals
 
 @plugins_app.command("install")
 def install_cmd(
-    zip_path: Annotated[Path, typer.Argument(help="The plugin zip (manifest.json at its root).")],
+    source: Annotated[str, typer.Argument(
+        help="The plugin zip (manifest.json at its root), or an http(s) URL the server fetches it from.")],
+    sha256: Annotated[str | None, typer.Option(
+        "--sha256", help="With a URL: the archive's expected SHA-256 (hex); any other bytes are refused.")] = None,
     url: Url = DEFAULT_URL, api_key: Key = None, as_json: AsJson = False,
 ) -> None:
-    """Upload a plugin zip (installs, or updates a plugin with the same id)."""
+    """Install a plugin zip, or have the server fetch one from a URL (installs, or updates a plugin
+    with the same id)."""
+    if source.startswith(("http://", "https://")):
+        body: dict[str, Any] = {"url": source} if sha256 is None else {"url": source, "sha256": sha256}
+        doc = _call(url, api_key, "POST", "/api/plugins", json=body, progress=f"the server is fetching {source}...")
+        _print_json(doc) if as_json else _show(doc)
+        return
+    if sha256 is not None:
+        typer.echo("plugbox: --sha256 applies to a URL; a local zip is uploaded as it is", err=True)
+        raise typer.Exit(2)
+    zip_path = Path(source)
     try:
         data = zip_path.read_bytes()
     except OSError as exc:

@@ -106,3 +106,12 @@ def test_uninstall_removes_the_plugin(server: str) -> None:
     gone = _cli(server, "plugins", "show", LONG_ID, env=env)
     assert gone.returncode == 1
     assert "404" in gone.stderr
+
+
+def test_install_from_a_url_goes_through_the_servers_guard(server: str) -> None:
+    env = {"PLUGBOX_API_KEY": ADMIN_KEY}
+    run = _cli(server, "plugins", "install", "http://127.0.0.1:9/p.zip", "--sha256", "0" * 64, env=env)
+    assert run.returncode == 1
+    assert "400: install from URL: address 127.0.0.1 is not public" in run.stderr
+    run = _cli(server, "plugins", "install", "local.zip", "--sha256", "0" * 64, env=env)
+    assert run.returncode == 2 and "--sha256 applies to a URL" in run.stderr
