@@ -13,6 +13,10 @@ Who is who, from what the manifests grant (no new manifest field, nothing a plug
   `conversation:send`, built-ins included (the bundled auto-reply is a bot);
 - every other plugin (loggers, metrics, moderation without a send permission) still observes.
 
+Only an owner that is running gates: a helpdesk plugin disabled or crashed forwards nothing, and a
+chat nobody answers is worse than one a bot answers, so its chats reach the bots until it is back
+(its `human` states are kept, and gate again once it is enabled).
+
 Only `message:received` is gated: what the owner sends on a human's behalf still passes
 `message:sending`, where moderation must keep seeing it. This module decides; the store
 (`plugbox.storage.conversations`) remembers, the hook bus skips.
@@ -31,16 +35,18 @@ BOT_PERMISSIONS = frozenset({"messages:send", "conversation:send"})
 
 
 class HandoverGate:
-    def __init__(self, store: ConversationStore, bots: Callable[[], frozenset[str]]) -> None:
+    def __init__(self, store: ConversationStore, bots: Callable[[], frozenset[str]],
+                 running: Callable[[str], bool]) -> None:
         self._store = store
         self._bots = bots  # the plugin ids holding a BOT_PERMISSIONS permission now
+        self._running = running  # whether a plugin is enabled and running now
 
     def skipped(self, session_id: str, message: Mapping[str, Any]) -> frozenset[str]:
         """The plugins whose `message:received` handlers this message must not reach."""
         chat = message.get("chatId")
         if not isinstance(chat, str):
             return frozenset()
-        owners = self._store.human_owners(session_id, chat)
+        owners = frozenset(p for p in self._store.human_owners(session_id, chat) if self._running(p))
         if not owners:
             return frozenset()
         return self._bots() - owners

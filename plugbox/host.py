@@ -145,7 +145,8 @@ class Host:
             on_dropped=self._observers.hook_dropped,
             limits=HookLimits.of(self.settings),
         )
-        self.handover = HandoverGate(self.conversations, lambda: self.manager.holding(BOT_PERMISSIONS))
+        self.handover = HandoverGate(self.conversations, lambda: self.manager.holding(BOT_PERMISSIONS),
+                                     lambda pid: self.manager.running(pid) is not None)
         self.messages = MessageService(self.engine, self.bus, gate=self.handover.skipped)
         self.webhooks = WebhookService(self.db, self.settings, self.bus, sender=webhook_sender, clock=clock)
         self.fetch = FetchService(self.settings, self._fetch_policy)

@@ -13,6 +13,7 @@ import pytest
 
 from plugbox.api import create_app
 from plugbox.host import Host
+from plugbox.storage.conversations import ConversationStore
 from tests.integration.conftest import SESSION, WritePlugin
 
 pytestmark = pytest.mark.timeout(90)
@@ -146,10 +147,16 @@ async def test_the_bot_answers_again_after_release(desk: httpx.AsyncClient, host
     assert [r["text"] for r in records] == ["an agent will answer"]
 
 
+async def test_a_stopped_owner_gates_nothing_until_it_is_back(desk: httpx.AsyncClient) -> None:
+    await _say(desk, "agent")
+    assert (await desk.post("/api/plugins/desk/disable", headers=ADMIN)).json()["status"] == "disabled"
+    assert await _say(desk, "anyone?") == ["echo: anyone?"]  # nobody forwards it: the bot answers
+    assert (await desk.post("/api/plugins/desk/enable", headers=ADMIN)).json()["status"] == "enabled"
+    assert await _say(desk, "and now?") == []  # its human state gates again
+
+
 async def test_handover_survives_a_host_restart(desk: httpx.AsyncClient, host: Host) -> None:
     await _say(desk, "agent")
-    from plugbox.storage.conversations import ConversationStore
-
     reopened = ConversationStore(host.db)  # what a restarted host rebuilds its gate from
     assert reopened.human_owners(SESSION, CHAT) == {"desk"}
     assert reopened.human_owners(SESSION, OTHER) == frozenset()
