@@ -229,6 +229,7 @@ class ConversationStore:
         await self.write_budget.spend(plugin_id, cost)
 
         def write(conn: sqlite3.Connection) -> tuple[str | None, tuple[str, str] | None]:
+            """(the previous state, the chat this write stops the plugin holding in `human`, if any)"""
             found = conn.execute(
                 "SELECT state, session_id, chat_id FROM conversation_handover WHERE plugin_id = ? AND ref = ?",
                 (plugin_id, ref),
@@ -243,24 +244,22 @@ class ConversationStore:
                 "updated_at = excluded.updated_at, session_id = excluded.session_id, chat_id = excluded.chat_id",
                 (plugin_id, ref, state, now, session_id, chat_id),
             )
-            if found is None:
-                return None, None
-            return found[0], (found[1], found[2]) if found[1] is not None else None
+            if found is None or found[1] is None or (state == "human" and chat == (found[1], found[2])):
+                return (None if found is None else found[0]), None
+            old_chat = (found[1], found[2])
+            # two conversations of the plugin may share one chat: it stays held while another is `human`
+            other = conn.execute(
+                "SELECT 1 FROM conversation_handover WHERE plugin_id = ? AND session_id = ? AND chat_id = ? "
+                "AND state = 'human' LIMIT 1", (plugin_id, *old_chat)).fetchone()
+            return found[0], (None if other else old_chat)
 
-        previous, old_chat = await self._db.write(write, owner=plugin_id)
-        if old_chat is not None and not self._still_human(plugin_id, old_chat, ref):
-            self._release(plugin_id, old_chat)
+        previous, released = await self._db.write(write, owner=plugin_id)
+        if released is not None:
+            self._release(plugin_id, released)
         if state == "human" and chat is not None:
             self._human.setdefault(chat, set()).add(plugin_id)
         return {"ref": ref, "state": state, "previous": previous, "updatedAt": now,
                 "sessionId": session_id, "chatId": chat_id}
-
-    def _still_human(self, plugin_id: str, chat: tuple[str, str], except_ref: str) -> bool:
-        """Another reference of the plugin still holds `chat` in `human` (two conversations, one chat)."""
-        row = self._db.read(lambda c: c.execute(
-            "SELECT 1 FROM conversation_handover WHERE plugin_id = ? AND session_id = ? AND chat_id = ? "
-            "AND state = 'human' AND ref != ? LIMIT 1", (plugin_id, *chat, except_ref)).fetchone())
-        return row is not None
 
     def _release(self, plugin_id: str, chat: tuple[str, str]) -> None:
         owners = self._human.get(chat)

@@ -219,3 +219,43 @@ async def test_verbs_without_a_store_are_not_available(tmp_path: Path) -> None:
     with pytest.raises(CapabilityError, match=r"handover\.set: not available"):
         await router.invoke(Caller(), "handover.set", {"ref": "r", "state": "bot"})
     await db.close()
+
+
+# -- handover gating: which chats a plugin holds ------------------------------------------------------
+
+
+async def test_handover_human_holds_the_mapped_chat_in_its_canonical_form(world: World) -> None:
+    mapping = {"conversationId": "conv-1", "provider": "desk", "externalId": "1", "sessionId": "main",
+               "chatId": "+1 555 010 0001"}  # the plugin's own spelling of the chat
+    await world.router.invoke(Caller(), "mappings.upsert", {"mapping": mapping})
+    record = await world.router.invoke(Caller(), "handover.set", {"ref": "conv-1", "state": "human"})
+    assert (record["sessionId"], record["chatId"]) == ("main", "15550100001@c.us")
+    assert world.store.human_owners("main", "15550100001@c.us") == {"helpdesk"}
+
+
+async def test_a_reference_linked_to_no_chat_gates_nothing(world: World) -> None:
+    record = await world.router.invoke(Caller(), "handover.set", {"ref": "never-linked", "state": "human"})
+    assert (record["sessionId"], record["chatId"]) == (None, None)
+    assert world.store.human_owners("main", CHAT) == frozenset()
+
+
+async def test_a_chat_stays_held_while_any_of_the_plugins_conversations_on_it_is_human(world: World) -> None:
+    for ref in ("conv-1", "conv-2"):
+        await world.store.set_handover("helpdesk", ref, "human", ("main", CHAT))
+    await world.store.set_handover("helpdesk", "conv-1", "closed", ("main", CHAT))
+    assert world.store.human_owners("main", CHAT) == {"helpdesk"}
+    await world.store.set_handover("helpdesk", "conv-2", "bot", ("main", CHAT))
+    assert world.store.human_owners("main", CHAT) == frozenset()
+
+
+async def test_moving_a_handover_to_another_chat_releases_the_first(world: World) -> None:
+    await world.store.set_handover("helpdesk", "conv-1", "human", ("main", CHAT))
+    await world.store.set_handover("helpdesk", "conv-1", "human", ("main", "15550100009@c.us"))
+    assert world.store.human_owners("main", CHAT) == frozenset()
+    assert world.store.human_owners("main", "15550100009@c.us") == {"helpdesk"}
+
+
+async def test_uninstalling_the_owner_releases_its_chats(world: World) -> None:
+    await world.store.set_handover("helpdesk", "conv-1", "human", ("main", CHAT))
+    await world.store.delete_plugin("helpdesk")
+    assert world.store.human_owners("main", CHAT) == frozenset()
