@@ -317,7 +317,8 @@ async def test_install_from_url_goes_through_the_ssrf_guard(
     client: httpx.AsyncClient, host: Host, archives: Archives
 ) -> None:
     archives.routes["/p.zip"] = ("200 OK", _zip(), "")
-    for url in (archives.url("/p.zip"), "http://169.254.169.254/latest/meta-data", "http://[::ffff:127.0.0.1]/x"):
+    for url in (archives.url("/p.zip"), f"http://localhost:{archives.port}/p.zip",  # a name for a private address
+                "http://169.254.169.254/latest/meta-data", "http://[::ffff:127.0.0.1]/x", "http://2130706433/x"):
         r = await _install(client, {"url": url})
         assert r.status_code == 400, url
         assert "is not public" in r.json()["error"]
