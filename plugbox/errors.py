@@ -14,6 +14,7 @@
     ├── CapabilityError               a capability call was denied or invalid (sdk re-exports it)
     │   ├── PermissionDenied          the manifest lacks the permission the call needs
     │   ├── CapabilityTimeout         a capability call ran out of time
+    │   ├── FetchRefused              net.fetch refused a URL, host or address before connecting
     │   └── PlainDataError            a value that is not plain data was about to cross (also TypeError)
     ├── BridgeError                   the worker channel is broken or sent garbage
     │   ├── WorkerGone                the worker exited; every in-flight call gets this
@@ -46,6 +47,7 @@ __all__ = [
     "ConfinementError",
     "DownloadError",
     "EngineError",
+    "FetchRefused",
     "FrameTooLarge",
     "IngressRefused",
     "LiteralIPError",
@@ -161,6 +163,11 @@ class BridgeError(PlugboxError):
 
 class WorkerGone(BridgeError):
     """The worker process exited; raised for every call that was in flight."""
+
+
+class FetchRefused(CapabilityError):
+    """A fetch refused by its URL, the allowlist or the public-address rule, before any connection
+    (the caller's request was at fault, not the server it named)."""
 
 
 class FrameTooLarge(BridgeError):

@@ -25,7 +25,15 @@ from pathlib import Path
 from typing import IO
 
 from plugbox import __version__
-from plugbox.errors import CapabilityError, CapabilityTimeout, DownloadError, ManifestError, PlugboxError, ZipRefused
+from plugbox.errors import (
+    CapabilityError,
+    CapabilityTimeout,
+    DownloadError,
+    FetchRefused,
+    ManifestError,
+    PlugboxError,
+    ZipRefused,
+)
 from plugbox.lifecycle.archive import ZipLimits, check_archive, exchange, extract
 from plugbox.lifecycle.entry import PluginEntry
 from plugbox.lifecycle.manager import PluginManager
@@ -46,11 +54,10 @@ async def fetch_archive(fetch: FetchService, settings: Settings, url: str, sha25
                                     timeout_ms=settings.install_url_timeout_ms, owner=_ARCHIVE_OWNER)
     except CapabilityTimeout as exc:
         raise DownloadError(_reworded(exc), 504) from None
-    except CapabilityError as exc:
-        message = _reworded(exc)
-        # the URL or its address refused (the operator's mistake), or the server's failure
-        refused = "invalid argument" in message or "is not public" in message
-        raise DownloadError(message, 400 if refused else 502) from None
+    except FetchRefused as exc:  # the URL or its address: the operator's request is at fault
+        raise DownloadError(_reworded(exc), 400) from None
+    except CapabilityError as exc:  # the server it names failed, answered badly or sent too much
+        raise DownloadError(_reworded(exc), 502) from None
     if sha256 is not None:
         got = hashlib.sha256(data).hexdigest()
         if not hmac.compare_digest(got, sha256.lower()):

@@ -51,7 +51,7 @@ import certifi
 import httpx
 
 from plugbox import __version__
-from plugbox.errors import CapabilityError, CapabilityTimeout, ConfigError, TargetError
+from plugbox.errors import CapabilityError, CapabilityTimeout, ConfigError, FetchRefused, TargetError
 from plugbox.logrelay import redact
 from plugbox.net._transport import PinnedTransport
 from plugbox.net.addresses import IPAddress, blocked_reason
@@ -179,7 +179,7 @@ class FetchService:
     ) -> dict[str, Any]:
         target = self._target(url)
         if not policy.allow.permits(target.host, target.port):
-            raise CapabilityError(
+            raise FetchRefused(
                 f"{VERB}: host {target.authority} is not on the plugin's allowlist (net.allow / allowConfigHosts)"
             )
         exempt = self._exempt.permits(target.host, target.port)
@@ -200,14 +200,14 @@ class FetchService:
             return parse_target(url)
         except TargetError as exc:
             if exc.ip is not None and (reason := blocked_reason(exc.ip)):
-                raise CapabilityError(f"{VERB}: address {exc.ip} is not public ({reason})") from None
-            raise CapabilityError(f"{VERB}: invalid argument 'url': {exc}") from None
+                raise FetchRefused(f"{VERB}: address {exc.ip} is not public ({reason})") from None
+            raise FetchRefused(f"{VERB}: invalid argument 'url': {exc}") from None
 
     def _check_address(self, target: Target, ip: IPAddress) -> None:
         reason = blocked_reason(ip)
         if reason is not None:
             named = "" if target.ip is not None else f" (resolved from {target.host})"
-            raise CapabilityError(f"{VERB}: address {ip}{named} is not public ({reason}); refused before connecting")
+            raise FetchRefused(f"{VERB}: address {ip}{named} is not public ({reason}); refused before connecting")
 
     async def _addresses(self, target: Target, exempt: bool) -> list[IPAddress]:
         if target.ip is not None:
