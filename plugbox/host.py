@@ -86,7 +86,8 @@ class Host:
     `disable`, `uninstall`, `set_config`, `set_session_config`, `set_active_sessions`, `plugins`,
     `plugin`, `health`, `inject_inbound`, `dispatch`, `ingress_route`, `dispatch_ingress`, `search`,
     `add_observer`, `start`, `stop`; and the services `settings`, `engine` (`loopback` when it is the
-    simulator), `bus`, `storage`, `webhooks` (outbound webhooks: told every hook chain's outcome through
+    simulator), `bus`, `storage`, `conversations`, `handover` (the gate that keeps a chat handed to a
+    human from the bots), `webhooks` (outbound webhooks: told every hook chain's outcome through
     `bus.on_outcome`), `feed` (log lines and failures as they happen, for live views). `manager` is the
     lifecycle's internals, kept reachable for white-box tests only."""
 
