@@ -2,18 +2,17 @@
 attempt's outcome (delivered, retry later with backoff, or dead-lettered), firing the `webhook:*`
 hooks of an attempt (`delivered`, `error`, `after`).
 
-One task (`DeliveryWorker.run`) owns every attempt task, at most `webhook_max_in_flight` at once.
-It sleeps until the earliest pending delivery falls due or `wake()` is called (enqueue, replay,
-a finished attempt). Sending goes through `Sender`; the host's sender is `GuardedSender`, the
-`net.fetch` service itself (same URL rules, resolved addresses all public unless the operator
-exempts the host, pinned connection, no redirects, timeout, answer size cap), with its own slots.
+The scheduling is `plugbox.queue.QueueRunner`, shared with the ingress queue: one task owns every
+attempt, at most `webhook_max_in_flight` at once, and sleeps until the earliest pending delivery
+falls due or `wake()` is called (enqueue, replay, a finished attempt). Sending goes through `Sender`;
+the host's sender is `GuardedSender`, the `net.fetch` service itself (same URL rules, resolved
+addresses all public unless the operator exempts the host, pinned connection, no redirects, timeout,
+answer size cap), with its own slots.
 This module does not decide what is delivered (that is `service`) and holds no SQL (`store`).
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import random
 from collections.abc import Awaitable, Callable
@@ -25,6 +24,7 @@ from plugbox.errors import CapabilityError
 from plugbox.lifecycle.clock import Clock
 from plugbox.net.allowlist import HostList
 from plugbox.net.fetch import FetchPolicy, FetchService
+from plugbox.queue import Backoff, QueueRunner
 from plugbox.settings import Settings
 from plugbox.webhooks import signing
 from plugbox.webhooks.store import DEAD, DELIVERED, PENDING, Delivery, WebhookStore
@@ -67,19 +67,6 @@ class GuardedSender:
         return status
 
 
-class Backoff(msgspec.Struct, frozen=True):
-    """Exponential backoff with "equal jitter": the n-th retry waits between half and all of
-    min(max, initial * 2**(n-1)). Half is kept so retries still back off; the random half spreads a
-    burst of failures so they do not all retry at the same instant."""
-
-    initial_s: float
-    max_s: float
-
-    def delay(self, failed_attempts: int, rng: random.Random) -> float:
-        base = min(self.max_s, self.initial_s * 2 ** min(failed_attempts - 1, 62))
-        return float(base / 2 + rng.uniform(0, base / 2))
-
-
 class DeliveryWorker:
     def __init__(
         self,
@@ -100,44 +87,19 @@ class DeliveryWorker:
         self._fire = fire
         self._max_attempts = max_attempts
         self._backoff = backoff
-        self._max_in_flight = max_in_flight
         self._clock = clock
         self._rng = rng
-        self._wake = asyncio.Event()
-        self._in_flight: set[str] = set()
+        self._runner: QueueRunner[Delivery] = QueueRunner(
+            due=store.due, next_due=store.next_due, attempt=self._attempt_once, key=lambda d: d.id,
+            max_in_flight=max_in_flight, clock=clock, name="webhook delivery")
 
     def wake(self) -> None:
-        self._wake.set()
+        self._runner.wake()
 
     async def run(self) -> None:
         """Deliver until cancelled. Cancelling cancels the attempts in flight; their rows stay
         `pending` and are attempted again by the next worker (same delivery id)."""
-        async with asyncio.TaskGroup() as attempts:
-            while True:
-                self._wake.clear()
-                free = self._max_in_flight - len(self._in_flight)
-                if free > 0:
-                    for delivery in self._store.due(self._clock.time(), free, self._in_flight):
-                        self._in_flight.add(delivery.id)
-                        attempts.create_task(self._attempt(delivery))
-                await self._sleep()
-
-    async def _sleep(self) -> None:
-        # Full: only the end of an attempt (which wakes us) can make room.
-        due = None if len(self._in_flight) >= self._max_in_flight else self._store.next_due(self._in_flight)
-        wait = None if due is None else max(due - self._clock.time(), 0.0)
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(wait):
-                await self._wake.wait()
-
-    async def _attempt(self, delivery: Delivery) -> None:
-        try:
-            await self._attempt_once(delivery)
-        except Exception as exc:  # a bug here must not stop the worker; the row stays pending
-            log.error("webhook delivery %s: attempt failed unexpectedly: %s", delivery.id, exc, exc_info=exc)
-        finally:
-            self._in_flight.discard(delivery.id)
-            self._wake.set()
+        await self._runner.run()
 
     async def _attempt_once(self, delivery: Delivery) -> None:
         sub = self._subscription(delivery.subscription_id)
