@@ -27,6 +27,7 @@ from plugbox.errors import EngineError
 from plugbox.feed import LiveFeed
 from plugbox.handover import BOT_PERMISSIONS, HandoverGate
 from plugbox.hooks import HookBus, HookLimits, HookOutcome
+from plugbox.ingress import IngressQueue
 from plugbox.inprocess import InProcessRuntime
 from plugbox.lifecycle import ingress
 from plugbox.lifecycle.catalog import catalog_archive, catalog_entries
@@ -88,8 +89,9 @@ class Host:
     `add_observer`, `start`, `stop`; and the services `settings`, `engine` (`loopback` when it is the
     simulator), `bus`, `storage`, `conversations`, `handover` (the gate that keeps a chat handed to a
     human from the bots), `webhooks` (outbound webhooks: told every hook chain's outcome through
-    `bus.on_outcome`), `feed` (log lines and failures as they happen, for live views). `manager` is the
-    lifecycle's internals, kept reachable for white-box tests only."""
+    `bus.on_outcome`), `ingress` (the queue of async ingress deliveries), `feed` (log lines and failures
+    as they happen, for live views). `manager` is the lifecycle's internals, kept reachable for white-box
+    tests only."""
 
     def __init__(
         self,
@@ -131,7 +133,9 @@ class Host:
         self._observers.add(self.feed)
         self._broken: dict[str, str] = {}  # plugins-dir entry name -> why it did not load
         self.manager = PluginManager(
-            self.settings, self.registry, [self.storage.drop, self.conversations.delete_plugin], self._make_deps,
+            self.settings, self.registry,
+            [self.storage.drop, self.conversations.delete_plugin, lambda pid: self.ingress.drop_plugin(pid)],
+            self._make_deps,
             clock=clock, on_worker_failed=self._observers.worker_failed,
             on_plugin_failure=self._observers.plugin_failure, on_log_line=self.feed.log_line,
         )
@@ -150,6 +154,8 @@ class Host:
                                      lambda pid: self.manager.running(pid) is not None)
         self.messages = MessageService(self.engine, self.bus, gate=self.handover.skipped)
         self.webhooks = WebhookService(self.db, self.settings, self.bus, sender=webhook_sender, clock=clock)
+        self.ingress = IngressQueue(self.db, self.settings, dispatch=self._dispatch_queued,
+                                    running=self.manager.running_ids, clock=clock)
         self.fetch = FetchService(self.settings, self._fetch_policy)
         self.router = CapabilityRouter(
             Services(
@@ -350,18 +356,27 @@ class Host:
         what the handlers did does)."""
         return await (await self.bus.execute(event, data, session_id, source=source)).settled()
 
-    def ingress_route(self, plugin_id: str, route: str) -> ingress.IngressTarget | None:
-        """The declared ingress route, or None when the plugin or route is unknown."""
-        return ingress.find_route(self.manager, plugin_id, route)
+    def ingress_route(self, plugin_id: str, route: str,
+                      instance_id: str = ingress.DEFAULT_INSTANCE) -> ingress.IngressTarget | None:
+        """The declared ingress route on one of the plugin's instances, or None when the plugin,
+        route or instance is unknown."""
+        return ingress.find_route(self.manager, plugin_id, route, instance_id)
 
-    async def dispatch_ingress(self, plugin_id: str, route: str, request: dict[str, Any]) -> ingress.IngressReply:
-        """Run the plugin's webhook handler for a verified request, under the hook budget."""
-        return await ingress.dispatch(self.manager, self.bus, plugin_id, route, request)
+    async def dispatch_ingress(self, plugin_id: str, route: str, request: dict[str, Any],
+                               about: dict[str, Any] | None = None) -> ingress.IngressReply:
+        """Run the plugin's webhook handler for a verified request of a sync route, under the hook budget."""
+        return await ingress.dispatch(self.manager, self.bus, plugin_id, route, request, about=about)
+
+    async def _dispatch_queued(self, plugin_id: str, route: str, request: dict[str, Any], budget_ms: int,
+                               about: dict[str, Any]) -> ingress.IngressReply:
+        return await ingress.dispatch(self.manager, self.bus, plugin_id, route, request, budget_ms=budget_ms,
+                                      about=about)
 
     # -- start / stop --
     async def start(self, *, restore: bool = True) -> None:
         self._started = True
         self.webhooks.start()
+        self.ingress.start()
         if restore:
             await self.manager.restore()
         if isinstance(self.engine, EngineLifecycle):  # after restore: enabled plugins see session:ready
@@ -371,6 +386,7 @@ class Host:
         if self._started:
             self._started = False
             await self.webhooks.stop()
+            await self.ingress.stop()
             await self.manager.shutdown()
             await self.zygote.close()
             if isinstance(self.engine, EngineLifecycle):

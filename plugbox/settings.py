@@ -241,6 +241,32 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     """Largest ingress request body."""
     ingress_dedup_max_entries: PositiveInt = 10000
     """Delivery ids remembered per route to refuse replays."""
+    ingress_queue_max_per_plugin: PositiveInt = 1000
+    """Async ingress deliveries waiting for one plugin (all its routes and instances); past it its
+    routes answer 429 until the queue drains. The bound is the plugin's own: a flood at one plugin
+    fills only that plugin's queue."""
+    ingress_queue_max_per_route: PositiveInt = 500
+    """Async ingress deliveries waiting for one route of one plugin (all instances); past it 429."""
+    ingress_max_attempts: PositiveInt = 8
+    """Attempts to hand one async ingress delivery to its plugin before it is dead-lettered."""
+    ingress_backoff_initial_ms: PositiveMs = 1000
+    """Delay before an async ingress delivery's second attempt; doubles (with jitter) up to the maximum."""
+    ingress_backoff_max_ms: PositiveMs = 300000
+    """Longest delay between two attempts of one async ingress delivery."""
+    ingress_delivery_budget_ms: PositiveMs = 30000
+    """Time the plugin's handler gets for one async ingress delivery (sync routes get hook_budget_ms:
+    their sender is waiting). Past it the attempt fails and is retried."""
+    ingress_max_in_flight: PositiveInt = 8
+    """Async ingress deliveries being handed to plugins at once, host-wide."""
+    ingress_max_in_flight_per_plugin: PositiveInt = 2
+    """Async ingress deliveries being handed to one plugin at once, so one slow or flooded plugin
+    holds at most this many of the host-wide slots."""
+    ingress_dedup_window_sec: PositiveInt = 86400
+    """How long a `dedupOn` key is remembered (a repeat within it is acknowledged, not delivered)."""
+    ingress_dedup_keys_per_plugin: PositiveInt = 100000
+    """`dedupOn` keys remembered per plugin; past it the oldest of that plugin's are forgotten first."""
+    ingress_history_per_plugin: PositiveInt = 1000
+    """Delivered and dead-lettered async ingress deliveries kept per plugin (each kind); oldest go first."""
     install_zip_max_bytes: PositiveInt = 10 << 20
     """Largest plugin archive upload, and largest archive installed from a URL."""
     install_url_timeout_ms: PositiveMs = 30000
@@ -284,6 +310,8 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
             raise ValueError("fetch_timeout_ms must not exceed fetch_timeout_max_ms")
         if self.webhook_backoff_initial_ms > self.webhook_backoff_max_ms:
             raise ValueError("webhook_backoff_initial_ms must not exceed webhook_backoff_max_ms")
+        if self.ingress_backoff_initial_ms > self.ingress_backoff_max_ms:
+            raise ValueError("ingress_backoff_initial_ms must not exceed ingress_backoff_max_ms")
         if self.engine not in ("loopback", "cloudapi"):
             raise ValueError("engine must be 'loopback' or 'cloudapi'")
         if self.engine == "cloudapi":

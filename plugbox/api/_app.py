@@ -16,7 +16,18 @@ from plugbox.api._errors import CatchAll, exception_handlers
 from plugbox.api.auth import KeyRing
 from plugbox.api.ingress import ReplayGuard
 from plugbox.api.metrics import Metrics
-from plugbox.api.routes import catalog, cloudapi, docs, events, ingress, plugins, sessions, system, webhooks
+from plugbox.api.routes import (
+    catalog,
+    cloudapi,
+    docs,
+    events,
+    ingress,
+    ingress_queue,
+    plugins,
+    sessions,
+    system,
+    webhooks,
+)
 from plugbox.engines.cloudapi import CloudApiEngine
 from plugbox.host import Host
 
@@ -36,7 +47,7 @@ def create_app(
     engine_routes = cloudapi.routes if isinstance(host.engine, CloudApiEngine) else []
     app = Starlette(
         routes=[*system.routes, *docs.routes, *plugins.routes, *catalog.routes, *events.routes, *sessions.routes,
-                *ingress.routes, *webhooks.routes, *engine_routes],
+                *ingress.routes, *ingress_queue.routes, *webhooks.routes, *engine_routes],
         middleware=[Middleware(CatchAll)],
         exception_handlers=exception_handlers(),
         lifespan=lifespan,

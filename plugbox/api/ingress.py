@@ -37,7 +37,7 @@ from typing import Any
 from plugbox.errors import IngressRefused
 from plugbox.manifest import IngressSignature
 
-__all__ = ["IngressRefused", "ReplayGuard", "secret_at", "sign", "verify"]
+__all__ = ["IngressRefused", "ReplayGuard", "dedup_digest", "secret_at", "sign", "verify"]
 
 _PLACEHOLDER = re.compile(r"\{(id|timestamp|body)\}")
 _WHSEC = "whsec_"
@@ -53,6 +53,33 @@ def secret_at(config: Mapping[str, Any], path: str) -> str | None:
             return None
         node = node.get(part)
     return node if isinstance(node, str) and node else None
+
+
+def dedup_digest(dedup_on: str, headers: Mapping[str, str], body: bytes, doc: Any) -> str:
+    """The digest of a verified request's `dedupOn` value (`body`, `header:<name>` with a lower-case
+    name, `field:<dotted.path>` into the parsed JSON `doc`); IngressRefused 400 when it has none. Only
+    the digest is kept, so a key is bounded whatever the sender put in it."""
+    kind, _, name = dedup_on.partition(":")
+    if kind == "body":
+        material = body
+    elif kind == "header":
+        value = headers.get(name)
+        if not value:
+            raise IngressRefused(400, "missing_dedup", f"missing dedup header {name!r}")
+        material = value.encode("utf-8", "replace")
+    else:
+        node = doc
+        for part in name.split("."):
+            if isinstance(node, Mapping):
+                node = node.get(part)
+            elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+                node = node[int(part)]
+            else:
+                node = None
+        if isinstance(node, bool) or not isinstance(node, str | int) or node == "":
+            raise IngressRefused(400, "missing_dedup", f"the JSON body has no string or integer at {name!r}")
+        material = str(node).encode("utf-8", "replace")
+    return hashlib.sha256(kind.encode() + b"\0" + material).hexdigest()
 
 
 def _signed_content(template: str, *, body: bytes, id: str | None, timestamp: str | None) -> bytes:

@@ -59,8 +59,9 @@ def plugin_detail(view: PluginView, health: dict[str, Any]) -> dict[str, Any]:
         "recentFailures": [failure_json(f) for f in view.recent_failures],
         "health": health,
         "configSchema": schema_json(view),
-        "ingress": [{"route": r.route, "scheme": r.signature.scheme,
-                     "path": f"/ingress/{view.plugin_id}/{r.route}"} for r in view.manifest.ingress],
+        "ingress": [{"route": r.route, "scheme": r.signature.scheme, "mode": r.mode,
+                     "path": f"/api/ingress/{view.plugin_id}/default/{r.route}",
+                     "legacyPath": f"/ingress/{view.plugin_id}/{r.route}"} for r in view.manifest.ingress],
         "logs": [dict(line) for line in view.logs[-RECENT_LOGS:]],
     })
     return out

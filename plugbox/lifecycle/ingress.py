@@ -1,5 +1,10 @@
-"""Host side of ingress (SPEC §9): which plugin route a request is for, and running that plugin's
-`register_webhook` handler under the hook budget.
+"""Host side of ingress (SPEC §9): which plugin route and instance a request is for, and running that
+plugin's `register_webhook` handler under a budget (the hook budget for a sync route, whose sender
+waits; `ingress_delivery_budget_ms` for a queued delivery).
+
+An instance is `default` (the plugin's base config) or a session the plugin serves (its per-session
+config merged over the base, so each session may carry its own webhook secret); any other instance
+is an unknown route.
 
 The HTTP adapter (`plugbox.api.routes.ingress`) verifies signatures and replays, then calls
 `dispatch` and renders what it returns; it never touches a runtime. A handler past its budget is
@@ -12,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,19 +26,25 @@ from plugbox.hooks import HookBus
 from plugbox.lifecycle.manager import PluginManager
 from plugbox.manifest import IngressRoute
 
-__all__ = ["IngressReply", "IngressTarget", "dispatch", "find_route"]
+__all__ = ["DEFAULT_INSTANCE", "IngressReply", "IngressTarget", "dispatch", "find_route"]
 
 log = logging.getLogger("plugbox.lifecycle.ingress")
 
 
+DEFAULT_INSTANCE = "default"
+INSTANCE_PATTERN = re.compile(r"[A-Za-z0-9._@-]{1,128}", re.ASCII)
+
+
 @dataclass(frozen=True, slots=True)
 class IngressTarget:
-    """A declared route of a known plugin, with a copy of its base config (where the route's
-    signature secret lives)."""
+    """A declared route of a known plugin on one of its instances, with a copy of the instance's
+    config (where the route's signature secret lives). `session_id` is None on `default`."""
 
     plugin_id: str
     route: IngressRoute
-    config: dict[str, Any]  # a copy of the plugin's base config, where the secret field lives
+    config: dict[str, Any]
+    instance_id: str = DEFAULT_INSTANCE
+    session_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,22 +59,32 @@ class IngressReply:
     message: str = ""
 
 
-def find_route(manager: PluginManager, plugin_id: str, route: str) -> IngressTarget | None:
-    if plugin_id not in manager:
+def find_route(manager: PluginManager, plugin_id: str, route: str,
+               instance_id: str = DEFAULT_INSTANCE) -> IngressTarget | None:
+    if plugin_id not in manager or not INSTANCE_PATTERN.fullmatch(instance_id):
         return None
     entry = manager.get(plugin_id)
     spec = next((r for r in entry.manifest.ingress if r.route == route), None)
-    return None if spec is None else IngressTarget(plugin_id, spec, dict(entry.config))
+    if spec is None:
+        return None
+    if instance_id == DEFAULT_INSTANCE:
+        return IngressTarget(plugin_id, spec, dict(entry.config))
+    config = entry.hook_config(instance_id)
+    return None if config is None else IngressTarget(plugin_id, spec, dict(config), instance_id, instance_id)
 
 
 async def dispatch(
-    manager: PluginManager, bus: HookBus, plugin_id: str, route: str, request: dict[str, Any]
+    manager: PluginManager, bus: HookBus, plugin_id: str, route: str, request: dict[str, Any], *,
+    budget_ms: int | None = None, about: dict[str, Any] | None = None,
 ) -> IngressReply:
+    """Run the handler under `budget_ms` (default: the hook budget). `about` (instanceId, deliveryId,
+    attempt, sessionId) is added to the `ingress:error` a failure fires."""
     running = manager.running(plugin_id)
     if running is None:
         return IngressReply("not_enabled", status=503, message=f"plugin {plugin_id!r} is not enabled")
     entry, runtime = running
-    budget = manager.settings.hook_budget_ms / 1000
+    budget = (budget_ms or manager.settings.hook_budget_ms) / 1000
+    extra = about or {}
     try:
         async with asyncio.timeout(budget):
             result = await runtime.webhook(route, request)
@@ -74,16 +96,17 @@ async def dispatch(
         reply = IngressReply("worker_gone", status=502, message=f"plugin {plugin_id!r} worker is gone")
     except PluginError as exc:
         entry.logs.emit("error", f"webhook {route!r} handler failed: {exc}")
-        await _fire_error(bus, plugin_id, route, 500, entry.logs.sanitise(str(exc)))
+        await _fire_error(bus, plugin_id, route, 500, entry.logs.sanitise(str(exc)), extra)
         return IngressReply("handler_error", status=500, message="the plugin's webhook handler failed")
     else:
         return IngressReply("ok", result=result)
-    await _fire_error(bus, plugin_id, route, reply.status, entry.logs.sanitise(reply.message))
+    await _fire_error(bus, plugin_id, route, reply.status, entry.logs.sanitise(reply.message), extra)
     return reply
 
 
-async def _fire_error(bus: HookBus, plugin_id: str, route: str, status: int, error: str) -> None:
-    data = {"pluginId": plugin_id, "route": route, "status": status, "error": error}
+async def _fire_error(bus: HookBus, plugin_id: str, route: str, status: int, error: str,
+                      about: dict[str, Any]) -> None:
+    data = {**about, "pluginId": plugin_id, "route": route, "status": status, "error": error}
     try:
         await bus.execute("ingress:error", data, None, source="ingress", plugin=plugin_id)
     except Exception:

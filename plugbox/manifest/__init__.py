@@ -35,7 +35,13 @@ from plugbox.manifest._document import (
     load_manifest,
     parse_manifest,
 )
-from plugbox.manifest._ingress import DEFAULT_SECRET_FIELD, SIGNATURE_SCHEMES, IngressRoute, IngressSignature
+from plugbox.manifest._ingress import (
+    DEFAULT_SECRET_FIELD,
+    SIGNATURE_SCHEMES,
+    IngressChallenge,
+    IngressRoute,
+    IngressSignature,
+)
 from plugbox.manifest._openwa import OpenWACompat
 
 __all__ = [
@@ -43,6 +49,7 @@ __all__ = [
     "MANIFEST_MAX_BYTES",
     "SIGNATURE_SCHEMES",
     "SUPPORTED_SDK_VERSIONS",
+    "IngressChallenge",
     "IngressRoute",
     "IngressSignature",
     "Manifest",

@@ -84,7 +84,7 @@ class Manifest(msgspec.Struct, frozen=True, kw_only=True):
             "sessionScoped": self.session_scoped,
             "net": {"allow": list(self.net.allow), "allowConfigHosts": list(self.net.allow_config_hosts)},
             "configSchema": self.config_schema.to_json() if self.config_schema is not None else None,
-            "ingress": [{"route": r.route, "signature": r.signature.to_json()} for r in self.ingress],
+            "ingress": [r.to_json() for r in self.ingress],
             "hooks": list(self.hooks),
             "minOpenWAVersion": self.openwa.min_openwa_version,
             "testedOpenWAVersion": self.openwa.tested_openwa_version,

@@ -9,6 +9,13 @@ whenever `dedupHeader`/`timestampHeader` is set (a `dedupHeader` also needs a `t
 are remembered only for `toleranceSec`). Signature headers must be dedicated (`STANDARD_HEADERS` are
 refused). Defaults per scheme are in `_signature`.
 
+Ingress v2 route fields (OpenWA's shape): `mode` (`sync`, the default: the handler answers the sender;
+`async`: the host verifies, queues durably and answers `ackStatus` at once, then hands the request to
+the handler with retries), `maxBodyBytes` (under the operator's cap), `dedupOn` (`body`, `header:<Name>`
+or `field:<dotted.path>` of the JSON body; a repeat within `dedupWindowSec` is acknowledged and not
+delivered again) and `challenge` (the provider's GET handshake: `echoParam` is answered back when
+`tokenParam` equals the secret config field `tokenField`).
+
 Checks only; verifying a request against a signature is `plugbox.api.ingress`'s job.
 """
 
@@ -28,7 +35,12 @@ HEADER_MAX_CHARS = 128
 SIGNATURE_SCHEMES = ("hmac-sha256", "shared-secret", "standard-webhooks", "none")
 ENCODINGS = ("hex", "base64")
 DEFAULT_SECRET_FIELD = "webhookSecret"
+DEFAULT_TOKEN_FIELD = "verifyToken"
 DEFAULT_TOLERANCE_SEC = 300
+MODES = ("sync", "async")
+DEDUP_PATH_MAX_SEGMENTS = 8
+PARAM_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,128}", re.ASCII)
+FIELD_SEGMENT = re.compile(r"[A-Za-z0-9_-]{1,128}", re.ASCII)
 
 ROUTE_PATTERN = re.compile(r"[A-Za-z0-9._-]+", re.ASCII)
 HEADER_PATTERN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+", re.ASCII)  # RFC 9110 token
@@ -88,9 +100,42 @@ class IngressSignature(msgspec.Struct, frozen=True, kw_only=True):
         }
 
 
+class IngressChallenge(msgspec.Struct, frozen=True, kw_only=True):
+    """The provider's subscription handshake: a GET whose `token_param` equals the secret config field
+    `token_field` is answered with the value of `echo_param` (e.g. Meta's `hub.verify_token` and
+    `hub.challenge`)."""
+
+    echo_param: str
+    token_param: str
+    token_field: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"echoParam": self.echo_param, "tokenParam": self.token_param, "tokenField": self.token_field}
+
+
 class IngressRoute(msgspec.Struct, frozen=True, kw_only=True):
+    """One declared route. `dedup_on` is `body`, `header:<name>` or `field:<dotted.path>`;
+    `dedup_window_sec` None means the operator's `ingress_dedup_window_sec`; `max_body_bytes` None
+    means the operator's `ingress_body_max_bytes` (the smaller of the two always applies)."""
+
     route: str
     signature: IngressSignature
+    mode: str = "sync"
+    max_body_bytes: int | None = None
+    dedup_on: str | None = None
+    dedup_window_sec: int | None = None
+    challenge: IngressChallenge | None = None
+    ack_status: int = 202
+
+    @property
+    def is_async(self) -> bool:
+        return self.mode == "async"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"route": self.route, "signature": self.signature.to_json(), "mode": self.mode,
+                "maxBodyBytes": self.max_body_bytes, "dedupOn": self.dedup_on, "dedupWindowSec": self.dedup_window_sec,
+                "challenge": None if self.challenge is None else self.challenge.to_json(),
+                "ackStatus": self.ack_status if self.is_async else None}
 
 
 def _ingress(
@@ -120,12 +165,83 @@ def _ingress(
             raise ManifestError(f"{field}.signature", "required", "every ingress route needs a signature")
         if not isinstance(signature, dict):
             raise ManifestError(f"{field}.signature", "type", "must be a JSON object")
+        mode = _optional_str(entry, "mode", "sync", f"{field}.mode")
+        if mode not in MODES:
+            raise ManifestError(f"{field}.mode", "mode", f"{mode!r} is not one of {MODES}")
+        if entry.get("ackStatus") is not None and mode != "async":
+            raise ManifestError(f"{field}.ackStatus", "not-applicable",
+                                "only an async route answers with ackStatus; a sync route answers what its handler "
+                                "returns")
         routes.append(
             IngressRoute(
-                route=route, signature=_signature(signature, f"{field}.signature", schema, allow_unsigned)
+                route=route, signature=_signature(signature, f"{field}.signature", schema, allow_unsigned),
+                mode=mode,
+                max_body_bytes=_positive(entry, "maxBodyBytes", field),
+                dedup_on=_dedup_on(entry, field),
+                dedup_window_sec=_positive(entry, "dedupWindowSec", field),
+                challenge=_challenge(entry, field, schema),
+                ack_status=_ack_status(entry, field),
             )
         )
     return tuple(routes)
+
+
+def _positive(entry: dict[str, Any], key: str, field: str) -> int | None:
+    value = entry.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise ManifestError(f"{field}.{key}", "range", f"must be an integer > 0, not {value!r}")
+    return value
+
+
+def _ack_status(entry: dict[str, Any], field: str) -> int:
+    value = entry.get("ackStatus")
+    if value is None:
+        return 202
+    if not isinstance(value, int) or isinstance(value, bool) or not 200 <= value <= 299:
+        raise ManifestError(f"{field}.ackStatus", "range", f"must be a 2xx status, not {value!r}")
+    return value
+
+
+def _dedup_on(entry: dict[str, Any], field: str) -> str | None:
+    value = entry.get("dedupOn")
+    if value is None:
+        return None
+    where = f"{field}.dedupOn"
+    if not isinstance(value, str):
+        raise ManifestError(where, "type", "must be a string: 'body', 'header:<Name>' or 'field:<dotted.path>'")
+    kind, _, name = value.partition(":")
+    if value == "body":
+        return value
+    if kind == "header" and len(name) <= HEADER_MAX_CHARS and HEADER_PATTERN.fullmatch(name):
+        return f"header:{name.lower()}"
+    if kind == "field":
+        segments = name.split(".")
+        if len(segments) <= DEDUP_PATH_MAX_SEGMENTS and all(FIELD_SEGMENT.fullmatch(p) for p in segments):
+            return value
+    raise ManifestError(where, "dedup", f"{value!r} must be 'body', 'header:<Name>' or 'field:<dotted.path>' "
+                        f"(at most {DEDUP_PATH_MAX_SEGMENTS} segments of letters, digits, '_', '-')")
+
+
+def _challenge(entry: dict[str, Any], field: str, schema: ConfigSchema | None) -> IngressChallenge | None:
+    value = entry.get("challenge")
+    if value is None:
+        return None
+    where = f"{field}.challenge"
+    if not isinstance(value, dict):
+        raise ManifestError(where, "type", "must be a JSON object")
+    params = {}
+    for key in ("echoParam", "tokenParam"):
+        param = value.get(key)
+        if not isinstance(param, str) or not PARAM_PATTERN.fullmatch(param):
+            raise ManifestError(f"{where}.{key}", "param", "is required: a query parameter name "
+                                "(letters, digits, '.', '_', '-', at most 128)")
+        params[key] = param
+    if params["echoParam"] == params["tokenParam"]:
+        raise ManifestError(f"{where}.echoParam", "distinct", "must differ from tokenParam")
+    return IngressChallenge(echo_param=params["echoParam"], token_param=params["tokenParam"],
+                            token_field=_secret_field(value, where, schema, "tokenField", DEFAULT_TOKEN_FIELD))
 
 
 def _route(entry: dict[str, Any], field: str) -> str:
@@ -195,7 +311,7 @@ def _signature(
         prefix=prefix,
         timestamp_header=timestamp_header,
         tolerance_sec=_tolerance(sig, field),
-        secret_field=_secret_field(sig, field, schema),
+        secret_field=_secret_field(sig, field, schema, "secretField", DEFAULT_SECRET_FIELD),
         encoding=encoding,
         template=template,
         dedup_header=dedup_header,
@@ -252,17 +368,17 @@ def _check_template(
         )
 
 
-def _secret_field(sig: dict[str, Any], field: str, schema: ConfigSchema | None) -> str:
-    name = _optional_str(sig, "secretField", DEFAULT_SECRET_FIELD, f"{field}.secretField")
+def _secret_field(doc: dict[str, Any], field: str, schema: ConfigSchema | None, key: str, default: str) -> str:
+    name = _optional_str(doc, key, default, f"{field}.{key}")
     if schema is None or schema.field_type(name) not in ("string", "textarea"):
         raise ManifestError(
-            f"{field}.secretField",
+            f"{field}.{key}",
             "secret-field",
             f"configSchema has no string field {name!r} to hold the secret",
         )
     if name not in schema.secret_paths():
         raise ManifestError(
-            f"{field}.secretField",
+            f"{field}.{key}",
             "secret-field",
             f'configSchema field {name!r} must be marked "secret": true',
         )

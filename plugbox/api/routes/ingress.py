@@ -1,8 +1,17 @@
-"""`POST /ingress/{plugin}/{route}`: the one unauthenticated-by-key route. Order, each step failing
-closed: body under its cap (413) → declared route (404, same answer for an unknown plugin, counted)
-→ signature and freshness (`plugbox.api.ingress.verify`; 401, 503 if the plugin has no secret) →
-replay (409) → plugin enabled (503) → the plugin's `register_webhook` handler under the hook budget
-(504 on timeout, 502 when the worker is gone, 500 when the handler raised).
+"""Ingress, the one unauthenticated-by-key surface: `/api/ingress/{plugin}/{instance}/{route}` (OpenWA's
+shape; `default` is the plugin's base config, a session id its per-session config) and the first
+release's `POST /ingress/{plugin}/{route}`, kept as instance `default`.
+
+A GET is the route's `challenge` handshake, answered by the host (405 without one; 403 on a wrong
+token). A POST, each step failing closed: declared route and instance (404, same answer for an unknown
+plugin, counted) → body under the smaller of the operator's and the route's cap (413) → signature and
+freshness (`plugbox.api.ingress.verify`; 401, 503 if the plugin has no secret) → replay of a
+`dedupHeader` id (409) → the `dedupOn` key (400 when the request has none). Then:
+- a sync route runs the plugin's `register_webhook` handler under the hook budget (503 not enabled,
+  504 timeout, 502 worker gone, 500 handler raised); a repeated `dedupOn` key answers 200 `duplicate`;
+- an async route is queued durably (`plugbox.ingress`) and answered `ackStatus` (202) at once with the
+  delivery id; a repeated key gets the same answer with the first delivery's id and status
+  `duplicate`; a full queue of the plugin or route answers 429 with Retry-After.
 
 Hooks: only `ingress:error` is fired, only to the plugin that owns the route, and only for requests
 that passed the signature check and then failed in dispatch (data: pluginId, route, status, error
@@ -13,7 +22,9 @@ with the plugin's secrets redacted), so unauthenticated traffic can never make p
 from __future__ import annotations
 
 import contextlib
+import hmac
 import json
+import logging
 import re
 import time
 from typing import Any
@@ -24,9 +35,12 @@ from starlette.routing import Route
 
 from plugbox.api._body import read_capped
 from plugbox.api._errors import ApiError, error_response
-from plugbox.api.ingress import IngressRefused, ReplayGuard, secret_at, verify
+from plugbox.api.ingress import IngressRefused, ReplayGuard, dedup_digest, secret_at, verify
 from plugbox.api.metrics import Metrics
+from plugbox.errors import StorageError
 from plugbox.host import Host
+from plugbox.ingress import DedupKey
+from plugbox.lifecycle.ingress import DEFAULT_INSTANCE, IngressTarget
 
 __all__ = ["routes"]
 
@@ -52,6 +66,10 @@ _INGRESS_SECURITY_HEADERS = {
     "Referrer-Policy": "no-referrer",
 }
 _MAX_RESPONSE_HEADERS = 32
+_CHALLENGE_MAX_CHARS = 256
+_RETRY_AFTER_S = 5
+
+log = logging.getLogger("plugbox.api.ingress")
 
 
 def _plugin_request(request: Request, body: bytes) -> dict[str, Any]:
@@ -118,43 +136,125 @@ def _safe_media_type(media: str | None, fallback: str) -> str:
 
 
 async def ingress(request: Request) -> Response:
+    """`/api/ingress/{plugin}/{instance}/{route}`: GET is the route's `challenge` handshake, POST a delivery."""
+    params = request.path_params
+    return await _serve(request, params["plugin_id"], params["instance_id"], params["route"])
+
+
+async def legacy_ingress(request: Request) -> Response:
+    """`POST /ingress/{plugin}/{route}`: the first release's path, kept working as instance `default`."""
+    return await _serve(request, request.path_params["plugin_id"], DEFAULT_INSTANCE, request.path_params["route"])
+
+
+async def _serve(request: Request, plugin_id: str, instance_id: str, route: str) -> Response:
     host: Host = request.app.state.host
     metrics: Metrics = request.app.state.metrics
-    guard: ReplayGuard = request.app.state.replay
-    plugin_id, route = request.path_params["plugin_id"], request.path_params["route"]
-    try:
-        body = await read_capped(request, host.settings.ingress_body_max_bytes)
-    except ApiError as exc:
-        metrics.ingress_requests.labels("", "too_large").inc()  # not attributed: the route is unchecked
-        raise exc
-    target = host.ingress_route(plugin_id, route)
+    target = host.ingress_route(plugin_id, route, instance_id)
     if target is None:
-        metrics.ingress_requests.labels("", "unknown_route").inc()  # the URL names no plugin of ours
-        return error_response(404, f"no ingress route {plugin_id}/{route}")
-    sig = target.route.signature
+        metrics.ingress_requests.labels("", "unknown_route").inc()  # the URL names no route of ours
+        return error_response(404, f"no ingress route {plugin_id}/{instance_id}/{route}")
+    if request.method == "GET":
+        outcome, response = _challenge(request, target)
+        metrics.ingress_requests.labels(plugin_id, outcome).inc()
+        return response
+    cap = min(host.settings.ingress_body_max_bytes, target.route.max_body_bytes or host.settings.ingress_body_max_bytes)
+    try:
+        body = await read_capped(request, cap)
+    except ApiError as exc:
+        metrics.ingress_requests.labels(plugin_id, "too_large").inc()
+        raise exc
+    outcome, response = await _deliver(request, host, target, body)
+    metrics.ingress_requests.labels(plugin_id, outcome).inc()
+    return response
+
+
+def _challenge(request: Request, target: IngressTarget) -> tuple[str, Response]:
+    """The provider's subscription handshake, answered by the host: no plugin code runs."""
+    spec = target.route.challenge
+    if spec is None:
+        return "method_not_allowed", error_response(405, f"route {target.route.route!r} declares no challenge; "
+                                                          "deliveries are POSTed")
+    expected = secret_at(target.config, spec.token_field)
+    if expected is None:
+        return "misconfigured", error_response(503, f"the plugin has no verify token configured ({spec.token_field!r})")
+    token = request.query_params.get(spec.token_param, "")
+    if not hmac.compare_digest(token.encode("utf-8", "replace"), expected.encode("utf-8")):
+        return "challenge_refused", error_response(403, f"{spec.token_param} does not match the verify token")
+    echo = request.query_params.get(spec.echo_param)
+    if not echo or len(echo) > _CHALLENGE_MAX_CHARS or not (echo.isascii() and echo.isprintable()):
+        return "challenge_refused", error_response(
+            400, f"{spec.echo_param} must be 1..{_CHALLENGE_MAX_CHARS} printable ASCII characters")
+    return "challenge", _response({"status": 200, "body": echo})
+
+
+async def _deliver(request: Request, host: Host, target: IngressTarget, body: bytes) -> tuple[str, Response]:
+    """Verify, then queue (async) or run the handler (sync). Returns (metrics outcome, response)."""
+    guard: ReplayGuard = request.app.state.replay
+    spec, plugin_id = target.route, target.plugin_id
+    sig = spec.signature
     now = time.time()
     secret = secret_at(target.config, sig.secret_field) if sig.secret_field else None
     headers = {k.lower(): v for k, v in request.headers.items()}
     try:
-        delivery_id = verify(sig, secret, headers, body, now=now,
-                             allow_unsigned=host.settings.allow_unsigned_ingress)
+        delivery_id = verify(sig, secret, headers, body, now=now, allow_unsigned=host.settings.allow_unsigned_ingress)
     except IngressRefused as exc:
-        metrics.ingress_requests.labels(plugin_id, exc.reason).inc()
-        return error_response(exc.status, exc.message)
-    key = (plugin_id, route, delivery_id) if delivery_id is not None else None
+        return exc.reason, error_response(exc.status, exc.message)
+    plugin_request = _plugin_request(request, body)  # parsed only once the sender is known
+    try:
+        dedup = None if spec.dedup_on is None else DedupKey(
+            target.instance_id, spec.route, dedup_digest(spec.dedup_on, headers, body, plugin_request.get("json")),
+            spec.dedup_window_sec or host.settings.ingress_dedup_window_sec)
+    except IngressRefused as exc:
+        return exc.reason, error_response(exc.status, exc.message)
+    key = (f"{plugin_id}/{target.instance_id}", spec.route, delivery_id) if delivery_id is not None else None
     if key is not None and not guard.claim(key, sig.tolerance_sec, now):
-        metrics.ingress_requests.labels(plugin_id, "replayed").inc()
-        return error_response(409, f"delivery {delivery_id!r} was already received")
-    reply = await host.dispatch_ingress(plugin_id, route, _plugin_request(request, body))
+        return "replayed", error_response(409, f"delivery {delivery_id!r} was already received")
+    plugin_request.update(instanceId=target.instance_id, sessionId=target.session_id)
+    if spec.is_async:
+        outcome, response = await _enqueue(host, target, plugin_request, dedup)
+    else:
+        outcome, response = await _run(host, target, plugin_request, dedup)
+    if key is not None and (response.status_code >= 500 or response.status_code == 429):
+        guard.release(key)  # we did not take it: the sender's retry must get through
+    return outcome, response
+
+
+async def _enqueue(host: Host, target: IngressTarget, plugin_request: dict[str, Any],
+                   dedup: DedupKey | None) -> tuple[str, Response]:
+    try:
+        queued = await host.ingress.submit(target.plugin_id, target.instance_id, target.route.route, plugin_request,
+                                           dedup)
+    except StorageError as exc:
+        log.error("ingress %s/%s: not queued: %s", target.plugin_id, target.route.route, exc)
+        return "not_queued", error_response(503, "the ingress queue is unavailable; retry later")
+    ack = target.route.ack_status
+    if queued.outcome == "queued":
+        return "queued", _response({"status": ack, "body": {"id": queued.delivery_id, "status": "queued"}})
+    if queued.outcome == "duplicate":
+        return "duplicate", _response({"status": ack, "body": {"id": queued.delivery_id, "status": "duplicate"}})
+    which = "plugin" if queued.outcome == "plugin_full" else "route"
+    response = error_response(429, f"the ingress queue of this {which} is full; retry later")
+    response.headers["Retry-After"] = str(_RETRY_AFTER_S)
+    return "queue_full", response
+
+
+async def _run(host: Host, target: IngressTarget, plugin_request: dict[str, Any],
+               dedup: DedupKey | None) -> tuple[str, Response]:
+    if dedup is not None and not await host.ingress.claim(target.plugin_id, dedup):
+        return "duplicate", _response({"status": 200, "body": {"status": "duplicate"}})
+    about = {"instanceId": target.instance_id, "sessionId": target.session_id}
+    reply = await host.dispatch_ingress(target.plugin_id, target.route.route, plugin_request, about)
     if reply.outcome == "ok":
         response = _response(reply.result)
         outcome = "ok" if response.status_code < 500 else "bad_response"
     else:
         response, outcome = error_response(reply.status, reply.message), reply.outcome
-    if key is not None and response.status_code >= 500:
-        guard.release(key)  # we failed it: the sender's retry must get through
-    metrics.ingress_requests.labels(plugin_id, outcome).inc()
-    return response
+    if dedup is not None and response.status_code >= 500:
+        await host.ingress.release(target.plugin_id, dedup)  # failed: a retry is not a repeat
+    return outcome, response
 
 
-routes = [Route("/ingress/{plugin_id}/{route}", ingress, methods=["POST"])]
+routes = [
+    Route("/api/ingress/{plugin_id}/{instance_id}/{route}", ingress, methods=["GET", "POST"]),
+    Route("/ingress/{plugin_id}/{route}", legacy_ingress, methods=["POST"]),
+]

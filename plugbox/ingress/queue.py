@@ -1,0 +1,212 @@
+"""The async ingress queue: verified requests of `mode: async` routes, queued durably, then handed to
+their plugin's handler with retries, exponential backoff with jitter, and a dead-letter list the
+operator can list and replay.
+
+Order for one request (the HTTP side is `plugbox.api.routes.ingress`): signature verified → `submit`
+(bounds per plugin and per route, the `dedupOn` key, the row, one transaction) → 202. Then the runner
+(`plugbox.queue.QueueRunner`, shared with outbound webhooks) takes due deliveries of running plugins,
+at most `ingress_max_in_flight` host-wide and `ingress_max_in_flight_per_plugin` per plugin, so a
+flooded or slow plugin holds only its own slots. An attempt is the same dispatch as a sync route's,
+under `ingress_delivery_budget_ms`, with `deliveryId` and `attempt` added to the request; a handler
+that answers below 500 delivers it. A delivery of a plugin that is not running waits (its attempts
+are not spent) until the plugin runs again.
+
+Delivery is at-least-once with a stable `deliveryId`: a host that dies while a handler runs attempts
+that delivery again after restart (the worker died with the host, so the handler never finished); only
+a crash in the instant between the handler's answer and the commit of `delivered` repeats a finished
+one, which a handler that records `deliveryId` can recognise.
+
+This module holds no SQL (`store`) and no HTTP; it reaches plugins only through the `dispatch` callable
+the host gives it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import logging
+import random
+import uuid
+from collections.abc import Awaitable, Callable, Collection
+from typing import Any
+
+import msgspec
+
+from plugbox.ingress.store import (
+    DEAD,
+    DELIVERED,
+    PENDING,
+    STATES,
+    DedupKey,
+    Delivery,
+    Enqueued,
+    IngressStore,
+    NewDelivery,
+)
+from plugbox.lifecycle.clock import Clock, SystemClock
+from plugbox.lifecycle.ingress import IngressReply
+from plugbox.queue import Backoff, QueueRunner
+from plugbox.settings import Settings
+from plugbox.storage.db import Database
+
+__all__ = ["Dispatch", "IngressQueue", "public"]
+
+log = logging.getLogger("plugbox.ingress")
+
+Dispatch = Callable[[str, str, dict[str, Any], int, dict[str, Any]], Awaitable[IngressReply]]
+"""(plugin_id, route, request, budget_ms, about) → the handler's reply; `about` goes into `ingress:error`."""
+
+_ERROR_MAX_CHARS = 500
+_POLL_S = 1.0  # how soon a delivery waiting for its plugin to run is looked at again
+
+
+class IngressQueue:
+    def __init__(
+        self,
+        db: Database,
+        settings: Settings,
+        *,
+        dispatch: Dispatch,
+        running: Callable[[], Collection[str]],
+        clock: Clock | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._settings = settings
+        self._dispatch = dispatch
+        self._running = running
+        self._clock = clock or SystemClock()
+        self._rng = rng or random.Random()
+        self._store = IngressStore(db, history_per_plugin=settings.ingress_history_per_plugin,
+                                   dedup_keys_per_plugin=settings.ingress_dedup_keys_per_plugin)
+        self._backoff = Backoff(settings.ingress_backoff_initial_ms / 1000, settings.ingress_backoff_max_ms / 1000)
+        self._busy: dict[str, int] = {}  # plugin id → its attempts in flight
+        self._runner: QueueRunner[Delivery] = QueueRunner(
+            due=self._due, next_due=self._next_due, attempt=self._attempt, key=lambda d: d.id,
+            max_in_flight=settings.ingress_max_in_flight, clock=self._clock, name="ingress delivery", poll_s=_POLL_S)
+        self._task: asyncio.Task[None] | None = None
+
+    # -- start / stop --
+    def start(self) -> None:
+        """Start delivering (deliveries left pending by an earlier run included)."""
+        if self._task is None:
+            self._task = asyncio.create_task(self._runner.run(), name="plugbox-ingress-queue")
+
+    async def stop(self) -> None:
+        """Stop delivering; attempts in flight are abandoned and stay pending for the next start."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    # -- the HTTP side --
+    async def submit(self, plugin_id: str, instance_id: str, route: str, request: dict[str, Any],
+                     dedup: DedupKey | None) -> Enqueued:
+        """Queue a verified request; see `IngressStore.enqueue` for the outcomes."""
+        delivery = NewDelivery(id=f"igd_{uuid.uuid4().hex}", plugin_id=plugin_id, instance_id=instance_id,
+                               route=route, request=msgspec.msgpack.encode(request))
+        outcome = await self._store.enqueue(
+            delivery, dedup, self._clock.time(), plugin_max=self._settings.ingress_queue_max_per_plugin,
+            route_max=self._settings.ingress_queue_max_per_route)
+        if outcome.outcome == "queued":
+            self._runner.wake()
+        return outcome
+
+    async def claim(self, plugin_id: str, dedup: DedupKey) -> bool:
+        """A sync route's `dedupOn`: False if the key was seen within its window."""
+        return await self._store.claim(plugin_id, dedup, self._clock.time())
+
+    async def release(self, plugin_id: str, dedup: DedupKey) -> None:
+        await self._store.release(plugin_id, dedup)
+
+    # -- the runner's side --
+    def _room(self) -> dict[str, int]:
+        cap = self._settings.ingress_max_in_flight_per_plugin
+        return {p: cap - self._busy.get(p, 0) for p in self._running() if self._busy.get(p, 0) < cap}
+
+    def _due(self, now: float, limit: int, skip: Collection[str]) -> list[Delivery]:
+        return self._store.due(now, limit, skip, self._room())
+
+    def _next_due(self, skip: Collection[str]) -> float | None:
+        return self._store.next_due(skip, list(self._room()))
+
+    async def _attempt(self, delivery: Delivery) -> None:
+        self._busy[delivery.plugin_id] = self._busy.get(delivery.plugin_id, 0) + 1
+        try:
+            await self._attempt_once(delivery)
+        finally:
+            left = self._busy[delivery.plugin_id] - 1
+            if left:
+                self._busy[delivery.plugin_id] = left
+            else:
+                del self._busy[delivery.plugin_id]
+
+    async def _attempt_once(self, delivery: Delivery) -> None:
+        attempt = delivery.attempts + 1
+        request = msgspec.msgpack.decode(delivery.request)
+        request.update(deliveryId=delivery.id, attempt=attempt)
+        about = {"instanceId": delivery.instance_id, "deliveryId": delivery.id, "attempt": attempt,
+                 "sessionId": request.get("sessionId")}
+        reply = await self._dispatch(delivery.plugin_id, delivery.route, request,
+                                     self._settings.ingress_delivery_budget_ms, about)
+        status, error = _judge(reply)
+        now = self._clock.time()
+        if error is None:
+            await self._store.finish(delivery, DELIVERED, attempt, status, None, now)
+            return
+        if attempt >= self._settings.ingress_max_attempts:
+            if await self._store.finish(delivery, DEAD, attempt, status, error, now):
+                log.warning("ingress delivery %s to %s/%s dead-lettered after %d attempts: %s", delivery.id,
+                            delivery.plugin_id, delivery.route, attempt, error)
+            return
+        await self._store.finish(delivery, PENDING, attempt, status, error, now,
+                                 now + self._backoff.delay(attempt, self._rng))
+
+    # -- the operator's side --
+    def deliveries(self, plugin_id: str, *, state: str | None = None, limit: int = 100) -> list[Delivery]:
+        if state is not None and state not in STATES:
+            raise ValueError(f"state must be one of {', '.join(STATES)}")
+        return self._store.deliveries(plugin_id, state=state, limit=limit)
+
+    def delivery(self, plugin_id: str, delivery_id: str) -> Delivery | None:
+        return self._store.get(plugin_id, delivery_id)
+
+    async def replay(self, plugin_id: str, delivery_id: str) -> Delivery | None:
+        """Re-queue a dead-lettered delivery (same id, attempts from zero); None if it is not dead."""
+        if not await self._store.replay(plugin_id, delivery_id, self._clock.time()):
+            return None
+        self._runner.wake()
+        return self._store.get(plugin_id, delivery_id)
+
+    def pending_counts(self) -> dict[str, int]:
+        return self._store.pending_counts()
+
+    async def drop_plugin(self, plugin_id: str) -> None:
+        await self._store.drop_plugin(plugin_id)
+
+
+def _judge(reply: IngressReply) -> tuple[int | None, str | None]:
+    """(status, error): error None when the plugin took the delivery."""
+    if reply.outcome != "ok":
+        return reply.status, reply.message[:_ERROR_MAX_CHARS]
+    result = reply.result
+    status = result.get("status", 200) if isinstance(result, dict) else 200
+    if not isinstance(status, int) or isinstance(status, bool) or not 200 <= status <= 599:
+        return None, "the plugin's webhook handler returned an invalid status"
+    if status >= 500:
+        return status, f"the plugin's webhook handler answered {status}"
+    return status, None
+
+
+def public(delivery: Delivery) -> dict[str, Any]:
+    """The API's view of a delivery: the request the handler gets, the rest as stored."""
+    request = msgspec.msgpack.decode(delivery.request)
+    if isinstance(request.get("body"), bytes):  # not UTF-8: shown as base64, as JSON cannot hold bytes
+        request["body"] = base64.b64encode(request["body"]).decode()
+        request["bodyEncoding"] = "base64"
+    return {"id": delivery.id, "pluginId": delivery.plugin_id, "instanceId": delivery.instance_id,
+            "route": delivery.route, "state": delivery.state, "attempts": delivery.attempts,
+            "nextAttemptAt": delivery.next_at if delivery.state == PENDING else None,
+            "lastStatus": delivery.last_status, "lastError": delivery.last_error, "createdAt": delivery.created_at,
+            "updatedAt": delivery.updated_at, "request": request}

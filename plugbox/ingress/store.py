@@ -1,0 +1,263 @@
+"""The ingress tables: the durable queue of async ingress deliveries and the `dedupOn` keys, in the host's
+database. SQL only (plain SQL that SQLite and PostgreSQL both speak: `ON CONFLICT DO NOTHING`, window
+functions, no rowid); no hooks, no plugins, no retry policy.
+
+Like the webhook queue (`plugbox.webhooks.store`), every change goes through `Database.write` (the one
+writer thread, one fsynced transaction each, writes taken in turns per plugin), so a delivery `enqueue`
+has returned for is on disk before the sender hears 202. A delivery is one row from enqueue to its end;
+its state is `pending` (waiting or being handed to the plugin), `delivered` or `dead` (the dead-letter
+list). Nothing marks a row "in flight" on disk: a host that dies during an attempt finds it `pending`
+again and attempts it again under the same id.
+
+Bounds are checked in the same transaction as the insert, per plugin and per route, so the depth a
+flood can reach is the flooded plugin's own; the dedup key of a refused delivery is not kept.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Collection, Sequence
+
+import msgspec
+
+from plugbox.storage.db import Database
+
+__all__ = ["DEAD", "DELIVERED", "PENDING", "STATES", "DedupKey", "Delivery", "Enqueued", "IngressStore", "NewDelivery"]
+
+PENDING, DELIVERED, DEAD = "pending", "delivered", "dead"
+STATES = (PENDING, DELIVERED, DEAD)
+
+_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS ingress_deliveries (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        id TEXT NOT NULL UNIQUE,
+        plugin_id TEXT NOT NULL, instance_id TEXT NOT NULL, route TEXT NOT NULL, request BLOB NOT NULL,
+        state TEXT NOT NULL, attempts INTEGER NOT NULL, next_at REAL NOT NULL,
+        last_status INTEGER, last_error TEXT, created_at REAL NOT NULL, updated_at REAL NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS ingress_deliveries_due ON ingress_deliveries(state, next_at)",
+    "CREATE INDEX IF NOT EXISTS ingress_deliveries_plugin ON ingress_deliveries(plugin_id, state, route)",
+    """CREATE TABLE IF NOT EXISTS ingress_dedup (
+        plugin_id TEXT NOT NULL, instance_id TEXT NOT NULL, route TEXT NOT NULL, key TEXT NOT NULL,
+        delivery_id TEXT, expires_at REAL NOT NULL,
+        PRIMARY KEY (plugin_id, instance_id, route, key))""",
+    "CREATE INDEX IF NOT EXISTS ingress_dedup_age ON ingress_dedup(plugin_id, expires_at)",
+)
+
+_COLUMNS = ("id", "plugin_id", "instance_id", "route", "request", "state", "attempts", "next_at", "last_status",
+            "last_error", "created_at", "updated_at")
+_SELECT = ", ".join(_COLUMNS)
+
+
+class NewDelivery(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    plugin_id: str
+    instance_id: str
+    route: str
+    request: bytes  # msgpack of the request dict the handler receives
+
+
+class Delivery(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    plugin_id: str
+    instance_id: str
+    route: str
+    request: bytes
+    state: str
+    attempts: int
+    next_at: float
+    last_status: int | None
+    last_error: str | None
+    created_at: float
+    updated_at: float
+
+
+class Enqueued(msgspec.Struct, frozen=True):
+    """What `enqueue` came to: `queued` (id is the new delivery's), `duplicate` (id is the delivery the
+    key was first seen with, None for a sync route's), `plugin_full` or `route_full`."""
+
+    outcome: str
+    delivery_id: str | None = None
+
+
+class DedupKey(msgspec.Struct, frozen=True):
+    instance_id: str
+    route: str
+    key: str  # a digest of the dedupOn value: bounded, and never the sender's text
+    window_s: float
+
+
+def _not_in(column: str, values: Collection[str]) -> tuple[str, tuple[str, ...]]:
+    # An empty `NOT IN ()` is SQLite-only; leave the clause out instead.
+    return (f"AND {column} NOT IN ({','.join('?' * len(values))})", tuple(values)) if values else ("", ())
+
+
+def _delivery(row: Sequence[object]) -> Delivery:
+    return Delivery(**dict(zip(_COLUMNS, row, strict=True)))  # type: ignore[arg-type]
+
+
+class IngressStore:
+    def __init__(self, db: Database, *, history_per_plugin: int, dedup_keys_per_plugin: int) -> None:
+        self._db = db
+        self._history = history_per_plugin
+        self._dedup_max = dedup_keys_per_plugin
+        db.write_sync(self._create)
+
+    @staticmethod
+    def _create(conn: sqlite3.Connection) -> None:
+        for statement in _SCHEMA:
+            conn.execute(statement)
+
+    # -- dedup --
+    def _claim(self, c: sqlite3.Connection, plugin_id: str, dedup: DedupKey, delivery_id: str | None,
+               now: float) -> str | None:
+        """Record the key; None if it was free, else the id it was first seen with ("" for none)."""
+        c.execute("DELETE FROM ingress_dedup WHERE plugin_id = ? AND instance_id = ? AND route = ? AND key = ? "
+                  "AND expires_at <= ?", (plugin_id, dedup.instance_id, dedup.route, dedup.key, now))
+        cur = c.execute(
+            "INSERT INTO ingress_dedup (plugin_id, instance_id, route, key, delivery_id, expires_at) "
+            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            (plugin_id, dedup.instance_id, dedup.route, dedup.key, delivery_id, now + dedup.window_s))
+        if cur.rowcount == 1:
+            self._trim_dedup(c, plugin_id, now)
+            return None
+        row = c.execute("SELECT delivery_id FROM ingress_dedup WHERE plugin_id = ? AND instance_id = ? AND route = ? "
+                        "AND key = ?", (plugin_id, dedup.instance_id, dedup.route, dedup.key)).fetchone()
+        return "" if row is None or row[0] is None else str(row[0])
+
+    def _trim_dedup(self, c: sqlite3.Connection, plugin_id: str, now: float) -> None:
+        (count,) = c.execute("SELECT count(*) FROM ingress_dedup WHERE plugin_id = ?", (plugin_id,)).fetchone()
+        if int(count) <= self._dedup_max:
+            return
+        c.execute("DELETE FROM ingress_dedup WHERE plugin_id = ? AND expires_at <= ?", (plugin_id, now))
+        # Still over: forget this plugin's oldest keys (never another plugin's).
+        c.execute(
+            "DELETE FROM ingress_dedup WHERE plugin_id = ? AND expires_at <= (SELECT expires_at FROM ingress_dedup "
+            "WHERE plugin_id = ? ORDER BY expires_at LIMIT 1 OFFSET ?)",
+            (plugin_id, plugin_id, max(int(count) - self._dedup_max - 1, 0)))
+
+    async def claim(self, plugin_id: str, dedup: DedupKey, now: float) -> bool:
+        """A sync route's dedup: True if the key was free (and is now held), False on a repeat."""
+        return await self._db.write(lambda c: self._claim(c, plugin_id, dedup, None, now) is None, owner=plugin_id)
+
+    async def release(self, plugin_id: str, dedup: DedupKey) -> None:
+        """Forget a key whose request we failed, so that the sender's retry gets through."""
+        await self._db.write(lambda c: c.execute(
+            "DELETE FROM ingress_dedup WHERE plugin_id = ? AND instance_id = ? AND route = ? AND key = ?",
+            (plugin_id, dedup.instance_id, dedup.route, dedup.key)), owner=plugin_id)
+
+    # -- the queue --
+    async def enqueue(self, delivery: NewDelivery, dedup: DedupKey | None, now: float, *,
+                      plugin_max: int, route_max: int) -> Enqueued:
+        """Store the delivery as pending, due now, unless its plugin's or route's queue is full or its
+        dedup key was seen within the window. Returns after COMMIT: a queued delivery is durable."""
+        d = delivery
+
+        def run(c: sqlite3.Connection) -> Enqueued:
+            plugin_pending, route_pending = c.execute(
+                "SELECT count(*), coalesce(sum(CASE WHEN route = ? THEN 1 ELSE 0 END), 0) FROM ingress_deliveries "
+                "WHERE plugin_id = ? AND state = ?", (d.route, d.plugin_id, PENDING)).fetchone()
+            if int(plugin_pending) >= plugin_max:
+                return Enqueued("plugin_full")
+            if int(route_pending) >= route_max:
+                return Enqueued("route_full")
+            if dedup is not None:
+                seen = self._claim(c, d.plugin_id, dedup, d.id, now)
+                if seen is not None:
+                    return Enqueued("duplicate", seen or None)
+            c.execute(
+                "INSERT INTO ingress_deliveries (id, plugin_id, instance_id, route, request, state, attempts, next_at, "
+                "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?, ?)",
+                (d.id, d.plugin_id, d.instance_id, d.route, d.request, PENDING, now, now, now))
+            return Enqueued("queued", d.id)
+
+        return await self._db.write(run, owner=d.plugin_id)
+
+    def due(self, now: float, limit: int, skip: Collection[str], plugin_room: dict[str, int]) -> list[Delivery]:
+        """Pending deliveries whose time has come, oldest first, at most `plugin_room[p]` of plugin p
+        (plugins not in it get none: not running, or no slot free)."""
+        if not plugin_room:
+            return []
+        not_in, skipped = _not_in("id", skip)
+        plugins = tuple(plugin_room)
+        rows = self._db.read(lambda c: c.execute(
+            f"SELECT {_SELECT} FROM (SELECT {_SELECT}, seq, row_number() OVER (PARTITION BY plugin_id "
+            "ORDER BY next_at, seq) AS nth FROM ingress_deliveries "
+            f"WHERE state = ? AND next_at <= ? AND plugin_id IN ({','.join('?' * len(plugins))}) {not_in}) AS ready "
+            "WHERE nth <= ? ORDER BY next_at, seq",
+            (PENDING, now, *plugins, *skipped, max(plugin_room.values()))).fetchall())
+        out: list[Delivery] = []
+        taken: dict[str, int] = {}
+        for row in rows:
+            d = _delivery(row)
+            if taken.get(d.plugin_id, 0) < plugin_room[d.plugin_id]:
+                taken[d.plugin_id] = taken.get(d.plugin_id, 0) + 1
+                out.append(d)
+                if len(out) >= limit:
+                    break
+        return out
+
+    def next_due(self, skip: Collection[str], plugins: Collection[str]) -> float | None:
+        """When the earliest pending delivery of one of `plugins`, not in `skip`, falls due."""
+        if not plugins:
+            return None
+        not_in, skipped = _not_in("id", skip)
+        wanted = tuple(plugins)
+        row = self._db.read(lambda c: c.execute(
+            f"SELECT min(next_at) FROM ingress_deliveries WHERE state = ? AND plugin_id IN "
+            f"({','.join('?' * len(wanted))}) {not_in}", (PENDING, *wanted, *skipped)).fetchone())
+        return None if row[0] is None else float(row[0])
+
+    async def finish(self, delivery: Delivery, state: str, attempts: int, status: int | None, error: str | None,
+                     now: float, next_at: float | None = None) -> bool:
+        """Record an attempt: `pending` again (due at `next_at`), `delivered` or `dead`. False when the
+        row is no longer pending (its plugin was uninstalled meanwhile)."""
+        def run(c: sqlite3.Connection) -> bool:
+            cur = c.execute(
+                "UPDATE ingress_deliveries SET state = ?, attempts = ?, last_status = ?, last_error = ?, "
+                "next_at = coalesce(?, next_at), updated_at = ? WHERE id = ? AND state = ?",
+                (state, attempts, status, error, next_at, now, delivery.id, PENDING))
+            if state != PENDING:
+                c.execute(
+                    "DELETE FROM ingress_deliveries WHERE plugin_id = ? AND state = ? AND seq <= (SELECT seq FROM "
+                    "ingress_deliveries WHERE plugin_id = ? AND state = ? ORDER BY seq DESC LIMIT 1 OFFSET ?)",
+                    (delivery.plugin_id, state, delivery.plugin_id, state, self._history))
+            return cur.rowcount == 1
+
+        return await self._db.write(run, owner=delivery.plugin_id)
+
+    async def replay(self, plugin_id: str, delivery_id: str, now: float) -> bool:
+        """Put a dead delivery back in the queue, due now, attempts from zero, its id kept."""
+        cur = await self._db.write(lambda c: c.execute(
+            "UPDATE ingress_deliveries SET state = ?, attempts = 0, next_at = ?, updated_at = ? "
+            "WHERE id = ? AND plugin_id = ? AND state = ?", (PENDING, now, now, delivery_id, plugin_id, DEAD)),
+            owner=plugin_id)
+        return cur.rowcount == 1
+
+    async def drop_plugin(self, plugin_id: str) -> None:
+        """Forget everything of an uninstalled plugin: its queue, history and dedup keys."""
+        def run(c: sqlite3.Connection) -> None:
+            c.execute("DELETE FROM ingress_deliveries WHERE plugin_id = ?", (plugin_id,))
+            c.execute("DELETE FROM ingress_dedup WHERE plugin_id = ?", (plugin_id,))
+
+        await self._db.write(run, owner=plugin_id)
+
+    def get(self, plugin_id: str, delivery_id: str) -> Delivery | None:
+        row = self._db.read(lambda c: c.execute(
+            f"SELECT {_SELECT} FROM ingress_deliveries WHERE id = ? AND plugin_id = ?",
+            (delivery_id, plugin_id)).fetchone())
+        return None if row is None else _delivery(row)
+
+    def deliveries(self, plugin_id: str, *, state: str | None, limit: int) -> list[Delivery]:
+        """The plugin's newest `limit` deliveries, newest first, optionally of one state."""
+        clause, args = ("AND state = ?", (state,)) if state is not None else ("", ())
+        rows = self._db.read(lambda c: c.execute(
+            f"SELECT {_SELECT} FROM ingress_deliveries WHERE plugin_id = ? {clause} ORDER BY seq DESC LIMIT ?",
+            (plugin_id, *args, limit)).fetchall())
+        return [_delivery(r) for r in rows]
+
+    def pending_counts(self) -> dict[str, int]:
+        """Pending deliveries per plugin (for metrics)."""
+        rows = self._db.read(lambda c: c.execute(
+            "SELECT plugin_id, count(*) FROM ingress_deliveries WHERE state = ? GROUP BY plugin_id",
+            (PENDING,)).fetchall())
+        return {str(p): int(n) for p, n in rows}
