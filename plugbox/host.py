@@ -370,7 +370,7 @@ class Host:
     async def _dispatch_queued(self, plugin_id: str, route: str, request: dict[str, Any], budget_ms: int,
                                about: dict[str, Any]) -> ingress.IngressReply:
         return await ingress.dispatch(self.manager, self.bus, plugin_id, route, request, budget_ms=budget_ms,
-                                      about=about)
+                                      about=about, queued=True)
 
     # -- start / stop --
     async def start(self, *, restore: bool = True) -> None:

@@ -155,9 +155,32 @@ def openapi_document() -> dict[str, Any]:
                 "get": _op("Deliveries of one subscription (?limit=)", role="admin", params=("webhook_id",),
                            statuses=(404,)),
             },
+            "/api/plugins/{plugin_id}/ingress/deliveries": {
+                "get": _op("A plugin's async ingress deliveries, newest first (?state=pending|delivered|dead&limit=)",
+                           role="admin", params=pid, statuses=(404,)),
+            },
+            "/api/plugins/{plugin_id}/ingress/dead-letters": {
+                "get": _op("A plugin's dead-lettered ingress deliveries (?limit=)", role="admin", params=pid,
+                           statuses=(404,)),
+            },
+            "/api/plugins/{plugin_id}/ingress/deliveries/{delivery_id}": {
+                "get": _op("One ingress delivery", role="admin", params=(*pid, "delivery_id"), statuses=(404,)),
+            },
+            "/api/plugins/{plugin_id}/ingress/deliveries/{delivery_id}/replay": {
+                "post": _op("Re-queue a dead-lettered ingress delivery (same id)", role="admin",
+                            params=(*pid, "delivery_id"), statuses=(404, 409)),
+            },
+            "/api/ingress/{plugin_id}/{instance_id}/{route}": {
+                "get": _op("The route's challenge handshake (answers the echo parameter when the token matches)",
+                           role=None, params=(*pid, "instance_id", "route"), statuses=(400, 403, 404, 405, 503)),
+                "post": _op("Signed webhook into a plugin instance (no API key; signature per manifest); an async "
+                            "route answers 202 {id, status} at once", role=None,
+                            params=(*pid, "instance_id", "route"),
+                            statuses=(400, 401, 404, 409, 413, 429, 500, 502, 503, 504)),
+            },
             "/ingress/{plugin_id}/{route}": {
-                "post": _op("Signed webhook into a plugin (no API key; signature per manifest)", role=None,
-                            params=(*pid, "route"), statuses=(401, 404, 409, 413, 500, 502, 503, 504)),
+                "post": _op("The first release's ingress path: instance `default`", role=None,
+                            params=(*pid, "route"), statuses=(400, 401, 404, 409, 413, 429, 500, 502, 503, 504)),
             },
         },
     }

@@ -50,8 +50,8 @@ class IngressTarget:
 @dataclass(frozen=True, slots=True)
 class IngressReply:
     """What dispatch came to. `outcome` is a metrics label: ok, not_enabled, timeout, worker_gone,
-    handler_error. `result` is the handler's answer when ok; otherwise `status` and `message` say
-    what the sender should be told."""
+    handler_error, bad_response (queued deliveries only). `result` is the handler's answer when ok;
+    otherwise `status` and `message` say what the sender should be told."""
 
     outcome: str
     result: Any = None
@@ -75,10 +75,12 @@ def find_route(manager: PluginManager, plugin_id: str, route: str,
 
 async def dispatch(
     manager: PluginManager, bus: HookBus, plugin_id: str, route: str, request: dict[str, Any], *,
-    budget_ms: int | None = None, about: dict[str, Any] | None = None,
+    budget_ms: int | None = None, about: dict[str, Any] | None = None, queued: bool = False,
 ) -> IngressReply:
     """Run the handler under `budget_ms` (default: the hook budget). `about` (instanceId, deliveryId,
-    attempt, sessionId) is added to the `ingress:error` a failure fires."""
+    attempt, sessionId) is added to the `ingress:error` a failure fires. For a `queued` delivery an
+    answer of 500 or more (or no valid status) is a failure too: no sender sees it, so the plugin is
+    told through `ingress:error`, and the queue retries it."""
     running = manager.running(plugin_id)
     if running is None:
         return IngressReply("not_enabled", status=503, message=f"plugin {plugin_id!r} is not enabled")
@@ -99,9 +101,21 @@ async def dispatch(
         await _fire_error(bus, plugin_id, route, 500, entry.logs.sanitise(str(exc)), extra)
         return IngressReply("handler_error", status=500, message="the plugin's webhook handler failed")
     else:
-        return IngressReply("ok", result=result)
+        status = _status(result)
+        if not queued or (status is not None and status < 500):
+            return IngressReply("ok", result=result)
+        reply = IngressReply("bad_response", status=status or 502,
+                             message=f"the plugin's webhook handler answered {status or 'an invalid status'}")
     await _fire_error(bus, plugin_id, route, reply.status, entry.logs.sanitise(reply.message), extra)
     return reply
+
+
+def _status(result: Any) -> int | None:
+    """The status a handler's answer asks for (200 when it names none), None when invalid."""
+    status = result.get("status", 200) if isinstance(result, dict) else 200
+    if not isinstance(status, int) or isinstance(status, bool) or not 200 <= status <= 599:
+        return None
+    return status
 
 
 async def _fire_error(bus: HookBus, plugin_id: str, route: str, status: int, error: str,
