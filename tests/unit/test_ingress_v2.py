@@ -1,0 +1,151 @@
+"""Ingress v2 pieces on their own: the manifest's route fields (mode, dedupOn, challenge, ackStatus,
+maxBodyBytes), the `dedupOn` digest of a request, and the queue's store (bounds per plugin and route,
+the dedup window on an injected clock, history kept per plugin)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from plugbox.api.ingress import IngressRefused, dedup_digest
+from plugbox.errors import ManifestError
+from plugbox.ingress.store import DEAD, DELIVERED, PENDING, DedupKey, IngressStore, NewDelivery
+from plugbox.manifest import parse_manifest
+from plugbox.storage.db import Database
+
+SCHEMA = {"type": "object", "properties": {"webhookSecret": {"type": "string", "secret": True},
+                                           "verifyToken": {"type": "string", "secret": True},
+                                           "plain": {"type": "string"}}}
+SIG = {"scheme": "shared-secret", "header": "X-Token"}
+
+
+def _parse(**route: Any) -> Any:
+    doc = {"id": "p", "name": "p", "version": "1.0.0", "type": "extension", "main": "main.py",
+           "permissions": ["webhook:ingress"], "configSchema": SCHEMA,
+           "ingress": [{"route": "r", "signature": SIG, **route}]}
+    return parse_manifest(doc, host_version="1.0.0").ingress[0]
+
+
+def _refused(**route: Any) -> ManifestError:
+    with pytest.raises(ManifestError) as info:
+        _parse(**route)
+    return info.value
+
+
+def test_a_route_is_sync_by_default_and_async_when_declared() -> None:
+    assert not _parse().is_async
+    route = _parse(mode="async", ackStatus=200, maxBodyBytes=4096, dedupOn="header:X-Id", dedupWindowSec=60)
+    assert (route.is_async, route.ack_status, route.max_body_bytes) == (True, 200, 4096)
+    assert (route.dedup_on, route.dedup_window_sec) == ("header:x-id", 60)
+
+
+def test_to_json_round_trips_the_v2_fields() -> None:
+    route = _parse(mode="async", dedupOn="field:entry.0.id",
+                   challenge={"echoParam": "hub.challenge", "tokenParam": "hub.verify_token"})
+    again = _parse(**{k: v for k, v in route.to_json().items() if k not in ("route", "signature")})
+    assert again == route
+
+
+@pytest.mark.parametrize(("route", "field"), [
+    ({"mode": "later"}, "ingress[0].mode"),
+    ({"ackStatus": 202}, "ingress[0].ackStatus"),  # a sync route answers what its handler returns
+    ({"mode": "async", "ackStatus": 302}, "ingress[0].ackStatus"),
+    ({"maxBodyBytes": 0}, "ingress[0].maxBodyBytes"),
+    ({"dedupWindowSec": -1}, "ingress[0].dedupWindowSec"),
+    ({"dedupOn": "query:x"}, "ingress[0].dedupOn"),
+    ({"dedupOn": "field:a..b"}, "ingress[0].dedupOn"),
+    ({"dedupOn": "header:Bad Header"}, "ingress[0].dedupOn"),
+    ({"challenge": {"echoParam": "c"}}, "ingress[0].challenge.tokenParam"),
+    ({"challenge": {"echoParam": "c", "tokenParam": "c"}}, "ingress[0].challenge.echoParam"),
+    ({"challenge": {"echoParam": "c", "tokenParam": "t", "tokenField": "plain"}}, "ingress[0].challenge.tokenField"),
+])
+def test_bad_v2_fields_are_refused_naming_the_field(route: dict[str, Any], field: str) -> None:
+    assert _refused(**route).field == field
+
+
+def test_dedup_digest_keys_on_the_declared_part_of_the_request() -> None:
+    doc = {"entry": [{"id": "e1"}], "n": 7}
+    by_field = dedup_digest("field:entry.0.id", {}, b"x", doc)
+    assert by_field == dedup_digest("field:entry.0.id", {}, b"other body", {"entry": [{"id": "e1"}]})
+    assert by_field != dedup_digest("field:entry.0.id", {}, b"x", {"entry": [{"id": "e2"}]})
+    assert dedup_digest("field:n", {}, b"", doc) != dedup_digest("header:x-id", {"x-id": "7"}, b"", None)
+    assert dedup_digest("body", {}, b"a", None) != dedup_digest("body", {}, b"b", None)
+    assert len(dedup_digest("body", {}, b"z" * 100_000, None)) == 64  # bounded, whatever the sender sent
+
+
+@pytest.mark.parametrize(("spec", "headers", "doc"), [
+    ("header:x-id", {}, None),
+    ("field:entry.0.id", {}, {"entry": []}),
+    ("field:flag", {}, {"flag": True}),
+    ("field:obj", {}, {"obj": {"nested": 1}}),
+])
+def test_a_request_without_its_dedup_value_is_refused(spec: str, headers: dict[str, str], doc: Any) -> None:
+    with pytest.raises(IngressRefused) as info:
+        dedup_digest(spec, headers, b"{}", doc)
+    assert info.value.status == 400
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> Any:
+    db = Database(tmp_path / "db.sqlite")
+    yield IngressStore(db, history_per_plugin=2, dedup_keys_per_plugin=3)
+    await db.close()
+
+
+def _new(n: int, plugin: str = "p", route: str = "r") -> NewDelivery:
+    return NewDelivery(id=f"d{plugin}{n}", plugin_id=plugin, instance_id="default", route=route, request=b"\x80")
+
+
+async def test_bounds_are_per_plugin_and_per_route(store: IngressStore) -> None:
+    outcomes = [(await store.enqueue(_new(n, route="r" if n < 3 else "s"), None, 0.0, plugin_max=4, route_max=2))
+                .outcome for n in range(6)]
+    assert outcomes == ["queued", "queued", "route_full", "queued", "queued", "plugin_full"]
+    assert (await store.enqueue(_new(0, plugin="other"), None, 0.0, plugin_max=4, route_max=2)).outcome == "queued"
+    assert store.pending_counts() == {"p": 4, "other": 1}
+
+
+async def test_a_dedup_key_holds_for_its_window_only(store: IngressStore) -> None:
+    key = DedupKey("default", "r", "k1", 60.0)
+    first = await store.enqueue(_new(1), key, 0.0, plugin_max=10, route_max=10)
+    repeat = await store.enqueue(_new(2), key, 59.0, plugin_max=10, route_max=10)
+    later = await store.enqueue(_new(3), key, 61.0, plugin_max=10, route_max=10)
+    assert (first.outcome, repeat.outcome, later.outcome) == ("queued", "duplicate", "queued")
+    assert repeat.delivery_id == "dp1"
+
+
+async def test_a_refused_delivery_does_not_keep_its_dedup_key(store: IngressStore) -> None:
+    key = DedupKey("default", "r", "k1", 60.0)
+    assert (await store.enqueue(_new(1), key, 0.0, plugin_max=0, route_max=10)).outcome == "plugin_full"
+    assert (await store.enqueue(_new(2), key, 1.0, plugin_max=10, route_max=10)).outcome == "queued"
+
+
+async def test_dedup_keys_past_the_plugins_cap_forget_that_plugins_oldest(store: IngressStore) -> None:
+    for n in range(5):
+        assert await store.claim("p", DedupKey("default", "r", f"k{n}", 100.0 + n), 0.0)
+    assert await store.claim("other", DedupKey("default", "r", "k0", 100.0), 0.0)
+    assert not await store.claim("p", DedupKey("default", "r", "k4", 100.0), 1.0)  # newest kept
+    assert await store.claim("p", DedupKey("default", "r", "k0", 100.0), 1.0)  # oldest forgotten
+    assert not await store.claim("other", DedupKey("default", "r", "k0", 100.0), 1.0)  # not charged for p
+
+
+async def test_due_takes_at_most_each_running_plugins_room(store: IngressStore) -> None:
+    for n in range(3):
+        await store.enqueue(_new(n, plugin="a"), None, float(n), plugin_max=10, route_max=10)
+        await store.enqueue(_new(n, plugin="b"), None, float(n), plugin_max=10, route_max=10)
+    await store.enqueue(_new(0, plugin="stopped"), None, 0.0, plugin_max=10, route_max=10)
+    due = store.due(10.0, 10, (), {"a": 1, "b": 2})
+    assert [d.id for d in due] == ["da0", "db0", "db1"]
+    assert [d.id for d in store.due(10.0, 10, ("da0",), {"a": 1})] == ["da1"]
+    assert store.next_due((), ["stopped"]) == 0.0 and store.next_due((), []) is None
+
+
+async def test_finished_deliveries_keep_a_bounded_history_per_plugin(store: IngressStore) -> None:
+    for n in range(4):
+        await store.enqueue(_new(n), None, 0.0, plugin_max=10, route_max=10)
+    for delivery in store.due(1.0, 10, (), {"p": 10}):
+        await store.finish(delivery, DELIVERED if delivery.id != "dp3" else DEAD, 1, 200, None, 2.0)
+    assert [d.id for d in store.deliveries("p", state=DELIVERED, limit=10)] == ["dp2", "dp1"]
+    assert await store.replay("p", "dp3", 3.0) and not await store.replay("p", "dp2", 3.0)
+    assert [d.id for d in store.deliveries("p", state=PENDING, limit=10)] == ["dp3"]
