@@ -66,6 +66,11 @@ class _HostCollector(Collector):
         for status, n in sorted(counts.items()):
             statuses.add_metric([status], n)
         yield statuses
+        queued = GaugeMetricFamily("plugbox_ingress_queue_pending",
+                                   "Async ingress deliveries waiting for each plugin", labels=["plugin"])
+        for plugin_id, n in sorted(self._host.ingress.pending_counts().items()):
+            queued.add_metric([plugin_id], n)
+        yield queued
 
 
 class Metrics(HostObserver):

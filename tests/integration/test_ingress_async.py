@@ -245,6 +245,7 @@ class TestBounds:
         refused = await post("flood", "b")
         assert refused.headers["retry-after"] and "full" in refused.json()["error"]
         assert await _metric(client, "flood", "queue_full") == 5
+        assert 'plugbox_ingress_queue_pending{plugin="flood"} 6.0' in (await client.get("/metrics", headers=ADMIN)).text
 
         calm = await post("calm", "a")
         assert calm.status_code == 202  # the neighbour is not charged for the flood
@@ -254,3 +255,16 @@ class TestBounds:
 
         await host.enable("flood")  # the queued deliveries were kept, and now go through
         await _until(lambda: len(_done(host, "flood")) == 6)
+
+    async def test_a_flood_without_the_secret_queues_nothing(
+            self, client: httpx.AsyncClient, host: Host, write_plugin: WritePlugin) -> None:
+        routes = [{"route": "a", "mode": "async", "signature": SIG}]
+        await _plugin(host, write_plugin, id="flood", routes=routes)
+        forged = {**HEADERS, "X-Token": "guess"}
+        answers = Counter([(await client.post("/api/ingress/flood/default/a", content="{}", headers=forged))
+                           .status_code for _ in range(200)])
+        assert answers == Counter({401: 200})
+        assert host.ingress.deliveries("flood") == [] and host.ingress.pending_counts() == {}
+        assert await _metric(client, "flood", "bad_signature") == 200
+        ok = await client.post("/api/ingress/flood/default/a", content="{}", headers=HEADERS)
+        assert ok.status_code == 202  # the forged flood took no room from the real sender
