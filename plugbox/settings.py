@@ -247,6 +247,9 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     fills only that plugin's queue."""
     ingress_queue_max_per_route: PositiveInt = 500
     """Async ingress deliveries waiting for one route of one plugin (all instances); past it 429."""
+    ingress_queue_max_bytes_per_plugin: PositiveInt = 64 << 20
+    """Bytes of request one plugin's waiting and dead-lettered async ingress deliveries may hold (a
+    delivered one keeps none); past it its routes answer 429."""
     ingress_max_attempts: PositiveInt = 8
     """Attempts to hand one async ingress delivery to its plugin before it is dead-lettered."""
     ingress_backoff_initial_ms: PositiveMs = 1000

@@ -108,7 +108,8 @@ class IngressQueue:
                                route=route, request=msgspec.msgpack.encode(request))
         outcome = await self._store.enqueue(
             delivery, dedup, self._clock.time(), plugin_max=self._settings.ingress_queue_max_per_plugin,
-            route_max=self._settings.ingress_queue_max_per_route)
+            route_max=self._settings.ingress_queue_max_per_route,
+            bytes_max=self._settings.ingress_queue_max_bytes_per_plugin)
         if outcome.outcome == "queued":
             self._runner.wake()
         return outcome
@@ -135,6 +136,9 @@ class IngressQueue:
         self._busy[delivery.plugin_id] = self._busy.get(delivery.plugin_id, 0) + 1
         try:
             await self._attempt_once(delivery)
+        except Exception as exc:  # a bug (or a row we cannot read): spend the attempt, never spin on it
+            log.error("ingress delivery %s: attempt failed unexpectedly: %s", delivery.id, exc, exc_info=exc)
+            await self._record(delivery, delivery.attempts + 1, None, f"internal error: {type(exc).__name__}")
         finally:
             left = self._busy[delivery.plugin_id] - 1
             if left:
@@ -151,6 +155,9 @@ class IngressQueue:
         reply = await self._dispatch(delivery.plugin_id, delivery.route, request,
                                      self._settings.ingress_delivery_budget_ms, about)
         status, error = _judge(reply)
+        await self._record(delivery, attempt, status, error)
+
+    async def _record(self, delivery: Delivery, attempt: int, status: int | None, error: str | None) -> None:
         now = self._clock.time()
         if error is None:
             await self._store.finish(delivery, DELIVERED, attempt, status, None, now)
@@ -198,8 +205,8 @@ def _judge(reply: IngressReply) -> tuple[int | None, str | None]:
 
 def public(delivery: Delivery) -> dict[str, Any]:
     """The API's view of a delivery: the request the handler gets, the rest as stored."""
-    request = msgspec.msgpack.decode(delivery.request)
-    if isinstance(request.get("body"), bytes):  # not UTF-8: shown as base64, as JSON cannot hold bytes
+    request = msgspec.msgpack.decode(delivery.request) if delivery.request else None  # delivered: dropped
+    if isinstance(request, dict) and isinstance(request.get("body"), bytes):  # not UTF-8: JSON cannot hold it
         request["body"] = base64.b64encode(request["body"]).decode()
         request["bodyEncoding"] = "base64"
     return {"id": delivery.id, "pluginId": delivery.plugin_id, "instanceId": delivery.instance_id,

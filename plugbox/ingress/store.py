@@ -57,6 +57,8 @@ class NewDelivery(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class Delivery(msgspec.Struct, frozen=True, kw_only=True):
+    """One row. `request` is empty once delivered."""
+
     id: str
     plugin_id: str
     instance_id: str
@@ -147,16 +149,20 @@ class IngressStore:
 
     # -- the queue --
     async def enqueue(self, delivery: NewDelivery, dedup: DedupKey | None, now: float, *,
-                      plugin_max: int, route_max: int) -> Enqueued:
-        """Store the delivery as pending, due now, unless its plugin's or route's queue is full or its
-        dedup key was seen within the window. Returns after COMMIT: a queued delivery is durable."""
+                      plugin_max: int, route_max: int, bytes_max: int) -> Enqueued:
+        """Store the delivery as pending, due now, unless its plugin's queue is full (`plugin_max`
+        pending, or `bytes_max` bytes of request held by its pending and dead rows), its route's is
+        (`route_max`), or its dedup key was seen within the window. Returns after COMMIT: a queued
+        delivery is durable."""
         d = delivery
 
         def run(c: sqlite3.Connection) -> Enqueued:
-            plugin_pending, route_pending = c.execute(
-                "SELECT count(*), coalesce(sum(CASE WHEN route = ? THEN 1 ELSE 0 END), 0) FROM ingress_deliveries "
-                "WHERE plugin_id = ? AND state = ?", (d.route, d.plugin_id, PENDING)).fetchone()
-            if int(plugin_pending) >= plugin_max:
+            plugin_pending, route_pending, held = c.execute(
+                "SELECT coalesce(sum(CASE WHEN state = ? THEN 1 ELSE 0 END), 0), "
+                "coalesce(sum(CASE WHEN state = ? AND route = ? THEN 1 ELSE 0 END), 0), "
+                "coalesce(sum(length(request)), 0) FROM ingress_deliveries WHERE plugin_id = ? AND state IN (?, ?)",
+                (PENDING, PENDING, d.route, d.plugin_id, PENDING, DEAD)).fetchone()
+            if int(plugin_pending) >= plugin_max or int(held) + len(d.request) > bytes_max:
                 return Enqueued("plugin_full")
             if int(route_pending) >= route_max:
                 return Enqueued("route_full")
@@ -212,10 +218,12 @@ class IngressStore:
         """Record an attempt: `pending` again (due at `next_at`), `delivered` or `dead`. False when the
         row is no longer pending (its plugin was uninstalled meanwhile)."""
         def run(c: sqlite3.Connection) -> bool:
+            # A delivered row keeps no request: only a dead one can be replayed, so only it needs one.
             cur = c.execute(
                 "UPDATE ingress_deliveries SET state = ?, attempts = ?, last_status = ?, last_error = ?, "
-                "next_at = coalesce(?, next_at), updated_at = ? WHERE id = ? AND state = ?",
-                (state, attempts, status, error, next_at, now, delivery.id, PENDING))
+                "next_at = coalesce(?, next_at), updated_at = ?, "
+                "request = CASE WHEN ? = ? THEN ? ELSE request END WHERE id = ? AND state = ?",
+                (state, attempts, status, error, next_at, now, state, DELIVERED, b"", delivery.id, PENDING))
             if state != PENDING:
                 c.execute(
                     "DELETE FROM ingress_deliveries WHERE plugin_id = ? AND state = ? AND seq <= (SELECT seq FROM "

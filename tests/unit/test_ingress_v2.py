@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
 from plugbox.api.ingress import IngressRefused, dedup_digest
@@ -99,26 +100,40 @@ def _new(n: int, plugin: str = "p", route: str = "r") -> NewDelivery:
 
 
 async def test_bounds_are_per_plugin_and_per_route(store: IngressStore) -> None:
-    outcomes = [(await store.enqueue(_new(n, route="r" if n < 3 else "s"), None, 0.0, plugin_max=4, route_max=2))
-                .outcome for n in range(6)]
+    outcomes = [(await store.enqueue(_new(n, route="r" if n < 3 else "s"), None, 0.0, plugin_max=4, route_max=2,
+                                     bytes_max=1 << 20)).outcome for n in range(6)]
     assert outcomes == ["queued", "queued", "route_full", "queued", "queued", "plugin_full"]
-    assert (await store.enqueue(_new(0, plugin="other"), None, 0.0, plugin_max=4, route_max=2)).outcome == "queued"
+    other = await store.enqueue(_new(0, plugin="other"), None, 0.0, plugin_max=4, route_max=2, bytes_max=1 << 20)
+    assert other.outcome == "queued"
     assert store.pending_counts() == {"p": 4, "other": 1}
+
+
+async def test_bytes_held_by_a_plugins_waiting_and_dead_deliveries_are_bounded(store: IngressStore) -> None:
+    big = NewDelivery(id="big", plugin_id="p", instance_id="default", route="r", request=b"x" * 600)
+    assert (await store.enqueue(big, None, 0.0, plugin_max=10, route_max=10, bytes_max=1000)).outcome == "queued"
+    second = msgspec.structs.replace(big, id="big2")
+    assert (await store.enqueue(second, None, 0.0, plugin_max=10, route_max=10, bytes_max=1000)).outcome == \
+        "plugin_full"
+    (delivery,) = store.due(1.0, 10, (), {"p": 1})
+    await store.finish(delivery, DELIVERED, 1, 200, None, 2.0)
+    assert store.get("p", "big").request == b""  # a delivered row keeps no request
+    assert (await store.enqueue(second, None, 3.0, plugin_max=10, route_max=10, bytes_max=1000)).outcome == "queued"
 
 
 async def test_a_dedup_key_holds_for_its_window_only(store: IngressStore) -> None:
     key = DedupKey("default", "r", "k1", 60.0)
-    first = await store.enqueue(_new(1), key, 0.0, plugin_max=10, route_max=10)
-    repeat = await store.enqueue(_new(2), key, 59.0, plugin_max=10, route_max=10)
-    later = await store.enqueue(_new(3), key, 61.0, plugin_max=10, route_max=10)
+    first = await store.enqueue(_new(1), key, 0.0, plugin_max=10, route_max=10, bytes_max=1 << 20)
+    repeat = await store.enqueue(_new(2), key, 59.0, plugin_max=10, route_max=10, bytes_max=1 << 20)
+    later = await store.enqueue(_new(3), key, 61.0, plugin_max=10, route_max=10, bytes_max=1 << 20)
     assert (first.outcome, repeat.outcome, later.outcome) == ("queued", "duplicate", "queued")
     assert repeat.delivery_id == "dp1"
 
 
 async def test_a_refused_delivery_does_not_keep_its_dedup_key(store: IngressStore) -> None:
     key = DedupKey("default", "r", "k1", 60.0)
-    assert (await store.enqueue(_new(1), key, 0.0, plugin_max=0, route_max=10)).outcome == "plugin_full"
-    assert (await store.enqueue(_new(2), key, 1.0, plugin_max=10, route_max=10)).outcome == "queued"
+    full = await store.enqueue(_new(1), key, 0.0, plugin_max=0, route_max=10, bytes_max=1 << 20)
+    assert full.outcome == "plugin_full"
+    assert (await store.enqueue(_new(2), key, 1.0, plugin_max=10, route_max=10, bytes_max=1 << 20)).outcome == "queued"
 
 
 async def test_dedup_keys_past_the_plugins_cap_forget_that_plugins_oldest(store: IngressStore) -> None:
@@ -132,9 +147,9 @@ async def test_dedup_keys_past_the_plugins_cap_forget_that_plugins_oldest(store:
 
 async def test_due_takes_at_most_each_running_plugins_room(store: IngressStore) -> None:
     for n in range(3):
-        await store.enqueue(_new(n, plugin="a"), None, float(n), plugin_max=10, route_max=10)
-        await store.enqueue(_new(n, plugin="b"), None, float(n), plugin_max=10, route_max=10)
-    await store.enqueue(_new(0, plugin="stopped"), None, 0.0, plugin_max=10, route_max=10)
+        await store.enqueue(_new(n, plugin="a"), None, float(n), plugin_max=10, route_max=10, bytes_max=1 << 20)
+        await store.enqueue(_new(n, plugin="b"), None, float(n), plugin_max=10, route_max=10, bytes_max=1 << 20)
+    await store.enqueue(_new(0, plugin="stopped"), None, 0.0, plugin_max=10, route_max=10, bytes_max=1 << 20)
     due = store.due(10.0, 10, (), {"a": 1, "b": 2})
     assert [d.id for d in due] == ["da0", "db0", "db1"]
     assert [d.id for d in store.due(10.0, 10, ("da0",), {"a": 1})] == ["da1"]
@@ -143,7 +158,7 @@ async def test_due_takes_at_most_each_running_plugins_room(store: IngressStore) 
 
 async def test_finished_deliveries_keep_a_bounded_history_per_plugin(store: IngressStore) -> None:
     for n in range(4):
-        await store.enqueue(_new(n), None, 0.0, plugin_max=10, route_max=10)
+        await store.enqueue(_new(n), None, 0.0, plugin_max=10, route_max=10, bytes_max=1 << 20)
     for delivery in store.due(1.0, 10, (), {"p": 10}):
         await store.finish(delivery, DELIVERED if delivery.id != "dp3" else DEAD, 1, 200, None, 2.0)
     assert [d.id for d in store.deliveries("p", state=DELIVERED, limit=10)] == ["dp2", "dp1"]
