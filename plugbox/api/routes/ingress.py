@@ -153,7 +153,7 @@ async def _serve(request: Request, plugin_id: str, instance_id: str, route: str)
     if target is None:
         metrics.ingress_requests.labels("", "unknown_route").inc()  # the URL names no route of ours
         return error_response(404, f"no ingress route {plugin_id}/{instance_id}/{route}")
-    if request.method == "GET":
+    if request.method in ("GET", "HEAD"):  # Starlette serves HEAD wherever GET is routed
         outcome, response = _challenge(request, target)
         metrics.ingress_requests.labels(plugin_id, outcome).inc()
         return response
