@@ -24,6 +24,7 @@ from plugbox.capabilities.search import Provider, SearchService
 from plugbox.engines.base import Engine, EngineLifecycle
 from plugbox.engines.loopback import LoopbackEngine
 from plugbox.errors import EngineError
+from plugbox.fdlimit import raise_open_files
 from plugbox.feed import LiveFeed
 from plugbox.handover import BOT_PERMISSIONS, HandoverGate
 from plugbox.hooks import HookBus, HookLimits, HookOutcome
@@ -375,6 +376,10 @@ class Host:
     # -- start / stop --
     async def start(self, *, restore: bool = True) -> None:
         self._started = True
+        soft, _hard = raise_open_files(self.settings.host_open_files)
+        if soft < self.settings.host_open_files:
+            log.info("open-file limit %d (the hard limit; host_open_files asks %d): room for about %d workers",
+                     soft, self.settings.host_open_files, soft // 2)
         self.webhooks.start()
         self.ingress.start()
         if restore:

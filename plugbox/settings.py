@@ -80,6 +80,12 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     """RLIMIT_AS of a worker."""
     worker_open_files: PositiveInt = 256
     """RLIMIT_NOFILE of a worker."""
+    worker_start_concurrency: PositiveInt = 16
+    """Workers starting at once (spawn, confinement, hello, load of `main`). A burst of enables (boot,
+    a bulk enable) waits for a slot before any plugin's lifecycle budget starts to run."""
+    host_open_files: PositiveInt = 65536
+    """Soft RLIMIT_NOFILE the host raises itself to when it starts (never past the hard limit, never
+    lowered): every running worker holds two fds on the host."""
     worker_file_size_bytes: PositiveInt = 64 << 20
     """RLIMIT_FSIZE of a worker."""
     worker_scratch_bytes: Annotated[int, msgspec.Meta(ge=0)] = 32 << 20

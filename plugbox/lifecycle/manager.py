@@ -70,6 +70,10 @@ class PluginManager:
         self._on_log_line = on_log_line  # told (plugin id, line) of every line a plugin's relay keeps
         self._entries: dict[str, PluginEntry] = {}
         self._closing = False
+        # Starting a worker is CPU-bound (fork, confinement, imports): past a few at once they only
+        # slow each other down, and with a thousand at once the last ones would spend their whole
+        # lifecycle budget waiting for a CPU.
+        self._start_slots = asyncio.Semaphore(settings.worker_start_concurrency)
 
     @property
     def deps(self) -> RuntimeDeps:
@@ -207,8 +211,9 @@ class PluginManager:
         entry.runtime = runtime
         step = "start"
         try:
-            async with asyncio.timeout(budget):
-                await runtime.start()
+            async with self._start_slots:  # a burst of enables queues here, before its budget runs
+                async with asyncio.timeout(budget):
+                    await runtime.start()
             entry.confinement = runtime.confinement
             for step in ("on_load", "on_enable"):
                 async with asyncio.timeout(budget):
