@@ -8,10 +8,8 @@ suite.py for the order and plugbox/bench/__init__.py for what each metric means.
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import os
-import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
@@ -21,7 +19,6 @@ from plugbox.bench._options import BenchError, BenchOptions
 from plugbox.bench._plugins import (
     ACK,
     CAP_EVENT,
-    COUNT_EVENT,
     COUNTER,
     DISPATCH_EVENT,
     KEY,
@@ -29,10 +26,10 @@ from plugbox.bench._plugins import (
     VALUE,
     carried,
     carrying,
-    counting,
     install,
 )
-from plugbox.bench._proc import alive, host_memory_kb, median_fields, percentile, smaps_rollup_kb, summarize_ns
+from plugbox.bench._proc import alive, median_fields, percentile, smaps_rollup_kb, summarize_ns
+from plugbox.bench.scale import run_scale
 from plugbox.engines.loopback import LoopbackEngine
 from plugbox.host import Host
 from plugbox.lifecycle import PluginView, Status
@@ -78,8 +75,10 @@ class Phases:
         options: BenchOptions,
         progress: Progress,
         anchors: Anchors,
+        unpin: Callable[[], None] = lambda: None,
     ) -> None:
         self.anchors = anchors
+        self.unpin = unpin  # gives this process back every CPU it had before the suite pinned it
         self.options = options
         self.progress = progress
         self.plugins_dir = plugins_dir
@@ -317,62 +316,23 @@ class Phases:
             "pss_anon_mb": mb("Pss_Anon", med),
             "zygote_pss_mb": round(zygote.get("Pss", 0) / 1024, 2),
             "zygote_rss_mb": round(zygote.get("Rss", 0) / 1024, 2),
+            "zygote_shared_mb": round((zygote.get("Shared_Clean", 0) + zygote.get("Shared_Dirty", 0)) / 1024, 2),
             "measures": f"/proc/<pid>/smaps_rollup of each idle worker ({IDLE_SETTLE_S:g} s after enable, "
                         f"{len(rows)} workers alive, medians); USS = Private_Clean + Private_Dirty",
         }
 
     # -- 6. scale --
     async def _scale(self) -> dict[str, Any]:
-        n = self.options.plugins
-        entries = [await self._load(f"bench-scale-{i:04d}", COUNTER, ["hooks:modify"]) for i in range(n)]
-        host = self.host
-        rss_before = host_memory_kb()["VmRSS"]
+        # Capacity, not a latency ratio: the host, the zygote and so every worker forked from now on
+        # may use every CPU, as they would in `plugbox serve`.
+        self.unpin()
+        if self.zygote_pid is not None:
+            os.sched_setaffinity(self.zygote_pid, os.sched_getaffinity(0))
 
-        t0 = time.perf_counter()
-        results = await asyncio.gather(*(host.enable(e.plugin_id) for e in entries), return_exceptions=True)
-        enable_all_ms = (time.perf_counter() - t0) * 1000
-        views = [host.plugin(e.plugin_id) for e in entries]
-        enabled = [v for v in views if v.status == Status.ENABLED and v.worker_pid is not None]
-        for e in enabled:
-            self._track(e)
-        failures = collections.Counter(
-            re.sub(r"^plugin '[^']*' ", "", str(r))[:300] for r in results if isinstance(r, BaseException)
-        )
+        async def load(plugin_id: str) -> PluginView:
+            return await self._load(plugin_id, COUNTER, ["hooks:modify"])
 
-        t0 = time.perf_counter()
-        outcome = await self.host.bus.execute(COUNT_EVENT, counting(0, SESSION), SESSION)
-        deliver_ms = (time.perf_counter() - t0) * 1000
-        answered = int(outcome.data["input"]["text"])  # every answer was checked against the payload
-        host_mem = host_memory_kb()
-        workers_pss = 0
-        for e in enabled:
-            with contextlib.suppress(FileNotFoundError, ProcessLookupError):  # died since (counted as 0)
-                workers_pss += smaps_rollup_kb(_pid(e)).get("Pss", 0)
-
-        t0 = time.perf_counter()
-        await asyncio.gather(*(host.disable(e.plugin_id) for e in enabled), return_exceptions=True)
-        disable_all_ms = (time.perf_counter() - t0) * 1000
-        budget_ms = self.host.settings.hook_budget_ms
-        return {
-            "plugins": n,
-            "enabled": len(enabled),
-            "enable_failures": [{"count": c, "reason": reason} for reason, c in failures.most_common(5)],
-            "enable_all_ms": round(enable_all_ms, 1),
-            "answered_within_budget": answered if isinstance(answered, int) else 0,
-            "timed_out": len(outcome.timed_out),
-            "errors": len(outcome.errors),
-            "budget_ms": budget_ms,
-            "deliver_ms": round(deliver_ms, 1),
-            "delivered_within_budget": deliver_ms <= budget_ms,
-            "host_rss_mb": round(host_mem["VmRSS"] / 1024, 1),
-            "host_rss_before_mb": round(rss_before / 1024, 1),
-            "host_rss_peak_mb": round(host_mem["VmHWM"] / 1024, 1),
-            "workers_pss_total_mb": round(workers_pss / 1024, 1),
-            "disable_all_ms": round(disable_all_ms, 1),
-            "measures": "enable all concurrently (asyncio.gather), then one bus.execute of a hook every plugin "
-                        "handles; each handler adds 1 to data.n, so n at the end of the chain = handlers that "
-                        "answered within their budget (timed-out or failed handlers' data is discarded)",
-        }
+        return await run_scale(self.host, load, self.options.plugins, SESSION, self.zygote_pid, self._track)
 
     # -- teardown --
     async def close(self) -> None:

@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -47,7 +48,7 @@ async def run_bench(options: BenchOptions, progress: Progress = _quiet) -> dict[
     facts = machine_facts()  # before pinning, so `cpus_usable` describes the machine, not the pin
     saved = _pin(options.cpus[0] if options.cpus else None)
     try:
-        return await _run(options, progress, facts)
+        return await _run(options, progress, facts, lambda: _unpin(saved))
     finally:
         _unpin(saved)
 
@@ -134,7 +135,8 @@ def _unpin(saved: dict[int, set[int]]) -> None:
             os.sched_setaffinity(tid, mask)
 
 
-async def _run(options: BenchOptions, progress: Progress, facts: dict[str, Any]) -> dict[str, Any]:
+async def _run(options: BenchOptions, progress: Progress, facts: dict[str, Any],
+               unpin: Callable[[], None]) -> dict[str, Any]:
     report: dict[str, Any] = {
         "bench": "plugbox",
         "plugbox": __version__,
@@ -163,7 +165,7 @@ async def _run(options: BenchOptions, progress: Progress, facts: dict[str, Any])
         report["settings"] = {k: getattr(settings, k) for k in (
             "hook_budget_ms", "lifecycle_budget_ms", "capability_timeout_ms", "max_calls_in_flight",
             "worker_memory_bytes", "use_netns")}
-        suite = Phases(settings, root / "plugins", options, progress, bench_anchors)
+        suite = Phases(settings, root / "plugins", options, progress, bench_anchors, unpin)
         try:
             report["metrics"] = await suite.run(report["confinement"])
         finally:
@@ -179,6 +181,7 @@ async def _run(options: BenchOptions, progress: Progress, facts: dict[str, Any])
                 for name in ("python_socketpair", "node_worker_threads"))
     report["anchors"] = {"python_socketpair": py, "node_worker_threads": node}
     report["ratios"] = _ratios(report["metrics"], py, node)
+    report["acceptance"] = _acceptance(report["metrics"], report["ratios"])
     report["notes"] = _notes(options, settings)
     busiest = max(report["machine"]["loadavg_start"][0], report["machine"]["loadavg_end"][0])
     if busiest > 0.5 * (os.cpu_count() or 1):
@@ -224,6 +227,26 @@ def _ratios(m: dict[str, Any], py: dict[str, Any], node: dict[str, Any]) -> dict
     }
 
 
+def _acceptance(m: dict[str, Any], ratios: dict[str, Any]) -> list[dict[str, Any]]:
+    """Issue 17's targets, each with what this run measured (they are written for N = 1,000)."""
+    s = m["scale"]
+    n = s["plugins"]
+    pss = ratios["vs_node"]["pss/node_rss_per_worker"]
+    rows = [
+        (f"{n}/{n} confined workers enabled", f"{s['enabled']}/{n}", s["enabled"] == n),
+        (f"{n}/{n} answer one hook within the budget", f"{s['answered_within_budget']}/{n}",
+         s["answered_within_budget"] == n),
+        ("0 leaked workers or fds after disable-all", f"{s['leaked_workers']} / {s['leaked_fds']}",
+         s["leaked_workers"] == 0 and s["leaked_fds"] == 0),
+        ("PSS per idle worker <= 0.5x Node RSS per worker", f"{pss}x" if pss is not None else "no Node anchor",
+         pss is not None and pss <= 0.5),
+        (f"host RSS with {n} workers <= 250 MB", f"{s['host_rss_mb']} MB", s["host_rss_mb"] <= 250),
+        ("enable-all <= 15 s", f"{s['enable_all_ms'] / 1000:.2f} s", s["enable_all_ms"] <= 15000),
+        ("one hook to all <= 1 s", f"{s['deliver_ms'] / 1000:.3f} s", s["deliver_ms"] <= 1000),
+    ]
+    return [{"target": target, "measured": measured, "met": met} for target, measured, met in rows]
+
+
 def _notes(options: BenchOptions, settings: Settings) -> list[str]:
     notes = [
         "plugbox / anchor ratios: above 1 = plugbox slower or bigger, except pipelined (below 1 = fewer per s)",
@@ -239,6 +262,8 @@ def _notes(options: BenchOptions, settings: Settings) -> list[str]:
     if settings.confinement != "strict":
         notes.append(f"confinement policy was {settings.confinement!r}, NOT the default strict: missing layers "
                      "are listed under confinement.sample_worker_layers")
+    notes.append("the scale phase runs unpinned whatever the placement: the host, the zygote and every worker "
+                 "may use every CPU (placement is about the latency and throughput phases)")
     if options.placement == "split":
         notes.append(f"placement split: plugbox's host, the socketpair parent and Node's main thread ran on CPU "
                      f"{options.cpus[0]}; plugbox's zygote and workers, the socketpair child and Node's worker "

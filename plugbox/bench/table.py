@@ -76,23 +76,42 @@ def _scale_table(s: dict[str, Any]) -> Table:
     t = Table(title=f"scale: {s['plugins']} confined plugins enabled at once, one hook delivered to all")
     t.add_column("measure")
     t.add_column("value", justify="right")
+    mem, fds, per = s["memory"], s["fds"], s["per_plugin"]
     rows = [
         ("plugins (N)", _fmt(s["plugins"])),
         ("enabled", _fmt(s["enabled"])),
-        ("enable all, wall time", _fmt(s["enable_all_ms"], "ms")),
+        (f"enable all, wall time ({s['start_concurrency']} starting at once)", _fmt(s["enable_all_ms"], "ms")),
         (f"answered within the {s['budget_ms']} ms hook budget", f"{s['answered_within_budget']} / {s['plugins']}"),
         ("timed out / errors", f"{s['timed_out']} / {s['errors']}"),
-        ("deliver to all, total time", _fmt(s["deliver_ms"], "ms")),
-        ("host RSS (before enabling → after delivery)",
+        ("one hook to all (one chain), total time", _fmt(s["deliver_ms"], "ms")),
+        (f"the hook to each plugin alone, p50 / p99 (n={per['n']})",
+         f"{_fmt(per['p50_us'], 'µs')} / {_fmt(per['p99_us'], 'µs')}"),
+        ("host RSS (before enabling → with all workers)",
          f"{_fmt(s['host_rss_before_mb'])} → {_fmt(s['host_rss_mb'])} MB"),
-        ("workers' PSS, total", _fmt(s["workers_pss_total_mb"], "MB")),
+        (f"worker PSS / USS, median of {mem['sampled']}", f"{_fmt(mem['pss_mb'])} / {_fmt(mem['uss_mb'])} MB"),
+        ("workers' PSS, total", _fmt(mem["workers_pss_total_mb"], "MB")),
+        ("zygote RSS / PSS / shared", f"{_fmt(mem['zygote_rss_mb'])} / {_fmt(mem['zygote_pss_mb'])} / "
+                                      f"{_fmt(mem['zygote_shared_mb'])} MB"),
+        ("host fds: before → with workers → after disable (soft limit)",
+         f"{fds['before']} → {fds['with_workers']} → {fds['after_disable']} ({fds['soft_limit']})"),
         ("disable all, wall time", _fmt(s["disable_all_ms"], "ms")),
+        ("leaked workers / fds after disable-all", f"{s['leaked_workers']} / {s['leaked_fds']}"),
     ]
     if s["enable_failures"]:
         for f in s["enable_failures"]:
             rows.append((f"[red]enable failed x{f['count']}[/]", f["reason"]))
     for row in rows:
         t.add_row(*row)
+    return t
+
+
+def _acceptance_table(checks: list[dict[str, Any]]) -> Table:
+    t = Table(title="issue 17 targets (written for --plugins 1000)")
+    t.add_column("target")
+    t.add_column("measured", justify="right")
+    t.add_column("met")
+    for c in checks:
+        t.add_row(c["target"], str(c["measured"]), "[green]yes[/]" if c["met"] else "[red]no[/]")
     return t
 
 
@@ -127,7 +146,7 @@ def render(r: dict[str, Any]) -> Group:
     )
     notes = Text("\n".join(f"• {n}" for n in r.get("notes", [])), style="dim")
     return Group(facts, banner, _metrics_table(r), _scale_table(r["metrics"]["scale"]),
-                 _layers_table(r["confinement"]), clean, notes)
+                 _acceptance_table(r.get("acceptance", [])), _layers_table(r["confinement"]), clean, notes)
 
 
 def _scenario_table(r: dict[str, Any]) -> Table:

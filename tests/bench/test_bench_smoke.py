@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -49,8 +52,13 @@ def _bench(*args: str) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def report() -> dict[str, Any]:
-    return _bench("--plugins", str(PLUGINS))
+def report_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("bench-report")
+
+
+@pytest.fixture(scope="module")
+def report(report_dir: Path) -> Iterator[dict[str, Any]]:
+    yield _bench("--plugins", str(PLUGINS), "--report", str(report_dir))
 
 
 def _positive(value: Any) -> bool:
@@ -87,6 +95,44 @@ def test_scale_delivers_one_hook_to_every_plugin(report: dict[str, Any]) -> None
     assert s["enabled"] == PLUGINS and s["enable_failures"] == []
     assert s["answered_within_budget"] == PLUGINS and s["timed_out"] == 0 and s["errors"] == 0
     assert _positive(s["deliver_ms"]) and _positive(s["host_rss_mb"])
+
+
+def test_scale_leaves_no_worker_and_no_host_fd_behind(report: dict[str, Any]) -> None:
+    s = report["metrics"]["scale"]
+    fds = s["fds"]
+    assert fds["with_workers"] - fds["before"] >= 2 * PLUGINS  # a channel and a pidfd per worker, at least
+    assert s["leaked_workers"] == 0 and s["leaked_fds"] == 0
+    assert fds["after_disable"] <= fds["before"] + 2
+
+
+def test_scale_times_the_hook_to_each_plugin_alone(report: dict[str, Any]) -> None:
+    per = report["metrics"]["scale"]["per_plugin"]
+    assert per["n"] == PLUGINS and per["failed"] == 0
+    assert _positive(per["p50_us"]) and per["p99_us"] >= per["p50_us"]
+    assert sum(count for _, count in per["histogram_us"]) == PLUGINS
+
+
+def test_scale_reports_worker_and_zygote_memory(report: dict[str, Any]) -> None:
+    s = report["metrics"]["scale"]
+    mem = s["memory"]
+    assert mem["sampled"] == PLUGINS and _positive(mem["pss_mb"]) and _positive(mem["uss_mb"])
+    assert _positive(mem["zygote_shared_mb"]) and _positive(mem["workers_pss_total_mb"])
+    assert s["enable_curve_ms"][-1][1] == PLUGINS  # the curve ends with every plugin up
+
+
+def test_report_judges_every_issue_17_target(report: dict[str, Any]) -> None:
+    checks = report["acceptance"]
+    assert len(checks) == 7 and all(isinstance(c["met"], bool) and c["measured"] for c in checks)
+    assert next(c for c in checks if "leaked" in c["target"])["met"] is True
+
+
+def test_report_page_is_written_and_self_contained(report: dict[str, Any], report_dir: Path) -> None:
+    page = (report_dir / "index.html").read_text()
+    assert json.loads((report_dir / "report.json").read_text())["metrics"]["scale"] == report["metrics"]["scale"]
+    assert page.count("<svg") >= 4  # latency, memory, fan-out, scale
+    # Nothing to fetch: no script, stylesheet, image or frame, no URL but the SVG namespace name.
+    assert not re.search(r"<script|<link|<img|<iframe|\bsrc=|\bhref=|url\(|@import", page, re.I)
+    assert set(re.findall(r"https?://[^\s\"'<>]+", page)) <= {"http://www.w3.org/2000/svg"}
 
 
 def test_python_anchor_and_its_ratios_are_present(report: dict[str, Any]) -> None:
