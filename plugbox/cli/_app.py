@@ -141,6 +141,9 @@ def bench(
              "(per attack class, default 8).")] = None,
     attack: Annotated[list[str] | None, typer.Option(
         help="With --scenario neighbours: run only this attack class (repeatable).")] = None,
+    report_dir: Annotated[Path | None, typer.Option(
+        "--report", help="Also write the run as a self-contained HTML page with charts: DIR/index.html "
+                         "(and DIR/report.json).")] = None,
 ) -> None:
     """Measure the sandbox tier (fully confined workers) beside anchors measured in the same run."""
     from plugbox.bench import BenchError, BenchOptions, run_bench
@@ -151,6 +154,9 @@ def bench(
     except ValueError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(2) from None
+    if report_dir is not None and options.scenario != "full":
+        typer.echo("--report: only with the full bench (no --scenario)", err=True)
+        raise typer.Exit(2)
     try:
         report = run_async(run_bench(options, progress=lambda msg: typer.echo(f"bench: {msg}", err=True)))
     except KeyboardInterrupt:
@@ -159,6 +165,10 @@ def bench(
     except BenchError as exc:
         typer.echo(f"bench failed: {exc}", err=True)
         raise typer.Exit(1) from None
+    if report_dir is not None:
+        from plugbox.bench.htmlreport import write_report
+
+        typer.echo(f"bench: report written to {write_report(report, report_dir)}", err=True)
     if as_json:
         sys.stdout.write(json.dumps(report) + "\n")
     else:
