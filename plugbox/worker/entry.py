@@ -20,7 +20,7 @@ from plugbox.errors import ConfinementError
 from plugbox.protocol import LayerResult, Spawn
 from plugbox.worker.server import serve
 
-__all__ = ["prepare_shared", "run"]
+__all__ = ["new_loop", "prepare_shared", "run"]
 
 
 def prepare_shared() -> Any:
@@ -46,7 +46,7 @@ def _policy(spec: Spawn, channel_fd: int, placement: confine.CgroupPlacement,
     )
 
 
-def _new_loop() -> asyncio.AbstractEventLoop:
+def new_loop() -> asyncio.AbstractEventLoop:
     try:
         import uvloop
 
@@ -66,7 +66,7 @@ def run(spec: Spawn, channel_fd: int, shared: Any, placement: confine.CgroupPlac
         error = str(exc)
     channel = socket.socket(fileno=channel_fd)
     sys.path[:] = [p for p in sys.path if p]  # no cwd-relative imports
-    loop = _new_loop()
+    loop = new_loop()
     asyncio.set_event_loop(loop)
     try:
         loop.run_until_complete(serve(channel, layers, error, spec.limits.frame_max_bytes))

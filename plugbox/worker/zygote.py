@@ -26,7 +26,7 @@ from plugbox.confine.cgroups import Groups, Request
 from plugbox.confine.policy import CgroupPlacement, UidPlacement
 from plugbox.confine.userns import Subids
 from plugbox.protocol import MAX_CONTROL_MSG, Exited, Failed, Spawn, Spawned
-from plugbox.worker import entry
+from plugbox.worker import entry, rehearsal
 
 __all__ = ["main"]
 
@@ -93,13 +93,17 @@ def _reap(ctl: socket.socket, groups: Groups, subids: Subids) -> None:
         ctl.send(_encode(Exited(pid, status, groups.release(pid))))
 
 
-def _preload() -> None:
-    """Import what every worker needs once, here, so a fork starts warm."""
+def _preload(shared: Any) -> None:
+    """Import what every worker needs once, here, so a fork starts warm, then rehearse a worker's
+    first conversation so that what it caches on the way is shared too (plugbox.worker.rehearsal)."""
     import uvloop  # noqa: F401
 
     # (plugbox.confine and the worker server came in with this module's own imports.)
     # Build a throwaway loop once so asyncio's lazily-imported pieces are loaded pre-fork.
     asyncio.new_event_loop().close()
+    failed = rehearsal.rehearse(shared, entry.new_loop)
+    if failed is not None:  # the host relays the zygote's stderr; workers only start heavier
+        print(f"plugbox zygote: the worker rehearsal failed ({failed}); workers start without it", file=sys.stderr)
 
 
 def main(argv: list[str]) -> int:
@@ -116,8 +120,8 @@ def _serve(argv: list[str]) -> int:
     if os.getppid() != parent:
         return 0
     ctl = socket.socket(fileno=ctl_fd)
-    _preload()
     shared = entry.prepare_shared()
+    _preload(shared)
     decoder = msgspec.json.Decoder(Spawn)
     groups, subids = Groups(), Subids()
     wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
