@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import xml.etree.ElementTree as ET
 from typing import Any
 
 from plugbox.bench.htmlreport import histogram_chart, latency_chart, render_html
@@ -48,3 +50,10 @@ def test_latency_chart_puts_each_percentile_of_each_system_on_the_chart() -> Non
 
 def test_histogram_without_samples_says_so() -> None:
     assert "no samples" in histogram_chart([], {})
+
+
+def test_every_chart_is_well_formed_svg() -> None:
+    charts = re.findall(r"<svg .*?</svg>", render_html(_report(note="a <b> & c")), re.S)
+    assert len(charts) == 4
+    for chart in charts:
+        assert ET.fromstring(chart).tag == "{http://www.w3.org/2000/svg}svg"
