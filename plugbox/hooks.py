@@ -14,9 +14,10 @@ observer: launched at its place in the order with the data as it stands then, un
 and not waited for; its errors and timeouts are still charged to its plugin when they come, and a
 caller that wants them waits with `HookOutcome.settled()`. Budgets (`HookLimits`): a handler's own;
 its plugin's for the event across all its handlers; the chain's across all modifiers (past it the
-rest are skipped and the plugin that spent it is named). A plugin may register a few handlers per
-event and have a bounded number of observer invocations unanswered; past that the event is dropped
-for it and counted, so a slow observer cannot make the host hold more and more of its work.
+rest are skipped, and the plugin that spent most of it is named and charged a timeout). A plugin
+may register a few handlers per event and have a bounded number of observer invocations
+unanswered; past that the event is dropped for it and counted, so a slow observer cannot make the
+host hold more and more of its work.
 (The call loop and the rules that judge each answer stay together here, read top to bottom, which
 takes this module past 400 lines; what observers leave in flight is `plugbox.observing`'s.)
 
@@ -288,7 +289,7 @@ class HookBus:
             if over:
                 continue
             if chain_end <= began:
-                over = self._chain_spent(reg, marks, began)
+                over = self._chain_spent(reg, marks, began, outcome)
                 continue
             marks.append((reg.plugin_id, began))
             token = _reentry.set(active | reg.running if active else reg.running)
@@ -299,7 +300,7 @@ class HookBus:
                         result = await result
             except TimeoutError as exc:
                 if chain_end < own_end:  # the chain ran out, not this plugin's budget
-                    over = self._chain_spent(reg, marks, clock())
+                    over = self._chain_spent(reg, marks, clock(), outcome)
                 else:
                     self._failed(reg, exc, outcome)
                 continue
@@ -390,13 +391,21 @@ class HookBus:
                         f"events dropped: {self._limits.observers_pending} invocations of this plugin's "
                         "handlers are still unanswered (said once)")
 
-    def _chain_spent(self, reg: Registration, marks: list[tuple[str, float]], now: float) -> bool:
+    def _chain_spent(self, reg: Registration, marks: list[tuple[str, float]], now: float,
+                     outcome: HookOutcome) -> bool:
         """The chain's budget is gone: the remaining modifiers of this event are skipped (True), and
-        the log says who spent it."""
+        the plugin whose modifiers took most of it is charged a timeout, once per event. That is
+        not necessarily the plugin whose handler was running when the budget ran out (cut short,
+        it is then not charged: it may be the victim of those before it); its request left its
+        channel's books when the cut cancelled it."""
+        spender = _spender(marks, now)
         if self._chain_logs.allow():
             log.warning("hook %s: chain budget (%.1f s) spent, mostly by plugin %s; handlers from plugin %s on "
-                        "skipped for this event", reg.event, self._limits.chain_budget, _spender(marks, now),
-                        reg.plugin_id)
+                        "skipped for this event", reg.event, self._limits.chain_budget, spender, reg.plugin_id)
+        if marks:
+            outcome.timed_out.append(spender)
+            if self._on_timeout is not None:
+                self._on_timeout(spender)
         return True
 
     def _succeeded(self, reg: Registration) -> None:

@@ -9,7 +9,10 @@ MAX_BAD_FRAMES end the channel. What the worker asks for (calls, registrations, 
 `Peer`; this module serves nothing itself and knows no process.
 
 When the channel closes, for whatever reason, every request in flight fails at once with
-WorkerGone (hooks then resolve to `continue`) and the peer is told, once.
+WorkerGone (hooks then resolve to `continue`) and the peer is told, once. A request whose waiter
+gives up (a hook cut by its budget or the chain's, a search or health check past its timeout:
+its future is cancelled) leaves the books at once, whoever cancelled it; a late answer to it is
+counted and dropped, and a worker that never answers leaves nothing behind.
 
 What a worker makes the host spend on its channel is bounded and charged to it (`ChannelLimits`):
 - bytes queued to it: the transport's write buffer has a high-water mark; above it the channel
@@ -27,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import itertools
 import logging
 import time
@@ -210,11 +214,12 @@ class Channel(asyncio.Protocol):
         self._writer.write(msg)  # type: ignore[union-attr]  # (checked open)
         fut: asyncio.Future[Any] = self._loop.create_future()
         self._pending[msg.id] = fut
+        fut.add_done_callback(functools.partial(self._given_up, msg.id))
         return fut
 
     def hook(self, msg: Hook) -> asyncio.Future[HookResult | None]:
         """Send one hook request: the future of its HookResult (None: continue, data unchanged).
-        The bus bounds the wait; a cancelled future is forgotten by `forget_abandoned`."""
+        The bus bounds the wait; cancelling the future takes the request off the books."""
         fut = self.request(msg)
         self._hooks[msg.id] = msg.event
         return fut
@@ -254,10 +259,10 @@ class Channel(asyncio.Protocol):
         """The events of the hook requests in flight to this worker (the host's record)."""
         return frozenset(self._hooks.values()) if self._hooks else frozenset()
 
-    def forget_abandoned(self) -> None:
-        """Drop requests whose waiter gave up (a hook past its budget): a late answer to one is
-        then counted as late, and a worker that never answers leaves nothing behind."""
-        for req_id in [i for i, fut in self._pending.items() if fut.done()]:
+    def _given_up(self, req_id: int, fut: asyncio.Future[Any]) -> None:
+        """A request's future is done: if its waiter cancelled it (an answer pops it first), the
+        request leaves the books now rather than when a late answer, if any, comes."""
+        if fut.cancelled() and self._pending.get(req_id) is fut:
             del self._pending[req_id]
             self._hooks.pop(req_id, None)
 

@@ -9,6 +9,8 @@ import asyncio
 import statistics
 import time
 
+import pytest
+
 from plugbox.host import Host
 from tests.security.conftest import SESSION, WritePlugin, enable, wait_for
 
@@ -110,3 +112,65 @@ async def test_hostile_modifier_stall_is_bounded_per_event_and_charged(host: Hos
     assert outcome.timed_out == ["attacker"]
     await wait_for(lambda: host.plugin("attacker").consecutive_failures >= 1)
     assert host.plugin("victim").consecutive_failures == 0
+
+
+# One modifier that holds the event as long as it may: its own budget is longer than the chain's.
+HOLD = """
+import asyncio
+from plugbox.sdk import Plugin
+
+
+class Hold(Plugin):
+    def on_load(self, ctx):
+        ctx.register_hook("message:received", self.hold, priority=1)
+
+    async def hold(self, hook):
+        if hook.data["body"] == "cut":
+            await asyncio.sleep(3.0)
+            await self.ctx.storage.set("answered", hook.data["body"])
+"""
+
+# A modifier after it, innocent: the chain is spent by the time its turn comes.
+LATER = """
+from plugbox.sdk import Plugin
+
+
+class Later(Plugin):
+    def on_load(self, ctx):
+        ctx.register_hook("message:received", self.later, priority=2)
+
+    async def later(self, hook):
+        await self.ctx.storage.set("seen", hook.data["body"])
+"""
+
+
+@pytest.mark.parametrize("settings_overrides", [{"hook_chain_budget_ms": 1000}])
+async def test_hostile_modifier_cut_by_the_chain_budget_is_charged_and_leaves_no_request_behind(
+    host: Host, write_plugin: WritePlugin
+) -> None:
+    """The chain's budget (1 s) runs out while the attacker's modifier (own budget 5 s) holds the
+    event: the attacker is charged a timeout, not the modifier after it; the cut request is off
+    the attacker's channel books at once, and its late answer is counted and dropped."""
+    await enable(host, write_plugin(HOLD, id="attacker", permissions=["hooks:modify", "storage:use"]))
+    await enable(host, write_plugin(LATER, id="later", permissions=["hooks:modify", "storage:use"]))
+    channel = host.manager.get("attacker").runtime.channel  # type: ignore[union-attr]
+    start = time.perf_counter()
+    outcome = await host.dispatch(EVENT, {"id": "m1", "chatId": CHAT, "body": "cut", "from": CHAT,
+                                          "fromMe": False, "timestamp": 0, "type": "chat"}, SESSION)
+    took = time.perf_counter() - start
+    assert took < 2.0, took  # the chain's budget, not the attacker's own 5 s (nor its 3 s)
+    assert outcome.timed_out == ["attacker"]
+    assert host.plugin("attacker").consecutive_failures == 1
+    later = host.plugin("later")
+    assert later.consecutive_failures == 0 and str(later.status) == "enabled"
+    assert host.storage.get("later", "seen") == (False, None)  # skipped: the chain was spent
+    stats = channel.stats()
+    assert stats.hooks_in_flight == 0 and stats.requests_in_flight == 0  # before any answer came
+    # The attack ran: its handler finishes after the cut; that answer is late and dropped.
+    await wait_for(lambda: host.storage.get("attacker", "answered") == (True, "cut"), within=10)
+    await wait_for(lambda: channel.stats().late_replies == 1)
+    assert str(host.plugin("attacker").status) == "enabled"  # one timeout: charged, not yet stopped
+    # The host still serves the chain: an event the attacker does not hold reaches the modifier after it.
+    await host.dispatch(EVENT, {"id": "m2", "chatId": CHAT, "body": "after", "from": CHAT,
+                                "fromMe": False, "timestamp": 0, "type": "chat"}, SESSION)
+    assert host.storage.get("later", "seen") == (True, "after")

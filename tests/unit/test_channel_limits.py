@@ -254,6 +254,26 @@ async def test_an_answer_held_by_backpressure_keeps_its_slot_until_handed_to_the
     assert server.in_flight == 0 and channel.stats().held_answers == 0
 
 
+async def test_a_request_whose_waiter_gives_up_leaves_the_books_at_once() -> None:
+    """A hook cut by its budget or the chain's (the bus cancels its future), a search or health
+    check past its timeout: the request is off the channel's books before any answer comes, so a
+    worker that never answers leaves nothing behind; a late answer is counted and dropped."""
+    channel, _transport = make_channel(Peer())
+    hook = channel.hook(Hook(channel.new_id(), 1, "message:received", {"id": "m"}, "s",
+                             datetime.now(UTC), "engine", {}))
+    health = channel.request(Health(channel.new_id()))
+    kept = channel.request(Health(channel.new_id()))
+    assert channel.stats().requests_in_flight == 3 and channel.stats().hooks_in_flight == 1
+    hook.cancel()
+    health.cancel()
+    await asyncio.sleep(0)  # (done callbacks run on the next turn of the loop)
+    stats = channel.stats()
+    assert stats.requests_in_flight == 1 and stats.hooks_in_flight == 0 and channel.hook_events() == frozenset()
+    for req_id in (1, 2, 3):  # the late answers, and the one still awaited
+        channel.data_received(bytes(encode_frame(Result(req_id, True, encoded(None)))))
+    assert channel.stats().late_replies == 2 and kept.done() and channel.stats().requests_in_flight == 0
+
+
 # -- host CPU -----------------------------------------------------------------------------------
 
 

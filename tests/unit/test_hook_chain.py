@@ -254,7 +254,7 @@ async def test_observers_of_one_plugin_share_its_event_budget(clock: Clock, book
     assert outcome.timed_out == ["watcher"] * 4
 
 
-async def test_past_the_chain_budget_the_rest_of_the_modifiers_are_skipped_and_the_spender_named(
+async def test_past_the_chain_budget_the_rest_of_the_modifiers_are_skipped_and_the_spender_charged(
     clock: Clock, books: Books, caplog: pytest.LogCaptureFixture
 ) -> None:
     bus = _bus(clock, books, HookLimits(chain_budget=6.0))
@@ -270,8 +270,25 @@ async def test_past_the_chain_budget_the_rest_of_the_modifiers_are_skipped_and_t
         bus._deadlines.sweep()
         outcome = await task
     assert calls == [] and watched == [MESSAGE]  # observers still see the event
-    assert books.timeouts == [] and outcome.timed_out == []  # nobody ran past its own budget
+    # Nobody ran past its own budget: the plugin that spent most of the chain is charged, once,
+    # and not mod2, cut short by what mod left of it.
+    assert books.timeouts == ["mod"] and outcome.timed_out == ["mod"]
     assert "chain budget" in caplog.text and "mostly by plugin mod;" in caplog.text
+
+
+async def test_a_modifier_that_spends_the_chain_alone_is_charged_when_the_chain_cuts_it(
+    clock: Clock, books: Books
+) -> None:
+    bus = _bus(clock, books, HookLimits(chain_budget=2.0))
+    calls: list[str] = []
+    bus.register("mod", EVENT, _waiting(asyncio.Event()), 1)  # would have 5 s of its own
+    bus.register("mod2", EVENT, _taking(clock, 0.0, calls=calls, name="mod2"), 2)
+    task = await _running(bus)
+    clock.now += 2.0
+    bus._deadlines.sweep()
+    outcome = await task
+    assert outcome.timed_out == ["mod"] and books.timeouts == ["mod"]
+    assert calls == []  # the chain is spent: later modifiers are skipped, and not charged
 
 
 async def test_a_modifier_past_its_own_budget_is_charged_even_under_the_chain_budget(
