@@ -20,8 +20,9 @@ What a worker makes the host spend on its channel is bounded and charged to it (
   backlog, holds the answers of calls that complete meanwhile (`answer`) and refuses new
   requests (`request`); a worker that leaves the queue above the mark for the drain timeout is
   ended, "not reading its channel";
-- host CPU: the time spent handling its frames is charged to a token bucket; in debt, its channel
-  alone stops being read until the debt is paid back (throttled), however busy it keeps the host.
+- host CPU: the time spent handling its frames, and the loop time of its calls' tasks (`charge`),
+  is charged to a token bucket; in debt, its channel alone stops being read until the debt is
+  paid back (throttled), however busy it keeps the host.
 (Longer than most modules: both pauses act on the read path that dispatches frames, one state
 machine that would be harder to follow split in two.) Decoding values under caps: values.py.
 """
@@ -337,9 +338,12 @@ class Channel(asyncio.Protocol):
                        f"{self._limits.drain_timeout:g} s")
 
     def _charge(self, started: float) -> None:
-        """Charge the host time just spent on this worker's frames to its CPU bucket; in debt,
-        stop reading it until the debt is paid."""
-        spent = self._cpu_clock() - started
+        """Charge the host time just spent on this worker's frames to its CPU bucket."""
+        self.charge(self._cpu_clock() - started)
+
+    def charge(self, spent: float) -> None:
+        """Charge `spent` seconds of host time taken on this worker's behalf (its frames, the tasks
+        of its calls) to its CPU bucket; in debt, stop reading it until the debt is paid."""
         self._cpu_spent += spent
         debt = self._cpu.charge(spent)
         if debt > 0 and self._throttle_timer is None and self._gone is None:

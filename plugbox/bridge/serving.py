@@ -2,7 +2,8 @@
 
 `CapabilityServer` sends each call through the router, the same single entry as the built-ins
 use: a verb that never waits is answered inline, inside the channel's read batch; any other runs
-as a task. Every call, inline or not, holds one of `max_calls` slots from the moment it arrives
+as a task, whose loop time is charged to the worker's CPU bucket like the read batch that
+received it. Every call, inline or not, holds one of `max_calls` slots from the moment it arrives
 until its answer has been handed to the transport (an answer held back by the channel's
 backpressure keeps its slot); a call past `max_calls` is refused at once. Re-entry is judged from the
 host's own books: a call is served in the context the bus gives for the hook events the host has
@@ -67,7 +68,8 @@ class CapabilityServer:
             self._channel.answer(self._reply(msg.id, router.invoke(self._entry, msg.verb, msg.args)), self._unhold)
             return
         context = self._bus.context_for(self._entry.plugin_id, self._channel.hook_events())
-        fut = context.run(router.invoke, self._entry, msg.verb, msg.args)  # its task runs in `context`
+        # its task runs in `context`, and the loop time of its steps is charged to this worker
+        fut = context.run(router.invoke, self._entry, msg.verb, msg.args, charge=self._channel.charge)
         self._calls.add(fut)
         fut.add_done_callback(functools.partial(self._done, msg.id))
 

@@ -21,6 +21,7 @@ from typing import Any
 
 import msgspec
 
+from plugbox.capabilities.metered import Charge, metered
 from plugbox.capabilities.services import Caller, Services
 from plugbox.capabilities.verbs import VERBS, Verb
 from plugbox.errors import (
@@ -68,19 +69,22 @@ class CapabilityRouter:
         verb = self._verbs.get(verb_name)
         return verb is not None and verb.sync
 
-    def invoke(self, caller: Caller, verb_name: str, args: Any) -> asyncio.Future[Any]:
+    def invoke(self, caller: Caller, verb_name: str, args: Any, *, charge: Charge | None = None) -> asyncio.Future[Any]:
         """Check and run one capability call; the future of its answer (a CapabilityError, or
         CapabilityTimeout once the verb's timeout has passed, on refusal or failure).
 
         A verb that never waits is run before this returns, so its future is already settled and a
         caller that cannot afford a task (the bridge, inside its read callback) answers it inline;
-        any other verb runs as a task, which copies the caller's context."""
+        any other verb runs as a task, which copies the caller's context. With `charge`, that task
+        tells it the loop time of each of its steps (the bridge charges it to the worker's CPU
+        bucket: the time of an inline verb is already inside the read batch it charges)."""
         loop = asyncio.get_running_loop()
         try:
             wire = type(args) is msgspec.Raw  # a worker's: it takes encoded values back as they are
             verb, parsed = self._check(caller, verb_name, args if wire else _encode_args(verb_name, args))
             if not verb.sync:
-                return loop.create_task(self._run_counted(caller, verb, parsed, wire))
+                run = self._run_counted(caller, verb, parsed, wire)
+                return loop.create_task(run if charge is None else metered(run, charge))
             fut: asyncio.Future[Any] = loop.create_future()
             result = self._run_now(caller, verb, parsed)
             fut.set_result(result if wire or not verb.encoded else _decoded(result))

@@ -181,16 +181,18 @@ class FakeRouter:
 
     def __init__(self) -> None:
         self.waiting: list[asyncio.Future[Any]] = []
+        self.charges: list[Any] = []  # what each waiting call is told to charge its loop time to
 
     def is_sync(self, verb: str) -> bool:
         return verb == "storage.get"
 
-    def invoke(self, caller: Any, verb: str, args: Any) -> asyncio.Future[Any]:
+    def invoke(self, caller: Any, verb: str, args: Any, *, charge: Any = None) -> asyncio.Future[Any]:
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         if self.is_sync(verb):
             fut.set_result("y" * 200)
         else:
             self.waiting.append(fut)
+            self.charges.append(charge)
         return fut
 
 
@@ -213,9 +215,13 @@ class ServingPeer(Peer):
         self.server.serve(msg)
 
 
-def serving(max_calls: int) -> tuple[CapabilityServer, FakeRouter, Channel, FakeTransport]:
+SERVING_LIMITS = ChannelLimits(1000, 60.0, 1.0, 60.0, 64)
+
+
+def serving(max_calls: int, limits: ChannelLimits = SERVING_LIMITS,
+            **kw: Any) -> tuple[CapabilityServer, FakeRouter, Channel, FakeTransport]:
     peer = ServingPeer()
-    channel, transport = make_channel(peer, ChannelLimits(1000, 60.0, 1.0, 60.0, 64))
+    channel, transport = make_channel(peer, limits, **kw)
     router = FakeRouter()
     peer.server = CapabilityServer(Entry(), router, FakeBus(), channel, max_calls)  # type: ignore[arg-type]
     return peer.server, router, channel, transport
@@ -309,6 +315,24 @@ async def test_host_cpu_past_the_bucket_pauses_that_channel_alone_for_the_debt()
     assert hog_transport.reading and hog.stats().backlog == 0
     assert hog.stats().cpu_seconds == pytest.approx(0.06) and hog.stats().throttled == 1
 
+
+
+async def test_the_loop_time_of_a_calls_task_is_charged_to_its_worker() -> None:
+    """A verb that waits runs as a task after the read batch was charged; what that task computes
+    on the loop (a long list of chats, say) is charged to the worker that called, and throttles it."""
+    limits = ChannelLimits(1 << 20, 60.0, cpu_share=1.0, cpu_burst=0.05, value_max_bytes=64)
+    _server, router, channel, transport = serving(4, limits, cpu_clock=Ticks(0.0),
+                                                  clock=asyncio.get_running_loop().time)
+    channel.data_received(frames(Call(1, "engine.get_chats", encoded({"session_id": "s"}))))
+    assert transport.reading and channel.stats().cpu_seconds == 0.0
+    (charge,) = router.charges
+    charge(0.04)  # steps of the call's task, as `metered` reports them
+    assert transport.reading
+    charge(0.03)  # 0.02 s in debt
+    assert not transport.reading and channel.stats().paused == ("throttled",)
+    assert channel.stats().cpu_seconds == pytest.approx(0.07)
+    await asyncio.sleep(0.05)
+    assert transport.reading
 
 # -- decode memory ------------------------------------------------------------------------------
 
