@@ -202,6 +202,10 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     loopback_history_bytes: PositiveInt = 64 << 20
     """Bytes of messages the loopback engine keeps across every chat of every session; the oldest go
     first, and a chat they empty is forgotten (plugins choose what is sent, and to which chat)."""
+    loopback_chats_per_session: PositiveInt = 2000
+    """Chats the loopback engine keeps per session; past it, the least recently active one is
+    forgotten with its messages (a plugin chooses the chats it sends to, and `get_chats` lists
+    them all on the host's loop)."""
     loopback_sent_max: PositiveInt = 10000
     """Outbound messages the loopback engine keeps in its `sent` record."""
     loopback_sent_bytes: PositiveInt = 16 << 20

@@ -74,10 +74,20 @@ class _Session:
     qr: str | None = None  # the last pairing code shown
     contacts: dict[str, dict[str, Any]] = field(default_factory=dict)
     groups: dict[str, dict[str, Any]] = field(default_factory=dict)
-    chats: dict[str, ChatLog] = field(default_factory=dict)
+    chats: dict[str, ChatLog] = field(default_factory=dict)  # least recently active first
 
     def chat(self, chat_id: str) -> ChatLog:
         chat = self.chats.get(chat_id)
         if chat is None:
             chat = self.chats[chat_id] = ChatLog(chat_id)
         return chat
+
+    def touch(self, chat: ChatLog) -> None:
+        """`chat` is the most recently active now: it goes last in `chats`."""
+        if next(reversed(self.chats)) != chat.id:
+            del self.chats[chat.id]
+            self.chats[chat.id] = chat
+
+    def least_active(self) -> ChatLog | None:
+        """The chat that has been quiet longest and that may be forgotten (not a pinned group)."""
+        return next((chat for chat in self.chats.values() if not chat.pinned), None)

@@ -89,11 +89,16 @@ class MessageMemory:
     def forget(self, chats: MutableMapping[str, ChatLog]) -> None:
         """Release every message of `chats` (a deleted session)."""
         for chat in chats.values():
-            self.bytes -= chat.bytes
-            self._live -= len(chat.messages)
-            chat.messages.clear()
-            chat.acks.clear()
-            chat.bytes = 0
+            self.release(chat)
+
+    def release(self, chat: ChatLog) -> None:
+        """Release every message of one chat (forgotten by its engine); their places in the
+        eviction order are skipped when reached."""
+        self.bytes -= chat.bytes
+        self._live -= len(chat.messages)
+        chat.messages.clear()
+        chat.acks.clear()
+        chat.bytes = 0
 
     def _drop(self, chat: ChatLog, message_id: str) -> None:
         cost = message_cost(chat.messages.pop(message_id))

@@ -13,8 +13,10 @@ refuses is an EngineError, which the message service turns into ``message:failed
 
 Nothing here touches the network or the disk, and nothing is random: message ids come from a counter
 and timestamps from the injectable `clock`, so tests are deterministic. Memory is bounded (plugins
-choose what is sent and to which chat): chat histories per chat and in total (`_memory`), and
-`sent` by count and bytes, the oldest dropped first; the bounds are settings (`loopback_*`).
+choose what is sent and to which chat): chat histories per chat and in total (`_memory`), the
+number of chats per session (the least recently active one is forgotten first, so listing them
+costs a bounded time), and `sent` by count and bytes, the oldest dropped first; the bounds are
+settings (`loopback_*`).
 Ids and the per-session state live in `_loopback_model`; this module owns the behaviour and events.
 It is over the usual size because it is one simulator: every verb shares its sessions, chats and
 receipts, and splitting the class would only scatter that state.
@@ -69,6 +71,7 @@ class LoopbackEngine:
         history_bytes: int = DEFAULTS.loopback_history_bytes,
         max_sent: int = DEFAULTS.loopback_sent_max,
         sent_bytes: int = DEFAULTS.loopback_sent_bytes,
+        max_chats: int = DEFAULTS.loopback_chats_per_session,
     ) -> None:
         self.clock = clock
         self.on_session_event = on_session_event
@@ -78,6 +81,7 @@ class LoopbackEngine:
         )
         self.max_sent = max_sent
         self.max_sent_bytes = sent_bytes
+        self.max_chats = max_chats
         self.sent: list[Message] = []  # the latest outbound messages, each with its "session_id"
         self._sent_bytes = 0
         self._sessions: dict[str, _Session] = {}
@@ -95,6 +99,7 @@ class LoopbackEngine:
             history_bytes=settings.loopback_history_bytes,
             max_sent=settings.loopback_sent_max,
             sent_bytes=settings.loopback_sent_bytes,
+            max_chats=settings.loopback_chats_per_session,
             **kwargs,
         )
 
@@ -475,7 +480,20 @@ class LoopbackEngine:
             "quotedId": quoted_id,
             "hasMedia": False,
         }
+        if chat_id not in session.chats:
+            self._make_room(session)
         chat = session.chat(chat_id)
         chat.timestamp = timestamp
+        session.touch(chat)
         self.memory.add(session.chats, chat, message)
         return message
+
+    def _make_room(self, session: _Session) -> None:
+        """A new chat is about to start: past `max_chats`, the least recently active ones are
+        forgotten with their messages."""
+        while len(session.chats) >= self.max_chats:
+            quiet = session.least_active()
+            if quiet is None:
+                return  # only pinned groups: the operator's own, and bounded by them
+            self.memory.release(quiet)
+            del session.chats[quiet.id]

@@ -371,6 +371,28 @@ async def test_history_is_bounded_in_total_across_chats_oldest_chat_forgotten(cl
     assert await eng.get_chat_history("s1", "c0") == []
 
 
+async def test_chats_per_session_are_bounded_the_least_recently_active_forgotten(clock: FakeClock) -> None:
+    eng = LoopbackEngine(clock=clock, max_chats=4)
+    await eng.create_session("s1")
+    eng.add_group("s1", GROUP, "Team", [ALICE])  # pinned: the operator's, never forgotten
+    for chat in ("c1", "c2", "c3"):
+        clock.now += 1
+        await eng.send_text("s1", chat, "x" * 1000)
+    clock.now += 1
+    await eng.send_text("s1", "c1", "again")  # c1 is active again: c2 is now the quietest
+    held = eng.memory.bytes
+    clock.now += 1
+    await eng.send_text("s1", "n0", "y")
+    assert {c["id"] for c in await eng.get_chats("s1")} == {GROUP, "c1", "c3", "n0"}
+    for i in range(1, 100):  # a flood of new chats of the sender's choosing
+        clock.now += 1
+        await eng.send_text("s1", f"n{i}", "y")
+    chats = [c["id"] for c in await eng.get_chats("s1")]
+    assert len(chats) == 4 and set(chats) == {GROUP, "n97", "n98", "n99"}
+    assert await eng.get_chat_history("s1", "c2") == []
+    assert eng.memory.bytes < held  # the forgotten chats' messages are released too
+
+
 async def test_deleting_a_session_releases_its_history(clock: FakeClock) -> None:
     eng = LoopbackEngine(clock=clock)
     await eng.create_session("s1")
@@ -392,6 +414,7 @@ async def test_sent_record_is_bounded_in_bytes(clock: FakeClock) -> None:
 
 def test_engine_bounds_come_from_settings() -> None:
     settings = load_settings(environ={"PLUGBOX_LOOPBACK_HISTORY_BYTES": "12345",
-                                          "PLUGBOX_LOOPBACK_HISTORY_PER_CHAT": "7"})
+                                          "PLUGBOX_LOOPBACK_HISTORY_PER_CHAT": "7",
+                                          "PLUGBOX_LOOPBACK_CHATS_PER_SESSION": "9"})
     eng = LoopbackEngine.from_settings(settings)
-    assert (eng.memory.total_bytes, eng.memory.per_chat_messages) == (12345, 7)
+    assert (eng.memory.total_bytes, eng.memory.per_chat_messages, eng.max_chats) == (12345, 7, 9)
