@@ -256,6 +256,36 @@ class Chatter(Plugin):
                 await asyncio.sleep(0.01)
 ''')
 
+_ENGINE_READS = _plugin('''
+class Reads(Plugin):
+    async def on_enable(self, ctx):
+        self.n = 0
+        self.tasks = [asyncio.ensure_future(self.lane()) for _ in range(16)]
+
+    async def lane(self):
+        while True:
+            try:
+                for _ in range(64):  # many chats, each of its own choosing, then list them all
+                    self.n += 1
+                    await self.ctx.messages.send_text("shared", f"1556{self.n:07d}@c.us", "m")
+                await self.ctx.engine.get_chats("shared")
+            except Exception:
+                await asyncio.sleep(0.01)
+''')
+
+_SEND_FLOOD = _plugin('''
+class Sends(Plugin):
+    async def on_enable(self, ctx):
+        self.tasks = [asyncio.ensure_future(self.lane()) for _ in range(32)]
+
+    async def lane(self):
+        while True:
+            try:
+                await self.ctx.messages.send_text("shared", "15550002222@c.us", "spam")
+            except Exception:
+                await asyncio.sleep(0.01)
+''')
+
 ATTACKS: tuple[Attack, ...] = (
     Attack("unread_replies", "400 storage.get of a 1 MiB value written to its channel, then never reads",
            _UNREAD, ("storage:use",)),
@@ -273,4 +303,8 @@ ATTACKS: tuple[Attack, ...] = (
            _HANDLER_ERRORS),
     Attack("crash_loop", "exits 0.4 s after every start", _CRASH_LOOP),
     Attack("engine_memory", "sends 60 kB texts to 100,000 chats", _ENGINE_MEMORY, ("messages:send",)),
+    Attack("engine_reads", "16 lanes: 64 sends to new chats, then engine.get_chats of them all",
+           _ENGINE_READS, ("messages:send", "engine:read")),
+    Attack("send_flood", "32 lanes of messages.send_text as fast as replies come", _SEND_FLOOD,
+           ("messages:send",)),
 )
