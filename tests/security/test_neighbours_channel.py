@@ -196,3 +196,49 @@ async def test_log_fields_past_their_cap_are_not_decoded_and_the_line_stays_smal
     assert all("over the" in line and "cap: not shown" in line for line in lines)
     assert max(len(line) for line in lines) < 200
     _victim_unharmed(victim)
+
+
+@pytest.mark.parametrize("settings_overrides", [{"channel_cpu_percent": 5, "channel_cpu_burst_ms": 20}])
+async def test_waiting_calls_that_make_the_host_compute_are_charged_and_their_work_bounded(
+        host: Host, write_plugin: WritePlugin, monkeypatch: pytest.MonkeyPatch) -> None:
+    """16 lanes each opening chats of its own choosing and listing them all (engine.get_chats):
+    calls that run as tasks, after the read batch that received them. The loop time of those tasks
+    is charged to the attacker's CPU bucket and throttles it alone; the engine keeps a bounded
+    number of chats, so no single listing can grow past that. (Each listing is made to hold the
+    loop 10 ms more, as a larger engine would: what the host spends on them must stay near the
+    attacker's share, 5 % of a CPU.)"""
+    victim = await _victim(host, write_plugin)
+    await _probe_for(host, 0.3, "before")
+    listing = host.engine.get_chats
+    spent: list[float] = []
+
+    async def heavy_listing(session_id: str) -> list[dict[str, object]]:
+        start = time.perf_counter()
+        while time.perf_counter() - start < 0.010:
+            pass
+        chats = await listing(session_id)
+        spent.append(time.perf_counter() - start)
+        return chats
+
+    monkeypatch.setattr(host.engine, "get_chats", heavy_listing)
+    attack = SOURCES["engine_reads"]
+    entry = await enable(host, write_plugin(attack.source.replace('"shared"', repr(SESSION)), id="attacker",
+                                            permissions=list(attack.permissions)))
+    assert entry.status == Status.ENABLED, entry.error
+    runtime = entry.runtime
+    assert runtime is not None
+    started = time.monotonic()
+    during = await _probe_for(host, 3.0, "during")
+    elapsed = time.monotonic() - started
+    stats = runtime.channel_stats()
+    assert len(spent) >= 2  # it ran: it opened chats and listed them
+    assert len(await listing(SESSION)) <= host.settings.loopback_chats_per_session
+    # Charged for what its calls' tasks computed, not only for its frames, and throttled for it:
+    # the host spent on its listings about its share over the attack (plus its burst), no more.
+    assert stats.cpu_seconds >= sum(spent)
+    assert stats.throttled >= 1
+    assert sum(spent) < 0.05 * elapsed + 0.02 + 0.1, (len(spent), sum(spent), elapsed)
+    assert entry.status == Status.ENABLED  # throttled, not killed
+    assert victim.runtime is not None and victim.runtime.channel_stats().throttled == 0
+    assert max(during) < 1.0
+    _victim_unharmed(victim)
