@@ -249,6 +249,10 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     """API keys with management access."""
     ingress_body_max_bytes: PositiveInt = 1 << 20
     """Largest ingress request body."""
+    ingress_in_flight_per_plugin: PositiveInt = 16
+    """Ingress requests one plugin's webhook handlers may have unanswered; past it the next is
+    answered 503 at once (the sender retries), so a plugin that holds its requests open holds at
+    most this many, bodies included."""
     ingress_dedup_max_entries: PositiveInt = 10000
     """Delivery ids remembered per route to refuse replays."""
     ingress_queue_max_per_plugin: PositiveInt = 1000

@@ -59,6 +59,7 @@ class PluginEntry:
         # Failure accounting, in this process only (the breaker's count is persisted in the record).
         self.started_at: float = 0.0  # clock time of the last successful (re)start
         self.handler_errors = 0  # consecutive, across all its handlers
+        self.ingress_in_flight = 0  # its webhook handlers' requests not yet answered (lifecycle.ingress)
         self.failures: deque[Failure] = deque(maxlen=settings.recent_failures_kept)
         self.failure_counts: Counter[FailureKind] = Counter()
 

@@ -7,7 +7,10 @@ config merged over the base, so each session may carry its own webhook secret); 
 is an unknown route.
 
 The HTTP adapter (`plugbox.api.routes.ingress`) verifies signatures and replays, then calls
-`dispatch` and renders what it returns; it never touches a runtime. A handler past its budget is
+`dispatch` and renders what it returns; it never touches a runtime. A plugin has at most
+`ingress_in_flight_per_plugin` requests unanswered; past that the next is answered 503 at once,
+without reaching it (and without firing `ingress:error`, which would make it run more), so a
+plugin that holds its requests open holds only its share. A handler past its budget is
 a hook timeout like any other (worker pinged, failure counted toward the breaker), and every
 failure after a verified request fires `ingress:error` to the owning plugin only, its text through
 the plugin's relay (capped, secrets redacted, control characters escaped).
@@ -50,8 +53,9 @@ class IngressTarget:
 @dataclass(frozen=True, slots=True)
 class IngressReply:
     """What dispatch came to. `outcome` is a metrics label: ok, not_enabled, timeout, worker_gone,
-    handler_error, bad_response (queued deliveries only). `result` is the handler's answer when ok;
-    otherwise `status` and `message` say what the sender should be told."""
+    handler_error, bad_response (queued deliveries only), busy (the plugin had its share of requests
+    unanswered). `result` is the handler's answer when ok; otherwise `status` and `message` say what
+    the sender should be told."""
 
     outcome: str
     result: Any = None
@@ -85,8 +89,13 @@ async def dispatch(
     if running is None:
         return IngressReply("not_enabled", status=503, message=f"plugin {plugin_id!r} is not enabled")
     entry, runtime = running
+    cap = manager.settings.ingress_in_flight_per_plugin
+    if entry.ingress_in_flight >= cap:
+        return IngressReply("busy", status=503,
+                            message=f"plugin {plugin_id!r} has {cap} ingress requests unanswered; retry later")
     budget = (budget_ms or manager.settings.hook_budget_ms) / 1000
     extra = about or {}
+    entry.ingress_in_flight += 1
     try:
         async with asyncio.timeout(budget):
             result = await runtime.webhook(route, request)
@@ -106,6 +115,8 @@ async def dispatch(
             return IngressReply("ok", result=result)
         reply = IngressReply("bad_response", status=status or 502,
                              message=f"the plugin's webhook handler answered {status or 'an invalid status'}")
+    finally:
+        entry.ingress_in_flight -= 1
     await _fire_error(bus, plugin_id, route, reply.status, entry.logs.sanitise(reply.message), extra)
     return reply
 
