@@ -17,7 +17,10 @@ its plugin's for the event across all its handlers; the chain's across all modif
 rest are skipped, and the plugin that spent most of it is named and charged a timeout). A plugin
 may register a few handlers per event and have a bounded number of observer invocations
 unanswered; past that the event is dropped for it and counted, so a slow observer cannot make the
-host hold more and more of its work.
+host hold more and more of its work. Of those, only a share may be for events another plugin caused
+(`cause`: its sends fire `message:sending`/`message:sent` to every observer); past it such an
+event is dropped for that observer and charged to the plugin that caused it, whose flood then
+cannot crowd out the events an observer gets from the engine.
 (The call loop and the rules that judge each answer stay together here, read top to bottom, which
 takes this module past 400 lines; what observers leave in flight is `plugbox.observing`'s.)
 
@@ -94,12 +97,14 @@ class HookLimits:
     chain_budget: float = DEFAULTS.hook_chain_budget_ms / 1000
     handlers_per_event: int = DEFAULTS.hook_handlers_per_event
     observers_pending: int = DEFAULTS.hook_observers_pending
+    observers_per_cause: int = DEFAULTS.hook_observers_pending_per_cause
 
     @classmethod
     def of(cls, settings: Settings) -> HookLimits:
         event_ms = settings.hook_plugin_event_budget_ms
         return cls(None if event_ms is None else event_ms / 1000, settings.hook_chain_budget_ms / 1000,
-                   settings.hook_handlers_per_event, settings.hook_observers_pending)
+                   settings.hook_handlers_per_event, settings.hook_observers_pending,
+                   settings.hook_observers_pending_per_cause)
 
 
 class HookOutcome(msgspec.Struct):
@@ -158,6 +163,8 @@ def _observe_only(plugin_id: str) -> bool:
     return False
 
 
+
+
 class HookBus:
     def __init__(
         self,
@@ -191,7 +198,7 @@ class HookBus:
         self._seq = itertools.count()
         self._timeout_logs: dict[str, RateLimiter] = {}
         self._chain_logs = RateLimiter(1, 10.0)
-        self._observing = Observing(self._deadlines, self._limits.observers_pending)
+        self._observing = Observing(self._deadlines, self._limits.observers_pending, self._limits.observers_per_cause)
         self._told: set[tuple[str, str]] = set()  # (plugin, what) it was told once in its log
         # A handler's error is the plugin's own text: it goes through that plugin's log relay
         # (its rate limit, cap, redaction, escaping), never straight to the host log.
@@ -244,11 +251,12 @@ class HookBus:
 
     async def execute(
         self, event: str, data: Any, session_id: str | None = None, source: str = "host", *,
-        plugin: str | None = None, skip: Collection[str] = (),
+        plugin: str | None = None, skip: Collection[str] = (), cause: str | None = None,
     ) -> HookOutcome:
         """Run the chain. With `plugin`, only that plugin's handlers run (an event about one
         plugin's own affairs, such as its ingress errors, is nobody else's business); the
-        plugins in `skip` are left out (a chat handed to a human: `plugbox.handover`)."""
+        plugins in `skip` are left out (a chat handed to a human: `plugbox.handover`). `cause`: the
+        plugin whose doing the event is (its send), which has only a share of other observers' slots."""
         on_chain = self.on_chain
         started = time.perf_counter() if on_chain is not None else 0.0
         outcome = HookOutcome(event=event, data=data)
@@ -284,7 +292,7 @@ class HookBus:
                     continue  # its earlier handlers spent the plugin's share (the last one was charged)
                 own_end = min(own_end, plugin_end)
             if not self._may_modify(reg.plugin_id):
-                self._observe(reg, ctx, outcome, active, own_end)
+                self._observe(reg, ctx, outcome, active, own_end, None if cause == reg.plugin_id else cause)
                 continue
             if over:
                 continue
@@ -328,11 +336,13 @@ class HookBus:
 
     # -- observers: launched, not waited for --
     def _observe(self, reg: Registration, ctx: HookContext, outcome: HookOutcome,
-                 active: frozenset[tuple[str, str]], end: float) -> None:
+                 active: frozenset[tuple[str, str]], end: float, cause: str | None) -> None:
         """Launch an observer with the data as it stands, until `end` (its own budget or what is left
-        of its plugin's for this event, whichever ends first); its answer is judged when it comes."""
-        if self._observing.full(reg.plugin_id):
-            self._drop(reg)
+        of its plugin's for this event, whichever ends first); its answer is judged when it comes.
+        `cause`: the other plugin whose doing the event is, which has only a share of its slots."""
+        charged = self._observing.full(reg.plugin_id, cause)
+        if charged is not None:
+            self._drop(reg, charged)
             return
         token = _reentry.set(active | reg.running if active else reg.running)
         try:
@@ -347,7 +357,7 @@ class HookBus:
             return
         finally:
             _reentry.reset(token)
-        self._observing.watch(reg.plugin_id, fut, end, functools.partial(self._observer_done, reg, outcome))
+        self._observing.watch(reg.plugin_id, fut, end, functools.partial(self._observer_done, reg, outcome), cause)
         if outcome.observing is None:
             outcome.observing = [fut]
         else:
@@ -382,14 +392,21 @@ class HookBus:
                                 f"returned {what} ignored: this plugin only observes events; rewriting data or "
                                 "halting an event needs the permission 'hooks:modify' (said once)")
 
-    def _drop(self, reg: Registration) -> None:
-        pid = reg.plugin_id
-        self._observing.refuse(pid)
+    def _drop(self, reg: Registration, charged: str) -> None:
+        """The event is not delivered to `reg`; the drop is `charged`'s: the observer's own, at its
+        cap, or the plugin that caused the event, at its share of the observer's slots."""
+        self._observing.refuse(charged)
         if self._on_dropped is not None:
-            self._on_dropped(pid)
-        self._tell_once(pid, "dropped", f"hook {reg.event}: ",
-                        f"events dropped: {self._limits.observers_pending} invocations of this plugin's "
-                        "handlers are still unanswered (said once)")
+            self._on_dropped(charged)
+        if charged == reg.plugin_id:
+            self._tell_once(charged, "dropped", f"hook {reg.event}: ",
+                            f"events dropped: {self._limits.observers_pending} invocations of this plugin's "
+                            "handlers are still unanswered (said once)")
+        else:
+            self._tell_once(charged, "crowding", f"hook {reg.event}: ",
+                            f"events this plugin caused were dropped for plugin {reg.plugin_id}: at most "
+                            f"{self._limits.observers_per_cause} of another plugin's handler invocations may "
+                            "wait on events one plugin caused (said once)")
 
     def _chain_spent(self, reg: Registration, marks: list[tuple[str, float]], now: float,
                      outcome: HookOutcome) -> bool:

@@ -64,6 +64,11 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     hook_observers_pending: PositiveInt = 64
     """Observer invocations (handlers without `hooks:modify`, which run beside the chain) one plugin
     may have unanswered at once; past it the event is dropped for that plugin and counted."""
+    hook_observers_pending_per_cause: PositiveInt = 16
+    """Of those, how many may be for events another plugin caused (its sends fire `message:sending`
+    and `message:sent` to everyone); past it such an event is dropped for that observer and the drop
+    charged to the plugin that caused it, so a flood of sends cannot crowd out the events the
+    observer gets from the engine."""
     lifecycle_budget_ms: PositiveMs = 30000
     """Time for each of load, on_load, on_enable, on_disable, on_config_change."""
     health_budget_ms: PositiveMs = 5000

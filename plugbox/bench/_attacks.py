@@ -25,6 +25,10 @@ from plugbox.sdk import Plugin
 class Victim(Plugin):
     def on_load(self, ctx):
         ctx.register_hook("message:received", self.seen, priority=50)
+        ctx.register_hook("message:sent", self.sent, priority=50)  # it watches what goes out, too
+
+    def sent(self, hook):
+        return None
 
     async def seen(self, hook):
         await self.ctx.storage.set("seen", hook.data["body"])

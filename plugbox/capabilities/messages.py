@@ -37,13 +37,16 @@ class MessageService:
         self.gate = gate
 
     async def send_text(
-        self, session_id: str, chat_id: str, text: str, *, quoted_id: str | None = None, source: str = "host"
+        self, session_id: str, chat_id: str, text: str, *, quoted_id: str | None = None, caller: str | None = None
     ) -> dict[str, Any]:
+        """Send through the hooks and the engine. `caller`: the plugin sending (the events' source,
+        and their cause: its sends have only a share of other plugins' observer slots); None: the host."""
+        source = caller or "host"
         request: dict[str, Any] = {"chatId": chat_id, "text": text}
         if quoted_id is not None:
             request["quotedMessageId"] = quoted_id
         pending = {"sessionId": session_id, "input": request, "type": "text" if quoted_id is None else "reply"}
-        outcome = await self.bus.execute("message:sending", pending, session_id, source=source)
+        outcome = await self.bus.execute("message:sending", pending, session_id, source=source, cause=caller)
         send = self._approved(outcome, session_id, chat_id)
         chat, body = send.input.chat_id, send.input.text
         try:
@@ -53,9 +56,9 @@ class MessageService:
                 message = await self.engine.reply(session_id, chat, send.input.quoted_message_id, body)
         except EngineError as exc:
             failed = {"sessionId": session_id, "error": str(exc), "input": outcome.data["input"], "type": send.type}
-            await self.bus.execute("message:failed", failed, session_id, source=source)
+            await self.bus.execute("message:failed", failed, session_id, source=source, cause=caller)
             raise
-        await self.bus.execute("message:sent", message, session_id, source=source)
+        await self.bus.execute("message:sent", message, session_id, source=source, cause=caller)
         return message
 
     @staticmethod

@@ -222,11 +222,11 @@ class Verb:
 
 
 async def _send_text(s: Services, c: Caller, a: SendTextArgs) -> Any:
-    return await s.messages.send_text(a.session_id, a.chat_id, a.text, source=c.plugin_id)
+    return await s.messages.send_text(a.session_id, a.chat_id, a.text, caller=c.plugin_id)
 
 
 async def _reply(s: Services, c: Caller, a: ReplyArgs) -> Any:
-    return await s.messages.send_text(a.session_id, a.chat_id, a.text, quoted_id=a.quoted_id, source=c.plugin_id)
+    return await s.messages.send_text(a.session_id, a.chat_id, a.text, quoted_id=a.quoted_id, caller=c.plugin_id)
 
 
 async def _group_info(s: Services, c: Caller, a: GroupInfoArgs) -> Any:
@@ -293,7 +293,7 @@ async def _conversation_send(s: Services, c: Caller, a: ConversationSendArgs) ->
     store = _conversations(s, "conversations.send")
     e = a.envelope
     store.check_room(c.plugin_id, msgspec.to_builtins(e))  # refused before anything is sent
-    message = await s.messages.send_text(e.session_id, e.chat_id, e.text, source=c.plugin_id)
+    message = await s.messages.send_text(e.session_id, e.chat_id, e.text, caller=c.plugin_id)
     message_id = message.get("id") if isinstance(message, dict) else None
     await store.record_sent(c.plugin_id, msgspec.to_builtins(e), message_id if isinstance(message_id, str) else None)
     return {"conversationId": e.conversation_id, "message": message}

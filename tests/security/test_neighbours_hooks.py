@@ -174,3 +174,51 @@ async def test_hostile_modifier_cut_by_the_chain_budget_is_charged_and_leaves_no
     await host.dispatch(EVENT, {"id": "m2", "chatId": CHAT, "body": "after", "from": CHAT,
                                 "fromMe": False, "timestamp": 0, "type": "chat"}, SESSION)
     assert host.storage.get("later", "seen") == (True, "after")
+
+
+# The victim also watches what goes out: every send anyone makes reaches it as message:sent.
+WATCHER = VICTIM + """
+    def on_enable(self, ctx):
+        ctx.register_hook("message:sent", self.sent, priority=50)
+
+    async def sent(self, hook):
+        await asyncio.sleep(0.01)  # a little work per message it watches
+"""
+WATCHER = WATCHER.replace("from plugbox.sdk import Plugin", "import asyncio\nfrom plugbox.sdk import Plugin")
+
+SEND_FLOOD = """
+import asyncio
+from plugbox.sdk import Plugin
+
+
+class Sends(Plugin):
+    async def on_enable(self, ctx):
+        self.tasks = [asyncio.ensure_future(self.lane()) for _ in range(32)]
+
+    async def lane(self):
+        while True:
+            try:
+                await self.ctx.messages.send_text("%s", "15550002222@c.us", "spam")
+            except Exception:
+                await asyncio.sleep(0.01)
+""" % SESSION
+
+
+async def test_hostile_send_flood_cannot_crowd_out_the_events_an_observer_gets_from_the_engine(
+    host: Host, write_plugin: WritePlugin
+) -> None:
+    """32 lanes of sends, each firing message:sent to the victim, which takes 10 ms per message it
+    watches: the flood's events take only their share of the victim's slots; the drops past it are
+    charged to the flooder, and every inbound message still reaches the victim."""
+    await enable(host, write_plugin(WATCHER, id="victim", permissions=["storage:use"]))
+    baseline = [await _probe(host, f"base-{i}") for i in range(10)]
+    await enable(host, write_plugin(SEND_FLOOD, id="attacker", permissions=["messages:send"]))
+    await wait_for(lambda: host.bus.dropped("attacker") > 0)  # it ran, past its share: charged
+    during = [await _probe(host, f"attack-{i}") for i in range(40)]  # each must arrive (or fail)
+    assert statistics.median(during) <= max(3 * statistics.median(baseline), 0.050)
+    assert host.bus.dropped("victim") == 0  # nothing the engine brought was dropped for it
+    assert host.bus.pending("victim") <= host.settings.hook_observers_pending
+    assert _said(host, "attacker", "dropped for plugin victim")
+    victim = host.plugin("victim")
+    assert str(victim.status) == "enabled" and victim.consecutive_failures == 0
+    assert str(host.plugin("attacker").status) == "enabled"  # a legal plugin, only shed

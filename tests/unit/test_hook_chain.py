@@ -215,6 +215,44 @@ async def test_past_its_pending_cap_an_event_is_dropped_for_that_plugin_only(clo
     assert bus.pending("slow") == 1 and bus.dropped("slow") == 3
 
 
+async def test_events_another_plugin_caused_take_only_its_share_of_an_observers_slots(
+    clock: Clock, books: Books
+) -> None:
+    """A flood of sends fires `message:sent` to every observer: past its share of the observer's
+    slots, the flooder's events are dropped for it and charged to the flooder, and the observer
+    still has room for the events the engine brings."""
+    bus = _bus(clock, books, HookLimits(observers_pending=6, observers_per_cause=2))
+    gate = asyncio.Event()
+    bus.register("victim", "message:sent", _waiting(gate))
+    bus.register("victim", EVENT, _waiting(gate))
+    sent = {"id": "s1", "chatId": "15550100002@c.us", "body": "spam", "fromMe": True}
+    for _ in range(5):
+        await bus.execute("message:sent", sent, source="flooder", cause="flooder")
+    assert bus.pending("victim") == 2
+    assert bus.dropped("flooder") == 3 and bus.dropped("victim") == 0 and books.dropped == ["flooder"] * 3
+    told = [text for pid, text in books.said if pid == "flooder"]
+    assert len(told) == 1 and "dropped for plugin victim" in told[0]
+    for i in range(4):  # what the engine brings still gets through, up to the observer's own cap
+        await bus.execute(EVENT, {**MESSAGE, "id": f"m{i}"}, source="engine")
+    assert bus.pending("victim") == 6 and bus.dropped("victim") == 0
+    await bus.execute(EVENT, MESSAGE, source="engine")  # past its own cap: its own drop
+    assert bus.dropped("victim") == 1
+    gate.set()
+    await bus.settled()
+    await bus.execute("message:sent", sent, source="flooder", cause="flooder")  # answered: room again
+    assert bus.pending("victim") == 1
+
+
+async def test_events_a_plugin_caused_count_against_its_own_observers_cap_not_a_share(
+    clock: Clock, books: Books
+) -> None:
+    bus = _bus(clock, books, HookLimits(observers_pending=4, observers_per_cause=1))
+    bus.register("sender", "message:sent", _waiting(asyncio.Event()))
+    for _ in range(4):
+        await bus.execute("message:sent", MESSAGE, source="sender", cause="sender")
+    assert bus.pending("sender") == 4 and bus.dropped("sender") == 0
+
+
 # -- budgets -----------------------------------------------------------------------------------------
 
 

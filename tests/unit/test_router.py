@@ -203,8 +203,8 @@ MAPPING = SAMPLE_ARGS["mapping"]
 CHAT = SAMPLE_ARGS["chat_id"]
 # What each verb must call, with which arguments, given valid_args(verb) from plugin "caller".
 EXPECTED_CALLS: dict[str, list[tuple[str, tuple[Any, ...], dict[str, Any]]]] = {
-    "messages.send_text": [("messages.send_text", ("main", CHAT, "hello"), {"source": "caller"})],
-    "messages.reply": [("messages.send_text", ("main", CHAT, "hello"), {"quoted_id": "m1", "source": "caller"})],
+    "messages.send_text": [("messages.send_text", ("main", CHAT, "hello"), {"caller": "caller"})],
+    "messages.reply": [("messages.send_text", ("main", CHAT, "hello"), {"quoted_id": "m1", "caller": "caller"})],
     "engine.get_group_info": [("engine.get_group_info", ("main", "team@g.us"), {})],
     "engine.get_contacts": [("engine.get_contacts", ("main",), {})],
     "engine.get_contact_by_id": [("engine.get_contact_by_id", ("main", "15550100002@c.us"), {})],
@@ -221,7 +221,7 @@ EXPECTED_CALLS: dict[str, list[tuple[str, tuple[Any, ...], dict[str, Any]]]] = {
                    {"method": "GET", "headers": {}, "body": None, "timeout_ms": 1000})],
     "conversations.send": [
         ("conversations.check_room", ("caller", ENVELOPE | {"provider": None, "externalId": None}), {}),
-        ("messages.send_text", ("main", CHAT, "hello"), {"source": "caller"}),
+        ("messages.send_text", ("main", CHAT, "hello"), {"caller": "caller"}),
         ("conversations.record_sent", ("caller", ENVELOPE | {"provider": None, "externalId": None}, "m9"), {}),
     ],
     "handover.set": [  # the chat it gates is the conversation's, in the engine's canonical form
