@@ -11,10 +11,12 @@ per plugin asked, in plugin-id order:
 A provider that raises, times out or whose worker dies yields `ok: false` for that plugin only; the
 others still answer. A timeout is also charged to the plugin (`on_timeout`: the host pings its
 worker for liveness and counts it toward the breaker, as for a hook that ran past its budget), so a
-provider stuck in a loop ends like a stuck hook handler. Naming a plugin that is unknown, not
-enabled or has no provider is also an `ok: false` entry, not an exception, so callers (the HTTP
-API) have one shape to render. Error strings pass through `plugbox.logrelay.redact` with the
-plugin's secret config values.
+provider stuck in a loop ends like a stuck hook handler; its request no longer counts on its
+channel's books once the wait is cancelled. Naming a plugin that is unknown, not enabled or has no
+provider is also an `ok: false` entry, not an exception, so callers (the HTTP API) have one shape
+to render. Error strings are plugin text returned by the API: they pass through
+`plugbox.logrelay.sanitise` (the plugin's secret config values redacted, control characters
+escaped, length capped).
 
 This module sees providers only as `Provider`s the host hands it (each plugin's search call and
 its secrets); it never sees the lifecycle, a worker or a channel.
@@ -28,7 +30,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from plugbox.logrelay import redact
+from plugbox.logrelay import sanitise
 
 __all__ = ["Provider", "SearchService"]
 
@@ -89,8 +91,7 @@ class SearchService:
             return _failed(plugin_id, f"search provider did not answer within {budget:g} s")
         except Exception as exc:  # the plugin's failure is its own entry, never ours
             log.info("search provider of plugin %s failed: %s", plugin_id, type(exc).__name__)
-            message = redact(f"{type(exc).__name__}: {exc}", provider.secrets())
-            return _failed(plugin_id, message[:ERROR_MAX_CHARS])
+            return _failed(plugin_id, sanitise(f"{type(exc).__name__}: {exc}", provider.secrets(), ERROR_MAX_CHARS))
         return {"plugin": plugin_id, "ok": True, "results": results}
 
 

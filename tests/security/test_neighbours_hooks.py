@@ -198,10 +198,10 @@ class Sends(Plugin):
     async def lane(self):
         while True:
             try:
-                await self.ctx.messages.send_text("%s", "15550002222@c.us", "spam")
+                await self.ctx.messages.send_text("SESSION", "15550002222@c.us", "spam")
             except Exception:
                 await asyncio.sleep(0.01)
-""" % SESSION
+""".replace("SESSION", SESSION)
 
 
 async def test_hostile_send_flood_cannot_crowd_out_the_events_an_observer_gets_from_the_engine(
