@@ -98,6 +98,7 @@ class Attack:
     permissions: tuple[str, ...] = ()
     settings: dict[str, Any] = field(default_factory=dict)  # overrides for this round's host
     fetch_probe: bool = False  # the victim also fetches from the local server on every probe
+    subscribe: tuple[str, ...] = ()  # events of an operator's outbound webhook subscription (to a slow local URL)
 
 
 _UNREAD = _plugin('''
@@ -311,4 +312,6 @@ ATTACKS: tuple[Attack, ...] = (
            _ENGINE_READS, ("messages:send", "engine:read")),
     Attack("send_flood", "32 lanes of messages.send_text as fast as replies come", _SEND_FLOOD,
            ("messages:send",)),
+    Attack("webhook_queue", "the send flood, while the operator subscribes a webhook to messages",
+           _SEND_FLOOD, ("messages:send",), subscribe=("message:received", "message:sent")),
 )

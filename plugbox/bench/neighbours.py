@@ -34,6 +34,7 @@ from plugbox.engines.loopback import LoopbackEngine
 from plugbox.host import Host
 from plugbox.observer import HostObserver
 from plugbox.settings import load_settings
+from plugbox.webhooks.subscriptions import SubscriptionSpec
 
 __all__ = ["run_neighbours"]
 
@@ -189,6 +190,8 @@ async def _round(attack: Attack, root: Path, duration_s: float, baseline_probes:
             base_url = f"http://127.0.0.1:{server.port}"
             if attack.fetch_probe:
                 await host.set_config("victim", {"probeUrl": f"{base_url}/fast"})
+            if attack.subscribe:
+                await host.webhooks.create(SubscriptionSpec(url=f"{base_url}/slow", events=attack.subscribe))
             await host.set_config("attacker", {"apiToken": SECRET, "slowUrl": f"{base_url}/slow",
                                                "sleepS": settings.hook_budget_ms / 1000 * 0.9})
             for plugin_id in ("victim", "attacker"):
