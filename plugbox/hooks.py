@@ -76,6 +76,9 @@ _MAX_CHARS = Settings().log_line_max_chars
 _reentry: contextvars.ContextVar[frozenset[tuple[str, str]]] = contextvars.ContextVar(
     "plugbox_hook_reentry", default=frozenset()
 )
+# The plugin whose capability call this task serves: the events fired meanwhile are its doing
+# (its send, and what the engine reports of it), whatever `source` they carry.
+_cause: contextvars.ContextVar[str | None] = contextvars.ContextVar("plugbox_hook_cause", default=None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,7 +259,10 @@ class HookBus:
         """Run the chain. With `plugin`, only that plugin's handlers run (an event about one
         plugin's own affairs, such as its ingress errors, is nobody else's business); the
         plugins in `skip` are left out (a chat handed to a human: `plugbox.handover`). `cause`: the
-        plugin whose doing the event is (its send), which has only a share of other observers' slots."""
+        plugin whose doing the event is (its send), which has only a share of other observers' slots;
+        None: the plugin whose capability call this task serves, if any (`context_for`)."""
+        if cause is None:
+            cause = _cause.get()
         on_chain = self.on_chain
         started = time.perf_counter() if on_chain is not None else 0.0
         outcome = HookOutcome(event=event, data=data)
@@ -435,10 +441,12 @@ class HookBus:
             self._relay(plugin_id, "warning", context, text)
 
     def context_for(self, plugin_id: str, events: Collection[str]) -> contextvars.Context:
-        """A context in which work done on behalf of `plugin_id`'s handlers for `events` runs: the
-        hooks it fires do not reach those handlers again. For callers whose work does not inherit
-        the handler's own context (a worker's capability calls arrive over a channel)."""
+        """A context in which work done on behalf of `plugin_id` runs (a worker's capability call:
+        it arrives over a channel, so it does not inherit a handler's context): the events it fires
+        are `plugin_id`'s doing (their cause), and do not reach its handlers for `events` (those in
+        flight to it) again."""
         ctx = contextvars.copy_context()
+        ctx.run(_cause.set, plugin_id)
         if events:
             ctx.run(_reentry.set, _reentry.get() | {(plugin_id, e) for e in events})
         return ctx

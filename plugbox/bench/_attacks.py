@@ -26,6 +26,7 @@ class Victim(Plugin):
     def on_load(self, ctx):
         ctx.register_hook("message:received", self.seen, priority=50)
         ctx.register_hook("message:sent", self.sent, priority=50)  # it watches what goes out, too
+        ctx.register_hook("message:persisted", self.sent, priority=50)
 
     def sent(self, hook):
         return None

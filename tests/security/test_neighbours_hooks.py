@@ -176,10 +176,12 @@ async def test_hostile_modifier_cut_by_the_chain_budget_is_charged_and_leaves_no
     assert host.storage.get("later", "seen") == (True, "after")
 
 
-# The victim also watches what goes out: every send anyone makes reaches it as message:sent.
+# The victim also watches what goes out: every send anyone makes reaches it as message:sent, and as
+# the engine's message:persisted.
 WATCHER = VICTIM + """
     def on_enable(self, ctx):
         ctx.register_hook("message:sent", self.sent, priority=50)
+        ctx.register_hook("message:persisted", self.sent, priority=50)
 
     async def sent(self, hook):
         await asyncio.sleep(0.01)  # a little work per message it watches

@@ -243,6 +243,21 @@ async def test_events_another_plugin_caused_take_only_its_share_of_an_observers_
     assert bus.pending("victim") == 1
 
 
+async def test_events_fired_while_serving_a_plugins_call_are_its_doing_whatever_their_source(
+    clock: Clock, books: Books
+) -> None:
+    """What the engine reports of a plugin's send (message:persisted, source "engine") is fired
+    inside the task that serves the plugin's call: the bridge's context names the plugin as cause."""
+    bus = _bus(clock, books, HookLimits(observers_pending=6, observers_per_cause=1))
+    bus.register("victim", "message:persisted", _waiting(asyncio.Event()))
+    serving = bus.context_for("flooder", ())
+    for _ in range(3):
+        await serving.run(asyncio.ensure_future, bus.execute("message:persisted", {"n": 1}, source="engine"))
+    assert bus.pending("victim") == 1 and bus.dropped("flooder") == 2 and bus.dropped("victim") == 0
+    await bus.execute("message:persisted", {"n": 2}, source="engine")  # the engine's own: no share
+    assert bus.pending("victim") == 2
+
+
 async def test_events_a_plugin_caused_count_against_its_own_observers_cap_not_a_share(
     clock: Clock, books: Books
 ) -> None:
