@@ -222,22 +222,24 @@ async def test_waiting_calls_that_make_the_host_compute_are_charged_and_their_wo
 
     monkeypatch.setattr(host.engine, "get_chats", heavy_listing)
     attack = SOURCES["engine_reads"]
-    entry = await enable(host, write_plugin(attack.source.replace('"shared"', repr(SESSION)), id="attacker",
-                                            permissions=list(attack.permissions)))
+    # (4 new chats per listing rather than 64: on a loaded machine, at 5 % of a CPU, it lists soon)
+    source = attack.source.replace('"shared"', repr(SESSION)).replace("range(64)", "range(4)")
+    entry = await enable(host, write_plugin(source, id="attacker", permissions=list(attack.permissions)))
     assert entry.status == Status.ENABLED, entry.error
     runtime = entry.runtime
     assert runtime is not None
-    started = time.monotonic()
+    await wait_for(lambda: len(spent) >= 1, within=30)  # it ran: it opened chats and listed them
+    started, before = time.monotonic(), len(spent)
     during = await _probe_for(host, 3.0, "during")
     elapsed = time.monotonic() - started
+    window = spent[before:]
     stats = runtime.channel_stats()
-    assert len(spent) >= 2  # it ran: it opened chats and listed them
     assert len(await listing(SESSION)) <= host.settings.loopback_chats_per_session
     # Charged for what its calls' tasks computed, not only for its frames, and throttled for it:
-    # the host spent on its listings about its share over the attack (plus its burst), no more.
+    # over the window the host spent on its listings about its share (plus its burst), no more.
     assert stats.cpu_seconds >= sum(spent)
     assert stats.throttled >= 1
-    assert sum(spent) < 0.05 * elapsed + 0.02 + 0.1, (len(spent), sum(spent), elapsed)
+    assert sum(window) < 0.05 * elapsed + 0.02 + 0.1, (len(window), sum(window), elapsed)
     assert entry.status == Status.ENABLED  # throttled, not killed
     assert victim.runtime is not None and victim.runtime.channel_stats().throttled == 0
     assert max(during) < 1.0
