@@ -419,8 +419,8 @@ class HookBus:
         """The chain's budget is gone: the remaining modifiers of this event are skipped (True), and
         the plugin whose modifiers took most of it is charged a timeout, once per event. That is
         not necessarily the plugin whose handler was running when the budget ran out (cut short,
-        it is then not charged: it may be the victim of those before it); its request left its
-        channel's books when the cut cancelled it."""
+        it is then not charged: it may be the victim of those before it); its request no longer counts
+        on its channel's books once the cut cancelled it."""
         spender = _spender(marks, now)
         if self._chain_logs.allow():
             log.warning("hook %s: chain budget (%.1f s) spent, mostly by plugin %s; handlers from plugin %s on "

@@ -11,8 +11,10 @@ MAX_BAD_FRAMES end the channel. What the worker asks for (calls, registrations, 
 When the channel closes, for whatever reason, every request in flight fails at once with
 WorkerGone (hooks then resolve to `continue`) and the peer is told, once. A request whose waiter
 gives up (a hook cut by its budget or the chain's, a search or health check past its timeout:
-its future is cancelled) leaves the books at once, whoever cancelled it; a late answer to it is
-counted and dropped, and a worker that never answers leaves nothing behind.
+its future is cancelled), whoever cancelled it, no longer counts: not in `stats()`, not among the
+hook events in flight; it is forgotten at the next sweep, which runs when the books reach twice
+what they held after the last one (so they never hold more than about twice the live requests,
+and no request pays for a callback of its own). A late answer to it is counted and dropped.
 
 What a worker makes the host spend on its channel is bounded and charged to it (`ChannelLimits`):
 - bytes queued to it: the transport's write buffer has a high-water mark; above it the channel
@@ -31,7 +33,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import functools
 import itertools
 import logging
 import time
@@ -68,6 +69,7 @@ __all__ = ["MAX_BAD_FRAMES", "Channel", "ChannelLimits", "ChannelStats", "Peer"]
 log = logging.getLogger("plugbox.bridge")
 
 MAX_BAD_FRAMES = 100
+_SWEEP_MIN = 64  # requests on the books before the first sweep for abandoned ones
 
 
 class Peer(Protocol):
@@ -136,6 +138,7 @@ class Channel(asyncio.Protocol):
         self._throttled = 0
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[Any]] = {}
+        self._sweep_at = _SWEEP_MIN  # forget the abandoned requests once the books hold more
         self._hooks: dict[int, str] = {}  # id -> event of each hook request in flight
         self._pongs: dict[int, asyncio.Future[None]] = {}
         self._late = 0
@@ -214,8 +217,10 @@ class Channel(asyncio.Protocol):
                               f"{self._queued()} bytes queued to it")
         self._writer.write(msg)  # type: ignore[union-attr]  # (checked open)
         fut: asyncio.Future[Any] = self._loop.create_future()
-        self._pending[msg.id] = fut
-        fut.add_done_callback(functools.partial(self._given_up, msg.id))
+        pending = self._pending
+        pending[msg.id] = fut
+        if len(pending) > self._sweep_at:
+            self.forget_abandoned()
         return fut
 
     def hook(self, msg: Hook) -> asyncio.Future[HookResult | None]:
@@ -257,17 +262,23 @@ class Channel(asyncio.Protocol):
 
     # -- the books --
     def hook_events(self) -> frozenset[str]:
-        """The events of the hook requests in flight to this worker (the host's record)."""
-        return frozenset(self._hooks.values()) if self._hooks else frozenset()
+        """The events of the hook requests in flight to this worker (the host's record), those
+        whose waiter gave up left out."""
+        if not self._hooks:
+            return frozenset()
+        pending = self._pending
+        return frozenset(event for req_id, event in self._hooks.items() if not pending[req_id].done())
 
-    def _given_up(self, req_id: int, fut: asyncio.Future[Any]) -> None:
-        """A request's future is done: if its waiter cancelled it (an answer pops it first), the
-        request leaves the books now rather than when a late answer, if any, comes."""
-        if fut.cancelled() and self._pending.get(req_id) is fut:
+    def forget_abandoned(self) -> None:
+        """Forget the requests whose waiter gave up (their future is done, and no answer took them
+        off the books): a late answer to one is then counted as late."""
+        for req_id in [i for i, fut in self._pending.items() if fut.done()]:
             del self._pending[req_id]
             self._hooks.pop(req_id, None)
+        self._sweep_at = max(_SWEEP_MIN, 2 * len(self._pending))
 
     def stats(self) -> ChannelStats:
+        self.forget_abandoned()  # (not on any hot path: the books as they really are)
         return ChannelStats(len(self._pending), len(self._hooks), len(self._pongs), self._late,
                             self._reader.bad_frames, self._gone, self._queued(), len(self._backlog),
                             len(self._held), tuple(sorted(self._paused)), self._backpressure_pauses,

@@ -156,8 +156,8 @@ class WorkerRuntime:
 
     # -- liveness and death --
     def hook_timed_out(self) -> None:
-        """A hook ran past its budget (its request already left the channel's books when the bus
-        cancelled it): check the worker's loop."""
+        """A hook ran past its budget: forget the abandoned request and check the worker's loop."""
+        self._channel.forget_abandoned()
         if self.proc is not None and not self._stopping:
             self._liveness.check()
 

@@ -150,7 +150,7 @@ async def test_hostile_modifier_cut_by_the_chain_budget_is_charged_and_leaves_no
 ) -> None:
     """The chain's budget (1 s) runs out while the attacker's modifier (own budget 5 s) holds the
     event: the attacker is charged a timeout, not the modifier after it; the cut request is off
-    the attacker's channel books at once, and its late answer is counted and dropped."""
+    the attacker's channel books (not in flight) at once, and its late answer is counted and dropped."""
     await enable(host, write_plugin(HOLD, id="attacker", permissions=["hooks:modify", "storage:use"]))
     await enable(host, write_plugin(LATER, id="later", permissions=["hooks:modify", "storage:use"]))
     channel = host.manager.get("attacker").runtime.channel  # type: ignore[union-attr]

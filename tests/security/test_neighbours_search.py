@@ -1,6 +1,6 @@
 """Search providers that never answer, or answer with hostile text (issue 12: any legal thing, many
 times, while not answering). A query waits for a silent provider only its budget; the request then
-leaves that worker's books at once (nothing piles up however many queries come), the timeout is
+no longer counts on that worker's books (nothing piles up however many queries come), the timeout is
 charged to that plugin (its breaker stops it), and a neighbour's provider keeps answering. What a
 provider's error says reaches the API escaped, capped and without its secrets. Real workers."""
 

@@ -260,10 +260,10 @@ async def test_an_answer_held_by_backpressure_keeps_its_slot_until_handed_to_the
     assert server.in_flight == 0 and channel.stats().held_answers == 0
 
 
-async def test_a_request_whose_waiter_gives_up_leaves_the_books_at_once() -> None:
+async def test_a_request_whose_waiter_gives_up_no_longer_counts_and_its_late_answer_is_dropped() -> None:
     """A hook cut by its budget or the chain's (the bus cancels its future), a search or health
-    check past its timeout: the request is off the channel's books before any answer comes, so a
-    worker that never answers leaves nothing behind; a late answer is counted and dropped."""
+    check past its timeout: the request is off the channel's books before any answer comes (not in
+    flight, not a hook event the re-entry guard sees); a late answer is counted and dropped."""
     channel, _transport = make_channel(Peer())
     hook = channel.hook(Hook(channel.new_id(), 1, "message:received", {"id": "m"}, "s",
                              datetime.now(UTC), "engine", {}))
@@ -278,6 +278,17 @@ async def test_a_request_whose_waiter_gives_up_leaves_the_books_at_once() -> Non
     for req_id in (1, 2, 3):  # the late answers, and the one still awaited
         channel.data_received(bytes(encode_frame(Result(req_id, True, encoded(None)))))
     assert channel.stats().late_replies == 2 and kept.done() and channel.stats().requests_in_flight == 0
+
+
+async def test_requests_a_silent_worker_never_answers_do_not_pile_up_on_the_books() -> None:
+    """Thousands of requests given up on (a search provider that never answers, queried again and
+    again): the books are swept as they grow, and hold about twice the live requests at most."""
+    channel, _transport = make_channel(Peer(), ChannelLimits(1 << 30, 60.0, 1.0, 60.0, 64))
+    live = [channel.request(Health(channel.new_id())) for _ in range(10)]
+    for _ in range(5000):
+        channel.request(Health(channel.new_id())).cancel()
+    assert len(channel._pending) <= 2 * (len(live) + 64)  # (the books themselves: stats() would sweep)
+    assert channel.stats().requests_in_flight == len(live)
 
 
 # -- host CPU -----------------------------------------------------------------------------------
