@@ -8,7 +8,8 @@ plugin, counted) → body under the smaller of the operator's and the route's ca
 freshness (`plugbox.api.ingress.verify`; 401, 503 if the plugin has no secret) → replay of a
 `dedupHeader` id (409) → the `dedupOn` key (400 when the request has none). Then:
 - a sync route runs the plugin's `register_webhook` handler under the hook budget (503 not enabled
-  or past its share of requests in flight, 504 timeout, 502 worker gone, 500 handler raised); a repeated `dedupOn` key answers 200 `duplicate`;
+  or past its share of requests in flight, 504 timeout, 502 worker gone, 500 handler raised); a
+  repeated `dedupOn` key answers 200 `duplicate`;
 - an async route is queued durably (`plugbox.ingress`) and answered `ackStatus` (202) at once with the
   delivery id; a repeated key gets the same answer with the first delivery's id and status
   `duplicate`; a full queue of the plugin or route answers 429 with Retry-After.
