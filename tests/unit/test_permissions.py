@@ -77,6 +77,13 @@ def test_session_scoped_plugin_not_active_on_the_session_is_refused_naming_it() 
         check_session("echo", scope, "b", _live("a", "b"))
 
 
+def test_listed_session_the_plugin_is_not_active_on_is_refused_as_inactive_not_as_outside_the_manifest() -> None:
+    # the operator needs the right reason: activate the plugin there, not edit its manifest
+    scope = SessionScope(["a", "b"], True, ["a"])
+    with pytest.raises(CapabilityError, match=r"plugin 'echo' is not active on session 'b'"):
+        check_session("echo", scope, "b", _live("a", "b"))
+
+
 def test_plugin_that_is_not_session_scoped_needs_no_activation() -> None:
     check_session("echo", SessionScope(["*"], False, []), "b", _live("b"))
 
