@@ -208,10 +208,13 @@ class FrameReader:
             view.release()
             # Whatever happens, the buffer keeps only an incomplete frame: never more than cap + 3
             # bytes. After an oversize length the stream cannot be resynchronised: keep nothing.
+            # The tail moves to a new buffer rather than resizing this one in place: a view of it
+            # kept alive elsewhere (a traceback an `on_bad` callback holds on to) would make an
+            # in-place resize raise BufferError out of the reader.
             if too_large is not None:
-                buf.clear()
+                self._buf = bytearray()
             elif pos:
-                del buf[:pos]
+                self._buf = buf[pos:]
         if too_large is not None:
             raise FrameTooLarge(too_large, self._max)
         return out
