@@ -4,6 +4,8 @@ that run before any host service is touched, timeouts, and per-plugin storage na
 from __future__ import annotations
 
 import asyncio
+import logging
+import re
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -509,3 +511,103 @@ async def test_on_call_reports_each_verb_and_outcome(engine: CountingEngine, sto
     pid = caller.plugin_id
     assert seen == [(pid, "engine.get_chats", "ok"), (pid, "unknown", "error"), (pid, "engine.get_chats", "denied")]
     assert len(denied) == 1 and denied[0][0] == pid and "'engine:read'" in denied[0][1]
+
+
+async def test_on_call_counts_a_failed_service_as_error_and_a_late_one_as_timeout(
+    engine: CountingEngine, storage: PluginStorage
+) -> None:
+    seen: list[tuple[str, str]] = []
+    services = Services(engine=engine, messages=MessageService(engine, HookBus(budget=lambda _p: 1.0)),  # type: ignore[arg-type]
+                        storage=storage)
+    router = CapabilityRouter(services, timeout=0.01, send_factor=4, on_call=lambda _p, v, o: seen.append((v, o)))
+    engine.fail = EngineError("no such group")
+    with pytest.raises(CapabilityError):
+        await router.invoke(FakeCaller(), "engine.get_chats", {"session_id": "main"})
+    engine.fail, engine.hang = None, asyncio.Event()
+    with pytest.raises(CapabilityTimeout):
+        await router.invoke(FakeCaller(), "engine.get_chats", {"session_id": "main"})
+    assert seen == [("engine.get_chats", "error"), ("engine.get_chats", "timeout")]
+
+
+async def test_a_verb_that_is_not_a_send_gets_the_plain_timeout_whatever_the_send_factor(
+    make_router: Callable[..., CapabilityRouter], engine: CountingEngine
+) -> None:
+    engine.hang = asyncio.Event()
+    router = make_router(timeout=0.01, send_factor=1000)
+    with pytest.raises(CapabilityTimeout, match=r"engine\.get_chats: timed out after 0\.01 s"):
+        await router.invoke(FakeCaller(), "engine.get_chats", {"session_id": "main"})
+
+
+class _BrokenStorage:
+    def get(self, plugin_id: str, key: str) -> Any:
+        raise RuntimeError("/srv/secret/db is corrupt")
+
+
+@pytest.mark.parametrize("verb, args", [("engine.get_chats", {"session_id": "main"}), ("storage.get", {"key": "k"})],
+                         ids=["awaited", "inline"])
+async def test_an_unexpected_host_failure_names_verb_and_kind_and_is_logged_for_the_operator(
+    engine: CountingEngine, caplog: pytest.LogCaptureFixture, verb: str, args: dict[str, Any]
+) -> None:
+    engine.fail = RuntimeError("/srv/secret/path exploded")
+    services = Services(engine=engine, messages=MessageService(engine, HookBus(budget=lambda _p: 1.0)),  # type: ignore[arg-type]
+                        storage=_BrokenStorage())  # type: ignore[arg-type]
+    router = CapabilityRouter(services, timeout=1.0, send_factor=4)
+    with caplog.at_level(logging.ERROR, logger="plugbox.capabilities"), \
+            pytest.raises(CapabilityError) as caught:
+        await router.invoke(FakeCaller(plugin_id="alice"), verb, args)
+    assert str(caught.value) == f"{verb}: host service failed (RuntimeError)"
+    [record] = caplog.records
+    assert record.getMessage() == f"capability {verb} for plugin alice failed inside the host"
+    assert record.exc_info is not None and isinstance(record.exc_info[1], RuntimeError)
+
+
+@pytest.mark.parametrize("verb", ["net.fetch", "conversations.send", "mappings.upsert", "mappings.get",
+                                  "mappings.get_by_provider", "handover.set"])
+async def test_a_verb_whose_service_this_host_lacks_is_refused_naming_it(verb: str) -> None:
+    log: list[Any] = []
+    services = Services(engine=Recorder("engine", log), messages=Recorder("messages", log),  # type: ignore[arg-type]
+                        storage=Recorder("storage", log))  # type: ignore[arg-type]
+    router = CapabilityRouter(services, timeout=1.0, send_factor=4)
+    with pytest.raises(CapabilityError, match=rf"^{re.escape(verb)}: not available on this host$"):
+        await router.invoke(FakeCaller(), verb, valid_args(verb))
+    assert log == []
+
+
+async def test_fetch_passes_the_request_body_on() -> None:
+    log: list[Any] = []
+    services = Services(engine=Recorder("engine", log), messages=Recorder("messages", log),  # type: ignore[arg-type]
+                        storage=Recorder("storage", log), net=Recorder("net", log))  # type: ignore[arg-type]
+    router = CapabilityRouter(services, timeout=1.0, send_factor=4)
+    await router.invoke(FakeCaller(), "net.fetch", valid_args("net.fetch") | {"method": "POST", "body": "payload"})
+    assert log == [("net.fetch", ("caller", "https://api.example.com/"),
+                    {"method": "POST", "headers": {}, "body": "payload", "timeout_ms": 1000})]
+
+
+@pytest.mark.parametrize("answer", [{"ok": True}, {"id": 42}, ["m9"], None],
+                         ids=["no-id", "id-not-text", "list", "none"])
+async def test_a_conversation_send_without_a_message_id_is_recorded_without_one(answer: Any) -> None:
+    log: list[Any] = []
+    services = Services(engine=Recorder("engine", log),  # type: ignore[arg-type]
+                        messages=Recorder("messages", log, answers={"send_text": answer}),  # type: ignore[arg-type]
+                        storage=Recorder("storage", log), conversations=Recorder("conversations", log))  # type: ignore[arg-type]
+    router = CapabilityRouter(services, timeout=1.0, send_factor=4)
+    await router.invoke(FakeCaller(), "conversations.send", valid_args("conversations.send"))
+    recorded = ENVELOPE | {"provider": None, "externalId": None}
+    assert log[-1] == ("conversations.record_sent", ("caller", recorded, None), {})
+
+
+async def test_an_unknown_fetch_method_is_refused_listing_the_methods(router: CapabilityRouter) -> None:
+    methods = "GET, POST, PUT, PATCH, DELETE, HEAD, OPTIONS"
+    with pytest.raises(CapabilityError, match=rf"'method': 'BREW' is not one of {methods}"):
+        await router.invoke(FakeCaller(), "net.fetch", valid_args("net.fetch") | {"method": "BREW"})
+
+
+def test_the_router_lists_every_allowlisted_verb_in_order(router: CapabilityRouter) -> None:
+    assert router.verb_names() == sorted(VERBS) and "storage.get" in router.verb_names()
+
+
+async def test_only_verbs_that_never_wait_are_answered_before_invoke_returns(router: CapabilityRouter) -> None:
+    assert router.is_sync("storage.get") and router.is_sync("storage.list")
+    assert not router.is_sync("engine.get_chats") and not router.is_sync("messages.send_text")
+    assert not router.is_sync("no.such.verb")
+    assert router.invoke(FakeCaller(), "storage.get", {"key": "k"}).done()
