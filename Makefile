@@ -5,7 +5,7 @@ PY ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint serve bench
+.PHONY: demo test lint serve bench mutation
 
 $(STAMP): pyproject.toml
 	test -x $(VENV)/bin/python || $(PY) -m venv $(VENV)
@@ -23,3 +23,11 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(VENV)/bin/plugbox bench
+
+# Mutation testing (slow; never part of `make test` or CI). One module group at a time:
+#   make mutation MUTANTS='plugbox.permissions*'   (default: every configured module)
+# Results stay in mutants/ (git-ignored); `.venv/bin/mutmut results` lists the survivors.
+MUTANTS ?=
+mutation: $(STAMP)
+	$(VENV)/bin/mutmut run --max-children 2 $(MUTANTS)
+	$(VENV)/bin/mutmut results --all true | sed -E 's/^ *([a-z_.]+)\.x[_ǁ][^:]*: /\1: /' | sort | uniq -c

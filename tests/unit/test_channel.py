@@ -5,6 +5,7 @@ peer, and a channel that ends fails every waiter at once with the reason, tellin
 from __future__ import annotations
 
 import asyncio
+import logging
 from datetime import UTC, datetime
 from typing import Any
 
@@ -133,7 +134,7 @@ async def test_a_failure_without_a_message_still_says_the_plugin_failed() -> Non
     channel, _, _ = connected()
     fut, req_id = health(channel)
     feed(channel, Result(req_id, False))
-    with pytest.raises(PluginError, match="plugin failed without a message"):
+    with pytest.raises(PluginError, match=r"^plugin failed without a message$"):
         fut.result()
 
 
@@ -390,3 +391,84 @@ async def test_request_and_ping_ids_are_never_reused() -> None:
     channel.flush()
     [ping] = transport.sent()
     assert len({*ids, ping.id}) == 4
+
+
+# -- what the operator's log is told (and not flooded with) ---------------------------------------
+
+
+def warnings_of(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "plugbox.bridge" and r.levelno == logging.WARNING]
+
+
+async def test_dropped_frames_are_logged_on_the_first_and_every_fiftieth_only(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    channel, _, _ = connected()
+    with caplog.at_level(logging.WARNING, logger="plugbox.bridge"):
+        channel.data_received(b"\x00\x00\x00\x01\xc1" * 100)
+    logged = warnings_of(caplog)
+    assert len(logged) == 3
+    assert [line.split(" so far")[0] for line in logged] == [
+        "plugin echo: dropped a frame (1", "plugin echo: dropped a frame (50", "plugin echo: dropped a frame (100"]
+    assert all(line.split("so far): ")[1] for line in logged)  # and why
+
+
+async def test_a_frame_of_a_kind_the_host_never_expects_is_logged_by_kind(caplog: pytest.LogCaptureFixture) -> None:
+    channel, _, _ = connected()
+    feed(channel, Hello(2, 1, []))
+    with caplog.at_level(logging.WARNING, logger="plugbox.bridge"):
+        feed(channel, Hello(2, 1, []))
+    assert warnings_of(caplog) == ["plugin echo: dropped a frame (1 so far): unexpected Hello frame"]
+
+
+async def test_a_long_reason_for_a_dropped_frame_is_cut_in_the_log(caplog: pytest.LogCaptureFixture) -> None:
+    channel, peer, _ = connected()
+
+    def fail(_msg: Log) -> None:
+        raise ValueError("x" * 1000)
+
+    peer.on_log = fail  # type: ignore[method-assign]
+    with caplog.at_level(logging.WARNING, logger="plugbox.bridge"):
+        feed(channel, Log("info", "x"))
+    [line] = warnings_of(caplog)
+    assert line == "plugin echo: dropped a frame (1 so far): " + "x" * 200
+
+
+async def test_late_replies_are_logged_once_naming_plugin_and_request(caplog: pytest.LogCaptureFixture) -> None:
+    channel, _, _ = connected()
+    with caplog.at_level(logging.WARNING, logger="plugbox.bridge"):
+        feed(channel, Result(41, True), Result(42, True), Result(43, True))
+    assert warnings_of(caplog) == ["plugin echo: late reply to request 41 dropped"]
+    assert channel.stats().late_replies == 3
+
+
+async def test_frames_the_host_cannot_use_count_towards_the_limit_with_garbage() -> None:
+    channel, _, transport = connected()
+    feed(channel, Hello(2, 1, []))
+    channel.data_received(b"\x00\x00\x00\x01\xc1" * (MAX_BAD_FRAMES - 1))
+    feed(channel, Hello(2, 1, []))  # the hundredth unusable frame
+    assert channel.stats().bad_frames == MAX_BAD_FRAMES and not transport.closed
+    feed(channel, Hello(2, 1, []))
+    assert transport.closed
+
+
+async def test_a_hook_answer_that_cannot_be_read_still_settles_the_hook(monkeypatch: pytest.MonkeyPatch) -> None:
+    def unreadable(_msg: Result) -> HookResult:
+        raise RecursionError("too deep to read")
+
+    monkeypatch.setattr("plugbox.bridge.channel.hook_result", unreadable)
+    channel, _, _ = connected()
+    fut, req_id = hook(channel)
+    feed(channel, Result(req_id, True, {"continue": True}))
+    assert fut.result() == HookResult(error="hook result could not be read (RecursionError)")
+    assert channel.stats().hooks_in_flight == 0
+
+
+async def test_an_abandoned_request_that_is_not_a_hook_is_forgotten_too() -> None:
+    channel, _, _ = connected()
+    fut, req_id = health(channel)
+    fut.cancel()
+    channel.forget_abandoned()
+    assert channel.stats().requests_in_flight == 0
+    feed(channel, Result(req_id, True))
+    assert channel.stats().late_replies == 1

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 
 from plugbox.protocol import FrameReader, FrameWriter, HostMsg, Ping, Search, encode_frame
+from plugbox.protocol.frames import HEADER
 
 
 class Transport:
@@ -79,3 +80,34 @@ def test_reader_decodes_a_whole_frame_a_split_frame_and_several_at_once() -> Non
     assert [m.id for m in reader.feed(one[5:])] == [1]
     assert reader.bad_frames == 0 and len(reader._buf) == 0
 
+
+
+async def test_after_uncork_a_lone_frame_leaves_at_once_again() -> None:
+    transport = Transport()
+    writer = FrameWriter(transport, asyncio.get_running_loop())
+    writer.cork()
+    writer.write(Ping(1))
+    writer.uncork()
+    await asyncio.sleep(0)
+    writer.write(Ping(2))
+    assert ids(transport.writes) == [1, 2] and len(transport.writes) == 2
+
+
+async def test_frames_written_now_while_corked_count_towards_the_early_batch() -> None:
+    transport = Transport()
+    writer = FrameWriter(transport, asyncio.get_running_loop(), max_frames=4)
+    writer.cork()
+    for i in range(1, 4):
+        writer.write_now(Ping(i))
+    assert transport.writes == []  # corked: held like any other frame
+    writer.write(Ping(4))  # the fourth frame of the batch
+    assert ids(transport.writes) == [1, 2, 3, 4] and len(transport.writes) == 1
+
+
+def test_a_frame_carrying_a_msgpack_extension_is_dropped_saying_which() -> None:
+    seen: list[Exception] = []
+    reader = FrameReader(HostMsg, 1 << 20, on_bad=seen.append)
+    ext = b"\x93\xa6search\x01\x81\xa1k\xd4\x05\x00"  # ["search", 1, {"k": <ext type 5>}]
+    out = reader.feed(HEADER.pack(len(ext)) + ext + bytes(encode_frame(Ping(2))))
+    assert [m.id for m in out] == [2] and reader.bad_frames == 1
+    assert "msgpack extension type 5 is not allowed" in str(seen[0])
