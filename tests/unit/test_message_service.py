@@ -109,3 +109,11 @@ async def test_a_received_message_runs_the_received_hook_from_the_engine(engine:
     [hook] = seen
     assert (hook.event, hook.data, hook.session_id, hook.source) == ("message:received", message, "s1", "engine")
     assert outcome.stopped and outcome.stopped_by == "watcher"
+
+
+async def test_a_send_whose_own_arguments_do_not_fit_the_payload_is_refused_saying_why(
+    engine: LoopbackEngine, bus: HookBus
+) -> None:
+    with pytest.raises(SendVetoed, match=rf"^send to chat '{CHAT}' on session 's1' refused: .*input\.text"):
+        await MessageService(engine, bus).send_text("s1", CHAT, None)  # type: ignore[arg-type]
+    assert engine.sent == []

@@ -16,7 +16,7 @@ import pytest
 
 from plugbox.capabilities.messages import MessageService
 from plugbox.capabilities.router import CapabilityRouter, Services
-from plugbox.capabilities.verbs import VERBS
+from plugbox.capabilities.verbs import FETCH_BODY_MAX_BYTES, VERBS
 from plugbox.errors import CapabilityError, CapabilityTimeout, EngineError
 from plugbox.hooks import HookBus
 from plugbox.permissions import PERMISSIONS, SessionScope
@@ -612,3 +612,27 @@ async def test_only_verbs_that_never_wait_are_answered_before_invoke_returns(rou
     assert not router.is_sync("engine.get_chats") and not router.is_sync("messages.send_text")
     assert not router.is_sync("no.such.verb")
     assert router.invoke(FakeCaller(), "storage.get", {"key": "k"}).done()
+
+
+def _fetch_router(log: list[Any]) -> CapabilityRouter:
+    services = Services(engine=Recorder("engine", log), messages=Recorder("messages", log),  # type: ignore[arg-type]
+                        storage=Recorder("storage", log), net=Recorder("net", log))  # type: ignore[arg-type]
+    return CapabilityRouter(services, timeout=1.0, send_factor=4)
+
+
+async def test_a_fetch_body_of_another_type_is_refused_naming_its_type() -> None:
+    log: list[Any] = []
+    with pytest.raises(CapabilityError, match=r"'body': must be str, bytes or None, got int"):
+        await _fetch_router(log).invoke(FakeCaller(), "net.fetch", valid_args("net.fetch") | {"body": 7})
+    assert log == []
+
+
+async def test_a_fetch_body_is_capped_in_bytes_not_characters() -> None:
+    log: list[Any] = []
+    router = _fetch_router(log)
+    at_cap = "é" * (FETCH_BODY_MAX_BYTES // 2)  # two bytes each in UTF-8
+    await router.invoke(FakeCaller(), "net.fetch", valid_args("net.fetch") | {"method": "POST", "body": at_cap})
+    assert len(log) == 1
+    with pytest.raises(CapabilityError, match=rf"'body': {FETCH_BODY_MAX_BYTES + 2} bytes, at most"):
+        await router.invoke(FakeCaller(), "net.fetch", valid_args("net.fetch") | {"body": at_cap + "é"})
+    assert len(log) == 1

@@ -5,6 +5,7 @@ for that plugin only, with secrets redacted from the error."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 import pytest
@@ -71,7 +72,7 @@ async def test_each_provider_gets_its_own_copy_of_the_query() -> None:
 
 
 async def test_a_query_that_is_not_an_object_is_refused() -> None:
-    with pytest.raises(TypeError, match="search query must be an object"):
+    with pytest.raises(TypeError, match=r"^search query must be an object$"):
         await service(answering("alpha", [])).query(None, ["q"])  # type: ignore[arg-type]
 
 
@@ -118,3 +119,13 @@ async def test_a_provider_past_the_timeout_is_its_own_entry() -> None:
 async def test_without_a_timeout_the_service_default_applies() -> None:
     [entry] = await service(hanging("slow"), timeout=0.02).query(None, {})
     assert entry == {"plugin": "slow", "ok": False, "error": "search provider did not answer within 0.02 s"}
+
+
+async def test_a_failing_provider_is_noted_in_the_host_log_by_plugin_and_kind_only(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    svc = service(failing("broken", ValueError("token s3cr3t")))
+    with caplog.at_level(logging.INFO, logger="plugbox.search"):
+        await svc.query(None, {})
+    assert [r.getMessage() for r in caplog.records if r.name == "plugbox.search"] == [
+        "search provider of plugin broken failed: ValueError"]
