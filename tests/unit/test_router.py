@@ -636,3 +636,30 @@ async def test_a_fetch_body_is_capped_in_bytes_not_characters() -> None:
     with pytest.raises(CapabilityError, match=rf"'body': {FETCH_BODY_MAX_BYTES + 2} bytes, at most"):
         await router.invoke(FakeCaller(), "net.fetch", valid_args("net.fetch") | {"body": at_cap + "é"})
     assert len(log) == 1
+
+
+async def test_on_call_counts_inline_answers_and_refusals_under_the_verbs_name(
+    engine: CountingEngine, storage: PluginStorage
+) -> None:
+    seen: list[tuple[str, str]] = []
+    services = Services(engine=engine, messages=MessageService(engine, HookBus(budget=lambda _p: 1.0)),  # type: ignore[arg-type]
+                        storage=storage)
+    router = CapabilityRouter(services, timeout=1.0, send_factor=4, on_call=lambda v, o: seen.append((v, o)))
+    await router.invoke(FakeCaller(), "storage.get", {"key": "k"})
+    with pytest.raises(CapabilityError):
+        await router.invoke(FakeCaller(permissions=frozenset()), "storage.get", {"key": "k"})
+    assert seen == [("storage.get", "ok"), ("storage.get", "error")]
+
+
+async def test_an_unknown_verb_is_named_in_the_refusal_up_to_64_characters(router: CapabilityRouter) -> None:
+    verb = "v" * 60 + "WXYZ" + "tail-not-shown"
+    with pytest.raises(CapabilityError, match=rf"^unknown capability verb '{'v' * 60}WXYZ'$"):
+        await router.invoke(FakeCaller(), verb, {})
+
+
+async def test_permission_and_session_refusals_name_the_calling_plugin(router: CapabilityRouter) -> None:
+    with pytest.raises(CapabilityError, match="plugin 'alice' lacks permission 'storage:use'"):
+        await router.invoke(FakeCaller(plugin_id="alice", permissions=frozenset()), "storage.get", {"key": "k"})
+    caller = FakeCaller(plugin_id="alice", scope=SessionScope(["*"], True, ["main"]))
+    with pytest.raises(CapabilityError, match="plugin 'alice' is not active on session 'other'"):
+        await router.invoke(caller, "engine.get_chats", {"session_id": "other"})

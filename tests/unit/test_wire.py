@@ -97,10 +97,11 @@ async def test_frames_written_now_while_corked_count_towards_the_early_batch() -
     transport = Transport()
     writer = FrameWriter(transport, asyncio.get_running_loop(), max_frames=4)
     writer.cork()
-    for i in range(1, 4):
-        writer.write_now(Ping(i))
-    assert transport.writes == []  # corked: held like any other frame
-    writer.write(Ping(4))  # the fourth frame of the batch
+    writer.write_now(Ping(1))
+    writer.write_now(Ping(2))
+    writer.write(Ping(3))
+    assert transport.writes == []  # corked, and three frames are not yet a batch
+    writer.write(Ping(4))  # the fourth frame of the batch, two of them written "now"
     assert ids(transport.writes) == [1, 2, 3, 4] and len(transport.writes) == 1
 
 
