@@ -112,3 +112,12 @@ def test_a_frame_carrying_a_msgpack_extension_is_dropped_saying_which() -> None:
     out = reader.feed(HEADER.pack(len(ext)) + ext + bytes(encode_frame(Ping(2))))
     assert [m.id for m in out] == [2] and reader.bad_frames == 1
     assert "msgpack extension type 5 is not allowed" in str(seen[0])
+
+
+def test_a_frame_exactly_at_the_cap_is_read_whole_or_split() -> None:
+    frame = bytes(encode_frame(Search(1, {"k": "v" * 40})))
+    cap = len(frame) - 4
+    assert [m.id for m in FrameReader(HostMsg, cap).feed(frame)] == [1]
+    split = FrameReader(HostMsg, cap)
+    assert split.feed(frame[:10]) == []
+    assert [m.id for m in split.feed(frame[10:])] == [1]
