@@ -644,10 +644,10 @@ async def test_on_call_counts_inline_answers_and_refusals_under_the_verbs_name(
     seen: list[tuple[str, str]] = []
     services = Services(engine=engine, messages=MessageService(engine, HookBus(budget=lambda _p: 1.0)),  # type: ignore[arg-type]
                         storage=storage)
-    router = CapabilityRouter(services, timeout=1.0, send_factor=4, on_call=lambda v, o: seen.append((v, o)))
+    router = CapabilityRouter(services, timeout=1.0, send_factor=4, on_call=lambda _p, v, o: seen.append((v, o)))
     await router.invoke(FakeCaller(), "storage.get", {"key": "k"})
     with pytest.raises(CapabilityError):
-        await router.invoke(FakeCaller(permissions=frozenset()), "storage.get", {"key": "k"})
+        await router.invoke(FakeCaller(), "storage.get", {"key": ""})  # invalid argument
     assert seen == [("storage.get", "ok"), ("storage.get", "error")]
 
 
