@@ -13,19 +13,19 @@ from typing import Any
 
 import pytest
 
-from plugbox.hooks import HookBus
+from plugbox.deadlines import Deadlines
+from plugbox.hooks import HookBus, HookLimits
 from plugbox.sdk import HookContext, HookResult
 
 Told = list[tuple[str, str, str, str]]
 
 
-def bus_telling(told: Told, modifiers: frozenset[str] = frozenset(), budget: float = 1.0,
-                on_success: Any = None) -> HookBus:
+def bus_telling(told: Told, modifiers: frozenset[str] = frozenset(), budget: float = 1.0, **kw: Any) -> HookBus:
     def relay(plugin_id: str, level: str, context: str, text: str) -> str:
         told.append((plugin_id, level, context, text))
         return f"printed:{text}"
 
-    return HookBus(budget=lambda _p: budget, relay=relay, may_modify=lambda p: p in modifiers, on_success=on_success)
+    return HookBus(budget=lambda _p: budget, relay=relay, may_modify=lambda p: p in modifiers, **kw)
 
 
 def test_a_hook_for_an_unknown_event_is_refused_and_the_plugin_told() -> None:
@@ -163,3 +163,106 @@ async def test_work_done_for_a_handler_does_not_reach_that_handler_again_but_rea
     ran.clear()
     await asyncio.get_running_loop().create_task(bus.execute("session:ready", {}), context=bus.context_for("p", ()))
     assert ran == ["p:ready", "q:ready"]
+
+
+@pytest.mark.parametrize("role, late", [("observer", False), ("observer", True), ("modifier", False)],
+                         ids=["observer-at-once", "observer-when-it-comes", "modifier"])
+@pytest.mark.parametrize("answer, error", [(7, "handler returned int, expected HookResult or None"),
+                                           (HookResult(error="no thanks"), "no thanks")], ids=["wrong-type", "error"])
+async def test_a_wrong_answer_or_an_error_is_charged_to_its_plugin_and_the_chain_goes_on(
+    role: str, late: bool, answer: Any, error: str
+) -> None:
+    told: Told = []
+    charged: list[tuple[str, str]] = []
+    after: list[str] = []
+    bus = bus_telling(told, modifiers=frozenset({"watcher"} if role == "modifier" else ()),
+                      on_error=lambda pid, message: charged.append((pid, message)))
+    gate = asyncio.Event()
+
+    async def answers_later(_hook: HookContext) -> Any:
+        await gate.wait()
+        return answer
+
+    bus.register("watcher", "session:ready", answers_later if late else lambda _h: answer, 1)
+    bus.register("next", "session:ready", lambda _h: after.append("next"), 2)
+    outcome = await bus.execute("session:ready", {})
+    gate.set()
+    await outcome.settled()
+    assert after == ["next"]
+    assert outcome.errors == [("watcher", f"printed:{error}")]
+    assert told == [("watcher", "warning", "hook session:ready failed: ", error)]
+    assert charged == [("watcher", f"hook session:ready: printed:{error}")]
+
+
+async def test_an_observers_late_answer_with_data_is_ignored_and_it_is_told() -> None:
+    told: Told = []
+    bus = bus_telling(told)
+
+    async def rewrites(_hook: HookContext) -> HookResult:
+        await asyncio.sleep(0)
+        return HookResult(data={"x": 1})
+
+    bus.register("watcher", "session:ready", rewrites)
+    outcome = await (await bus.execute("session:ready", {"x": 0})).settled()
+    assert outcome.data == {"x": 0} and outcome.errors == []
+    assert [(pid, text.split(":")[0]) for pid, _, _, text in told] == [("watcher", "returned data ignored")]
+
+
+async def test_a_plugin_registered_again_is_told_again_and_no_other_plugin_is() -> None:
+    told: Told = []
+    bus = bus_telling(told)
+    for pid in ("a", "b"):
+        bus.register(pid, "session:ready", lambda _h: HookResult(stop=True))
+    await bus.execute("session:ready", {})
+    bus.unregister_plugin("a")  # disabled: its "said once" goes with it
+    bus.register("a", "session:ready", lambda _h: HookResult(stop=True))
+    await bus.execute("session:ready", {})
+    assert [pid for pid, *_ in told] == ["a", "b", "a"]
+
+
+async def test_events_dropped_for_a_plugin_at_its_cap_are_told_once_with_the_cap() -> None:
+    told: Told = []
+    dropped: list[str] = []
+    bus = bus_telling(told, limits=HookLimits(observers_pending=2), on_dropped=dropped.append)
+    gate = asyncio.Event()
+
+    async def slow(_hook: HookContext) -> None:
+        await gate.wait()
+
+    bus.register("slow", "session:ready", slow)
+    for _ in range(4):
+        await bus.execute("session:ready", {})
+    assert dropped == ["slow", "slow"]
+    assert told == [("slow", "warning", "hook session:ready: ", "events dropped: 2 invocations of this plugin's "
+                     "handlers are still unanswered (said once)")]
+    gate.set()
+    await bus.settled()
+
+
+async def test_a_spent_chain_budget_is_logged_naming_who_spent_most_and_who_was_skipped(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    now = [100.0]
+
+    def takes(seconds: float) -> Any:
+        def handler(_hook: HookContext) -> None:
+            now[0] += seconds
+
+        return handler
+
+    bus = bus_telling([], modifiers=frozenset({"quick", "hog", "late"}), budget=5.0,
+                      deadlines=Deadlines(lambda: now[0], autosweep=False), limits=HookLimits(chain_budget=6.0))
+    watched: list[Any] = []
+    bus.register("quick", "session:ready", takes(2.0), 1)
+    bus.register("hog", "session:ready", takes(2.5), 2)  # hog's two handlers: 4 s in all, the most
+    bus.register("hog", "session:ready", takes(1.5), 3)
+    bus.register("late", "session:ready", takes(0.0), 4)  # starts exactly as the chain's 6 s end
+    bus.register("watcher", "session:ready", watched.append, 5)
+    with caplog.at_level(logging.WARNING, logger="plugbox.hooks"):
+        await bus.execute("session:ready", {})
+        now[0] = 100.0
+        await bus.execute("session:ready", {})  # spent again at once: not logged again
+    assert [r.getMessage() for r in caplog.records] == [
+        "hook session:ready: chain budget (6.0 s) spent, mostly by plugin hog; handlers from plugin late on "
+        "skipped for this event"]
+    assert len(watched) == 2  # observers after the spent chain still see the event
