@@ -20,6 +20,7 @@ from plugbox.capabilities.verbs import FETCH_BODY_MAX_BYTES, VERBS
 from plugbox.errors import CapabilityError, CapabilityTimeout, EngineError
 from plugbox.hooks import HookBus
 from plugbox.permissions import PERMISSIONS, SessionScope
+from plugbox.protocol import encoded
 from plugbox.sdk import Context
 from plugbox.storage.conversations import ConversationStore
 from plugbox.storage.db import Database
@@ -663,3 +664,34 @@ async def test_permission_and_session_refusals_name_the_calling_plugin(router: C
     caller = FakeCaller(plugin_id="alice", scope=SessionScope(["*"], True, ["main"]))
     with pytest.raises(CapabilityError, match="plugin 'alice' is not active on session 'other'"):
         await router.invoke(caller, "engine.get_chats", {"session_id": "other"})
+
+
+# -- a worker's encoded arguments and a built-in's plain ones ------------------------------------------
+
+
+async def test_a_stored_value_comes_back_decoded_to_a_builtin_and_as_stored_to_a_worker(
+    router: CapabilityRouter,
+) -> None:
+    await router.invoke(FakeCaller(), "storage.set", {"key": "k", "value": {"a": [1, 2]}})
+    assert await router.invoke(FakeCaller(), "storage.get", {"key": "k"}) == [True, {"a": [1, 2]}]
+    found, stored = await router.invoke(FakeCaller(), "storage.get", encoded({"key": "k"}))  # from a frame
+    assert found is True and type(stored) is msgspec.Raw  # handed back untouched: the worker decodes it
+    assert bytes(stored) == bytes(encoded({"a": [1, 2]}))
+
+
+async def test_a_workers_arguments_that_cannot_be_decoded_are_refused_naming_the_verb_and_why(
+    router: CapabilityRouter,
+) -> None:
+    with pytest.raises(CapabilityError, match=r"^storage\.get: undecodable arguments: Input data was truncated$"):
+        await router.invoke(FakeCaller(), "storage.get", msgspec.Raw(b"\x81\xa3key"))
+
+
+@pytest.mark.parametrize("verb, shown", [("storage.get", "storage.get"),
+                                         ("v" * 60 + "WXYZ" + "tail", "v" * 60 + "WXYZ")],
+                         ids=["known-verb", "long-name-cut-at-64"])
+async def test_a_builtins_argument_that_is_not_plain_data_is_refused_naming_where(
+    router: CapabilityRouter, verb: str, shown: str
+) -> None:
+    refusal = rf"^{re.escape(shown)}: invalid argument: args\.key: set is not plain data$"
+    with pytest.raises(CapabilityError, match=refusal):
+        await router.invoke(FakeCaller(), verb, {"key": {1, 2}})
