@@ -159,6 +159,14 @@ async def test_an_answer_held_by_backpressure_reaches_the_worker_intact() -> Non
 # -- decoding at the edge of the caps -------------------------------------------------------------
 
 
+async def test_a_result_past_the_cap_fails_its_request_with_the_caps_own_words() -> None:
+    channel, _transport = make_channel(Peer())  # value_max_bytes=64
+    fut = channel.request(Health(channel.new_id()))
+    channel.data_received(bytes(encode_frame(Result(1, True, encoded("v" * 100)))))
+    with pytest.raises(PluginError, match=r"^result of 102 bytes is larger than the host decodes without a schema"):
+        await fut
+
+
 def test_a_result_exactly_at_the_cap_is_decoded() -> None:
     value = encoded("v" * 60)
     assert result_value(Result(1, True, value), len(value)) == "v" * 60

@@ -695,3 +695,9 @@ async def test_a_builtins_argument_that_is_not_plain_data_is_refused_naming_wher
     refusal = rf"^{re.escape(shown)}: invalid argument: args\.key: set is not plain data$"
     with pytest.raises(CapabilityError, match=refusal):
         await router.invoke(FakeCaller(), verb, {"key": {1, 2}})
+
+
+async def test_a_builtins_argument_the_wire_cannot_carry_is_refused_naming_the_verb(router: CapabilityRouter) -> None:
+    lone_surrogate = "\ud800"  # a str, so plain data, but it has no UTF-8 form
+    with pytest.raises(CapabilityError, match=r"^storage\.set: invalid argument: 'utf-8' codec can't encode"):
+        await router.invoke(FakeCaller(), "storage.set", {"key": "k", "value": lone_surrogate})
