@@ -236,3 +236,13 @@ async def test_the_outcome_of_each_chain_is_handed_on_with_its_session() -> None
     bus.on_outcome = on_outcome
     outcome = await bus.execute(EVENT, {"k": 1}, "s1")
     assert told == [(outcome, "s1")] and (outcome.event, outcome.data) == (EVENT, {"k": 1})
+
+
+async def test_plugins_the_caller_leaves_out_are_skipped_and_the_rest_still_run() -> None:
+    bus = HookBus(budget=lambda _p: 1.0)
+    ran: list[str] = []
+    for pid in ("a", "handed-over", "c"):
+        bus.register(pid, EVENT, lambda _h, pid=pid: ran.append(pid))
+    await bus.execute(EVENT, {}, skip={"handed-over"})  # a chat handed to a human: plugbox.handover
+    await bus.execute(EVENT, {})
+    assert ran == ["a", "c", "a", "handed-over", "c"]
