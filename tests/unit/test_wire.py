@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
+from plugbox.errors import FrameTooLarge
 from plugbox.protocol import FrameReader, FrameWriter, HostMsg, Ping, Search, encode_frame
 from plugbox.protocol.frames import HEADER
 
@@ -121,3 +124,18 @@ def test_a_frame_exactly_at_the_cap_is_read_whole_or_split() -> None:
     split = FrameReader(HostMsg, cap)
     assert split.feed(frame[:10]) == []
     assert [m.id for m in split.feed(frame[10:])] == [1]
+
+
+async def test_a_frame_over_the_peers_cap_is_never_written_and_its_sender_is_told() -> None:
+    transport = Transport()
+    cap = len(encode_frame(Search(1, {"q": "x" * 50}))) - HEADER.size  # exactly this frame's body
+    writer = FrameWriter(transport, asyncio.get_running_loop(), max_bytes=cap)
+    writer.cork()
+    writer.write(Search(1, {"q": "x" * 50}))  # at the cap: written
+    with pytest.raises(FrameTooLarge, match=rf"exceeds the {cap}-byte cap"):
+        writer.write(Search(2, {"q": "x" * 51}))
+    with pytest.raises(FrameTooLarge):
+        writer.write_now(Search(3, {"q": "x" * 51}))
+    writer.write(Ping(4))
+    writer.uncork()
+    assert ids(transport.writes) == [1, 4]  # the batch around the refused frames is intact
