@@ -41,7 +41,7 @@ def recording(seen: list[HookContext], result: HookResult | None = None) -> Any:
 async def test_sending_hook_sees_the_pending_send_its_session_and_source(engine: LoopbackEngine, bus: HookBus) -> None:
     seen: list[HookContext] = []
     bus.register("watcher", "message:sending", recording(seen))
-    await MessageService(engine, bus).send_text("s1", CHAT, "hello", source="echo")
+    await MessageService(engine, bus).send_text("s1", CHAT, "hello", caller="echo")
     [hook] = seen
     assert hook.data == {"sessionId": "s1", "input": {"chatId": CHAT, "text": "hello"}, "type": "text"}
     assert (hook.session_id, hook.source) == ("s1", "echo")
@@ -58,7 +58,7 @@ async def test_a_send_is_from_the_host_unless_told_otherwise(engine: LoopbackEng
 async def test_sent_hook_sees_the_message_the_engine_sent(engine: LoopbackEngine, bus: HookBus) -> None:
     seen: list[HookContext] = []
     bus.register("watcher", "message:sent", recording(seen))
-    message = await MessageService(engine, bus).send_text("s1", CHAT, "hello", source="api")
+    message = await MessageService(engine, bus).send_text("s1", CHAT, "hello", caller="api")
     [hook] = seen
     assert hook.data == message and message["body"] == "hello"
     assert (hook.session_id, hook.source) == ("s1", "api")
@@ -94,7 +94,7 @@ async def test_an_engine_refusal_runs_the_failed_hook_and_reaches_the_caller(
     bus.register("watcher", "message:failed", recording(failed))
     bus.register("watcher", "message:sent", recording(sent))
     with pytest.raises(EngineError) as caught:
-        await MessageService(engine, bus).send_text("s1", "nobody@g.us", "hello", source="echo")
+        await MessageService(engine, bus).send_text("s1", "nobody@g.us", "hello", caller="echo")
     [hook] = failed
     assert hook.data == {"sessionId": "s1", "error": str(caught.value),
                          "input": {"chatId": "nobody@g.us", "text": "hello"}, "type": "text"}

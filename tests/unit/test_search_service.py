@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from plugbox.capabilities.search import ERROR_MAX_CHARS, Provider, SearchService
+from plugbox.logrelay import TRUNCATED
 
 
 def answering(plugin_id: str, results: Any, seen: list[dict[str, Any]] | None = None) -> Provider:
@@ -105,7 +106,7 @@ async def test_a_provider_error_never_shows_the_plugins_secrets() -> None:
 
 async def test_a_long_provider_error_is_cut_to_the_cap() -> None:
     [entry] = await service(failing("wordy", ValueError("x" * 5000))).query(None, {})
-    assert len(entry["error"]) == ERROR_MAX_CHARS
+    assert entry["error"] == ("ValueError: " + "x" * 5000)[:ERROR_MAX_CHARS] + TRUNCATED
 
 
 async def test_a_provider_past_the_timeout_is_its_own_entry() -> None:
