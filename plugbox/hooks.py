@@ -128,6 +128,7 @@ class HookOutcome(msgspec.Struct):
     errors: list[tuple[str, str]] = msgspec.field(default_factory=list)
     timed_out: list[str] = msgspec.field(default_factory=list)
     observing: list[asyncio.Future[Any]] | None = None  # the observers launched and not yet settled
+    cause: str | None = None  # the plugin whose doing the event was (its send); None: the engine's or the host's
 
     async def settled(self) -> HookOutcome:
         """Wait for every observer this dispatch launched to answer, fail or run out of budget."""
@@ -265,7 +266,7 @@ class HookBus:
             cause = _cause.get()
         on_chain = self.on_chain
         started = time.perf_counter() if on_chain is not None else 0.0
-        outcome = HookOutcome(event=event, data=data)
+        outcome = HookOutcome(event=event, data=data, cause=cause)
         active = _reentry.get()
         now = datetime.now(UTC)
         clock = self._deadlines.clock()

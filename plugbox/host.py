@@ -154,7 +154,8 @@ class Host:
         self.handover = HandoverGate(self.conversations, lambda: self.manager.holding(BOT_PERMISSIONS),
                                      lambda pid: self.manager.running(pid) is not None)
         self.messages = MessageService(self.engine, self.bus, gate=self.handover.skipped)
-        self.webhooks = WebhookService(self.db, self.settings, self.bus, sender=webhook_sender, clock=clock)
+        self.webhooks = WebhookService(self.db, self.settings, self.bus, sender=webhook_sender, clock=clock,
+                                       on_dropped=self._observers.webhook_dropped)
         self.ingress = IngressQueue(self.db, self.settings, dispatch=self._dispatch_queued,
                                     running=self.manager.running_ids, clock=clock)
         self.fetch = FetchService(self.settings, self._fetch_policy)

@@ -26,6 +26,10 @@ class HostObserver:
     def hook_dropped(self, plugin_id: str) -> None:
         """An event was not delivered to `plugin_id`: too many of its handler calls were unanswered."""
 
+    def webhook_dropped(self, plugin_id: str, count: int) -> None:
+        """`count` outbound webhook deliveries of events `plugin_id` caused were dropped: it had its
+        share of the queue waiting."""
+
     def worker_failed(self, plugin_id: str, restarting: bool, reason: str) -> None:
         """A worker of `plugin_id` died or was killed and the manager acted on it: a restart
         follows unless the breaker opened."""
@@ -58,6 +62,10 @@ class Observers(HostObserver):
     def hook_dropped(self, plugin_id: str) -> None:
         for o in self._all:
             o.hook_dropped(plugin_id)
+
+    def webhook_dropped(self, plugin_id: str, count: int) -> None:
+        for o in self._all:
+            o.webhook_dropped(plugin_id, count)
 
     def worker_failed(self, plugin_id: str, restarting: bool, reason: str) -> None:
         for o in self._all:

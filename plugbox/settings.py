@@ -317,6 +317,9 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     """Largest delivery body (the JSON envelope); a larger event is not queued, and is logged."""
     webhook_queue_max: PositiveInt = 10000
     """Deliveries waiting host-wide; past it new deliveries are refused (logged) until it drains."""
+    webhook_pending_per_cause: PositiveInt = 1000
+    """Of those, deliveries of events one plugin caused (its sends) that may wait; past it that
+    plugin's new deliveries are dropped and counted against it, while other events still queue."""
     webhook_history_max: PositiveInt = 10000
     """Delivered and dead-lettered deliveries kept host-wide (each kind); the oldest go first."""
     webhook_subscriptions_max: PositiveInt = 100

@@ -86,6 +86,10 @@ class Metrics(HostObserver):
         self.hook_dropped_events = Counter("plugbox_hook_events_dropped",
                                            "Events not delivered to a plugin with too many handler calls unanswered",
                                            ["plugin"], registry=r)
+        self.webhook_dropped_deliveries = Counter(
+            "plugbox_webhook_deliveries_dropped",
+            "Outbound webhook deliveries of events a plugin caused, dropped past its share of the queue",
+            ["plugin"], registry=r)
         self.worker_crashes = Counter("plugbox_worker_crashes", "Workers that died or were killed",
                                       ["plugin"], registry=r)
         self.worker_restarts = Counter("plugbox_worker_restarts", "Worker restarts scheduled after a failure",
@@ -123,6 +127,9 @@ class Metrics(HostObserver):
 
     def hook_dropped(self, plugin_id: str) -> None:
         self.hook_dropped_events.labels(plugin_id).inc()
+
+    def webhook_dropped(self, plugin_id: str, count: int) -> None:
+        self.webhook_dropped_deliveries.labels(plugin_id).inc(count)
 
     def worker_failed(self, plugin_id: str, restarting: bool, reason: str) -> None:
         self.worker_crashes.labels(plugin_id).inc()

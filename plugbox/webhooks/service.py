@@ -12,8 +12,16 @@ What happens to a host event, in order:
 4. the worker (`delivery.DeliveryWorker`) attempts them, with retries, backoff and the dead-letter list.
 
 A failure to queue (database closed, queue full, payload too large) is logged and does not fail the
-event that produced it: plugins have already acted on it. The envelope is `{id, event, sessionId,
-timestamp, data}`; for a veto event (`message:sending`) it also carries `outcome: {vetoed, by}`.
+event that produced it: plugins have already acted on it.
+
+The queue is host-wide (`webhook_queue_max`), so each plugin whose doing an event is (its `cause`:
+its sends, and what the engine reports of them) has only a share of it
+(`webhook_pending_per_cause`). Past its share, its events' new deliveries are dropped before
+`webhook:before` runs or the queue is written, counted against it (`dropped`, `on_dropped`) and
+said once in the host log; the engine's events and other plugins' still queue.
+
+The envelope is `{id, event, sessionId, timestamp, data}`; for a veto event (`message:sending`) it
+also carries `outcome: {vetoed, by}`.
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ import contextlib
 import logging
 import random
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -53,6 +62,7 @@ class WebhookService:
         sender: Sender | None = None,
         clock: Clock | None = None,
         rng: random.Random | None = None,
+        on_dropped: Callable[[str, int], None] | None = None,
     ) -> None:
         self._settings = settings
         self._bus = bus
@@ -67,6 +77,8 @@ class WebhookService:
         )
         self._task: asyncio.Task[None] | None = None
         self.not_queued = 0  # deliveries lost before the queue had them (logged each time)
+        self._dropped: dict[str, int] = {}  # cause -> its deliveries dropped past its share of the queue
+        self._on_dropped = on_dropped  # told (cause, how many) of deliveries dropped past its share
         self._retap()
 
     # -- start / stop --
@@ -99,32 +111,57 @@ class WebhookService:
         wanting = [s for s in self._subs.values() if s.wants(event)]
         if not wanting:
             return
+        cause = outcome.cause
+        if cause is not None and self._store.pending_of(cause) >= self._settings.webhook_pending_per_cause:
+            self._drop(cause, len(wanting), event)  # at its share already: not worth a webhook:before each
+            return
         now = self._clock.time()
         envelope: dict[str, Any] = {"event": event, "sessionId": session_id,
                                     "timestamp": datetime.fromtimestamp(now, UTC).isoformat(), "data": outcome.data}
         if event in VETO_EVENTS:
             envelope["outcome"] = {"vetoed": outcome.vetoed, "by": outcome.stopped_by}
-        fresh = [d for sub in wanting if (d := await self._prepare(sub, envelope, session_id)) is not None]
+        fresh = [d for sub in wanting if (d := await self._prepare(sub, envelope, session_id, cause)) is not None]
         if not fresh:
             return
         try:
-            stored = await self._store.enqueue(fresh, now, self._settings.webhook_queue_max)
+            stored = await self._store.enqueue(fresh, now, self._settings.webhook_queue_max,
+                                               self._settings.webhook_pending_per_cause)
         except Exception as exc:  # StorageError, a closed database: the event itself goes on
             self.not_queued += len(fresh)
             log.error("webhooks: %d deliveries of %s not queued: %s", len(fresh), event, exc)
             return
-        if len(stored) < len(fresh):
-            self.not_queued += len(fresh) - len(stored)
-            log.warning("webhooks: queue full (%d pending); %d deliveries of %s refused",
-                        self._settings.webhook_queue_max, len(fresh) - len(stored), event)
-        self._worker.wake()
         queued = set(stored)
+        if len(stored) < len(fresh):
+            # Between the check above and the write, the cause's share or the whole queue filled.
+            if cause is not None and self._store.pending_of(cause) >= self._settings.webhook_pending_per_cause:
+                self._drop(cause, len(fresh) - len(stored), event)
+            else:
+                self.not_queued += len(fresh) - len(stored)
+                log.warning("webhooks: queue full (%d pending); %d deliveries of %s refused",
+                            self._settings.webhook_queue_max, len(fresh) - len(stored), event)
+        self._worker.wake()
         for d in fresh:
             if d.id in queued:
                 await self._fire("webhook:queued", {"deliveryId": d.id, "subscriptionId": d.subscription_id,
                                                     "event": event}, session_id)
 
-    async def _prepare(self, sub: Subscription, envelope: dict[str, Any], session_id: str | None) -> NewDelivery | None:
+    def dropped(self, plugin_id: str) -> int:
+        """Deliveries of events the plugin caused, dropped because it was at its share of the queue."""
+        return self._dropped.get(plugin_id, 0)
+
+    def _drop(self, cause: str, count: int, event: str) -> None:
+        self.not_queued += count
+        first = cause not in self._dropped
+        self._dropped[cause] = self._dropped.get(cause, 0) + count
+        if first:
+            log.warning("webhooks: plugin %s has %d deliveries pending, its share of the queue; deliveries of "
+                        "events it causes are dropped while they wait (said once per plugin), here %d of %s",
+                        cause, self._settings.webhook_pending_per_cause, count, event)
+        if self._on_dropped is not None:
+            self._on_dropped(cause, count)
+
+    async def _prepare(self, sub: Subscription, envelope: dict[str, Any], session_id: str | None,
+                       cause: str | None) -> NewDelivery | None:
         delivery_id = f"msg_{uuid.uuid4().hex}"
         payload = {"id": delivery_id, **envelope}
         before = await self._fire("webhook:before", {"deliveryId": delivery_id, "subscriptionId": sub.id,
@@ -146,7 +183,7 @@ class WebhookService:
             log.error("webhooks: %s for %s not queued: %d bytes, over the %d-byte cap", envelope["event"], sub.id,
                       len(body), self._settings.webhook_body_max_bytes)
             return None
-        return NewDelivery(delivery_id, sub.id, envelope["event"], session_id, body)
+        return NewDelivery(delivery_id, sub.id, envelope["event"], session_id, body, cause)
 
     # -- subscriptions --
     def subscriptions(self) -> list[Subscription]:

@@ -7,6 +7,11 @@ one row from enqueue to its end; its state is `pending` (waiting or being attemp
 attempt finds the row `pending` again at start and attempts it again with the same id, which is why
 the guarantee is at-least-once (receivers deduplicate on `webhook-id`).
 
+Each delivery records its `cause`: the plugin whose doing the event was (its send), or NULL for the
+engine's and the host's own events. The queue is bounded host-wide, and each cause has a share of
+it: a delivery past either bound is not stored (`enqueue` says which were). The SQL stays plain (a
+nullable column and an index) so the tables port to another database as they are.
+
 This module holds SQL only: no hooks, no network, no retry policy.
 """
 
@@ -40,6 +45,9 @@ _SCHEMA = (
     "CREATE INDEX IF NOT EXISTS webhook_deliveries_due ON webhook_deliveries(state, next_at)",
     "CREATE INDEX IF NOT EXISTS webhook_deliveries_sub ON webhook_deliveries(subscription_id, seq)",
 )
+# Added after the first release: a database made before it gets the column (NULL: no cause known).
+_CAUSE_COLUMN = "ALTER TABLE webhook_deliveries ADD COLUMN cause TEXT"
+_CAUSE_INDEX = "CREATE INDEX IF NOT EXISTS webhook_deliveries_cause ON webhook_deliveries(cause, state)"
 
 _DELIVERY_COLUMNS = ("id, subscription_id, event, session_id, body, state, attempts, next_at, last_status, "
                      "last_error, created_at, updated_at")
@@ -51,6 +59,7 @@ class NewDelivery(msgspec.Struct, frozen=True):
     event: str
     session_id: str | None
     body: bytes
+    cause: str | None = None  # the plugin whose doing the event was; None: the engine's or the host's
 
 
 class Delivery(msgspec.Struct, frozen=True, kw_only=True):
@@ -80,6 +89,12 @@ def _delivery(row: Sequence[object]) -> Delivery:
     return Delivery(**dict(zip(_DELIVERY_COLUMNS.split(", "), row, strict=True)))  # type: ignore[arg-type]
 
 
+def _pending_of(c: sqlite3.Connection, cause: str) -> int:
+    (count,) = c.execute("SELECT count(*) FROM webhook_deliveries WHERE cause = ? AND state = ?",
+                         (cause, PENDING)).fetchone()
+    return int(count)
+
+
 def _subscription(row: Sequence[object]) -> Subscription:
     sid, url, events, secret, enabled, description, created_at = row
     return Subscription(id=str(sid), url=str(url), events=tuple(json.loads(str(events))), secret=str(secret),
@@ -96,6 +111,11 @@ class WebhookStore:
     def _create(conn: sqlite3.Connection) -> None:
         for statement in _SCHEMA:
             conn.execute(statement)
+        try:
+            conn.execute("SELECT cause FROM webhook_deliveries LIMIT 0")
+        except sqlite3.OperationalError:  # no such column
+            conn.execute(_CAUSE_COLUMN)
+        conn.execute(_CAUSE_INDEX)
 
     # -- subscriptions --
     def subscriptions(self) -> list[Subscription]:
@@ -131,22 +151,42 @@ class WebhookStore:
         return cur.rowcount == 1
 
     # -- the queue --
-    async def enqueue(self, deliveries: Iterable[NewDelivery], now: float, queue_max: int) -> list[str]:
-        """Store the deliveries as pending, due now, in one transaction; returns the ids stored (those
-        past `queue_max` pending rows are not). Returns after COMMIT: the rows are durable."""
+    async def enqueue(self, deliveries: Iterable[NewDelivery], now: float, queue_max: int,
+                      per_cause: int) -> list[str]:
+        """Store the deliveries as pending, due now, in one transaction; returns the ids stored. Not
+        stored: those past `queue_max` pending rows, and those of a cause past `per_cause` pending
+        rows of its own (events with no cause have only the host-wide bound). Returns after COMMIT:
+        the rows are durable."""
         batch = list(deliveries)
 
         def run(c: sqlite3.Connection) -> list[str]:
             (pending,) = c.execute("SELECT count(*) FROM webhook_deliveries WHERE state = ?", (PENDING,)).fetchone()
             room = max(queue_max - int(pending), 0)
-            kept = batch[:room]
+            rooms: dict[str, int] = {}  # cause -> deliveries it may still add
+            kept: list[NewDelivery] = []
+            for d in batch:
+                if room <= 0:
+                    break
+                if d.cause is not None:
+                    if d.cause not in rooms:
+                        rooms[d.cause] = per_cause - _pending_of(c, d.cause)
+                    if rooms[d.cause] <= 0:
+                        continue
+                    rooms[d.cause] -= 1
+                kept.append(d)
+                room -= 1
             c.executemany(
                 "INSERT INTO webhook_deliveries (id, subscription_id, event, session_id, body, state, attempts, "
-                "next_at, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?, ?)",
-                [(d.id, d.subscription_id, d.event, d.session_id, d.body, PENDING, now, now, now) for d in kept])
+                "next_at, created_at, updated_at, cause) VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?)",
+                [(d.id, d.subscription_id, d.event, d.session_id, d.body, PENDING, now, now, now, d.cause)
+                 for d in kept])
             return [d.id for d in kept]
 
         return await self._db.write(run)
+
+    def pending_of(self, cause: str) -> int:
+        """Deliveries of events `cause` caused that wait in the queue."""
+        return self._db.read(lambda c: _pending_of(c, cause))
 
     def due(self, now: float, limit: int, skip: Iterable[str]) -> list[Delivery]:
         """Pending deliveries of enabled subscriptions whose time has come, oldest first."""

@@ -58,11 +58,11 @@ async def test_the_queue_refuses_past_its_cap_and_keeps_bounded_history(tmp_path
                        description="", created_at=0.0)
     await store.insert(sub)
     batch = [NewDelivery(f"msg_{i}", "w", "session:ready", None, b"{}") for i in range(5)]
-    assert await store.enqueue(batch, now=1.0, queue_max=3) == ["msg_0", "msg_1", "msg_2"]
+    assert await store.enqueue(batch, now=1.0, queue_max=3, per_cause=10) == ["msg_0", "msg_1", "msg_2"]
     for i in range(3):
         assert await store.finish(f"msg_{i}", DELIVERED, 1, 200, None, now=2.0)
     assert [d.id for d in store.deliveries(subscription_id="w", state=DELIVERED, limit=10)] == ["msg_2", "msg_1"]
-    assert await store.enqueue(batch[3:], now=3.0, queue_max=3) == ["msg_3", "msg_4"]
+    assert await store.enqueue(batch[3:], now=3.0, queue_max=3, per_cause=10) == ["msg_3", "msg_4"]
     assert await store.finish("msg_3", DEAD, 8, 500, "HTTP 500", now=4.0)
     assert await store.replay("msg_3", now=5.0) and not await store.replay("msg_4", now=5.0)
     assert [d.id for d in store.due(now=5.0, limit=10, skip=["msg_4"])] == ["msg_3"]
