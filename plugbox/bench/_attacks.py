@@ -313,6 +313,7 @@ ATTACKS: tuple[Attack, ...] = (
            _ENGINE_READS, ("messages:send", "engine:read")),
     Attack("send_flood", "32 lanes of messages.send_text as fast as replies come", _SEND_FLOOD,
            ("messages:send",)),
+    # Charged: the webhook deliveries of its sends past its share of the queue (`webhook_pending_per_cause`).
     Attack("webhook_queue", "the send flood, while the operator subscribes a webhook to messages",
            _SEND_FLOOD, ("messages:send",), subscribe=("message:received", "message:sent")),
 )

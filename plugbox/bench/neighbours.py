@@ -10,7 +10,7 @@ body (a capability call through the bridge and the database writer), and fails p
 Each row reports the victim's p50 before and during the attack, victim failures and status, the
 host's RSS growth and log bytes during the attack, whether the attacker's config secret reached
 the host log, and what the host charged the attacker with (its status, failures, last error, or
-else the hook timeouts and dropped events counted against it).
+else the hook timeouts, dropped events and dropped webhook deliveries counted against it).
 A row passes when the victim kept its service (p50 ≤ 3 x baseline or ≤ 50 ms, no failure, still
 enabled) and the host did (RSS growth ≤ 150 MB, log ≤ 1 MB per plugin per minute, no secret).
 """
@@ -70,11 +70,13 @@ class _LogMeter(logging.Handler):
 
 
 class _Charges(HostObserver):
-    """What the host charged each plugin with besides its status: hook timeouts, dropped events."""
+    """What the host charged each plugin with besides its status: hook timeouts, dropped events,
+    webhook deliveries of events it caused dropped past its share of the queue."""
 
     def __init__(self) -> None:
         self.timeouts: dict[str, int] = {}
         self.dropped: dict[str, int] = {}
+        self.webhook_drops: dict[str, int] = {}
 
     def hook_timeout(self, plugin_id: str) -> None:
         self.timeouts[plugin_id] = self.timeouts.get(plugin_id, 0) + 1
@@ -82,9 +84,13 @@ class _Charges(HostObserver):
     def hook_dropped(self, plugin_id: str) -> None:
         self.dropped[plugin_id] = self.dropped.get(plugin_id, 0) + 1
 
+    def webhook_dropped(self, plugin_id: str, count: int) -> None:
+        self.webhook_drops[plugin_id] = self.webhook_drops.get(plugin_id, 0) + count
+
     def describe(self, plugin_id: str) -> str:
         counts = ((self.timeouts.get(plugin_id, 0), "hook timeouts"),
-                  (self.dropped.get(plugin_id, 0), "events dropped"))
+                  (self.dropped.get(plugin_id, 0), "events dropped"),
+                  (self.webhook_drops.get(plugin_id, 0), "webhook deliveries dropped"))
         return ", ".join(f"{n:,} {what}" for n, what in counts if n)
 
 

@@ -69,3 +69,40 @@ async def test_the_queue_refuses_past_its_cap_and_keeps_bounded_history(tmp_path
     await store.delete("w")
     assert store.deliveries(subscription_id=None, state=None, limit=10) == []  # cascaded
     await db.close()
+
+
+async def test_each_cause_has_a_share_of_the_queue_and_causeless_events_only_the_whole(tmp_path: Path) -> None:
+    db = Database(tmp_path / "db.sqlite")
+    store = WebhookStore(db, history_max=10)
+    await store.insert(Subscription(id="w", url="https://x.example/", events=("*",), secret=new_secret(),
+                                    enabled=True, description="", created_at=0.0))
+
+    def batch(cause: str | None, n: int) -> list[NewDelivery]:
+        return [NewDelivery(f"{cause}_{i}", "w", "message:sent", None, b"{}", cause) for i in range(n)]
+
+    assert len(await store.enqueue(batch("flood", 5), now=1.0, queue_max=6, per_cause=2)) == 2
+    assert await store.enqueue(batch("flood", 1), now=1.0, queue_max=6, per_cause=2) == []  # at its share
+    assert store.pending_of("flood") == 2 and store.pending_of("quiet") == 0
+    assert await store.enqueue(batch("quiet", 1), now=1.0, queue_max=6, per_cause=2) == ["quiet_0"]
+    assert len(await store.enqueue(batch(None, 5), now=1.0, queue_max=6, per_cause=2)) == 3  # the whole bound
+    # A delivery that ends frees its cause's share.
+    assert await store.finish("flood_0", DELIVERED, 1, 200, None, now=2.0)
+    assert await store.enqueue([NewDelivery("again", "w", "message:sent", None, b"{}", "flood")], now=2.0,
+                               queue_max=7, per_cause=2) == ["again"]
+    await db.close()
+
+
+async def test_a_queue_made_before_causes_were_recorded_gains_the_column(tmp_path: Path) -> None:
+    db = Database(tmp_path / "db.sqlite")
+    await db.write(lambda c: c.execute(
+        "CREATE TABLE webhook_deliveries (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, "
+        "subscription_id TEXT NOT NULL, event TEXT NOT NULL, session_id TEXT, body BLOB NOT NULL, "
+        "state TEXT NOT NULL, attempts INTEGER NOT NULL, next_at REAL NOT NULL, last_status INTEGER, "
+        "last_error TEXT, created_at REAL NOT NULL, updated_at REAL NOT NULL)"))
+    store = WebhookStore(db, history_max=10)
+    await store.insert(Subscription(id="w", url="https://x.example/", events=("*",), secret=new_secret(),
+                                    enabled=True, description="", created_at=0.0))
+    new = NewDelivery("d", "w", "message:sent", None, b"{}", "p")
+    assert await store.enqueue([new], now=1.0, queue_max=5, per_cause=5) == ["d"]
+    assert store.pending_of("p") == 1
+    await db.close()
