@@ -8,6 +8,7 @@
     ├── PluginStateError              a lifecycle call that the plugin's state forbids
     │   └── PluginNotFound
     ├── StorageError                  bad key/value, quota exceeded
+    │   └── DatabaseError             the database itself failed (driver error, connection lost)
     ├── EngineError                   the engine refused (unknown session, chat, ...)
     ├── SendVetoed                    a `message:sending` handler stopped the send
     ├── PluginError                   the plugin's own code raised (message says where)
@@ -45,6 +46,7 @@ __all__ = [
     "CapabilityTimeout",
     "ConfigError",
     "ConfinementError",
+    "DatabaseError",
     "DownloadError",
     "EngineError",
     "FetchRefused",
@@ -121,6 +123,11 @@ class PluginNotFound(PluginStateError):
 
 class StorageError(PlugboxError):
     """A storage key or value was refused, or the quota would be exceeded."""
+
+
+class DatabaseError(StorageError):
+    """The database backend failed: the driver's error (SQLite or PostgreSQL), translated at the
+    `Database` boundary so stores never see a driver's exception type."""
 
 
 class EngineError(PlugboxError):

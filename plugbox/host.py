@@ -47,7 +47,7 @@ from plugbox.runtime import PluginHandle, PluginRuntime, RuntimeDeps, RuntimeFac
 from plugbox.sdk import Plugin
 from plugbox.settings import Settings, load_settings
 from plugbox.storage.conversations import ConversationStore
-from plugbox.storage.db import Database
+from plugbox.storage.db import open_database
 from plugbox.storage.kv import PluginStorage
 from plugbox.storage.quota import WriteBudget
 from plugbox.webhooks import Sender, WebhookService
@@ -110,7 +110,7 @@ class Host:
         self._sandbox_factory = sandbox_factory
         data = self.settings.data_path
         data.mkdir(parents=True, exist_ok=True)
-        self.db = Database(data / "plugbox.db", self.settings.storage_busy_timeout_ms)
+        self.db = open_database(self.settings)
         self.registry = Registry(self.db)
         write_budget = WriteBudget.from_settings(self.settings)  # one bucket per plugin, all its stores
         self.storage = PluginStorage(

@@ -39,6 +39,13 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
 
     data_dir: str = "./plugbox-data"
     """Where the database, plugin scratch dirs and installed packages live."""
+    database_url: str = ""
+    """Empty: the embedded SQLite file `plugbox.db` under data_dir. `postgresql://...` (libpq URL or
+    key=value string): a PostgreSQL database, which several hosts may share (docs/postgres.md)."""
+    database_pool_size: PositiveInt = 4
+    """PostgreSQL: connections one host keeps open (the writer, readers and scans share them)."""
+    database_statement_timeout_ms: PositiveMs = 5000
+    """PostgreSQL: longest one statement may run before the server cancels it."""
     plugins_dir: str = "./plugins"
     """Where untrusted plugins are discovered (one directory each)."""
     catalog_dir: str | None = None

@@ -48,7 +48,7 @@ from plugbox.engines.loopback import LoopbackEngine
 from plugbox.host import Host, HostObserver
 from plugbox.lifecycle import Status
 from plugbox.settings import Settings, load_settings
-from plugbox.storage.db import Database
+from plugbox.storage.db import open_database
 from plugbox.storage.kv import PluginStorage
 
 __all__ = ["CHAOS_PLUGIN", "FAULT_KINDS", "Load", "run_chaos", "start_host", "zygote_children"]
@@ -267,7 +267,7 @@ async def run_chaos(
             await host.stop()
         strays, zygote_left = await wait_gone(seen, zygote)
         progress("re-reading every acknowledged write through a fresh database handle")
-        db = Database(Path(s.data_dir) / "plugbox.db")
+        db = open_database(s)
         try:
             lost_after = load.lost(PluginStorage(db))
             integrity = db.integrity_check()

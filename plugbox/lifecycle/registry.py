@@ -10,15 +10,14 @@ reported, never half-used. This module stores records; deciding what they mean i
 from __future__ import annotations
 
 import logging
-import sqlite3
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import msgspec
 
-from plugbox.errors import StorageError
+from plugbox.errors import DatabaseError, StorageError
 from plugbox.lifecycle.status import Status
-from plugbox.storage.db import Database
+from plugbox.storage.db import Connection, Database
 
 __all__ = ["SOURCES", "PluginRecord", "Registry"]
 
@@ -51,10 +50,6 @@ class PluginRecord(msgspec.Struct, kw_only=True):
             raise ValueError(f"source must be one of {', '.join(SOURCES)}, got {self.source!r}")
 
 
-_SCHEMA = """CREATE TABLE IF NOT EXISTS plugin_registry (
-    plugin_id TEXT PRIMARY KEY,
-    record    BLOB NOT NULL
-) WITHOUT ROWID"""
 _GET = "SELECT record FROM plugin_registry WHERE plugin_id = ?"
 _ALL = "SELECT plugin_id, record FROM plugin_registry ORDER BY plugin_id"
 _PUT = (
@@ -85,7 +80,6 @@ class Registry:
 
     def __init__(self, db: Database) -> None:
         self._db = db
-        db.write_sync(lambda c: c.execute(_SCHEMA).close())
 
     def get(self, plugin_id: str) -> PluginRecord | None:
         """The record of `plugin_id`, None if there is none; StorageError if the row is invalid."""
@@ -118,8 +112,8 @@ class Registry:
         """Remove the record; True if there was one."""
         return await self._write(lambda c: c.execute(_DELETE, (plugin_id,)).rowcount > 0, plugin_id)
 
-    async def _write(self, fn: Callable[[sqlite3.Connection], T], plugin_id: str) -> T:
+    async def _write(self, fn: Callable[[Connection], T], plugin_id: str) -> T:
         try:
             return await self._db.write(fn)
-        except sqlite3.Error as exc:
+        except DatabaseError as exc:
             raise StorageError(f"registry write for plugin {plugin_id!r} failed: {exc}") from exc

@@ -27,74 +27,38 @@ scope. Records are returned as camelCase dicts, like the envelopes.
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from collections.abc import Mapping
 from typing import Any
 
 from plugbox.errors import StorageError
 from plugbox.settings import DEFAULTS
-from plugbox.storage.db import Database
-from plugbox.storage.quota import WriteBudget, charge, create_usage_table, read_usage, row_cost
+from plugbox.storage.db import Connection, Database
+from plugbox.storage.quota import WriteBudget, charge, read_usage, row_cost
 
 __all__ = ["HANDOVER_STATES", "ConversationStore"]
 
 HANDOVER_STATES = ("bot", "human", "closed")
 
-_SCHEMA = (
-    """CREATE TABLE IF NOT EXISTS conversation_messages (
-        seq             INTEGER PRIMARY KEY AUTOINCREMENT,
-        plugin_id       TEXT NOT NULL,
-        conversation_id TEXT NOT NULL,
-        session_id      TEXT NOT NULL,
-        chat_id         TEXT NOT NULL,
-        message_id      TEXT,
-        text            TEXT NOT NULL,
-        provider        TEXT,
-        external_id     TEXT,
-        sent_at         REAL NOT NULL
-    )""",
-    "CREATE INDEX IF NOT EXISTS conversation_messages_by_conv ON conversation_messages (plugin_id, conversation_id)",
-    """CREATE TABLE IF NOT EXISTS conversation_handover (
-        plugin_id  TEXT NOT NULL,
-        ref        TEXT NOT NULL,
-        state      TEXT NOT NULL CHECK (state IN ('bot', 'human', 'closed')),
-        updated_at REAL NOT NULL,
-        session_id TEXT,
-        chat_id    TEXT,
-        PRIMARY KEY (plugin_id, ref)
-    ) WITHOUT ROWID""",
-    """CREATE TABLE IF NOT EXISTS conversation_mappings (
-        plugin_id       TEXT NOT NULL,
-        conversation_id TEXT NOT NULL,
-        provider        TEXT NOT NULL,
-        external_id     TEXT NOT NULL,
-        session_id      TEXT NOT NULL,
-        chat_id         TEXT NOT NULL,
-        updated_at      REAL NOT NULL,
-        PRIMARY KEY (plugin_id, conversation_id),
-        UNIQUE (plugin_id, provider, external_id)
-    ) WITHOUT ROWID""",
-)
-
 _MAPPING_COLUMNS = "conversation_id, provider, external_id, session_id, chat_id, updated_at"
 _REAL = 8  # a REAL column (timestamps)
-
-
-def _blen(column: str) -> str:
-    return f"coalesce(length(CAST({column} AS BLOB)), 0)"
 
 
 def _nbytes(*texts: str | None) -> int:
     return sum(len(t.encode()) for t in texts if t is not None)
 
 
-# What `_message_cost` needs of a stored message, computed by SQLite (to credit dropped rows).
-_MESSAGE_SIZES = (
-    f"SELECT {_blen('plugin_id')}, {_blen('conversation_id')}, "
-    f"{' + '.join(_blen(c) for c in ('session_id', 'chat_id', 'message_id', 'text', 'provider', 'external_id'))} "
+# What `_message_cost` needs of the stored messages the rolling bound drops (to credit them back). The
+# texts are fetched and measured here: the two backends spell "bytes of a TEXT" differently.
+_DROPPED_TEXTS = (
+    "SELECT plugin_id, conversation_id, session_id, chat_id, message_id, text, provider, external_id "
     "FROM conversation_messages WHERE plugin_id = ? AND seq <= ?"
 )
+
+
+def _stored_message_cost(row: tuple[str | None, ...]) -> int:
+    plugin_id, conversation_id, *others = row
+    return _message_cost(_nbytes(plugin_id), _nbytes(conversation_id), _nbytes(*others))
 
 
 def _message_cost(plugin_id_bytes: int, conversation_bytes: int, other_bytes: int) -> int:
@@ -130,23 +94,14 @@ class ConversationStore:
         self.rows_per_plugin = rows_per_plugin
         self.quota_bytes = quota_bytes
         self.write_budget = write_budget or WriteBudget.from_settings(DEFAULTS)
-        db.write_sync(self._create)
-
+        # Which chats a plugin holds in `human`, read once at start. On a shared database another
+        # host's handover changes are not seen here until restart (docs/postgres.md).
         self._human: dict[tuple[str, str], set[str]] = {}  # (session, chat) -> plugins holding it in `human`
         for plugin_id, session_id, chat_id in db.read(lambda c: c.execute(
                 "SELECT plugin_id, session_id, chat_id FROM conversation_handover "
                 "WHERE state = 'human' AND session_id IS NOT NULL").fetchall()):
             self._human.setdefault((session_id, chat_id), set()).add(plugin_id)
 
-    @staticmethod
-    def _create(conn: sqlite3.Connection) -> None:
-        for statement in _SCHEMA:
-            conn.execute(statement)
-        columns = {row[1] for row in conn.execute("PRAGMA table_info(conversation_handover)")}
-        for column in ("session_id", "chat_id"):  # a database made before handover gated dispatch
-            if column not in columns:
-                conn.execute(f"ALTER TABLE conversation_handover ADD COLUMN {column} TEXT")
-        create_usage_table(conn)
 
     def check_room(self, plugin_id: str, envelope: Mapping[str, Any]) -> None:
         """Refuse (StorageError) a `record_sent` that could not be stored, before the text is sent."""
@@ -177,15 +132,15 @@ class ConversationStore:
         cost = _envelope_cost(plugin_id, envelope, message_id)
         await self.write_budget.spend(plugin_id, cost)
 
-        def write(conn: sqlite3.Connection) -> int:
+        def write(conn: Connection) -> int:
             cur = conn.execute(
                 "INSERT INTO conversation_messages (plugin_id, conversation_id, session_id, chat_id, message_id, "
-                "text, provider, external_id, sent_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "text, provider, external_id, sent_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING seq",
                 row,
             )
-            seq = int(cur.lastrowid or 0)
+            seq = int(cur.fetchone()[0])
             dropped = (plugin_id, seq - self.messages_per_plugin)
-            freed = sum(_message_cost(*sizes) for sizes in conn.execute(_MESSAGE_SIZES, dropped))
+            freed = sum(_stored_message_cost(tuple(r)) for r in conn.execute(_DROPPED_TEXTS, dropped))
             conn.execute("DELETE FROM conversation_messages WHERE plugin_id = ? AND seq <= ?", dropped)
             charge(conn, plugin_id, cost - freed, self.quota_bytes, "recording a conversation message")
             return seq
@@ -228,7 +183,7 @@ class ConversationStore:
         cost = _handover_cost(plugin_id, ref, state, session_id, chat_id)
         await self.write_budget.spend(plugin_id, cost)
 
-        def write(conn: sqlite3.Connection) -> tuple[str | None, tuple[str, str] | None]:
+        def write(conn: Connection) -> tuple[str | None, tuple[str, str] | None]:
             """(the previous state, the chat this write stops the plugin holding in `human`, if any)"""
             found = conn.execute(
                 "SELECT state, session_id, chat_id FROM conversation_handover WHERE plugin_id = ? AND ref = ?",
@@ -309,7 +264,7 @@ class ConversationStore:
         cost = _mapping_cost(plugin_id, cid, provider, external, mapping["sessionId"], mapping["chatId"])
         await self.write_budget.spend(plugin_id, cost)
 
-        def write(conn: sqlite3.Connection) -> None:
+        def write(conn: Connection) -> None:
             owner = conn.execute(
                 "SELECT conversation_id FROM conversation_mappings WHERE plugin_id = ? AND provider = ? "
                 "AND external_id = ?",
@@ -363,7 +318,7 @@ class ConversationStore:
     async def delete_plugin(self, plugin_id: str) -> None:
         """Forget everything a plugin recorded (uninstall)."""
 
-        def write(conn: sqlite3.Connection) -> None:
+        def write(conn: Connection) -> None:
             for table in ("conversation_messages", "conversation_handover", "conversation_mappings"):
                 conn.execute(f"DELETE FROM {table} WHERE plugin_id = ?", (plugin_id,))
             conn.execute("DELETE FROM plugin_kv_usage WHERE plugin_id = ?", (plugin_id,))  # the shared quota
@@ -373,7 +328,7 @@ class ConversationStore:
             self._release(plugin_id, chat)
 
 
-def _check_room(conn: sqlite3.Connection, table: str, plugin_id: str, what: str, rows_max: int) -> None:
+def _check_room(conn: Connection, table: str, plugin_id: str, what: str, rows_max: int) -> None:
     (count,) = conn.execute(f"SELECT count(*) FROM {table} WHERE plugin_id = ?", (plugin_id,)).fetchone()
     if count >= rows_max:
         raise StorageError(f"plugin {plugin_id!r} already has {count} {what}, the most allowed")

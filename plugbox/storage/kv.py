@@ -25,40 +25,29 @@ module checks no permissions or session scope: the capability layer has done tha
 
 Reads of small values are served from a bounded in-memory cache of encoded values (`_ReadCache`):
 `ctx.storage.get` is the hottest capability call, and a SQLite lookup cost more than the rest of
-the host's side of the round trip. The host process is the database's only writer, and every write
-goes through this class, which keeps the cache exact (see `_ReadCache` for how).
+the host's side of the round trip. On SQLite the host process is the database's only writer, and
+every write goes through this class, which keeps the cache exact (see `_ReadCache` for how). On a
+shared database (PostgreSQL) other hosts write too, so the cache is off and every read asks it.
 """
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import msgspec
 
-from plugbox.errors import PlainDataError, StorageError
+from plugbox.errors import DatabaseError, PlainDataError, StorageError
 from plugbox.plain import check_plain
 from plugbox.protocol import value_decoder
 from plugbox.settings import DEFAULTS
-from plugbox.storage.db import Database
-from plugbox.storage.quota import PAGE_SIZE, WriteBudget, charge, create_usage_table, read_usage, row_cost
+from plugbox.storage.db import Connection, Database
+from plugbox.storage.quota import PAGE_SIZE, WriteBudget, charge, read_usage, row_cost
 
 __all__ = ["MAX_KEY_CHARS", "PluginStorage", "prefix_end"]
 
 MAX_KEY_CHARS = 512
-
-# One statement each: `executescript` would COMMIT the transaction `Database.write` opened.
-_SCHEMA = (
-    """CREATE TABLE IF NOT EXISTS plugin_kv (
-        plugin_id TEXT NOT NULL,
-        key       TEXT NOT NULL,
-        value     BLOB NOT NULL,
-        size      INTEGER NOT NULL,
-        PRIMARY KEY (plugin_id, key)
-    ) WITHOUT ROWID""",
-)
 
 _GET = "SELECT value FROM plugin_kv WHERE plugin_id = ? AND key = ?"
 _SIZE = "SELECT size FROM plugin_kv WHERE plugin_id = ? AND key = ?"
@@ -150,7 +139,7 @@ class _ReadCache:
 
     def put(self, plugin_id: str, key: str, blob: bytes, epoch: int) -> None:
         """Store `blob`, read when `epoch` was current, unless a write may have made it stale."""
-        if len(blob) > self.max_value_bytes:
+        if len(blob) > self.max_value_bytes or not self.max_entries:
             return
         with self._lock:
             if epoch != self.epoch or (plugin_id, key) in self._busy or (plugin_id, None) in self._busy:
@@ -186,12 +175,6 @@ class _ReadCache:
         return len(self.entries)
 
 
-def _create_tables(c: sqlite3.Connection) -> None:
-    for statement in _SCHEMA:
-        c.execute(statement)
-    create_usage_table(c)
-
-
 def _row_cost(plugin_id: str, key: str, blob: bytes) -> int:
     return row_cost(len(plugin_id.encode()) + _key_bytes(key) + len(blob) + 8)
 
@@ -217,8 +200,8 @@ class PluginStorage:
         self.write_budget = write_budget or WriteBudget.from_settings(DEFAULTS)
         self.list_max_keys = list_max_keys
         self.check_max_bytes = check_max_bytes
-        self._cache = _ReadCache(cache_entries, cache_value_max_bytes)
-        db.write_sync(_create_tables)
+        # A shared database has writers in other hosts, which this cache would not see.
+        self._cache = _ReadCache(0 if db.shared else cache_entries, cache_value_max_bytes)
 
     # -- reads: on the calling thread ----------------------------------------------------------------
 
@@ -307,7 +290,7 @@ class PluginStorage:
             )
         await self.write_budget.spend(plugin_id, size)
 
-        def txn(c: sqlite3.Connection) -> None:
+        def txn(c: Connection) -> None:
             old = c.execute(_SIZE, (plugin_id, key)).fetchone()
             charge(c, plugin_id, size - (old[0] if old else 0), quota, f"writing key {key!r}")
             c.execute(_UPSERT, (plugin_id, key, blob, size))
@@ -319,7 +302,7 @@ class PluginStorage:
         _check_key(key)
         await self.write_budget.spend(plugin_id, PAGE_SIZE)
 
-        def txn(c: sqlite3.Connection) -> bool:
+        def txn(c: Connection) -> bool:
             old = c.execute(_SIZE, (plugin_id, key)).fetchone()
             if old is None:
                 return False
@@ -332,7 +315,7 @@ class PluginStorage:
     async def drop(self, plugin_id: str) -> int:
         """Delete the plugin's whole namespace (uninstall); returns the number of keys removed."""
 
-        def txn(c: sqlite3.Connection) -> int:
+        def txn(c: Connection) -> int:
             removed = c.execute("DELETE FROM plugin_kv WHERE plugin_id = ?", (plugin_id,)).rowcount
             c.execute("DELETE FROM plugin_kv_usage WHERE plugin_id = ?", (plugin_id,))
             return int(removed)
@@ -340,17 +323,17 @@ class PluginStorage:
         return await self._write(txn, plugin_id, "drop", None)
 
     async def _write(
-        self, txn: Callable[[sqlite3.Connection], T], plugin_id: str, op: str, key: str | None
+        self, txn: Callable[[Connection], T], plugin_id: str, op: str, key: str | None
     ) -> T:
         cache = self._cache
 
-        def run(c: sqlite3.Connection) -> T:
+        def run(c: Connection) -> T:
             cache.begin(plugin_id, key)
             return txn(c)
 
         try:
             return await self._db.write(run, after=lambda: cache.end(plugin_id, key), owner=plugin_id)
-        except sqlite3.Error as exc:
+        except DatabaseError as exc:
             raise StorageError(f"storage {op} for plugin {plugin_id!r} failed: {exc}") from exc
 
 
@@ -361,7 +344,7 @@ def _check_prefix(prefix: Any, what: str = "prefix") -> None:
         _key_bytes(prefix)
 
 
-def _keys(c: sqlite3.Connection, plugin_id: str, prefix: str, after: str, limit: int | None) -> _Keys:
+def _keys(c: Connection, plugin_id: str, prefix: str, after: str, limit: int | None) -> _Keys:
     end = prefix_end(prefix)
     sql = _LIST if end is None else _LIST_BOUNDED
     params: tuple[Any, ...] = (plugin_id, prefix, after) if end is None else (plugin_id, prefix, after, end)

@@ -7,7 +7,8 @@ Three things every store that keeps plugin data (`kv`, `conversations`) charges 
   its cell header and pointer, the free space a B-tree page keeps on average, and — for a payload
   past the page's local limit — whole overflow pages, the last one partly empty. Counting only
   key + value undercounted the file 4-22x (small rows pay per-row overhead; a value just past the
-  local limit pays a whole 4 KiB overflow page).
+  local limit pays a whole 4 KiB overflow page). PostgreSQL is charged the same figure, so a
+  plugin's quota holds the same data on either backend (its heap tuples cost about as much).
 - `charge`: adds a delta to the plugin's usage row inside the caller's write transaction and refuses
   (StorageError naming the plugin, what was written and the quota) a growth past the quota, so usage
   and data never disagree. KV keys and conversation records share the one quota.
@@ -23,15 +24,15 @@ This module knows the layout of no particular table; stores pass the payload siz
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from plugbox.errors import StorageError
 from plugbox.settings import Settings
+from plugbox.storage.db import Connection
 
-__all__ = ["PAGE_SIZE", "WriteBudget", "charge", "create_usage_table", "read_usage", "row_cost"]
+__all__ = ["PAGE_SIZE", "WriteBudget", "charge", "read_usage", "row_cost"]
 
 PAGE_SIZE = 4096  # SQLite's default page size, which `Database` keeps
 
@@ -44,14 +45,10 @@ _RECORD_HEADER = 6  # a record's header: its length and one serial type per colu
 def _varint_len(n: int) -> int:
     return 1 if n < 0x80 else 2 if n < 0x4000 else 3 if n < 0x200000 else 4 if n < 0x10000000 else 9
 
-_USAGE_TABLE = """CREATE TABLE IF NOT EXISTS plugin_kv_usage (
-    plugin_id TEXT PRIMARY KEY,
-    bytes     INTEGER NOT NULL
-) WITHOUT ROWID"""
 _USAGE = "SELECT bytes FROM plugin_kv_usage WHERE plugin_id = ?"
 _ADD_USAGE = (
     "INSERT INTO plugin_kv_usage (plugin_id, bytes) VALUES (?, ?) "
-    "ON CONFLICT (plugin_id) DO UPDATE SET bytes = bytes + excluded.bytes"
+    "ON CONFLICT (plugin_id) DO UPDATE SET bytes = plugin_kv_usage.bytes + excluded.bytes"
 )
 
 
@@ -72,16 +69,12 @@ def row_cost(payload: int, *, index: bool = True, page_size: int = PAGE_SIZE) ->
     return (local + cell_overhead + 4) * _FILL_NUM // _FILL_DEN + overflow_pages * page_size
 
 
-def create_usage_table(conn: sqlite3.Connection) -> None:
-    conn.execute(_USAGE_TABLE)
-
-
-def read_usage(conn: sqlite3.Connection, plugin_id: str) -> int:
+def read_usage(conn: Connection, plugin_id: str) -> int:
     row = conn.execute(_USAGE, (plugin_id,)).fetchone()
     return 0 if row is None else int(row[0])
 
 
-def charge(conn: sqlite3.Connection, plugin_id: str, delta: int, quota: int, what: str) -> None:
+def charge(conn: Connection, plugin_id: str, delta: int, quota: int, what: str) -> None:
     """Add `delta` bytes to the plugin's usage, in the caller's transaction; a growth that would pass
     `quota` raises StorageError (and the caller's transaction rolls back)."""
     if delta > 0:

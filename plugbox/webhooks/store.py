@@ -18,36 +18,17 @@ This module holds SQL only: no hooks, no network, no retry policy.
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Iterable, Sequence
 
 import msgspec
 
-from plugbox.storage.db import Database
+from plugbox.storage.db import Connection, Database
 from plugbox.webhooks.subscriptions import Subscription, SubscriptionSpec
 
 __all__ = ["Delivery", "NewDelivery", "WebhookStore"]
 
 PENDING, DELIVERED, DEAD = "pending", "delivered", "dead"
 STATES = (PENDING, DELIVERED, DEAD)
-
-_SCHEMA = (
-    """CREATE TABLE IF NOT EXISTS webhook_subscriptions (
-        id TEXT PRIMARY KEY, url TEXT NOT NULL, events TEXT NOT NULL, secret TEXT NOT NULL,
-        enabled INTEGER NOT NULL, description TEXT NOT NULL, created_at REAL NOT NULL)""",
-    """CREATE TABLE IF NOT EXISTS webhook_deliveries (
-        seq INTEGER PRIMARY KEY AUTOINCREMENT,
-        id TEXT NOT NULL UNIQUE,
-        subscription_id TEXT NOT NULL REFERENCES webhook_subscriptions(id) ON DELETE CASCADE,
-        event TEXT NOT NULL, session_id TEXT, body BLOB NOT NULL,
-        state TEXT NOT NULL, attempts INTEGER NOT NULL, next_at REAL NOT NULL,
-        last_status INTEGER, last_error TEXT, created_at REAL NOT NULL, updated_at REAL NOT NULL)""",
-    "CREATE INDEX IF NOT EXISTS webhook_deliveries_due ON webhook_deliveries(state, next_at)",
-    "CREATE INDEX IF NOT EXISTS webhook_deliveries_sub ON webhook_deliveries(subscription_id, seq)",
-)
-# Added after the first release: a database made before it gets the column (NULL: no cause known).
-_CAUSE_COLUMN = "ALTER TABLE webhook_deliveries ADD COLUMN cause TEXT"
-_CAUSE_INDEX = "CREATE INDEX IF NOT EXISTS webhook_deliveries_cause ON webhook_deliveries(cause, state)"
 
 _DELIVERY_COLUMNS = ("id, subscription_id, event, session_id, body, state, attempts, next_at, last_status, "
                      "last_error, created_at, updated_at")
@@ -85,6 +66,11 @@ class Delivery(msgspec.Struct, frozen=True, kw_only=True):
                 "updatedAt": self.updated_at, "payload": json.loads(self.body)}
 
 
+def _not_in(column: str, values: tuple[str, ...]) -> str:
+    """` AND column NOT IN (?, ...)`, or nothing for no values (PostgreSQL refuses an empty list)."""
+    return f" AND {column} NOT IN ({', '.join('?' * len(values))})" if values else ""
+
+
 def _delivery(row: Sequence[object]) -> Delivery:
     return Delivery(**dict(zip(_DELIVERY_COLUMNS.split(", "), row, strict=True)))  # type: ignore[arg-type]
 
@@ -105,17 +91,6 @@ class WebhookStore:
     def __init__(self, db: Database, *, history_max: int) -> None:
         self._db = db
         self._history_max = history_max
-        db.write_sync(self._create)
-
-    @staticmethod
-    def _create(conn: sqlite3.Connection) -> None:
-        for statement in _SCHEMA:
-            conn.execute(statement)
-        try:
-            conn.execute("SELECT cause FROM webhook_deliveries LIMIT 0")
-        except sqlite3.OperationalError:  # no such column
-            conn.execute(_CAUSE_COLUMN)
-        conn.execute(_CAUSE_INDEX)
 
     # -- subscriptions --
     def subscriptions(self) -> list[Subscription]:
@@ -136,7 +111,7 @@ class WebhookStore:
                    "description": spec.description}
         sets = {k: v for k, v in changes.items() if v is not None}
 
-        def run(c: sqlite3.Connection) -> bool:
+        def run(c: Connection) -> bool:
             if not sets:
                 return c.execute("SELECT 1 FROM webhook_subscriptions WHERE id = ?", (sub_id,)).fetchone() is not None
             assignments = ", ".join(f"{k} = ?" for k in sets)  # keys from the fixed dict above, not input
@@ -159,7 +134,7 @@ class WebhookStore:
         the rows are durable."""
         batch = list(deliveries)
 
-        def run(c: sqlite3.Connection) -> list[str]:
+        def run(c: Connection) -> list[str]:
             (pending,) = c.execute("SELECT count(*) FROM webhook_deliveries WHERE state = ?", (PENDING,)).fetchone()
             room = max(queue_max - int(pending), 0)
             rooms: dict[str, int] = {}  # cause -> deliveries it may still add
@@ -191,11 +166,10 @@ class WebhookStore:
     def due(self, now: float, limit: int, skip: Iterable[str]) -> list[Delivery]:
         """Pending deliveries of enabled subscriptions whose time has come, oldest first."""
         skipped = tuple(skip)
-        marks = ",".join("?" * len(skipped))
         rows = self._db.read(lambda c: c.execute(
             f"SELECT {', '.join('d.' + x for x in _DELIVERY_COLUMNS.split(', '))} FROM webhook_deliveries d "
             "JOIN webhook_subscriptions s ON s.id = d.subscription_id "
-            f"WHERE d.state = ? AND d.next_at <= ? AND s.enabled = 1 AND d.id NOT IN ({marks}) "
+            f"WHERE d.state = ? AND d.next_at <= ? AND s.enabled = 1{_not_in('d.id', skipped)} "
             "ORDER BY d.next_at, d.seq LIMIT ?", (PENDING, now, *skipped, limit)).fetchall())
         return [_delivery(r) for r in rows]
 
@@ -203,10 +177,9 @@ class WebhookStore:
         """When the earliest pending delivery of an enabled subscription, not in `skip`, falls due;
         None if none waits."""
         skipped = tuple(skip)
-        marks = ",".join("?" * len(skipped))
         row = self._db.read(lambda c: c.execute(
             "SELECT min(d.next_at) FROM webhook_deliveries d JOIN webhook_subscriptions s "
-            f"ON s.id = d.subscription_id WHERE d.state = ? AND s.enabled = 1 AND d.id NOT IN ({marks})",
+            f"ON s.id = d.subscription_id WHERE d.state = ? AND s.enabled = 1{_not_in('d.id', skipped)}",
             (PENDING, *skipped)).fetchone())
         return None if row[0] is None else float(row[0])
 
@@ -214,7 +187,7 @@ class WebhookStore:
                      now: float, next_at: float | None = None) -> bool:
         """Record an attempt: `pending` again (due at `next_at`), `delivered` or `dead`. False when the
         row is gone (its subscription was deleted meanwhile)."""
-        def run(c: sqlite3.Connection) -> bool:
+        def run(c: Connection) -> bool:
             cur = c.execute(
                 "UPDATE webhook_deliveries SET state = ?, attempts = ?, last_status = ?, last_error = ?, "
                 "next_at = coalesce(?, next_at), updated_at = ? WHERE id = ? AND state = ?",
@@ -225,7 +198,7 @@ class WebhookStore:
 
         return await self._db.write(run)
 
-    def _prune(self, c: sqlite3.Connection, state: str) -> None:
+    def _prune(self, c: Connection, state: str) -> None:
         c.execute(
             "DELETE FROM webhook_deliveries WHERE state = ? AND seq <= (SELECT seq FROM webhook_deliveries "
             "WHERE state = ? ORDER BY seq DESC LIMIT 1 OFFSET ?)", (state, state, self._history_max))

@@ -21,8 +21,8 @@ from plugbox.net.allowlist import HostList
 from plugbox.net.fetch import FetchPolicy, FetchService
 from plugbox.settings import load_settings
 from plugbox.storage.conversations import ConversationStore
-from plugbox.storage.db import Database
 from plugbox.storage.kv import PluginStorage
+from plugbox.storage.sqlite import SqliteDatabase
 
 
 def _p(values: list[float], q: float) -> float:
@@ -31,7 +31,7 @@ def _p(values: list[float], q: float) -> float:
 
 
 async def write_flood(tmp: Path) -> None:
-    db = Database(tmp / "flood.db")
+    db = SqliteDatabase(tmp / "flood.db")
     storage = PluginStorage(db, 1 << 30)
 
     async def victim(n: int) -> list[float]:
@@ -71,7 +71,7 @@ async def write_flood(tmp: Path) -> None:
 
 
 async def list_scan(tmp: Path) -> None:
-    db = Database(tmp / "scan.db")
+    db = SqliteDatabase(tmp / "scan.db")
     storage = PluginStorage(db, 1 << 30)
     keys = 200_000
 
@@ -159,7 +159,7 @@ def _checkpoint(path: Path) -> None:
 
 async def disk_ratio(tmp: Path) -> None:
     path = tmp / "disk.db"
-    db = Database(path)
+    db = SqliteDatabase(path)
     storage = PluginStorage(db, 1 << 30)
     conversations = ConversationStore(db)
     _checkpoint(path)

@@ -19,8 +19,8 @@ from plugbox.bridge.values import log_fields
 from plugbox.errors import PluginError, StorageError
 from plugbox.payloads import PAYLOADS, Undecoded, problem
 from plugbox.protocol import Call, Health, Hook, Log, Register, Reply, Result, encode_frame, encoded
-from plugbox.storage.db import Database
 from plugbox.storage.kv import PluginStorage
+from plugbox.storage.sqlite import SqliteDatabase
 
 LIMITS = ChannelLimits(high_water=100, drain_timeout=60.0, cpu_share=1.0, cpu_burst=60.0, value_max_bytes=64)
 
@@ -385,7 +385,7 @@ def test_log_fields_past_their_cap_are_replaced_by_a_note() -> None:
 
 
 async def test_a_stored_value_past_the_check_cap_stays_encoded_end_to_end(tmp_path: Any) -> None:
-    db = Database(tmp_path / "kv.db")
+    db = SqliteDatabase(tmp_path / "kv.db")
     try:
         storage = PluginStorage(db, check_max_bytes=64)
         bomb = msgspec.Raw(msgspec.msgpack.encode([{}] * 1000))

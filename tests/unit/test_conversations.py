@@ -19,6 +19,7 @@ from plugbox.permissions import SessionScope
 from plugbox.storage.conversations import ConversationStore
 from plugbox.storage.db import Database
 from plugbox.storage.kv import PluginStorage
+from plugbox.storage.sqlite import SqliteDatabase
 
 CHAT = "15550100001@c.us"
 
@@ -39,8 +40,8 @@ class World:
 
 
 @pytest.fixture
-async def world(tmp_path: Path) -> AsyncIterator[World]:
-    db = Database(tmp_path / "plugbox.db")
+async def world(any_db: Database) -> AsyncIterator[World]:
+    db = any_db  # the records' rules hold on both backends
     engine = LoopbackEngine()
     await engine.create_session("main")
     await engine.create_session("other")
@@ -208,7 +209,7 @@ async def test_delete_plugin_forgets_every_record(world: World) -> None:
 
 
 async def test_verbs_without_a_store_are_not_available(tmp_path: Path) -> None:
-    db = Database(tmp_path / "x.db")
+    db = SqliteDatabase(tmp_path / "x.db")
     engine = LoopbackEngine()
     bus = HookBus(budget=lambda _pid: 1.0)
     router = CapabilityRouter(

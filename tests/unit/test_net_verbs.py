@@ -19,8 +19,8 @@ from plugbox.net.allowlist import HostList
 from plugbox.net.fetch import FetchPolicy, FetchService
 from plugbox.permissions import SessionScope
 from plugbox.settings import load_settings
-from plugbox.storage.db import Database
 from plugbox.storage.kv import PluginStorage
+from plugbox.storage.sqlite import SqliteDatabase
 
 
 @dataclass
@@ -42,7 +42,7 @@ class NoNetwork:
 
 @pytest.fixture
 async def router(tmp_path: Path) -> AsyncIterator[CapabilityRouter]:
-    db = Database(tmp_path / "plugbox.db")
+    db = SqliteDatabase(tmp_path / "plugbox.db")
     engine = LoopbackEngine()
     settings = load_settings(environ={}, data_dir=str(tmp_path))
     fetch = FetchService(

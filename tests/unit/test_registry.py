@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
+from collections.abc import Callable
 
 import msgspec
 import pytest
@@ -14,10 +13,8 @@ from plugbox.storage.db import Database
 
 
 @pytest.fixture
-async def db(tmp_path: Path) -> AsyncIterator[Database]:
-    database = Database(tmp_path / "plugbox.db")
-    yield database
-    await database.close()
+def db(any_db: Database) -> Database:
+    return any_db  # every test runs on both backends
 
 
 @pytest.fixture
@@ -68,17 +65,11 @@ async def test_delete_removes_the_record_and_reports_whether_it_existed(registry
     assert registry.get("echo") is None
 
 
-async def test_records_survive_reopening_the_database(tmp_path: Path) -> None:
-    path = tmp_path / "plugbox.db"
-    first = Database(path)
+async def test_records_survive_reopening_the_database(make_database: Callable[[], Database]) -> None:
+    first = make_database()
     await Registry(first).put(_record(enabled=True, active_sessions=["s1"]))
     await first.close()
-
-    second = Database(path)
-    try:
-        assert Registry(second).get("echo") == _record(enabled=True, active_sessions=["s1"])
-    finally:
-        await second.close()
+    assert Registry(make_database()).get("echo") == _record(enabled=True, active_sessions=["s1"])
 
 
 def test_defaults_are_not_shared_between_records() -> None:

@@ -25,6 +25,7 @@ from plugbox.sdk import Context
 from plugbox.storage.conversations import ConversationStore
 from plugbox.storage.db import Database
 from plugbox.storage.kv import PluginStorage
+from plugbox.storage.sqlite import SqliteDatabase
 
 
 class CountingEngine:
@@ -135,7 +136,7 @@ def valid_args(verb: str) -> dict[str, Any]:
 
 @pytest.fixture
 async def db(tmp_path: Path) -> AsyncIterator[Database]:
-    database = Database(tmp_path / "plugbox.db")
+    database = SqliteDatabase(tmp_path / "plugbox.db")
     yield database
     await database.close()
 

@@ -1,36 +1,46 @@
-"""Database and PluginStorage (SPEC §8): key rules, plain values, quotas, atomicity and durability."""
+"""Database and PluginStorage (SPEC §8): key rules, plain values, quotas, atomicity and durability.
+
+The storage contract: every test taking `db` or `kv` runs once per backend (SQLite and PostgreSQL,
+see `make_database` in tests/conftest.py); the few about one backend's own means say so in their name."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import signal
-import sqlite3
 import stat
 import subprocess
 import sys
 import textwrap
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 import pytest
 
-from plugbox.errors import StorageError
-from plugbox.storage.db import Database
+from plugbox.errors import ConfigError, DatabaseError, StorageError
+from plugbox.storage import migrations
+from plugbox.storage.db import Connection, Database
 from plugbox.storage.kv import MAX_KEY_CHARS, PluginStorage
+from plugbox.storage.postgres import PostgresDatabase
 from plugbox.storage.quota import row_cost
+from plugbox.storage.sqlite import SqliteDatabase
 
 QUOTA = 2000
 ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
-async def db(tmp_path: Path) -> AsyncIterator[Database]:
-    database = Database(tmp_path / "data" / "plugbox.db")
+def db(any_db: Database) -> Database:
+    return any_db
+
+
+@pytest.fixture
+async def sqlite_db(tmp_path: Path) -> AsyncIterator[SqliteDatabase]:
+    database = SqliteDatabase(tmp_path / "data" / "plugbox.db")
     yield database
     await database.close()
 
@@ -50,7 +60,7 @@ def _cost(key: str, value_bytes: int, plugin: str = "p") -> int:
 
 async def test_database_creates_parent_dir_and_a_private_file(tmp_path: Path) -> None:
     path = tmp_path / "a" / "b" / "db.sqlite"
-    database = Database(path)
+    database = SqliteDatabase(path)
     try:
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
     finally:
@@ -61,16 +71,16 @@ def test_opening_a_file_that_is_not_a_database_names_it(tmp_path: Path) -> None:
     path = tmp_path / "junk.db"
     path.write_bytes(b"definitely not sqlite" * 100)
     with pytest.raises(StorageError, match=r"junk\.db' cannot be opened"):
-        Database(path)
+        SqliteDatabase(path)
 
 
-async def test_database_runs_wal_with_full_sync_and_foreign_keys(db: Database) -> None:
-    def pragmas(c: sqlite3.Connection) -> tuple[Any, ...]:
+async def test_sqlite_database_runs_wal_with_full_sync_and_foreign_keys(sqlite_db: SqliteDatabase) -> None:
+    def pragmas(c: Connection) -> tuple[Any, ...]:
         return tuple(
             c.execute(f"PRAGMA {p}").fetchone()[0] for p in ("journal_mode", "synchronous", "foreign_keys")
         )
 
-    assert await db.write(pragmas) == ("wal", 2, 1)  # synchronous 2 == FULL
+    assert await sqlite_db.write(pragmas) == ("wal", 2, 1)  # synchronous 2 == FULL
 
 
 async def test_write_commits_before_returning_and_read_sees_it(db: Database) -> None:
@@ -82,7 +92,7 @@ async def test_write_commits_before_returning_and_read_sees_it(db: Database) -> 
 async def test_failed_write_rolls_back_everything_and_reraises(db: Database) -> None:
     await db.write(lambda c: c.execute("CREATE TABLE t (x INTEGER)").close())
 
-    def half_then_fail(c: sqlite3.Connection) -> None:
+    def half_then_fail(c: Connection) -> None:
         c.execute("INSERT INTO t VALUES (1)")
         raise RuntimeError("boom")
 
@@ -98,24 +108,45 @@ async def test_writes_run_on_one_dedicated_thread_off_the_loop(db: Database) -> 
 
 
 async def test_read_connection_refuses_writes(db: Database) -> None:
-    with pytest.raises(sqlite3.OperationalError):
+    with pytest.raises(DatabaseError):
         db.read(lambda c: c.execute("CREATE TABLE t (x INTEGER)"))
+
+
+async def test_a_driver_error_in_a_write_is_a_database_error_and_rolls_back(db: Database) -> None:
+    def insert_then_break(c: Connection) -> None:
+        c.execute("INSERT INTO plugin_registry (plugin_id, record) VALUES (?, ?)", ("a", b"x"))
+        c.execute("INSERT INTO no_such_table VALUES (1)")
+
+    with pytest.raises(DatabaseError):
+        await db.write(insert_then_break)
+    assert db.read(lambda c: c.execute("SELECT count(*) FROM plugin_registry").fetchone()[0]) == 0
+
+
+async def test_migrations_are_recorded_once_and_reopening_applies_none_again(
+    make_database: Callable[[], Database],
+) -> None:
+    first = make_database()
+    versions = first.read(lambda c: c.execute("SELECT version FROM schema_migrations ORDER BY version").fetchall())
+    assert [v for (v,) in versions] == [m.version for m in migrations.migrations(first.dialect)]
+    await first.close()
+    second = make_database()
+    assert second.read(lambda c: c.execute("SELECT count(*) FROM schema_migrations").fetchone()[0]) == len(versions)
 
 
 async def test_integrity_check_passes_on_a_healthy_database(db: Database) -> None:
     assert db.integrity_check() is True
 
 
-async def test_closed_database_refuses_writes_and_close_twice_is_safe(tmp_path: Path) -> None:
-    database = Database(tmp_path / "db.sqlite")
+async def test_closed_database_refuses_writes_and_close_twice_is_safe(db: Database) -> None:
+    database = db
     await database.close()
     await database.close()
     with pytest.raises(StorageError, match="closed"):
         await database.write(lambda c: None)
 
 
-def test_close_sync_is_safe_to_call_twice(tmp_path: Path) -> None:
-    database = Database(tmp_path / "db.sqlite")
+def test_close_sync_is_safe_to_call_twice(db: Database) -> None:
+    database = db
     database.close_sync()
     database.close_sync()
     with pytest.raises(StorageError, match="closed"):
@@ -373,7 +404,8 @@ async def test_concurrent_writers_and_a_reader_agree_with_the_database(kv: Plugi
     assert kv.get("p", "k") == (True, _stored(kv, "p", "k"))
 
 
-async def test_the_cache_stays_bounded_and_large_values_bypass_it(kv: PluginStorage) -> None:
+async def test_the_sqlite_cache_stays_bounded_and_large_values_bypass_it(sqlite_db: SqliteDatabase) -> None:
+    kv = PluginStorage(sqlite_db, quota_bytes=QUOTA)
     cache = kv._cache
     cache.max_entries = 8
     cache.max_value_bytes = 64
@@ -394,11 +426,14 @@ async def test_the_cache_stays_bounded_and_large_values_bypass_it(kv: PluginStor
 _WRITER = textwrap.dedent(
     """
     import asyncio, os, sys, time
-    from plugbox.storage.db import Database
     from plugbox.storage.kv import PluginStorage
+    from plugbox.storage.postgres import PostgresDatabase
+    from plugbox.storage.sqlite import SqliteDatabase
 
     async def main() -> None:
-        kv = PluginStorage(Database(sys.argv[1]))
+        where = sys.argv[1]
+        db = PostgresDatabase(where) if where.startswith("postgresql://") else SqliteDatabase(where)
+        kv = PluginStorage(db)
         await kv.set("p", "k", {"acked": True})
         if sys.argv[2] == "exit":
             os._exit(0)
@@ -411,10 +446,13 @@ _WRITER = textwrap.dedent(
 
 
 @pytest.mark.parametrize("death", ["exit", "sigkill"])
-def test_acknowledged_set_survives_the_process_dying_right_after(tmp_path: Path, death: str) -> None:
-    path = tmp_path / "db.sqlite"
+def test_acknowledged_set_survives_the_process_dying_right_after(
+    make_database: Callable[[], Database], death: str
+) -> None:
+    database = make_database()  # creates the database; the writer process opens its own handle
+    where = database.url if isinstance(database, PostgresDatabase) else str(cast(SqliteDatabase, database).path)
     proc = subprocess.Popen(
-        [sys.executable, "-c", _WRITER, str(path), death], stdout=subprocess.PIPE, text=True, cwd=ROOT
+        [sys.executable, "-c", _WRITER, where, death], stdout=subprocess.PIPE, text=True, cwd=ROOT
     )
     try:
         if death == "sigkill":
@@ -428,25 +466,75 @@ def test_acknowledged_set_survives_the_process_dying_right_after(tmp_path: Path,
         if proc.stdout is not None:
             proc.stdout.close()
     assert proc.returncode == (0 if death == "exit" else -signal.SIGKILL)
-
-    database = Database(path)
-    try:
-        assert PluginStorage(database).get("p", "k") == (True, {"acked": True})
-        assert database.integrity_check()
-    finally:
-        database.close_sync()
+    assert PluginStorage(database).get("p", "k") == (True, {"acked": True})
+    assert database.integrity_check()
 
 
-async def test_values_and_usage_persist_across_reopen(tmp_path: Path) -> None:
-    path = tmp_path / "db.sqlite"
-    first = Database(path)
+async def test_values_and_usage_persist_across_reopen(make_database: Callable[[], Database]) -> None:
+    first = make_database()
     await PluginStorage(first).set("p", "k", [1, "two"])
     await first.close()
 
-    second = Database(path)
+    kv = PluginStorage(make_database())
+    assert kv.get("p", "k") == (True, [1, "two"])
+    assert kv.usage("p") > 0
+
+
+async def test_a_shared_database_shows_each_handle_the_others_writes_at_once(
+    make_postgres_url: Callable[[], str],
+) -> None:
+    # Two hosts on one PostgreSQL database: neither may answer a read from a stale cache.
+    url = make_postgres_url()
+    one, two = PostgresDatabase(url), PostgresDatabase(url)
     try:
-        kv = PluginStorage(second)
-        assert kv.get("p", "k") == (True, [1, "two"])
-        assert kv.usage("p") > 0
+        kv_one, kv_two = PluginStorage(one), PluginStorage(two)
+        await kv_one.set("p", "k", "first")
+        assert kv_two.get("p", "k") == (True, "first")
+        await kv_two.set("p", "k", "second")
+        assert kv_one.get("p", "k") == (True, "second")
+        assert kv_one.usage("p") == kv_two.usage("p") > 0
     finally:
-        await second.close()
+        await one.close()
+        await two.close()
+
+
+async def test_a_plugins_quota_holds_when_two_hosts_write_for_it_at_once(make_postgres_url: Callable[[], str]) -> None:
+    url = make_postgres_url()
+    one, two = PostgresDatabase(url), PostgresDatabase(url)
+    try:
+        kvs = [PluginStorage(one, quota_bytes=QUOTA), PluginStorage(two, quota_bytes=QUOTA)]
+
+        async def fill(i: int) -> int:
+            stored = 0
+            for n in range(10):
+                try:
+                    await kvs[i % 2].set("p", f"k{i}-{n}", "x" * 100)
+                    stored += 1
+                except StorageError:
+                    pass
+            return stored
+
+        await asyncio.gather(*(fill(i) for i in range(4)))
+        used = kvs[0].usage("p")
+        assert 0 < used <= QUOTA
+        keys = kvs[0].list("p")
+        assert used == sum(_cost(k, len(msgspec.msgpack.encode("x" * 100))) for k in keys)
+    finally:
+        await one.close()
+        await two.close()
+
+
+def test_open_database_picks_the_backend_from_the_url(tmp_path: Path, make_postgres_url: Callable[[], str]) -> None:
+    from plugbox.settings import load_settings
+    from plugbox.storage.db import open_database
+
+    embedded = open_database(load_settings(environ={}, data_dir=str(tmp_path)))
+    shared = open_database(load_settings(environ={"PLUGBOX_DATABASE_URL": make_postgres_url()}, data_dir=str(tmp_path)))
+    try:
+        assert (embedded.dialect, embedded.shared) == ("sqlite", False)
+        assert (shared.dialect, shared.shared) == ("postgres", True)
+    finally:
+        embedded.close_sync()
+        shared.close_sync()
+    with pytest.raises(ConfigError, match="database_url"):
+        open_database(load_settings(environ={}, data_dir=str(tmp_path), database_url="mysql://x"))

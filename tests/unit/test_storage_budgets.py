@@ -15,14 +15,20 @@ import pytest
 
 from plugbox.errors import StorageError
 from plugbox.storage.conversations import ConversationStore
-from plugbox.storage.db import CHECKPOINT_WAL_BYTES, Database
+from plugbox.storage.db import Database
 from plugbox.storage.kv import PluginStorage, prefix_end
 from plugbox.storage.quota import PAGE_SIZE, WriteBudget, row_cost
+from plugbox.storage.sqlite import CHECKPOINT_WAL_BYTES, SqliteDatabase
 
 
 @pytest.fixture
-async def db(tmp_path: Path) -> AsyncIterator[Database]:
-    database = Database(tmp_path / "plugbox.db")
+def db(any_db: Database) -> Database:
+    return any_db  # once per backend
+
+
+@pytest.fixture
+async def sqlite_db(tmp_path: Path) -> AsyncIterator[SqliteDatabase]:
+    database = SqliteDatabase(tmp_path / "plugbox.db")
     yield database
     await database.close()
 
@@ -50,9 +56,10 @@ def test_a_value_past_the_local_limit_costs_its_overflow_pages() -> None:
     (150, "x" * 1100, 1),  # just past the local limit: an overflow page each
     (40, b"\0" * 30_000, 1),
 ])
-async def test_counted_usage_covers_the_real_table_growth_without_inflating_it(
-    db: Database, rows: int, value: object, stride: int
+async def test_counted_usage_covers_the_real_sqlite_table_growth_without_inflating_it(
+    sqlite_db: SqliteDatabase, rows: int, value: object, stride: int
 ) -> None:
+    db = sqlite_db
     kv = PluginStorage(db, 1 << 30, write_budget=_unlimited())
     empty = _table_bytes(db, "plugin_kv")
     for i in range(rows):
@@ -151,7 +158,8 @@ async def test_one_plugins_queue_of_writes_does_not_sit_in_front_of_anothers_wri
     assert [n for n in order if n.startswith("flood")] == [f"flood-{i}" for i in range(20)]  # FIFO per owner
 
 
-async def test_the_wal_is_checkpointed_by_the_writes_that_grow_it(db: Database) -> None:
+async def test_the_sqlite_wal_is_checkpointed_by_the_writes_that_grow_it(sqlite_db: SqliteDatabase) -> None:
+    db = sqlite_db
     kv = PluginStorage(db, 1 << 30, write_budget=_unlimited())
     for i in range(24):
         await kv.set("flood", f"k{i}", b"\0" * (1 << 20))
@@ -174,8 +182,8 @@ def test_prefix_end_bounds_exactly_the_keys_with_the_prefix(prefix: str) -> None
 
 async def _fill(db: Database, plugin_id: str, count: int) -> None:
     await db.write(lambda c: c.executemany(
-        "INSERT INTO plugin_kv (plugin_id, key, value, size) VALUES (?, ?, x'c0', 10)",
-        ((plugin_id, f"k{i:06d}") for i in range(count))))
+        "INSERT INTO plugin_kv (plugin_id, key, value, size) VALUES (?, ?, ?, 10)",
+        [(plugin_id, f"k{i:06d}", b"\xc0") for i in range(count)]))
 
 
 async def test_listing_more_keys_than_the_cap_is_refused_naming_it(db: Database) -> None:
@@ -223,7 +231,10 @@ def _envelope(text: str, conversation: str = "conv-1") -> dict[str, str]:
     return {"conversationId": conversation, "sessionId": "main", "chatId": "15550100001@c.us", "text": text}
 
 
-async def test_conversation_records_are_charged_to_the_plugins_quota_at_their_size_on_disk(db: Database) -> None:
+async def test_conversation_records_are_charged_to_the_plugins_quota_at_their_size_in_sqlite(
+    sqlite_db: SqliteDatabase,
+) -> None:
+    db = sqlite_db
     kv = PluginStorage(db, 1 << 30, write_budget=_unlimited())
     store = ConversationStore(db, quota_bytes=1 << 30, write_budget=_unlimited())
     empty = _table_bytes(db, "conversation_messages")

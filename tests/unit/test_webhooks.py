@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import random
 import time
-from pathlib import Path
 
 import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
@@ -51,8 +50,8 @@ def test_webhook_events_cannot_be_subscribed_to() -> None:
     assert sub.wants("message:received") and not sub.wants("webhook:delivered")
 
 
-async def test_the_queue_refuses_past_its_cap_and_keeps_bounded_history(tmp_path: Path) -> None:
-    db = Database(tmp_path / "db.sqlite")
+async def test_the_queue_refuses_past_its_cap_and_keeps_bounded_history(any_db: Database) -> None:
+    db = any_db
     store = WebhookStore(db, history_max=2)
     sub = Subscription(id="w", url="https://x.example/", events=("*",), secret=new_secret(), enabled=True,
                        description="", created_at=0.0)

@@ -1,0 +1,55 @@
+"""Fair ordering of pending writes, shared by both database backends.
+
+A write names its owner (a plugin id; None for the host). `Turns` hands writes out round-robin
+across owners and in submission order within one owner, so one plugin's queue of large writes
+delays another plugin's write by at most one write, not by the whole queue. It owns no thread and
+no connection: each backend's writer thread pops from it.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Callable, Hashable
+from concurrent.futures import Future
+from typing import Any
+
+__all__ = ["Job", "Turns"]
+
+
+class Job:
+    __slots__ = ("after", "fn", "future", "owner")
+
+    def __init__(self, fn: Callable[[Any], object], after: Callable[[], None] | None, owner: Hashable) -> None:
+        self.fn = fn
+        self.after = after
+        self.owner = owner
+        self.future: Future[object] = Future()
+
+
+class Turns:
+    """Pending writes by owner, handed out round-robin across owners, FIFO within one."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._lanes: dict[Hashable, deque[Job]] = {}
+        self._order: deque[Hashable] = deque()  # owners with pending jobs, next turn first
+
+    def push(self, job: Job) -> None:
+        with self._lock:
+            lane = self._lanes.get(job.owner)
+            if lane is None:
+                lane = self._lanes[job.owner] = deque()
+                self._order.append(job.owner)
+            lane.append(job)
+
+    def pop(self) -> Job:
+        with self._lock:
+            owner = self._order.popleft()
+            lane = self._lanes[owner]
+            job = lane.popleft()
+            if lane:
+                self._order.append(owner)
+            else:
+                del self._lanes[owner]
+            return job

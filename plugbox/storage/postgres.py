@@ -1,0 +1,245 @@
+"""The PostgreSQL backend of the storage contract (`db.Database`), for hosts that outgrow one SQLite
+file or share one database (docs/postgres.md).
+
+The same rules as the SQLite backend, kept with PostgreSQL's means:
+
+- **writes** run on one writer thread per host, owners taking turns (`_turns`), each in one
+  transaction on the write pool's connection. `write()` returns after COMMIT, and PostgreSQL's
+  default `synchronous_commit = on` has flushed the WAL by then: an acknowledged write survives a
+  crash of the host or of the server. Each transaction first takes a transaction-scoped advisory
+  lock on its owner (`pg_advisory_xact_lock`), so the writes of one plugin are serialised across
+  every host sharing the database, not only within one: a quota charge (read usage, check, add)
+  stays atomic when two hosts write for the same plugin.
+- **reads** run on the calling thread through a pool of read-only autocommit connections
+  (`default_transaction_read_only`), so each statement sees the last commit of any host. A point
+  read is one round trip on a local socket; `statement_timeout` bounds what a stuck server can
+  cost the loop. **scans** run on a thread of their own, from the same pool.
+- every `?` placeholder is rewritten to psycopg's `%s` once per distinct statement, so stores keep
+  one SQL text for both backends.
+
+psycopg's pool reconnects a broken connection on its next use; a driver error leaves this module as
+`DatabaseError`. The schema is `migrations/postgres/`, applied at open under an advisory lock so two
+hosts starting together do not both migrate. Must not import plugin, lifecycle or worker code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import hashlib
+from collections.abc import Callable, Hashable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from typing import Any, TypeVar, cast
+
+import psycopg
+from psycopg_pool import ConnectionPool
+
+from plugbox.errors import DatabaseError, StorageError
+from plugbox.settings import DEFAULTS
+from plugbox.storage import migrations
+from plugbox.storage._turns import Job, Turns
+from plugbox.storage.db import Connection, Cursor
+
+__all__ = ["PostgresDatabase", "lock_key"]
+
+T = TypeVar("T")
+
+_MIGRATION_LOCK = "plugbox:migrations"
+
+
+def lock_key(name: object) -> int:
+    """A stable signed 64-bit advisory lock key for `name` (the same on every host)."""
+    digest = hashlib.blake2b(repr(name).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+@functools.lru_cache(maxsize=1024)
+def _pg_sql(sql: str) -> str:
+    # psycopg's placeholder is %s, and a literal % must be doubled once parameters are passed.
+    return sql.replace("%", "%%").replace("?", "%s")
+
+
+@contextmanager
+def _translated() -> Iterator[None]:
+    try:
+        yield
+    except psycopg.Error as exc:
+        raise DatabaseError(f"postgres: {exc}") from exc
+
+
+class _Conn:
+    """A psycopg connection behind the contract's `Connection` (`?` placeholders)."""
+
+    __slots__ = ("_conn",)
+
+    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+        self._conn = conn
+
+    def execute(self, sql: str, params: Sequence[Any] = (), /) -> Cursor:
+        if not params:
+            return self._conn.execute(sql)  # no parameters: psycopg parses no placeholders
+        return self._conn.execute(_pg_sql(sql), tuple(params))
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]], /) -> Cursor:
+        cur = self._conn.cursor()
+        batch = [tuple(r) for r in rows]
+        if batch:
+            cur.executemany(_pg_sql(sql), batch)
+        return cur
+
+
+class PostgresDatabase:
+    """A PostgreSQL database: a fair writer thread, a read pool for the calling thread, a scan thread.
+    Keeps the `db.Database` contract."""
+
+    dialect = "postgres"
+    shared = True  # other hosts may write the same rows: no store may cache reads across calls
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        pool_size: int = DEFAULTS.database_pool_size,
+        statement_timeout_ms: int = DEFAULTS.database_statement_timeout_ms,
+        connect_timeout_s: float = 10.0,
+    ) -> None:
+        self.url = url
+        self._closed = False
+        timeout = f"-c statement_timeout={int(statement_timeout_ms)}"
+        try:
+            self._write_pool = ConnectionPool(
+                url, min_size=1, max_size=1, open=True, timeout=connect_timeout_s, name="plugbox-write",
+                kwargs={"autocommit": True, "options": timeout},
+            )
+            self._read_pool = ConnectionPool(
+                url, min_size=1, max_size=max(1, pool_size - 1), open=True, timeout=connect_timeout_s,
+                name="plugbox-read",
+                kwargs={"autocommit": True, "options": f"{timeout} -c default_transaction_read_only=on"},
+            )
+            self._write_pool.wait(connect_timeout_s)
+            self._read_pool.wait(connect_timeout_s)
+        except Exception as exc:
+            self._close_pools()
+            raise DatabaseError(f"postgres database cannot be opened: {exc}") from exc
+        self._turns = Turns()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="plugbox-db-writer")
+        self._scanner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="plugbox-db-scan")
+        try:
+            self.write_sync(self._migrate)
+        except BaseException:
+            self.close_sync()
+            raise
+
+    @staticmethod
+    def _migrate(conn: Connection) -> list[str]:
+        conn.execute("SELECT pg_advisory_xact_lock(?)", (lock_key(_MIGRATION_LOCK),))
+        return migrations.apply(conn, "postgres")
+
+    def _close_pools(self) -> None:
+        for name in ("_write_pool", "_read_pool"):
+            pool: ConnectionPool[Any] | None = getattr(self, name, None)
+            if pool is not None:
+                pool.close()
+
+    # -- writes --------------------------------------------------------------------------------------
+
+    async def write(
+        self, fn: Callable[[Connection], T], after: Callable[[], None] | None = None, *, owner: Hashable = None
+    ) -> T:
+        """Run `fn(conn)` in one transaction on the writer thread; return its result after COMMIT.
+        Same contract as `SqliteDatabase.write`; the owner's writes are also serialised across hosts."""
+        self._check_open()
+        job = Job(fn, after, owner)
+        self._turns.push(job)
+        self._executor.submit(self._run_turn)
+        return cast(T, await asyncio.wrap_future(job.future))
+
+    def _run_turn(self) -> None:
+        job = self._turns.pop()
+        if not job.future.set_running_or_notify_cancel():
+            return
+        try:
+            result = self._transaction(job.fn, job.after, job.owner)
+        except BaseException as exc:
+            job.future.set_exception(exc)
+        else:
+            job.future.set_result(result)
+
+    def write_sync(self, fn: Callable[[Connection], T]) -> T:
+        """`write` for synchronous callers. Blocks the calling thread."""
+        self._check_open()
+        return self._executor.submit(self._transaction, fn).result()
+
+    def _transaction(
+        self, fn: Callable[[Connection], T], after: Callable[[], None] | None = None, owner: Hashable = None
+    ) -> T:
+        try:
+            with _translated(), self._write_pool.connection() as conn, conn.transaction():
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (lock_key(("write", owner)),))
+                return fn(_Conn(conn))
+        finally:
+            if after is not None:
+                after()
+
+    # -- reads ---------------------------------------------------------------------------------------
+
+    def read(self, fn: Callable[[Connection], T]) -> T:
+        """Run `fn(conn)` on the calling thread on a read-only connection; each statement sees the
+        last commit of any host. Keep `fn` to a few point reads: on the event loop it blocks every
+        other task for its round trips."""
+        self._check_open()
+        with _translated(), self._read_pool.connection() as conn:
+            return fn(_Conn(conn))
+
+    async def scan(self, fn: Callable[[Connection], T]) -> T:
+        """Run `fn(conn)` on the scan thread on a read-only connection (listings)."""
+        self._check_open()
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._scanner, self._run_scan, fn)
+
+    def _run_scan(self, fn: Callable[[Connection], T]) -> T:
+        self._check_open()
+        with _translated(), self._read_pool.connection() as conn:
+            return fn(_Conn(conn))
+
+    def integrity_check(self) -> bool:
+        """True when the server answers and every migration of this version is recorded. (PostgreSQL
+        checks its own pages: enable data checksums on the cluster for that.)"""
+        wanted = {m.version for m in migrations.migrations(self.dialect)}
+        rows = self.read(lambda c: c.execute("SELECT version FROM schema_migrations").fetchall())
+        return wanted <= {int(r[0]) for r in rows}
+
+    # -- lifecycle -----------------------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StorageError(f"database {self.describe()} is closed")
+
+    def describe(self) -> str:
+        """The database's address without its password, for messages and logs."""
+        try:
+            info = psycopg.conninfo.conninfo_to_dict(self.url)
+        except psycopg.ProgrammingError:
+            return "postgres database"
+        return f"postgres {info.get('dbname', '?')!s} on {info.get('host', 'local socket')!s}"
+
+    async def close(self) -> None:
+        """Finish the writes already submitted, then close the pools. Safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, self._shutdown)
+
+    def close_sync(self) -> None:
+        """`close` for synchronous callers. Safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        self._shutdown()
+
+    def _shutdown(self) -> None:
+        self._executor.shutdown(wait=True)
+        self._scanner.shutdown(wait=True)
+        self._close_pools()
