@@ -33,9 +33,11 @@ from plugbox.inprocess import InProcessRuntime
 from plugbox.lifecycle import ingress
 from plugbox.lifecycle.catalog import catalog_archive, catalog_entries
 from plugbox.lifecycle.clock import Clock
+from plugbox.lifecycle.cluster import Cluster
 from plugbox.lifecycle.entry import PluginEntry
 from plugbox.lifecycle.install import PluginInstaller, fetch_archive
 from plugbox.lifecycle.manager import PluginManager
+from plugbox.lifecycle.packages import PackageStore
 from plugbox.lifecycle.registry import Registry
 from plugbox.lifecycle.view import PluginView
 from plugbox.logrelay import sanitise
@@ -174,7 +176,15 @@ class Host:
         self.search = SearchService(self._search_providers, self.manager.__contains__,
                                     self.settings.capability_timeout_ms / 1000, on_timeout=self._hook_timed_out)
         self.zygote = Zygote(env_allow=self.settings.worker_env_allow)
-        self._installer = PluginInstaller(self.manager, self._load)
+        # A shared database (PostgreSQL) holds the packages, so any host can run any plugin, and a
+        # Cluster keeps this host in step with the others and owns its session leases.
+        self.packages = PackageStore(self.db) if self.db.shared else None
+        self._installer = PluginInstaller(self.manager, self._load, self.packages)
+        self.cluster = None if self.packages is None else Cluster(
+            self.db, self.manager, self.registry, self.packages, self._installer,
+            lambda: [s["id"] for s in self.engine.sessions()],
+            lease_interval_s=self.settings.cluster_lease_interval_ms / 1000,
+        )
         self.engine.on_inbound = self._inbound
         self.engine.on_session_event = self._session_event
         self._started = False
@@ -225,12 +235,16 @@ class Host:
         return out
 
     async def _inbound(self, session_id: str, message: dict[str, Any]) -> None:
+        if self.cluster is not None and not self.cluster.owns(session_id):
+            return  # the session's lease holder runs its hooks; each message is handled once
         outcome = await self.messages.receive(session_id, message)
         waiting = _inbound_outcomes.get()
         if waiting is not None:
             waiting.append(outcome)
 
     async def _session_event(self, event: str, session_id: str, data: Any) -> None:
+        if self.cluster is not None and not self.cluster.owns(session_id):
+            return
         await self.bus.execute(event, data, session_id, source="engine")
 
     # -- registration (runs no plugin code) --
@@ -313,6 +327,9 @@ class Host:
 
     async def uninstall(self, plugin_id: str) -> None:
         await self.manager.uninstall(plugin_id)
+        if self.packages is not None:
+            self._installer.digests.pop(plugin_id, None)
+            await self.packages.delete(plugin_id)
 
     async def set_config(self, plugin_id: str, config: Any) -> PluginView:
         return PluginView.of(await self.manager.set_config(plugin_id, config))
@@ -385,12 +402,16 @@ class Host:
         self.ingress.start()
         if restore:
             await self.manager.restore()
+        if self.cluster is not None:
+            await self.cluster.start()
         if isinstance(self.engine, EngineLifecycle):  # after restore: enabled plugins see session:ready
             await self.engine.start()
 
     async def stop(self) -> None:
         if self._started:
             self._started = False
+            if self.cluster is not None:
+                await self.cluster.stop()
             await self.webhooks.stop()
             await self.ingress.stop()
             await self.manager.shutdown()

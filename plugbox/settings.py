@@ -46,6 +46,9 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     """PostgreSQL: connections one host keeps open (the writer, readers and scans share them)."""
     database_statement_timeout_ms: PositiveMs = 5000
     """PostgreSQL: longest one statement may run before the server cancels it."""
+    cluster_lease_interval_ms: PositiveMs = 2000
+    """PostgreSQL shared by several hosts: how often a host tries to take the leases of sessions no
+    live host holds; a dead host's sessions move within about this long."""
     plugins_dir: str = "./plugins"
     """Where untrusted plugins are discovered (one directory each)."""
     catalog_dir: str | None = None

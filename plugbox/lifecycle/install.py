@@ -4,7 +4,8 @@ The archive is checked whole before a byte is written (`plugbox.lifecycle.archiv
 into a hidden staging directory inside the plugins dir (`discover` skips dot-directories, and the
 final rename stays on one filesystem), then renamed into place; an update disables the running
 version, swaps the directories atomically, registers the new version and re-enables it if the
-operator had it enabled. A new version that cannot even be registered is swapped back out.
+operator had it enabled. A new version that cannot even be registered is swapped back out. On a
+shared database the accepted zip is also stored in it, for the other hosts (`lifecycle.packages`).
 
 `fetch_archive` gets the zip for an install from a URL: through `FetchService.download`, so the
 same URL rules, public-address check, pinned connection and refusal of redirects as `net.fetch`,
@@ -37,6 +38,7 @@ from plugbox.errors import (
 from plugbox.lifecycle.archive import ZipLimits, check_archive, exchange, extract
 from plugbox.lifecycle.entry import PluginEntry
 from plugbox.lifecycle.manager import PluginManager
+from plugbox.lifecycle.packages import PackageStore
 from plugbox.lifecycle.status import Status
 from plugbox.manifest import Manifest, load_manifest
 from plugbox.net.fetch import FetchService
@@ -70,13 +72,27 @@ def _reworded(exc: CapabilityError) -> str:
 
 
 class PluginInstaller:
-    def __init__(self, manager: PluginManager, load: Callable[[Path], PluginEntry]) -> None:
+    def __init__(
+        self, manager: PluginManager, load: Callable[[Path], PluginEntry], packages: PackageStore | None = None
+    ) -> None:
         self._manager = manager
         self._load = load  # validate and register a plugin directory (the host's `load_plugin`)
+        self._packages = packages  # a shared database's package table: every host can then run it
         self._lock = asyncio.Lock()
+        self.digests: dict[str, str] = {}  # plugin id -> SHA-256 of the package installed from/to the database
 
-    async def install(self, upload: IO[bytes]) -> tuple[PluginEntry, bool]:
-        """Install or update from a zip; returns (entry, updated)."""
+    async def install(self, upload: IO[bytes], *, publish: bool = True) -> tuple[PluginEntry, bool]:
+        """Install or update from a zip; returns (entry, updated). With a package store and
+        `publish`, the accepted zip is stored for the other hosts (`lifecycle.packages`); a host
+        installing what another published passes publish=False."""
+        entry, updated = await self._install(upload)
+        if self._packages is not None and publish:
+            upload.seek(0)
+            archive = await asyncio.to_thread(upload.read, self._manager.settings.install_zip_max_bytes + 1)
+            self.digests[entry.plugin_id] = await self._packages.put(entry.plugin_id, archive)
+        return entry, updated
+
+    async def _install(self, upload: IO[bytes]) -> tuple[PluginEntry, bool]:
         s = self._manager.settings
         async with self._lock:
             archive = await asyncio.to_thread(

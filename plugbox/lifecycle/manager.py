@@ -417,6 +417,27 @@ class PluginManager:
         await self._persist(entry)
         return entry
 
+    # -- another host's changes (a shared database) --
+    async def follow(self, record: PluginRecord) -> None:
+        """Apply what another host sharing the database recorded for a plugin this host knows: its
+        config, per-session config, active sessions and the operator's enabled choice. A plugin in
+        `error` here is not retried on another host's word (two hosts failing the same enable would
+        otherwise retry each other forever); the operator's next enable on this host does."""
+        entry = self.get(record.plugin_id)
+        if entry.builtin:
+            return
+        config_changed = record.config != entry.record.config
+        entry.record.config = dict(record.config)
+        entry.record.session_config = {k: dict(v) for k, v in record.session_config.items()}
+        if record.active_sessions != entry.record.active_sessions:
+            entry.set_active_sessions(list(record.active_sessions))
+        if config_changed:
+            await self._notify_config(entry)
+        if record.enabled and entry.status in (Status.INSTALLED, Status.DISABLED) and entry.enabling is None:
+            await self.enable(record.plugin_id)
+        elif not record.enabled and entry.record.enabled:
+            await self.disable(record.plugin_id)
+
     # -- health --
     async def health(self, plugin_id: str) -> dict[str, Any]:
         entry = self.get(plugin_id)

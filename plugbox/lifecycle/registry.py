@@ -4,7 +4,9 @@ per-session config, active sessions and the circuit breaker's failure count.
 
 One row per plugin in ``plugin_registry``, the record msgpack-encoded (so bytes and datetimes in
 config survive). Decoding into `PluginRecord` is the validation: a row that does not decode is
-reported, never half-used. This module stores records; deciding what they mean is the manager's job.
+reported, never half-used. Every write announces the plugin id (`Database.announce`, topic
+`registry`) so hosts sharing the database re-read it. This module stores records; deciding what they
+mean is the manager's job (and, across hosts, `lifecycle.cluster`'s).
 """
 
 from __future__ import annotations
@@ -19,11 +21,12 @@ from plugbox.errors import DatabaseError, StorageError
 from plugbox.lifecycle.status import Status
 from plugbox.storage.db import Connection, Database
 
-__all__ = ["SOURCES", "PluginRecord", "Registry"]
+__all__ = ["SOURCES", "TOPIC", "PluginRecord", "Registry"]
 
 log = logging.getLogger(__name__)
 
 SOURCES = ("builtin", "disk")
+TOPIC = "registry"  # what `put` and `delete` announce to other hosts on a shared database
 
 
 class PluginRecord(msgspec.Struct, kw_only=True):
@@ -106,11 +109,19 @@ class Registry:
             raise StorageError(
                 f"registry record of plugin {record.plugin_id!r} cannot be stored: {exc}"
             ) from exc
-        await self._write(lambda c: c.execute(_PUT, (record.plugin_id, blob)).close(), record.plugin_id)
+        def put(c: Connection) -> None:
+            c.execute(_PUT, (record.plugin_id, blob))
+            self._db.announce(c, TOPIC, record.plugin_id)
+
+        await self._write(put, record.plugin_id)
 
     async def delete(self, plugin_id: str) -> bool:
         """Remove the record; True if there was one."""
-        return await self._write(lambda c: c.execute(_DELETE, (plugin_id,)).rowcount > 0, plugin_id)
+        def delete(c: Connection) -> bool:
+            self._db.announce(c, TOPIC, plugin_id)
+            return c.execute(_DELETE, (plugin_id,)).rowcount > 0
+
+        return await self._write(delete, plugin_id)
 
     async def _write(self, fn: Callable[[Connection], T], plugin_id: str) -> T:
         try:

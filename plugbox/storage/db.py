@@ -18,20 +18,39 @@ on both (tests/unit/test_storage_contract.py):
   `fn` itself rolls the transaction back and reaches the caller unchanged.
 - `shared` says whether other processes may write the same data (PostgreSQL): a store must then not
   cache reads across calls.
+- `announce(conn, topic, subject)` inside a write tells every OTHER handle on the database, once the
+  write commits, that `subject` (a plugin id) of `topic` changed; `subscribe(callback)` is told
+  those `Change`s (on a thread of the backend's, within ~1 s of the commit), and a `Change` with
+  topic `RESYNC` whenever announcements may have been missed (the listener reconnected). On SQLite,
+  one host is the whole system: both do nothing.
+- `acquire_leases(names)` returns the names this handle holds a lease on now, taking the free ones:
+  at most one handle holds a name at a time, and a name held by a handle whose process died is free
+  again shortly after. On SQLite the one host holds every name.
 
 This module must not import a driver: `sqlite3` and `psycopg` stay inside their backends.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Iterator, Sequence
+from collections.abc import Callable, Collection, Hashable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from plugbox.settings import Settings
 
-__all__ = ["Connection", "Cursor", "Database", "open_database"]
+__all__ = ["RESYNC", "Change", "Connection", "Cursor", "Database", "open_database"]
 
 T = TypeVar("T")
+
+RESYNC = "*"
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """Another host changed `subject` of `topic` (e.g. "registry", a plugin id)."""
+
+    topic: str
+    subject: str
 
 
 class Cursor(Protocol):
@@ -74,6 +93,12 @@ class Database(Protocol):
     async def scan(self, fn: Callable[[Connection], T]) -> T: ...
 
     def integrity_check(self) -> bool: ...
+
+    def announce(self, conn: Connection, topic: str, subject: str) -> None: ...
+
+    def subscribe(self, callback: Callable[[Change], None]) -> None: ...
+
+    async def acquire_leases(self, names: Collection[str]) -> set[str]: ...
 
     async def close(self) -> None: ...
 

@@ -27,7 +27,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import hashlib
-from collections.abc import Callable, Hashable, Iterator, Sequence
+import uuid
+from collections.abc import Callable, Collection, Hashable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any, TypeVar, cast
@@ -39,7 +40,8 @@ from plugbox.errors import DatabaseError, StorageError
 from plugbox.settings import DEFAULTS
 from plugbox.storage import migrations
 from plugbox.storage._turns import Job, Turns
-from plugbox.storage.db import Connection, Cursor
+from plugbox.storage.db import Change, Connection, Cursor
+from plugbox.storage.postgres_cluster import CHANNEL, Leases, Listener, notify_payload
 
 __all__ = ["PostgresDatabase", "lock_key"]
 
@@ -122,6 +124,10 @@ class PostgresDatabase:
         except Exception as exc:
             self._close_pools()
             raise DatabaseError(f"postgres database cannot be opened: {exc}") from exc
+        self.origin = uuid.uuid4().hex  # names this handle's announcements, so it never hears itself
+        self._listener: Listener | None = None
+        self._leases = Leases(url, lock_key)
+        self._lease_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="plugbox-db-lease")
         self._turns = Turns()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="plugbox-db-writer")
         self._scanner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="plugbox-db-scan")
@@ -203,6 +209,27 @@ class PostgresDatabase:
         with _translated(), self._read_pool.connection() as conn:
             return fn(_Conn(conn))
 
+    # -- hosts sharing the database ---------------------------------------------------------------
+
+    def announce(self, conn: Connection, topic: str, subject: str) -> None:
+        """Tell the other handles, once the caller's write commits, that `subject` of `topic` changed."""
+        conn.execute("SELECT pg_notify(?, ?)", (CHANNEL, notify_payload(self.origin, topic, subject)))
+
+    def subscribe(self, callback: Callable[[Change], None]) -> None:
+        """Start telling `callback` (on the listener thread) what the other handles announce; it
+        first hears `RESYNC` once listening. One subscriber per handle."""
+        self._check_open()
+        if self._listener is not None:
+            raise StorageError("database: a change subscriber is already registered")
+        self._listener = Listener(self.url, self.origin, callback)
+
+    async def acquire_leases(self, names: Collection[str]) -> set[str]:
+        """Take the free leases among `names` (advisory locks held by this handle's lease
+        connection); return every name held now."""
+        self._check_open()
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._lease_thread, self._leases.acquire, tuple(names))
+
     def integrity_check(self) -> bool:
         """True when the server answers and every migration of this version is recorded. (PostgreSQL
         checks its own pages: enable data checksums on the cluster for that.)"""
@@ -240,6 +267,10 @@ class PostgresDatabase:
         self._shutdown()
 
     def _shutdown(self) -> None:
+        if self._listener is not None:
+            self._listener.close()
+        self._lease_thread.submit(self._leases.close).result()
+        self._lease_thread.shutdown(wait=True)
         self._executor.shutdown(wait=True)
         self._scanner.shutdown(wait=True)
         self._close_pools()

@@ -24,7 +24,7 @@ import asyncio
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Hashable, Iterator
+from collections.abc import Callable, Collection, Hashable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
@@ -34,7 +34,7 @@ from plugbox.errors import DatabaseError, StorageError
 from plugbox.settings import DEFAULTS
 from plugbox.storage import migrations
 from plugbox.storage._turns import Job, Turns
-from plugbox.storage.db import Connection
+from plugbox.storage.db import Change, Connection
 
 __all__ = ["SqliteDatabase"]
 
@@ -243,6 +243,16 @@ class SqliteDatabase:
         if self._scan_conn is not None:
             self._scan_conn.close()
             self._scan_conn = None
+
+    def announce(self, conn: Connection, topic: str, subject: str) -> None:
+        """Nothing to do: no other host shares the file."""
+
+    def subscribe(self, callback: Callable[[Change], None]) -> None:
+        """Nothing to do: no other host shares the file."""
+
+    async def acquire_leases(self, names: Collection[str]) -> set[str]:
+        """Every name: this host is the only one."""
+        return set(names)
 
     def integrity_check(self) -> bool:
         """True when SQLite's full integrity check finds nothing wrong."""

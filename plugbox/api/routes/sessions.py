@@ -47,7 +47,12 @@ def _sent_json(message: dict[str, Any]) -> dict[str, Any]:
 
 async def list_sessions(request: Request) -> JSONResponse:
     require(request, READ)
-    return JSONResponse({"sessions": _host(request).engine.sessions()})
+    host = _host(request)
+    sessions = host.engine.sessions()
+    if host.cluster is not None:  # a shared database: say which sessions this host runs hooks for
+        for session in sessions:
+            session["leased"] = host.cluster.owns(session["id"])
+    return JSONResponse({"sessions": sessions})
 
 
 async def inject_message(request: Request) -> JSONResponse:
