@@ -221,6 +221,8 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     """Chats the loopback engine keeps per session; past it, the least recently active one is
     forgotten with its messages (a plugin chooses the chats it sends to, and `get_chats` lists
     them all on the host's loop)."""
+    loopback_sessions: tuple[str, ...] = ("default",)
+    """Sessions `plugbox serve` creates on the loopback engine at start (comma-separated in the env)."""
     loopback_sent_max: PositiveInt = 10000
     """Outbound messages the loopback engine keeps in its `sent` record."""
     loopback_sent_bytes: PositiveInt = 16 << 20

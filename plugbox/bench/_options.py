@@ -11,11 +11,12 @@ __all__ = ["PLACEMENTS", "SCENARIOS", "BenchError", "BenchOptions"]
 
 PLACEMENTS = ("split", "same", "free")
 # full: every measured phase; chaos: fault injection; soak: leak watch; neighbours: a victim beside each
-# attack class of a hostile plugin.
-SCENARIOS = ("full", "chaos", "soak", "neighbours")
+# attack class of a hostile plugin; cluster: three hosts on one PostgreSQL database.
+SCENARIOS = ("full", "chaos", "soak", "neighbours", "cluster")
 # plugins, duration in seconds, duration with --quick (neighbours: per attack class; its plugins are
 # always one victim and one attacker)
-_SCENARIO_DEFAULTS = {"chaos": (20, 60.0, 10.0), "soak": (10, 600.0, 10.0), "neighbours": (2, 8.0, 3.0)}
+_SCENARIO_DEFAULTS = {"chaos": (20, 60.0, 10.0), "soak": (10, 600.0, 10.0), "neighbours": (2, 8.0, 3.0),
+                      "cluster": (1, 30.0, 9.0)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +61,7 @@ class BenchOptions:
         if scenario not in SCENARIOS:
             raise ValueError(f"--scenario {scenario!r}: one of {', '.join(SCENARIOS)}")
         if duration is not None and (scenario == "full" or duration <= 0):
-            raise ValueError("--duration: a positive number of seconds, with --scenario chaos, soak or neighbours")
+            raise ValueError("--duration: a positive number of seconds, with any --scenario but full")
         if scenario != "full":
             default_plugins, default_duration, quick_duration = _SCENARIO_DEFAULTS[scenario]
             return cls(quick=quick, scenario=scenario, plugins=plugins or default_plugins,

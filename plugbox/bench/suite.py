@@ -54,13 +54,17 @@ async def run_bench(options: BenchOptions, progress: Progress = _quiet) -> dict[
 
 
 async def _run_scenario(options: BenchOptions, progress: Progress) -> dict[str, Any]:
-    """chaos, soak or neighbours (plugbox/bench/<scenario>.py): no anchors, no pinning."""
+    """chaos, soak, neighbours or cluster (plugbox/bench/<scenario>.py): no anchors, no pinning."""
     facts = machine_facts()
     try:
         if options.scenario == "chaos":
             from plugbox.bench.chaos import run_chaos
 
             report = await run_chaos(plugins=options.plugins, duration_s=options.duration_s, progress=progress)
+        elif options.scenario == "cluster":
+            from plugbox.bench.cluster import run_cluster
+
+            report = await run_cluster(duration_s=options.duration_s, progress=progress)
         elif options.scenario == "neighbours":
             from plugbox.bench.neighbours import run_neighbours
 

@@ -150,7 +150,7 @@ def render(r: dict[str, Any]) -> Group:
 
 
 def _scenario_table(r: dict[str, Any]) -> Table:
-    """chaos and soak: one row per measure, nested sections flattened (`writes.lost_live`)."""
+    """chaos, soak and cluster: one row per measure, nested sections flattened (`writes.lost_live`)."""
     t = Table(title=f"plugbox bench --scenario {r['scenario']}")
     t.add_column("measure")
     t.add_column("value", justify="right", overflow="fold")
@@ -196,4 +196,4 @@ def print_report(report: dict[str, Any], console: Console | None = None) -> None
     if scenario == "neighbours":
         console.print(_neighbours_table(report))
     else:
-        console.print(_scenario_table(report) if scenario in ("chaos", "soak") else render(report))
+        console.print(_scenario_table(report) if scenario in ("chaos", "soak", "cluster") else render(report))

@@ -135,10 +135,12 @@ def bench(
     scenario: Annotated[str, typer.Option(
         help="full: every measured phase beside its anchors; chaos: fault injection under load (20 plugins); "
              "soak: steady load, watching host RSS and fds for drift (10 plugins); "
-             "neighbours: a victim plugin probed beside each attack class of a hostile one.")] = "full",
+             "neighbours: a victim plugin probed beside each attack class of a hostile one; "
+             "cluster: 3 hosts on one PostgreSQL database (PLUGBOX_DATABASE_URL), throughput, failover, "
+             "lost writes.")] = "full",
     duration: Annotated[float | None, typer.Option(
-        help="Seconds to run --scenario chaos (default 60), soak (default 600) or neighbours "
-             "(per attack class, default 8).")] = None,
+        help="Seconds to run --scenario chaos (default 60), soak (default 600), cluster (default 30) or "
+             "neighbours (per attack class, default 8).")] = None,
     attack: Annotated[list[str] | None, typer.Option(
         help="With --scenario neighbours: run only this attack class (repeatable).")] = None,
     report_dir: Annotated[Path | None, typer.Option(

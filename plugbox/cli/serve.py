@@ -72,7 +72,8 @@ async def _boot(host: Host) -> None:
             log.error("plugin %s not loaded: %s", name, error)
     await host.start()
     if isinstance(host.engine, LoopbackEngine) and not host.engine.sessions():
-        await host.engine.create_session(DEFAULT_SESSION)
+        for session_id in host.settings.loopback_sessions or (DEFAULT_SESSION,):
+            await host.engine.create_session(session_id)
 
 
 def _url_host(host: str) -> str:

@@ -62,7 +62,6 @@ class Cluster:
         self._sessions = sessions  # the engine's session ids, asked each lease round
         self._lease_interval_s = lease_interval_s
         self._owned: frozenset[str] = frozenset()
-        self._changes: asyncio.Queue[Change] | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.followed = 0  # changes applied, for tests and metrics
 
@@ -75,15 +74,18 @@ class Cluster:
         return self._owned
 
     async def start(self) -> None:
-        """Take the leases free now, then follow changes and renew leases until `stop`."""
+        """Listen, catch up with what the other hosts did while this one was away, then take the free
+        leases, and follow changes and renew leases until `stop`. Leases come last: a host runs a
+        session's hooks only once it has every plugin the others run."""
         loop = asyncio.get_running_loop()
-        changes = self._changes = asyncio.Queue()
-        await self._lease_round()
+        changes: asyncio.Queue[Change] = asyncio.Queue()
 
         def heard(change: Change) -> None:  # on the database's listener thread
             loop.call_soon_threadsafe(changes.put_nowait, change)
 
         self._db.subscribe(heard)
+        await self._apply(Change(RESYNC, ""))
+        await self._lease_round()
         self._tasks = [
             asyncio.create_task(self._follow_loop(changes), name="plugbox-cluster-follow"),
             asyncio.create_task(self._lease_loop(), name="plugbox-cluster-leases"),
@@ -117,19 +119,21 @@ class Cluster:
     # -- following --
     async def _follow_loop(self, changes: asyncio.Queue[Change]) -> None:
         while True:
-            change = await changes.get()
-            if change.topic == RESYNC:
-                subjects = set(self._packages.ids()) | {r.plugin_id for r in self._registry.all()}
-                subjects |= set(self._installer.digests)
-            elif change.topic in (packages_topic.TOPIC, registry_topic.TOPIC):
-                subjects = {change.subject}
-            else:
-                continue
-            for plugin_id in sorted(subjects):
-                try:
-                    await self.follow(plugin_id)
-                except Exception as exc:  # one plugin's trouble must not stop following the rest
-                    log.error("plugin %s: change from another host not applied: %s", plugin_id, exc)
+            await self._apply(await changes.get())
+
+    async def _apply(self, change: Change) -> None:
+        if change.topic == RESYNC:
+            subjects = set(self._packages.ids()) | {r.plugin_id for r in self._registry.all()}
+            subjects |= set(self._installer.digests)
+        elif change.topic in (packages_topic.TOPIC, registry_topic.TOPIC):
+            subjects = {change.subject}
+        else:
+            return
+        for plugin_id in sorted(subjects):
+            try:
+                await self.follow(plugin_id)
+            except Exception as exc:  # one plugin's trouble must not stop following the rest
+                log.error("plugin %s: change from another host not applied: %s", plugin_id, exc)
 
     async def follow(self, plugin_id: str) -> None:
         """Bring this host's copy of `plugin_id` in line with the database."""

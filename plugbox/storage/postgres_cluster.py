@@ -10,7 +10,9 @@
   messaging session). PostgreSQL releases them when that connection ends, so a host that dies (or
   loses the database) loses its leases within the server's notice of the closed socket, and another
   host's next `acquire` takes them. `acquire` also checks the connection is alive: a host that lost
-  it learns it holds nothing.
+  it learns it holds nothing. Leases are spread: a host holds at most its fair share, the names
+  divided by the hosts with a lease connection open (`pg_stat_activity`, by application name), and
+  gives back what it holds past that, so a host that joins takes its share within two rounds.
 
 Neither knows what a plugin or a session is: names and subjects are plain strings.
 """
@@ -27,11 +29,12 @@ import psycopg
 
 from plugbox.storage.db import RESYNC, Change
 
-__all__ = ["CHANNEL", "Leases", "Listener", "notify_payload"]
+__all__ = ["CHANNEL", "LEASE_APPLICATION", "Leases", "Listener", "notify_payload"]
 
 log = logging.getLogger(__name__)
 
 CHANNEL = "plugbox"
+LEASE_APPLICATION = "plugbox-lease"  # names lease connections, so hosts can count each other
 _POLL_S = 0.25  # how often the listener looks at its stop flag; notifications arrive at once anyway
 _RECONNECT_S = 1.0
 
@@ -95,15 +98,27 @@ class Leases:
         self.held: set[str] = set()
 
     def acquire(self, names: Iterable[str]) -> set[str]:
-        """Try to take every name not held yet; return the names held now (none if the database is
-        unreachable: whatever this host held may be someone else's by now)."""
+        """Give back the leases held past this host's fair share of `names` (and those of names no
+        longer wanted), try to take free ones up to it; return the names held now (none if the
+        database is unreachable: whatever this host held may be someone else's by now)."""
+        wanted = sorted(set(names))
         try:
             conn = self._connection()
-            conn.execute("SELECT 1")
-            for name in names:
+            row = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s AND datname = current_database()",
+                (LEASE_APPLICATION,),
+            ).fetchone()
+            hosts = max(1, int(row[0]) if row is not None else 1)
+            share = -(-len(wanted) // hosts)
+            keep = [n for n in sorted(self.held) if n in wanted][:share]
+            for name in sorted(self.held - set(keep)):
+                self.release(name)
+            for name in wanted:
+                if len(self.held) >= share:
+                    break
                 if name not in self.held:
-                    row = conn.execute("SELECT pg_try_advisory_lock(%s)", (self._key(("lease", name)),)).fetchone()
-                    if row is not None and row[0]:
+                    got = conn.execute("SELECT pg_try_advisory_lock(%s)", (self._key(("lease", name)),)).fetchone()
+                    if got is not None and got[0]:
                         self.held.add(name)
         except psycopg.Error as exc:
             log.warning("lease connection lost (%s): holding no lease until it is back", exc)
@@ -121,7 +136,7 @@ class Leases:
     def _connection(self) -> psycopg.Connection[Any]:
         if self._conn is None or self._conn.closed:
             self.held.clear()
-            self._conn = psycopg.connect(self._url, autocommit=True)
+            self._conn = psycopg.connect(self._url, autocommit=True, application_name=LEASE_APPLICATION)
         return self._conn
 
     def _drop(self) -> None:

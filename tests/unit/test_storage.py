@@ -538,3 +538,23 @@ def test_open_database_picks_the_backend_from_the_url(tmp_path: Path, make_postg
         shared.close_sync()
     with pytest.raises(ConfigError, match="database_url"):
         open_database(load_settings(environ={}, data_dir=str(tmp_path), database_url="mysql://x"))
+
+
+async def test_leases_are_held_by_one_handle_spread_fairly_and_freed_when_the_holder_goes(
+    make_postgres_url: Callable[[], str],
+) -> None:
+    url = make_postgres_url()
+    names = ["s1", "s2", "s3", "s4"]
+    one, two = PostgresDatabase(url), PostgresDatabase(url)
+    try:
+        assert await one.acquire_leases(names) == set(names)  # alone: a fair share is everything
+        assert await two.acquire_leases(names) == set()  # every lease is taken
+        held_one = await one.acquire_leases(names)  # two hosts now: gives back past its half
+        held_two = await two.acquire_leases(names)
+        assert len(held_one) == len(held_two) == 2 and held_one.isdisjoint(held_two)
+        assert await one.acquire_leases(names) == held_one  # stable once spread
+        await one.close()  # its connection ends: PostgreSQL frees its locks
+        assert await two.acquire_leases(names) == set(names)
+    finally:
+        await one.close()
+        await two.close()
