@@ -400,10 +400,12 @@ class Host:
                      soft, self.settings.host_open_files, soft // 2)
         self.webhooks.start()
         self.ingress.start()
+        if self.cluster is not None:  # catch up with the other hosts before restoring
+            await self.cluster.start()
         if restore:
             await self.manager.restore()
         if self.cluster is not None:
-            await self.cluster.start()
+            await self.cluster.take_sessions()
         if isinstance(self.engine, EngineLifecycle):  # after restore: enabled plugins see session:ready
             await self.engine.start()
 

@@ -74,9 +74,10 @@ class Cluster:
         return self._owned
 
     async def start(self) -> None:
-        """Listen, catch up with what the other hosts did while this one was away, then take the free
-        leases, and follow changes and renew leases until `stop`. Leases come last: a host runs a
-        session's hooks only once it has every plugin the others run."""
+        """Listen, catch up with what the other hosts did while this one was away (install their
+        packages, apply their records), then follow their changes until `stop`. Before the host
+        restores its plugins, so a package already in the plugins directory is refreshed while the
+        plugin is still stopped, not restarted under load."""
         loop = asyncio.get_running_loop()
         changes: asyncio.Queue[Change] = asyncio.Queue()
 
@@ -85,11 +86,13 @@ class Cluster:
 
         self._db.subscribe(heard)
         await self._apply(Change(RESYNC, ""))
+        self._tasks.append(asyncio.create_task(self._follow_loop(changes), name="plugbox-cluster-follow"))
+
+    async def take_sessions(self) -> None:
+        """Take this host's share of the session leases now, and renew it until `stop`. After the
+        host restored its plugins: a host runs a session's hooks only once it runs every plugin."""
         await self._lease_round()
-        self._tasks = [
-            asyncio.create_task(self._follow_loop(changes), name="plugbox-cluster-follow"),
-            asyncio.create_task(self._lease_loop(), name="plugbox-cluster-leases"),
-        ]
+        self._tasks.append(asyncio.create_task(self._lease_loop(), name="plugbox-cluster-leases"))
 
     async def stop(self) -> None:
         for task in self._tasks:

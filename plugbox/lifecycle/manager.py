@@ -424,8 +424,6 @@ class PluginManager:
         `error` here is not retried on another host's word (two hosts failing the same enable would
         otherwise retry each other forever); the operator's next enable on this host does."""
         entry = self.get(record.plugin_id)
-        if entry.builtin:
-            return
         config_changed = record.config != entry.record.config
         entry.record.config = dict(record.config)
         entry.record.session_config = {k: dict(v) for k, v in record.session_config.items()}
