@@ -15,33 +15,16 @@ flood can reach is the flooded plugin's own; the dedup key of a refused delivery
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Collection, Sequence
 
 import msgspec
 
-from plugbox.storage.db import Database
+from plugbox.storage.db import Connection, Database
 
 __all__ = ["DEAD", "DELIVERED", "PENDING", "STATES", "DedupKey", "Delivery", "Enqueued", "IngressStore", "NewDelivery"]
 
 PENDING, DELIVERED, DEAD = "pending", "delivered", "dead"
 STATES = (PENDING, DELIVERED, DEAD)
-
-_SCHEMA = (
-    """CREATE TABLE IF NOT EXISTS ingress_deliveries (
-        seq INTEGER PRIMARY KEY AUTOINCREMENT,
-        id TEXT NOT NULL UNIQUE,
-        plugin_id TEXT NOT NULL, instance_id TEXT NOT NULL, route TEXT NOT NULL, request BLOB NOT NULL,
-        state TEXT NOT NULL, attempts INTEGER NOT NULL, next_at REAL NOT NULL,
-        last_status INTEGER, last_error TEXT, created_at REAL NOT NULL, updated_at REAL NOT NULL)""",
-    "CREATE INDEX IF NOT EXISTS ingress_deliveries_due ON ingress_deliveries(state, next_at)",
-    "CREATE INDEX IF NOT EXISTS ingress_deliveries_plugin ON ingress_deliveries(plugin_id, state, route)",
-    """CREATE TABLE IF NOT EXISTS ingress_dedup (
-        plugin_id TEXT NOT NULL, instance_id TEXT NOT NULL, route TEXT NOT NULL, key TEXT NOT NULL,
-        delivery_id TEXT, expires_at REAL NOT NULL,
-        PRIMARY KEY (plugin_id, instance_id, route, key))""",
-    "CREATE INDEX IF NOT EXISTS ingress_dedup_age ON ingress_dedup(plugin_id, expires_at)",
-)
 
 _COLUMNS = ("id", "plugin_id", "instance_id", "route", "request", "state", "attempts", "next_at", "last_status",
             "last_error", "created_at", "updated_at")
@@ -89,7 +72,7 @@ class DedupKey(msgspec.Struct, frozen=True):
 
 
 def _not_in(column: str, values: Collection[str]) -> tuple[str, tuple[str, ...]]:
-    # An empty `NOT IN ()` is SQLite-only; leave the clause out instead.
+    # An empty `NOT IN ()` is SQLite-only (PostgreSQL refuses it); leave the clause out instead.
     return (f"AND {column} NOT IN ({','.join('?' * len(values))})", tuple(values)) if values else ("", ())
 
 
@@ -102,15 +85,9 @@ class IngressStore:
         self._db = db
         self._history = history_per_plugin
         self._dedup_max = dedup_keys_per_plugin
-        db.write_sync(self._create)
-
-    @staticmethod
-    def _create(conn: sqlite3.Connection) -> None:
-        for statement in _SCHEMA:
-            conn.execute(statement)
 
     # -- dedup --
-    def _claim(self, c: sqlite3.Connection, plugin_id: str, dedup: DedupKey, delivery_id: str | None,
+    def _claim(self, c: Connection, plugin_id: str, dedup: DedupKey, delivery_id: str | None,
                now: float) -> str | None:
         """Record the key; None if it was free, else the id it was first seen with ("" for none)."""
         c.execute("DELETE FROM ingress_dedup WHERE plugin_id = ? AND instance_id = ? AND route = ? AND key = ? "
@@ -126,7 +103,7 @@ class IngressStore:
                         "AND key = ?", (plugin_id, dedup.instance_id, dedup.route, dedup.key)).fetchone()
         return "" if row is None or row[0] is None else str(row[0])
 
-    def _trim_dedup(self, c: sqlite3.Connection, plugin_id: str, now: float) -> None:
+    def _trim_dedup(self, c: Connection, plugin_id: str, now: float) -> None:
         (count,) = c.execute("SELECT count(*) FROM ingress_dedup WHERE plugin_id = ?", (plugin_id,)).fetchone()
         if int(count) <= self._dedup_max:
             return
@@ -156,7 +133,7 @@ class IngressStore:
         delivery is durable."""
         d = delivery
 
-        def run(c: sqlite3.Connection) -> Enqueued:
+        def run(c: Connection) -> Enqueued:
             plugin_pending, route_pending, held = c.execute(
                 "SELECT coalesce(sum(CASE WHEN state = ? THEN 1 ELSE 0 END), 0), "
                 "coalesce(sum(CASE WHEN state = ? AND route = ? THEN 1 ELSE 0 END), 0), "
@@ -217,7 +194,7 @@ class IngressStore:
                      now: float, next_at: float | None = None) -> bool:
         """Record an attempt: `pending` again (due at `next_at`), `delivered` or `dead`. False when the
         row is no longer pending (its plugin was uninstalled meanwhile)."""
-        def run(c: sqlite3.Connection) -> bool:
+        def run(c: Connection) -> bool:
             # A delivered row keeps no request: only a dead one can be replayed, so only it needs one.
             cur = c.execute(
                 "UPDATE ingress_deliveries SET state = ?, attempts = ?, last_status = ?, last_error = ?, "
@@ -243,7 +220,7 @@ class IngressStore:
 
     async def drop_plugin(self, plugin_id: str) -> None:
         """Forget everything of an uninstalled plugin: its queue, history and dedup keys."""
-        def run(c: sqlite3.Connection) -> None:
+        def run(c: Connection) -> None:
             c.execute("DELETE FROM ingress_deliveries WHERE plugin_id = ?", (plugin_id,))
             c.execute("DELETE FROM ingress_dedup WHERE plugin_id = ?", (plugin_id,))
 

@@ -149,13 +149,12 @@ class ConversationStore:
 
     def messages(self, plugin_id: str, conversation_id: str, limit: int | None = None) -> list[dict[str, Any]]:
         """The conversation's recorded messages, oldest first; with `limit`, only the latest that many."""
-        rows = self._db.read(
-            lambda c: c.execute(
-                "SELECT seq, session_id, chat_id, message_id, text, provider, external_id, sent_at "
-                "FROM conversation_messages WHERE plugin_id = ? AND conversation_id = ? ORDER BY seq DESC LIMIT ?",
-                (plugin_id, conversation_id, -1 if limit is None else limit),
-            ).fetchall()
-        )[::-1]
+        sql = ("SELECT seq, session_id, chat_id, message_id, text, provider, external_id, sent_at "
+               "FROM conversation_messages WHERE plugin_id = ? AND conversation_id = ? ORDER BY seq DESC")
+        params: tuple[Any, ...] = (plugin_id, conversation_id)
+        if limit is not None:  # no "LIMIT -1 means none" trick: that is SQLite's alone
+            sql, params = sql + " LIMIT ?", (*params, limit)
+        rows = self._db.read(lambda c: c.execute(sql, params).fetchall())[::-1]
         return [
             {
                 "seq": r[0],

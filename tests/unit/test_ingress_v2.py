@@ -4,7 +4,6 @@ the dedup window on an injected clock, history kept per plugin)."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -89,10 +88,8 @@ def test_a_request_without_its_dedup_value_is_refused(spec: str, headers: dict[s
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> Any:
-    db = Database(tmp_path / "db.sqlite")
-    yield IngressStore(db, history_per_plugin=2, dedup_keys_per_plugin=3)
-    await db.close()
+def store(any_db: Database) -> IngressStore:
+    return IngressStore(any_db, history_per_plugin=2, dedup_keys_per_plugin=3)  # once per backend
 
 
 def _new(n: int, plugin: str = "p", route: str = "r") -> NewDelivery:
