@@ -75,7 +75,7 @@ def _delivery(row: Sequence[object]) -> Delivery:
     return Delivery(**dict(zip(_DELIVERY_COLUMNS.split(", "), row, strict=True)))  # type: ignore[arg-type]
 
 
-def _pending_of(c: sqlite3.Connection, cause: str) -> int:
+def _pending_of(c: Connection, cause: str) -> int:
     (count,) = c.execute("SELECT count(*) FROM webhook_deliveries WHERE cause = ? AND state = ?",
                          (cause, PENDING)).fetchone()
     return int(count)

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import random
+import sqlite3
 import time
+from pathlib import Path
 
 import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from plugbox.errors import ConfigError
 from plugbox.storage.db import Database
+from plugbox.storage.sqlite import SqliteDatabase
 from plugbox.webhooks import Backoff, parse_spec
 from plugbox.webhooks.signing import check_secret, headers, new_secret
 from plugbox.webhooks.store import DEAD, DELIVERED, NewDelivery, WebhookStore
@@ -70,8 +73,8 @@ async def test_the_queue_refuses_past_its_cap_and_keeps_bounded_history(any_db: 
     await db.close()
 
 
-async def test_each_cause_has_a_share_of_the_queue_and_causeless_events_only_the_whole(tmp_path: Path) -> None:
-    db = Database(tmp_path / "db.sqlite")
+async def test_each_cause_has_a_share_of_the_queue_and_causeless_events_only_the_whole(any_db: Database) -> None:
+    db = any_db
     store = WebhookStore(db, history_max=10)
     await store.insert(Subscription(id="w", url="https://x.example/", events=("*",), secret=new_secret(),
                                     enabled=True, description="", created_at=0.0))
@@ -92,12 +95,16 @@ async def test_each_cause_has_a_share_of_the_queue_and_causeless_events_only_the
 
 
 async def test_a_queue_made_before_causes_were_recorded_gains_the_column(tmp_path: Path) -> None:
-    db = Database(tmp_path / "db.sqlite")
-    await db.write(lambda c: c.execute(
-        "CREATE TABLE webhook_deliveries (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, "
-        "subscription_id TEXT NOT NULL, event TEXT NOT NULL, session_id TEXT, body BLOB NOT NULL, "
-        "state TEXT NOT NULL, attempts INTEGER NOT NULL, next_at REAL NOT NULL, last_status INTEGER, "
-        "last_error TEXT, created_at REAL NOT NULL, updated_at REAL NOT NULL)"))
+    """A database of the first release (no migrations table, no cause column) opens and counts causes."""
+    path = tmp_path / "plugbox.db"
+    with sqlite3.connect(path) as old:
+        old.execute(
+            "CREATE TABLE webhook_deliveries (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, "
+            "subscription_id TEXT NOT NULL, event TEXT NOT NULL, session_id TEXT, body BLOB NOT NULL, "
+            "state TEXT NOT NULL, attempts INTEGER NOT NULL, next_at REAL NOT NULL, last_status INTEGER, "
+            "last_error TEXT, created_at REAL NOT NULL, updated_at REAL NOT NULL)")
+    old.close()
+    db = SqliteDatabase(path)
     store = WebhookStore(db, history_max=10)
     await store.insert(Subscription(id="w", url="https://x.example/", events=("*",), secret=new_secret(),
                                     enabled=True, description="", created_at=0.0))
