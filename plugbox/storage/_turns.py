@@ -3,15 +3,18 @@
 A write names its owner (a plugin id; None for the host). `Turns` hands writes out round-robin
 across owners and in submission order within one owner, so one plugin's queue of large writes
 delays another plugin's write by at most one write, not by the whole queue. It owns no thread and
-no connection: each backend's writer thread pops from it.
+no connection: `submit` queues a job and hands the backend's single writer thread one task that
+runs the next job in turn (`run_next`), so both backends share the same turn-taking and the same
+handling of a cancelled caller.
 """
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections import deque
 from collections.abc import Callable, Hashable
-from concurrent.futures import Future
+from concurrent.futures import Executor, Future
 from typing import Any
 
 __all__ = ["Job", "Turns"]
@@ -53,3 +56,28 @@ class Turns:
             else:
                 del self._lanes[owner]
             return job
+
+    async def submit(self, job: Job, executor: Executor, transact: Callable[[Job], object],
+                     then: Callable[[], None] | None = None) -> object:
+        """Queue `job` and wait for its result. One executor task per job, so the executor's own
+        queue still orders a close() after every write submitted before it; which job each task
+        runs is the turns' choice."""
+        self.push(job)
+        executor.submit(self.run_next, transact, then)
+        return await asyncio.wrap_future(job.future)
+
+    def run_next(self, transact: Callable[[Job], object], then: Callable[[], None] | None = None) -> None:
+        """On the writer thread: run the next job in turn with `transact` and resolve its future;
+        `then` runs after a job that succeeded, before its caller learns so. A job whose caller was
+        cancelled before it started is dropped."""
+        job = self.pop()
+        if not job.future.set_running_or_notify_cancel():
+            return
+        try:
+            result = transact(job)
+        except BaseException as exc:
+            job.future.set_exception(exc)
+        else:
+            if then is not None:
+                then()
+            job.future.set_result(result)

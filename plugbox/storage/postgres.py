@@ -156,21 +156,10 @@ class PostgresDatabase:
         """Run `fn(conn)` in one transaction on the writer thread; return its result after COMMIT.
         Same contract as `SqliteDatabase.write`; the owner's writes are also serialised across hosts."""
         self._check_open()
-        job = Job(fn, after, owner)
-        self._turns.push(job)
-        self._executor.submit(self._run_turn)
-        return cast(T, await asyncio.wrap_future(job.future))
+        return cast(T, await self._turns.submit(Job(fn, after, owner), self._executor, self._run_job))
 
-    def _run_turn(self) -> None:
-        job = self._turns.pop()
-        if not job.future.set_running_or_notify_cancel():
-            return
-        try:
-            result = self._transaction(job.fn, job.after, job.owner)
-        except BaseException as exc:
-            job.future.set_exception(exc)
-        else:
-            job.future.set_result(result)
+    def _run_job(self, job: Job) -> object:
+        return self._transaction(job.fn, job.after, job.owner)
 
     def write_sync(self, fn: Callable[[Connection], T]) -> T:
         """`write` for synchronous callers. Blocks the calling thread."""

@@ -160,24 +160,11 @@ class SqliteDatabase:
         or rolls back as a whole, so a cancelled caller simply does not learn which.
         """
         self._check_open()
-        job = Job(fn, after, owner)
-        self._turns.push(job)
-        # One executor task per job, so the executor's own queue still orders close() after every
-        # write submitted before it; which job each task runs is the turns' choice.
-        self._executor.submit(self._run_turn)
-        return cast(T, await asyncio.wrap_future(job.future))
+        return cast(T, await self._turns.submit(Job(fn, after, owner), self._executor, self._run_job,
+                                                then=self._checkpoint_if_due))
 
-    def _run_turn(self) -> None:
-        job = self._turns.pop()
-        if not job.future.set_running_or_notify_cancel():
-            return
-        try:
-            result = self._transaction(job.fn, job.after)
-        except BaseException as exc:
-            job.future.set_exception(exc)
-        else:
-            self._checkpoint_if_due()
-            job.future.set_result(result)
+    def _run_job(self, job: Job) -> object:
+        return self._transaction(job.fn, job.after)
 
     def _checkpoint_if_due(self) -> None:
         try:
