@@ -49,8 +49,8 @@ from plugbox.runtime import PluginHandle, PluginRuntime, RuntimeDeps, RuntimeFac
 from plugbox.sdk import Plugin
 from plugbox.settings import Settings, load_settings
 from plugbox.storage.conversations import ConversationStore
-from plugbox.storage.db import open_database
 from plugbox.storage.kv import PluginStorage
+from plugbox.storage.opening import open_database
 from plugbox.storage.quota import WriteBudget
 from plugbox.webhooks import Sender, WebhookService
 

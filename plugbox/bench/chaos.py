@@ -48,8 +48,8 @@ from plugbox.engines.loopback import LoopbackEngine
 from plugbox.host import Host, HostObserver
 from plugbox.lifecycle import Status
 from plugbox.settings import Settings, load_settings
-from plugbox.storage.db import open_database
 from plugbox.storage.kv import PluginStorage
+from plugbox.storage.opening import open_database
 
 __all__ = ["CHAOS_PLUGIN", "FAULT_KINDS", "Load", "run_chaos", "start_host", "zygote_children"]
 

@@ -1,5 +1,6 @@
 """The storage contract: what every host store (`kv`, `conversations`, `registry`, webhooks) may ask
-of a database, and `open_database`, which picks the backend from the settings.
+of a database. `opening.open_database` picks the backend from the settings; this module imports
+neither backend.
 
 Two implementations keep the contract: `SqliteDatabase` (`sqlite.py`, the embedded default, one
 host) and `PostgresDatabase` (`postgres.py`, selected by `database_url = postgresql://...`, which
@@ -36,9 +37,7 @@ from collections.abc import Callable, Collection, Hashable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
-from plugbox.settings import Settings
-
-__all__ = ["RESYNC", "Change", "Connection", "Cursor", "Database", "open_database"]
+__all__ = ["RESYNC", "Change", "Connection", "Cursor", "Database"]
 
 T = TypeVar("T")
 
@@ -104,23 +103,3 @@ class Database(Protocol):
 
     def close_sync(self) -> None: ...
 
-
-def open_database(settings: Settings) -> Database:
-    """The database the settings name: PostgreSQL for a `postgresql://` (or `postgres://`) URL,
-    else the SQLite file `plugbox.db` in the data directory."""
-    url = settings.database_url
-    if url.startswith(("postgresql://", "postgres://")):
-        from plugbox.storage.postgres import PostgresDatabase  # psycopg is loaded only when used
-
-        return PostgresDatabase(
-            url,
-            pool_size=settings.database_pool_size,
-            statement_timeout_ms=settings.database_statement_timeout_ms,
-        )
-    if url:
-        from plugbox.errors import ConfigError
-
-        raise ConfigError("database_url", "expected empty (SQLite) or a postgresql:// URL")
-    from plugbox.storage.sqlite import SqliteDatabase
-
-    return SqliteDatabase(settings.data_path / "plugbox.db", settings.storage_busy_timeout_ms)

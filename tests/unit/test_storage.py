@@ -526,7 +526,7 @@ async def test_a_plugins_quota_holds_when_two_hosts_write_for_it_at_once(make_po
 
 def test_open_database_picks_the_backend_from_the_url(tmp_path: Path, make_postgres_url: Callable[[], str]) -> None:
     from plugbox.settings import load_settings
-    from plugbox.storage.db import open_database
+    from plugbox.storage.opening import open_database
 
     embedded = open_database(load_settings(environ={}, data_dir=str(tmp_path)))
     shared = open_database(load_settings(environ={"PLUGBOX_DATABASE_URL": make_postgres_url()}, data_dir=str(tmp_path)))
