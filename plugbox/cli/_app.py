@@ -231,7 +231,7 @@ def pack(
     """Build an installable zip of PLUGIN_DIR, leaving out what .plugboxignore (gitignore-style) names and
     tests/, caches, virtualenvs and dotfiles; refuses, writing nothing, what the installer would refuse."""
     from plugbox.errors import ConfigError, ManifestError, ZipRefused
-    from plugbox.pack import pack as pack_zip
+    from plugbox.lifecycle.pack import pack as pack_zip
     from plugbox.settings import load_settings
 
     if not (plugin_dir / "manifest.json").is_file():

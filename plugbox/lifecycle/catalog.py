@@ -14,8 +14,8 @@ from typing import Any
 
 from plugbox import __version__
 from plugbox.errors import PluginNotFound
+from plugbox.lifecycle.pack import packed
 from plugbox.manifest import discover, load_manifest
-from plugbox.pack import packed
 from plugbox.settings import Settings
 
 __all__ = ["catalog_archive", "catalog_entries"]
