@@ -37,7 +37,12 @@ class _Deadline:
         self._task: asyncio.Future[Any] | None = None  # a task inside the block, or a watched future
 
     def __enter__(self) -> _Deadline:
-        self._start(asyncio.current_task())
+        # (`_start` inlined: this is on the path of every hook dispatch)
+        owner = self._owner
+        self._task = asyncio.current_task()
+        owner._entries[self] = None
+        if owner._timer is None or self.at < owner._next_sweep:
+            owner._arm(self.at)
         return self
 
     def _start(self, target: asyncio.Future[Any] | None) -> None:

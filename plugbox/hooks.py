@@ -90,6 +90,7 @@ class Registration:
     seq: int
     running: frozenset[tuple[str, str]]  # the re-entry mark while this handler runs: {(plugin_id, event)}
     shared: bool = False  # its plugin has other handlers on this event: they share one budget
+    modifies: bool = False  # its plugin holds `hooks:modify` (fixed by its manifest): it sits in the chain
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,7 +189,9 @@ class HookBus:
         self._budget = budget
         self._deadlines = deadlines if deadlines is not None else Deadlines()
         self._scope = scope  # the plugin's config for a session, or None: that session is not its business
-        self._may_modify = may_modify  # the plugin holds `hooks:modify`: it sits in the chain, its data and stop apply
+        # The plugin holds `hooks:modify`: it sits in the chain, its data and stop apply. Asked once
+        # per registration (a plugin's permissions are its manifest's, fixed while it is loaded).
+        self._may_modify = may_modify
         self._limits = limits or HookLimits()
         self._on_timeout = on_timeout
         self._on_success = on_success
@@ -221,7 +224,8 @@ class HookBus:
             self._tell_once(plugin_id, "handlers", f"hook {event}: ",
                             f"registration refused: at most {cap} handlers per event (said once)")
             return False
-        new = Registration(plugin_id, event, handler, priority, next(self._seq), frozenset({(plugin_id, event)}))
+        new = Registration(plugin_id, event, handler, priority, next(self._seq), frozenset({(plugin_id, event)}),
+                           modifies=self._may_modify(plugin_id))
         if any(r.plugin_id == plugin_id for r in regs):
             new = dataclasses.replace(new, shared=True)
             regs = tuple(dataclasses.replace(r, shared=True) if r.plugin_id == plugin_id else r for r in regs)
@@ -298,7 +302,7 @@ class HookBus:
                 if plugin_end <= began:
                     continue  # its earlier handlers spent the plugin's share (the last one was charged)
                 own_end = min(own_end, plugin_end)
-            if not self._may_modify(reg.plugin_id):
+            if not reg.modifies:
                 self._observe(reg, ctx, outcome, active, own_end, None if cause == reg.plugin_id else cause)
                 continue
             if over:
@@ -309,7 +313,8 @@ class HookBus:
             marks.append((reg.plugin_id, began))
             token = _reentry.set(active | reg.running if active else reg.running)
             try:
-                with self._deadlines.until(min(own_end, chain_end)):  # its budget, its plugin's, the chain's
+                # its budget, its plugin's, the chain's (`min` without the builtin's call)
+                with self._deadlines.until(own_end if own_end < chain_end else chain_end):
                     result: Any = reg.handler(ctx)
                     if result is not None and type(result) is not HookResult and _awaitable(result):
                         result = await result

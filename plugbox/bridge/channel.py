@@ -70,6 +70,9 @@ log = logging.getLogger("plugbox.bridge")
 
 MAX_BAD_FRAMES = 100
 _SWEEP_MIN = 64  # requests on the books before the first sweep for abandoned ones
+# Host time a channel runs up before it is settled with its CPU bucket: a read batch of one frame
+# (a hook answer) would otherwise spend a third of its cost on the bucket. Far below any burst.
+_SETTLE_S = 0.0005
 
 
 class Peer(Protocol):
@@ -133,7 +136,8 @@ class Channel(asyncio.Protocol):
         self._throttle_timer: asyncio.TimerHandle | None = None
         self._cpu_clock = cpu_clock  # host time spent handling this worker's frames
         self._cpu = TokenBucket(limits.cpu_share, limits.cpu_burst, clock)
-        self._cpu_spent = 0.0
+        self._cpu_spent = 0.0  # charged to its bucket
+        self._unsettled = 0.0  # spent, not yet charged to its bucket (under _SETTLE_S)
         self._backpressure_pauses = 0
         self._throttled = 0
         self._ids = itertools.count(1)
@@ -161,7 +165,10 @@ class Channel(asyncio.Protocol):
             self._received(data)
         finally:
             writer.uncork()
-            self._charge(started)
+            # (`_charge`, inlined: a hook answer often comes in a read batch of its own)
+            self._unsettled += self._cpu_clock() - started
+            if self._unsettled >= _SETTLE_S:
+                self.charge(0.0)
 
     def pause_writing(self) -> None:
         """The queue to the worker went above the high-water mark: read nothing more from it
@@ -282,7 +289,7 @@ class Channel(asyncio.Protocol):
         return ChannelStats(len(self._pending), len(self._hooks), len(self._pongs), self._late,
                             self._reader.bad_frames, self._gone, self._queued(), len(self._backlog),
                             len(self._held), tuple(sorted(self._paused)), self._backpressure_pauses,
-                            self._throttled, self._cpu_spent)
+                            self._throttled, self._cpu_spent + self._unsettled)
 
     def abort(self, reason: str) -> None:
         """End the channel now; `reason` is what every waiter and the peer will be told."""
@@ -349,12 +356,17 @@ class Channel(asyncio.Protocol):
                        f"{self._limits.drain_timeout:g} s")
 
     def _charge(self, started: float) -> None:
-        """Charge the host time just spent on this worker's frames to its CPU bucket."""
-        self.charge(self._cpu_clock() - started)
+        """Charge the host time just spent on this worker's frames to its CPU bucket (once it
+        adds up to _SETTLE_S)."""
+        self._unsettled += self._cpu_clock() - started
+        if self._unsettled >= _SETTLE_S:
+            self.charge(0.0)  # (charges what is unsettled)
 
     def charge(self, spent: float) -> None:
         """Charge `spent` seconds of host time taken on this worker's behalf (its frames, the tasks
         of its calls) to its CPU bucket; in debt, stop reading it until the debt is paid."""
+        spent += self._unsettled
+        self._unsettled = 0.0
         self._cpu_spent += spent
         debt = self._cpu.charge(spent)
         if debt > 0 and self._throttle_timer is None and self._gone is None:
@@ -379,7 +391,13 @@ class Channel(asyncio.Protocol):
             self._handle_backlog()
             return
         for i, msg in enumerate(messages):
-            self._handle(msg)
+            if type(msg) is Result and self._gone is None:  # (the common frame, without `_handle`'s dispatch)
+                try:
+                    self._on_result(msg)
+                except Exception as exc:  # as in `_handle`
+                    self.count_bad(exc)
+            else:
+                self._handle(msg)
             if self._paused:
                 # the queue to the worker filled up: the rest of the batch waits, bounded by the
                 # read size, since nothing more is read until it drains

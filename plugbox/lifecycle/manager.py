@@ -324,7 +324,7 @@ class PluginManager:
     def record_success(self, plugin_id: str) -> None:
         """A handler of the plugin answered (on the path of every hook: cheap when nothing is owed)."""
         entry = self._entries.get(plugin_id)
-        if entry is None or entry.status != Status.ENABLED:
+        if entry is None or entry.record.status != Status.ENABLED:  # (a str: no Enum built per hook)
             return
         entry.handler_errors = 0
         if entry.record.consecutive_failures:

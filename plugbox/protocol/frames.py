@@ -97,10 +97,13 @@ class FrameWriter:
         self._corked = False
 
     def _append(self, msg: msgspec.Struct) -> None:
+        if self._max_bytes is None:  # (the host's side: the worker's cap is the host's to enforce)
+            append_frame(msg, self._buf)
+            return
         start = len(self._buf)
         append_frame(msg, self._buf)
         size = len(self._buf) - start - HEADER.size
-        if self._max_bytes is not None and size > self._max_bytes:
+        if size > self._max_bytes:
             del self._buf[start:]
             raise FrameTooLarge(size, self._max_bytes)
 

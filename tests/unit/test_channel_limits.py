@@ -328,6 +328,21 @@ async def test_host_cpu_past_the_bucket_pauses_that_channel_alone_for_the_debt()
 
 
 
+async def test_many_cheap_read_batches_add_up_to_the_same_charge() -> None:
+    """Each read batch of a single answer costs far less than the step at which the channel settles
+    with its bucket; together they are charged all the same, and throttle the channel."""
+    limits = ChannelLimits(1 << 20, 60.0, cpu_share=1.0, cpu_burst=0.05, value_max_bytes=64)
+    channel, transport = make_channel(Peer(), limits, cpu_clock=Ticks(0.0001), clock=lambda: 0.0)  # no refill
+    for i in range(1, 400):
+        channel.data_received(calls(i))
+    assert transport.reading
+    assert channel.stats().cpu_seconds == pytest.approx(0.0399)  # what is not settled yet counts too
+    for i in range(400, 520):
+        channel.data_received(calls(i))
+    assert not transport.reading and channel.stats().paused == ("throttled",)
+    assert channel.stats().throttled == 1
+
+
 async def test_the_loop_time_of_a_calls_task_is_charged_to_its_worker() -> None:
     """A verb that waits runs as a task after the read batch was charged; what that task computes
     on the loop (a long list of chats, say) is charged to the worker that called, and throttles it."""
