@@ -173,6 +173,21 @@ async def test_a_worker_that_drains_in_time_is_not_ended() -> None:
     assert not transport.aborted and peer.lost == []
 
 
+async def test_a_worker_that_drains_does_not_carry_the_old_deadline_into_its_next_pause() -> None:
+    """Each pause gets the whole drain timeout: the timer of one that ended is cancelled, or it
+    would end a worker paused again shortly after, long before its new pause timed out."""
+    peer = Peer(reply_bytes=200)
+    channel, transport = make_channel(peer, ChannelLimits(100, 60.0, 1.0, 60.0, 64))
+    channel.data_received(calls(1))
+    first = channel._drain_timer  # (the loop's handle: the only way to see it without waiting 60 s)
+    assert first is not None and not first.cancelled()
+    transport.drain()
+    assert first.cancelled() and channel._drain_timer is None
+    channel.data_received(calls(2))
+    second = channel._drain_timer
+    assert second is not None and second is not first and not second.cancelled()
+
+
 # -- calls in flight ----------------------------------------------------------------------------
 
 
