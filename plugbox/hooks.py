@@ -233,14 +233,11 @@ class HookBus:
         self._by_event[event] = tuple(sorted(regs, key=lambda r: (r.priority, r.seq)))
         return True
 
-    def unregister_plugin(self, plugin_id: str) -> int:
+    def unregister_plugin(self, plugin_id: str) -> None:
+        """Remove every handler of the plugin, and forget what it was told once."""
         self._told = {told for told in self._told if told[0] != plugin_id}
-        removed = 0
         for event, regs in self._by_event.items():
-            kept = tuple(r for r in regs if r.plugin_id != plugin_id)
-            removed += len(regs) - len(kept)
-            self._by_event[event] = kept
-        return removed
+            self._by_event[event] = tuple(r for r in regs if r.plugin_id != plugin_id)
 
     def handlers(self, event: str) -> list[Registration]:
         return list(self._by_event.get(event, ()))
