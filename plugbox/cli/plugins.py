@@ -13,9 +13,12 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
+
+if TYPE_CHECKING:
+    import httpx
 
 __all__ = ["plugins_app"]
 
@@ -53,17 +56,26 @@ def _call(url: str, key: str | None, method: str, path: str, *, progress: str | 
     except httpx.HTTPError as exc:
         typer.echo(f"plugbox: cannot reach {url}: {exc}", err=True)
         raise typer.Exit(1) from None
-    try:
-        body = response.json()
-    except ValueError:
-        body = {"error": response.text[:500]}
+    body = _body(response)
     if response.is_error:
-        message = body.get("error") if isinstance(body, dict) else None
-        typer.echo(f"plugbox: {response.status_code}: {message or response.reason_phrase}", err=True)
-        if response.status_code in (401, 403):
-            typer.echo(f"hint: {KEY_HINT}", err=True)
-        raise typer.Exit(1)
+        _refused(response, body)
     return body
+
+
+def _body(response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        return {"error": response.text[:500]}
+
+
+def _refused(response: httpx.Response, body: Any) -> NoReturn:
+    """Print the server's error (and, for a key problem, which variable to set); exit 1."""
+    message = body.get("error") if isinstance(body, dict) else None
+    typer.echo(f"plugbox: {response.status_code}: {message or response.reason_phrase}", err=True)
+    if response.status_code in (401, 403):
+        typer.echo(f"hint: {KEY_HINT}", err=True)
+    raise typer.Exit(1)
 
 
 @contextlib.contextmanager
@@ -253,21 +265,45 @@ def _log_line(line: dict[str, Any]) -> str:
 @plugins_app.command("logs")
 def logs_cmd(
     plugin_id: str,
-    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep polling for new lines (Ctrl-C stops).")] = False,
-    interval: Annotated[float, typer.Option(help="Seconds between polls with --follow.")] = 1.0,
+    follow: Annotated[bool, typer.Option(
+        "--follow", "-f", help="Then print new lines and failures as they happen (Ctrl-C stops).")] = False,
     url: Url = DEFAULT_URL, api_key: Key = None,
 ) -> None:
     """Print a plugin's recent log lines (what the server keeps), and with --follow the new ones as they come."""
-    last_ts = float("-inf")
+    if not follow:
+        for line in _call(url, api_key, "GET", f"/api/plugins/{plugin_id}").get("logs", []):
+            typer.echo(_log_line(line))
+        return
     try:
-        while True:
-            doc = _call(url, api_key, "GET", f"/api/plugins/{plugin_id}")
-            for line in doc.get("logs", []):
-                if float(line.get("ts", 0)) > last_ts:
-                    typer.echo(_log_line(line))
-                    last_ts = float(line.get("ts", 0))
-            if not follow:
-                return
-            time.sleep(interval)
+        _follow(url, api_key, plugin_id)
     except KeyboardInterrupt:
         raise typer.Exit(0) from None
+
+
+def _follow(url: str, key: str | None, plugin_id: str) -> None:
+    """The server's live stream for one plugin (`/api/events?plugin=ID`): its recent lines, then every
+    new line and failure as it happens, with nothing lost between the two, until the server ends it.
+    Its keepalives arrive well within the read timeout, so a silent server is noticed."""
+    import httpx
+    from httpx_sse import SSEError, connect_sse
+
+    key = _key(key)
+    headers = {"X-API-Key": key} if key else {}
+    try:
+        with httpx.Client(base_url=url, headers=headers, timeout=TIMEOUT_S) as client, \
+                connect_sse(client, "GET", "/api/events", params={"plugin": plugin_id}) as source:
+            if source.response.is_error:
+                source.response.read()
+                _refused(source.response, _body(source.response))
+            for event in source.iter_sse():
+                data = json.loads(event.data) if event.data else {}
+                if event.event == "log":
+                    typer.echo(_log_line(data))
+                elif event.event == "failure":
+                    typer.echo(f"{time.strftime('%H:%M:%S')} FAILURE {data.get('class', '?')}")
+                elif event.event == "dropped":
+                    typer.echo(f"plugbox: {data.get('count', '?')} events dropped: this reader fell behind", err=True)
+    except (httpx.HTTPError, SSEError) as exc:
+        typer.echo(f"plugbox: lost the live stream from {url}: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo("plugbox: the server ended the live stream", err=True)

@@ -1,13 +1,15 @@
 """`plugbox plugins ...` as a user runs it: the real CLI in a subprocess against a real `plugbox serve`.
-Covers show, sessions, uninstall, logs, --version, the key variable shared with the server and its 401
+Covers show, sessions, uninstall, logs (and --follow), --version, the key variable shared with the server and its 401
 hint, full ids in piped tables and the progress line of a long operation."""
 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -96,6 +98,38 @@ def test_sessions_show_set_and_enable_reports_progress_then_logs(server: str) ->
             break
     assert logs.returncode == 0, logs.stderr
     assert "INFO" in logs.stdout and "echoed" in logs.stdout
+
+
+def test_logs_follow_prints_new_lines_as_they_happen(server: str, tmp_path: Path) -> None:
+    """--follow reads the server's live stream: the recent lines, then each new one as it is logged
+    (not only what was there when it started); Ctrl-C ends it cleanly."""
+    env = {"PLUGBOX_API_KEY": ADMIN_KEY}
+    assert _cli(server, "plugins", "sessions", "echo", "default", env=env).returncode == 0
+    assert _cli(server, "plugins", "enable", "echo", env=env).returncode == 0
+    before = _cli(server, "plugins", "logs", "echo", env=env).stdout.count("echoed")
+    out = tmp_path / "follow.txt"
+    base = {k: v for k, v in os.environ.items() if not k.startswith("PLUGBOX_")}
+    with out.open("w") as sink:
+        follower = subprocess.Popen([str(BIN / "plugbox"), "plugins", "logs", "echo", "--follow", "--url", server],
+                                    env={**base, **env}, stdout=sink, stderr=subprocess.PIPE, text=True)
+    try:
+        _until(lambda: out.read_text().count("echoed") >= before, "the recent lines")
+        r = httpx.post(f"{server}/api/sessions/default/messages", headers={"X-API-Key": ADMIN_KEY},
+                       json={"chatId": "15550001111@c.us", "body": "follow me"}, timeout=30)
+        assert r.status_code < 300, r.text
+        _until(lambda: out.read_text().count("echoed") == before + 1, "the new line")
+        assert follower.poll() is None  # still following
+    finally:
+        follower.send_signal(signal.SIGINT)
+        _, err = follower.communicate(timeout=30)
+    assert follower.returncode == 0, err
+
+
+def _until(check: Callable[[], bool], what: str, within: float = 30.0) -> None:
+    deadline = time.monotonic() + within
+    while not check():
+        assert time.monotonic() < deadline, f"--follow never printed {what}"
+        time.sleep(0.05)
 
 
 def test_uninstall_removes_the_plugin(server: str) -> None:
