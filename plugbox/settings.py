@@ -49,6 +49,14 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     cluster_lease_interval_ms: PositiveMs = 2000
     """PostgreSQL shared by several hosts: how often a host tries to take the leases of sessions no
     live host holds; a dead host's sessions move within about this long."""
+    queue_claim_ms: PositiveMs = 10000
+    """PostgreSQL shared by several hosts: how long a host's claim on a queued delivery (outbound
+    webhook or async ingress) lasts unless renewed. The claimer renews it every third of this while
+    its attempt runs, so no other host attempts that delivery; a host that dies leaves its claims to
+    expire, and its deliveries are attempted elsewhere within about this long."""
+    queue_poll_ms: PositiveMs = 1000
+    """PostgreSQL shared by several hosts: how often a host's delivery queues look for deliveries
+    other hosts queued or left behind (nothing announces them)."""
     plugins_dir: str = "./plugins"
     """Where untrusted plugins are discovered (one directory each)."""
     catalog_dir: str | None = None

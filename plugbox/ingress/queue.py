@@ -77,13 +77,19 @@ class IngressQueue:
         self._running = running
         self._clock = clock or SystemClock()
         self._rng = rng or random.Random()
+        claim_s = settings.queue_claim_ms / 1000
         self._store = IngressStore(db, history_per_plugin=settings.ingress_history_per_plugin,
-                                   dedup_keys_per_plugin=settings.ingress_dedup_keys_per_plugin)
+                                   dedup_keys_per_plugin=settings.ingress_dedup_keys_per_plugin, claim_s=claim_s)
         self._backoff = Backoff(settings.ingress_backoff_initial_ms / 1000, settings.ingress_backoff_max_ms / 1000)
         self._busy: dict[str, int] = {}  # plugin id → its attempts in flight
+        # Hosts sharing the queue: look for what the others queued or left as often as for plugins
+        # starting, and keep the claims of attempts in flight alive (see IngressStore).
         self._runner: QueueRunner[Delivery] = QueueRunner(
             due=self._due, next_due=self._next_due, attempt=self._attempt, key=lambda d: d.id,
-            max_in_flight=settings.ingress_max_in_flight, clock=self._clock, name="ingress delivery", poll_s=_POLL_S)
+            max_in_flight=settings.ingress_max_in_flight, clock=self._clock, name="ingress delivery",
+            poll_s=min(_POLL_S, settings.queue_poll_ms / 1000) if db.shared else _POLL_S,
+            renew=lambda ids: self._store.renew_claims(ids, self._clock.time()),
+            renew_every_s=claim_s / 3 if db.shared else None)
         self._task: asyncio.Task[None] | None = None
 
     # -- start / stop --
@@ -93,12 +99,17 @@ class IngressQueue:
             self._task = asyncio.create_task(self._runner.run(), name="plugbox-ingress-queue")
 
     async def stop(self) -> None:
-        """Stop delivering; attempts in flight are abandoned and stay pending for the next start."""
+        """Stop delivering; attempts in flight are abandoned and stay pending for the next start (or,
+        on a shared database, for another host at once: this host's claims are given up)."""
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+            try:
+                await self._store.release_claims()
+            except Exception as exc:  # they lapse by themselves within queue_claim_ms
+                log.warning("ingress delivery: claims not given up at stop: %s", exc)
 
     # -- the HTTP side --
     async def submit(self, plugin_id: str, instance_id: str, route: str, request: dict[str, Any],
@@ -126,8 +137,8 @@ class IngressQueue:
         cap = self._settings.ingress_max_in_flight_per_plugin
         return {p: cap - self._busy.get(p, 0) for p in self._running() if self._busy.get(p, 0) < cap}
 
-    def _due(self, now: float, limit: int, skip: Collection[str]) -> list[Delivery]:
-        return self._store.due(now, limit, skip, self._room())
+    async def _due(self, now: float, limit: int, skip: Collection[str]) -> list[Delivery]:
+        return await self._store.claim_due(now, limit, skip, self._room())
 
     def _next_due(self, skip: Collection[str]) -> float | None:
         return self._store.next_due(skip, list(self._room()))

@@ -6,8 +6,15 @@ Like the webhook queue (`plugbox.webhooks.store`), every change goes through `Da
 writer thread, one fsynced transaction each, writes taken in turns per plugin), so a delivery `enqueue`
 has returned for is on disk before the sender hears 202. A delivery is one row from enqueue to its end;
 its state is `pending` (waiting or being handed to the plugin), `delivered` or `dead` (the dead-letter
-list). Nothing marks a row "in flight" on disk: a host that dies during an attempt finds it `pending`
-again and attempts it again under the same id.
+list). On a host's own SQLite file nothing marks a row "in flight" on disk: a host that dies during an
+attempt finds it `pending` again and attempts it again under the same id.
+
+On a database several hosts share, a host hands over only the rows it has claimed (`claim_due`, in one
+write: pick the due rows as `due` does, then mark those no other host is claiming at that instant,
+`Database.skip_locked`). A claim names this store (`holder`), lasts `claim_s` unless renewed, and
+ends with the outcome, which only its holder (or nobody, once it lapsed) records. So while hosts
+live each delivery is handed over by one host at a time; the claims of a host that died lapse, and
+another host hands those deliveries over again under the same id.
 
 Bounds are checked in the same transaction as the insert, per plugin and per route, so the depth a
 flood can reach is the flooded plugin's own; the dedup key of a refused delivery is not kept.
@@ -15,10 +22,12 @@ flood can reach is the flooded plugin's own; the dedup key of a refused delivery
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Collection, Sequence
 
 import msgspec
 
+from plugbox.settings import DEFAULTS
 from plugbox.storage.db import Connection, Database
 
 __all__ = ["DEAD", "DELIVERED", "PENDING", "STATES", "DedupKey", "Delivery", "Enqueued", "IngressStore", "NewDelivery"]
@@ -80,9 +89,18 @@ def _delivery(row: Sequence[object]) -> Delivery:
     return Delivery(**dict(zip(_COLUMNS, row, strict=True)))  # type: ignore[arg-type]
 
 
+# A row no live host holds: never claimed, or its claim lapsed (its host died or stopped renewing).
+_UNCLAIMED = "(claimed_until IS NULL OR claimed_until <= ?)"
+# When a pending row may next be handed over: its next_at, or the end of another host's claim if later.
+_FREE_AT = "CASE WHEN claimed_until > next_at THEN claimed_until ELSE next_at END"
+
+
 class IngressStore:
-    def __init__(self, db: Database, *, history_per_plugin: int, dedup_keys_per_plugin: int) -> None:
+    def __init__(self, db: Database, *, history_per_plugin: int, dedup_keys_per_plugin: int,
+                 claim_s: float = DEFAULTS.queue_claim_ms / 1000) -> None:
         self._db = db
+        self._claim_s = claim_s
+        self.holder = uuid.uuid4().hex  # names this store's claims; a restarted host is a new holder
         self._history = history_per_plugin
         self._dedup_max = dedup_keys_per_plugin
 
@@ -156,18 +174,63 @@ class IngressStore:
         return await self._db.write(run, owner=d.plugin_id)
 
     def due(self, now: float, limit: int, skip: Collection[str], plugin_room: dict[str, int]) -> list[Delivery]:
-        """Pending deliveries whose time has come, oldest first, at most `plugin_room[p]` of plugin p
-        (plugins not in it get none: not running, or no slot free)."""
+        """Pending deliveries whose time has come and that no live host has claimed, oldest first, at
+        most `plugin_room[p]` of plugin p (plugins not in it get none: not running, or no slot free)."""
         if not plugin_room:
             return []
+        return self._db.read(lambda c: self._due(c, now, limit, skip, plugin_room))
+
+    async def claim_due(self, now: float, limit: int, skip: Collection[str],
+                    plugin_room: dict[str, int]) -> list[Delivery]:
+        """`due`, and on a shared database claimed for this store until `now + claim_s` in the same
+        write, so no other host's `claim_due` returns them meanwhile. On a host's own file there is no one
+        to race: the read alone, as `due`."""
+        if not self._db.shared or not plugin_room:
+            return self.due(now, limit, skip, plugin_room)
+
+        def run(c: Connection) -> list[Delivery]:
+            # Picked without a row lock (PostgreSQL locks no rows under a window function), then
+            # locked and claimed; a row another host is claiming meanwhile is left to it.
+            picked = [d.id for d in self._due(c, now, limit, skip, plugin_room)]
+            if not picked:
+                return []
+            rows = c.execute(
+                "UPDATE ingress_deliveries SET claimed_by = ?, claimed_until = ? WHERE id IN (SELECT id FROM "
+                f"ingress_deliveries WHERE id IN ({','.join('?' * len(picked))}) AND state = ? AND {_UNCLAIMED} "
+                f"{self._db.skip_locked}) RETURNING {_SELECT}",
+                (self.holder, now + self._claim_s, *picked, PENDING, now)).fetchall()
+            claimed = {d.id: d for d in map(_delivery, rows)}
+            return [claimed[i] for i in picked if i in claimed]  # oldest first, as picked
+
+        return await self._db.write(run)
+
+    async def renew_claims(self, ids: Collection[str], now: float) -> None:
+        """Extend this store's claims on `ids` to `now + claim_s` (shared databases only)."""
+        if not self._db.shared or not ids:
+            return
+        wanted = tuple(ids)
+        await self._db.write(lambda c: c.execute(
+            f"UPDATE ingress_deliveries SET claimed_until = ? WHERE claimed_by = ? AND state = ? "
+            f"AND id IN ({','.join('?' * len(wanted))})", (now + self._claim_s, self.holder, PENDING, *wanted)))
+
+    async def release_claims(self) -> None:
+        """Give up this store's claims (the host stops): other hosts may hand those rows over at once."""
+        if self._db.shared:
+            await self._db.write(lambda c: c.execute(
+                "UPDATE ingress_deliveries SET claimed_by = NULL, claimed_until = NULL WHERE claimed_by = ?",
+                (self.holder,)))
+
+    def _due(self, c: Connection, now: float, limit: int, skip: Collection[str],
+             plugin_room: dict[str, int]) -> list[Delivery]:
         not_in, skipped = _not_in("id", skip)
         plugins = tuple(plugin_room)
-        rows = self._db.read(lambda c: c.execute(
+        rows = c.execute(
             f"SELECT {_SELECT} FROM (SELECT {_SELECT}, seq, row_number() OVER (PARTITION BY plugin_id "
             "ORDER BY next_at, seq) AS nth FROM ingress_deliveries "
-            f"WHERE state = ? AND next_at <= ? AND plugin_id IN ({','.join('?' * len(plugins))}) {not_in}) AS ready "
+            f"WHERE state = ? AND next_at <= ? AND {_UNCLAIMED} "
+            f"AND plugin_id IN ({','.join('?' * len(plugins))}) {not_in}) AS ready "
             "WHERE nth <= ? ORDER BY next_at, seq",
-            (PENDING, now, *plugins, *skipped, max(plugin_room.values()))).fetchall())
+            (PENDING, now, now, *plugins, *skipped, max(plugin_room.values()))).fetchall()
         out: list[Delivery] = []
         taken: dict[str, int] = {}
         for row in rows:
@@ -180,27 +243,31 @@ class IngressStore:
         return out
 
     def next_due(self, skip: Collection[str], plugins: Collection[str]) -> float | None:
-        """When the earliest pending delivery of one of `plugins`, not in `skip`, falls due."""
+        """When the earliest pending delivery of one of `plugins`, not in `skip`, falls due (or another
+        host's claim on it lapses)."""
         if not plugins:
             return None
         not_in, skipped = _not_in("id", skip)
         wanted = tuple(plugins)
         row = self._db.read(lambda c: c.execute(
-            f"SELECT min(next_at) FROM ingress_deliveries WHERE state = ? AND plugin_id IN "
+            f"SELECT min({_FREE_AT}) FROM ingress_deliveries WHERE state = ? AND plugin_id IN "
             f"({','.join('?' * len(wanted))}) {not_in}", (PENDING, *wanted, *skipped)).fetchone())
         return None if row[0] is None else float(row[0])
 
     async def finish(self, delivery: Delivery, state: str, attempts: int, status: int | None, error: str | None,
                      now: float, next_at: float | None = None) -> bool:
-        """Record an attempt: `pending` again (due at `next_at`), `delivered` or `dead`. False when the
-        row is no longer pending (its plugin was uninstalled meanwhile)."""
+        """Record an attempt: `pending` again (due at `next_at`), `delivered` or `dead`; the claim
+        ends. False when the row is no longer pending (its plugin was uninstalled meanwhile) or
+        another host holds it now (this store's claim lapsed and was taken)."""
         def run(c: Connection) -> bool:
             # A delivered row keeps no request: only a dead one can be replayed, so only it needs one.
             cur = c.execute(
                 "UPDATE ingress_deliveries SET state = ?, attempts = ?, last_status = ?, last_error = ?, "
-                "next_at = coalesce(?, next_at), updated_at = ?, "
-                "request = CASE WHEN ? = ? THEN ? ELSE request END WHERE id = ? AND state = ?",
-                (state, attempts, status, error, next_at, now, state, DELIVERED, b"", delivery.id, PENDING))
+                "next_at = coalesce(?, next_at), updated_at = ?, claimed_by = NULL, claimed_until = NULL, "
+                "request = CASE WHEN ? = ? THEN ? ELSE request END "
+                "WHERE id = ? AND state = ? AND (claimed_by IS NULL OR claimed_by = ?)",
+                (state, attempts, status, error, next_at, now, state, DELIVERED, b"", delivery.id, PENDING,
+                 self.holder))
             if state != PENDING:
                 c.execute(
                     "DELETE FROM ingress_deliveries WHERE plugin_id = ? AND state = ? AND seq <= (SELECT seq FROM "

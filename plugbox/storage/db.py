@@ -19,6 +19,9 @@ on both (tests/unit/test_storage_contract.py):
   `fn` itself rolls the transaction back and reaches the caller unchanged.
 - `shared` says whether other processes may write the same data (PostgreSQL): a store must then not
   cache reads across calls.
+- `skip_locked` ends the SELECT of a claim (a write that marks queue rows as this host's): on
+  PostgreSQL `FOR UPDATE SKIP LOCKED`, so hosts claiming at once each get other rows instead of
+  waiting for (or taking) each other's; on SQLite empty, one writer having nothing to skip.
 - `announce(conn, topic, subject)` inside a write tells every OTHER handle on the database, once the
   write commits, that `subject` (a plugin id) of `topic` changed; `subscribe(callback)` is told
   those `Change`s (on a thread of the backend's, within ~1 s of the commit), and a `Change` with
@@ -80,6 +83,7 @@ class Database(Protocol):
 
     dialect: str  # "sqlite" | "postgres": names the migrations directory, for tools and docs
     shared: bool
+    skip_locked: str  # "FOR UPDATE SKIP LOCKED" | "": see the module docstring
 
     async def write(
         self, fn: Callable[[Connection], T], after: Callable[[], None] | None = None, *, owner: Hashable = None

@@ -97,6 +97,7 @@ class PostgresDatabase:
 
     dialect = "postgres"
     shared = True  # other hosts may write the same rows: no store may cache reads across calls
+    skip_locked = "FOR UPDATE SKIP LOCKED"  # hosts claiming queue rows at once pass over each other's
 
     def __init__(
         self,

@@ -82,6 +82,7 @@ class SqliteDatabase:
 
     dialect = "sqlite"
     shared = False  # one host process is the file's only writer
+    skip_locked = ""  # one writer thread: no claim can race another
 
     def __init__(self, path: str | Path, busy_timeout_ms: int = DEFAULTS.storage_busy_timeout_ms) -> None:
         self.path = Path(path)

@@ -80,7 +80,11 @@ class DeliveryWorker:
         max_in_flight: int,
         clock: Clock,
         rng: random.Random,
+        poll_s: float | None = None,
+        claim_s: float | None = None,
     ) -> None:
+        """`poll_s` and `claim_s` only where hosts share the queue: how often to look for rows other
+        hosts queued or left, and how long a claim lasts (renewed every third of it)."""
         self._store = store
         self._subscription = subscription
         self._send = sender
@@ -90,16 +94,25 @@ class DeliveryWorker:
         self._clock = clock
         self._rng = rng
         self._runner: QueueRunner[Delivery] = QueueRunner(
-            due=store.due, next_due=store.next_due, attempt=self._attempt_once, key=lambda d: d.id,
-            max_in_flight=max_in_flight, clock=clock, name="webhook delivery")
+            due=store.claim_due, next_due=store.next_due, attempt=self._attempt_once, key=lambda d: d.id,
+            max_in_flight=max_in_flight, clock=clock, name="webhook delivery", poll_s=poll_s,
+            renew=lambda ids: store.renew_claims(ids, clock.time()),
+            renew_every_s=None if claim_s is None else claim_s / 3)
 
     def wake(self) -> None:
         self._runner.wake()
 
     async def run(self) -> None:
         """Deliver until cancelled. Cancelling cancels the attempts in flight; their rows stay
-        `pending` and are attempted again by the next worker (same delivery id)."""
-        await self._runner.run()
+        `pending` and are attempted again by the next worker (same delivery id), at once: this
+        worker's claims are given up."""
+        try:
+            await self._runner.run()
+        finally:
+            try:
+                await self._store.release_claims()
+            except Exception as exc:  # they lapse by themselves within claim_s
+                log.warning("webhook delivery: claims not given up at stop: %s", exc)
 
     async def _attempt_once(self, delivery: Delivery) -> None:
         sub = self._subscription(delivery.subscription_id)

@@ -67,13 +67,17 @@ class WebhookService:
         self._settings = settings
         self._bus = bus
         self._clock = clock or SystemClock()
-        self._store = WebhookStore(db, history_max=settings.webhook_history_max)
+        self._shared = db.shared
+        self._store = WebhookStore(db, history_max=settings.webhook_history_max,
+                                   claim_s=settings.queue_claim_ms / 1000)
         self._subs = {s.id: s for s in self._store.subscriptions()}
         self._worker = DeliveryWorker(
-            self._store, self._subs.get, sender or GuardedSender(settings), self._fire,
+            self._store, self._subscription_now, sender or GuardedSender(settings), self._fire,
             max_attempts=settings.webhook_max_attempts,
             backoff=Backoff(settings.webhook_backoff_initial_ms / 1000, settings.webhook_backoff_max_ms / 1000),
             max_in_flight=settings.webhook_max_in_flight, clock=self._clock, rng=rng or random.Random(),
+            poll_s=settings.queue_poll_ms / 1000 if db.shared else None,
+            claim_s=settings.queue_claim_ms / 1000 if db.shared else None,
         )
         self._task: asyncio.Task[None] | None = None
         self.not_queued = 0  # deliveries lost before the queue had them (logged each time)
@@ -186,6 +190,13 @@ class WebhookService:
         return NewDelivery(delivery_id, sub.id, envelope["event"], session_id, body, cause)
 
     # -- subscriptions --
+    def _subscription_now(self, sub_id: str) -> Subscription | None:
+        """The subscription as the database has it now. Another host may have created, changed or
+        deleted it on a shared database, so the delivery of a row claimed here reads it afresh."""
+        if self._shared:
+            self._reload()
+        return self._subs.get(sub_id)
+
     def subscriptions(self) -> list[Subscription]:
         return list(self._subs.values())
 

@@ -3,9 +3,16 @@
 Every change goes through `Database.write` (the one writer thread, one fsynced transaction each), so
 a delivery `enqueue` has returned for is on disk: a host killed right after loses none. A delivery is
 one row from enqueue to its end; its state is `pending` (waiting or being attempted), `delivered` or
-`dead` (the dead-letter list). Nothing marks a row "in flight" on disk: a host that dies during an
-attempt finds the row `pending` again at start and attempts it again with the same id, which is why
-the guarantee is at-least-once (receivers deduplicate on `webhook-id`).
+`dead` (the dead-letter list). On a host's own SQLite file nothing marks a row "in flight" on disk:
+a host that dies during an attempt finds the row `pending` again at start and attempts it again with
+the same id, which is why the guarantee is at-least-once (receivers deduplicate on `webhook-id`).
+
+On a database several hosts share, a host attempts only the rows it has claimed (`claim_due`: one
+UPDATE whose SELECT skips rows another host is claiming at that instant, `Database.skip_locked`).
+A claim names this store (`holder`) and lasts `claim_s` unless renewed; only its holder (or nobody,
+once it lapsed) records the attempt's outcome, which ends the claim. So while hosts live, each
+delivery is attempted by one host at a time; a host that dies leaves claims that lapse, and another
+host attempts those deliveries again under the same id.
 
 Each delivery records its `cause`: the plugin whose doing the event was (its send), or NULL for the
 engine's and the host's own events. The queue is bounded host-wide, and each cause has a share of
@@ -18,10 +25,12 @@ This module holds SQL only: no hooks, no network, no retry policy.
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Iterable, Sequence
 
 import msgspec
 
+from plugbox.settings import DEFAULTS
 from plugbox.storage.db import Connection, Database
 from plugbox.webhooks.subscriptions import Subscription, SubscriptionSpec
 
@@ -75,6 +84,12 @@ def _delivery(row: Sequence[object]) -> Delivery:
     return Delivery(**dict(zip(_DELIVERY_COLUMNS.split(", "), row, strict=True)))  # type: ignore[arg-type]
 
 
+# A row no live host holds: never claimed, or its claim lapsed (its host died or stopped renewing).
+_UNCLAIMED = "(d.claimed_until IS NULL OR d.claimed_until <= ?)"
+# When a pending row may next be attempted: its next_at, or the end of another host's claim if later.
+_FREE_AT = "CASE WHEN d.claimed_until > d.next_at THEN d.claimed_until ELSE d.next_at END"
+
+
 def _pending_of(c: Connection, cause: str) -> int:
     (count,) = c.execute("SELECT count(*) FROM webhook_deliveries WHERE cause = ? AND state = ?",
                          (cause, PENDING)).fetchone()
@@ -88,9 +103,11 @@ def _subscription(row: Sequence[object]) -> Subscription:
 
 
 class WebhookStore:
-    def __init__(self, db: Database, *, history_max: int) -> None:
+    def __init__(self, db: Database, *, history_max: int, claim_s: float = DEFAULTS.queue_claim_ms / 1000) -> None:
         self._db = db
         self._history_max = history_max
+        self._claim_s = claim_s
+        self.holder = uuid.uuid4().hex  # names this store's claims; a restarted host is a new holder
 
     # -- subscriptions --
     def subscriptions(self) -> list[Subscription]:
@@ -164,34 +181,75 @@ class WebhookStore:
         return self._db.read(lambda c: _pending_of(c, cause))
 
     def due(self, now: float, limit: int, skip: Iterable[str]) -> list[Delivery]:
-        """Pending deliveries of enabled subscriptions whose time has come, oldest first."""
+        """Pending deliveries of enabled subscriptions whose time has come and that no live host has
+        claimed, oldest first."""
         skipped = tuple(skip)
         rows = self._db.read(lambda c: c.execute(
             f"SELECT {', '.join('d.' + x for x in _DELIVERY_COLUMNS.split(', '))} FROM webhook_deliveries d "
             "JOIN webhook_subscriptions s ON s.id = d.subscription_id "
-            f"WHERE d.state = ? AND d.next_at <= ? AND s.enabled = 1{_not_in('d.id', skipped)} "
-            "ORDER BY d.next_at, d.seq LIMIT ?", (PENDING, now, *skipped, limit)).fetchall())
+            f"WHERE d.state = ? AND d.next_at <= ? AND {_UNCLAIMED} AND s.enabled = 1{_not_in('d.id', skipped)} "
+            "ORDER BY d.next_at, d.seq LIMIT ?", (PENDING, now, now, *skipped, limit)).fetchall())
         return [_delivery(r) for r in rows]
 
+    async def claim_due(self, now: float, limit: int, skip: Iterable[str]) -> list[Delivery]:
+        """`due`, and on a shared database claimed for this store until `now + claim_s` in the same
+        write, so no other host's `claim_due` returns them meanwhile. On a host's own file there is no one
+        to race: the read alone, as `due`."""
+        if not self._db.shared:
+            return self.due(now, limit, skip)
+        skipped = tuple(skip)
+
+        def run(c: Connection) -> list[Delivery]:
+            # EXISTS rather than a join: the row lock (skip_locked) must take delivery rows only.
+            rows = c.execute(
+                "UPDATE webhook_deliveries SET claimed_by = ?, claimed_until = ? WHERE id IN ("
+                "SELECT d.id FROM webhook_deliveries d WHERE d.state = ? AND d.next_at <= ? "
+                f"AND {_UNCLAIMED}{_not_in('d.id', skipped)} AND EXISTS (SELECT 1 FROM webhook_subscriptions s "
+                "WHERE s.id = d.subscription_id AND s.enabled = 1) "
+                f"ORDER BY d.next_at, d.seq LIMIT ? {self._db.skip_locked}) RETURNING {_DELIVERY_COLUMNS}, seq",
+                (self.holder, now + self._claim_s, PENDING, now, now, *skipped, limit)).fetchall()
+            rows.sort(key=lambda r: (r[7], r[-1]))  # RETURNING keeps no order: next_at, then seq
+            return [_delivery(r[:-1]) for r in rows]
+
+        return await self._db.write(run)
+
+    async def renew_claims(self, ids: Iterable[str], now: float) -> None:
+        """Extend this store's claims on `ids` to `now + claim_s` (shared databases only)."""
+        wanted = tuple(ids)
+        if not self._db.shared or not wanted:
+            return
+        await self._db.write(lambda c: c.execute(
+            f"UPDATE webhook_deliveries SET claimed_until = ? WHERE claimed_by = ? AND state = ? "
+            f"AND id IN ({', '.join('?' * len(wanted))})", (now + self._claim_s, self.holder, PENDING, *wanted)))
+
+    async def release_claims(self) -> None:
+        """Give up this store's claims (the host stops): other hosts may attempt those rows at once."""
+        if self._db.shared:
+            await self._db.write(lambda c: c.execute(
+                "UPDATE webhook_deliveries SET claimed_by = NULL, claimed_until = NULL WHERE claimed_by = ?",
+                (self.holder,)))
+
     def next_due(self, skip: Iterable[str]) -> float | None:
-        """When the earliest pending delivery of an enabled subscription, not in `skip`, falls due;
-        None if none waits."""
+        """When the earliest pending delivery of an enabled subscription, not in `skip`, falls due
+        (or another host's claim on it lapses); None if none waits."""
         skipped = tuple(skip)
         row = self._db.read(lambda c: c.execute(
-            "SELECT min(d.next_at) FROM webhook_deliveries d JOIN webhook_subscriptions s "
+            f"SELECT min({_FREE_AT}) FROM webhook_deliveries d JOIN webhook_subscriptions s "
             f"ON s.id = d.subscription_id WHERE d.state = ? AND s.enabled = 1{_not_in('d.id', skipped)}",
             (PENDING, *skipped)).fetchone())
         return None if row[0] is None else float(row[0])
 
     async def finish(self, delivery_id: str, state: str, attempts: int, status: int | None, error: str | None,
                      now: float, next_at: float | None = None) -> bool:
-        """Record an attempt: `pending` again (due at `next_at`), `delivered` or `dead`. False when the
-        row is gone (its subscription was deleted meanwhile)."""
+        """Record an attempt: `pending` again (due at `next_at`), `delivered` or `dead`; the claim
+        ends. False when the row is gone (its subscription was deleted meanwhile) or another host
+        holds it now (this store's claim lapsed and was taken: that host records its own attempt)."""
         def run(c: Connection) -> bool:
             cur = c.execute(
                 "UPDATE webhook_deliveries SET state = ?, attempts = ?, last_status = ?, last_error = ?, "
-                "next_at = coalesce(?, next_at), updated_at = ? WHERE id = ? AND state = ?",
-                (state, attempts, status, error, next_at, now, delivery_id, PENDING))
+                "next_at = coalesce(?, next_at), updated_at = ?, claimed_by = NULL, claimed_until = NULL "
+                "WHERE id = ? AND state = ? AND (claimed_by IS NULL OR claimed_by = ?)",
+                (state, attempts, status, error, next_at, now, delivery_id, PENDING, self.holder))
             if state != PENDING:
                 self._prune(c, state)
             return cur.rowcount == 1
