@@ -49,10 +49,12 @@ from plugbox.runtime import PluginHandle, PluginRuntime, RuntimeDeps, RuntimeFac
 from plugbox.sdk import Plugin
 from plugbox.settings import Settings, load_settings
 from plugbox.storage.conversations import ConversationStore
+from plugbox.storage.db import RESYNC, Change
 from plugbox.storage.kv import PluginStorage
 from plugbox.storage.opening import open_database
 from plugbox.storage.quota import WriteBudget
 from plugbox.webhooks import Sender, WebhookService
+from plugbox.webhooks.store import TOPIC as WEBHOOKS_TOPIC
 
 __all__ = ["Host", "HostObserver", "engine_from_settings"]
 
@@ -183,7 +185,7 @@ class Host:
         self.cluster = None if self.packages is None else Cluster(
             self.db, self.manager, self.registry, self.packages, self._installer,
             lambda: [s["id"] for s in self.engine.sessions()],
-            lease_interval_s=self.settings.cluster_lease_interval_ms / 1000,
+            lease_interval_s=self.settings.cluster_lease_interval_ms / 1000, on_change=self._changed_elsewhere,
         )
         self.engine.on_inbound = self._inbound
         self.engine.on_session_event = self._session_event
@@ -233,6 +235,11 @@ class Host:
                 entry, runtime = running
                 out[pid] = Provider(pid, runtime.search, entry.secret_values)
         return out
+
+    def _changed_elsewhere(self, change: Change) -> None:
+        """What another host changed that the host itself keeps (plugins are the cluster's own)."""
+        if change.topic in (WEBHOOKS_TOPIC, RESYNC):
+            self.webhooks.follow()
 
     async def _inbound(self, session_id: str, message: dict[str, Any]) -> None:
         if self.cluster is not None and not self.cluster.owns(session_id):

@@ -9,6 +9,8 @@ Created by the host only when its database is shared (PostgreSQL). Two duties, o
   (or has in another version) is installed through this host's own installer, with every check an
   upload gets; a package deleted from the database is uninstalled here; then the registry record is
   applied (`PluginManager.follow`: config, session config, active sessions, enabled or not).
+  Changes of other topics (the webhook subscriptions) go to `on_change`, the host's, and so does
+  `RESYNC`.
 - **session leases.** Each messaging session is owned by exactly one host at a time: the holder of
   its lease (`Database.acquire_leases`, an advisory lock on the holder's connection). Every
   `lease_interval` this host tries to take the leases of the engine's sessions it does not hold;
@@ -53,6 +55,7 @@ class Cluster:
         sessions: Callable[[], Collection[str]],
         *,
         lease_interval_s: float,
+        on_change: Callable[[Change], None] | None = None,
     ) -> None:
         self._db = db
         self._manager = manager
@@ -61,6 +64,7 @@ class Cluster:
         self._installer = installer
         self._sessions = sessions  # the engine's session ids, asked each lease round
         self._lease_interval_s = lease_interval_s
+        self._on_change = on_change  # told changes of topics other than plugins', and RESYNC
         self._owned: frozenset[str] = frozenset()
         self._tasks: list[asyncio.Task[None]] = []
         self.followed = 0  # changes applied, for tests and metrics
@@ -125,6 +129,11 @@ class Cluster:
             await self._apply(await changes.get())
 
     async def _apply(self, change: Change) -> None:
+        if self._on_change is not None and change.topic not in (packages_topic.TOPIC, registry_topic.TOPIC):
+            try:
+                self._on_change(change)
+            except Exception as exc:  # the host's follower failing must not stop following plugins
+                log.error("change %s from another host not applied: %s", change, exc)
         if change.topic == RESYNC:
             subjects = set(self._packages.ids()) | {r.plugin_id for r in self._registry.all()}
             subjects |= set(self._installer.digests)

@@ -191,14 +191,19 @@ class WebhookService:
 
     # -- subscriptions --
     def _subscription_now(self, sub_id: str) -> Subscription | None:
-        """The subscription as the database has it now. Another host may have created, changed or
-        deleted it on a shared database, so the delivery of a row claimed here reads it afresh."""
-        if self._shared:
+        """The subscription of a row this host claimed. On a shared database another host may have
+        created it within the last moment (its announcement not heard yet): read them again then."""
+        if sub_id not in self._subs and self._shared:
             self._reload()
         return self._subs.get(sub_id)
 
     def subscriptions(self) -> list[Subscription]:
         return list(self._subs.values())
+
+    def follow(self) -> None:
+        """Another host changed the subscriptions (a shared database): read them again."""
+        self._reload()
+        self._worker.wake()
 
     def subscription(self, sub_id: str) -> Subscription | None:
         return self._subs.get(sub_id)

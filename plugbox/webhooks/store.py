@@ -34,8 +34,9 @@ from plugbox.settings import DEFAULTS
 from plugbox.storage.db import Connection, Database
 from plugbox.webhooks.subscriptions import Subscription, SubscriptionSpec
 
-__all__ = ["Delivery", "NewDelivery", "WebhookStore"]
+__all__ = ["TOPIC", "Delivery", "NewDelivery", "WebhookStore"]
 
+TOPIC = "webhooks"  # what a subscription change announces to other hosts on a shared database
 PENDING, DELIVERED, DEAD = "pending", "delivered", "dead"
 STATES = (PENDING, DELIVERED, DEAD)
 
@@ -117,10 +118,13 @@ class WebhookStore:
         return [_subscription(r) for r in rows]
 
     async def insert(self, sub: Subscription) -> None:
-        await self._db.write(lambda c: c.execute(
-            "INSERT INTO webhook_subscriptions VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (sub.id, sub.url, json.dumps(sub.events), sub.secret, int(sub.enabled), sub.description,
-             sub.created_at)))
+        def run(c: Connection) -> None:
+            c.execute("INSERT INTO webhook_subscriptions VALUES (?, ?, ?, ?, ?, ?, ?)",
+                      (sub.id, sub.url, json.dumps(sub.events), sub.secret, int(sub.enabled), sub.description,
+                       sub.created_at))
+            self._db.announce(c, TOPIC, sub.id)
+
+        await self._db.write(run)
 
     async def update(self, sub_id: str, spec: SubscriptionSpec) -> bool:
         changes = {"url": spec.url, "events": None if spec.events is None else json.dumps(spec.events),
@@ -133,14 +137,19 @@ class WebhookStore:
                 return c.execute("SELECT 1 FROM webhook_subscriptions WHERE id = ?", (sub_id,)).fetchone() is not None
             assignments = ", ".join(f"{k} = ?" for k in sets)  # keys from the fixed dict above, not input
             cur = c.execute(f"UPDATE webhook_subscriptions SET {assignments} WHERE id = ?", (*sets.values(), sub_id))
+            self._db.announce(c, TOPIC, sub_id)
             return cur.rowcount == 1
 
         return await self._db.write(run)
 
     async def delete(self, sub_id: str) -> bool:
         """Remove the subscription and, with it, every delivery of it (queued and dead ones too)."""
-        cur = await self._db.write(lambda c: c.execute("DELETE FROM webhook_subscriptions WHERE id = ?", (sub_id,)))
-        return cur.rowcount == 1
+        def run(c: Connection) -> bool:
+            cur = c.execute("DELETE FROM webhook_subscriptions WHERE id = ?", (sub_id,))
+            self._db.announce(c, TOPIC, sub_id)
+            return cur.rowcount == 1
+
+        return await self._db.write(run)
 
     # -- the queue --
     async def enqueue(self, deliveries: Iterable[NewDelivery], now: float, queue_max: int,
