@@ -5,6 +5,7 @@ and attempt)."""
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ class Received:
 class Receiver:
     url: str
     answer: Callable[[str, int], int] = lambda _id, _nth: 200  # (delivery id, nth request of it) -> status
+    delay_s: float = 0.0  # how long each answer takes (recorded at once, answered after the delay)
     requests: list[Received] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -48,10 +50,14 @@ def receiving(answer: Callable[[str, int], int] | None = None) -> Iterator[Recei
                 nth = 1 + sum(1 for r in receiver.requests if r.delivery_id == delivery_id)
                 status = receiver.answer(delivery_id, nth)
                 receiver.requests.append(Received(delivery_id, dict(self.headers.items()), body, status))
-            self.send_response(status)
-            self.send_header("content-length", "2")
-            self.end_headers()
-            self.wfile.write(b"ok")
+            time.sleep(receiver.delay_s)
+            try:
+                self.send_response(status)
+                self.send_header("content-length", "2")
+                self.end_headers()
+                self.wfile.write(b"ok")
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the sender died meanwhile (a host killed mid-delivery): nobody to answer
 
         def log_message(self, format: str, *args: object) -> None:
             pass
