@@ -125,6 +125,9 @@ def _cluster_with_queued_webhooks(
         clients = [c for c, _ in hosts]
         r = clients[0].post("/api/webhooks", json={"url": receiver.url, "events": ["message:received"]})
         assert r.status_code == 201, r.text
+        # Whichever host holds the session observes its events: each must know the subscription.
+        _wait_for(lambda: all(len(c.get("/api/webhooks").json()["webhooks"]) == 1 for c in clients),
+                  "the subscription on every host", within_s=2.0)
         holder = _holder(clients)
         for i in range(messages):
             r = holder.post("/api/sessions/default/messages", json={"chatId": "15550109999@c.us", "body": f"m{i}"})
