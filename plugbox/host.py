@@ -48,6 +48,7 @@ from plugbox.observer import HostObserver, Observers
 from plugbox.runtime import PluginHandle, PluginRuntime, RuntimeDeps, RuntimeFactory
 from plugbox.sdk import Plugin
 from plugbox.settings import Settings, load_settings
+from plugbox.storage.conversations import TOPIC as HANDOVER_TOPIC
 from plugbox.storage.conversations import ConversationStore
 from plugbox.storage.db import RESYNC, Change
 from plugbox.storage.kv import PluginStorage
@@ -240,6 +241,10 @@ class Host:
         """What another host changed that the host itself keeps (plugins are the cluster's own)."""
         if change.topic in (WEBHOOKS_TOPIC, RESYNC):
             self.webhooks.follow()
+        if change.topic == HANDOVER_TOPIC:
+            self.conversations.follow(change.subject)
+        elif change.topic == RESYNC:
+            self.conversations.follow(None)
 
     async def _inbound(self, session_id: str, message: dict[str, Any]) -> None:
         if self.cluster is not None and not self.cluster.owns(session_id):

@@ -11,8 +11,9 @@ namespaced by plugin id, so one plugin never sees another's rows:
   reference (the plugin's conversation id), with the session and chat the reference was linked to
   when it was set (`chat_of`: its mapping, else its latest sent message; none: it gates nothing).
   Setting it returns the previous state. The chats some plugin holds in `human` are also kept in
-  memory (`human_owners`), since every inbound message asks (`plugbox.handover`); this store is
-  their only writer.
+  memory (`human_owners`), since every inbound message asks (`plugbox.handover`). On a shared
+  database every handover write announces its plugin (topic `handover`), and the other hosts
+  re-read that plugin's chats (`follow`) within about a second.
 - `conversation_mappings`: conversationId <-> (provider, externalId), with the session and chat the
   conversation lives on. `upsert` is keyed by conversationId; an external id already linked to
   another conversation of the same plugin is refused, never silently moved. At most
@@ -36,8 +37,9 @@ from plugbox.settings import DEFAULTS
 from plugbox.storage.db import Connection, Database
 from plugbox.storage.quota import WriteBudget, charge, read_usage, row_cost
 
-__all__ = ["HANDOVER_STATES", "ConversationStore"]
+__all__ = ["HANDOVER_STATES", "TOPIC", "ConversationStore"]
 
+TOPIC = "handover"  # what a handover write announces to other hosts on a shared database
 HANDOVER_STATES = ("bot", "human", "closed")
 
 _MAPPING_COLUMNS = "conversation_id, provider, external_id, session_id, chat_id, updated_at"
@@ -94,13 +96,25 @@ class ConversationStore:
         self.rows_per_plugin = rows_per_plugin
         self.quota_bytes = quota_bytes
         self.write_budget = write_budget or WriteBudget.from_settings(DEFAULTS)
-        # Which chats a plugin holds in `human`, read once at start. On a shared database another
-        # host's handover changes are not seen here until restart (docs/postgres.md).
+        # Which chats a plugin holds in `human`: read at start, kept by this store's writes and, on
+        # a shared database, by `follow` when another host announces a change.
         self._human: dict[tuple[str, str], set[str]] = {}  # (session, chat) -> plugins holding it in `human`
-        for plugin_id, session_id, chat_id in db.read(lambda c: c.execute(
-                "SELECT plugin_id, session_id, chat_id FROM conversation_handover "
-                "WHERE state = 'human' AND session_id IS NOT NULL").fetchall()):
-            self._human.setdefault((session_id, chat_id), set()).add(plugin_id)
+        self.follow(None)
+
+    def follow(self, plugin_id: str | None) -> None:
+        """Re-read which chats `plugin_id` (None: every plugin) holds in `human`: another host
+        changed them."""
+        where, args = ("AND plugin_id = ?", (plugin_id,)) if plugin_id is not None else ("", ())
+        rows = self._db.read(lambda c: c.execute(
+            "SELECT plugin_id, session_id, chat_id FROM conversation_handover "
+            f"WHERE state = 'human' AND session_id IS NOT NULL {where}", args).fetchall())
+        for chat in list(self._human):
+            if plugin_id is None:
+                del self._human[chat]
+            else:
+                self._release(plugin_id, chat)
+        for owner, session_id, chat_id in rows:
+            self._human.setdefault((session_id, chat_id), set()).add(owner)
 
 
     def check_room(self, plugin_id: str, envelope: Mapping[str, Any]) -> None:
@@ -198,6 +212,7 @@ class ConversationStore:
                 "updated_at = excluded.updated_at, session_id = excluded.session_id, chat_id = excluded.chat_id",
                 (plugin_id, ref, state, now, session_id, chat_id),
             )
+            self._db.announce(conn, TOPIC, plugin_id)
             if found is None or found[1] is None or (state == "human" and chat == (found[1], found[2])):
                 return (None if found is None else found[0]), None
             old_chat = (found[1], found[2])
@@ -321,6 +336,7 @@ class ConversationStore:
             for table in ("conversation_messages", "conversation_handover", "conversation_mappings"):
                 conn.execute(f"DELETE FROM {table} WHERE plugin_id = ?", (plugin_id,))
             conn.execute("DELETE FROM plugin_kv_usage WHERE plugin_id = ?", (plugin_id,))  # the shared quota
+            self._db.announce(conn, TOPIC, plugin_id)
 
         await self._db.write(write, owner=plugin_id)
         for chat in list(self._human):
