@@ -14,7 +14,11 @@ COMMIT). Three phases:
    survivor.
 
 At the end every acknowledged key is read back from the database: `lost_acknowledged` counts those
-missing (must be 0). The report is plain JSON data; `table.py` prints it like chaos and soak.
+missing (must be 0). During phase 3 an outbound webhook subscription sends every handled message to
+a receiver in this process, so the shared delivery queue runs across the kill too: `webhooks`
+counts what was queued, what the receiver accepted, the deliveries it accepted more than once
+(only what the killed host had in flight may repeat: claimed deliveries) and those never accepted
+(must be 0). The report is plain JSON data; `table.py` prints it like chaos and soak.
 """
 
 from __future__ import annotations
@@ -28,10 +32,13 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 import zipfile
+from collections import Counter
 from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -94,7 +101,8 @@ class _Host:
         env.update({"PLUGBOX_DATA_DIR": str(self.dir / "data"), "PLUGBOX_PLUGINS_DIR": str(self.dir / "plugins"),
                     "PLUGBOX_ADMIN_API_KEYS": ADMIN, "PLUGBOX_DATABASE_URL": url,
                     "PLUGBOX_LOOPBACK_SESSIONS": ",".join(sessions),
-                    "PLUGBOX_CLUSTER_LEASE_INTERVAL_MS": str(_LEASE_INTERVAL_MS)})
+                    "PLUGBOX_CLUSTER_LEASE_INTERVAL_MS": str(_LEASE_INTERVAL_MS),
+                    "PLUGBOX_FETCH_EXEMPT_HOSTS": "127.0.0.1"})  # the webhook receiver below
         self._log = open(self.dir / "serve.log", "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
             [sys.executable, "-c", "from plugbox.cli import main; main()", "serve", "--port", str(port)],
@@ -135,6 +143,66 @@ class _Host:
                 self.proc.kill()
                 self.proc.wait()
         self._log.close()
+
+
+class _Receiver:
+    """An HTTP server on loopback (a thread of its own) accepting webhook deliveries, counted per
+    `webhook-id`."""
+
+    def __init__(self) -> None:
+        self.accepted: Counter[str] = Counter()
+        lock = threading.Lock()
+        accepted = self.accepted
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("content-length", "0")))
+                with lock:
+                    accepted[self.headers.get("webhook-id", "")] += 1
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/hook"
+        self._thread = threading.Thread(target=self._server.serve_forever, name="bench-receiver", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+async def _subscribe(hosts: list[_Host], url: str) -> None:
+    """One subscription to every handled message, known to every host before the load starts."""
+    r = await hosts[0].client.post("/api/webhooks", json={"url": url, "events": ["message:received"]})
+    if r.status_code != 201:
+        raise BenchError(f"creating the webhook subscription failed: {r.text}")
+    deadline = time.monotonic() + 10
+    while not all([len((await h.client.get("/api/webhooks")).json()["webhooks"]) == 1 for h in hosts]):
+        if time.monotonic() > deadline:
+            raise BenchError("the webhook subscription did not reach every host within 10 s")
+        await asyncio.sleep(0.1)
+
+
+async def _webhooks(url: str, survivors: list[_Host], receiver: _Receiver, within_s: float = 60) -> dict[str, int]:
+    """Once the queue drained (a dead host's claims lapse first): queued, accepted, duplicates, lost."""
+    import psycopg
+
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        r = await survivors[0].client.get("/api/webhooks/deliveries", params={"state": "pending", "limit": 1})
+        if r.status_code == 200 and not r.json()["deliveries"]:
+            break
+        await asyncio.sleep(0.25)
+    async with await psycopg.AsyncConnection.connect(url) as conn:
+        queued = {str(i) for (i,) in await (await conn.execute("SELECT id FROM webhook_deliveries")).fetchall()}
+    accepted = Counter(receiver.accepted)
+    return {"queued": len(queued), "accepted": len(accepted), "duplicates": sum(accepted.values()) - len(accepted),
+            "lost": len(queued - set(accepted))}
 
 
 class _Load:
@@ -238,6 +306,7 @@ async def run_cluster(*, duration_s: float, progress: Progress, sessions: int = 
     names = [f"s{i:02d}" for i in range(sessions)]
     url = await _create_database(server)
     started: list[_Host] = []
+    receiver = _Receiver()
     try:
         with tempfile.TemporaryDirectory(prefix="plugbox-bench-cluster-") as tmp:
             root = Path(tmp)
@@ -273,6 +342,7 @@ async def run_cluster(*, duration_s: float, progress: Progress, sessions: int = 
             acksn, secsn = await load.run(phase_s, clients_per_session)
 
             progress("phase 3: SIGKILL the busiest host under load")
+            await _subscribe(started, receiver.url)
             await load.refresh_owners()
             victim = max(started, key=lambda h: sum(1 for o in load.owner.values() if o is h))
             moved = [s for s, o in load.owner.items() if o is victim]
@@ -288,6 +358,7 @@ async def run_cluster(*, duration_s: float, progress: Progress, sessions: int = 
             recovered = [t - killed_at for t in firsts.values() if t is not None]
             failover = max(recovered) if moved and len(recovered) == len(moved) else None
             lost = await asyncio.to_thread(_lost, url, set(load.acked))
+            webhooks = await _webhooks(url, [h for h in started if h is not victim], receiver)
         return {
             "bench": "plugbox",
             "scenario": "cluster",
@@ -309,8 +380,10 @@ async def run_cluster(*, duration_s: float, progress: Progress, sessions: int = 
             },
             "writes": {"acknowledged": len(load.acked), "lost_acknowledged": lost,
                        "refused_or_moved": load.refused},
+            "webhooks": webhooks,
         }
     finally:
         for host in started:
             await host.stop()
+        receiver.close()
         await _drop_database(server, url)

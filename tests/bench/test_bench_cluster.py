@@ -20,6 +20,11 @@ def _assert_acceptance(report: dict[str, object]) -> None:
     assert writes["lost_acknowledged"] == 0
     assert failover["sessions_moved"] > 0 and failover["within_10_s"] is True, failover
     assert sorted(spread["spread"].values()) == [2, 2, 2]  # six sessions over three hosts, two each
+    webhooks = report["webhooks"]
+    assert isinstance(webhooks, dict) and webhooks["queued"] > 0
+    assert webhooks["lost"] == 0
+    # Claimed deliveries: only what the killed host had in flight may repeat (webhook_max_in_flight).
+    assert webhooks["duplicates"] <= 8, webhooks
 
 
 @pytest.mark.timeout(300)
