@@ -185,8 +185,9 @@ class IngressStore:
         """`due`, and on a shared database claimed for this store until `now + claim_s` in the same
         write, so no other host's `claim_due` returns them meanwhile. On a host's own file there is no one
         to race: the read alone, as `due`."""
-        if not self._db.shared or not plugin_room:
-            return self.due(now, limit, skip, plugin_room)
+        due = self.due(now, limit, skip, plugin_room)
+        if not self._db.shared or not due:  # an idle queue costs a read, not a write
+            return due
 
         def run(c: Connection) -> list[Delivery]:
             # Picked without a row lock (PostgreSQL locks no rows under a window function), then

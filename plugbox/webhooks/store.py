@@ -204,9 +204,10 @@ class WebhookStore:
         """`due`, and on a shared database claimed for this store until `now + claim_s` in the same
         write, so no other host's `claim_due` returns them meanwhile. On a host's own file there is no one
         to race: the read alone, as `due`."""
-        if not self._db.shared:
-            return self.due(now, limit, skip)
         skipped = tuple(skip)
+        due = self.due(now, limit, skipped)
+        if not self._db.shared or not due:  # an idle queue costs a read, not a write
+            return due
 
         def run(c: Connection) -> list[Delivery]:
             # EXISTS rather than a join: the row lock (skip_locked) must take delivery rows only.
