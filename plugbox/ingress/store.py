@@ -181,10 +181,10 @@ class IngressStore:
         return self._db.read(lambda c: self._due(c, now, limit, skip, plugin_room))
 
     async def claim_due(self, now: float, limit: int, skip: Collection[str],
-                    plugin_room: dict[str, int]) -> list[Delivery]:
+                        plugin_room: dict[str, int]) -> list[Delivery]:
         """`due`, and on a shared database claimed for this store until `now + claim_s` in the same
-        write, so no other host's `claim_due` returns them meanwhile. On a host's own file there is no one
-        to race: the read alone, as `due`."""
+        write, so no other host's `claim_due` returns them meanwhile. On a host's own file there is
+        no one to race: the read alone, as `due`."""
         due = self.due(now, limit, skip, plugin_room)
         if not self._db.shared or not due:  # an idle queue costs a read, not a write
             return due

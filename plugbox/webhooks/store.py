@@ -202,8 +202,8 @@ class WebhookStore:
 
     async def claim_due(self, now: float, limit: int, skip: Iterable[str]) -> list[Delivery]:
         """`due`, and on a shared database claimed for this store until `now + claim_s` in the same
-        write, so no other host's `claim_due` returns them meanwhile. On a host's own file there is no one
-        to race: the read alone, as `due`."""
+        write, so no other host's `claim_due` returns them meanwhile. On a host's own file there is
+        no one to race: the read alone, as `due`."""
         skipped = tuple(skip)
         due = self.due(now, limit, skipped)
         if not self._db.shared or not due:  # an idle queue costs a read, not a write
