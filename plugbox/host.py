@@ -160,7 +160,7 @@ class Host:
                                      lambda pid: self.manager.running(pid) is not None)
         self.messages = MessageService(self.engine, self.bus, gate=self.handover.skipped)
         self.webhooks = WebhookService(self.db, self.settings, self.bus, sender=webhook_sender, clock=clock,
-                                       on_dropped=self._observers.webhook_dropped)
+                                       on_dropped=self._observers.webhook_dropped, write_budget=write_budget)
         self.ingress = IngressQueue(self.db, self.settings, dispatch=self._dispatch_queued,
                                     running=self.manager.running_ids, clock=clock)
         self.fetch = FetchService(self.settings, self._fetch_policy)

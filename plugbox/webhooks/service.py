@@ -20,6 +20,11 @@ its sends, and what the engine reports of them) has only a share of it
 `webhook:before` runs or the queue is written, counted against it (`dropped`, `on_dropped`) and
 said once in the host log; the engine's events and other plugins' still queue.
 
+The rows a cause's deliveries add are its database writes as much as its own `storage.set`s are:
+they spend its `WriteBudget` (the bucket all its stores share; its send waits while the bucket is in
+debt) and are written in its own turn of the database writer, so a flood of sends cannot starve
+the host's other writes. A delivery its budget refuses is dropped and counted like one past its share.
+
 The envelope is `{id, event, sessionId, timestamp, data}`; for a veto event (`message:sending`) it
 also carries `outcome: {vetoed, by}`.
 """
@@ -37,12 +42,13 @@ from typing import Any
 
 import msgspec
 
-from plugbox.errors import ConfigError
+from plugbox.errors import ConfigError, StorageError
 from plugbox.events import VETO_EVENTS
 from plugbox.hooks import HookBus, HookOutcome
 from plugbox.lifecycle.clock import Clock, SystemClock
 from plugbox.settings import Settings
 from plugbox.storage.db import Database
+from plugbox.storage.quota import WriteBudget, row_cost
 from plugbox.webhooks.delivery import Backoff, DeliveryWorker, GuardedSender, Sender
 from plugbox.webhooks.store import STATES, Delivery, NewDelivery, WebhookStore
 from plugbox.webhooks.subscriptions import Subscription, SubscriptionSpec
@@ -63,6 +69,7 @@ class WebhookService:
         clock: Clock | None = None,
         rng: random.Random | None = None,
         on_dropped: Callable[[str, int], None] | None = None,
+        write_budget: WriteBudget | None = None,
     ) -> None:
         self._settings = settings
         self._bus = bus
@@ -83,6 +90,7 @@ class WebhookService:
         self.not_queued = 0  # deliveries lost before the queue had them (logged each time)
         self._dropped: dict[str, int] = {}  # cause -> its deliveries dropped past its share of the queue
         self._on_dropped = on_dropped  # told (cause, how many) of deliveries dropped past its share
+        self._write_budget = write_budget or WriteBudget.from_settings(settings)  # the causes' own buckets
         self._retap()
 
     # -- start / stop --
@@ -116,8 +124,8 @@ class WebhookService:
         if not wanting:
             return
         cause = outcome.cause
-        if cause is not None and self._store.pending_of(cause) >= self._settings.webhook_pending_per_cause:
-            self._drop(cause, len(wanting), event)  # at its share already: not worth a webhook:before each
+        if cause is not None and not self._has_room(cause):
+            self._drop(cause, len(wanting), event)  # not worth a webhook:before each
             return
         now = self._clock.time()
         envelope: dict[str, Any] = {"event": event, "sessionId": session_id,
@@ -127,6 +135,12 @@ class WebhookService:
         fresh = [d for sub in wanting if (d := await self._prepare(sub, envelope, session_id, cause)) is not None]
         if not fresh:
             return
+        if cause is not None:
+            try:
+                await self._write_budget.spend(cause, sum(_row_cost(d) for d in fresh))
+            except StorageError:
+                self._drop(cause, len(fresh), event)
+                return
         try:
             stored = await self._store.enqueue(fresh, now, self._settings.webhook_queue_max,
                                                self._settings.webhook_pending_per_cause)
@@ -149,8 +163,20 @@ class WebhookService:
                 await self._fire("webhook:queued", {"deliveryId": d.id, "subscriptionId": d.subscription_id,
                                                     "event": event}, session_id)
 
+    def _has_room(self, cause: str) -> bool:
+        """Whether the cause may add deliveries now: under its share of the queue, and its write budget
+        would not refuse the write (checked before any `webhook:before` is spent on them)."""
+        if self._store.pending_of(cause) >= self._settings.webhook_pending_per_cause:
+            return False
+        try:
+            self._write_budget.check(cause)
+        except StorageError:
+            return False
+        return True
+
     def dropped(self, plugin_id: str) -> int:
-        """Deliveries of events the plugin caused, dropped because it was at its share of the queue."""
+        """Deliveries of events the plugin caused, dropped because it was at its share of the queue
+        or its write budget was spent."""
         return self._dropped.get(plugin_id, 0)
 
     def _drop(self, cause: str, count: int, event: str) -> None:
@@ -158,8 +184,9 @@ class WebhookService:
         first = cause not in self._dropped
         self._dropped[cause] = self._dropped.get(cause, 0) + count
         if first:
-            log.warning("webhooks: plugin %s has %d deliveries pending, its share of the queue; deliveries of "
-                        "events it causes are dropped while they wait (said once per plugin), here %d of %s",
+            log.warning("webhooks: plugin %s is at its share of the queue (%d deliveries pending) or of the "
+                        "database's writes (storage_write_bytes_per_s); deliveries of events it causes are "
+                        "dropped meanwhile (said once per plugin), here %d of %s",
                         cause, self._settings.webhook_pending_per_cause, count, event)
         if self._on_dropped is not None:
             self._on_dropped(cause, count)
@@ -254,3 +281,9 @@ class WebhookService:
             return None
         self._worker.wake()
         return self._store.get(delivery_id)
+
+
+def _row_cost(d: NewDelivery) -> int:
+    """What one delivery's row takes in the file (its fixed columns: a few numbers and a state)."""
+    payload = len(d.body) + len(d.id) + len(d.subscription_id) + len(d.event) + len(d.session_id or "")
+    return row_cost(payload + len(d.cause or "") + 48, index=False)

@@ -183,7 +183,9 @@ class WebhookStore:
                  for d in kept])
             return [d.id for d in kept]
 
-        return await self._db.write(run)
+        # One event's deliveries share one cause: they are written in that plugin's turn.
+        owners = {d.cause for d in batch}
+        return await self._db.write(run, owner=owners.pop() if len(owners) == 1 else None)
 
     def pending_of(self, cause: str) -> int:
         """Deliveries of events `cause` caused that wait in the queue."""

@@ -7,6 +7,7 @@ queue, and the host survives. Real confined workers on both sides."""
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from typing import Any
 
@@ -105,4 +106,76 @@ async def test_a_send_flood_takes_only_its_share_of_the_webhook_queue_and_is_cha
     assert host.manager.get("victim").status == Status.ENABLED
 
     await host.disable("flooder")
+    await attack.aftermath()
+
+
+BIG_FLOODER = """
+import asyncio
+from plugbox.sdk import Plugin
+
+
+class BigFlooder(Plugin):
+    async def on_enable(self, ctx):
+        self.lanes = [asyncio.ensure_future(self.lane()) for _ in range(8)]
+
+    async def lane(self):
+        while True:
+            try:
+                await self.ctx.messages.send_text("s1", "15550002222@c.us", "x" * 60000)
+            except Exception:
+                await asyncio.sleep(0.01)
+"""
+
+STORER = """
+from plugbox.sdk import Plugin
+
+
+class Storer(Plugin):
+    def on_load(self, ctx):
+        ctx.register_hook("session:ready", self.ready)
+
+    async def ready(self, hook):
+        await self.ctx.storage.set("k", "v" * 1000)
+        await self.ctx.messages.send_text("s1", "15550003333@c.us", "victim-hello")
+"""
+
+RATE = 256 << 10
+
+
+def _queued_bytes(attack: Attack, body_has: str) -> int:
+    rows = attack.host.webhooks.deliveries(state=PENDING, limit=100_000)
+    return sum(len(d.body) for d in rows if body_has in d.body.decode())
+
+
+@pytest.mark.parametrize("settings_overrides", [{"webhook_max_attempts": 100, "storage_write_bytes_per_s": RATE,
+                                                 "storage_write_burst_bytes": RATE,
+                                                 "storage_write_max_wait_ms": 200}])
+async def test_the_webhook_rows_a_send_flood_causes_spend_its_own_write_budget(attack: Attack) -> None:
+    """The queue's rows are database writes the flooder caused: they come out of its write budget
+    (its sends wait, then its deliveries are dropped), never the host's or its neighbour's."""
+    host = attack.host
+    await host.webhooks.create(parse_spec({"url": "https://receiver.invalid/hook", "events": ["message:sent"]}))
+    victim = await enable(host, attack.write_plugin(STORER, id="victim",
+                                                    permissions=["messages:send", "storage:use", "hooks:modify"]))
+    assert victim.status == Status.ENABLED, victim.error
+
+    flooder = await enable(host, attack.write_plugin(BIG_FLOODER, id="flooder", permissions=["messages:send"]))
+    assert flooder.status == Status.ENABLED, flooder.error
+    started = asyncio.get_running_loop().time()
+    # The attack ran: it sent far past what its budget lets it write, and the rest was dropped.
+    await wait_for(lambda: host.webhooks.dropped("flooder") >= 50, within=60)
+    await host.disable("flooder")
+    elapsed = asyncio.get_running_loop().time() - started
+
+    # Its queued rows are what its bucket allows (burst + rate over the flood), not what it asked for.
+    assert _queued_bytes(attack, "xxxx") <= RATE + RATE * elapsed + 61_000
+    budget = host.storage.write_budget
+    assert budget.refused.get("flooder", 0) > 0 or budget.waited_s.get("flooder", 0) > 0
+
+    # The victim still writes and still has its deliveries queued; its bucket was never touched.
+    await host.bus.execute("session:ready", {}, SESSION, plugin="victim")
+    assert _queued_bytes(attack, "victim-hello") > 0
+    assert "victim" not in budget.refused and "victim" not in budget.waited_s
+    assert host.webhooks.dropped("victim") == 0
+    assert host.manager.get("victim").status == Status.ENABLED
     await attack.aftermath()
