@@ -289,6 +289,10 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     ingress_queue_max_bytes_per_plugin: PositiveInt = 64 << 20
     """Bytes of request one plugin's waiting and dead-lettered async ingress deliveries may hold (a
     delivered one keeps none); past it its routes answer 429."""
+    ingress_queue_max_bytes: PositiveInt = 512 << 20
+    """Bytes of request all plugins' waiting and dead-lettered async ingress deliveries may hold
+    together before the host refuses (429) the plugins holding their fair share of it (this over the
+    plugins holding any); one holding less is still admitted, so the host holds at most twice this."""
     ingress_max_attempts: PositiveInt = 8
     """Attempts to hand one async ingress delivery to its plugin before it is dead-lettered."""
     ingress_backoff_initial_ms: PositiveMs = 1000

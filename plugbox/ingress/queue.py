@@ -120,7 +120,8 @@ class IngressQueue:
         outcome = await self._store.enqueue(
             delivery, dedup, self._clock.time(), plugin_max=self._settings.ingress_queue_max_per_plugin,
             route_max=self._settings.ingress_queue_max_per_route,
-            bytes_max=self._settings.ingress_queue_max_bytes_per_plugin)
+            bytes_max=self._settings.ingress_queue_max_bytes_per_plugin,
+            host_bytes_max=self._settings.ingress_queue_max_bytes)
         if outcome.outcome == "queued":
             self._runner.wake()
         return outcome

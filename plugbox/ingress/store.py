@@ -17,7 +17,12 @@ live each delivery is handed over by one host at a time; the claims of a host th
 another host hands those deliveries over again under the same id.
 
 Bounds are checked in the same transaction as the insert, per plugin and per route, so the depth a
-flood can reach is the flooded plugin's own; the dedup key of a refused delivery is not kept.
+flood can reach is the flooded plugin's own; the dedup key of a refused delivery is not kept. Many
+plugins at their own bounds together would multiply them, so the bytes held host-wide have a bound
+too (`host_bytes_max`), shared fairly: once the host holds that much, a plugin holding its fair share
+(the bound over the plugins holding any) or more is refused (`host_full`), while one holding less is
+still admitted. The host then holds at most twice the bound, and a quiet plugin is never refused
+because its neighbours filled the disk.
 """
 
 from __future__ import annotations
@@ -67,10 +72,10 @@ class Delivery(msgspec.Struct, frozen=True, kw_only=True):
 
 class Enqueued(msgspec.Struct, frozen=True):
     """What `enqueue` came to: `queued` (id is the new delivery's), `duplicate` (id is the delivery the
-    key was first seen with, None for a sync route's), `plugin_full` or `route_full`."""
+    key was first seen with, None for a sync route's), `plugin_full`, `route_full` or `host_full`."""
 
     outcome: str
-    delivery_id: str | None = None
+    delivery_id: str | None = None  # `host_full` too: the host holds its bound and this plugin its share
 
 
 class DedupKey(msgspec.Struct, frozen=True):
@@ -93,6 +98,17 @@ def _delivery(row: Sequence[object]) -> Delivery:
 _UNCLAIMED = "(claimed_until IS NULL OR claimed_until <= ?)"
 # When a pending row may next be handed over: its next_at, or the end of another host's claim if later.
 _FREE_AT = "CASE WHEN claimed_until > next_at THEN claimed_until ELSE next_at END"
+
+
+def _over_fair_share(c: Connection, held: int, size: int, host_max: int) -> bool:
+    """Whether a plugin holding `held` bytes, adding `size`, is refused by the host-wide bound."""
+    total, holders = c.execute(
+        "SELECT coalesce(sum(length(request)), 0), count(DISTINCT plugin_id) FROM ingress_deliveries "
+        "WHERE state IN (?, ?) AND length(request) > 0", (PENDING, DEAD)).fetchone()
+    if int(total) + size <= host_max:
+        return False
+    sharers = int(holders) + (0 if held else 1)  # a plugin holding nothing yet counts itself in
+    return held >= host_max // max(sharers, 1)
 
 
 class IngressStore:
@@ -144,10 +160,11 @@ class IngressStore:
 
     # -- the queue --
     async def enqueue(self, delivery: NewDelivery, dedup: DedupKey | None, now: float, *,
-                      plugin_max: int, route_max: int, bytes_max: int) -> Enqueued:
+                      plugin_max: int, route_max: int, bytes_max: int, host_bytes_max: int | None = None) -> Enqueued:
         """Store the delivery as pending, due now, unless its plugin's queue is full (`plugin_max`
         pending, or `bytes_max` bytes of request held by its pending and dead rows), its route's is
-        (`route_max`), or its dedup key was seen within the window. Returns after COMMIT: a queued
+        (`route_max`), the host holds `host_bytes_max` and the plugin its fair share of it (see the
+        module doc), or its dedup key was seen within the window. Returns after COMMIT: a queued
         delivery is durable."""
         d = delivery
 
@@ -161,6 +178,8 @@ class IngressStore:
                 return Enqueued("plugin_full")
             if int(route_pending) >= route_max:
                 return Enqueued("route_full")
+            if host_bytes_max is not None and _over_fair_share(c, int(held), len(d.request), host_bytes_max):
+                return Enqueued("host_full")
             if dedup is not None:
                 seen = self._claim(c, d.plugin_id, dedup, d.id, now)
                 if seen is not None:

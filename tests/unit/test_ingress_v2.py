@@ -161,3 +161,38 @@ async def test_finished_deliveries_keep_a_bounded_history_per_plugin(store: Ingr
     assert [d.id for d in store.deliveries("p", state=DELIVERED, limit=10)] == ["dp2", "dp1"]
     assert await store.replay("p", "dp3", 3.0) and not await store.replay("p", "dp2", 3.0)
     assert [d.id for d in store.deliveries("p", state=PENDING, limit=10)] == ["dp3"]
+
+
+def _sized(name: str, plugin: str, size: int) -> NewDelivery:
+    return NewDelivery(id=name, plugin_id=plugin, instance_id="default", route="r", request=b"x" * size)
+
+
+async def _fill(store: IngressStore, plugin: str, host_max: int) -> str:
+    """Queue 100-byte deliveries for `plugin` until one is refused; the refusal's outcome."""
+    for n in range(1000):
+        got = await store.enqueue(_sized(f"{plugin}{n}", plugin, 100), None, 0.0, plugin_max=1000, route_max=1000,
+                                  bytes_max=1000, host_bytes_max=host_max)
+        if got.outcome != "queued":
+            return got.outcome
+    raise AssertionError("never refused")
+
+
+def _held(store: IngressStore, plugin: str) -> int:
+    return sum(len(d.request) for d in store.deliveries(plugin, state=PENDING, limit=1000))
+
+
+async def test_plugins_at_their_own_bounds_together_are_held_to_a_fair_share_of_the_host(
+        store: IngressStore) -> None:
+    # Each plugin may hold 1000 bytes; the host 1600. Two flooded plugins at their own bounds would
+    # hold 2000: the second is refused once the host is full and it holds its share (800).
+    assert await _fill(store, "a", 1600) == "plugin_full"
+    assert await _fill(store, "b", 1600) == "host_full"
+    assert (_held(store, "a"), _held(store, "b")) == (1000, 800)
+    # A quiet plugin is still admitted: it holds less than its share, whoever filled the host.
+    quiet = await store.enqueue(_sized("q0", "quiet", 100), None, 0.0, plugin_max=1000, route_max=1000,
+                                bytes_max=1000, host_bytes_max=1600)
+    assert quiet.outcome == "queued"
+    assert await _fill(store, "quiet", 1600) == "host_full"  # ... up to its share (1600 // 3)
+    assert _held(store, "quiet") <= 1600 // 3 + 100
+    total = sum(_held(store, p) for p in ("a", "b", "quiet"))
+    assert total <= 2 * 1600

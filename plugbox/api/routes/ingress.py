@@ -220,6 +220,13 @@ async def _deliver(request: Request, host: Host, target: IngressTarget, body: by
     return outcome, response
 
 
+_FULL = {
+    "plugin_full": "the ingress queue of this plugin is full; retry later",
+    "route_full": "the ingress queue of this route is full; retry later",
+    "host_full": "the host's ingress queue is full and this plugin holds its share of it; retry later",
+}
+
+
 async def _enqueue(host: Host, target: IngressTarget, plugin_request: dict[str, Any],
                    dedup: DedupKey | None) -> tuple[str, Response]:
     try:
@@ -233,8 +240,7 @@ async def _enqueue(host: Host, target: IngressTarget, plugin_request: dict[str, 
         return "queued", _response({"status": ack, "body": {"id": queued.delivery_id, "status": "queued"}})
     if queued.outcome == "duplicate":
         return "duplicate", _response({"status": ack, "body": {"id": queued.delivery_id, "status": "duplicate"}})
-    which = "plugin" if queued.outcome == "plugin_full" else "route"
-    response = error_response(429, f"the ingress queue of this {which} is full; retry later")
+    response = error_response(429, _FULL.get(queued.outcome, _FULL["plugin_full"]))
     response.headers["Retry-After"] = str(_RETRY_AFTER_S)
     return "queue_full", response
 
