@@ -102,13 +102,14 @@ class HookLimits:
     handlers_per_event: int = DEFAULTS.hook_handlers_per_event
     observers_pending: int = DEFAULTS.hook_observers_pending
     observers_per_cause: int = DEFAULTS.hook_observers_pending_per_cause
+    observers_total: int | None = DEFAULTS.hook_observers_pending_total  # host-wide, shared fairly
 
     @classmethod
     def of(cls, settings: Settings) -> HookLimits:
         event_ms = settings.hook_plugin_event_budget_ms
         return cls(None if event_ms is None else event_ms / 1000, settings.hook_chain_budget_ms / 1000,
                    settings.hook_handlers_per_event, settings.hook_observers_pending,
-                   settings.hook_observers_pending_per_cause)
+                   settings.hook_observers_pending_per_cause, settings.hook_observers_pending_total)
 
 
 class HookOutcome(msgspec.Struct):
@@ -205,7 +206,8 @@ class HookBus:
         self._seq = itertools.count()
         self._timeout_logs: dict[str, RateLimiter] = {}
         self._chain_logs = RateLimiter(1, 10.0)
-        self._observing = Observing(self._deadlines, self._limits.observers_pending, self._limits.observers_per_cause)
+        self._observing = Observing(self._deadlines, self._limits.observers_pending, self._limits.observers_per_cause,
+                                    self._limits.observers_total)
         self._told: set[tuple[str, str]] = set()  # (plugin, what) it was told once in its log
         # A handler's error is the plugin's own text: it goes through that plugin's log relay
         # (its rate limit, cap, redaction, escaping), never straight to the host log.

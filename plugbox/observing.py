@@ -9,6 +9,10 @@ cut, calls the bus back to charge what happened to the plugin as if it had waite
 cannot make the host hold more and more of its work. Of those, at most `per_cause` may be for events
 another plugin caused (`cause`: its sends reach every observer of `message:sent`); past that share
 such an event is dropped and the cause charged, so one plugin's flood cannot fill another's slots.
+Many plugins at their caps together would multiply them, so the host has a bound as well (`total`),
+shared fairly: once that many are unanswered host-wide, a plugin with its fair share (the bound over
+the plugins with any unanswered) or more is refused, one with less still gets the event. The host
+then holds at most twice the bound, and a prompt observer never loses an event to slow neighbours.
 
 Owns those futures until they are done and counts them per plugin (and per cause); must not judge an
 answer, apply data or stop, nor know anything of a plugin but its id.
@@ -30,10 +34,12 @@ Judge = Callable[["asyncio.Future[Any]", bool], None]
 
 
 class Observing:
-    def __init__(self, deadlines: Deadlines, cap: int, per_cause: int | None = None) -> None:
+    def __init__(self, deadlines: Deadlines, cap: int, per_cause: int | None = None,
+                 total: int | None = None) -> None:
         self._deadlines = deadlines
         self.cap = cap
         self.per_cause = cap if per_cause is None else per_cause
+        self.total = total  # None: no host-wide bound
         self._pending: dict[str, int] = {}
         self._caused: dict[tuple[str, str], int] = {}  # (observer, the plugin that caused the event)
         self._dropped: dict[str, int] = {}
@@ -49,9 +55,15 @@ class Observing:
 
     def full(self, plugin_id: str, cause: str | None = None) -> str | None:
         """Who an invocation of `plugin_id` for an event `cause` caused would overrun: the plugin,
-        at its cap; the cause, at its share of the plugin's slots; None when there is room."""
-        if self._pending.get(plugin_id, 0) >= self.cap:
+        at its cap or at its fair share of a full host; the cause, at its share of the plugin's
+        slots; None when there is room."""
+        mine = self._pending.get(plugin_id, 0)
+        if mine >= self.cap:
             return plugin_id
+        if self.total is not None and len(self._all) >= self.total:
+            sharers = len(self._pending) + (0 if mine else 1)
+            if mine >= self.total // sharers:
+                return plugin_id
         if cause is not None and self._caused.get((plugin_id, cause), 0) >= self.per_cause:
             return cause
         return None

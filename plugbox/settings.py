@@ -87,6 +87,10 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     and `message:sent` to everyone); past it such an event is dropped for that observer and the drop
     charged to the plugin that caused it, so a flood of sends cannot crowd out the events the
     observer gets from the engine."""
+    hook_observers_pending_total: PositiveInt = 1024
+    """Observer invocations unanswered host-wide; past it, a plugin with its fair share of them (this
+    over the plugins with any unanswered) or more has the event dropped, charged to it, while one
+    with fewer still gets it (so the host holds at most twice this)."""
     lifecycle_budget_ms: PositiveMs = 30000
     """Time for each of load, on_load, on_enable, on_disable, on_config_change."""
     health_budget_ms: PositiveMs = 5000

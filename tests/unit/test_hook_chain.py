@@ -258,6 +258,29 @@ async def test_events_fired_while_serving_a_plugins_call_are_its_doing_whatever_
     assert bus.pending("victim") == 2
 
 
+async def test_slow_observers_together_hold_only_a_fair_share_of_the_host_and_a_prompt_one_still_gets_events(
+    clock: Clock, books: Books
+) -> None:
+    """Three slow plugins each under their own cap (4) would hold 12 invocations; the host's bound
+    (6) is shared: once it is reached, a plugin at its fair share loses the event, charged to it,
+    while a plugin with fewer unanswered than its share still gets it."""
+    bus = _bus(clock, books, HookLimits(observers_pending=4, observers_total=6))
+    gate = asyncio.Event()
+    for slow in ("s1", "s2", "s3"):
+        bus.register(slow, EVENT, _waiting(gate))
+    for i in range(4):
+        await bus.execute(EVENT, {**MESSAGE, "id": f"m{i}"})
+    held = [bus.pending(p) for p in ("s1", "s2", "s3")]
+    assert sum(held) <= 2 * 6 and max(held) <= 4 and sum(held) < 12  # the attack ran, and was bounded
+    assert all(bus.dropped(p) > 0 for p in ("s1", "s2", "s3"))  # each charged for its own backlog
+    prompt: list[str] = []
+    bus.register("prompt", EVENT, lambda h: prompt.append(h.data["id"]))
+    await bus.execute(EVENT, {**MESSAGE, "id": "late"})
+    assert prompt == ["late"] and bus.dropped("prompt") == 0
+    gate.set()
+    await bus.settled()
+
+
 async def test_events_a_plugin_caused_count_against_its_own_observers_cap_not_a_share(
     clock: Clock, books: Books
 ) -> None:
