@@ -12,7 +12,7 @@ on both (tests/unit/test_storage_contract.py):
   owners take turns; on a shared database the writes of one owner are also serialised across hosts,
   so a read-check-write (a quota charge) is atomic cluster-wide.
 - `read(fn)` runs a short point read on the calling thread and sees every committed write; `scan(fn)`
-  runs a read whose cost the caller controls on a thread of its own.
+  runs a read whose cost the caller controls on a thread of its own, owners taking turns as writes do.
 - `fn` gets a `Connection`: `execute(sql, params)` with `?` placeholders, in the SQL both backends
   share (stores write no `if backend ==`; what differs lives in each backend's migrations, under
   `migrations/<dialect>/`). A driver error surfaces as `DatabaseError`; a `StorageError` raised by
@@ -93,7 +93,7 @@ class Database(Protocol):
 
     def read(self, fn: Callable[[Connection], T]) -> T: ...
 
-    async def scan(self, fn: Callable[[Connection], T]) -> T: ...
+    async def scan(self, fn: Callable[[Connection], T], *, owner: Hashable = None) -> T: ...
 
     def integrity_check(self) -> bool: ...
 

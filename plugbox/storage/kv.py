@@ -247,7 +247,7 @@ class PluginStorage:
         _check_prefix(after, "after")
         cap = self.list_max_keys
         fetch = cap + 1 if limit is None else max(1, min(limit, cap))
-        keys = await self._db.scan(lambda c: _keys(c, plugin_id, prefix, after, fetch))
+        keys = await self._db.scan(lambda c: _keys(c, plugin_id, prefix, after, fetch), owner=plugin_id)
         if limit is None and len(keys) > cap:
             raise StorageError(
                 f"storage list: more than {cap} keys start with {prefix!r}, the most one call returns "

@@ -132,6 +132,7 @@ class PostgresDatabase:
         self._turns = Turns()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="plugbox-db-writer")
         self._scanner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="plugbox-db-scan")
+        self._scan_turns = Turns()
         try:
             self.write_sync(self._migrate)
         except BaseException:
@@ -188,11 +189,15 @@ class PostgresDatabase:
         with _translated(), self._read_pool.connection() as conn:
             return fn(_Conn(conn))
 
-    async def scan(self, fn: Callable[[Connection], T]) -> T:
-        """Run `fn(conn)` on the scan thread on a read-only connection (listings)."""
+    async def scan(self, fn: Callable[[Connection], T], *, owner: Hashable = None) -> T:
+        """Run `fn(conn)` on the scan thread on a read-only connection (listings). Scans run one at a
+        time, owners taking turns (a plugin keeping many listings queued delays another's by one
+        scan, not by all of them)."""
         self._check_open()
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._scanner, self._run_scan, fn)
+        return cast(T, await self._scan_turns.submit(Job(fn, None, owner), self._scanner, self._run_scan_job))
+
+    def _run_scan_job(self, job: Job) -> object:
+        return self._run_scan(job.fn)
 
     def _run_scan(self, fn: Callable[[Connection], T]) -> T:
         self._check_open()

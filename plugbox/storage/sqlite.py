@@ -109,6 +109,7 @@ class SqliteDatabase:
         self._reader.execute("PRAGMA query_only = ON")
         self._read_lock = threading.RLock()
         self._scanner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="plugbox-db-scan")
+        self._scan_turns = Turns()
         self._scan_conn: sqlite3.Connection | None = None  # opened on the scan thread, on first use
         try:
             self.write_sync(lambda c: migrations.apply(c, self.dialect))
@@ -212,12 +213,15 @@ class SqliteDatabase:
             with _translated():
                 return fn(self._reader)
 
-    async def scan(self, fn: Callable[[Connection], T]) -> T:
+    async def scan(self, fn: Callable[[Connection], T], *, owner: Hashable = None) -> T:
         """Run `fn(conn)` on the scan thread against its own read connection; for reads whose cost
-        the caller controls (listing a plugin's keys). Scans run one at a time."""
+        the caller controls (listing a plugin's keys). Scans run one at a time, owners taking turns
+        (a plugin keeping many listings queued delays another's by one scan, not by all of them)."""
         self._check_open()
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._scanner, self._run_scan, fn)
+        return cast(T, await self._scan_turns.submit(Job(fn, None, owner), self._scanner, self._run_scan_job))
+
+    def _run_scan_job(self, job: Job) -> object:
+        return self._run_scan(job.fn)
 
     def _run_scan(self, fn: Callable[[Connection], T]) -> T:
         self._check_open()

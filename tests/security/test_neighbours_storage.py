@@ -327,3 +327,59 @@ async def test_storing_an_int_past_64_bits_is_a_capability_error_naming_the_valu
     assert run.entry_storage("big") == (False, None)
     assert run.entry.status == Status.ENABLED
     await attack.aftermath()
+
+
+LISTING_VICTIM = CARRY + """
+from plugbox.sdk import Plugin
+
+class ListingVictim(Plugin):
+    def on_load(self, ctx):
+        ctx.register_hook("webhook:before", self.probe)
+
+    async def probe(self, hook):
+        return carry(hook, {"id": "m1", "n": len(await self.ctx.storage.list("v"))})
+"""
+
+LIST_FLOOD = """
+import time
+
+async def attack(ctx, cfg):
+    deadline = time.monotonic() + cfg["seconds"]
+    listed = 0
+
+    async def lane():
+        nonlocal listed
+        while time.monotonic() < deadline:
+            listed += len(await ctx.storage.list("k", limit=10000))
+
+    await asyncio.gather(*(lane() for _ in range(cfg["lanes"])))
+    return listed
+"""
+
+
+class Lister(Victim):
+    async def probe(self) -> float:
+        started = time.perf_counter()
+        outcome = await _fire(self.attack, "victim", {"id": "m1"})
+        if outcome.errors or outcome.timed_out or reported(outcome).get("n") != 0:
+            self.failures.append(outcome)
+        return time.perf_counter() - started
+
+
+@pytest.mark.parametrize("settings_overrides", [{"hook_budget_ms": 20000}])
+async def test_a_listing_flood_takes_turns_with_a_neighbours_listing(attack: Attack) -> None:
+    """Listings run on one scan thread, each costing what the lister stored: a plugin keeping 24
+    large listings in flight makes a neighbour's small listing wait for one of them, not for all."""
+    host = attack.host
+    await host.db.write(lambda c: c.executemany(
+        "INSERT INTO plugin_kv (plugin_id, key, value, size) VALUES ('hostile', ?, x'c0', 10)",
+        ((f"k{i:07d}",) for i in range(60_000))))
+    entry = await enable(host, attack.write_plugin(LISTING_VICTIM, id="victim",
+                                                   permissions=["storage:use", "hooks:modify"]))
+    assert entry.status == Status.ENABLED, entry.error
+    victim = Lister(attack)
+    baseline = await victim.p50()
+    result, during = await _during(attack, victim, LIST_FLOOD, {"seconds": 3.0, "lanes": 24})
+    assert result >= 24 * 10000  # the attack ran: many full pages listed
+    _assert_victim_served(victim, baseline, during)
+    await attack.aftermath()

@@ -158,6 +158,29 @@ async def test_one_plugins_queue_of_writes_does_not_sit_in_front_of_anothers_wri
     assert [n for n in order if n.startswith("flood")] == [f"flood-{i}" for i in range(20)]  # FIFO per owner
 
 
+async def test_one_plugins_queue_of_scans_does_not_sit_in_front_of_anothers_scan(db: Database) -> None:
+    order: list[str] = []
+    gate = threading.Event()
+
+    def job(name: str, hold: bool = False) -> object:
+        def fn(_conn: object) -> None:
+            if hold:
+                gate.wait(5)
+            order.append(name)
+
+        return fn
+
+    first = asyncio.ensure_future(db.scan(job("flood-0", hold=True), owner="flood"))
+    await asyncio.sleep(0.05)  # the scan thread is now inside flood-0
+    floods = [asyncio.ensure_future(db.scan(job(f"flood-{i}"), owner="flood")) for i in range(1, 20)]
+    victim = asyncio.ensure_future(db.scan(job("victim"), owner="victim"))
+    await asyncio.sleep(0.05)
+    gate.set()
+    await asyncio.gather(first, victim, *floods)
+    assert order.index("victim") <= 2  # behind the running scan and at most one more turn
+    assert [n for n in order if n.startswith("flood")] == [f"flood-{i}" for i in range(20)]  # FIFO per owner
+
+
 async def test_the_sqlite_wal_is_checkpointed_by_the_writes_that_grow_it(sqlite_db: SqliteDatabase) -> None:
     db = sqlite_db
     kv = PluginStorage(db, 1 << 30, write_budget=_unlimited())
@@ -210,12 +233,12 @@ async def test_a_listing_runs_off_the_event_loop_and_costs_what_it_returns(db: D
     seen: list[str] = []
     real_scan = db.scan
 
-    async def spy(fn):  # type: ignore[no-untyped-def]
+    async def spy(fn, *, owner=None):  # type: ignore[no-untyped-def]
         def on_thread(conn):  # type: ignore[no-untyped-def]
             seen.append(threading.current_thread().name)
             return fn(conn)
 
-        return await real_scan(on_thread)
+        return await real_scan(on_thread, owner=owner)
 
     db.scan = spy  # type: ignore[method-assign]
     started = time.perf_counter()
