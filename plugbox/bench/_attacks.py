@@ -32,6 +32,7 @@ class Victim(Plugin):
         return None
 
     async def seen(self, hook):
+        await self.ctx.storage.list("seen")  # a listing of its own few keys, beside its write
         await self.ctx.storage.set("seen", hook.data["body"])
         url = self.ctx.config.get("probeUrl")
         if url:
@@ -174,13 +175,25 @@ class Scan(Plugin):
         self.task = asyncio.ensure_future(self.scan())
 
     async def scan(self):
-        for start in range(0, 20000, 500):
-            await asyncio.gather(*(self.ctx.storage.set(f"key:{i:06d}", i) for i in range(start, start + 500)))
+        # Under max_calls_in_flight, and again when its write budget refuses: a set that raised
+        # would end the attack before it listed anything.
+        for start in range(0, 3000, 30):
+            await asyncio.gather(*(self.put(i) for i in range(start, start + 30)))
+        await asyncio.gather(*(self.lane() for _ in range(24)))
+
+    async def put(self, i):
+        while True:
+            try:
+                return await self.ctx.storage.set(f"key:{i:06d}", i)
+            except Exception:
+                await asyncio.sleep(0.05)
+
+    async def lane(self):
         while True:
             try:
                 await self.ctx.storage.list("key:")
             except Exception:
-                await asyncio.sleep(0.01)
+                await asyncio.sleep(0)
 ''')
 
 _WRITE_FLOOD = _plugin('''
@@ -299,7 +312,9 @@ ATTACKS: tuple[Attack, ...] = (
     Attack("inline_flood", "64 lanes of storage.get as fast as replies come", _INLINE_FLOOD, ("storage:use",)),
     Attack("log_fields", "log lines with 20,000 fields each", _LOG_FIELDS),
     Attack("log_flood", "60 kB log and stdout lines with newlines, ANSI and its secret", _LOG_FLOOD),
-    Attack("list_scan", "storage.list over 20,000 keys in a loop", _LIST_SCAN, ("storage:use",)),
+    Attack("list_scan", "24 lanes of storage.list over 3,000 keys, "
+           "while the victim lists its own",
+           _LIST_SCAN, ("storage:use",)),
     Attack("write_flood", "16 lanes of 512 KiB storage.set", _WRITE_FLOOD, ("storage:use",)),
     Attack("fetch_slots", "32 concurrent fetches of a URL that answers after 30 s", _FETCH_SLOTS, ("net:fetch",),
            fetch_probe=True),
