@@ -350,6 +350,9 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     plugin's new deliveries are dropped and counted against it, while other events still queue."""
     webhook_history_max: PositiveInt = 10000
     """Delivered and dead-lettered deliveries kept host-wide (each kind); the oldest go first."""
+    webhook_history_max_bytes: PositiveInt = 256 << 20
+    """Bytes of body those delivered (and, apart, dead-lettered) deliveries may keep host-wide; the
+    oldest go first. Rows alone would let a send flood keep webhook_history_max x a full body."""
     webhook_subscriptions_max: PositiveInt = 100
     """Outbound webhook subscriptions the operator may create."""
 

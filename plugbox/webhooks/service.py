@@ -76,6 +76,7 @@ class WebhookService:
         self._clock = clock or SystemClock()
         self._shared = db.shared
         self._store = WebhookStore(db, history_max=settings.webhook_history_max,
+                                   history_max_bytes=settings.webhook_history_max_bytes,
                                    claim_s=settings.queue_claim_ms / 1000)
         self._subs = {s.id: s for s in self._store.subscriptions()}
         self._worker = DeliveryWorker(

@@ -104,9 +104,12 @@ def _subscription(row: Sequence[object]) -> Subscription:
 
 
 class WebhookStore:
-    def __init__(self, db: Database, *, history_max: int, claim_s: float = DEFAULTS.queue_claim_ms / 1000) -> None:
+    def __init__(self, db: Database, *, history_max: int, history_max_bytes: int | None = None,
+                 claim_s: float = DEFAULTS.queue_claim_ms / 1000) -> None:
         self._db = db
         self._history_max = history_max
+        self._history_bytes = history_max_bytes  # None: rows are the only bound
+        self._finished_bytes: dict[str, int] = {}  # state -> body bytes finished since its last byte prune
         self._claim_s = claim_s
         self.holder = uuid.uuid4().hex  # names this store's claims; a restarted host is a new holder
 
@@ -262,16 +265,29 @@ class WebhookStore:
                 "next_at = coalesce(?, next_at), updated_at = ?, claimed_by = NULL, claimed_until = NULL "
                 "WHERE id = ? AND state = ? AND (claimed_by IS NULL OR claimed_by = ?)",
                 (state, attempts, status, error, next_at, now, delivery_id, PENDING, self.holder))
-            if state != PENDING:
-                self._prune(c, state)
+            if state != PENDING and cur.rowcount == 1:
+                self._prune(c, state, delivery_id)
             return cur.rowcount == 1
 
         return await self._db.write(run)
 
-    def _prune(self, c: Connection, state: str) -> None:
+    def _prune(self, c: Connection, state: str, finished: str) -> None:
+        """Keep the newest `history_max` finished deliveries of `state`, and of those only as many as
+        fit in `history_max_bytes` of body: rows alone let the history hold rows x the body cap.
+        Summing the bodies walks the whole history, so it runs once per sixteenth of the bound
+        finished (the history may pass the bound by that much meanwhile), not on every finish."""
+        if self._history_bytes is not None:  # (read before the row bound may take this very row)
+            (size,) = c.execute("SELECT length(body) FROM webhook_deliveries WHERE id = ?", (finished,)).fetchone()
+            self._finished_bytes[state] = self._finished_bytes.get(state, 0) + int(size)
         c.execute(
             "DELETE FROM webhook_deliveries WHERE state = ? AND seq <= (SELECT seq FROM webhook_deliveries "
             "WHERE state = ? ORDER BY seq DESC LIMIT 1 OFFSET ?)", (state, state, self._history_max))
+        if self._history_bytes is not None and self._finished_bytes[state] >= self._history_bytes // 16:
+            self._finished_bytes[state] = 0
+            c.execute(
+                "DELETE FROM webhook_deliveries WHERE state = ? AND seq <= (SELECT max(seq) FROM (SELECT seq, "
+                "sum(length(body)) OVER (ORDER BY seq DESC) AS newer FROM webhook_deliveries WHERE state = ?) "
+                "AS kept WHERE newer > ?)", (state, state, self._history_bytes))
 
     async def replay(self, delivery_id: str, now: float) -> bool:
         """Put a dead delivery back in the queue, due now, with its attempts reset and its id kept."""

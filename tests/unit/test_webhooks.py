@@ -15,7 +15,7 @@ from plugbox.storage.db import Database
 from plugbox.storage.sqlite import SqliteDatabase
 from plugbox.webhooks import Backoff, parse_spec
 from plugbox.webhooks.signing import check_secret, headers, new_secret
-from plugbox.webhooks.store import DEAD, DELIVERED, NewDelivery, WebhookStore
+from plugbox.webhooks.store import DEAD, DELIVERED, PENDING, NewDelivery, WebhookStore
 from plugbox.webhooks.subscriptions import Subscription
 
 
@@ -71,6 +71,23 @@ async def test_the_queue_refuses_past_its_cap_and_keeps_bounded_history(any_db: 
     await store.delete("w")
     assert store.deliveries(subscription_id=None, state=None, limit=10) == []  # cascaded
     await db.close()
+
+
+async def test_finished_deliveries_keep_a_history_bounded_in_bytes_too(any_db: Database) -> None:
+    """Ten rows of history would allow ten full bodies: the bytes bound keeps only the newest that
+    fit (here 2,500 bytes: two 1,000-byte bodies), whatever the row bound allows."""
+    store = WebhookStore(any_db, history_max=10, history_max_bytes=2500)
+    await store.insert(Subscription(id="w", url="https://x.example/", events=("*",), secret=new_secret(),
+                                    enabled=True, description="", created_at=0.0))
+    big = b'"' + b"x" * 998 + b'"'
+    batch = [NewDelivery(f"msg_{i}", "w", "message:sent", None, big, "flooder") for i in range(6)]
+    assert len(await store.enqueue(batch, now=1.0, queue_max=10, per_cause=10)) == 6
+    for i in range(5):
+        assert await store.finish(f"msg_{i}", DELIVERED, 1, 200, None, now=2.0)
+    kept = [d.id for d in store.deliveries(subscription_id="w", state=DELIVERED, limit=10)]
+    assert kept == ["msg_4", "msg_3"]
+    assert [d.id for d in store.deliveries(subscription_id="w", state=PENDING, limit=10)] == ["msg_5"]  # untouched
+    await any_db.close()
 
 
 async def test_each_cause_has_a_share_of_the_queue_and_causeless_events_only_the_whole(any_db: Database) -> None:
