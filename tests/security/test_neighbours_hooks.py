@@ -224,3 +224,30 @@ async def test_hostile_send_flood_cannot_crowd_out_the_events_an_observer_gets_f
     victim = host.plugin("victim")
     assert str(victim.status) == "enabled" and victim.consecutive_failures == 0
     assert str(host.plugin("attacker").status) == "enabled"  # a legal plugin, only shed
+
+
+@pytest.mark.parametrize("settings_overrides", [{"hook_budget_ms": 8000, "hook_observers_pending": 16,
+                                                 "hook_observers_pending_total": 24}])
+async def test_many_slow_observers_together_hold_only_the_hosts_bound_and_the_victim_still_gets_every_event(
+    host: Host, write_plugin: WritePlugin
+) -> None:
+    """Three plugins, each within its own cap (16 unanswered calls), would hold 48 between them:
+    the host-wide bound (24) is shared fairly, each is charged for its own backlog past its share,
+    and a prompt observer beside them gets every event."""
+    await enable(host, write_plugin(VICTIM, id="victim", permissions=["storage:use"]))
+    baseline = [await _probe(host, f"base-{i}") for i in range(10)]
+    attackers = ("slow-a", "slow-b", "slow-c")
+    for attacker in attackers:
+        await enable(host, write_plugin(STALL.replace('get("sleepS", 1.8)', 'get("sleepS", 30)'), id=attacker,
+                                        permissions=[]))
+
+    during = [await _probe(host, f"attack-{i}") for i in range(20)]
+
+    held = {a: host.bus.pending(a) for a in attackers}
+    assert sum(held.values()) <= 24, held  # not 3 x 16: the host's bound, shared
+    assert all(host.bus.dropped(a) > 0 for a in attackers)  # the attack ran; each charged for its own
+    assert host.bus.dropped("victim") == 0
+    base_p50, during_p50 = statistics.median(baseline), statistics.median(during)
+    assert during_p50 <= max(3 * base_p50, 0.050), (base_p50, during_p50)
+    victim = host.plugin("victim")
+    assert str(victim.status) == "enabled" and victim.consecutive_failures == 0
