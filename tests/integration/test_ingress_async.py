@@ -256,6 +256,26 @@ class TestBounds:
         await host.enable("flood")  # the queued deliveries were kept, and now go through
         await _until(lambda: len(_done(host, "flood")) == 6)
 
+    @pytest.mark.parametrize("settings_overrides", [{"admin_api_keys": ("k",), "ingress_queue_max_bytes": 600}])
+    async def test_floods_at_two_plugins_share_the_hosts_bytes_and_a_third_plugin_still_queues(
+            self, client: httpx.AsyncClient, host: Host, write_plugin: WritePlugin) -> None:
+        routes = [{"route": "a", "mode": "async", "signature": SIG}]
+        for plugin in ("flood1", "flood2", "calm"):
+            await _plugin(host, write_plugin, id=plugin, routes=routes)
+        await host.disable("flood1")  # nothing drains their queues: every delivery stays held
+        await host.disable("flood2")
+
+        def post(plugin: str) -> Any:
+            return client.post(f"/api/ingress/{plugin}/default/a", content="x" * 100, headers=HEADERS)
+
+        codes = {p: [(await post(p)).status_code for _ in range(6)] for p in ("flood1", "flood2")}
+        assert all(429 in c for c in codes.values()), codes  # the host's bound, not each plugin's 6
+        refused = await post("flood2")
+        assert refused.status_code == 429 and "holds its share" in refused.json()["error"]
+        calm = await post("calm")
+        assert calm.status_code == 202  # below its share: queued, whoever filled the host
+        assert await _metric(client, "calm", "queue_full") == 0
+
     async def test_a_flood_without_the_secret_queues_nothing(
             self, client: httpx.AsyncClient, host: Host, write_plugin: WritePlugin) -> None:
         routes = [{"route": "a", "mode": "async", "signature": SIG}]
