@@ -32,7 +32,8 @@ class Victim(Plugin):
         return None
 
     async def seen(self, hook):
-        await self.ctx.storage.list("seen")  # a listing of its own few keys, beside its write
+        if self.ctx.config.get("listOwn"):  # (list_scan) a listing of its own few keys, beside its write
+            await self.ctx.storage.list("seen")
         await self.ctx.storage.set("seen", hook.data["body"])
         url = self.ctx.config.get("probeUrl")
         if url:
@@ -101,6 +102,7 @@ class Attack:
     settings: dict[str, Any] = field(default_factory=dict)  # overrides for this round's host
     fetch_probe: bool = False  # the victim also fetches from the local server on every probe
     subscribe: tuple[str, ...] = ()  # events of an operator's outbound webhook subscription (to a slow local URL)
+    victim_lists: bool = False  # the victim also lists its own keys on every probe
 
 
 _UNREAD = _plugin('''
@@ -314,7 +316,7 @@ ATTACKS: tuple[Attack, ...] = (
     Attack("log_flood", "60 kB log and stdout lines with newlines, ANSI and its secret", _LOG_FLOOD),
     Attack("list_scan", "24 lanes of storage.list over 3,000 keys, "
            "while the victim lists its own",
-           _LIST_SCAN, ("storage:use",)),
+           _LIST_SCAN, ("storage:use",), victim_lists=True),
     Attack("write_flood", "16 lanes of 512 KiB storage.set", _WRITE_FLOOD, ("storage:use",)),
     Attack("fetch_slots", "32 concurrent fetches of a URL that answers after 30 s", _FETCH_SLOTS, ("net:fetch",),
            fetch_probe=True),

@@ -127,7 +127,7 @@ class _SlowServer:
 
 
 def _manifest_extra(attacker: bool) -> dict[str, Any]:
-    props: dict[str, Any] = {"probeUrl": {"type": "string"}}
+    props: dict[str, Any] = {"probeUrl": {"type": "string"}, "listOwn": {"type": "boolean"}}
     if attacker:
         props = {"apiToken": {"type": "string", "secret": True}, "slowUrl": {"type": "string"},
                  "sleepS": {"type": "number"}}
@@ -194,8 +194,10 @@ async def _round(attack: Attack, root: Path, duration_s: float, baseline_probes:
             host.load_plugin(install(plugins, "attacker", attack.source, list(attack.permissions),
                                      _manifest_extra(True)))
             base_url = f"http://127.0.0.1:{server.port}"
+            victim_config: dict[str, Any] = {"listOwn": attack.victim_lists}
             if attack.fetch_probe:
-                await host.set_config("victim", {"probeUrl": f"{base_url}/fast"})
+                victim_config["probeUrl"] = f"{base_url}/fast"
+            await host.set_config("victim", victim_config)
             if attack.subscribe:
                 await host.webhooks.create(SubscriptionSpec(url=f"{base_url}/slow", events=attack.subscribe))
             await host.set_config("attacker", {"apiToken": SECRET, "slowUrl": f"{base_url}/slow",
