@@ -9,6 +9,7 @@ straight from the protocol callback, so a pong means the event loop itself is al
 from __future__ import annotations
 
 import asyncio
+import importlib.machinery
 import importlib.util
 import inspect
 import io
@@ -18,7 +19,7 @@ import socket
 import sys
 import traceback
 from collections.abc import Callable
-from pathlib import Path
+from types import ModuleType
 from typing import Any, cast
 
 from plugbox.errors import CapabilityError, CapabilityTimeout, FrameTooLarge
@@ -294,18 +295,11 @@ class WorkerServer(asyncio.Protocol):
         return self.plugin, self.ctx
 
     def _load(self, req: Load) -> None:
-        plugin_dir = Path(req.plugin_dir)
         self.routes = frozenset(req.webhook_routes)
         self.may_search = req.search_provider
-        sys.path.insert(0, str(plugin_dir))
-        main = plugin_dir / req.main
+        sys.path.insert(0, req.plugin_dir)
         module_name = "plugbox_plugin_" + req.plugin_id.replace("-", "_").replace(".", "_")
-        spec = importlib.util.spec_from_file_location(module_name, main)
-        if spec is None or spec.loader is None:
-            raise ImportError(f"cannot load plugin main {req.main!r}")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module
-        spec.loader.exec_module(module)
+        module = _run_main(module_name, os.path.join(req.plugin_dir, req.main))
         classes = [
             v for v in vars(module).values()
             if isinstance(v, type) and issubclass(v, Plugin) and v is not Plugin and v.__module__ == module.__name__
@@ -317,6 +311,24 @@ class WorkerServer(asyncio.Protocol):
         self.ctx = Context(req.plugin_id, req.config, _Backend(self))
         self.plugin = classes[0]()
         self.plugin.ctx = self.ctx
+
+
+def _run_main(module_name: str, path: str) -> ModuleType:
+    """Run the plugin's main file as module `module_name`, with the attributes an import gives it
+    (__spec__, __file__, __loader__ None) and registered in sys.modules before it runs.
+
+    By hand rather than through importlib's file loader: that loader's first use in each forked
+    worker (bytecode-cache probes, a cache write Landlock refuses, its finder objects) copies about
+    0.2 MB of the zygote's shared pages into every worker (docs/performance.md). The plugin's own
+    imports (its directory is first on sys.path) still go through importlib as usual."""
+    with open(path, "rb") as f:
+        code = compile(f.read(), path, "exec", dont_inherit=True)
+    spec = importlib.machinery.ModuleSpec(module_name, None, origin=path)
+    spec.has_location = True
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    exec(code, module.__dict__)
+    return module
 
 
 async def _maybe_await(value: Any) -> Any:
@@ -345,7 +357,7 @@ def _describe(exc: BaseException) -> str:
     if isinstance(exc, CapabilityError):
         return text
     tb = traceback.extract_tb(exc.__traceback__)
-    where = f" (at {Path(tb[-1].filename).name}:{tb[-1].lineno})" if tb else ""
+    where = f" (at {os.path.basename(tb[-1].filename)}:{tb[-1].lineno})" if tb else ""
     return (f"{name}: {text}" if text else name) + where
 
 
