@@ -6,6 +6,7 @@ real errno so layers can report it. Loaded in the zygote, so a worker pays no dl
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import os
@@ -63,15 +64,22 @@ libc = ctypes.CDLL(None, use_errno=True)
 libc.syscall.restype = ctypes.c_long
 libc.prctl.restype = ctypes.c_int
 libc.prctl.argtypes = (ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong)
+# Resolved here, in the zygote, rather than on first use: a CDLL looks a function up on first
+# attribute access and caches it on itself, and doing that after the fork would copy zygote pages
+# into every worker (docs/performance.md). The same goes for the machine's syscall table below
+# and the capability array type.
+for _name in ("capget", "capset", "mount", "unshare", "mallopt"):
+    with contextlib.suppress(AttributeError):  # mallopt is glibc's; the rlimits layer copes without
+        getattr(libc, _name)
+_MACHINE = platform.machine()
 
 
 def syscall_number(name: str) -> int:
     """The number of `name` on this machine; OSError(ENOSYS) if this module does not know it."""
-    machine = platform.machine()
     try:
-        return _SYSCALLS[machine][name]
+        return _SYSCALLS[_MACHINE][name]
     except KeyError:
-        raise OSError(errno.ENOSYS, f"no syscall number for {name} on {machine}") from None
+        raise OSError(errno.ENOSYS, f"no syscall number for {name} on {_MACHINE}") from None
 
 
 def _check(result: int, what: str) -> int:
@@ -112,13 +120,15 @@ class _CapData(ctypes.Structure):
     )
 
 
+_CapPair = _CapData * 2  # the two 32-bit halves of each set (version 3)
+
 _LINUX_CAPABILITY_VERSION_3 = 0x20080522
 
 
 def capabilities() -> tuple[int, int, int]:
     """(effective, permitted, inheritable) capability sets of the calling thread, as 64-bit masks."""
     header = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
-    data = (_CapData * 2)()
+    data = _CapPair()
     _check(int(libc.capget(ctypes.byref(header), data)), "capget")
     return (
         data[0].effective | data[1].effective << 32,
@@ -130,5 +140,5 @@ def capabilities() -> tuple[int, int, int]:
 def clear_capabilities() -> None:
     """Empty the effective, permitted and inheritable sets (ambient follows permitted)."""
     header = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
-    data = (_CapData * 2)()
+    data = _CapPair()
     _check(int(libc.capset(ctypes.byref(header), data)), "capset")
