@@ -317,10 +317,11 @@ def _run_main(module_name: str, path: str) -> ModuleType:
     """Run the plugin's main file as module `module_name`, with the attributes an import gives it
     (__spec__, __file__, __loader__ None) and registered in sys.modules before it runs.
 
-    By hand rather than through importlib's file loader: that loader's first use in each forked
-    worker (bytecode-cache probes, a cache write Landlock refuses, its finder objects) copies about
-    0.2 MB of the zygote's shared pages into every worker (docs/performance.md). The plugin's own
-    imports (its directory is first on sys.path) still go through importlib as usual."""
+    By hand rather than through importlib's file loader: CPython writes the reference count of
+    every object it runs, so each function of that loader a worker runs (spec lookup,
+    bytecode-cache probes, its loader objects, pathlib) copies a page of the zygote's memory into
+    the worker, and every worker runs them once (docs/performance.md). The plugin's own imports
+    (its directory is first on sys.path) still go through importlib as usual."""
     with open(path, "rb") as f:
         code = compile(f.read(), path, "exec", dont_inherit=True)
     spec = importlib.machinery.ModuleSpec(module_name, None, origin=path)
