@@ -131,6 +131,7 @@ class Host:
             self.db,
             messages_per_plugin=self.settings.conversation_messages_per_plugin,
             rows_per_plugin=self.settings.conversation_rows_per_plugin,
+            human_chats_per_plugin=self.settings.handover_human_chats_per_plugin,
             quota_bytes=self.settings.storage_quota_bytes,
             write_budget=write_budget,
         )

@@ -189,6 +189,10 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     """Sent-conversation records kept per plugin; the oldest go first."""
     conversation_rows_per_plugin: PositiveInt = 100_000
     """Mappings (and, separately, handover rows) one plugin may hold."""
+    handover_human_chats_per_plugin: PositiveInt = 10_000
+    """Chats one plugin may hold handed to a human at once. Every host keeps those chats in memory
+    (each inbound message asks whether its chat is held), so this bounds the host memory one plugin
+    makes it keep (about 600 bytes a chat)."""
     fetch_timeout_ms: PositiveMs = 15000
     """net.fetch timeout when the plugin names none."""
     fetch_timeout_max_ms: PositiveMs = 30000

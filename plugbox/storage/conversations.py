@@ -11,7 +11,9 @@ namespaced by plugin id, so one plugin never sees another's rows:
   reference (the plugin's conversation id), with the session and chat the reference was linked to
   when it was set (`chat_of`: its mapping, else its latest sent message; none: it gates nothing).
   Setting it returns the previous state. The chats some plugin holds in `human` are also kept in
-  memory (`human_owners`), since every inbound message asks (`plugbox.handover`). On a shared
+  memory (`human_owners`), since every inbound message asks (`plugbox.handover`); a plugin may hold
+  at most `human_chats_per_plugin` chats so (setting `handover_human_chats_per_plugin`), which
+  bounds the host memory it makes every host keep. On a shared
   database every handover write announces its plugin (topic `handover`), and the other hosts
   re-read that plugin's chats (`follow`) within about a second.
 - `conversation_mappings`: conversationId <-> (provider, externalId), with the session and chat the
@@ -88,17 +90,20 @@ class ConversationStore:
         *,
         messages_per_plugin: int = DEFAULTS.conversation_messages_per_plugin,
         rows_per_plugin: int = DEFAULTS.conversation_rows_per_plugin,
+        human_chats_per_plugin: int = DEFAULTS.handover_human_chats_per_plugin,
         quota_bytes: int = DEFAULTS.storage_quota_bytes,
         write_budget: WriteBudget | None = None,
     ) -> None:
         self._db = db
         self.messages_per_plugin = messages_per_plugin
         self.rows_per_plugin = rows_per_plugin
+        self.human_chats_per_plugin = human_chats_per_plugin
         self.quota_bytes = quota_bytes
         self.write_budget = write_budget or WriteBudget.from_settings(DEFAULTS)
         # Which chats a plugin holds in `human`: read at start, kept by this store's writes and, on
         # a shared database, by `follow` when another host announces a change.
         self._human: dict[tuple[str, str], set[str]] = {}  # (session, chat) -> plugins holding it in `human`
+        self._held: dict[str, int] = {}  # plugin -> how many chats it holds in `human`
         self.follow(None)
 
     def follow(self, plugin_id: str | None) -> None:
@@ -108,13 +113,13 @@ class ConversationStore:
         rows = self._db.read(lambda c: c.execute(
             "SELECT plugin_id, session_id, chat_id FROM conversation_handover "
             f"WHERE state = 'human' AND session_id IS NOT NULL {where}", args).fetchall())
-        for chat in list(self._human):
-            if plugin_id is None:
-                del self._human[chat]
-            else:
-                self._release(plugin_id, chat)
+        if plugin_id is None:
+            self._human.clear()
+            self._held.clear()
+        else:
+            self._release_all(plugin_id)
         for owner, session_id, chat_id in rows:
-            self._human.setdefault((session_id, chat_id), set()).add(owner)
+            self._hold(owner, (session_id, chat_id))
 
 
     def check_room(self, plugin_id: str, envelope: Mapping[str, Any]) -> None:
@@ -193,6 +198,8 @@ class ConversationStore:
             raise StorageError(f"handover state {state!r} is not one of {', '.join(HANDOVER_STATES)}")
         now = time.time()
         session_id, chat_id = chat if chat is not None else (None, None)
+        if state == "human" and chat is not None:
+            self._check_hold(plugin_id, chat)
         cost = _handover_cost(plugin_id, ref, state, session_id, chat_id)
         await self.write_budget.spend(plugin_id, cost)
 
@@ -226,16 +233,37 @@ class ConversationStore:
         if released is not None:
             self._release(plugin_id, released)
         if state == "human" and chat is not None:
-            self._human.setdefault(chat, set()).add(plugin_id)
+            self._hold(plugin_id, chat)
         return {"ref": ref, "state": state, "previous": previous, "updatedAt": now,
                 "sessionId": session_id, "chatId": chat_id}
 
+    def _check_hold(self, plugin_id: str, chat: tuple[str, str]) -> None:
+        """Refuse (StorageError) a chat the plugin does not hold yet once it holds its most. (Checked
+        before the write: calls in flight together may pass it by as many as there are of them.)"""
+        held = self._held.get(plugin_id, 0)
+        if held >= self.human_chats_per_plugin and plugin_id not in self._human.get(chat, ()):
+            raise StorageError(
+                f"plugin {plugin_id!r} already holds {held} chats handed to a human, the most allowed "
+                "(handover_human_chats_per_plugin): hand some back to the bot or close them first")
+
+    def _hold(self, plugin_id: str, chat: tuple[str, str]) -> None:
+        owners = self._human.setdefault(chat, set())
+        if plugin_id not in owners:
+            owners.add(plugin_id)
+            self._held[plugin_id] = self._held.get(plugin_id, 0) + 1
+
     def _release(self, plugin_id: str, chat: tuple[str, str]) -> None:
         owners = self._human.get(chat)
-        if owners is not None:
+        if owners is not None and plugin_id in owners:
             owners.discard(plugin_id)
+            self._held[plugin_id] -= 1
             if not owners:
                 del self._human[chat]
+
+    def _release_all(self, plugin_id: str) -> None:
+        for chat in list(self._human):
+            self._release(plugin_id, chat)
+        self._held.pop(plugin_id, None)
 
     def get_handover(self, plugin_id: str, ref: str) -> str | None:
         record = self.handover(plugin_id, ref)
@@ -339,8 +367,7 @@ class ConversationStore:
             self._db.announce(conn, TOPIC, plugin_id)
 
         await self._db.write(write, owner=plugin_id)
-        for chat in list(self._human):
-            self._release(plugin_id, chat)
+        self._release_all(plugin_id)
 
 
 def _check_room(conn: Connection, table: str, plugin_id: str, what: str, rows_max: int) -> None:

@@ -13,7 +13,7 @@ import pytest
 from plugbox.capabilities.messages import MessageService
 from plugbox.capabilities.router import CapabilityRouter, Services
 from plugbox.engines.loopback import LoopbackEngine
-from plugbox.errors import CapabilityError
+from plugbox.errors import CapabilityError, StorageError
 from plugbox.hooks import HookBus, HookResult
 from plugbox.permissions import SessionScope
 from plugbox.storage.conversations import ConversationStore
@@ -260,3 +260,27 @@ async def test_uninstalling_the_owner_releases_its_chats(world: World) -> None:
     await world.store.set_handover("helpdesk", "conv-1", "human", ("main", CHAT))
     await world.store.delete_plugin("helpdesk")
     assert world.store.human_owners("main", CHAT) == frozenset()
+
+
+async def test_a_plugin_holds_at_most_its_bound_of_chats_in_human_and_pays_for_its_own(world: World) -> None:
+    """Every host keeps the chats held in `human` in memory: one plugin's holds are bounded, the
+    refusal is its own (naming the setting), a neighbour still holds chats, and handing one back
+    makes room. A re-read (another host's change) counts the same."""
+    store = world.store
+    store.human_chats_per_plugin = 3
+    chats = [("main", f"1555010000{i}@c.us") for i in range(5)]
+    for i, chat in enumerate(chats[:3]):
+        await store.set_handover("hog", f"conv-{i}", "human", chat)
+    await store.set_handover("hog", "conv-0", "human", chats[0])  # a chat it holds already: no more memory
+    with pytest.raises(StorageError, match=r"already holds 3 chats handed to a human.*handover_human_chats_per_plugin"):
+        await store.set_handover("hog", "conv-3", "human", chats[3])
+    assert store.human_owners(*chats[3]) == frozenset()
+    await store.set_handover("helpdesk", "conv-3", "human", chats[3])  # the neighbour is not charged
+    assert store.human_owners(*chats[3]) == {"helpdesk"}
+    await store.set_handover("hog", "conv-1", "bot", chats[1])  # handed back: room for one more
+    await store.set_handover("hog", "conv-4", "human", chats[4])
+    store.follow(None)
+    with pytest.raises(StorageError, match="already holds 3 chats"):
+        await store.set_handover("hog", "conv-5", "human", chats[1])
+    await store.delete_plugin("hog")
+    await store.set_handover("hog", "conv-5", "human", chats[1])
