@@ -8,7 +8,8 @@
     ├── PluginStateError              a lifecycle call that the plugin's state forbids
     │   └── PluginNotFound
     ├── StorageError                  bad key/value, quota exceeded
-    │   └── DatabaseError             the database itself failed (driver error, connection lost)
+    │   ├── DatabaseError             the database itself failed (driver error, connection lost)
+    │   └── InstanceConflict          an ingress instance id is taken, or its plugin holds its bound
     ├── EngineError                   the engine refused (unknown session, chat, ...)
     ├── SendVetoed                    a `message:sending` handler stopped the send
     ├── PluginError                   the plugin's own code raised (message says where)
@@ -52,6 +53,7 @@ __all__ = [
     "FetchRefused",
     "FrameTooLarge",
     "IngressRefused",
+    "InstanceConflict",
     "LiteralIPError",
     "ManifestError",
     "PermissionDenied",
@@ -123,6 +125,11 @@ class PluginNotFound(PluginStateError):
 
 class StorageError(PlugboxError):
     """A storage key or value was refused, or the quota would be exceeded."""
+
+
+class InstanceConflict(StorageError):
+    """An ingress instance cannot be created: its id is taken within the plugin, or the plugin holds
+    `ingress_instances_per_plugin` already (a storage bound, checked in the same transaction)."""
 
 
 class DatabaseError(StorageError):

@@ -29,6 +29,7 @@ from plugbox.feed import LiveFeed
 from plugbox.handover import BOT_PERMISSIONS, HandoverGate
 from plugbox.hooks import HookBus, HookLimits, HookOutcome
 from plugbox.ingress import IngressQueue
+from plugbox.ingress.instances import InstanceStore
 from plugbox.inprocess import InProcessRuntime
 from plugbox.lifecycle import ingress
 from plugbox.lifecycle.catalog import catalog_archive, catalog_entries
@@ -95,7 +96,8 @@ class Host:
     `add_observer`, `start`, `stop`; and the services `settings`, `engine` (`loopback` when it is the
     simulator), `bus`, `storage`, `conversations`, `handover` (the gate that keeps a chat handed to a
     human from the bots), `webhooks` (outbound webhooks: told every hook chain's outcome through
-    `bus.on_outcome`), `ingress` (the queue of async ingress deliveries), `feed` (log lines and failures
+    `bus.on_outcome`), `ingress` (the queue of async ingress deliveries), `ingress_instances` (the
+    ingress instances the operator created, each with its own secrets), `feed` (log lines and failures
     as they happen, for live views). `manager` is the lifecycle's internals, kept reachable for white-box
     tests only."""
 
@@ -141,7 +143,8 @@ class Host:
         self._broken: dict[str, str] = {}  # plugins-dir entry name -> why it did not load
         self.manager = PluginManager(
             self.settings, self.registry,
-            [self.storage.drop, self.conversations.delete_plugin, lambda pid: self.ingress.drop_plugin(pid)],
+            [self.storage.drop, self.conversations.delete_plugin, lambda pid: self.ingress.drop_plugin(pid),
+             lambda pid: self.ingress_instances.drop_plugin(pid)],
             self._make_deps,
             clock=clock, on_worker_failed=self._observers.worker_failed,
             on_plugin_failure=self._observers.plugin_failure, on_log_line=self.feed.log_line,
@@ -162,6 +165,7 @@ class Host:
         self.messages = MessageService(self.engine, self.bus, gate=self.handover.skipped)
         self.webhooks = WebhookService(self.db, self.settings, self.bus, sender=webhook_sender, clock=clock,
                                        on_dropped=self._observers.webhook_dropped, write_budget=write_budget)
+        self.ingress_instances = InstanceStore(self.db, per_plugin=self.settings.ingress_instances_per_plugin)
         self.ingress = IngressQueue(self.db, self.settings, dispatch=self._dispatch_queued,
                                     running=self.manager.running_ids, clock=clock)
         self.fetch = FetchService(self.settings, self._fetch_policy)
@@ -392,7 +396,11 @@ class Host:
                       instance_id: str = ingress.DEFAULT_INSTANCE) -> ingress.IngressTarget | None:
         """The declared ingress route on one of the plugin's instances, or None when the plugin,
         route or instance is unknown."""
-        return ingress.find_route(self.manager, plugin_id, route, instance_id)
+        return ingress.find_route(self.manager, plugin_id, route, instance_id, self._operator_instance)
+
+    def _operator_instance(self, plugin_id: str, instance_id: str) -> tuple[dict[str, Any], str | None] | None:
+        found = self.ingress_instances.get(plugin_id, instance_id)
+        return None if found is None else (found.config(), found.session_id)
 
     async def dispatch_ingress(self, plugin_id: str, route: str, request: dict[str, Any],
                                about: dict[str, Any] | None = None) -> ingress.IngressReply:

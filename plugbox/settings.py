@@ -286,6 +286,11 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     """Ingress requests one plugin's webhook handlers may have unanswered; past it the next is
     answered 503 at once (the sender retries), so a plugin that holds its requests open holds at
     most this many, bodies included."""
+    ingress_instances_per_plugin: PositiveInt = 100
+    """Ingress instances an operator may create for one plugin (`/api/plugins/{id}/ingress/instances`);
+    past it a create is refused with 409. Each is a database row and a path a sender can be given."""
+    ingress_instance_secret_max_chars: PositiveInt = 4096
+    """Longest secret value an operator may set on an ingress instance."""
     ingress_dedup_max_entries: PositiveInt = 10000
     """Delivery ids remembered per route to refuse replays."""
     ingress_queue_max_per_plugin: PositiveInt = 1000

@@ -22,6 +22,7 @@ from plugbox.api.routes import (
     docs,
     events,
     ingress,
+    ingress_instances,
     ingress_queue,
     plugins,
     sessions,
@@ -47,7 +48,7 @@ def create_app(
     engine_routes = cloudapi.routes if isinstance(host.engine, CloudApiEngine) else []
     app = Starlette(
         routes=[*system.routes, *docs.routes, *plugins.routes, *catalog.routes, *events.routes, *sessions.routes,
-                *ingress.routes, *ingress_queue.routes, *webhooks.routes, *engine_routes],
+                *ingress.routes, *ingress_instances.routes, *ingress_queue.routes, *webhooks.routes, *engine_routes],
         middleware=[Middleware(CatchAll)],
         exception_handlers=exception_handlers(),
         lifespan=lifespan,

@@ -155,6 +155,18 @@ def openapi_document() -> dict[str, Any]:
                 "get": _op("Deliveries of one subscription (?limit=)", role="admin", params=("webhook_id",),
                            statuses=(404,)),
             },
+            "/api/plugins/{plugin_id}/ingress/instances": {
+                "get": _op("A plugin's ingress instances (secrets masked; each route's path on it)", params=pid,
+                           statuses=(404,)),
+                "post": _op("Create an ingress instance: {id?, sessionId?, secrets: {field: value}, description?}; "
+                            "its routes verify with these secrets only", role="admin", params=pid, body=True,
+                            statuses=(404, 409, 422)),
+            },
+            "/api/plugins/{plugin_id}/ingress/instances/{instance_id}": {
+                "get": _op("One ingress instance (secrets masked)", params=(*pid, "instance_id"), statuses=(404,)),
+                "delete": _op("Delete an ingress instance: its paths answer 404 from then on", role="admin",
+                              params=(*pid, "instance_id"), statuses=(404,)),
+            },
             "/api/plugins/{plugin_id}/ingress/deliveries": {
                 "get": _op("A plugin's async ingress deliveries, newest first (?state=pending|delivered|dead&limit=)",
                            role="admin", params=pid, statuses=(404,)),

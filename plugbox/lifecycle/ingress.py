@@ -2,9 +2,10 @@
 plugin's `register_webhook` handler under a budget (the hook budget for a sync route, whose sender
 waits; `ingress_delivery_budget_ms` for a queued delivery).
 
-An instance is `default` (the plugin's base config) or a session the plugin serves (its per-session
-config merged over the base, so each session may carry its own webhook secret); any other instance
-is an unknown route.
+An instance is `default` (the plugin's base config), an instance the operator created (its own
+secrets only, never the base config's; `plugbox.ingress.instances`, looked up through `operator`), or
+a session the plugin serves (its per-session config merged over the base, so each session may carry
+its own webhook secret), in that order; any other instance is an unknown route.
 
 The HTTP adapter (`plugbox.api.routes.ingress`) verifies signatures and replays, then calls
 `dispatch` and renders what it returns; it never touches a runtime. A plugin has at most
@@ -21,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,7 +31,7 @@ from plugbox.hooks import HookBus
 from plugbox.lifecycle.manager import PluginManager
 from plugbox.manifest import IngressRoute
 
-__all__ = ["DEFAULT_INSTANCE", "IngressReply", "IngressTarget", "dispatch", "find_route"]
+__all__ = ["DEFAULT_INSTANCE", "IngressReply", "IngressTarget", "OperatorInstance", "dispatch", "find_route"]
 
 log = logging.getLogger("plugbox.lifecycle.ingress")
 
@@ -63,8 +65,13 @@ class IngressReply:
     message: str = ""
 
 
-def find_route(manager: PluginManager, plugin_id: str, route: str,
-               instance_id: str = DEFAULT_INSTANCE) -> IngressTarget | None:
+OperatorInstance = Callable[[str, str], tuple[dict[str, Any], str | None] | None]
+"""(plugin id, instance id) -> (the instance's secrets as a config document, its bound session), or
+None when the operator created no such instance."""
+
+
+def find_route(manager: PluginManager, plugin_id: str, route: str, instance_id: str = DEFAULT_INSTANCE,
+               operator: OperatorInstance | None = None) -> IngressTarget | None:
     if plugin_id not in manager or not INSTANCE_PATTERN.fullmatch(instance_id):
         return None
     entry = manager.get(plugin_id)
@@ -73,6 +80,10 @@ def find_route(manager: PluginManager, plugin_id: str, route: str,
         return None
     if instance_id == DEFAULT_INSTANCE:
         return IngressTarget(plugin_id, spec, dict(entry.config))
+    created = None if operator is None else operator(plugin_id, instance_id)
+    if created is not None:  # looked up only for a declared route: unknown plugins cost no query
+        secrets, session_id = created
+        return IngressTarget(plugin_id, spec, secrets, instance_id, session_id)
     config = entry.hook_config(instance_id)
     return None if config is None else IngressTarget(plugin_id, spec, dict(config), instance_id, instance_id)
 
