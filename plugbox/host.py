@@ -92,7 +92,8 @@ class Host:
     Public surface: `register_builtin`, `load_plugin`, `load_directory`, `broken_directories`, `install`,
     `install_from_url`, `catalog`, `install_from_catalog`, `enable`,
     `disable`, `uninstall`, `set_config`, `set_session_config`, `set_active_sessions`, `plugins`,
-    `plugin`, `health`, `inject_inbound`, `dispatch`, `ingress_route`, `dispatch_ingress`, `search`,
+    `plugin`, `health`, `inject_inbound`, `dispatch`, `ingress_route`, `session_gone`, `dispatch_ingress`,
+    `search`,
     `add_observer`, `start`, `stop`; and the services `settings`, `engine` (`loopback` when it is the
     simulator), `bus`, `storage`, `conversations`, `handover` (the gate that keeps a chat handed to a
     human from the bots), `webhooks` (outbound webhooks: told every hook chain's outcome through
@@ -397,6 +398,13 @@ class Host:
         """The declared ingress route on one of the plugin's instances, or None when the plugin,
         route or instance is unknown."""
         return ingress.find_route(self.manager, plugin_id, route, instance_id, self._operator_instance)
+
+    def session_gone(self, session_id: str) -> bool:
+        """The engine no longer has `session_id`, or has it failed (`error`): what an ingress route's
+        `session-alive` preflight refuses. A session starting, showing a QR or reconnecting is not
+        gone: a delivery for it may still be handled once it is back."""
+        found = next((s for s in self.engine.sessions() if s.get("id") == session_id), None)
+        return found is None or found.get("status") in ("error", "deleted")
 
     def _operator_instance(self, plugin_id: str, instance_id: str) -> tuple[dict[str, Any], str | None] | None:
         found = self.ingress_instances.get(plugin_id, instance_id)

@@ -14,9 +14,17 @@ Ingress v2 route fields (OpenWA's shape): `mode` (`sync`, the default: the handl
 the handler with retries), `maxBodyBytes` (under the operator's cap), `dedupOn` (`body`, `header:<Name>`
 or `field:<dotted.path>` of the JSON body; a repeat within `dedupWindowSec` is acknowledged and not
 delivered again) and `challenge` (the provider's GET handshake: `echoParam` is answered back when
-`tokenParam` equals the secret config field `tokenField`).
+`tokenParam` equals the secret config field `tokenField`), and OpenWA's `response.preflight`: host-side
+checks run once the signature verifies, before anything is queued or run. The one check is
+`session-alive`: on an instance bound to a session (a session instance, or an operator's instance
+with a `sessionId`), a session the engine no longer has, or has in `error`, is answered 503 with
+Retry-After; a session that is starting, showing a QR or reconnecting passes, as in OpenWA. OpenWA's
+`response.ack` and `deadlineMs` are refused by name: `ackStatus` is plugbox's ack, and a body or
+headers the provider expects would silently not be sent.
 
-Checks only; verifying a request against a signature is `plugbox.api.ingress`'s job.
+Checks only; verifying a request against a signature is `plugbox.api.ingress`'s job. The module runs
+past 400 lines because every rule of the one manifest section stays together, where a reader of a
+route field finds all of it.
 """
 
 from __future__ import annotations
@@ -38,6 +46,7 @@ DEFAULT_SECRET_FIELD = "webhookSecret"
 DEFAULT_TOKEN_FIELD = "verifyToken"
 DEFAULT_TOLERANCE_SEC = 300
 MODES = ("sync", "async")
+PREFLIGHTS = ("session-alive",)
 DEDUP_PATH_MAX_SEGMENTS = 8
 PARAM_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,128}", re.ASCII)
 FIELD_SEGMENT = re.compile(r"[A-Za-z0-9_-]{1,128}", re.ASCII)
@@ -126,6 +135,7 @@ class IngressRoute(msgspec.Struct, frozen=True, kw_only=True):
     dedup_window_sec: int | None = None
     challenge: IngressChallenge | None = None
     ack_status: int = 202
+    preflight: tuple[str, ...] = ()
 
     @property
     def is_async(self) -> bool:
@@ -135,7 +145,8 @@ class IngressRoute(msgspec.Struct, frozen=True, kw_only=True):
         return {"route": self.route, "signature": self.signature.to_json(), "mode": self.mode,
                 "maxBodyBytes": self.max_body_bytes, "dedupOn": self.dedup_on, "dedupWindowSec": self.dedup_window_sec,
                 "challenge": None if self.challenge is None else self.challenge.to_json(),
-                "ackStatus": self.ack_status if self.is_async else None}
+                "ackStatus": self.ack_status if self.is_async else None,
+                "response": {"preflight": list(self.preflight)} if self.preflight else None}
 
 
 def _ingress(
@@ -181,6 +192,7 @@ def _ingress(
                 dedup_window_sec=_positive(entry, "dedupWindowSec", field),
                 challenge=_challenge(entry, field, schema),
                 ack_status=_ack_status(entry, field),
+                preflight=_preflight(entry, field),
             )
         )
     return tuple(routes)
@@ -202,6 +214,28 @@ def _ack_status(entry: dict[str, Any], field: str) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or not 200 <= value <= 299:
         raise ManifestError(f"{field}.ackStatus", "range", f"must be a 2xx status, not {value!r}")
     return value
+
+
+def _preflight(entry: dict[str, Any], field: str) -> tuple[str, ...]:
+    value = entry.get("response")
+    if value is None:
+        return ()
+    where = f"{field}.response"
+    if not isinstance(value, dict):
+        raise ManifestError(where, "type", "must be a JSON object")
+    for key in value:
+        if key in ("ack", "deadlineMs"):
+            raise ManifestError(f"{where}.{key}", "unsupported",
+                                "OpenWA's declarative ack is not supported here: an async route answers "
+                                "ackStatus with {id, status}; drop it or use ackStatus")
+        if key != "preflight":
+            raise ManifestError(f"{where}.{key}", "unknown", "unknown field; expected preflight")
+    checks = value.get("preflight", [])
+    if (not isinstance(checks, list) or len(checks) > len(PREFLIGHTS) or len(set(map(str, checks))) != len(checks)
+            or any(c not in PREFLIGHTS for c in checks)):
+        raise ManifestError(f"{where}.preflight", "preflight",
+                            f"must be a list of distinct checks from {PREFLIGHTS}, not {checks!r}")
+    return tuple(checks)
 
 
 def _dedup_on(entry: dict[str, Any], field: str) -> str | None:

@@ -222,3 +222,38 @@ async def test_instances_survive_a_restart_and_go_with_the_plugin(tmp_path: Path
         assert second.ingress_instances.list("w") == []
     finally:
         await second.stop()
+
+
+ALIVE_ROUTES = [{"route": "hook", "response": {"preflight": ["session-alive"]},
+                 "signature": {"scheme": "hmac-sha256", "header": "X-Signature", "timestampHeader": "X-Timestamp"}}]
+
+
+async def test_session_alive_preflight_refuses_a_gone_session_before_the_plugin_runs(
+        client: httpx.AsyncClient, host: Host, write_plugin: WritePlugin) -> None:
+    entry = await enable(host, write_plugin(CODE, id="w", permissions=["webhook:ingress"], configSchema=SCHEMA,
+                                            ingress=ALIVE_ROUTES))
+    await host.set_config("w", {"webhookSecret": BASE_SECRET})
+    await _create(client, {"id": "acme", "sessionId": SESSION, "secrets": {"webhookSecret": ACME_SECRET}})
+    await _create(client, {"id": "ghost", "sessionId": "never-created", "secrets": {"webhookSecret": ACME_SECRET}})
+    engine = host.engine
+    assert isinstance(engine, LoopbackEngine)
+
+    assert (await client.post("/api/ingress/w/acme/hook", content=BODY,
+                              headers=_signed(entry, ACME_SECRET))).status_code == 200
+    await engine.stop_session(SESSION)  # reconnecting is not gone: the delivery still reaches the plugin
+    assert (await client.post("/api/ingress/w/acme/hook", content=BODY,
+                              headers=_signed(entry, ACME_SECRET))).status_code == 200
+    await engine.fail_session(SESSION)
+    for path in ("/api/ingress/w/acme/hook", "/api/ingress/w/ghost/hook"):
+        r = await client.post(path, content=BODY, headers=_signed(entry, ACME_SECRET))
+        assert r.status_code == 503 and r.headers["retry-after"] == "5", r.text
+        assert "is not available" in r.json()["error"]
+    # Checked only after the signature: an unsigned caller cannot use it to probe session liveness.
+    r = await client.post("/api/ingress/w/acme/hook", content=BODY, headers=_signed(entry, GLOBEX_SECRET))
+    assert r.status_code == 401
+    # `default` is bound to no session: nothing to check.
+    assert (await client.post("/api/ingress/w/default/hook", content=BODY,
+                              headers=_signed(entry, BASE_SECRET))).status_code == 200
+    await engine.start_session(SESSION)
+    assert (await client.post("/api/ingress/w/acme/hook", content=BODY,
+                              headers=_signed(entry, ACME_SECRET))).status_code == 200

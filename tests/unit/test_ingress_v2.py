@@ -196,3 +196,23 @@ async def test_plugins_at_their_own_bounds_together_are_held_to_a_fair_share_of_
     assert _held(store, "quiet") <= 1600 // 3 + 100
     total = sum(_held(store, p) for p in ("a", "b", "quiet"))
     assert total <= 2 * 1600
+
+
+def test_response_preflight_session_alive_is_kept() -> None:
+    route = _parse(response={"preflight": ["session-alive"]})
+    assert route.preflight == ("session-alive",)
+    assert route.to_json()["response"] == {"preflight": ["session-alive"]}
+    assert _parse().preflight == () and _parse().to_json()["response"] is None
+
+
+@pytest.mark.parametrize(("response", "field"), [
+    ({"preflight": ["session-dead"]}, "ingress[0].response.preflight"),
+    ({"preflight": ["session-alive", "session-alive"]}, "ingress[0].response.preflight"),
+    ({"preflight": "session-alive"}, "ingress[0].response.preflight"),
+    ({"ack": {"status": 200, "body": "ok"}}, "ingress[0].response.ack"),
+    ({"deadlineMs": 3000}, "ingress[0].response.deadlineMs"),
+    ({"preflights": []}, "ingress[0].response.preflights"),
+    ("session-alive", "ingress[0].response"),
+])
+def test_a_response_contract_plugbox_cannot_honour_is_refused_by_name(response: Any, field: str) -> None:
+    assert _refused(response=response).field == field

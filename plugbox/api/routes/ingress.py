@@ -5,7 +5,8 @@ release's `POST /ingress/{plugin}/{route}`, kept as instance `default`.
 A GET is the route's `challenge` handshake, answered by the host (405 without one; 403 on a wrong
 token). A POST, each step failing closed: declared route and instance (404, same answer for an unknown
 plugin, counted) → body under the smaller of the operator's and the route's cap (413) → signature and
-freshness (`plugbox.api.ingress.verify`; 401, 503 if the plugin has no secret) → replay of a
+freshness (`plugbox.api.ingress.verify`; 401, 503 if the plugin has no secret) → the route's
+`response.preflight` (`session-alive`: 503 with Retry-After when the instance's session is gone) → replay of a
 `dedupHeader` id (409) → the `dedupOn` key (400 when the request has none). Then:
 - a sync route runs the plugin's `register_webhook` handler under the hook budget (503 not enabled
   or past its share of requests in flight, 504 timeout, 502 worker gone, 500 handler raised); a
@@ -200,6 +201,10 @@ async def _deliver(request: Request, host: Host, target: IngressTarget, body: by
         delivery_id = verify(sig, secret, headers, body, now=now, allow_unsigned=host.settings.allow_unsigned_ingress)
     except IngressRefused as exc:
         return exc.reason, error_response(exc.status, exc.message)
+    if "session-alive" in spec.preflight and target.session_id is not None and host.session_gone(target.session_id):
+        # Before the replay guard and the dedup key: the sender's retry, once the session is back, is new.
+        return "session_gone", error_response(503, f"session {target.session_id!r} is not available; retry later",
+                                              headers={"Retry-After": str(_RETRY_AFTER_S)})
     plugin_request = _plugin_request(request, body)  # parsed only once the sender is known
     try:
         dedup = None if spec.dedup_on is None else DedupKey(
