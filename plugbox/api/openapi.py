@@ -164,6 +164,9 @@ def openapi_document() -> dict[str, Any]:
             },
             "/api/plugins/{plugin_id}/ingress/instances/{instance_id}": {
                 "get": _op("One ingress instance (secrets masked)", params=(*pid, "instance_id"), statuses=(404,)),
+                "patch": _op("Change an ingress instance: {sessionId?, secrets?: {field: value | \"********\" (keep) "
+                             "| null (remove)}, description?}; a rotated secret applies to the next request",
+                             role="admin", params=(*pid, "instance_id"), body=True, statuses=(404, 422)),
                 "delete": _op("Delete an ingress instance: its paths answer 404 from then on", role="admin",
                               params=(*pid, "instance_id"), statuses=(404,)),
             },

@@ -33,7 +33,7 @@ from plugbox.manifest import IngressRoute
 from plugbox.storage.db import Connection, Database
 
 __all__ = ["INSTANCE_ID", "MASK", "IngressInstance", "InstanceSpec", "InstanceStore", "parse_spec",
-           "secret_fields"]
+           "parse_update", "secret_fields"]
 
 # Path-safe (one URL segment, never rewritten by normalisation) and bounded; the same rule a session
 # instance id meets, so a URL that reaches the handler always fits one.
@@ -99,7 +99,7 @@ def secret_fields(routes: Sequence[IngressRoute]) -> dict[str, frozenset[str]]:
 
 
 def parse_spec(doc: Any, *, routes: Sequence[IngressRoute], sessions: Sequence[str], new_id: str,
-               secret_max_chars: int) -> InstanceSpec:
+               secret_max_chars: int, current: Mapping[str, str] | None = None) -> InstanceSpec:
     """Check an operator's `{"id"?, "sessionId"?, "secrets", "description"?}` against the plugin's
     manifest; ConfigError names the field at fault. `new_id` is used when the request names none."""
     if not isinstance(doc, Mapping):
@@ -122,18 +122,42 @@ def parse_spec(doc: Any, *, routes: Sequence[IngressRoute], sessions: Sequence[s
     if not isinstance(description, str) or len(description) > _DESCRIPTION_MAX_CHARS:
         raise ConfigError("description", f"must be a string of at most {_DESCRIPTION_MAX_CHARS} characters")
     return InstanceSpec(id=instance_id, session_id=session, description=description,
-                        secrets=_secrets(doc.get("secrets"), secret_fields(routes), secret_max_chars))
+                        secrets=_secrets(doc.get("secrets"), secret_fields(routes), secret_max_chars, current))
 
 
-def _secrets(value: Any, fields: Mapping[str, frozenset[str]], max_chars: int) -> dict[str, str]:
+def parse_update(doc: Any, current: IngressInstance, *, routes: Sequence[IngressRoute], sessions: Sequence[str],
+                 secret_max_chars: int) -> InstanceSpec:
+    """Check an operator's change to `current`: the fields given replace the stored ones (`id` cannot
+    change). In `secrets`, a value sets that secret (rotation), `********` or an absent name keeps
+    it, `null` removes it; at least one must remain."""
+    if not isinstance(doc, Mapping):
+        raise ConfigError("body", "must be a JSON object")
+    if "id" in doc and doc["id"] != current.id:
+        raise ConfigError("id", "an instance's id is its path and cannot change; create another instance")
+    merged = {"id": current.id, "sessionId": doc.get("sessionId", current.session_id),
+              "description": doc.get("description", current.description),
+              "secrets": doc.get("secrets", {}), **{k: v for k, v in doc.items() if k not in _FIELDS}}
+    return parse_spec(merged, routes=routes, sessions=sessions, new_id=current.id,
+                      secret_max_chars=secret_max_chars, current=current.secrets)
+
+
+def _secrets(value: Any, fields: Mapping[str, frozenset[str]], max_chars: int,
+             current: Mapping[str, str] | None = None) -> dict[str, str]:
     names = ", ".join(sorted(fields)) or "none: its routes are unsigned"
-    if not isinstance(value, Mapping) or not value:
-        raise ConfigError("secrets", f"must be an object of at least one secret; the plugin's routes read: {names}")
-    out: dict[str, str] = {}
+    if not isinstance(value, Mapping):
+        raise ConfigError("secrets", f"must be an object of secrets; the plugin's routes read: {names}")
+    out: dict[str, str] = dict(current or {})
     for name, secret in value.items():
         where = f"secrets.{name}"
         if name not in fields:
             raise ConfigError(where, f"no ingress route of the plugin reads this secret; they read: {names}")
+        if secret == MASK:  # what a read shows: keeps a stored secret, and is never one itself
+            if current is None or name not in current:
+                raise ConfigError(where, "is not set: send the secret itself, not the mask")
+            continue
+        if current is not None and secret is None:
+            out.pop(name, None)
+            continue
         if not isinstance(secret, str) or not 1 <= len(secret) <= max_chars or not secret.isprintable():
             raise ConfigError(where, f"must be 1..{max_chars} printable characters")
         if "standard-webhooks" in fields[name] and secret.startswith(_WHSEC):
@@ -142,6 +166,8 @@ def _secrets(value: Any, fields: Mapping[str, frozenset[str]], max_chars: int) -
             except (binascii.Error, ValueError):
                 raise ConfigError(where, "a whsec_ secret must be base64 after the prefix") from None
         out[name] = secret
+    if not out:
+        raise ConfigError("secrets", f"must hold at least one secret; the plugin's routes read: {names}")
     return out
 
 
@@ -196,6 +222,18 @@ class InstanceStore:
 
         await self._db.write(run, owner=plugin_id)
         return instance
+
+    async def update(self, plugin_id: str, spec: InstanceSpec) -> IngressInstance | None:
+        """Replace the session, secrets and description of instance `spec.id`; None when it is gone."""
+        def run(c: Connection) -> bool:
+            return c.execute("UPDATE ingress_instances SET session_id = ?, secrets = ?, description = ? "
+                             "WHERE plugin_id = ? AND id = ?",
+                             (spec.session_id, msgspec.json.encode(spec.secrets).decode(), spec.description,
+                              plugin_id, spec.id)).rowcount > 0
+
+        if not await self._db.write(run, owner=plugin_id):
+            return None
+        return self.get(plugin_id, spec.id)
 
     async def delete(self, plugin_id: str, instance_id: str) -> bool:
         def run(c: Connection) -> bool:

@@ -257,3 +257,43 @@ async def test_session_alive_preflight_refuses_a_gone_session_before_the_plugin_
     await engine.start_session(SESSION)
     assert (await client.post("/api/ingress/w/acme/hook", content=BODY,
                               headers=_signed(entry, ACME_SECRET))).status_code == 200
+
+
+async def test_a_rotated_secret_verifies_from_the_next_request_and_the_old_one_no_longer(
+        client: httpx.AsyncClient, host: Host, write_plugin: WritePlugin) -> None:
+    entry = await _plugin(host, write_plugin)
+    await _create(client, {"id": "acme", "secrets": {"webhookSecret": ACME_SECRET, "verifyToken": "tok"},
+                           "description": "Acme"})
+    path = "/api/plugins/w/ingress/instances/acme"
+    assert (await client.patch(path, json={"secrets": {"webhookSecret": GLOBEX_SECRET}},
+                               headers=READER)).status_code == 403
+    r = await client.patch(path, json={"secrets": {"webhookSecret": GLOBEX_SECRET, "verifyToken": "********"}},
+                           headers=ADMIN)
+    assert r.status_code == 200 and GLOBEX_SECRET not in r.text, r.text
+    assert r.json()["secrets"] == {"verifyToken": "********", "webhookSecret": "********"}
+    assert r.json()["description"] == "Acme"  # not sent: kept
+    old = await client.post("/api/ingress/w/acme/hook", content=BODY, headers=_signed(entry, ACME_SECRET))
+    new = await client.post("/api/ingress/w/acme/hook", content=BODY, headers=_signed(entry, GLOBEX_SECRET))
+    assert (old.status_code, new.status_code) == (401, 200)
+    stored = host.ingress_instances.get("w", "acme")
+    assert stored is not None and stored.secrets == {"webhookSecret": GLOBEX_SECRET, "verifyToken": "tok"}
+
+    r = await client.patch(path, json={"secrets": {"verifyToken": None}, "sessionId": SESSION}, headers=ADMIN)
+    assert r.status_code == 200 and r.json()["secrets"] == {"webhookSecret": "********"}
+    assert r.json()["sessionId"] == SESSION
+    r = await client.patch(path, json={"secrets": {"webhookSecret": None}}, headers=ADMIN)
+    assert r.status_code == 422 and r.json()["field"] == "secrets"  # the last secret stays
+    r = await client.patch(path, json={"id": "other"}, headers=ADMIN)
+    assert r.status_code == 422 and r.json()["field"] == "id"
+    assert (await client.patch("/api/plugins/w/ingress/instances/none", json={}, headers=ADMIN)).status_code == 404
+
+
+async def test_the_mask_is_never_stored_as_a_secret(client: httpx.AsyncClient, host: Host,
+                                                    write_plugin: WritePlugin) -> None:
+    await _plugin(host, write_plugin)
+    r = await _create(client, {"id": "acme", "secrets": {"webhookSecret": "********"}})
+    assert r.status_code == 422 and r.json()["field"] == "secrets.webhookSecret"
+    await _create(client, {"id": "acme", "secrets": {"webhookSecret": ACME_SECRET}})
+    r = await client.patch("/api/plugins/w/ingress/instances/acme", json={"secrets": {"verifyToken": "********"}},
+                           headers=ADMIN)
+    assert r.status_code == 422 and r.json()["field"] == "secrets.verifyToken"

@@ -102,3 +102,14 @@ async def test_delete_and_uninstall_forget_instances(any_db: Database) -> None:
     assert store.get("p", "a") is None
     await store.drop_plugin("p")
     assert store.list("p") == [] and store.get("q", "a") is not None
+
+
+async def test_an_update_replaces_the_secrets_durably(make_database: Callable[[], Database]) -> None:
+    store = InstanceStore(make_database(), per_plugin=10)
+    await store.create("p", _spec("a", "old"))
+    changed = InstanceSpec(id="a", session_id="s1", secrets={"webhookSecret": "new"}, description="d")
+    updated = await store.update("p", changed)
+    assert updated is not None and (updated.secrets, updated.session_id) == ({"webhookSecret": "new"}, "s1")
+    again = InstanceStore(make_database(), per_plugin=10).get("p", "a")
+    assert again is not None and again.secrets == {"webhookSecret": "new"} and again.description == "d"
+    assert await store.update("p", _spec("missing")) is None

@@ -1,8 +1,9 @@
 """`/api/plugins/{id}/ingress/instances…`: the ingress instances an operator creates for a plugin
-(list, create, read, delete), each served at `/api/ingress/{plugin}/{instance}/{route}` and verified
-with its own secrets. Reads need any API key and show every secret as `********`; create and delete
-need an admin key. The secrets are the operator's (a provider's webhook secret, pasted in), never
-generated or defaulted here, and no answer ever carries one."""
+(list, create, read, change, delete), each served at `/api/ingress/{plugin}/{instance}/{route}` and
+verified with its own secrets. Reads need any API key and show every secret as `********`; create,
+change (rotate a secret, rebind the session) and delete need an admin key. The secrets are the
+operator's (a provider's webhook secret, pasted in), never generated or defaulted here, and no
+answer ever carries one."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from plugbox.api._errors import ApiError
 from plugbox.api.auth import ADMIN, READ, require
 from plugbox.errors import InstanceConflict
 from plugbox.host import Host
-from plugbox.ingress.instances import parse_spec
+from plugbox.ingress.instances import parse_spec, parse_update
 from plugbox.lifecycle.view import PluginView
 
 __all__ = ["routes"]
@@ -65,6 +66,22 @@ async def get_instance(request: Request) -> JSONResponse:
     return JSONResponse(instance.public(view.manifest.ingress))
 
 
+async def update_instance(request: Request) -> JSONResponse:
+    """A rotated secret applies to the next request: the old one verifies nothing from then on."""
+    host, view = _plugin(request, ADMIN)
+    instance_id = request.path_params["instance_id"]
+    current = host.ingress_instances.get(view.plugin_id, instance_id)
+    if current is None:
+        raise _unknown(view, instance_id)
+    spec = parse_update(await read_json(request), current, routes=view.manifest.ingress,
+                        sessions=view.manifest.sessions,
+                        secret_max_chars=host.settings.ingress_instance_secret_max_chars)
+    updated = await host.ingress_instances.update(view.plugin_id, spec)
+    if updated is None:  # deleted meanwhile (by another request, or another host)
+        raise _unknown(view, instance_id)
+    return JSONResponse(updated.public(view.manifest.ingress))
+
+
 async def delete_instance(request: Request) -> Response:
     """From the answer on, the instance's paths answer 404. Deliveries it already queued (async
     routes) were verified when they arrived and are still delivered, with its `instanceId`."""
@@ -79,5 +96,6 @@ routes = [
     Route(_BASE, list_instances, methods=["GET"]),
     Route(_BASE, create_instance, methods=["POST"]),
     Route(_BASE + "/{instance_id}", get_instance, methods=["GET"]),
+    Route(_BASE + "/{instance_id}", update_instance, methods=["PATCH"]),
     Route(_BASE + "/{instance_id}", delete_instance, methods=["DELETE"]),
 ]
