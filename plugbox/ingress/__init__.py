@@ -3,6 +3,7 @@ retries and dead-letter list, and the `dedupOn` keys.
 
     store   the tables (SQL only)
     queue   the service: submit with bounds and dedup, the runner, list and replay
+    instances  the instances an operator creates, each with its own secrets (table and checks)
 
 Verifying a request is `plugbox.api.ingress`; finding a route and running a handler is
 `plugbox.lifecycle.ingress`; the HTTP routes are `plugbox.api.routes.ingress`.
