@@ -12,12 +12,14 @@ from typing import Annotated, Any
 
 import typer
 
+from plugbox.cli.ingress import ingress_app
 from plugbox.cli.plugins import plugins_app
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="plugbox: a sandboxed plugin host.")
 dev_app = typer.Typer(no_args_is_help=True, help="Plugin author tools.")
 app.add_typer(dev_app, name="dev")
 app.add_typer(plugins_app, name="plugins")
+plugins_app.add_typer(ingress_app, name="ingress")
 
 
 def _print_version(value: bool) -> None:

@@ -1,4 +1,5 @@
-"""`plugbox plugins list|show|install|uninstall|enable|disable|config|sessions|logs`: a client of a
+"""`plugbox plugins list|show|install|uninstall|enable|disable|config|sessions|logs` (and `ingress`,
+in `plugbox.cli.ingress`, with the helpers here): a client of a
 running `plugbox serve`, over its HTTP API. The server is `--url` (default from PLUGBOX_URL, else
 http://127.0.0.1:8787) and the key `--api-key` (default from PLUGBOX_API_KEY, else the first key of the
 server's own PLUGBOX_ADMIN_API_KEYS, so the shell that exported it for `serve` can drive the CLI as well).

@@ -1,9 +1,11 @@
 """`plugbox plugins ...` as a user runs it: the real CLI in a subprocess against a real `plugbox serve`.
-Covers show, sessions, uninstall, logs (and --follow), --version, the key variable shared with the server and its 401
-hint, full ids in piped tables and the progress line of a long operation."""
+Covers show, sessions, uninstall, logs (and --follow), ingress instances, --version, the key variable
+shared with the server and its 401 hint, full ids in piped tables and the progress line of a long operation."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 import signal
 import subprocess
@@ -25,8 +27,12 @@ LONG_ID = "a-plugin-id-long-enough-that-an-80-column-table-would-cut-it"
 pytestmark = pytest.mark.timeout(180)
 
 
+def _clean_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("PLUGBOX_")}
+
+
 def _cli(url: str, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    base = {k: v for k, v in os.environ.items() if not k.startswith("PLUGBOX_")}
+    base = _clean_env()
     return subprocess.run([str(BIN / "plugbox"), *args, *(["--url", url] if url else [])],
                           env={**base, "COLUMNS": "80", **(env or {})},
                           capture_output=True, text=True, timeout=90)
@@ -40,7 +46,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     manifest = (REPO / "examples/plugins/echo/manifest.json").read_text().replace('"echo"', f'"{LONG_ID}"')
     (long_src / "manifest.json").write_text(manifest)
     (long_src / "main.py").write_text((REPO / "examples/plugins/echo/main.py").read_text())
-    plugins = {"echo": REPO / "examples/plugins/echo", LONG_ID: long_src}
+    plugins = {"echo": REPO / "examples/plugins/echo", LONG_ID: long_src,
+               "ingress-webhook": REPO / "examples/plugins/ingress-webhook"}
     with serving(tmp, ADMIN_KEY, plugins=plugins) as (_proc, url, _log):
         yield url
 
@@ -149,3 +156,28 @@ def test_install_from_a_url_goes_through_the_servers_guard(server: str) -> None:
     assert "400: install from URL: address 127.0.0.1 is not public" in run.stderr
     run = _cli(server, "plugins", "install", "local.zip", "--sha256", "0" * 64, env=env)
     assert run.returncode == 2 and "--sha256 applies to a URL" in run.stderr
+
+
+def test_ingress_instances_are_created_with_a_prompted_secret_listed_masked_and_deleted(server: str) -> None:
+    env = {"PLUGBOX_API_KEY": ADMIN_KEY}
+    secret = "cli-instance-secret-0123"
+    run = subprocess.run([str(BIN / "plugbox"), "plugins", "ingress", "create", "ingress-webhook", "--id", "acme",
+                          "--secret", "webhookSecret", "--url", server],
+                         input=secret + "\n", env={**_clean_env(), **env, "COLUMNS": "80"},
+                         capture_output=True, text=True, timeout=90)
+    assert run.returncode == 0, run.stderr
+    assert "/api/ingress/ingress-webhook/acme/alert" in run.stdout and secret not in run.stdout
+    listed = _cli(server, "plugins", "ingress", "list", "ingress-webhook", "--json", env=env)
+    assert listed.returncode == 0, listed.stderr
+    assert '"webhookSecret": "********"' in listed.stdout and secret not in listed.stdout
+    # The secret reached the server as typed: a delivery signed with it passes the signature check
+    # (the plugin is not enabled, so the sync route then answers 503, not 401).
+    stamp, body = str(int(time.time())), b"{}"
+    sig = hmac.new(secret.encode(), f"{stamp}.".encode() + body, hashlib.sha256).hexdigest()
+    r = httpx.post(f"{server}/api/ingress/ingress-webhook/acme/alert", content=body,
+                   headers={"X-Timestamp": stamp, "X-Signature": f"sha256={sig}"})
+    assert r.status_code == 503 and "not enabled" in r.text, r.text
+    assert _cli(server, "plugins", "ingress", "delete", "ingress-webhook", "acme", env=env).returncode == 0
+    r = httpx.post(f"{server}/api/ingress/ingress-webhook/acme/alert", content=body,
+                   headers={"X-Timestamp": stamp, "X-Signature": f"sha256={sig}"})
+    assert r.status_code == 404
