@@ -29,6 +29,7 @@ from plugbox.feed import LiveFeed
 from plugbox.handover import BOT_PERMISSIONS, HandoverGate
 from plugbox.hooks import HookBus, HookLimits, HookOutcome
 from plugbox.ingress import IngressQueue
+from plugbox.ingress.instances import TOPIC as INSTANCES_TOPIC
 from plugbox.ingress.instances import InstanceStore
 from plugbox.inprocess import InProcessRuntime
 from plugbox.lifecycle import ingress
@@ -249,8 +250,11 @@ class Host:
             self.webhooks.follow()
         if change.topic == HANDOVER_TOPIC:
             self.conversations.follow(change.subject)
+        elif change.topic == INSTANCES_TOPIC:
+            self.ingress_instances.follow(change.subject)
         elif change.topic == RESYNC:
             self.conversations.follow(None)
+            self.ingress_instances.follow(None)
 
     async def _inbound(self, session_id: str, message: dict[str, Any]) -> None:
         if self.cluster is not None and not self.cluster.owns(session_id):

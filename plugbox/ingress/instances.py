@@ -8,9 +8,13 @@ schema default or from the plugin's base config) and a description. A route's si
 instance is checked against that instance's secrets only: a request signed with `default`'s secret,
 or another instance's, is refused. Deleting the row makes its paths answer 404 like any unknown one.
 
-Reads go to the database on every request (a primary-key lookup): several hosts may share it, and a
-host must not serve a deleted instance's secret from a cache (`Database.shared`). Creation counts the
-plugin's rows and inserts in one write owned by the plugin, so the bound holds across hosts too.
+Reads come from a cache of each plugin's instances, loaded on first need: an ingress request, which
+anyone may send with any instance id, never costs a database round trip on the event loop. Every
+write drops its plugin's entry once committed, so on one host a deleted instance answers 404 from
+the delete's answer on; on a database several hosts share, the write also announces `TOPIC`, and
+the other hosts drop theirs when told (`follow`, within about a second; everything on a resync).
+Creation counts the plugin's rows and inserts in one write owned by the plugin, so the bound holds
+across hosts too.
 
 This module owns the table, the checks on an operator's request and the API's masked view; it must
 not verify signatures (`plugbox.api.ingress`) or decide which instance a path names
@@ -23,8 +27,8 @@ import base64
 import binascii
 import re
 import time
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
 import msgspec
 
@@ -32,7 +36,7 @@ from plugbox.errors import ConfigError, InstanceConflict
 from plugbox.manifest import IngressRoute
 from plugbox.storage.db import Connection, Database
 
-__all__ = ["INSTANCE_ID", "MASK", "IngressInstance", "InstanceSpec", "InstanceStore", "parse_spec",
+__all__ = ["INSTANCE_ID", "MASK", "TOPIC", "IngressInstance", "InstanceSpec", "InstanceStore", "parse_spec",
            "parse_update", "secret_fields"]
 
 # Path-safe (one URL segment, never rewritten by normalisation) and bounded; the same rule a session
@@ -40,6 +44,7 @@ __all__ = ["INSTANCE_ID", "MASK", "IngressInstance", "InstanceSpec", "InstanceSt
 INSTANCE_ID = re.compile(r"[A-Za-z0-9_@-][A-Za-z0-9._@-]{0,127}", re.ASCII)
 RESERVED_IDS = frozenset({"default"})
 MASK = "********"
+TOPIC = "ingress_instances"  # what a change announces to other hosts on a shared database (subject: plugin id)
 _DESCRIPTION_MAX_CHARS = 512
 _FIELDS = ("id", "sessionId", "secrets", "description")
 _WHSEC = "whsec_"
@@ -171,6 +176,7 @@ def _secrets(value: Any, fields: Mapping[str, frozenset[str]], max_chars: int,
     return out
 
 
+T = TypeVar("T")
 _COLUMNS = "plugin_id, id, session_id, secrets, description, created_at"
 
 
@@ -188,18 +194,42 @@ class InstanceStore:
     def __init__(self, db: Database, *, per_plugin: int) -> None:
         self._db = db
         self._per_plugin = per_plugin
+        # plugin id -> its instances in creation order. Callers ask only for plugins that exist (the
+        # API and the ingress route check first), so this holds at most plugins x per_plugin rows.
+        self._cache: dict[str, dict[str, IngressInstance]] = {}
 
     def get(self, plugin_id: str, instance_id: str) -> IngressInstance | None:
-        row = self._db.read(lambda c: c.execute(
-            f"SELECT {_COLUMNS} FROM ingress_instances WHERE plugin_id = ? AND id = ?",
-            (plugin_id, instance_id)).fetchone())
-        return None if row is None else _instance(row)
+        return self._of(plugin_id).get(instance_id)
 
     def list(self, plugin_id: str) -> list[IngressInstance]:
-        rows = self._db.read(lambda c: c.execute(
-            f"SELECT {_COLUMNS} FROM ingress_instances WHERE plugin_id = ? ORDER BY created_at, id",
-            (plugin_id,)).fetchall())
-        return [_instance(r) for r in rows]
+        return list(self._of(plugin_id).values())
+
+    def follow(self, plugin_id: str | None) -> None:
+        """Another host changed `plugin_id`'s instances (None: maybe anyone's): read them again."""
+        if plugin_id is None:
+            self._cache.clear()
+        else:
+            self._cache.pop(plugin_id, None)
+
+    def _of(self, plugin_id: str) -> dict[str, IngressInstance]:
+        cached = self._cache.get(plugin_id)
+        if cached is None:
+            rows = self._db.read(lambda c: c.execute(
+                f"SELECT {_COLUMNS} FROM ingress_instances WHERE plugin_id = ? ORDER BY created_at, id",
+                (plugin_id,)).fetchall())
+            cached = self._cache[plugin_id] = {i.id: i for i in map(_instance, rows)}
+        return cached
+
+    async def _write(self, plugin_id: str, fn: Callable[[Connection], T]) -> T:
+        def run(c: Connection) -> T:
+            out = fn(c)
+            self._db.announce(c, TOPIC, plugin_id)
+            return out
+
+        try:
+            return await self._db.write(run, owner=plugin_id)
+        finally:
+            self._cache.pop(plugin_id, None)  # after the commit: the next read sees it
 
     async def create(self, plugin_id: str, spec: InstanceSpec) -> IngressInstance:
         """Store a new instance; InstanceConflict when the id is taken or the plugin holds its bound."""
@@ -220,7 +250,7 @@ class InstanceStore:
                       (plugin_id, instance.id, instance.session_id, msgspec.json.encode(instance.secrets).decode(),
                        instance.description, instance.created_at))
 
-        await self._db.write(run, owner=plugin_id)
+        await self._write(plugin_id, run)
         return instance
 
     async def update(self, plugin_id: str, spec: InstanceSpec) -> IngressInstance | None:
@@ -231,7 +261,7 @@ class InstanceStore:
                              (spec.session_id, msgspec.json.encode(spec.secrets).decode(), spec.description,
                               plugin_id, spec.id)).rowcount > 0
 
-        if not await self._db.write(run, owner=plugin_id):
+        if not await self._write(plugin_id, run):
             return None
         return self.get(plugin_id, spec.id)
 
@@ -240,9 +270,9 @@ class InstanceStore:
             return c.execute("DELETE FROM ingress_instances WHERE plugin_id = ? AND id = ?",
                              (plugin_id, instance_id)).rowcount > 0
 
-        return await self._db.write(run, owner=plugin_id)
+        return await self._write(plugin_id, run)
 
     async def drop_plugin(self, plugin_id: str) -> None:
         """Forget every instance of an uninstalled plugin."""
-        await self._db.write(lambda c: c.execute("DELETE FROM ingress_instances WHERE plugin_id = ?",
-                                                 (plugin_id,)), owner=plugin_id)
+        await self._write(plugin_id, lambda c: c.execute("DELETE FROM ingress_instances WHERE plugin_id = ?",
+                                                         (plugin_id,)))

@@ -113,3 +113,15 @@ async def test_an_update_replaces_the_secrets_durably(make_database: Callable[[]
     again = InstanceStore(make_database(), per_plugin=10).get("p", "a")
     assert again is not None and again.secrets == {"webhookSecret": "new"} and again.description == "d"
     assert await store.update("p", _spec("missing")) is None
+
+
+async def test_a_host_reads_anothers_change_once_told(make_database: Callable[[], Database]) -> None:
+    mine, other = InstanceStore(make_database(), per_plugin=10), InstanceStore(make_database(), per_plugin=10)
+    assert other.get("p", "a") is None  # cached
+    await mine.create("p", _spec("a", "s"))
+    assert mine.get("p", "a") is not None  # the writer's own cache is dropped at the commit
+    other.follow("p")
+    assert other.get("p", "a") is not None
+    await mine.delete("p", "a")
+    other.follow(None)  # a resync: everything is read again
+    assert other.get("p", "a") is None
