@@ -203,6 +203,11 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     """net.fetch calls in flight host-wide; more wait for a slot within their own timeout."""
     fetch_max_in_flight_per_plugin: PositiveInt = 4
     """One plugin's share of fetch_max_in_flight, running or waiting; past it a fetch is refused at once."""
+    fetch_body_bytes_in_flight: PositiveInt = 32 << 20
+    """Response-body bytes the host holds for net.fetch at once (a body reserves its declared length,
+    or fetch_body_max_bytes when it declares none); more wait within their own timeout."""
+    fetch_body_bytes_per_plugin: PositiveInt = 10 << 20
+    """One plugin's share of fetch_body_bytes_in_flight; past it its fetches wait behind its own."""
     fetch_exempt_hosts: tuple[str, ...] = ()
     """Hosts exempt from the public-address rule (never from a plugin's allowlist); net.allow syntax."""
     breaker_threshold: PositiveInt = 5

@@ -15,7 +15,9 @@ that fails; nothing touches the network before step 4, and nothing connects befo
    (`fetch_exempt_hosts`, same syntax as `net.allow`, matched against the URL host: the exemption
    skips the address rule only, never the plugin's allowlist);
 6. send through `PinnedTransport`, which connects only to the addresses checked in step 5;
-7. read the body while counting; past `fetch_body_max_bytes` the connection is closed and the call
+7. reserve the body's bytes (`plugbox.net.budget`: the declared length, or the cap when there is
+   none) from the plugin's share and the host's pool, waiting within the call's timeout;
+8. read the body while counting; past `fetch_body_max_bytes` the connection is closed and the call
    fails naming the cap.
 
 `FetchService.download(url, max_bytes=...)` is the host's own GET through the same steps (install
@@ -56,6 +58,7 @@ from plugbox.logrelay import redact
 from plugbox.net._transport import PinnedTransport
 from plugbox.net.addresses import IPAddress, blocked_reason
 from plugbox.net.allowlist import HostList
+from plugbox.net.budget import BodyBudget
 from plugbox.net.urls import Target, parse_target
 from plugbox.settings import Settings
 
@@ -120,6 +123,7 @@ class FetchService:
         self._in_flight = 0
         self._queued = 0
         self._per_plugin: dict[str, int] = {}  # plugin id -> its fetches holding or awaiting a slot
+        self.bodies = BodyBudget(settings.fetch_body_bytes_in_flight, settings.fetch_body_bytes_per_plugin)
         self.peak_in_flight = 0
 
     @property
@@ -190,8 +194,8 @@ class FetchService:
         try:
             async with asyncio.timeout(budget_ms / 1000), self._slot(plugin_id):
                 addresses = await self._addresses(target, exempt)
-                return await self._send(target, addresses, method, request_headers, body, budget_ms / 1000,
-                                        cap, decode)
+                return await self._send(plugin_id, target, addresses, method, request_headers, body,
+                                        budget_ms / 1000, cap, decode)
         except (TimeoutError, httpx.TimeoutException):
             raise CapabilityTimeout(f"{VERB}: {target.authority} did not answer within {budget_ms} ms") from None
 
@@ -232,6 +236,7 @@ class FetchService:
 
     async def _send(
         self,
+        plugin_id: str,
         target: Target,
         addresses: list[IPAddress],
         method: str,
@@ -247,7 +252,8 @@ class FetchService:
             transport=transport, follow_redirects=False, trust_env=False, timeout=budget_s
         ) as client:
             try:
-                async with client.stream(method, target.url, headers=headers, content=content) as response:
+                async with (client.stream(method, target.url, headers=headers, content=content) as response,
+                            self.bodies.hold(plugin_id, self._body_size(response, target, cap))):
                     raw = await self._read_capped(response, target, cap)
                     return _result(response, raw if not decode else _body(response, raw))
             except httpx.TimeoutException:
@@ -257,10 +263,17 @@ class FetchService:
                     f"{VERB}: request to {target.authority} failed: {type(exc).__name__}: {exc}"
                 ) from None
 
-    async def _read_capped(self, response: httpx.Response, target: Target, cap: int) -> bytes:
+    @staticmethod
+    def _body_size(response: httpx.Response, target: Target, cap: int) -> int:
+        """The bytes to reserve for the body: what the server declares, else the cap."""
         declared = response.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > cap:
+        if not declared.isdigit():
+            return cap
+        if int(declared) > cap:
             raise CapabilityError(f"{VERB}: response from {target.authority} is larger than the {cap}-byte cap")
+        return int(declared)
+
+    async def _read_capped(self, response: httpx.Response, target: Target, cap: int) -> bytes:
         chunks: list[bytes] = []
         size = 0
         async for chunk in response.aiter_raw():
