@@ -206,8 +206,9 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     fetch_body_bytes_in_flight: PositiveInt = 32 << 20
     """Response-body bytes the host holds for net.fetch at once (a body reserves its declared length,
     or fetch_body_max_bytes when it declares none); more wait within their own timeout."""
-    fetch_body_bytes_per_plugin: PositiveInt = 10 << 20
-    """One plugin's share of fetch_body_bytes_in_flight; past it its fetches wait behind its own."""
+    fetch_body_bytes_per_plugin: PositiveInt = 20 << 20
+    """One plugin's share of fetch_body_bytes_in_flight; past it its fetches wait behind its own (two
+    bodies that declare no length, each reserving fetch_body_max_bytes, still run side by side)."""
     fetch_exempt_hosts: tuple[str, ...] = ()
     """Hosts exempt from the public-address rule (never from a plugin's allowlist); net.allow syntax."""
     breaker_threshold: PositiveInt = 5

@@ -10,9 +10,11 @@ declares, or the body cap when it declares none (the host cannot know it before 
 `BodyBudget` owns the reservations, one per fetch, whole at once, never grown: a fetch that waits
 holds no bytes, so waiters cannot deadlock each other. A reservation first takes the plugin's own
 share (`fetch_body_bytes_per_plugin`: past it a plugin queues behind its own fetches only), then
-the host's (`fetch_body_bytes_in_flight`, in order, a smaller one that fits first); both waits count against the
-fetch's own timeout. A reservation larger than a pool is clamped to the pool (it then waits for the
-whole pool). This module knows no HTTP; `plugbox.net.fetch` decides what to reserve and when.
+the host's (`fetch_body_bytes_in_flight`, in order, a smaller one that fits first); both waits
+count against the fetch's own timeout. A reservation larger than a pool is clamped to the pool
+(it then waits for the whole pool). The cost of knowing no better: a body with no declared length
+reserves the whole cap, so a plugin runs at most two such fetches at once under the default share.
+This module knows no HTTP; `plugbox.net.fetch` decides what to reserve and when.
 """
 
 from __future__ import annotations
