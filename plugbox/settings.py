@@ -142,6 +142,9 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     channel_high_water_bytes: PositiveInt = 1 << 20
     """Bytes the host may queue to one worker before it stops reading that worker's channel
     (backpressure): a worker's replies are then bounded by this plus one reply and one read batch."""
+    channel_held_max_bytes: PositiveInt = 16 << 20
+    """Memory the answers held for one worker may take while the queue to it is above the high-water
+    mark (one is always held, however large); past it an answer is replaced by an error naming it."""
     channel_drain_timeout_ms: PositiveMs | None = None
     """How long a worker may leave the queue to it above the high-water mark before it is killed
     ("not reading its channel"), counted as its failure; None: the liveness window."""

@@ -22,6 +22,9 @@ What a worker makes the host spend on its channel is bounded and charged to it (
   backlog, holds the answers of calls that complete meanwhile (`answer`) and refuses new
   requests (`request`); a worker that leaves the queue above the mark for the drain timeout is
   ended, "not reading its channel";
+- memory of the answers it holds (`held.py`): past `held_max`, the next answer is replaced by an
+  error naming the limit, so its call fails (the calls in flight bound how many answers wait,
+  not how large they are);
 - host CPU: the time spent handling its frames, and the loop time of its calls' tasks (`charge`),
   is charged to a token bucket; in debt, its channel alone stops being read until the debt is
   paid back (throttled), however busy it keeps the host.
@@ -43,6 +46,7 @@ from typing import Any, Protocol, cast
 import msgspec
 
 from plugbox._ratelimit import TokenBucket
+from plugbox.bridge.held import memory_of
 from plugbox.bridge.values import hook_data_cap, hook_result, result_value
 from plugbox.errors import FrameTooLarge, PluginError, WorkerGone
 from plugbox.protocol import (
@@ -63,6 +67,7 @@ from plugbox.protocol import (
     WorkerMsg,
 )
 from plugbox.sdk import HookResult
+from plugbox.settings import DEFAULTS
 
 __all__ = ["MAX_BAD_FRAMES", "Channel", "ChannelLimits", "ChannelStats", "Peer"]
 
@@ -96,6 +101,7 @@ class ChannelLimits:
     cpu_share: float  # host CPU its frames may take, in CPUs (0.5: half of one)
     cpu_burst: float  # host CPU seconds it may take at once
     value_max_bytes: int  # largest result value decoded with no schema to bound it
+    held_max: int = DEFAULTS.channel_held_max_bytes  # memory of the answers held while above the mark
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +117,8 @@ class ChannelStats:
     queued_bytes: int = 0  # to the worker, not yet written to its socket
     backlog: int = 0  # frames read from it, not yet handled
     held_answers: int = 0  # answers waiting for the queue to drain
+    held_bytes: int = 0  # the memory they take (held.py)
+    refused_answers: int = 0  # answers replaced by an error past held_max
     paused: tuple[str, ...] = ()  # why its channel is not being read ("backpressure", "throttled")
     backpressure_pauses: int = 0
     throttled: int = 0  # times its channel was paused for CPU debt
@@ -129,7 +137,9 @@ class Channel(asyncio.Protocol):
         self._loop = asyncio.get_running_loop()
         self._limits = limits
         self._backlog: collections.deque[Any] = collections.deque()
-        self._held: collections.deque[tuple[Reply, Callable[[], None] | None]] = collections.deque()
+        self._held: collections.deque[tuple[Reply, Callable[[], None] | None, int]] = collections.deque()
+        self._held_bytes = 0
+        self._refused_answers = 0
         self._blocked = False  # the transport's queue to the worker is above the high-water mark
         self._paused: set[str] = set()
         self._drain_timer: asyncio.TimerHandle | None = None
@@ -192,6 +202,7 @@ class Channel(asyncio.Protocol):
                 timer.cancel()
         self._backlog.clear()
         self._held.clear()
+        self._held_bytes = 0
         if self._gone is None:
             self._gone = "worker closed its channel"
         gone = WorkerGone(f"plugin {self._label!r} worker is gone: {self._gone}")
@@ -250,12 +261,28 @@ class Channel(asyncio.Protocol):
         transport, which may be later: while the queue to the worker is above the high-water
         mark, answers wait here (and their calls keep their slots, see serving.py)."""
         if self._blocked or self._held:
-            self._held.append((reply, handed))
+            self._hold(reply, handed)
             return
         self.send(reply)
         if handed is not None:
             handed()
         self._check_queue()
+
+    def _hold(self, reply: Reply, handed: Callable[[], None] | None) -> None:
+        room = self._limits.held_max - self._held_bytes
+        size = memory_of(reply, room)
+        if size > room and self._held:
+            self._refused_answers += 1
+            if self._refused_answers == 1:
+                log.warning("plugin %s: not reading its channel; answers past %d bytes held are refused",
+                            self._label, self._limits.held_max)
+            reply = Reply(reply.id, False, None, (
+                f"answer of about {size} bytes refused: plugin {self._label!r} is not reading its channel "
+                f"({self._held_bytes} bytes of answers already wait for it; channel_held_max_bytes = "
+                f"{self._limits.held_max})"))
+            size = memory_of(reply, room)
+        self._held_bytes += size
+        self._held.append((reply, handed, size))
 
     def flush(self) -> None:
         if self._writer is not None:
@@ -288,7 +315,8 @@ class Channel(asyncio.Protocol):
         self.forget_abandoned()  # (not on any hot path: the books as they really are)
         return ChannelStats(len(self._pending), len(self._hooks), len(self._pongs), self._late,
                             self._reader.bad_frames, self._gone, self._queued(), len(self._backlog),
-                            len(self._held), tuple(sorted(self._paused)), self._backpressure_pauses,
+                            len(self._held), self._held_bytes, self._refused_answers,
+                            tuple(sorted(self._paused)), self._backpressure_pauses,
                             self._throttled, self._cpu_spent + self._unsettled)
 
     def abort(self, reason: str) -> None:
@@ -343,7 +371,8 @@ class Channel(asyncio.Protocol):
     def _release_held(self) -> None:
         held = self._held
         while held and not self._blocked:
-            reply, handed = held.popleft()
+            reply, handed, size = held.popleft()
+            self._held_bytes -= size
             self.send(reply)
             if handed is not None:
                 handed()

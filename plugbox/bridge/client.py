@@ -64,7 +64,7 @@ def channel_limits(s: Settings) -> ChannelLimits:
     drain_ms = s.channel_drain_timeout_ms if s.channel_drain_timeout_ms is not None else s.liveness_window_ms
     return ChannelLimits(high_water=s.channel_high_water_bytes, drain_timeout=drain_ms / 1000,
                          cpu_share=s.channel_cpu_percent / 100, cpu_burst=s.channel_cpu_burst_ms / 1000,
-                         value_max_bytes=s.plain_decode_max_bytes)
+                         value_max_bytes=s.plain_decode_max_bytes, held_max=s.channel_held_max_bytes)
 
 
 def missing_layers(layers: list[dict[str, Any]] | None) -> list[str]:

@@ -45,7 +45,7 @@ class CapabilityServer:
         self._channel = channel
         self.max_calls = max_calls
         self._calls: set[asyncio.Future[Any]] = set()
-        self._held = 0  # inline answers the channel holds back (backpressure)
+        self._held = 0  # answers the channel holds back (backpressure), not yet handed
         self._refused = 0
 
     @property
@@ -80,8 +80,13 @@ class CapabilityServer:
         if fut.cancelled():
             self._calls.discard(fut)
             return
-        # the slot is freed once the answer has been handed to the transport, not before
-        self._channel.answer(self._reply(call_id, fut), functools.partial(self._calls.discard, fut))
+        # The slot is freed once the answer has been handed to the transport, not before; the
+        # future leaves the books now, or its result would outlive an answer the channel refuses
+        # to hold (channel.py: the memory of held answers).
+        reply = self._reply(call_id, fut)
+        self._calls.discard(fut)
+        self._held += 1
+        self._channel.answer(reply, self._unhold)
 
     def _reply(self, call_id: int, fut: asyncio.Future[Any]) -> Reply:
         exc = fut.exception()
