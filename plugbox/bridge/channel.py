@@ -26,7 +26,8 @@ What a worker makes the host spend on its channel is bounded and charged to it (
   error naming the limit, so its call fails (the calls in flight bound how many answers wait,
   not how large they are);
 - host CPU: the time spent handling its frames, and the loop time of its calls' tasks (`charge`),
-  is charged to a token bucket; in debt, its channel alone stops being read until the debt is
+  is charged to a token bucket (the loop thread's CPU time, so that time the host process spends
+  preempted by others is charged to no plugin); in debt, its channel alone stops being read until the debt is
   paid back (throttled), however busy it keeps the host.
 (Longer than most modules: both pauses act on the read path that dispatches frames, one state
 machine that would be harder to follow split in two.) Decoding values under caps: values.py.
@@ -127,7 +128,7 @@ class ChannelStats:
 
 class Channel(asyncio.Protocol):
     def __init__(self, peer: Peer, max_frame: int, label: str, limits: ChannelLimits, *,
-                 cpu_clock: Callable[[], float] = time.perf_counter,
+                 cpu_clock: Callable[[], float] = time.thread_time,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self._peer = peer
         self._label = label  # the plugin id, for logs and errors
@@ -144,7 +145,7 @@ class Channel(asyncio.Protocol):
         self._paused: set[str] = set()
         self._drain_timer: asyncio.TimerHandle | None = None
         self._throttle_timer: asyncio.TimerHandle | None = None
-        self._cpu_clock = cpu_clock  # host time spent handling this worker's frames
+        self._cpu_clock = cpu_clock  # the loop thread's CPU time spent handling this worker's frames
         self._cpu = TokenBucket(limits.cpu_share, limits.cpu_burst, clock)
         self._cpu_spent = 0.0  # charged to its bucket
         self._unsettled = 0.0  # spent, not yet charged to its bucket (under _SETTLE_S)

@@ -6,7 +6,8 @@ after the bridge's read batch that received it has been charged; whatever it the
 the loop (building a long list of chats, running built-in hook handlers, encoding) would
 otherwise be charged to nobody. `metered(coro, charge)` runs `coro` and tells `charge` how long
 each of its steps held the loop: the time between being resumed and yielding again, never the
-time it spent waiting (a thread, the network, another task).
+time it spent waiting (a thread, the network, another task). Measured as the loop thread's CPU
+time, like the channel's read batches: while another process has the CPU, nobody is charged.
 
 Owns nothing but that measurement; must not decide what a plugin may spend (the channel's CPU
 bucket does, told through `charge`).
@@ -61,7 +62,7 @@ class _Metered:
 
 
 async def metered(coro: Coroutine[Any, Any, T], charge: Charge,
-                  clock: Callable[[], float] = time.perf_counter) -> T:
+                  clock: Callable[[], float] = time.thread_time) -> T:
     """Run `coro`, telling `charge` the loop time of each of its steps."""
     result: T = await _Metered(coro, charge, clock)
     return result

