@@ -37,6 +37,7 @@ from plugbox.lifecycle.catalog import catalog_archive, catalog_entries
 from plugbox.lifecycle.clock import Clock
 from plugbox.lifecycle.cluster import Cluster
 from plugbox.lifecycle.entry import PluginEntry
+from plugbox.lifecycle.hosts import HostReport, host_id, plugin_hosts
 from plugbox.lifecycle.install import PluginInstaller, fetch_archive
 from plugbox.lifecycle.manager import PluginManager
 from plugbox.lifecycle.packages import PackageStore
@@ -93,14 +94,15 @@ class Host:
     Public surface: `register_builtin`, `load_plugin`, `load_directory`, `broken_directories`, `install`,
     `install_from_url`, `catalog`, `install_from_catalog`, `enable`,
     `disable`, `uninstall`, `set_config`, `set_session_config`, `set_active_sessions`, `plugins`,
-    `plugin`, `health`, `inject_inbound`, `dispatch`, `ingress_route`, `session_gone`, `dispatch_ingress`,
-    `search`,
+    `plugin`, `plugin_hosts`, `health`, `inject_inbound`, `dispatch`, `ingress_route`, `session_gone`,
+    `dispatch_ingress`, `search`,
     `add_observer`, `start`, `stop`; and the services `settings`, `engine` (`loopback` when it is the
     simulator), `bus`, `storage`, `conversations`, `handover` (the gate that keeps a chat handed to a
     human from the bots), `webhooks` (outbound webhooks: told every hook chain's outcome through
     `bus.on_outcome`), `ingress` (the queue of async ingress deliveries), `ingress_instances` (the
     ingress instances the operator created, each with its own secrets), `feed` (log lines and failures
-    as they happen, for live views). `manager` is the lifecycle's internals, kept reachable for white-box
+    as they happen, for live views), `host_id` (this host's name among hosts sharing the database).
+    `manager` is the lifecycle's internals, kept reachable for white-box
     tests only."""
 
     def __init__(
@@ -119,8 +121,9 @@ class Host:
         self._sandbox_factory = sandbox_factory
         data = self.settings.data_path
         data.mkdir(parents=True, exist_ok=True)
-        self.db = open_database(self.settings)
-        self.registry = Registry(self.db)
+        self.host_id = host_id(self.settings)  # names this host's own plugin status rows
+        self.db = open_database(self.settings, host_id=self.host_id)
+        self.registry = Registry(self.db, self.host_id)
         write_budget = WriteBudget.from_settings(self.settings)  # one bucket per plugin, all its stores
         self.storage = PluginStorage(
             self.db,
@@ -370,6 +373,11 @@ class Host:
     def plugin(self, plugin_id: str) -> PluginView:
         """One plugin; PluginNotFound if unknown."""
         return self.manager.view(plugin_id)
+
+    def plugin_hosts(self, plugin_id: str) -> list[HostReport]:
+        """What every host sharing the database last observed of the plugin (just this one on
+        SQLite), each marked live or not; PluginNotFound if unknown here."""
+        return plugin_hosts(self.manager.view(plugin_id), self.registry, self.db.live_hosts())
 
     async def health(self, plugin_id: str) -> dict[str, Any]:
         """`{"healthy": bool, "message": str}` under the health budget."""

@@ -24,11 +24,14 @@ import msgspec
 
 from plugbox.errors import ConfigError
 
-__all__ = ["DEFAULTS", "Settings", "load_settings"]
+__all__ = ["DEFAULTS", "HOST_ID_PATTERN", "Settings", "load_settings"]
 
 PositiveMs = Annotated[int, msgspec.Meta(ge=1)]
 PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
 
+# Letters, digits, `.`, `_`, `-`; at most 48, so it fits PostgreSQL's 63-byte application name
+# behind the lease connection's prefix (storage/postgres_cluster.py), where other hosts read it.
+HOST_ID_PATTERN = r"^([A-Za-z0-9][A-Za-z0-9._-]{0,47})?$"
 ENV_PREFIX = "PLUGBOX_"
 MAX_CONFIG_FILE_BYTES = 1 << 20
 
@@ -46,6 +49,10 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     """PostgreSQL: connections one host keeps open (the writer, readers and scans share them)."""
     database_statement_timeout_ms: PositiveMs = 5000
     """PostgreSQL: longest one statement may run before the server cancels it."""
+    host_id: Annotated[str, msgspec.Meta(pattern=HOST_ID_PATTERN)] = ""
+    """This host's name among hosts sharing a database: each plugin's status and last error are
+    recorded and shown per host under it (docs/postgres.md). Two hosts must not share one. Empty:
+    made once from the machine's hostname and a random suffix, and kept in `<data_dir>/host-id`."""
     cluster_lease_interval_ms: PositiveMs = 2000
     """PostgreSQL shared by several hosts: how often a host tries to take the leases of sessions no
     live host holds; a dead host's sessions move within about this long."""

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from plugbox.lifecycle.failures import Failure
+from plugbox.lifecycle.hosts import HostReport
 from plugbox.lifecycle.view import PluginView
 
 __all__ = ["plugin_detail", "plugin_json", "plugin_sessions", "schema_json"]
@@ -14,11 +15,21 @@ __all__ = ["plugin_detail", "plugin_json", "plugin_sessions", "schema_json"]
 RECENT_LOGS = 50
 
 
+def _iso(at: float) -> str:
+    return datetime.fromtimestamp(at, UTC).isoformat(timespec="milliseconds")
+
+
 def failure_json(failure: Failure | None) -> dict[str, Any] | None:
     if failure is None:
         return None
-    return {"message": failure.message, "class": str(failure.kind),
-            "timestamp": datetime.fromtimestamp(failure.at, UTC).isoformat(timespec="milliseconds")}
+    return {"message": failure.message, "class": str(failure.kind), "timestamp": _iso(failure.at)}
+
+
+def host_json(report: HostReport) -> dict[str, Any]:
+    return {"host": report.host, "status": str(report.status), "error": report.error,
+            "consecutiveFailures": report.consecutive_failures,
+            "updatedAt": _iso(report.updated_at) if report.updated_at else None,
+            "live": report.live, "this": report.this}
 
 
 def plugin_json(view: PluginView) -> dict[str, Any]:
@@ -51,10 +62,12 @@ def schema_json(view: PluginView) -> dict[str, Any] | None:
     return schema.to_json() if schema is not None else None
 
 
-def plugin_detail(view: PluginView, health: dict[str, Any]) -> dict[str, Any]:
-    """Everything about one plugin (get, install)."""
+def plugin_detail(view: PluginView, health: dict[str, Any], hosts: list[HostReport]) -> dict[str, Any]:
+    """Everything about one plugin (get, install). `status` and `error` are this host's; `hosts`
+    holds every host's (one entry on SQLite)."""
     out = plugin_json(view)
     out.update({
+        "hosts": [host_json(h) for h in hosts],
         "description": view.manifest.description,
         "recentFailures": [failure_json(f) for f in view.recent_failures],
         "health": health,

@@ -88,6 +88,11 @@ class PluginManager:
         record = self._registry.get(manifest.id)
         if record is None or record.source != source:
             record = PluginRecord(plugin_id=manifest.id, source=source)
+        else:
+            observed = self._registry.observed(manifest.id)  # this host's own, not another's
+            if observed is not None:
+                record.status, record.error = observed.status, observed.error
+                record.consecutive_failures, record.updated_at = observed.consecutive_failures, observed.updated_at
         record.path = str(path) if path else None
         if manifest.config_schema is not None:
             try:
@@ -166,9 +171,15 @@ class PluginManager:
     def _running_for(self, entry: PluginEntry) -> float:
         return self._clock.time() - entry.started_at
 
-    async def _persist(self, entry: PluginEntry) -> None:
+    async def _persist(self, entry: PluginEntry, *, intent: bool) -> None:
+        """Store this host's observation of the plugin and, with `intent` (the operator acted here),
+        the operator's choices too. A status change alone must not write the shared record: it would
+        put back this host's copy of config another host has just changed."""
         entry.record.updated_at = self._clock.time()
-        await self._registry.put(entry.record)
+        if intent:
+            await self._registry.put(entry.record)
+        else:
+            await self._registry.observe(entry.record)
 
     # -- enable --
     async def enable(self, plugin_id: str) -> PluginEntry:
@@ -189,7 +200,7 @@ class PluginManager:
                 entry.restart = None
             entry.record.enabled = True
             self._breaker.reset(entry.record)
-            await self._start(entry)
+            await self._start(entry, intent=True)
         finally:
             entry.enabling = None
             enabling.set_result(None)
@@ -197,15 +208,16 @@ class PluginManager:
             raise PluginStateError(f"plugin {plugin_id!r} failed to enable: {entry.error}")
         return entry
 
-    async def _start(self, entry: PluginEntry) -> None:
+    async def _start(self, entry: PluginEntry, *, intent: bool) -> None:
         """Create the runtime and run load → on_load → on_enable, each under the lifecycle budget.
-        On any failure: no runtime, no hooks, status `error` with the reason."""
+        On any failure: no runtime, no hooks, status `error` with the reason. `intent`: an operator's
+        enable (stored with the outcome), not a restart after a failure."""
         budget = self.settings.lifecycle_budget_ms / 1000
         problem = entry.stored_config_problem()  # an (upgraded) schema may refuse what is stored
         if problem is not None:
             entry.set_status(Status.ERROR, problem)
             self._note(entry, FailureKind.CONFIG_REJECTED, problem)
-            await self._persist(entry)
+            await self._persist(entry, intent=intent)
             return
         runtime = entry.factory(entry, self.deps)
         entry.runtime = runtime
@@ -231,12 +243,12 @@ class PluginManager:
             entry.set_status(Status.ERROR, reason)
             self._note(entry, FailureKind.ENABLE_FAILED, reason)
             entry.logs.emit("error", f"enable failed: {reason}")
-            await self._persist(entry)
+            await self._persist(entry, intent=intent)
             return
         entry.set_status(Status.ENABLED)
         entry.started_at = self._clock.time()
         entry.handler_errors = 0
-        await self._persist(entry)
+        await self._persist(entry, intent=intent)
         log.info("plugin %s enabled", entry.plugin_id)
 
     async def _teardown(self, entry: PluginEntry) -> None:
@@ -281,7 +293,7 @@ class PluginManager:
             await self._teardown(entry)
         if entry.status != Status.ERROR or operator:
             entry.set_status(Status.DISABLED)
-        await self._persist(entry)
+        await self._persist(entry, intent=operator)
 
     # -- failures reported by a runtime (crash, kill, unresponsive) --
     def runtime_failed(self, plugin: PluginHandle, reason: str, counted: bool = False) -> None:
@@ -361,7 +373,7 @@ class PluginManager:
 
     async def _restart_after_failure(self, entry: PluginEntry, verdict: Verdict) -> None:
         await self._teardown(entry)
-        await self._persist(entry)
+        await self._persist(entry, intent=False)
         if verdict.open:
             log.error("plugin %s: %s", entry.plugin_id, entry.error)
             return
@@ -369,7 +381,7 @@ class PluginManager:
         entry.restart = None
         if self._closing or not entry.record.enabled:
             return
-        await self._start(entry)  # the failure count stands until a later success resets it
+        await self._start(entry, intent=False)  # the failure count stands until a later success resets it
 
     # -- config and sessions --
     async def set_config(self, plugin_id: str, config: Any) -> PluginEntry:
@@ -379,7 +391,7 @@ class PluginManager:
             raise ConfigError("config", "expected an object")
         new = schema.merge_update(entry.record.config, config) if schema else dict(config)
         entry.record.config = new
-        await self._persist(entry)
+        await self._persist(entry, intent=True)
         await self._notify_config(entry)
         return entry
 
@@ -393,7 +405,7 @@ class PluginManager:
             merged = schema.merge_update({**entry.record.config, **old}, config)
             config = {k: v for k, v in merged.items() if k in config or k in old}
         entry.record.session_config[session_id] = dict(config)
-        await self._persist(entry)
+        await self._persist(entry, intent=True)
         return entry
 
     async def _notify_config(self, entry: PluginEntry) -> None:
@@ -414,7 +426,7 @@ class PluginManager:
             if not entry.scope.permits(s):
                 raise ConfigError("activeSessions", f"session {s!r} is not in the manifest sessions")
         entry.set_active_sessions(wanted)
-        await self._persist(entry)
+        await self._persist(entry, intent=True)
         return entry
 
     # -- another host's changes (a shared database) --
@@ -490,7 +502,7 @@ class PluginManager:
             enabled = entry.record.enabled
             await self.disable(entry.plugin_id, operator=False, budget=remaining)
             entry.record.enabled = enabled
-            await self._persist(entry)
+            await self._persist(entry, intent=False)
 
         results = await asyncio.gather(*(one(e) for e in running), return_exceptions=True)
         for entry, result in zip(running, results, strict=True):

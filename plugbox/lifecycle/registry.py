@@ -1,12 +1,18 @@
 """The persisted plugin registry: what the host must remember about each plugin across restarts
-(SPEC §5): where it came from, its status and error, the operator's "enabled" choice, its config,
-per-session config, active sessions and the circuit breaker's failure count.
+(SPEC §5). Two kinds of fact, stored apart because hosts sharing a database share only the first:
 
-One row per plugin in ``plugin_registry``, the record msgpack-encoded (so bytes and datetimes in
-config survive). Decoding into `PluginRecord` is the validation: a row that does not decode is
-reported, never half-used. Every write announces the plugin id (`Database.announce`, topic
-`registry`) so hosts sharing the database re-read it. This module stores records; deciding what they
-mean is the manager's job (and, across hosts, `lifecycle.cluster`'s).
+- the operator's intent: where the plugin came from, the "enabled" choice, its config, per-session
+  config and active sessions. One row per plugin in ``plugin_registry``, the record msgpack-encoded
+  (so bytes and datetimes in config survive). Every write announces the plugin id
+  (`Database.announce`, topic `registry`) so hosts sharing the database re-read it.
+- what a host observed: the plugin's status, last error and the breaker's failure count. One row
+  per plugin per host in ``plugin_host_status``, written by that host only and announced to nobody
+  (nothing follows another host's observation; the API reads them when asked). A plugin crashing
+  on one host and running on another is shown as both, never as whichever host wrote last.
+
+Decoding is the validation: a row that does not decode is reported, never half-used. This module
+stores records; deciding what they mean is the manager's job (and, across hosts,
+`lifecycle.cluster`'s).
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ from plugbox.errors import DatabaseError, StorageError
 from plugbox.lifecycle.status import Status
 from plugbox.storage.db import Connection, Database
 
-__all__ = ["SOURCES", "TOPIC", "PluginRecord", "Registry"]
+__all__ = ["SOURCES", "TOPIC", "HostStatus", "PluginRecord", "Registry"]
 
 log = logging.getLogger(__name__)
 
@@ -30,8 +36,9 @@ TOPIC = "registry"  # what `put` and `delete` announce to other hosts on a share
 
 
 class PluginRecord(msgspec.Struct, kw_only=True):
-    """Everything persisted about one plugin. `enabled` is the operator's choice, re-applied on boot;
-    `status` is what actually happened last time."""
+    """Everything the host keeps about one plugin. `enabled` is the operator's choice, re-applied on
+    boot. `status`, `error` and `consecutive_failures` are this host's observation: stored per host
+    (`HostStatus`), blank in the shared row (only rows written before per-host status carry them)."""
 
     plugin_id: str
     source: str  # "builtin" | "disk"
@@ -53,6 +60,16 @@ class PluginRecord(msgspec.Struct, kw_only=True):
             raise ValueError(f"source must be one of {', '.join(SOURCES)}, got {self.source!r}")
 
 
+class HostStatus(msgspec.Struct, kw_only=True, frozen=True):
+    """What one host last recorded of one plugin."""
+
+    host: str
+    status: Status
+    error: str | None
+    consecutive_failures: int
+    updated_at: float  # epoch seconds, by that host's clock
+
+
 _GET = "SELECT record FROM plugin_registry WHERE plugin_id = ?"
 _ALL = "SELECT plugin_id, record FROM plugin_registry ORDER BY plugin_id"
 _PUT = (
@@ -60,12 +77,32 @@ _PUT = (
     "ON CONFLICT (plugin_id) DO UPDATE SET record = excluded.record"
 )
 _DELETE = "DELETE FROM plugin_registry WHERE plugin_id = ?"
+_OBSERVE = (
+    "INSERT INTO plugin_host_status (plugin_id, host_id, status, error, consecutive_failures, updated_at) "
+    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (plugin_id, host_id) DO UPDATE SET status = excluded.status, "
+    "error = excluded.error, consecutive_failures = excluded.consecutive_failures, updated_at = excluded.updated_at"
+)
+_HOSTS = (
+    "SELECT host_id, status, error, consecutive_failures, updated_at FROM plugin_host_status "
+    "WHERE plugin_id = ? ORDER BY host_id"
+)
+_OWN = _HOSTS.replace("ORDER BY host_id", "AND host_id = ?")
+_DELETE_HOSTS = "DELETE FROM plugin_host_status WHERE plugin_id = ?"
+_HOST_FIELDS = ("host", "status", "error", "consecutive_failures", "updated_at")
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(PluginRecord)
 
 _Records = list[PluginRecord]
 T = TypeVar("T")
+
+
+def _host_status(plugin_id: str, row: Any) -> HostStatus | None:
+    try:
+        return msgspec.convert(dict(zip(_HOST_FIELDS, row, strict=True)), HostStatus)
+    except msgspec.ValidationError as exc:
+        log.error("skipping the status of plugin %r on host %r: %s", plugin_id, row[0], exc)
+        return None
 
 
 def _decode(plugin_id: str, blob: bytes) -> PluginRecord:
@@ -79,10 +116,12 @@ def _decode(plugin_id: str, blob: bytes) -> PluginRecord:
 
 
 class Registry:
-    """Load and save `PluginRecord`s. Reads run on the calling thread, writes are durable on return."""
+    """Load and save `PluginRecord`s, as host `host_id`. Reads run on the calling thread, writes are
+    durable on return."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, host_id: str) -> None:
         self._db = db
+        self.host_id = host_id
 
     def get(self, plugin_id: str) -> PluginRecord | None:
         """The record of `plugin_id`, None if there is none; StorageError if the row is invalid."""
@@ -101,24 +140,52 @@ class Registry:
                 log.error("skipping registry record: %s", exc)
         return records
 
+    def observed(self, plugin_id: str) -> HostStatus | None:
+        """What this host last recorded of `plugin_id`; None if nothing (or an invalid row)."""
+        row = self._db.read(lambda c: c.execute(_OWN, (plugin_id, self.host_id)).fetchone())
+        return None if row is None else _host_status(plugin_id, row)
+
+    def hosts(self, plugin_id: str) -> list[HostStatus]:
+        """What every host last recorded of `plugin_id`, by host id (this one's included)."""
+        rows = self._db.read(lambda c: c.execute(_HOSTS, (plugin_id,)).fetchall())
+        return [status for row in rows if (status := _host_status(plugin_id, row)) is not None]
+
     async def put(self, record: PluginRecord) -> None:
-        """Insert or replace the record of `record.plugin_id`."""
+        """Store the operator's intent in `record` (announced) and this host's observation of it,
+        in one transaction."""
+        # The shared row carries no observation: a host reading it (at boot) must not take another
+        # host's crash for its own.
+        intent = msgspec.structs.replace(record, status=Status.INSTALLED, error=None, consecutive_failures=0)
         try:
-            blob = _encoder.encode(record)
+            blob = _encoder.encode(intent)
         except (TypeError, OverflowError, UnicodeEncodeError) as exc:
             raise StorageError(
                 f"registry record of plugin {record.plugin_id!r} cannot be stored: {exc}"
             ) from exc
+        observation = self._observation(record)
+
         def put(c: Connection) -> None:
             c.execute(_PUT, (record.plugin_id, blob))
+            c.execute(_OBSERVE, observation)
             self._db.announce(c, TOPIC, record.plugin_id)
 
         await self._write(put, record.plugin_id)
 
+    async def observe(self, record: PluginRecord) -> None:
+        """Store this host's observation in `record` (status, error, failure count) and nothing of
+        the operator's intent: another host's newer config or enabled choice is not overwritten."""
+        observation = self._observation(record)
+        await self._write(lambda c: c.execute(_OBSERVE, observation), record.plugin_id)
+
+    def _observation(self, record: PluginRecord) -> tuple[Any, ...]:
+        return (record.plugin_id, self.host_id, str(record.status), record.error, record.consecutive_failures,
+                record.updated_at)
+
     async def delete(self, plugin_id: str) -> bool:
-        """Remove the record; True if there was one."""
+        """Remove the record and every host's observation of it; True if there was a record."""
         def delete(c: Connection) -> bool:
             self._db.announce(c, TOPIC, plugin_id)
+            c.execute(_DELETE_HOSTS, (plugin_id,))
             return c.execute(_DELETE, (plugin_id,)).rowcount > 0
 
         return await self._write(delete, plugin_id)

@@ -38,6 +38,7 @@ class PluginView:
     logs_dropped: int  # lines (log calls, handler errors) refused by the plugin's own rate limit
     recent_failures: tuple[Failure, ...]  # every class (permission, handler, timeout, crash...), oldest first
     failure_counts: Mapping[str, int]  # by class, since this process loaded the plugin
+    updated_at: float  # epoch seconds of this host's last write of the plugin's record or status
 
     @classmethod
     def of(cls, entry: PluginEntry) -> PluginView:
@@ -66,6 +67,7 @@ class PluginView:
             logs_dropped=entry.logs.dropped,
             recent_failures=tuple(entry.failures),
             failure_counts=MappingProxyType({str(k): n for k, n in entry.failure_counts.items()}),
+            updated_at=record.updated_at,
         )
 
     @property

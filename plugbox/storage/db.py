@@ -30,6 +30,9 @@ on both (tests/unit/test_storage_contract.py):
 - `acquire_leases(names)` returns the names this handle holds a lease on now, taking the free ones:
   at most one handle holds a name at a time, and a name held by a handle whose process died is free
   again shortly after. On SQLite the one host holds every name.
+- `live_hosts()` names the hosts whose handle holds its lease connection open now (PostgreSQL: read
+  from the server's list of connections, so a host that died drops out as soon as the server notices).
+  On SQLite, empty: no other host, and the one host is not named by its database.
 
 This module must not import a driver: `sqlite3` and `psycopg` stay inside their backends.
 """
@@ -102,6 +105,8 @@ class Database(Protocol):
     def subscribe(self, callback: Callable[[Change], None]) -> None: ...
 
     async def acquire_leases(self, names: Collection[str]) -> set[str]: ...
+
+    def live_hosts(self) -> frozenset[str]: ...
 
     async def close(self) -> None: ...
 

@@ -11,9 +11,10 @@ from plugbox.storage.sqlite import SqliteDatabase
 __all__ = ["open_database"]
 
 
-def open_database(settings: Settings) -> Database:
+def open_database(settings: Settings, *, host_id: str = "") -> Database:
     """The database the settings name: PostgreSQL for a `postgresql://` (or `postgres://`) URL,
-    else the SQLite file `plugbox.db` in the data directory."""
+    else the SQLite file `plugbox.db` in the data directory. `host_id` names this host to the
+    others sharing a PostgreSQL database (`Database.live_hosts`)."""
     url = settings.database_url
     if url.startswith(("postgresql://", "postgres://")):
         from plugbox.storage.postgres import PostgresDatabase  # psycopg is loaded only when used
@@ -22,6 +23,7 @@ def open_database(settings: Settings) -> Database:
             url,
             pool_size=settings.database_pool_size,
             statement_timeout_ms=settings.database_statement_timeout_ms,
+            host_id=host_id,
         )
     if url:
         raise ConfigError("database_url", "expected empty (SQLite) or a postgresql:// URL")

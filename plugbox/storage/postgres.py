@@ -41,7 +41,7 @@ from plugbox.settings import DEFAULTS
 from plugbox.storage import migrations
 from plugbox.storage._turns import Job, Turns
 from plugbox.storage.db import Change, Connection, Cursor
-from plugbox.storage.postgres_cluster import CHANNEL, Leases, Listener, notify_payload
+from plugbox.storage.postgres_cluster import CHANNEL, LEASE_APPLICATION, Leases, Listener, notify_payload
 
 __all__ = ["PostgresDatabase", "lock_key"]
 
@@ -68,6 +68,12 @@ def _translated() -> Iterator[None]:
         yield
     except psycopg.Error as exc:
         raise DatabaseError(f"postgres: {exc}") from exc
+
+
+_LIVE_HOSTS = (  # hosts count each other by their lease connections (postgres_cluster.Leases)
+    "SELECT DISTINCT application_name FROM pg_stat_activity "
+    "WHERE application_name LIKE ? AND datname = current_database()"
+)
 
 
 class _Conn:
@@ -106,6 +112,7 @@ class PostgresDatabase:
         pool_size: int = DEFAULTS.database_pool_size,
         statement_timeout_ms: int = DEFAULTS.database_statement_timeout_ms,
         connect_timeout_s: float = 10.0,
+        host_id: str = "",
     ) -> None:
         self.url = url
         self._closed = False
@@ -127,7 +134,7 @@ class PostgresDatabase:
             raise DatabaseError(f"postgres database cannot be opened: {exc}") from exc
         self.origin = uuid.uuid4().hex  # names this handle's announcements, so it never hears itself
         self._listener: Listener | None = None
-        self._leases = Leases(url, lock_key)
+        self._leases = Leases(url, lock_key, host_id)
         self._lease_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="plugbox-db-lease")
         self._turns = Turns()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="plugbox-db-writer")
@@ -224,6 +231,12 @@ class PostgresDatabase:
         self._check_open()
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._lease_thread, self._leases.acquire, tuple(names))
+
+    def live_hosts(self) -> frozenset[str]:
+        """The host ids of the handles whose lease connection is open now (named handles only)."""
+        prefix = f"{LEASE_APPLICATION}/"
+        rows = self.read(lambda c: c.execute(_LIVE_HOSTS, (prefix + "%",)).fetchall())
+        return frozenset(str(r[0])[len(prefix):] for r in rows)
 
     def integrity_check(self) -> bool:
         """True when the server answers and every migration of this version is recorded. (PostgreSQL

@@ -12,7 +12,9 @@
   host's next `acquire` takes them. `acquire` also checks the connection is alive: a host that lost
   it learns it holds nothing. Leases are spread: a host holds at most its fair share, the names
   divided by the hosts with a lease connection open (`pg_stat_activity`, by application name), and
-  gives back what it holds past that, so a host that joins takes its share within two rounds.
+  gives back what it holds past that, so a host that joins takes its share within two rounds. The
+  application name also carries the host's id (`plugbox-lease/<host id>`), so the open lease
+  connections say which hosts are up (`PostgresDatabase.live_hosts`).
 
 Neither knows what a plugin or a session is: names and subjects are plain strings.
 """
@@ -91,9 +93,11 @@ class Listener:
 class Leases:
     """Advisory-lock leases held by one connection. Not thread-safe: call from one thread."""
 
-    def __init__(self, url: str, key: Callable[[object], int]) -> None:
+    def __init__(self, url: str, key: Callable[[object], int], host_id: str = "") -> None:
         self._url = url
         self._key = key
+        # At most 63 bytes reach the server; settings.HOST_ID_PATTERN keeps the id short enough.
+        self._application = f"{LEASE_APPLICATION}/{host_id}" if host_id else LEASE_APPLICATION
         self._conn: psycopg.Connection[Any] | None = None
         self.held: set[str] = set()
 
@@ -105,8 +109,9 @@ class Leases:
         try:
             conn = self._connection()
             row = conn.execute(
-                "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s AND datname = current_database()",
-                (LEASE_APPLICATION,),
+                "SELECT count(*) FROM pg_stat_activity WHERE (application_name = %s OR application_name LIKE %s) "
+                "AND datname = current_database()",
+                (LEASE_APPLICATION, f"{LEASE_APPLICATION}/%"),
             ).fetchone()
             hosts = max(1, int(row[0]) if row is not None else 1)
             share = -(-len(wanted) // hosts)
@@ -136,7 +141,7 @@ class Leases:
     def _connection(self) -> psycopg.Connection[Any]:
         if self._conn is None or self._conn.closed:
             self.held.clear()
-            self._conn = psycopg.connect(self._url, autocommit=True, application_name=LEASE_APPLICATION)
+            self._conn = psycopg.connect(self._url, autocommit=True, application_name=self._application)
         return self._conn
 
     def _drop(self) -> None:

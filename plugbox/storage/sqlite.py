@@ -246,6 +246,10 @@ class SqliteDatabase:
         """Every name: this host is the only one."""
         return set(names)
 
+    def live_hosts(self) -> frozenset[str]:
+        """None: no other host shares the file."""
+        return frozenset()
+
     def integrity_check(self) -> bool:
         """True when SQLite's full integrity check finds nothing wrong."""
         rows = self.read(lambda c: c.execute("PRAGMA integrity_check").fetchall())

@@ -177,14 +177,14 @@ async def test_shutdown_logs_each_plugin_whose_stop_failed(rig: Any, monkeypatch
     host, _, _ = await rig()
     host.register_builtin(Counting, {**MANIFEST, "id": "other"})
     await host.enable("other")
-    put = host.registry.put
+    observe = host.registry.observe
 
-    async def failing_put(record: Any) -> None:
+    async def failing_observe(record: Any) -> None:
         if record.plugin_id == "probe":
             raise OSError("disk full")
-        await put(record)
+        await observe(record)
 
-    monkeypatch.setattr(host.registry, "put", failing_put)
+    monkeypatch.setattr(host.registry, "observe", failing_observe)  # shutdown stores status only
     with caplog.at_level(logging.ERROR, logger="plugbox.lifecycle"):
         await host.stop()
     assert "plugin probe: shutdown failed: shutdown raised OSError: disk full" in caplog.text

@@ -40,7 +40,7 @@ async def install_from_catalog(request: Request) -> JSONResponse:
         view, updated = await host.install_from_catalog(request.path_params["plugin_id"])
     except (ZipRefused, ManifestError) as exc:  # the catalog entry itself is broken
         raise ApiError(422, str(exc)) from None
-    detail = plugin_detail(view, await host.health(view.plugin_id))
+    detail = plugin_detail(view, await host.health(view.plugin_id), host.plugin_hosts(view.plugin_id))
     return JSONResponse(detail, status_code=200 if updated else 201)
 
 

@@ -37,7 +37,7 @@ def _id(request: Request) -> str:
 
 
 async def _detail(host: Host, view: PluginView) -> dict[str, Any]:
-    return plugin_detail(view, await host.health(view.plugin_id))
+    return plugin_detail(view, await host.health(view.plugin_id), host.plugin_hosts(view.plugin_id))
 
 
 async def list_plugins(request: Request) -> JSONResponse:
