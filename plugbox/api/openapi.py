@@ -30,6 +30,42 @@ def _op(summary: str, *, role: str | None = "read", body: bool = False, params: 
     return op
 
 
+# What each host sharing the database last observed of a plugin (docs/postgres.md); one entry,
+# this host, on SQLite.
+_PLUGIN_HOST = {
+    "type": "object",
+    "required": ["host", "status", "error", "consecutiveFailures", "updatedAt", "live", "this"],
+    "properties": {
+        "host": {"type": "string", "description": "the host's id (setting host_id)"},
+        "status": {"enum": ["installed", "enabled", "disabled", "error"]},
+        "error": {"type": ["string", "null"]},
+        "consecutiveFailures": {"type": "integer"},
+        "updatedAt": {"type": ["string", "null"], "format": "date-time",
+                      "description": "when that host last wrote this status (its own clock)"},
+        "live": {"type": "boolean", "description": "false: the host is not connected now; its status is its last"},
+        "this": {"type": "boolean", "description": "the host answering this request"},
+    },
+}
+_PLUGIN_DETAIL = {
+    "type": "object",
+    "description": "status, error, lastError and recentFailures are the answering host's; enabled and config are "
+                   "the operator's, shared by every host",
+    "properties": {
+        "id": {"type": "string"},
+        "status": {"enum": ["installed", "enabled", "disabled", "error"]},
+        "error": {"type": ["string", "null"]},
+        "enabled": {"type": "boolean"},
+        "hosts": {"type": "array", "items": {"$ref": "#/components/schemas/PluginHost"}},
+    },
+}
+
+
+def _with_schema(op: dict[str, Any], name: str) -> dict[str, Any]:
+    op["responses"]["200"] = {"description": "ok", "content": {
+        "application/json": {"schema": {"$ref": f"#/components/schemas/{name}"}}}}
+    return op
+
+
 def openapi_document() -> dict[str, Any]:
     pid = ("plugin_id",)
     return {
@@ -40,7 +76,8 @@ def openapi_document() -> dict[str, Any]:
             "securitySchemes": {"apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
                                 "bearer": {"type": "http", "scheme": "bearer"}},
             "schemas": {"Error": {"type": "object", "required": ["error"],
-                                  "properties": {"error": {"type": "string"}, "field": {"type": "string"}}}},
+                                  "properties": {"error": {"type": "string"}, "field": {"type": "string"}}},
+                        "PluginDetail": _PLUGIN_DETAIL, "PluginHost": _PLUGIN_HOST},
         },
         "paths": {
             "/health": {"get": _op("Liveness of the host", role=None)},
@@ -80,8 +117,9 @@ def openapi_document() -> dict[str, Any]:
                            statuses=(404,)),
             },
             "/api/plugins/{plugin_id}": {
-                "get": _op("Plugin detail: status, permissions, sessions, confinement, health, logs",
-                           params=pid, statuses=(404,)),
+                "get": _with_schema(_op("Plugin detail: this host's status and every host's (hosts), permissions, "
+                                        "sessions, confinement, health, logs", params=pid, statuses=(404,)),
+                                    "PluginDetail"),
                 "delete": _op("Uninstall a plugin", role="admin", params=pid, statuses=(404, 409)),
             },
             "/api/plugins/{plugin_id}/enable": {"post": _op("Enable", role="admin", params=pid, statuses=(404, 409))},

@@ -114,7 +114,9 @@ async def test_on_sqlite_the_one_host_lists_itself(tmp_path: Path) -> None:
                                        headers=ADMIN) as api:
         assert (await api.post("/api/plugins/probe/enable")).status_code == 200
         seen = (await api.get("/api/plugins/probe")).json()
+        documented = (await api.get("/openapi.json")).json()["components"]["schemas"]["PluginHost"]
     assert seen["status"] == "enabled"
+    assert all(set(h) == set(documented["required"]) == set(documented["properties"]) for h in seen["hosts"])
     assert [(h["host"], h["status"], h["live"], h["this"]) for h in seen["hosts"]] == [
         (host.host_id, "enabled", True, True)]
     # the generated name is kept, so a restarted host finds its own rows

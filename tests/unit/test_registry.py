@@ -144,7 +144,7 @@ async def test_an_invalid_host_status_row_is_logged_and_skipped(
     db: Database, registry: Registry, caplog: pytest.LogCaptureFixture
 ) -> None:
     await registry.observe(_record(status="enabled"))
-    await db.write(lambda c: c.execute(
-        "INSERT INTO plugin_host_status VALUES (?, ?, ?, ?, ?, ?)", ("echo", "host-z", "running", None, 0, 1.0)).close())
+    row = ("echo", "host-z", "running", None, 0, 1.0)
+    await db.write(lambda c: c.execute("INSERT INTO plugin_host_status VALUES (?, ?, ?, ?, ?, ?)", row).close())
     assert [h.host for h in registry.hosts("echo")] == ["host-a"]
     assert "skipping the status of plugin 'echo' on host 'host-z'" in caplog.text

@@ -562,3 +562,30 @@ async def test_leases_are_held_by_one_handle_spread_fairly_and_freed_when_the_ho
     finally:
         await one.close()
         await two.close()
+
+
+async def test_live_hosts_are_the_named_handles_holding_a_lease_connection(
+    make_postgres_url: Callable[[], str], tmp_path: Path,
+) -> None:
+    url = make_postgres_url()
+    names = ["s1", "s2", "s3", "s4"]
+    one, two = PostgresDatabase(url, host_id="host-one"), PostgresDatabase(url, host_id="host-two")
+    try:
+        assert one.live_hosts() == frozenset()  # no lease connection yet: not counted as up
+        await one.acquire_leases(names)
+        await two.acquire_leases(names)
+        assert one.live_hosts() == two.live_hosts() == {"host-one", "host-two"}
+        held = [await one.acquire_leases(names), await two.acquire_leases(names)]
+        assert [len(h) for h in held] == [2, 2]  # named handles still count each other for the spread
+        await one.close()
+        for _round in range(50):  # the server drops the closed connection once its backend exits
+            if two.live_hosts() == {"host-two"}:
+                break
+            await asyncio.sleep(0.1)
+        assert two.live_hosts() == {"host-two"}
+    finally:
+        await one.close()
+        await two.close()
+    embedded = SqliteDatabase(tmp_path / "plugbox.db")
+    assert embedded.live_hosts() == frozenset()  # one host is the whole system: no other is up
+    await embedded.close()
