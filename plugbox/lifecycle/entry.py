@@ -56,7 +56,7 @@ class PluginEntry:
         self.enabling: asyncio.Future[None] | None = None
         self.disabling: asyncio.Task[None] | None = None
         self.restart: asyncio.Task[None] | None = None
-        # Failure accounting, in this process only (the breaker's count is persisted in the record).
+        # Failure accounting, in this process only (the breaker's count is persisted, as this host's).
         self.started_at: float = 0.0  # clock time of the last successful (re)start
         self.handler_errors = 0  # consecutive, across all its handlers
         self.ingress_in_flight = 0  # its webhook handlers' requests not yet answered (lifecycle.ingress)

@@ -156,6 +156,11 @@ function renderStatus(p) {
   $("#d-status").className = p.status;
   $("#d-health").textContent = "health: " + (p.health.healthy ? "healthy" : "unhealthy") + (p.health.message ? " - " + p.health.message : "");
   const warnings = $("#d-warnings"); warnings.replaceChildren(...(p.warnings || []).map((w) => el("li", w)));
+  // Hosts sharing a database each run the plugin: list them only when there is more than this one.
+  const hosts = p.hosts || [];
+  $("#d-hosts").replaceChildren(...(hosts.length > 1 ? hosts : []).map((h) => el("li",
+    "host " + h.host + (h.this ? " (this one)" : "") + ": " + h.status + (h.error ? ": " + h.error : "")
+    + (h.live ? "" : " - not live; its last status, from " + (h.updatedAt || "never")), h.live ? h.status : "muted")));
   $("#d-uninstall").hidden = p.tier === "builtin" || !$("#d-confirm").hidden;
   const last = p.lastError;
   $("#d-last-error").textContent = last ? "Last error (" + last["class"] + ", " + last.timestamp + "): " + last.message : "No failures since the host loaded it.";
