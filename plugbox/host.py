@@ -4,6 +4,8 @@ manager together, owns their start and stop, and is the one public face of the l
 Adapters (`plugbox.api`, `plugbox.cli`, `plugbox.testing`, `plugbox dev run`) use only the methods
 below and read plugins as `PluginView` snapshots; none of them reaches into the manager, an entry
 or a runtime. Nothing here holds policy of its own: budgets and rules live in the lifecycle.
+(Past 400 lines: the wiring of every service and the small public face stay in one module, so the
+order things start and stop in reads top to bottom in one place; each method is a few lines.)
 """
 
 from __future__ import annotations
