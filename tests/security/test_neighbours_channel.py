@@ -69,6 +69,9 @@ async def _probe(host: Host, label: str, within: float = 5.0) -> float:
         await asyncio.wait_for(task, within)
 
 
+PACE_S = 0.02  # one victim message every 20 ms: a fraction of a 5 % share, however loaded the machine
+
+
 async def _probe_for(host: Host, seconds: float, tag: str, every: float = 0.0) -> list[float]:
     """Probe the victim back to back, or one probe per `every` seconds: a victim that must stay
     within a small CPU share (the throttling test gives every plugin 5 % of a CPU) is probed at
@@ -178,11 +181,11 @@ async def test_a_flood_of_inline_calls_is_throttled_on_its_own_channel(
     """64 lanes of storage.get as fast as replies come, each answered inline on the host's loop:
     the host time they take is charged to the attacker's CPU bucket, which pauses its channel."""
     victim = await _victim(host, write_plugin)
-    await _probe_for(host, 0.3, "before")
+    await _probe_for(host, 0.3, "before", every=PACE_S)
     attacker = await _attacker(host, write_plugin, "inline_flood")
     runtime = attacker.runtime
     assert runtime is not None
-    await _probe_for(host, 2.0, "during")
+    await _probe_for(host, 2.0, "during", every=PACE_S)
     stats = runtime.channel_stats()
     assert stats.throttled >= 1  # it ran, and paid for it
     # Over the attack, the host spent on it about its share (5 % of a CPU) plus its burst.
@@ -203,9 +206,6 @@ async def test_log_fields_past_their_cap_are_not_decoded_and_the_line_stays_smal
     assert all("over the" in line and "cap: not shown" in line for line in lines)
     assert max(len(line) for line in lines) < 200
     _victim_unharmed(victim)
-
-
-PACE_S = 0.02  # one victim message every 20 ms: a fraction of its 5 % share, however loaded the machine
 
 
 @pytest.mark.parametrize("settings_overrides", [{"channel_cpu_percent": 5, "channel_cpu_burst_ms": 20}])
