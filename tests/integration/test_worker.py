@@ -189,8 +189,12 @@ async def test_disabling_a_worker_that_just_died_skips_its_lifecycle_quietly(
     await host.disable("p")
     assert entry.status == Status.DISABLED
     lines = [line for line in entry.logs.recent if "on_disable" in line["message"]]
-    assert [line["level"] for line in lines] == ["info"], lines
-    assert "skipped" in lines[0]["message"] and "gone" in lines[0]["message"]
+    # Usually the disable wins the race and skips on_disable, saying why at info level; on a busy
+    # machine the death may be reported first, and then there is no worker left to call. Never an
+    # error, and never an on_disable sent to a dead worker.
+    assert [line["level"] for line in lines] in ([], ["info"]), lines
+    if lines:
+        assert "skipped" in lines[0]["message"] and "gone" in lines[0]["message"]
 
 
 @pytest.mark.parametrize("settings_overrides", [{"hook_budget_ms": 5000}])
