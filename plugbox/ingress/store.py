@@ -28,11 +28,12 @@ because its neighbours filled the disk.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterable, Sequence
 
 import msgspec
 
 from plugbox.settings import DEFAULTS
+from plugbox.storage import claims
 from plugbox.storage.db import Connection, Database
 
 __all__ = ["DEAD", "DELIVERED", "PENDING", "STATES", "DedupKey", "Delivery", "Enqueued", "IngressStore", "NewDelivery"]
@@ -224,21 +225,13 @@ class IngressStore:
 
         return await self._db.write(run)
 
-    async def renew_claims(self, ids: Collection[str], now: float) -> None:
+    async def renew_claims(self, ids: Iterable[str], now: float) -> None:
         """Extend this store's claims on `ids` to `now + claim_s` (shared databases only)."""
-        if not self._db.shared or not ids:
-            return
-        wanted = tuple(ids)
-        await self._db.write(lambda c: c.execute(
-            f"UPDATE ingress_deliveries SET claimed_until = ? WHERE claimed_by = ? AND state = ? "
-            f"AND id IN ({','.join('?' * len(wanted))})", (now + self._claim_s, self.holder, PENDING, *wanted)))
+        await claims.renew_claims(self._db, "ingress_deliveries", self.holder, PENDING, ids, now + self._claim_s)
 
     async def release_claims(self) -> None:
-        """Give up this store's claims (the host stops): other hosts may hand those rows over at once."""
-        if self._db.shared:
-            await self._db.write(lambda c: c.execute(
-                "UPDATE ingress_deliveries SET claimed_by = NULL, claimed_until = NULL WHERE claimed_by = ?",
-                (self.holder,)))
+        """Give up this store's claims (the host stops): other hosts may take those rows at once."""
+        await claims.release_claims(self._db, "ingress_deliveries", self.holder)
 
     def _due(self, c: Connection, now: float, limit: int, skip: Collection[str],
              plugin_room: dict[str, int]) -> list[Delivery]:

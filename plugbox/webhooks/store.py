@@ -31,6 +31,7 @@ from collections.abc import Iterable, Sequence
 import msgspec
 
 from plugbox.settings import DEFAULTS
+from plugbox.storage import claims
 from plugbox.storage.db import Connection, Database
 from plugbox.webhooks.subscriptions import Subscription, SubscriptionSpec
 
@@ -230,19 +231,11 @@ class WebhookStore:
 
     async def renew_claims(self, ids: Iterable[str], now: float) -> None:
         """Extend this store's claims on `ids` to `now + claim_s` (shared databases only)."""
-        wanted = tuple(ids)
-        if not self._db.shared or not wanted:
-            return
-        await self._db.write(lambda c: c.execute(
-            f"UPDATE webhook_deliveries SET claimed_until = ? WHERE claimed_by = ? AND state = ? "
-            f"AND id IN ({', '.join('?' * len(wanted))})", (now + self._claim_s, self.holder, PENDING, *wanted)))
+        await claims.renew_claims(self._db, "webhook_deliveries", self.holder, PENDING, ids, now + self._claim_s)
 
     async def release_claims(self) -> None:
-        """Give up this store's claims (the host stops): other hosts may attempt those rows at once."""
-        if self._db.shared:
-            await self._db.write(lambda c: c.execute(
-                "UPDATE webhook_deliveries SET claimed_by = NULL, claimed_until = NULL WHERE claimed_by = ?",
-                (self.holder,)))
+        """Give up this store's claims (the host stops): other hosts may take those rows at once."""
+        await claims.release_claims(self._db, "webhook_deliveries", self.holder)
 
     def next_due(self, skip: Iterable[str]) -> float | None:
         """When the earliest pending delivery of an enabled subscription, not in `skip`, falls due
