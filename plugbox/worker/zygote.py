@@ -26,7 +26,7 @@ from plugbox.confine.cgroups import Groups, Request
 from plugbox.confine.policy import CgroupPlacement, UidPlacement
 from plugbox.confine.userns import Subids
 from plugbox.protocol import MAX_CONTROL_MSG, Exited, Failed, Spawn, Spawned
-from plugbox.worker import entry, rehearsal
+from plugbox.worker import entry, immortal, rehearsal
 
 __all__ = ["main"]
 
@@ -129,7 +129,10 @@ def _serve(argv: list[str]) -> int:
     signal.signal(signal.SIGCHLD, lambda *_: None)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the host decides when we end
     gc.collect()
-    gc.freeze()  # keep the pre-imported heap out of the cyclic GC so forks share it (less CoW)
+    # Forks share the pre-imported heap only while nothing writes to it: immortal objects are never
+    # reference-counted again (3.12+, plugbox.worker.immortal), frozen ones never visited by the GC.
+    immortal.immortalize_heap()
+    gc.freeze()
     while True:
         readable, _, _ = select.select([ctl.fileno(), wake_r], [], [])
         if wake_r in readable:
