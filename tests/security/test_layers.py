@@ -8,11 +8,14 @@ randomness) still succeeds afterwards.
 
 Linux only. As root the probe drops to uid 65534, which must be able to read the interpreter's
 runtime: when this venv's Python lives under a 0700 home (pyenv in /root), the probe runs the
-system Python of the same minor version with this venv's site-packages instead.
+system Python of the same minor version with this venv's site-packages instead, or, if there is
+none, this venv's base interpreter hard-linked into a directory under /tmp that uid 65534 can reach.
 """
 
 from __future__ import annotations
 
+import atexit
+import functools
 import json
 import os
 import signal
@@ -69,7 +72,28 @@ def _interpreter() -> tuple[str, str | None]:
     system = f"/usr/bin/python{version}"
     if os.path.exists(system) and _runtime_readable(f"/usr/lib/python{version}"):
         return system, sysconfig.get_paths()["purelib"]
-    pytest.skip(f"no Python runtime readable by uid {NOBODY}: {sys.base_prefix} is not")
+    copy = _linked_copy_of_runtime()
+    if copy is not None:
+        return copy, sysconfig.get_paths()["purelib"]
+    pytest.skip(f"no Python runtime readable by uid {NOBODY}: {sys.base_prefix} is not, there is no "
+                f"{system}, and it cannot be hard-linked under /tmp")
+
+
+@functools.cache
+def _linked_copy_of_runtime() -> str | None:
+    """This venv's base interpreter, hard-linked (no data copied) under a 0755 directory in /tmp, so
+    uid 65534 can reach it; removed when the tests end. None when the link fails (another file
+    system) or the copy is still not readable."""
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    base = Path(tempfile.mkdtemp(prefix="plugbox-runtime-", dir="/tmp"))
+    base.chmod(0o755)
+    atexit.register(subprocess.run, ["rm", "-rf", str(base)], check=False)
+    copy = base / "python"
+    linked = subprocess.run(["cp", "-al", sys.base_prefix, str(copy)], capture_output=True, check=False)
+    python = copy / "bin" / f"python{version}"
+    if linked.returncode != 0 or not python.exists() or not _runtime_readable(str(copy / "lib" / f"python{version}")):
+        return None
+    return str(python)
 
 
 @dataclass
