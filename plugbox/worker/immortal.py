@@ -18,7 +18,7 @@ for the zygote's (and so every worker's) whole life; garbage is collected first.
 objects through the collector's view of the heap (`gc.get_objects`, `gc.get_referents`) plus the
 members of code objects, which the collector does not traverse. Objects created after the call
 (everything a worker or a plugin allocates) are counted as usual. Interpreters without immortal
-objects (3.11), free-threaded builds (a different header) and 32-bit builds are left untouched:
+objects (3.11), versions not yet measured (3.14+), free-threaded builds (a different header) and 32-bit builds are left untouched:
 `supported()` says so, and `immortalize_heap()` then does nothing.
 """
 
@@ -39,10 +39,11 @@ def immortal_refcount() -> int:
 
 
 def supported() -> bool:
-    """True on a 64-bit, GIL-ful CPython 3.12 or newer, where `None` is immortal."""
+    """True on a 64-bit, GIL-ful CPython 3.12 or 3.13, where `None` is immortal. (3.14 changed how
+    immortal counts are kept; it is left alone until measured.)"""
     return (
         sys.implementation.name == "cpython"
-        and sys.version_info >= (3, 12)
+        and (3, 12) <= sys.version_info[:2] <= (3, 13)
         and sys.maxsize > 2**32
         and not sysconfig.get_config_var("Py_GIL_DISABLED")
         and immortal_refcount() >= 2**31
