@@ -18,8 +18,8 @@ for the zygote's (and so every worker's) whole life; garbage is collected first.
 objects through the collector's view of the heap (`gc.get_objects`, `gc.get_referents`) plus the
 members of code objects, which the collector does not traverse. Objects created after the call
 (everything a worker or a plugin allocates) are counted as usual. Interpreters without immortal
-objects (3.11), versions not yet measured (3.14+), free-threaded builds (a different header) and 32-bit builds are left untouched:
-`supported()` says so, and `immortalize_heap()` then does nothing.
+objects (3.11), versions not yet measured (3.14+), free-threaded builds (a different header) and
+32-bit builds are left untouched: `supported()` says so, and `immortalize_heap()` then does nothing.
 """
 
 from __future__ import annotations
