@@ -23,6 +23,7 @@ from plugbox.bridge.process import Zygote
 from plugbox.capabilities.messages import MessageService
 from plugbox.capabilities.router import CapabilityRouter, Services
 from plugbox.capabilities.search import Provider, SearchService
+from plugbox.cpushare import CpuShare
 from plugbox.engines.base import Engine, EngineLifecycle
 from plugbox.engines.loopback import LoopbackEngine
 from plugbox.errors import EngineError
@@ -126,6 +127,9 @@ class Host:
         self.host_id = host_id(self.settings)  # names this host's own plugin status rows
         self.db = open_database(self.settings, host_id=self.host_id)
         self.registry = Registry(self.db, self.host_id)
+        # Host CPU all workers' channels may take together (each channel also has its own share).
+        self.channel_cpu = CpuShare(self.settings.channel_cpu_total_percent / 100,
+                                    self.settings.channel_cpu_total_burst_ms / 1000)
         write_budget = WriteBudget.from_settings(self.settings)  # one bucket per plugin, all its stores
         self.storage = PluginStorage(
             self.db,
@@ -229,7 +233,8 @@ class Host:
     # -- wiring --
     def _make_deps(self) -> RuntimeDeps:
         return RuntimeDeps(settings=self.settings, bus=self.bus, router=self.router,
-                           on_failure=self.manager.runtime_failed, zygote=self.zygote)
+                           on_failure=self.manager.runtime_failed, zygote=self.zygote,
+                           channel_cpu=self.channel_cpu)
 
     def _hook_timed_out(self, plugin_id: str) -> None:
         self._observers.hook_timeout(plugin_id)

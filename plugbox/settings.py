@@ -161,6 +161,13 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     in percent of one CPU, as a token bucket; past it, that channel alone is paused for the deficit."""
     channel_cpu_burst_ms: PositiveMs = 250
     """Host CPU time one worker's channel may spend at once before its share applies."""
+    channel_cpu_total_percent: PositiveInt = 80
+    """Host CPU all workers' channels may spend together, in percent of one CPU (the rest is the
+    host's own and the share of plugins within their fair share); past it, the plugins spending more
+    than a fair share of it (this total / the plugins that spent host CPU in the last second) are
+    paused, never one within its fair share."""
+    channel_cpu_total_burst_ms: PositiveMs = 1000
+    """Host CPU time all workers' channels may spend at once before that total applies."""
     plain_decode_max_bytes: PositiveInt = 1 << 20
     """Largest value a worker sends that the host decodes with no schema to bound it (hook,
     webhook, search and health results); larger ones are refused. A stored value larger than this

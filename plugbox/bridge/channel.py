@@ -28,7 +28,9 @@ What a worker makes the host spend on its channel is bounded and charged to it (
 - host CPU: the time spent handling its frames, and the loop time of its calls' tasks (`charge`),
   is charged to a token bucket (the loop thread's CPU time, so that time the host process spends
   preempted by others is charged to no plugin); in debt, its channel alone stops being read until the debt is
-  paid back (throttled), however busy it keeps the host.
+  paid back (throttled), however busy it keeps the host. The same time is charged to the host-wide
+  total of all channels (`plugbox.cpushare`), which pauses it too while that total is overspent
+  and it takes more than a fair share of it.
 (Longer than most modules: both pauses act on the read path that dispatches frames, one state
 machine that would be harder to follow split in two.) Decoding values under caps: values.py.
 """
@@ -49,6 +51,7 @@ import msgspec
 from plugbox._ratelimit import TokenBucket
 from plugbox.bridge.held import memory_of
 from plugbox.bridge.values import hook_data_cap, hook_result, result_value
+from plugbox.cpushare import CpuShare
 from plugbox.errors import FrameTooLarge, PluginError, WorkerGone
 from plugbox.protocol import (
     NIL,
@@ -124,10 +127,12 @@ class ChannelStats:
     backpressure_pauses: int = 0
     throttled: int = 0  # times its channel was paused for CPU debt
     cpu_seconds: float = 0.0  # host CPU charged to it
+    shared_pauses: int = 0  # pauses for taking more than its fair share of the host-wide total
 
 
 class Channel(asyncio.Protocol):
     def __init__(self, peer: Peer, max_frame: int, label: str, limits: ChannelLimits, *,
+                 cpu_share: CpuShare | None = None,
                  cpu_clock: Callable[[], float] = time.thread_time,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self._peer = peer
@@ -147,6 +152,8 @@ class Channel(asyncio.Protocol):
         self._throttle_timer: asyncio.TimerHandle | None = None
         self._cpu_clock = cpu_clock  # the loop thread's CPU time spent handling this worker's frames
         self._cpu = TokenBucket(limits.cpu_share, limits.cpu_burst, clock)
+        self._cpu_share = cpu_share  # the host-wide total, shared with every other channel
+        self._shared_pauses = 0
         self._cpu_spent = 0.0  # charged to its bucket
         self._unsettled = 0.0  # spent, not yet charged to its bucket (under _SETTLE_S)
         self._backpressure_pauses = 0
@@ -204,6 +211,8 @@ class Channel(asyncio.Protocol):
         self._backlog.clear()
         self._held.clear()
         self._held_bytes = 0
+        if self._cpu_share is not None:
+            self._cpu_share.forget(self._label)
         if self._gone is None:
             self._gone = "worker closed its channel"
         gone = WorkerGone(f"plugin {self._label!r} worker is gone: {self._gone}")
@@ -318,7 +327,7 @@ class Channel(asyncio.Protocol):
                             self._reader.bad_frames, self._gone, self._queued(), len(self._backlog),
                             len(self._held), self._held_bytes, self._refused_answers,
                             tuple(sorted(self._paused)), self._backpressure_pauses,
-                            self._throttled, self._cpu_spent + self._unsettled)
+                            self._throttled, self._cpu_spent + self._unsettled, self._shared_pauses)
 
     def abort(self, reason: str) -> None:
         """End the channel now; `reason` is what every waiter and the peer will be told."""
@@ -398,9 +407,12 @@ class Channel(asyncio.Protocol):
         spent += self._unsettled
         self._unsettled = 0.0
         self._cpu_spent += spent
-        debt = self._cpu.charge(spent)
+        own = self._cpu.charge(spent)
+        shared = self._cpu_share.charge(self._label, spent) if self._cpu_share is not None else 0.0
+        debt = max(own, shared)
         if debt > 0 and self._throttle_timer is None and self._gone is None:
             self._throttled += 1
+            self._shared_pauses += shared > own
             self._pause("throttled")
             self._throttle_timer = self._loop.call_later(debt, self._unthrottle)
 
