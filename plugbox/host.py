@@ -23,7 +23,6 @@ from plugbox.bridge.process import Zygote
 from plugbox.capabilities.messages import MessageService
 from plugbox.capabilities.router import CapabilityRouter, Services
 from plugbox.capabilities.search import Provider, SearchService
-from plugbox.cpushare import CpuShare
 from plugbox.engines.base import Engine, EngineLifecycle
 from plugbox.engines.loopback import LoopbackEngine
 from plugbox.errors import EngineError
@@ -54,6 +53,7 @@ from plugbox.observer import HostObserver, Observers
 from plugbox.runtime import PluginHandle, PluginRuntime, RuntimeDeps, RuntimeFactory
 from plugbox.sdk import Plugin
 from plugbox.settings import Settings, load_settings
+from plugbox.sharedtotal import SharedTotal
 from plugbox.storage.conversations import TOPIC as HANDOVER_TOPIC
 from plugbox.storage.conversations import ConversationStore
 from plugbox.storage.db import RESYNC, Change
@@ -128,7 +128,7 @@ class Host:
         self.db = open_database(self.settings, host_id=self.host_id)
         self.registry = Registry(self.db, self.host_id)
         # Host CPU all workers' channels may take together (each channel also has its own share).
-        self.channel_cpu = CpuShare(self.settings.channel_cpu_total_percent / 100,
+        self.channel_cpu = SharedTotal(self.settings.channel_cpu_total_percent / 100,
                                     self.settings.channel_cpu_total_burst_ms / 1000)
         write_budget = WriteBudget.from_settings(self.settings)  # one bucket per plugin, all its stores
         self.storage = PluginStorage(

@@ -4,7 +4,9 @@ sanitiser (`sanitise`) serves them all: secret config values redacted (before th
 secret would no longer match), control characters escaped (a plugin's text must never start a
 forged host log line, move the cursor or colour an operator's terminal), length capped. Streams
 (log lines, handler errors) also go through the plugin's own rate limit, so a flood is charged to
-the plugin that sent it and to nobody else.
+the plugin that sent it and to nobody else, and through the host-wide total of log bytes, which
+many plugins at their own limit would otherwise multiply (past it, only the plugins over their
+fair share of it lose lines).
 
 The host CPU spent on one line is bounded before any work is done on it: the text is cut to a
 few times the cap before redaction and escaping, and log `fields` are walked with a cap on
@@ -24,6 +26,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from plugbox._ratelimit import RateLimiter, TokenBucket
+from plugbox.sharedtotal import SharedTotal
 
 __all__ = ["REDACTED", "LogRelay", "escape_controls", "redact", "render_fields", "sanitise"]
 
@@ -147,6 +150,7 @@ class LogRelay:
         max_chars: int,
         bytes_per_minute: int | None = None,
         bytes_burst: int | None = None,
+        total: SharedTotal | None = None,
         keep: int = 200,
         clock: Callable[[], float] = time.monotonic,
         on_line: Callable[[str, dict[str, Any]], None] | None = None,
@@ -159,6 +163,10 @@ class LogRelay:
         # bytes a plugin puts there come out of its own bucket too. None: lines only.
         self._bytes = (None if bytes_per_minute is None else
                        TokenBucket(bytes_per_minute / 60, bytes_burst or bytes_per_minute, clock))
+        # ...and out of the host-wide total all plugins share (plugbox.sharedtotal), past which the
+        # plugins over their fair share of it are the ones dropped.
+        self._total = total
+        self._total_dropped = 0
         self._max_chars = max_chars
         self.recent: collections.deque[dict[str, Any]] = collections.deque(maxlen=keep)
         self._reported_drops = 0
@@ -166,7 +174,8 @@ class LogRelay:
     @property
     def dropped(self) -> int:
         """Lines refused by this plugin's rate limits (log lines and handler errors alike)."""
-        return self._limiter.dropped + (self._bytes.dropped if self._bytes is not None else 0)
+        return (self._limiter.dropped + (self._bytes.dropped if self._bytes is not None else 0)
+                + self._total_dropped)
 
     def sanitise(self, text: str, max_chars: int | None = None) -> str:
         """This plugin's text (an error, a health message) made safe to store, print or return."""
@@ -187,7 +196,8 @@ class LogRelay:
         return clean
 
     def emit(self, level: Any, message: Any, fields: Any = None) -> bool:
-        """Relay one line; False when the plugin's rate limit refused it (and it was not printed)."""
+        """Relay one line; False when the plugin's rate limits, or the host-wide total while the
+        plugin is over its fair share of it, refused it (and it was not printed)."""
         if not self._limiter.allow():
             return False
         lvl = level if isinstance(level, str) and level in LEVELS else "info"
@@ -195,7 +205,11 @@ class LogRelay:
         room = _PRECUT_FACTOR * self._max_chars - len(text)
         rendered, cut = render_fields(fields, room) if room > 0 else ("", False)
         text = sanitise(text + rendered, self._secrets(), self._max_chars, cut=cut)
-        if self._bytes is not None and not self._bytes.spend(len(text.encode("utf-8", "replace"))):
+        size = len(text.encode("utf-8", "replace"))
+        if self._bytes is not None and not self._bytes.spend(size):
+            return False
+        if self._total is not None and not self._total.admit(self.plugin_id, size):
+            self._total_dropped += 1
             return False
         if self.dropped > self._reported_drops:
             log.warning("plugin %s: %d log lines dropped by the rate limit", self.plugin_id,

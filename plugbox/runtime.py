@@ -17,13 +17,13 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from plugbox.capabilities.router import CapabilityRouter
-    from plugbox.cpushare import CpuShare
     from plugbox.hooks import HookBus
     from plugbox.logrelay import LogRelay
     from plugbox.manifest import Manifest
     from plugbox.permissions import SessionScope
     from plugbox.protocol import SpawnLimits
     from plugbox.settings import Settings
+    from plugbox.sharedtotal import SharedTotal
 
 __all__ = ["PluginHandle", "PluginRuntime", "RuntimeDeps", "RuntimeFactory", "WorkerSpawner"]
 
@@ -100,7 +100,7 @@ class RuntimeDeps:
     # (plugin, reason, counted): counted when the death ends a hook timeout already counted
     on_failure: Callable[[PluginHandle, str, bool], None]
     zygote: WorkerSpawner
-    channel_cpu: CpuShare  # the host CPU all channels take together (one per host)
+    channel_cpu: SharedTotal  # the host CPU all channels take together (one per host)
 
 
 RuntimeFactory = Callable[[PluginHandle, RuntimeDeps], PluginRuntime]

@@ -185,6 +185,12 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     its line count: 200 lines of 8192 chars would be ~10 MB a minute. A token bucket."""
     log_bytes_burst: PositiveInt = 64 << 10
     """How much of log_bytes_per_minute a plugin may spend at once."""
+    log_bytes_per_minute_total: PositiveInt = 4 << 20
+    """Host log bytes all plugins together may fill per minute. Past it, lines of the plugins
+    putting more than a fair share of it there (this total / the plugins that logged lately) are
+    dropped and counted, never those of a plugin within its fair share."""
+    log_bytes_total_burst: PositiveInt = 1 << 20
+    """How much of log_bytes_per_minute_total all plugins together may spend at once."""
     storage_quota_bytes: PositiveInt = 50 << 20
     """Bytes of storage one plugin may hold, as they take on disk (keys, values and conversation
     records, each row with its per-row and page overhead)."""

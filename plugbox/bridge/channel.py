@@ -29,7 +29,7 @@ What a worker makes the host spend on its channel is bounded and charged to it (
   is charged to a token bucket (the loop thread's CPU time, so that time the host process spends
   preempted by others is charged to no plugin); in debt, its channel alone stops being read until the debt is
   paid back (throttled), however busy it keeps the host. The same time is charged to the host-wide
-  total of all channels (`plugbox.cpushare`), which pauses it too while that total is overspent
+  total of all channels (`plugbox.sharedtotal`), which pauses it too while that total is overspent
   and it takes more than a fair share of it.
 (Longer than most modules: both pauses act on the read path that dispatches frames, one state
 machine that would be harder to follow split in two.) Decoding values under caps: values.py.
@@ -51,7 +51,6 @@ import msgspec
 from plugbox._ratelimit import TokenBucket
 from plugbox.bridge.held import memory_of
 from plugbox.bridge.values import hook_data_cap, hook_result, result_value
-from plugbox.cpushare import CpuShare
 from plugbox.errors import FrameTooLarge, PluginError, WorkerGone
 from plugbox.protocol import (
     NIL,
@@ -72,6 +71,7 @@ from plugbox.protocol import (
 )
 from plugbox.sdk import HookResult
 from plugbox.settings import DEFAULTS
+from plugbox.sharedtotal import SharedTotal
 
 __all__ = ["MAX_BAD_FRAMES", "Channel", "ChannelLimits", "ChannelStats", "Peer"]
 
@@ -132,7 +132,7 @@ class ChannelStats:
 
 class Channel(asyncio.Protocol):
     def __init__(self, peer: Peer, max_frame: int, label: str, limits: ChannelLimits, *,
-                 cpu_share: CpuShare | None = None,
+                 cpu_total: SharedTotal | None = None,
                  cpu_clock: Callable[[], float] = time.thread_time,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self._peer = peer
@@ -152,7 +152,7 @@ class Channel(asyncio.Protocol):
         self._throttle_timer: asyncio.TimerHandle | None = None
         self._cpu_clock = cpu_clock  # the loop thread's CPU time spent handling this worker's frames
         self._cpu = TokenBucket(limits.cpu_share, limits.cpu_burst, clock)
-        self._cpu_share = cpu_share  # the host-wide total, shared with every other channel
+        self._cpu_total = cpu_total  # the host-wide total, shared with every other channel
         self._shared_pauses = 0
         self._cpu_spent = 0.0  # charged to its bucket
         self._unsettled = 0.0  # spent, not yet charged to its bucket (under _SETTLE_S)
@@ -211,8 +211,8 @@ class Channel(asyncio.Protocol):
         self._backlog.clear()
         self._held.clear()
         self._held_bytes = 0
-        if self._cpu_share is not None:
-            self._cpu_share.forget(self._label)
+        if self._cpu_total is not None:
+            self._cpu_total.forget(self._label)
         if self._gone is None:
             self._gone = "worker closed its channel"
         gone = WorkerGone(f"plugin {self._label!r} worker is gone: {self._gone}")
@@ -408,7 +408,7 @@ class Channel(asyncio.Protocol):
         self._unsettled = 0.0
         self._cpu_spent += spent
         own = self._cpu.charge(spent)
-        shared = self._cpu_share.charge(self._label, spent) if self._cpu_share is not None else 0.0
+        shared = self._cpu_total.charge(self._label, spent) if self._cpu_total is not None else 0.0
         debt = max(own, shared)
         if debt > 0 and self._throttle_timer is None and self._gone is None:
             self._throttled += 1

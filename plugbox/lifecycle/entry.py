@@ -21,6 +21,7 @@ from plugbox.manifest import Manifest
 from plugbox.permissions import SessionScope, check_permission
 from plugbox.runtime import PluginRuntime, RuntimeFactory
 from plugbox.settings import Settings
+from plugbox.sharedtotal import SharedTotal
 
 __all__ = ["PluginEntry"]
 
@@ -29,7 +30,8 @@ class PluginEntry:
     """One known plugin: its manifest, persisted record and, while enabled, its runtime."""
 
     def __init__(self, manifest: Manifest, record: PluginRecord, factory: RuntimeFactory, settings: Settings,
-                 on_log_line: Callable[[str, dict[str, Any]], None] | None = None) -> None:
+                 on_log_line: Callable[[str, dict[str, Any]], None] | None = None,
+                 log_total: SharedTotal | None = None) -> None:
         self.manifest = manifest
         # Identity, as the capability router sees it (plugbox.capabilities.router.Caller): plain
         # attributes, read on every capability call; the manifest never changes for an entry.
@@ -47,6 +49,7 @@ class PluginEntry:
             max_chars=settings.log_line_max_chars,
             bytes_per_minute=settings.log_bytes_per_minute,
             bytes_burst=settings.log_bytes_burst,
+            total=log_total,
             on_line=on_log_line,
         )
         if record.error is not None:  # stored by a host that did not yet cap and redact it

@@ -32,6 +32,7 @@ from plugbox.logrelay import sanitise
 from plugbox.manifest import Manifest
 from plugbox.runtime import PluginHandle, PluginRuntime, RuntimeDeps, RuntimeFactory
 from plugbox.settings import Settings
+from plugbox.sharedtotal import SharedTotal
 
 __all__ = ["PluginManager"]
 
@@ -68,6 +69,9 @@ class PluginManager:
         self._on_worker_failed = on_worker_failed
         self._on_plugin_failure = on_plugin_failure  # told (plugin id, kind) of every failure noted
         self._on_log_line = on_log_line  # told (plugin id, line) of every line a plugin's relay keeps
+        # Host log bytes all plugins' relays share; usage decays over 2 s (lines come in bursts).
+        self.log_total = SharedTotal(settings.log_bytes_per_minute_total / 60, settings.log_bytes_total_burst,
+                                     window=2.0)
         self._entries: dict[str, PluginEntry] = {}
         self._closing = False
         # Starting a worker is CPU-bound (fork, confinement, imports): past a few at once they only
@@ -101,7 +105,7 @@ class PluginManager:
                 record.status, record.error = Status.ERROR, f"stored config invalid: {exc}"
         if record.status == Status.ENABLED:  # not running yet in this process
             record.status = Status.DISABLED if not record.enabled else Status.INSTALLED
-        entry = PluginEntry(manifest, record, factory, self.settings, self._on_log_line)
+        entry = PluginEntry(manifest, record, factory, self.settings, self._on_log_line, self.log_total)
         self._entries[manifest.id] = entry
         if record.status == Status.ERROR and record.error:
             self._note(entry, FailureKind.CONFIG_REJECTED if record.error.startswith("stored config")

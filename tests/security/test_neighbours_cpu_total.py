@@ -60,4 +60,4 @@ async def test_plugins_within_their_own_shares_are_held_to_the_total_and_pay_for
     assert victim_stats.throttled == victim_stats.shared_pauses == 0
     assert len(latencies) >= 3.0 / (PACE_S * 4)
     assert victim.status == Status.ENABLED and victim.record.consecutive_failures == 0
-    assert host.channel_cpu.stats().paused.keys() == {f"flood-{n}" for n in range(FLOODERS)}
+    assert host.channel_cpu.stats().over_share.keys() == {f"flood-{n}" for n in range(FLOODERS)}

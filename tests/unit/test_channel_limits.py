@@ -16,10 +16,10 @@ import pytest
 from plugbox.bridge.channel import Channel, ChannelLimits
 from plugbox.bridge.serving import CapabilityServer
 from plugbox.bridge.values import log_fields
-from plugbox.cpushare import CpuShare
 from plugbox.errors import PluginError, StorageError
 from plugbox.payloads import PAYLOADS, Undecoded, problem
 from plugbox.protocol import Call, Health, Hook, Log, Register, Reply, Result, encode_frame, encoded
+from plugbox.sharedtotal import SharedTotal
 from plugbox.storage.kv import PluginStorage
 from plugbox.storage.sqlite import SqliteDatabase
 
@@ -349,11 +349,11 @@ async def test_past_the_host_wide_total_the_channels_over_their_fair_share_are_p
     """Each channel within its own bucket, but together past the host's total: the two taking more
     than a fair share of it are paused, the quiet one sharing the total is not."""
     clock = asyncio.get_running_loop().time
-    total = CpuShare(0.5, 0.05, clock=clock)  # half a CPU for all channels together
+    total = SharedTotal(0.5, 0.05, clock=clock)  # half a CPU for all channels together
     own = ChannelLimits(1 << 20, 60.0, cpu_share=1.0, cpu_burst=60.0, value_max_bytes=64)  # never binds
-    hogs = [make_channel(Peer(), own, label=f"hog-{n}", cpu_share=total, cpu_clock=Ticks(0.02), clock=clock)
+    hogs = [make_channel(Peer(), own, label=f"hog-{n}", cpu_total=total, cpu_clock=Ticks(0.02), clock=clock)
             for n in (1, 2)]
-    quiet, quiet_transport = make_channel(Peer(), own, label="quiet", cpu_share=total,
+    quiet, quiet_transport = make_channel(Peer(), own, label="quiet", cpu_total=total,
                                           cpu_clock=Ticks(0.001), clock=clock)
     quiet.data_received(calls(1))
     for i in range(1, 40):
@@ -366,7 +366,7 @@ async def test_past_the_host_wide_total_the_channels_over_their_fair_share_are_p
         assert hog.stats().cpu_seconds > 0.5 / 3  # over a fair share of the total (3 active)
     quiet.data_received(calls(2))
     assert quiet_transport.reading and quiet.stats().throttled == quiet.stats().shared_pauses == 0
-    assert total.stats().paused.keys() == {"hog-1", "hog-2"}
+    assert total.stats().over_share.keys() == {"hog-1", "hog-2"}
     await asyncio.sleep(total.stats().debt_s + 0.02)  # the total's debt paid back
     assert all(transport.reading for _hog, transport in hogs)
     hogs[0][1].abort()  # a channel that ends no longer counts among those sharing the total

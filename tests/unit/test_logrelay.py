@@ -13,6 +13,7 @@ from plugbox._ratelimit import RateLimiter
 from plugbox.host import Host
 from plugbox.logrelay import REDACTED, LogRelay, sanitise
 from plugbox.sdk import Plugin
+from plugbox.sharedtotal import SharedTotal
 
 SECRET = "tok-9f8e7d6c5b4a"
 
@@ -280,3 +281,27 @@ def test_host_log_bytes_are_budgeted_per_plugin_whatever_the_line_count() -> Non
     assert relay.emit("error", "z" * 8192) is False
     printed = sum(len(line["message"]) for line in relay.recent)
     assert printed <= 20_000 + 10_000
+
+
+def test_host_log_bytes_of_all_plugins_together_are_held_to_the_total_and_the_loud_ones_lose_lines() -> None:
+    # 1,000 plugins at their own 480 KiB a minute would put ~470 MB a minute in the host log.
+    clock = FakeClock()
+    total = SharedTotal(1000.0, 4000.0, window=10.0, clock=clock)  # 1 kB/s for everyone together
+    loud = [LogRelay(f"loud-{n}", secrets=list, lines_per_window=10**6, window_s=10.0, max_chars=8192,
+                     bytes_per_minute=60_000, bytes_burst=2_000, total=total, clock=clock) for n in range(3)]
+    quiet = LogRelay("quiet", secrets=list, lines_per_window=10**6, window_s=10.0, max_chars=8192,
+                     bytes_per_minute=60_000, bytes_burst=2_000, total=total, clock=clock)
+    printed = 0
+    for second in range(60):
+        for relay in loud:
+            for _ in range(10):  # 10 x 100 B a second each: within its own 1 kB/s
+                printed += 100 * relay.emit("info", "L" * 100)
+        if second % 2 == 0:
+            assert quiet.emit("info", "q" * 100) is True  # 50 B/s: within its fair share, never dropped
+            printed += 100
+        clock.now += 1.0
+    assert printed <= 1000 * 60 + 4000 + 300  # the total, its burst, one line each of slack
+    assert printed >= 1000 * 60 * 0.8  # and the total is used, not idled
+    assert all(relay.dropped > 0 for relay in loud)  # the loud ones paid for it
+    assert quiet.dropped == 0
+    assert total.stats().over_share.keys() == {"loud-0", "loud-1", "loud-2"}
