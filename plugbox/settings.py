@@ -153,6 +153,12 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     channel_held_max_bytes: PositiveInt = 16 << 20
     """Memory the answers held for one worker may take while the queue to it is above the high-water
     mark (one is always held, however large); past it an answer is replaced by an error naming it."""
+    channel_bytes_total: PositiveInt = 128 << 20
+    """Bytes all workers' channels together may keep beyond the high-water mark (bytes queued to a
+    worker past the mark, and the answers held for it), host-wide; at least 4 x
+    channel_high_water_bytes. Past it, the plugin keeping the most over its fair share (this total /
+    the plugins keeping some) is refused its answer, or ended; a plugin within its share never is
+    (plugbox/fairshare.py)."""
     channel_drain_timeout_ms: PositiveMs | None = None
     """How long a worker may leave the queue to it above the high-water mark before it is killed
     ("not reading its channel"), counted as its failure; None: the liveness window."""
@@ -407,6 +413,9 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
             raise ValueError("webhook_backoff_initial_ms must not exceed webhook_backoff_max_ms")
         if self.ingress_backoff_initial_ms > self.ingress_backoff_max_ms:
             raise ValueError("ingress_backoff_initial_ms must not exceed ingress_backoff_max_ms")
+        if self.channel_bytes_total < 4 * self.channel_high_water_bytes:
+            raise ValueError(f"channel_bytes_total ({self.channel_bytes_total}) must be at least 4 x "
+                             f"channel_high_water_bytes ({4 * self.channel_high_water_bytes})")
         if self.engine not in ("loopback", "cloudapi"):
             raise ValueError("engine must be 'loopback' or 'cloudapi'")
         if self.engine == "cloudapi":

@@ -93,6 +93,12 @@ def test_fetch_timeout_above_its_maximum_is_refused() -> None:
         load_settings(environ={}, fetch_timeout_ms=40000)
 
 
+def test_a_host_wide_channel_total_under_four_high_water_marks_is_refused_naming_it() -> None:
+    with pytest.raises(ConfigError, match=r"channel_bytes_total .* at least 4 x channel_high_water_bytes"):
+        load_settings(environ={"PLUGBOX_CHANNEL_BYTES_TOTAL": str(4 << 20)}, channel_high_water_bytes=(1 << 20) + 1)
+    assert load_settings(environ={}, channel_bytes_total=4 << 20).channel_bytes_total == 4 << 20
+
+
 def test_degraded_confinement_is_an_explicit_choice() -> None:
     assert load_settings(environ={"PLUGBOX_CONFINEMENT": "degraded"}).confinement == "degraded"
 
