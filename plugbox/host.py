@@ -26,6 +26,7 @@ from plugbox.capabilities.search import Provider, SearchService
 from plugbox.engines.base import Engine, EngineLifecycle
 from plugbox.engines.loopback import LoopbackEngine
 from plugbox.errors import EngineError
+from plugbox.fairshare import FairShare
 from plugbox.fdlimit import raise_open_files
 from plugbox.feed import LiveFeed
 from plugbox.handover import BOT_PERMISSIONS, HandoverGate
@@ -104,7 +105,9 @@ class Host:
     human from the bots), `webhooks` (outbound webhooks: told every hook chain's outcome through
     `bus.on_outcome`), `ingress` (the queue of async ingress deliveries), `ingress_instances` (the
     ingress instances the operator created, each with its own secrets), `feed` (log lines and failures
-    as they happen, for live views), `host_id` (this host's name among hosts sharing the database).
+    as they happen, for live views), `channel_bytes` (the host-wide books of the bytes worker
+    channels keep for workers that do not read, fairshare.py), `host_id` (this host's name among
+    hosts sharing the database).
     `manager` is the lifecycle's internals, kept reachable for white-box
     tests only."""
 
@@ -195,6 +198,8 @@ class Host:
         self.search = SearchService(self._search_providers, self.manager.__contains__,
                                     self.settings.capability_timeout_ms / 1000, on_timeout=self._hook_timed_out)
         self.zygote = Zygote(env_allow=self.settings.worker_env_allow)
+        # what all workers' channels keep beyond their high-water marks, shared fairly (fairshare.py)
+        self.channel_bytes = FairShare(self.settings.channel_bytes_total, "channel_bytes_total")
         # A shared database (PostgreSQL) holds the packages, so any host can run any plugin, and a
         # Cluster keeps this host in step with the others and owns its session leases.
         self.packages = PackageStore(self.db) if self.db.shared else None
@@ -234,7 +239,7 @@ class Host:
     def _make_deps(self) -> RuntimeDeps:
         return RuntimeDeps(settings=self.settings, bus=self.bus, router=self.router,
                            on_failure=self.manager.runtime_failed, zygote=self.zygote,
-                           channel_cpu=self.channel_cpu)
+                           channel_cpu=self.channel_cpu, channel_bytes=self.channel_bytes)
 
     def _hook_timed_out(self, plugin_id: str) -> None:
         self._observers.hook_timeout(plugin_id)

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from plugbox.capabilities.router import CapabilityRouter
+    from plugbox.fairshare import FairShare
     from plugbox.hooks import HookBus
     from plugbox.logrelay import LogRelay
     from plugbox.manifest import Manifest
@@ -101,6 +102,7 @@ class RuntimeDeps:
     on_failure: Callable[[PluginHandle, str, bool], None]
     zygote: WorkerSpawner
     channel_cpu: SharedTotal  # the host CPU all channels take together (one per host)
+    channel_bytes: FairShare  # the host-wide books of the bytes worker channels keep (one per host)
 
 
 RuntimeFactory = Callable[[PluginHandle, RuntimeDeps], PluginRuntime]

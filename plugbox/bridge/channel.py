@@ -25,6 +25,10 @@ What a worker makes the host spend on its channel is bounded and charged to it (
 - memory of the answers it holds (`held.py`): past `held_max`, the next answer is replaced by an
   error naming the limit, so its call fails (the calls in flight bound how many answers wait,
   not how large they are);
+- the host's memory, all workers together (`fairshare.py`): the bytes kept beyond the mark (queued
+  past it, and held answers) are charged to the worker's holding of the host's `channel_bytes_total`.
+  Past that total, an answer of a worker over its fair share is replaced by an error naming it,
+  and the worker keeping the most over its share is ended; a worker within its share never is;
 - host CPU: the time spent handling its frames, and the loop time of its calls' tasks (`charge`),
   is charged to a token bucket (the loop thread's CPU time, so that time the host process spends
   preempted by others is charged to no plugin); in debt, its channel alone stops being read until the debt is
@@ -32,7 +36,9 @@ What a worker makes the host spend on its channel is bounded and charged to it (
   total of all channels (`plugbox.sharedtotal`), which pauses it too while that total is overspent
   and it takes more than a fair share of it.
 (Longer than most modules: both pauses act on the read path that dispatches frames, one state
-machine that would be harder to follow split in two.) Decoding values under caps: values.py.
+machine that would be harder to follow split in two; the host-wide books are kept in
+fairshare.py, and the channel only tells them what it keeps, where it starts and stops keeping
+it.) Decoding values under caps: values.py.
 """
 
 from __future__ import annotations
@@ -52,6 +58,7 @@ from plugbox._ratelimit import TokenBucket
 from plugbox.bridge.held import memory_of
 from plugbox.bridge.values import hook_data_cap, hook_result, result_value
 from plugbox.errors import FrameTooLarge, PluginError, WorkerGone
+from plugbox.fairshare import FairShare
 from plugbox.protocol import (
     NIL,
     Call,
@@ -122,17 +129,19 @@ class ChannelStats:
     backlog: int = 0  # frames read from it, not yet handled
     held_answers: int = 0  # answers waiting for the queue to drain
     held_bytes: int = 0  # the memory they take (held.py)
-    refused_answers: int = 0  # answers replaced by an error past held_max
+    refused_answers: int = 0  # answers replaced by an error past held_max, or past its share of the host's
     paused: tuple[str, ...] = ()  # why its channel is not being read ("backpressure", "throttled")
     backpressure_pauses: int = 0
     throttled: int = 0  # times its channel was paused for CPU debt
     cpu_seconds: float = 0.0  # host CPU charged to it
     shared_pauses: int = 0  # pauses for taking more than its fair share of the host-wide total
+    kept_bytes: int = 0  # bytes past the mark charged to the host-wide channel_bytes_total (fairshare.py)
 
 
 class Channel(asyncio.Protocol):
     def __init__(self, peer: Peer, max_frame: int, label: str, limits: ChannelLimits, *,
                  cpu_total: SharedTotal | None = None,
+                 host_bytes: FairShare | None = None,
                  cpu_clock: Callable[[], float] = time.thread_time,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self._peer = peer
@@ -146,6 +155,10 @@ class Channel(asyncio.Protocol):
         self._held: collections.deque[tuple[Reply, Callable[[], None] | None, int]] = collections.deque()
         self._held_bytes = 0
         self._refused_answers = 0
+        # its share of the bytes kept for all workers (without the host's books: bounded per plugin only)
+        self._kept = (host_bytes or FairShare(1 << 62)).holding(label, self._over_host_total)
+        self._queue_kept = 0  # of it, bytes queued past the high-water mark
+        self._refused_host_wide = 0
         self._blocked = False  # the transport's queue to the worker is above the high-water mark
         self._paused: set[str] = set()
         self._drain_timer: asyncio.TimerHandle | None = None
@@ -194,11 +207,14 @@ class Channel(asyncio.Protocol):
         self._blocked = True
         self._backpressure_pauses += 1
         self._pause("backpressure")
+        # (charged once the callback that wrote has finished, with what the rest of it queued)
+        self._loop.call_soon(self._charge_queue)
         if self._drain_timer is None:
             self._drain_timer = self._loop.call_later(self._limits.drain_timeout, self._not_draining)
 
     def resume_writing(self) -> None:
         self._blocked = False
+        self._charge_queue()
         if self._drain_timer is not None:
             self._drain_timer.cancel()
             self._drain_timer = None
@@ -213,6 +229,7 @@ class Channel(asyncio.Protocol):
         self._held_bytes = 0
         if self._cpu_total is not None:
             self._cpu_total.forget(self._label)
+        self._kept.close()
         if self._gone is None:
             self._gone = "worker closed its channel"
         gone = WorkerGone(f"plugin {self._label!r} worker is gone: {self._gone}")
@@ -291,6 +308,17 @@ class Channel(asyncio.Protocol):
                 f"({self._held_bytes} bytes of answers already wait for it; channel_held_max_bytes = "
                 f"{self._limits.held_max})"))
             size = memory_of(reply, room)
+        if not self._kept.keep(size):
+            self._refused_answers += 1
+            if not self._refused_host_wide:
+                log.warning("plugin %s: not reading its channel; answers past its fair share of "
+                            "channel_bytes_total are refused", self._label)
+            self._refused_host_wide += 1
+            reply = Reply(reply.id, False, None, (
+                f"answer of about {size} bytes refused: plugin {self._label!r} is not reading its channel and "
+                f"keeps {self._kept.kept} bytes, over its fair share of the host's channel_bytes_total"))
+            size = memory_of(reply, room)
+            self._kept.force(size)  # (a small error: the calls in flight bound how many)
         self._held_bytes += size
         self._held.append((reply, handed, size))
 
@@ -327,12 +355,14 @@ class Channel(asyncio.Protocol):
                             self._reader.bad_frames, self._gone, self._queued(), len(self._backlog),
                             len(self._held), self._held_bytes, self._refused_answers,
                             tuple(sorted(self._paused)), self._backpressure_pauses,
-                            self._throttled, self._cpu_spent + self._unsettled, self._shared_pauses)
+                            self._throttled, self._cpu_spent + self._unsettled, self._shared_pauses,
+                            self._kept.kept)
 
     def abort(self, reason: str) -> None:
         """End the channel now; `reason` is what every waiter and the peer will be told."""
         if self._gone is None:
             self._gone = reason
+        self._kept.close()  # (the transport drops its queue now, the held answers go at connection_lost)
         if self._transport is not None:
             self._transport.abort()
 
@@ -346,6 +376,19 @@ class Channel(asyncio.Protocol):
         if transport is None or writer is None:
             return 0
         return transport.get_write_buffer_size() + writer.buffered
+
+    def _charge_queue(self) -> None:
+        """Charge the bytes queued past the high-water mark to the host's books (none once below
+        it: the queue only shrinks while the worker is paused, and is charged as last measured)."""
+        over = max(0, self._queued() - self._limits.high_water) if self._blocked and self._gone is None else 0
+        more, self._queue_kept = over - self._queue_kept, over
+        if more > 0:
+            self._kept.force(more)  # (already queued: if it is the heaviest past the total, it ends)
+        elif more < 0:
+            self._kept.release(-more)
+
+    def _over_host_total(self, reason: str) -> None:
+        self.abort(f"not reading its channel: {reason}")
 
     def _check_queue(self) -> None:
         """While a read batch is corked, answers wait in the writer, where the transport's
@@ -383,6 +426,7 @@ class Channel(asyncio.Protocol):
         while held and not self._blocked:
             reply, handed, size = held.popleft()
             self._held_bytes -= size
+            self._kept.release(size)
             self.send(reply)
             if handed is not None:
                 handed()

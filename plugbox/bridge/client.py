@@ -83,7 +83,7 @@ class WorkerRuntime:
         self.proc: WorkerProcess | None = None
         self.confinement: list[dict[str, Any]] | None = None
         self._channel = Channel(self, s.frame_max_bytes, entry.plugin_id, channel_limits(s),
-                                cpu_total=deps.channel_cpu)
+                                cpu_total=deps.channel_cpu, host_bytes=deps.channel_bytes)
         self._calls = CapabilityServer(entry, deps.router, deps.bus, self._channel, s.max_calls_in_flight)
         self._registrations = Registrations(entry, deps.bus, self._hook_handler)
         self._liveness = Liveness(self._channel.ping, self._loop_thread_runnable, s.liveness_window_ms / 1000,

@@ -1,0 +1,117 @@
+"""What all workers' channels keep, together, for workers that do not read (fairshare.py as the
+channel uses it): bytes queued past the high-water mark and held answers are charged to the
+worker's holding of the host's total; past it the worker over its share is refused or ended, the
+neighbour within its share keeps being answered, and an ended or drained channel keeps nothing.
+Fake transports; no worker process."""
+
+from __future__ import annotations
+
+import asyncio
+
+from plugbox.bridge.channel import ChannelLimits
+from plugbox.fairshare import FairShare
+from plugbox.protocol import Call, encoded
+from tests.unit.test_channel_limits import Peer as InlinePeer
+from tests.unit.test_channel_limits import frames, make_channel, replies, serving
+
+LIMITS = ChannelLimits(1000, 60.0, 1.0, 60.0, 64, held_max=1 << 20)
+ANSWER = ["k" * 500] * 20  # an answer of a few kB of objects, as held
+
+
+def _stop_reading(transport: object) -> None:
+    transport.write(b"\0" * 1500)  # type: ignore[attr-defined]  # the worker reads nothing: above the mark
+
+
+async def test_bytes_queued_past_the_mark_are_charged_until_the_worker_drains_them() -> None:
+    books = FairShare(1 << 20)
+    peer = InlinePeer(reply_bytes=300)
+    channel, transport = make_channel(peer, LIMITS, host_bytes=books)
+    channel.data_received(b"".join(frames(Call(i, "storage.get", encoded({"key": "k"}))) for i in range(1, 6)))
+    assert not transport.reading
+    await asyncio.sleep(0)  # (charged once the read batch that queued them is over)
+    over = transport.get_write_buffer_size() - LIMITS.high_water
+    assert over > 0 and channel.stats().kept_bytes == over == books.kept_by()["attacker"]
+    transport.drain()
+    assert channel.stats().kept_bytes == 0 and books.kept == 0
+
+
+async def test_answers_of_a_worker_over_its_share_are_refused_naming_the_host_total() -> None:
+    books = FairShare(64 << 10)
+    _server, router, flooder, transport = serving(max_calls=32, limits=LIMITS, host_bytes=books)
+    flooder.data_received(frames(*[Call(i, "storage.set", encoded({})) for i in range(1, 21)]))
+    _stop_reading(transport)
+    await asyncio.sleep(0)
+    for fut in router.waiting:
+        fut.set_result(list(ANSWER))
+    await asyncio.sleep(0)
+    stats = flooder.stats()  # (each under the per-plugin limit, channel_held_max_bytes: 1 MiB)
+    assert stats.refused_answers > 0 and books.refused["attacker"] == stats.refused_answers
+    assert stats.gone is None and books.kept <= books.total and books.peak <= books.total
+    answered = []
+    while not transport.reading or flooder.stats().held_answers:
+        answered += replies(transport.drain())
+    flooder.flush()  # (the writer batches what the last drain released)
+    answered += replies(transport.drain())
+    refused = [r for r in answered if not r.ok]
+    assert len(refused) == stats.refused_answers and len(answered) == 20
+    assert "channel_bytes_total" in (refused[-1].error or "") and "fair share" in (refused[-1].error or "")
+    assert books.kept == 0  # everything held was handed over: nothing left on the books
+
+
+async def test_a_neighbour_within_its_share_is_answered_and_the_flooder_over_its_share_ended() -> None:
+    books = FairShare(64 << 10)
+    _server, router, flooder, transport = serving(max_calls=32, limits=LIMITS, host_bytes=books)
+    _nserver, nrouter, neighbour, ntransport = serving(max_calls=32, limits=LIMITS, host_bytes=books)
+    flooder.data_received(frames(*[Call(i, "storage.set", encoded({})) for i in range(1, 21)]))
+    neighbour.data_received(frames(Call(1, "storage.set", encoded({}))))
+    _stop_reading(transport)
+    _stop_reading(ntransport)
+    await asyncio.sleep(0)
+    for fut in router.waiting:
+        fut.set_result(list(ANSWER))
+    await asyncio.sleep(0)
+    assert flooder.stats().refused_answers > 0 and flooder.stats().gone is None  # it filled the total
+    nrouter.waiting[0].set_result(list(ANSWER))  # the neighbour, within its share, needs room
+    await asyncio.sleep(0)
+    assert neighbour.stats().refused_answers == 0 and neighbour.stats().gone is None
+    assert "channel_bytes_total" in (flooder.stats().gone or "") and transport.aborted
+    assert books.kept == neighbour.stats().kept_bytes <= books.total
+    answered = replies(ntransport.drain())
+    neighbour.flush()  # (the writer batches what the drain released)
+    answered += replies(ntransport.drain())
+    assert [(r.id, r.value) for r in answered] == [(1, ANSWER)]
+    assert books.kept == 0
+
+
+async def test_the_heaviest_worker_past_the_host_total_is_ended_and_its_neighbour_kept() -> None:
+    books = FairShare(8 << 10)
+    _nserver, nrouter, neighbour, ntransport = serving(max_calls=32, limits=LIMITS, host_bytes=books)
+    neighbour.data_received(frames(Call(1, "storage.set", encoded({}))))
+    _stop_reading(ntransport)
+    await asyncio.sleep(0)
+    nrouter.waiting[0].set_result("small")
+    await asyncio.sleep(0)
+    peer = InlinePeer(reply_bytes=10_000)  # an inline answer: queued at once, past the mark
+    flooder, transport = make_channel(peer, LIMITS, host_bytes=books)
+    flooder.data_received(frames(*[Call(i, "storage.get", encoded({"key": "k"})) for i in range(1, 6)]))
+    _stop_reading(transport)  # more queued past the mark: already spent, so it cannot be refused
+    await asyncio.sleep(0)
+    gone = flooder.stats().gone or ""
+    assert "not reading its channel" in gone and "channel_bytes_total = 8192" in gone
+    assert peer.lost and books.reclaimed == {"attacker": 1}
+    assert neighbour.stats().gone is None and neighbour.stats().held_answers == 1
+    assert books.kept == neighbour.stats().kept_bytes <= books.total
+
+
+async def test_an_ended_channel_keeps_nothing_on_the_host_books() -> None:
+    books = FairShare(1 << 20)
+    _server, router, channel, transport = serving(max_calls=8, limits=LIMITS, host_bytes=books)
+    channel.data_received(frames(*[Call(i, "storage.set", encoded({})) for i in range(1, 4)]))
+    _stop_reading(transport)
+    await asyncio.sleep(0)
+    for fut in router.waiting:
+        fut.set_result(list(ANSWER))
+    await asyncio.sleep(0)
+    assert books.kept > 0 and channel.stats().held_answers == 3
+    channel.abort("stopped")
+    assert books.kept == 0 and books.kept_by() == {}
