@@ -8,6 +8,9 @@ by event; and by the ingress handler (requests by outcome). Every figure about o
 `plugin` label. Worker memory
 (PSS from `/proc/<pid>/smaps_rollup`) and plugins by status are read at scrape time. A worker whose
 smaps cannot be read (already gone, or not readable to the host's user) is left out of the scrape.
+The bytes worker channels keep for workers that do not read, against the host-wide
+`channel_bytes_total` (plugbox/fairshare.py), are read from the host's books at scrape time too: kept
+by plugin, the settled peak, and the answers refused and workers ended by plugin.
 """
 
 from __future__ import annotations
@@ -19,11 +22,12 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from plugbox.fairshare import FairShare
 from plugbox.host import Host
 from plugbox.lifecycle.status import Status
 from plugbox.observer import HostObserver
 
-__all__ = ["Metrics", "worker_pss_bytes"]
+__all__ = ["ChannelBytesCollector", "Metrics", "worker_pss_bytes"]
 
 HOOK_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -73,6 +77,39 @@ class _HostCollector(Collector):
         yield queued
 
 
+class ChannelBytesCollector(Collector):
+    """The host-wide books of channel bytes (`Host.channel_bytes`), as read at scrape time."""
+
+    def __init__(self, books: FairShare) -> None:
+        self._books = books
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        books = self._books
+        kept = GaugeMetricFamily("plugbox_channel_bytes_kept",
+                                 f"Bytes kept for each worker beyond its channel's high-water mark, of {books.name}",
+                                 labels=["plugin"])
+        for plugin_id, n in sorted(books.kept_by().items()):
+            kept.add_metric([plugin_id], n)
+        yield kept
+        yield GaugeMetricFamily("plugbox_channel_bytes_peak",
+                                f"Most bytes all worker channels kept at once beyond their marks, of {books.name}",
+                                value=books.peak)
+        yield GaugeMetricFamily("plugbox_channel_bytes_limit", f"The host-wide bound: {books.name}",
+                                value=books.total)
+        refused = CounterMetricFamily("plugbox_channel_answers_refused_host_wide",
+                                      f"Answers refused: their worker was over its fair share of {books.name}",
+                                      labels=["plugin"])
+        for plugin_id, n in sorted(books.refused.items()):
+            refused.add_metric([plugin_id], n)
+        yield refused
+        ended = CounterMetricFamily("plugbox_channel_ended_host_wide",
+                                    f"Workers ended for keeping the most over their fair share of {books.name}",
+                                    labels=["plugin"])
+        for plugin_id, n in sorted(books.reclaimed.items()):
+            ended.add_metric([plugin_id], n)
+        yield ended
+
+
 class Metrics(HostObserver):
     """The app's registry and the instruments the rest of the API and the host observer feed."""
 
@@ -106,6 +143,7 @@ class Metrics(HostObserver):
                                         ["plugin", "outcome"], registry=r)
         self._call_children: dict[tuple[str, str, str], Any] = {}
         r.register(_HostCollector(host))
+        r.register(ChannelBytesCollector(host.channel_bytes))
 
     # -- host observer (plugbox.observer.HostObserver) --
     def capability_call(self, plugin_id: str, verb: str, outcome: str) -> None:
