@@ -405,6 +405,23 @@ async def test_the_loop_time_of_a_calls_task_is_charged_to_its_worker() -> None:
     await asyncio.sleep(0.05)
     assert transport.reading
 
+
+async def test_debt_run_up_by_calls_while_throttled_is_paid_before_it_is_read_again() -> None:
+    """Calls already read go on running while their channel is throttled: what they charge then
+    is paid back too before the channel is read again (else every pause admits a new round of
+    calls before the last one is paid for, and the worker gets more than its share)."""
+    limits = ChannelLimits(1 << 20, 60.0, cpu_share=1.0, cpu_burst=0.05, value_max_bytes=64)
+    _server, router, channel, transport = serving(4, limits, cpu_clock=Ticks(0.0),
+                                                  clock=asyncio.get_running_loop().time)
+    channel.data_received(frames(Call(1, "engine.get_chats", encoded({"session_id": "s"}))))
+    (charge,) = router.charges
+    charge(0.07)  # 0.02 s in debt: paused for 0.02 s
+    charge(0.1)  # its task ran on meanwhile: 0.12 s in debt
+    await asyncio.sleep(0.05)
+    assert not transport.reading and channel.stats().paused == ("throttled",)
+    await asyncio.sleep(0.15)
+    assert transport.reading and channel.stats().throttled == 1
+
 # -- decode memory ------------------------------------------------------------------------------
 
 
