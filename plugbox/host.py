@@ -60,7 +60,7 @@ from plugbox.storage.conversations import ConversationStore
 from plugbox.storage.db import RESYNC, Change
 from plugbox.storage.kv import PluginStorage
 from plugbox.storage.opening import open_database
-from plugbox.storage.quota import WriteBudget
+from plugbox.storage.quota import Quota, WriteBudget
 from plugbox.webhooks import Sender, WebhookService
 from plugbox.webhooks.store import TOPIC as WEBHOOKS_TOPIC
 
@@ -134,6 +134,7 @@ class Host:
         self.channel_cpu = SharedTotal(self.settings.channel_cpu_total_percent / 100,
                                     self.settings.channel_cpu_total_burst_ms / 1000)
         write_budget = WriteBudget.from_settings(self.settings)  # one bucket per plugin, all its stores
+        quota = Quota(self.db, self.settings.storage_quota_bytes, self.settings.storage_total_bytes)  # one usage row
         self.storage = PluginStorage(
             self.db,
             self.settings.storage_quota_bytes,
@@ -142,14 +143,15 @@ class Host:
             write_budget=write_budget,
             list_max_keys=self.settings.storage_list_max_keys,
             check_max_bytes=self.settings.plain_decode_max_bytes,
+            quota=quota,
         )
         self.conversations = ConversationStore(
             self.db,
             messages_per_plugin=self.settings.conversation_messages_per_plugin,
             rows_per_plugin=self.settings.conversation_rows_per_plugin,
             human_chats_per_plugin=self.settings.handover_human_chats_per_plugin,
-            quota_bytes=self.settings.storage_quota_bytes,
             write_budget=write_budget,
+            quota=quota,
         )
         self._observers = Observers()
         self.feed = LiveFeed(self.settings.live_feed_queue_max)

@@ -200,6 +200,10 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     storage_quota_bytes: PositiveInt = 50 << 20
     """Bytes of storage one plugin may hold, as they take on disk (keys, values and conversation
     records, each row with its per-row and page overhead)."""
+    storage_total_bytes: PositiveInt = 4 << 30
+    """Bytes of storage all plugins on the database may hold together (at least storage_quota_bytes).
+    Each plugin holding data is guaranteed min(storage_quota_bytes, this / plugins holding data) and
+    grows past that only into space no other plugin claims (docs/security.md, "Storage")."""
     storage_write_bytes_per_s: PositiveInt = 4 << 20
     """Write rate of one plugin (a token bucket; each write costs at least a 4 KiB page); past it the
     plugin's own writes wait, never another plugin's."""
@@ -407,6 +411,9 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
         for name in ("worker_cgroups", "worker_uids"):
             if getattr(self, name) not in ("required", "auto", "off"):
                 raise ValueError(f"{name} must be 'required', 'auto' or 'off'")
+        if self.storage_total_bytes < self.storage_quota_bytes:
+            raise ValueError(f"storage_total_bytes ({self.storage_total_bytes}) must be at least "
+                             f"storage_quota_bytes ({self.storage_quota_bytes}): one plugin's quota must fit the total")
         if self.fetch_timeout_ms > self.fetch_timeout_max_ms:
             raise ValueError("fetch_timeout_ms must not exceed fetch_timeout_max_ms")
         if self.webhook_backoff_initial_ms > self.webhook_backoff_max_ms:

@@ -21,7 +21,8 @@ namespaced by plugin id, so one plugin never sees another's rows:
   another conversation of the same plugin is refused, never silently moved. At most
   `rows_per_plugin` (setting `conversation_rows_per_plugin`) mappings and as many handover rows per plugin.
 
-Every row is charged to the plugin's storage quota at what it takes on disk (`quota.row_cost`, its
+Every row is charged to the plugin's storage quota (and its share of the host's total, `quota.Quota`)
+at what it takes on disk (`quota.row_cost`, its
 index entries included), the same quota as its keys, and every write to its `WriteBudget`, queued as
 the plugin's own; a message dropped by the rolling bound is credited back. Values arrive validated by
 the capability layer (lengths, types, the state enum); this module checks no permissions or session
@@ -37,7 +38,7 @@ from typing import Any
 from plugbox.errors import StorageError
 from plugbox.settings import DEFAULTS
 from plugbox.storage.db import Connection, Database
-from plugbox.storage.quota import WriteBudget, charge, read_usage, row_cost
+from plugbox.storage.quota import Quota, WriteBudget, row_cost
 
 __all__ = ["HANDOVER_STATES", "TOPIC", "ConversationStore"]
 
@@ -93,12 +94,15 @@ class ConversationStore:
         human_chats_per_plugin: int = DEFAULTS.handover_human_chats_per_plugin,
         quota_bytes: int = DEFAULTS.storage_quota_bytes,
         write_budget: WriteBudget | None = None,
+        total_bytes: int | None = DEFAULTS.storage_total_bytes,
+        quota: Quota | None = None,
     ) -> None:
         self._db = db
+        self.quota = quota or Quota(db, quota_bytes, total_bytes)
         self.messages_per_plugin = messages_per_plugin
         self.rows_per_plugin = rows_per_plugin
         self.human_chats_per_plugin = human_chats_per_plugin
-        self.quota_bytes = quota_bytes
+        self.quota_bytes = self.quota.plugin_bytes
         self.write_budget = write_budget or WriteBudget.from_settings(DEFAULTS)
         # Which chats a plugin holds in `human`: read at start, kept by this store's writes and, on
         # a shared database, by `follow` when another host announces a change.
@@ -126,12 +130,7 @@ class ConversationStore:
         """Refuse (StorageError) a `record_sent` that could not be stored, before the text is sent."""
         self.write_budget.check(plugin_id)
         cost = _envelope_cost(plugin_id, envelope, "x" * 64)  # the engine's id is not known yet
-        used = self._db.read(lambda c: read_usage(c, plugin_id))
-        if used + cost > self.quota_bytes:
-            raise StorageError(
-                f"storage quota of plugin {plugin_id!r}: recording this conversation message needs {cost} "
-                f"more bytes on disk, {used} of {self.quota_bytes} bytes are in use"
-            )
+        self._db.read(lambda c: self.quota.check(c, plugin_id, cost, "recording this conversation message"))
 
     # -- messages ----------------------------------------------------------------------------------
 
@@ -161,7 +160,7 @@ class ConversationStore:
             dropped = (plugin_id, seq - self.messages_per_plugin)
             freed = sum(_stored_message_cost(tuple(r)) for r in conn.execute(_DROPPED_TEXTS, dropped))
             conn.execute("DELETE FROM conversation_messages WHERE plugin_id = ? AND seq <= ?", dropped)
-            charge(conn, plugin_id, cost - freed, self.quota_bytes, "recording a conversation message")
+            self.quota.charge(conn, plugin_id, cost - freed, "recording a conversation message")
             return seq
 
         return await self._db.write(write, owner=plugin_id)
@@ -212,7 +211,7 @@ class ConversationStore:
             if found is None:
                 _check_room(conn, "conversation_handover", plugin_id, "handover references", self.rows_per_plugin)
             old = 0 if found is None else _handover_cost(plugin_id, ref, *found)
-            charge(conn, plugin_id, cost - old, self.quota_bytes, f"handover reference {ref!r}")
+            self.quota.charge(conn, plugin_id, cost - old, f"handover reference {ref!r}")
             conn.execute(
                 "INSERT INTO conversation_handover (plugin_id, ref, state, updated_at, session_id, chat_id) "
                 "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (plugin_id, ref) DO UPDATE SET state = excluded.state, "
@@ -324,7 +323,7 @@ class ConversationStore:
             if exists is None:
                 _check_room(conn, "conversation_mappings", plugin_id, "mappings", self.rows_per_plugin)
             old = 0 if exists is None else _mapping_cost(plugin_id, cid, *exists)
-            charge(conn, plugin_id, cost - old, self.quota_bytes, f"mapping of conversation {cid!r}")
+            self.quota.charge(conn, plugin_id, cost - old, f"mapping of conversation {cid!r}")
             conn.execute(
                 f"INSERT INTO conversation_mappings (plugin_id, {_MAPPING_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT (plugin_id, conversation_id) DO UPDATE SET provider = excluded.provider, "

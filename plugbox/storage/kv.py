@@ -6,9 +6,9 @@ Each plugin has its own namespace in the ``plugin_kv`` table and a byte quota. R
 - values are plain data (SPEC §3) and are stored encoded with msgpack. Everything round-trips by
   type, with one normalisation: an aware datetime comes back as the same instant **in UTC**;
 - a plugin's usage is what its rows take on disk (`quota.row_cost` of plugin id + key + encoded
-  value), shared with its conversation records. The usage row is updated in the same transaction as
-  the value, so the two never disagree; overwriting a key counts only the difference. A refused
-  write changes nothing;
+  value), shared with its conversation records, bounded by its quota and its share of the host's
+  total (`quota.Quota`). The usage row is updated in the same transaction as the value, so the two
+  never disagree; overwriting a key counts only the difference. A refused write changes nothing;
 - every write is charged to the plugin's `WriteBudget` before it is queued, and queued as the
   plugin's own (`Database.write(owner=...)`), so a plugin flooding the writer waits for itself;
 - `list_keys`, the listing plugins reach, runs on the database's scan thread and returns at most
@@ -43,7 +43,7 @@ from plugbox.plain import check_plain
 from plugbox.protocol import value_decoder
 from plugbox.settings import DEFAULTS
 from plugbox.storage.db import Connection, Database
-from plugbox.storage.quota import PAGE_SIZE, WriteBudget, charge, read_usage, row_cost
+from plugbox.storage.quota import PAGE_SIZE, Quota, WriteBudget, read_usage, row_cost
 
 __all__ = ["MAX_KEY_CHARS", "PluginStorage", "prefix_end"]
 
@@ -192,11 +192,15 @@ class PluginStorage:
         write_budget: WriteBudget | None = None,
         list_max_keys: int = DEFAULTS.storage_list_max_keys,
         check_max_bytes: int = DEFAULTS.plain_decode_max_bytes,
+        total_bytes: int | None = DEFAULTS.storage_total_bytes,
+        quota: Quota | None = None,
     ) -> None:
+        """`quota` (shared with the host's other stores) wins over `quota_bytes` and `total_bytes`."""
         if quota_bytes < 1:
             raise ValueError("quota_bytes must be positive")
         self._db = db
-        self.quota_bytes = quota_bytes
+        self.quota = quota or Quota(db, quota_bytes, total_bytes)
+        self.quota_bytes = self.quota.plugin_bytes
         self.write_budget = write_budget or WriteBudget.from_settings(DEFAULTS)
         self.list_max_keys = list_max_keys
         self.check_max_bytes = check_max_bytes
@@ -292,7 +296,7 @@ class PluginStorage:
 
         def txn(c: Connection) -> None:
             old = c.execute(_SIZE, (plugin_id, key)).fetchone()
-            charge(c, plugin_id, size - (old[0] if old else 0), quota, f"writing key {key!r}")
+            self.quota.charge(c, plugin_id, size - (old[0] if old else 0), f"writing key {key!r}")
             c.execute(_UPSERT, (plugin_id, key, blob, size))
 
         await self._write(txn, plugin_id, "set", key)
@@ -307,7 +311,7 @@ class PluginStorage:
             if old is None:
                 return False
             c.execute(_DELETE, (plugin_id, key))
-            charge(c, plugin_id, -old[0], self.quota_bytes, "")
+            self.quota.charge(c, plugin_id, -old[0], "")
             return True
 
         return await self._write(txn, plugin_id, "delete", key)

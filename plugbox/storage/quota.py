@@ -9,9 +9,30 @@ Three things every store that keeps plugin data (`kv`, `conversations`) charges 
   key + value undercounted the file 4-22x (small rows pay per-row overhead; a value just past the
   local limit pays a whole 4 KiB overflow page). PostgreSQL is charged the same figure, so a
   plugin's quota holds the same data on either backend (its heap tuples cost about as much).
-- `charge`: adds a delta to the plugin's usage row inside the caller's write transaction and refuses
-  (StorageError naming the plugin, what was written and the quota) a growth past the quota, so usage
-  and data never disagree. KV keys and conversation records share the one quota.
+- `Quota.charge`: adds a delta to the plugin's usage row inside the caller's write transaction and
+  refuses (StorageError) a growth past either bound below, so usage and data never disagree and a
+  refused write changes nothing. KV keys and conversation records share the one usage row.
+- the two bounds (`Quota`): the plugin's own `storage_quota_bytes`, and the host's
+  `storage_total_bytes`, shared by every plugin on the database. Each plugin that holds data
+  (usage > 0) is guaranteed a *reserve* R = min(storage_quota_bytes, storage_total_bytes / N), N
+  the number of plugins holding data, this one included once it writes. Growing within R is never
+  refused for what other plugins hold. Growing past R is admitted only while the plugins' *claims*,
+  sum over plugins of max(usage, R), stay within the total: the space past its reserve a plugin
+  takes is space no other plugin has claimed. So, for a set of plugins holding data, the bytes they
+  hold never pass the total and each can always reach its reserve.
+  N counts plugins that hold data, not the installed ones: an installed plugin that stores nothing
+  leaves its share to those that do, the count lives in the table the charge already reads (no
+  coupling to the registry, the same on both backends), and deleting a plugin's data (uninstall)
+  drops it from N at once. A plugin's *first* write makes N one larger and every reserve smaller;
+  it is still admitted up to its (new) reserve even if the others' claims fill the total, since
+  stored data is never evicted: the sum may then pass the total by at most the reserves of the
+  plugins that joined so (each min(quota, total / N)), and no plugin grows past its reserve until
+  deletes bring the claims back within the total. Leaving (N one smaller) never breaks the bound.
+  Several hosts on one PostgreSQL database: a write within its reserve needs nothing from the others
+  (its claim, R, was already counted), so it takes no shared lock; a write past its reserve first
+  takes the database-wide `TOTAL_LOCK` (`Database.serialize`: a transaction-level advisory lock on
+  PostgreSQL, nothing on SQLite's one writer), then reads the claims, so two hosts never both spend
+  the same unclaimed space. Writes past a reserve are thus serialised cluster-wide, the rest not.
 - `WriteBudget`: a token bucket of write bytes per plugin. Each write spends its cost (at least one
   page: a tiny write still costs a page write and an fsync); a plugin in debt waits for its own
   bucket to refill before its write is queued, and one that would wait longer than the budget's
@@ -26,13 +47,13 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from plugbox.errors import StorageError
 from plugbox.settings import Settings
-from plugbox.storage.db import Connection
+from plugbox.storage.db import Connection, Database
 
-__all__ = ["PAGE_SIZE", "WriteBudget", "charge", "read_usage", "row_cost"]
+__all__ = ["PAGE_SIZE", "TOTAL_LOCK", "Quota", "WriteBudget", "read_usage", "row_cost"]
 
 PAGE_SIZE = 4096  # SQLite's default page size, which `Database` keeps
 
@@ -50,6 +71,14 @@ _ADD_USAGE = (
     "INSERT INTO plugin_kv_usage (plugin_id, bytes) VALUES (?, ?) "
     "ON CONFLICT (plugin_id) DO UPDATE SET bytes = plugin_kv_usage.bytes + excluded.bytes"
 )
+_OTHER_HOLDERS = "SELECT count(*) FROM plugin_kv_usage WHERE bytes > 0 AND plugin_id <> ?"
+_OTHER_CLAIMS = (  # sum of max(usage, reserve) over the other plugins holding data
+    "SELECT coalesce(sum(CASE WHEN bytes > ? THEN bytes ELSE ? END), 0) FROM plugin_kv_usage "
+    "WHERE bytes > 0 AND plugin_id <> ?"
+)
+_HELD = "SELECT plugin_id, bytes FROM plugin_kv_usage WHERE bytes > 0"
+
+TOTAL_LOCK = "storage_total_bytes"  # the `Database.serialize` name a write past its reserve holds
 
 
 def row_cost(payload: int, *, index: bool = True, page_size: int = PAGE_SIZE) -> int:
@@ -74,18 +103,75 @@ def read_usage(conn: Connection, plugin_id: str) -> int:
     return 0 if row is None else int(row[0])
 
 
-def charge(conn: Connection, plugin_id: str, delta: int, quota: int, what: str) -> None:
-    """Add `delta` bytes to the plugin's usage, in the caller's transaction; a growth that would pass
-    `quota` raises StorageError (and the caller's transaction rolls back)."""
-    if delta > 0:
+@dataclass(slots=True)
+class Quota:
+    """A plugin's own byte quota and its share of the host's total (see the module docstring).
+    One per host, shared by every store that charges plugin bytes; `refused` counts refusals by
+    (plugin, reason), reason `quota` or `total`, for metrics and tests."""
+
+    db: Database
+    plugin_bytes: int
+    total_bytes: int | None = None  # None: no host-wide bound (tools)
+    refused: dict[tuple[str, str], int] = field(default_factory=dict)
+
+    def reserve(self, holders: int) -> int:
+        """What each of `holders` plugins holding data is guaranteed."""
+        if self.total_bytes is None:
+            return self.plugin_bytes
+        return min(self.plugin_bytes, self.total_bytes // max(holders, 1))
+
+    def check(self, conn: Connection, plugin_id: str, delta: int, what: str) -> None:
+        """Refuse (StorageError) a growth of `delta` bytes the bounds do not allow now; for a check
+        ahead of a write (it takes no lock: the write's own `charge` decides)."""
+        self._check(conn, plugin_id, delta, what, serialize=False)
+
+    def charge(self, conn: Connection, plugin_id: str, delta: int, what: str) -> None:
+        """Add `delta` bytes to the plugin's usage, in the caller's write transaction; a growth the
+        bounds do not allow raises StorageError (and the caller's transaction rolls back)."""
+        self._check(conn, plugin_id, delta, what, serialize=True)
+        if delta:
+            conn.execute(_ADD_USAGE, (plugin_id, delta))
+
+    def held(self, conn: Connection) -> dict[str, int]:
+        """Bytes each plugin holding data holds (for metrics)."""
+        return {str(p): int(b) for p, b in conn.execute(_HELD).fetchall()}
+
+    def _check(self, conn: Connection, plugin_id: str, delta: int, what: str, *, serialize: bool) -> None:
+        if delta <= 0:
+            return
         used = read_usage(conn, plugin_id)
-        if used + delta > quota:
-            raise StorageError(
-                f"storage quota of plugin {plugin_id!r}: {what} needs {delta} more bytes on disk, "
-                f"{used} of {quota} bytes are in use"
-            )
-    if delta:
-        conn.execute(_ADD_USAGE, (plugin_id, delta))
+        grown = used + delta
+        if grown > self.plugin_bytes:
+            self._refuse(plugin_id, "quota",
+                         f"storage quota of plugin {plugin_id!r}: {what} needs {delta} more bytes on disk, "
+                         f"{used} of {self.plugin_bytes} bytes are in use")
+        total = self.total_bytes
+        if total is None or grown <= self.reserve(_others(conn, plugin_id) + 1):
+            return  # within its reserve: what the others hold cannot refuse it
+        if serialize:
+            self.db.serialize(conn, TOTAL_LOCK)  # then count again: another host may have written
+        holders = _others(conn, plugin_id) + 1
+        reserve = self.reserve(holders)
+        if grown <= reserve:
+            return
+        (others,) = conn.execute(_OTHER_CLAIMS, (reserve, reserve, plugin_id)).fetchone()
+        claims = int(others) + grown
+        if claims > total:
+            self._refuse(plugin_id, "total",
+                         f"storage_total_bytes: plugin {plugin_id!r} holds {used} bytes, and {what} needs {delta} "
+                         f"more; past its reserve of {reserve} bytes (min(storage_quota_bytes, {total} / {holders} "
+                         f"plugins holding data)) a plugin grows only into space no plugin claims, and the "
+                         f"plugins would then claim {claims} of the host's {total} bytes")
+
+    def _refuse(self, plugin_id: str, reason: str, message: str) -> None:
+        key = (plugin_id, reason)
+        self.refused[key] = self.refused.get(key, 0) + 1
+        raise StorageError(message)
+
+
+def _others(conn: Connection, plugin_id: str) -> int:
+    """Plugins other than `plugin_id` that hold data."""
+    return int(conn.execute(_OTHER_HOLDERS, (plugin_id,)).fetchone()[0])
 
 
 @dataclass(slots=True)
