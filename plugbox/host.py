@@ -134,7 +134,7 @@ class Host:
         self.channel_cpu = SharedTotal(self.settings.channel_cpu_total_percent / 100,
                                     self.settings.channel_cpu_total_burst_ms / 1000)
         write_budget = WriteBudget.from_settings(self.settings)  # one bucket per plugin, all its stores
-        quota = Quota(self.db, self.settings.storage_quota_bytes, self.settings.storage_total_bytes)  # one usage row
+        quota = Quota(self.settings.storage_quota_bytes, self.settings.storage_total_bytes)  # one per host
         self.storage = PluginStorage(
             self.db,
             self.settings.storage_quota_bytes,

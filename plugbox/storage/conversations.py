@@ -98,7 +98,7 @@ class ConversationStore:
         quota: Quota | None = None,
     ) -> None:
         self._db = db
-        self.quota = quota or Quota(db, quota_bytes, total_bytes)
+        self.quota = quota or Quota(quota_bytes, total_bytes)
         self.messages_per_plugin = messages_per_plugin
         self.rows_per_plugin = rows_per_plugin
         self.human_chats_per_plugin = human_chats_per_plugin

@@ -22,10 +22,6 @@ on both (tests/unit/test_storage_contract.py):
 - `skip_locked` ends the SELECT of a claim (a write that marks queue rows as this host's): on
   PostgreSQL `FOR UPDATE SKIP LOCKED`, so hosts claiming at once each get other rows instead of
   waiting for (or taking) each other's; on SQLite empty, one writer having nothing to skip.
-- `serialize(conn, name)` inside a write holds `name` until that write commits or rolls back: no
-  other write on the database (on any host) holding the same name runs its statements after it
-  meanwhile. On PostgreSQL a transaction-level advisory lock; on SQLite nothing, its one writer
-  already running every write alone. For a read-check-write across owners (the storage total).
 - `announce(conn, topic, subject)` inside a write tells every OTHER handle on the database, once the
   write commits, that `subject` (a plugin id) of `topic` changed; `subscribe(callback)` is told
   those `Change`s (on a thread of the backend's, within ~1 s of the commit), and a `Change` with
@@ -103,8 +99,6 @@ class Database(Protocol):
     async def scan(self, fn: Callable[[Connection], T], *, owner: Hashable = None) -> T: ...
 
     def integrity_check(self) -> bool: ...
-
-    def serialize(self, conn: Connection, name: str) -> None: ...
 
     def announce(self, conn: Connection, topic: str, subject: str) -> None: ...
 

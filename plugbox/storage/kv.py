@@ -199,7 +199,7 @@ class PluginStorage:
         if quota_bytes < 1:
             raise ValueError("quota_bytes must be positive")
         self._db = db
-        self.quota = quota or Quota(db, quota_bytes, total_bytes)
+        self.quota = quota or Quota(quota_bytes, total_bytes)
         self.quota_bytes = self.quota.plugin_bytes
         self.write_budget = write_budget or WriteBudget.from_settings(DEFAULTS)
         self.list_max_keys = list_max_keys

@@ -213,12 +213,6 @@ class PostgresDatabase:
 
     # -- hosts sharing the database ---------------------------------------------------------------
 
-    def serialize(self, conn: Connection, name: str) -> None:
-        """Hold `name` until the caller's write transaction ends, against every host's writes that
-        hold it too (a transaction-level advisory lock: released by COMMIT or ROLLBACK, or when the
-        server sees the connection die)."""
-        conn.execute("SELECT pg_advisory_xact_lock(?)", (lock_key(("serialize", name)),))
-
     def announce(self, conn: Connection, topic: str, subject: str) -> None:
         """Tell the other handles, once the caller's write commits, that `subject` of `topic` changed."""
         conn.execute("SELECT pg_notify(?, ?)", (CHANNEL, notify_payload(self.origin, topic, subject)))

@@ -14,25 +14,28 @@ Three things every store that keeps plugin data (`kv`, `conversations`) charges 
   refused write changes nothing. KV keys and conversation records share the one usage row.
 - the two bounds (`Quota`): the plugin's own `storage_quota_bytes`, and the host's
   `storage_total_bytes`, shared by every plugin on the database. Each plugin that holds data
-  (usage > 0) is guaranteed a *reserve* R = min(storage_quota_bytes, storage_total_bytes / N), N
-  the number of plugins holding data, this one included once it writes. Growing within R is never
-  refused for what other plugins hold. Growing past R is admitted only while the plugins' *claims*,
-  sum over plugins of max(usage, R), stay within the total: the space past its reserve a plugin
-  takes is space no other plugin has claimed. So, for a set of plugins holding data, the bytes they
-  hold never pass the total and each can always reach its reserve.
+  (usage > 0) is guaranteed a *reserve* R = min(storage_quota_bytes, storage_total_bytes // N), N
+  the number of plugins holding data, this one included once it writes; a write that would take
+  it past R is refused naming `storage_total_bytes`. Why a plain cap: the rule "grow past your
+  reserve only while the sum over plugins of max(usage, R) stays within the total" counts every
+  plugin holding data at R at least, and N x R is the total whenever R is under the quota, so that
+  sum never leaves room to grow into (and when R is the quota, the quota refuses first). A
+  guarantee that every plugin can always reach R, with stored data never evicted, means that space
+  is held for it: the total is partitioned among the plugins holding data, not lent.
   N counts plugins that hold data, not the installed ones: an installed plugin that stores nothing
-  leaves its share to those that do, the count lives in the table the charge already reads (no
-  coupling to the registry, the same on both backends), and deleting a plugin's data (uninstall)
-  drops it from N at once. A plugin's *first* write makes N one larger and every reserve smaller;
-  it is still admitted up to its (new) reserve even if the others' claims fill the total, since
-  stored data is never evicted: the sum may then pass the total by at most the reserves of the
-  plugins that joined so (each min(quota, total / N)), and no plugin grows past its reserve until
-  deletes bring the claims back within the total. Leaving (N one smaller) never breaks the bound.
-  Several hosts on one PostgreSQL database: a write within its reserve needs nothing from the others
-  (its claim, R, was already counted), so it takes no shared lock; a write past its reserve first
-  takes the database-wide `TOTAL_LOCK` (`Database.serialize`: a transaction-level advisory lock on
-  PostgreSQL, nothing on SQLite's one writer), then reads the claims, so two hosts never both spend
-  the same unclaimed space. Writes past a reserve are thus serialised cluster-wide, the rest not.
+  leaves its share to those that do; the count lives in the table the charge already reads (no
+  coupling to the registry, the same on both backends); deleting a plugin's data (uninstall) drops
+  it from N at once and every reserve grows.
+  The bound: while the set of plugins holding data stays the same, they hold at most N x R <= the
+  total. A plugin's *first* write makes N one larger and every reserve smaller; it is admitted up
+  to its new reserve even if the others fill the total (its guarantee), and data the others hold
+  past their new reserve stays (never evicted) but can no longer grow: the sum passes the total by
+  at most that excess, which only shrinks as they delete.
+  Several hosts on one PostgreSQL database need no extra lock: a write's decision reads only its own
+  plugin's usage (the writes of one plugin are serialised across hosts by the database's per-owner
+  advisory lock) and N. Two plugins writing their first bytes at once on two hosts may each count
+  N one short, which is the first-write case above. The cost is one count over the usage table (a
+  row per plugin) per growing write.
 - `WriteBudget`: a token bucket of write bytes per plugin. Each write spends its cost (at least one
   page: a tiny write still costs a page write and an fsync); a plugin in debt waits for its own
   bucket to refill before its write is queued, and one that would wait longer than the budget's
@@ -51,9 +54,9 @@ from dataclasses import dataclass, field
 
 from plugbox.errors import StorageError
 from plugbox.settings import Settings
-from plugbox.storage.db import Connection, Database
+from plugbox.storage.db import Connection
 
-__all__ = ["PAGE_SIZE", "TOTAL_LOCK", "Quota", "WriteBudget", "read_usage", "row_cost"]
+__all__ = ["PAGE_SIZE", "Quota", "WriteBudget", "read_usage", "row_cost"]
 
 PAGE_SIZE = 4096  # SQLite's default page size, which `Database` keeps
 
@@ -72,13 +75,7 @@ _ADD_USAGE = (
     "ON CONFLICT (plugin_id) DO UPDATE SET bytes = plugin_kv_usage.bytes + excluded.bytes"
 )
 _OTHER_HOLDERS = "SELECT count(*) FROM plugin_kv_usage WHERE bytes > 0 AND plugin_id <> ?"
-_OTHER_CLAIMS = (  # sum of max(usage, reserve) over the other plugins holding data
-    "SELECT coalesce(sum(CASE WHEN bytes > ? THEN bytes ELSE ? END), 0) FROM plugin_kv_usage "
-    "WHERE bytes > 0 AND plugin_id <> ?"
-)
 _HELD = "SELECT plugin_id, bytes FROM plugin_kv_usage WHERE bytes > 0"
-
-TOTAL_LOCK = "storage_total_bytes"  # the `Database.serialize` name a write past its reserve holds
 
 
 def row_cost(payload: int, *, index: bool = True, page_size: int = PAGE_SIZE) -> int:
@@ -109,7 +106,6 @@ class Quota:
     One per host, shared by every store that charges plugin bytes; `refused` counts refusals by
     (plugin, reason), reason `quota` or `total`, for metrics and tests."""
 
-    db: Database
     plugin_bytes: int
     total_bytes: int | None = None  # None: no host-wide bound (tools)
     refused: dict[tuple[str, str], int] = field(default_factory=dict)
@@ -121,22 +117,8 @@ class Quota:
         return min(self.plugin_bytes, self.total_bytes // max(holders, 1))
 
     def check(self, conn: Connection, plugin_id: str, delta: int, what: str) -> None:
-        """Refuse (StorageError) a growth of `delta` bytes the bounds do not allow now; for a check
-        ahead of a write (it takes no lock: the write's own `charge` decides)."""
-        self._check(conn, plugin_id, delta, what, serialize=False)
-
-    def charge(self, conn: Connection, plugin_id: str, delta: int, what: str) -> None:
-        """Add `delta` bytes to the plugin's usage, in the caller's write transaction; a growth the
-        bounds do not allow raises StorageError (and the caller's transaction rolls back)."""
-        self._check(conn, plugin_id, delta, what, serialize=True)
-        if delta:
-            conn.execute(_ADD_USAGE, (plugin_id, delta))
-
-    def held(self, conn: Connection) -> dict[str, int]:
-        """Bytes each plugin holding data holds (for metrics)."""
-        return {str(p): int(b) for p, b in conn.execute(_HELD).fetchall()}
-
-    def _check(self, conn: Connection, plugin_id: str, delta: int, what: str, *, serialize: bool) -> None:
+        """Refuse (StorageError) a growth of `delta` bytes the bounds do not allow now (a check ahead
+        of a write: the write's own `charge` decides)."""
         if delta <= 0:
             return
         used = read_usage(conn, plugin_id)
@@ -145,23 +127,26 @@ class Quota:
             self._refuse(plugin_id, "quota",
                          f"storage quota of plugin {plugin_id!r}: {what} needs {delta} more bytes on disk, "
                          f"{used} of {self.plugin_bytes} bytes are in use")
-        total = self.total_bytes
-        if total is None or grown <= self.reserve(_others(conn, plugin_id) + 1):
-            return  # within its reserve: what the others hold cannot refuse it
-        if serialize:
-            self.db.serialize(conn, TOTAL_LOCK)  # then count again: another host may have written
+        if self.total_bytes is None:
+            return
         holders = _others(conn, plugin_id) + 1
         reserve = self.reserve(holders)
-        if grown <= reserve:
-            return
-        (others,) = conn.execute(_OTHER_CLAIMS, (reserve, reserve, plugin_id)).fetchone()
-        claims = int(others) + grown
-        if claims > total:
+        if grown > reserve:
             self._refuse(plugin_id, "total",
-                         f"storage_total_bytes: plugin {plugin_id!r} holds {used} bytes, and {what} needs {delta} "
-                         f"more; past its reserve of {reserve} bytes (min(storage_quota_bytes, {total} / {holders} "
-                         f"plugins holding data)) a plugin grows only into space no plugin claims, and the "
-                         f"plugins would then claim {claims} of the host's {total} bytes")
+                         f"storage_total_bytes: plugin {plugin_id!r} holds {used} bytes and {what} needs {delta} "
+                         f"more, past its share of {reserve} bytes: the host's {self.total_bytes} bytes over the "
+                         f"{holders} plugins holding data (at most storage_quota_bytes each)")
+
+    def charge(self, conn: Connection, plugin_id: str, delta: int, what: str) -> None:
+        """Add `delta` bytes to the plugin's usage, in the caller's write transaction; a growth the
+        bounds do not allow raises StorageError (and the caller's transaction rolls back)."""
+        self.check(conn, plugin_id, delta, what)
+        if delta:
+            conn.execute(_ADD_USAGE, (plugin_id, delta))
+
+    def held(self, conn: Connection) -> dict[str, int]:
+        """Bytes each plugin holding data holds (for metrics)."""
+        return {str(p): int(b) for p, b in conn.execute(_HELD).fetchall()}
 
     def _refuse(self, plugin_id: str, reason: str, message: str) -> None:
         key = (plugin_id, reason)

@@ -236,9 +236,6 @@ class SqliteDatabase:
             self._scan_conn.close()
             self._scan_conn = None
 
-    def serialize(self, conn: Connection, name: str) -> None:
-        """Nothing to do: the one writer thread already runs every write transaction alone."""
-
     def announce(self, conn: Connection, topic: str, subject: str) -> None:
         """Nothing to do: no other host shares the file."""
 
