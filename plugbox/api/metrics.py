@@ -6,7 +6,9 @@ verb and outcome (refusals for a missing permission also in `plugbox_capability_
 failures by class, hook timeouts, worker failures and restarts, and the time of each whole hook chain
 by event; and by the ingress handler (requests by outcome). Every figure about one plugin carries a
 `plugin` label. Worker memory
-(PSS from `/proc/<pid>/smaps_rollup`) and plugins by status are read at scrape time. A worker whose
+(PSS from `/proc/<pid>/smaps_rollup`), plugins by status, the storage each plugin holds (one read of
+the usage table, a row per plugin) and storage refusals by reason (`quota`: the plugin's own
+`storage_quota_bytes`; `total`: its share of `storage_total_bytes`) are read at scrape time. A worker whose
 smaps cannot be read (already gone, or not readable to the host's user) is left out of the scrape.
 The bytes worker channels keep for workers that do not read, against the host-wide
 `channel_bytes_total` (plugbox/fairshare.py), are read from the host's books at scrape time too: kept
@@ -75,6 +77,19 @@ class _HostCollector(Collector):
         for plugin_id, n in sorted(self._host.ingress.pending_counts().items()):
             queued.add_metric([plugin_id], n)
         yield queued
+        held = GaugeMetricFamily("plugbox_storage_used_bytes",
+                                 "Bytes of storage each plugin holds on disk (keys and conversation records)",
+                                 labels=["plugin"])
+        quota = self._host.storage.quota
+        for plugin_id, nbytes in sorted(self._host.db.read(quota.held).items()):
+            held.add_metric([plugin_id], nbytes)
+        yield held
+        refused = CounterMetricFamily("plugbox_storage_refusals",
+                                      "Storage writes refused: past the plugin's quota, or its share of the total",
+                                      labels=["plugin", "reason"])
+        for (plugin_id, reason), n in sorted(quota.refused.items()):
+            refused.add_metric([plugin_id, reason], n)
+        yield refused
 
 
 class ChannelBytesCollector(Collector):

@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from plugbox.api import create_app
+from plugbox.errors import StorageError
 from plugbox.host import Host
 from tests.integration.conftest import SESSION, WritePlugin, enable
 
@@ -301,3 +302,20 @@ async def test_enable_fixture_plugin_shows_in_list(client: httpx.AsyncClient, ho
     await enable(host, write_plugin("from plugbox.sdk import Plugin\nclass P(Plugin): pass\n"))
     plugins = (await client.get("/api/plugins", headers=READER)).json()["plugins"]
     assert [(p["id"], p["status"]) for p in plugins] == [("p", "enabled")]
+
+
+@pytest.mark.parametrize("settings_overrides", [{"api_keys": ("reader-key",), "storage_quota_bytes": 20_000,
+                                                 "storage_total_bytes": 30_000}])
+async def test_metrics_show_what_each_plugin_holds_and_storage_refusals_by_reason(
+    client: httpx.AsyncClient, host: Host
+) -> None:
+    for plugin_id in ("a", "b", "c"):
+        await host.storage.set(plugin_id, "first", "v")
+    with pytest.raises(StorageError, match="storage_total_bytes"):
+        for n in range(20):  # past its share of 10,000 bytes
+            await host.storage.set("a", f"k{n}", "x" * 900)
+    metrics = (await client.get("/metrics", headers=READER)).text
+    assert f'plugbox_storage_used_bytes{{plugin="a"}} {float(host.storage.usage("a"))}' in metrics
+    assert f'plugbox_storage_used_bytes{{plugin="b"}} {float(host.storage.usage("b"))}' in metrics
+    assert 'plugbox_storage_refusals_total{plugin="a",reason="total"} 1.0' in metrics
+    assert 'reason="quota"' not in metrics and 'plugin="b",reason' not in metrics
