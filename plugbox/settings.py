@@ -142,6 +142,17 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     """Memory limit of a worker's group, all memory counted: heap (worker_memory_bytes) + scratch tmpfs."""
     worker_pids_max: PositiveInt = 64
     """Tasks in a worker's group, threads included."""
+    workers_memory_total_bytes: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    """Memory all workers' groups may hold together (on their common parent group), all memory
+    counted, no swap: past it the kernel's OOM killer ends the largest worker, never the host.
+    None: the machine's memory (or the host's own cgroup limit, if less) minus a reserve for the
+    host and the OS of 1/8 of it, at least 1 GiB (see confine/cgroups.py); 0: no total."""
+    workers_cpu_total_percent: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    """CPU all workers' groups may use together, in percent of one CPU; past it they are throttled,
+    sharing it evenly. None: all the host's CPUs but half of one (at least 50); 0: no total."""
+    workers_pids_total: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    """Tasks all workers' groups may hold together, threads included. None: the kernel's task
+    room (or the host's own cgroup limit, if less) minus 1/8 of it, at least 256; 0: no total."""
     worker_uids: str = "auto"
     """On a non-root host, a uid per worker from the host user's /etc/subuid range (newuidmap):
     "required", "auto" (where possible; reported skipped elsewhere) or "off". See confine/userns.py."""
@@ -414,6 +425,11 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
         if self.storage_total_bytes < self.storage_quota_bytes:
             raise ValueError(f"storage_total_bytes ({self.storage_total_bytes}) must be at least "
                              f"storage_quota_bytes ({self.storage_quota_bytes}): one plugin's quota must fit the total")
+        for total, one in (("workers_memory_total_bytes", "worker_cgroup_memory_bytes"),
+                           ("workers_pids_total", "worker_pids_max")):
+            if getattr(self, total) and getattr(self, total) < getattr(self, one):
+                raise ValueError(f"{total} ({getattr(self, total)}) must be at least {one} "
+                                 f"({getattr(self, one)}), or 0 for no total")
         if self.fetch_timeout_ms > self.fetch_timeout_max_ms:
             raise ValueError("fetch_timeout_ms must not exceed fetch_timeout_max_ms")
         if self.webhook_backoff_initial_ms > self.webhook_backoff_max_ms:

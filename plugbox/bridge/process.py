@@ -48,7 +48,9 @@ def spawn_limits(s: Settings) -> SpawnLimits:
         netns=s.use_netns,
         degraded=s.confinement == "degraded",
         cgroup=CgroupLimits(mode=s.worker_cgroups, parent=s.cgroup_parent, cpu_quota_percent=s.worker_cpu_quota_percent,
-                            memory_bytes=s.worker_cgroup_memory_bytes, pids_max=s.worker_pids_max),
+                            memory_bytes=s.worker_cgroup_memory_bytes, pids_max=s.worker_pids_max,
+                            total_cpu_percent=s.workers_cpu_total_percent,
+                            total_memory_bytes=s.workers_memory_total_bytes, total_pids=s.workers_pids_total),
         uids=s.worker_uids,
     )
 

@@ -66,9 +66,13 @@ def _required(layer: str, settings: Settings) -> bool:
 
 
 def print_doctor(settings: Settings, as_json: bool) -> None:
+    import msgspec
+
+    from plugbox.bridge.process import spawn_limits
     from plugbox.confine import cgroups, probe
 
-    found = [cgroups.probe_for(settings.cgroup_parent) if p.name == cgroups.NAME else p for p in probe()]
+    request = cgroups.Request(**msgspec.structs.asdict(spawn_limits(settings).cgroup))
+    found = [cgroups.probe_for(settings.cgroup_parent, request) if p.name == cgroups.NAME else p for p in probe()]
     probes = [{"name": p.name, "available": p.available, "detail": p.detail} for p in found]
     strict = settings.confinement == "strict"
     missing = [p.name for p in found if not p.available and _required(p.name, settings)]

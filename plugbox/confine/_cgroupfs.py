@@ -17,6 +17,15 @@ delegating service manager hands over, e.g. systemd's Delegate=yes) or an operat
 relative to each hierarchy's root. Memory counts everything the kernel charges a group: anonymous
 pages, page cache, tmpfs (the scratch layer's pages) and kernel memory.
 
+The owner directory holds the totals of all its workers together (`Totals`, written when it is
+made, before any worker group exists): the same files as a worker's, read by the kernel
+hierarchically, so past the memory total the OOM killer picks a victim inside this subtree only
+(the largest worker; on v2 its whole group, by that group's memory.oom.group — never set on the
+owner directory, which would end every worker at once), past the CPU total CFS throttles the
+worker groups, which share it by their equal weights, and past the pids total forks fail. v1
+refuses a child's cfs quota above its parent's (EINVAL), so a worker's quota is clamped to the
+total (`within`); and v1 counts an OOM kill in the victim's own group only, v2 in every ancestor.
+
 v2's "no internal processes" rule forbids enabling controllers for children of a group that has
 processes of its own; as a delegated service's cgroup has exactly that (the host), `Tree.v2` moves
 the processes already there into a `<parent>/supervisor` leaf first, as systemd.resource-control(5)
@@ -35,7 +44,9 @@ from dataclasses import dataclass
 
 __all__ = [
     "Limits",
+    "Totals",
     "Tree",
+    "capacity",
     "cpu_usage_ns",
     "create",
     "find_tree",
@@ -46,6 +57,7 @@ __all__ = [
     "read_limits",
     "remove",
     "stale_owners",
+    "within",
 ]
 
 ROOT = "/sys/fs/cgroup"
@@ -60,6 +72,25 @@ class Limits:
     cpu_quota_percent: int  # of one CPU; 0 = no quota
     memory_bytes: int
     pids_max: int
+
+
+@dataclass(frozen=True)
+class Totals:
+    """What all the worker groups of one owner may use together; 0 = no total (or, from
+    `capacity`, no limit found)."""
+
+    cpu_quota_percent: int  # of one CPU
+    memory_bytes: int
+    pids_max: int
+
+
+def within(limits: Limits, totals: Totals) -> Limits:
+    """A worker's limits as its owner's totals let the kernel take them: a CPU quota above the
+    total is the total (v1 refuses it otherwise; on v2 it could never be reached anyway)."""
+    cpu = limits.cpu_quota_percent
+    if totals.cpu_quota_percent and cpu > totals.cpu_quota_percent:
+        return Limits(totals.cpu_quota_percent, limits.memory_bytes, limits.pids_max)
+    return limits
 
 
 @dataclass(frozen=True)
@@ -191,8 +222,9 @@ def _enable_v2_children(base: str) -> None:
     _write(os.path.join(base, "cgroup.subtree_control"), " ".join(f"+{c}" for c in CONTROLLERS))
 
 
-def owner_dirs(tree: Tree, owner: int) -> tuple[str, ...]:
-    """The per-owner directories (`plugbox-<pid>`) under each base, created if need be."""
+def owner_dirs(tree: Tree, owner: int, totals: Totals | None = None) -> tuple[str, ...]:
+    """The per-owner directories (`plugbox-<pid>`) under each base, created if need be, holding
+    `totals` (see the module docstring); call before any worker group is made under them."""
     dirs = []
     for base in tree.bases:
         path = os.path.join(base, f"plugbox-{owner}")
@@ -201,8 +233,39 @@ def owner_dirs(tree: Tree, owner: int) -> tuple[str, ...]:
         os.makedirs(path, exist_ok=True)
         if tree.version == 2:
             _enable_v2_children(path)
+        if totals is not None:
+            (_set_totals_v2 if tree.version == 2 else _set_totals_v1)(path, totals)
         dirs.append(path)
     return tuple(dirs)
+
+
+def _set_totals_v2(owner: str, totals: Totals) -> None:
+    # Deliberately no memory.oom.group here: 1 would make an OOM past the total end every worker.
+    if totals.cpu_quota_percent:
+        _write(os.path.join(owner, "cpu.max"), f"{totals.cpu_quota_percent * _CFS_PERIOD_US // 100} {_CFS_PERIOD_US}")
+    if totals.memory_bytes:
+        _write(os.path.join(owner, "memory.max"), str(totals.memory_bytes))
+        if os.path.exists(os.path.join(owner, "memory.swap.max")):
+            _write(os.path.join(owner, "memory.swap.max"), "0")
+    if totals.pids_max:
+        _write(os.path.join(owner, "pids.max"), str(totals.pids_max))
+
+
+def _set_totals_v1(owner: str, totals: Totals) -> None:
+    if totals.cpu_quota_percent and os.path.exists(os.path.join(owner, "cpu.cfs_quota_us")):
+        _write(os.path.join(owner, "cpu.cfs_period_us"), str(_CFS_PERIOD_US))
+        _write(os.path.join(owner, "cpu.cfs_quota_us"), str(totals.cpu_quota_percent * _CFS_PERIOD_US // 100))
+    if totals.memory_bytes and os.path.exists(os.path.join(owner, "memory.limit_in_bytes")):
+        hierarchy = os.path.join(owner, "memory.use_hierarchy")
+        if os.path.exists(hierarchy) and _read(hierarchy) != "1":
+            # Before 5.16 a v1 group could be flat: its limit would not bound its children's usage.
+            # Writable while the group has no children, which is now.
+            _write(hierarchy, "1")
+        _write(os.path.join(owner, "memory.limit_in_bytes"), str(totals.memory_bytes))
+        if os.path.exists(os.path.join(owner, "memory.memsw.limit_in_bytes")):
+            _write(os.path.join(owner, "memory.memsw.limit_in_bytes"), str(totals.memory_bytes))
+    if totals.pids_max and os.path.exists(os.path.join(owner, "pids.max")):
+        _write(os.path.join(owner, "pids.max"), str(totals.pids_max))
 
 
 def _set_limits_v2(group: str, limits: Limits) -> None:
@@ -326,6 +389,57 @@ def read_limits(dirs: tuple[str, ...]) -> dict[str, str]:
             for name in names:
                 with contextlib.suppress(OSError):
                     found.setdefault(key, f"{name}={_read(os.path.join(group, name))}")
+    return found
+
+
+_UNLIMITED = 1 << 62  # v1 writes "no limit" as LONG_MAX rounded down to a page
+
+
+def _limit_of(group: str, version: int) -> Totals:
+    """The limits a group itself holds (0: none, or no such file)."""
+    cpu = memory = pids = 0
+    with contextlib.suppress(OSError, ValueError):
+        if version == 2:
+            quota, _, period = _read(os.path.join(group, "cpu.max")).partition(" ")
+            cpu = 0 if quota == "max" else max(1, int(quota) * 100 // int(period))
+        else:
+            quota_us = int(_read(os.path.join(group, "cpu.cfs_quota_us")))
+            period_us = int(_read(os.path.join(group, "cpu.cfs_period_us")))
+            cpu = 0 if quota_us < 0 else max(1, quota_us * 100 // period_us)
+    with contextlib.suppress(OSError, ValueError):
+        raw = _read(os.path.join(group, "memory.max" if version == 2 else "memory.limit_in_bytes"))
+        memory = 0 if raw == "max" or int(raw) >= _UNLIMITED else int(raw)
+    with contextlib.suppress(OSError, ValueError):
+        raw = _read(os.path.join(group, "pids.max"))
+        pids = 0 if raw == "max" else int(raw)
+    return Totals(cpu, memory, pids)
+
+
+def _machine() -> Totals:
+    """The machine's own: CPUs this process may run on (x 100 %), MemTotal, and the tasks the
+    kernel can have (the lesser of kernel.pid_max and kernel.threads-max)."""
+    with open("/proc/meminfo") as f:
+        memory = next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemTotal:"))
+    pids = min(int(_read("/proc/sys/kernel/pid_max")), int(_read("/proc/sys/kernel/threads-max")))
+    return Totals(len(os.sched_getaffinity(0)) * 100, memory, pids)
+
+
+def capacity(tree: Tree) -> Totals:
+    """What the worker groups under `tree` could ever get: the machine's, or less where a group
+    above them already has a limit (each base and its ancestors up to the hierarchy's root: what
+    a service manager set, e.g. systemd's MemoryMax=, CPUQuota=, TasksMax=)."""
+    found = _machine()
+    for base in tree.bases:
+        group = base
+        while os.path.exists(os.path.join(group, "cgroup.procs")):
+            held = _limit_of(group, tree.version)
+            found = Totals(*(min(f, h) if h else f for f, h in zip(
+                (found.cpu_quota_percent, found.memory_bytes, found.pids_max),
+                (held.cpu_quota_percent, held.memory_bytes, held.pids_max), strict=True)))
+            parent = os.path.dirname(group)
+            if parent == group:
+                break
+            group = parent
     return found
 
 

@@ -9,6 +9,22 @@
     on exit  every process left in the group is killed (cgroup.kill, or each pid on v1) and the
              group removed, when the zygote reaps the worker
 
+All workers together: per-worker limits multiply with the number of plugins (100 x 288 MiB is more
+than most machines have, two workers at 100 % take both CPUs of a 2-CPU host), so the common parent
+of one zygote's groups (`plugbox-<zygote pid>`) holds totals too (see _cgroupfs): memory, past
+which the kernel OOM-kills the largest worker inside that subtree, never the host; CPU, past which
+the workers are throttled and share what is left evenly, so the host's loop keeps its CPU; pids.
+The operator sets them (workers_*_total settings) or they are derived from what this host could
+ever get (`_cgroupfs.capacity`: the machine, or less where a cgroup above already limits it):
+
+    memory   capacity minus a reserve for the host and the OS of 1/8 of it, at least 1 GiB (the
+             host's own heap grows with the plugins it serves); never below half the capacity
+    cpu      capacity minus half a CPU for the host's event loop (which does all messaging); at
+             least 50 %
+    pids     capacity minus 1/8 of it, at least 256 tasks, for the host's and the OS's forks
+
+A total below one worker's limit is the limit that binds (a worker's CPU quota is clamped to it).
+
 Who does what: the zygote, which stays unconfined, makes the group and writes its limits before
 the fork (`Groups.place`, on the host's `Request`), and removes it after reaping (`Groups.release`).
 The child joins it (writes itself to cgroup.procs) as this layer. Its place is second, right after
@@ -32,7 +48,7 @@ from plugbox.confine import _cgroupfs
 from plugbox.confine.layer import Layer, LayerProbe, LayerResult, no_share
 from plugbox.confine.policy import CgroupPlacement, Policy
 
-__all__ = ["LAYER", "MODES", "NAME", "Groups", "Request", "probe_for"]
+__all__ = ["LAYER", "MODES", "NAME", "Groups", "Request", "describe_totals", "probe_for", "totals_for"]
 
 NAME = "cgroups"
 
@@ -47,22 +63,57 @@ class Request(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     cpu_quota_percent: int = 0  # of one CPU; 0 = no quota
     memory_bytes: int = 0
     pids_max: int = 0
+    # All workers together (see the module docstring); None = derived from the machine, 0 = none.
+    total_cpu_percent: int | None = None
+    total_memory_bytes: int | None = None
+    total_pids: int | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"cgroup mode must be one of {', '.join(MODES)}, not {self.mode!r}")
 
 
+_MEMORY_RESERVE_MIN = 1 << 30
+_PIDS_RESERVE_MIN = 256
+_HOST_CPU_PERCENT = 50  # of one CPU, kept from the workers for the host's event loop
+
+
+def _less_reserve(room: int, least: int) -> int:
+    return max(room - max(least, room // 8), room // 2)
+
+
+def totals_for(tree: _cgroupfs.Tree, request: Request) -> _cgroupfs.Totals:
+    """The totals all workers under `tree` get: the request's, each one it leaves to the machine
+    (None) derived from `_cgroupfs.capacity` as the module docstring says."""
+    asked = (request.total_cpu_percent, request.total_memory_bytes, request.total_pids)
+    if None not in asked:
+        return _cgroupfs.Totals(*(a or 0 for a in asked))
+    room = _cgroupfs.capacity(tree)
+    return _cgroupfs.Totals(
+        max(_HOST_CPU_PERCENT, room.cpu_quota_percent - _HOST_CPU_PERCENT) if asked[0] is None else asked[0],
+        _less_reserve(room.memory_bytes, _MEMORY_RESERVE_MIN) if asked[1] is None else asked[1],
+        _less_reserve(room.pids_max, _PIDS_RESERVE_MIN) if asked[2] is None else asked[2],
+    )
+
+
+def describe_totals(totals: _cgroupfs.Totals) -> str:
+    parts = (f"cpu {totals.cpu_quota_percent} %" if totals.cpu_quota_percent else "cpu: no total",
+             f"memory {totals.memory_bytes >> 20} MiB" if totals.memory_bytes else "memory: no total",
+             f"pids {totals.pids_max}" if totals.pids_max else "pids: no total")
+    return "all workers together: " + ", ".join(parts)
+
+
 class Groups:
     """The zygote's groups: one per live worker, made before its fork and removed after its reaping."""
 
     def __init__(self) -> None:
-        self._trees: dict[str, tuple[_cgroupfs.Tree, tuple[str, ...]] | str] = {}
+        self._trees: dict[str, tuple[_cgroupfs.Tree, tuple[str, ...], _cgroupfs.Totals] | str] = {}
         self._by_pid: dict[int, tuple[str, ...]] = {}
         self._unowned: list[tuple[str, ...]] = []  # placed, no worker adopted them yet
         self._busy: list[tuple[str, ...]] = []
 
-    def _tree(self, parent: str) -> tuple[_cgroupfs.Tree, tuple[str, ...]] | str:
+    def _tree(self, request: Request) -> tuple[_cgroupfs.Tree, tuple[str, ...], _cgroupfs.Totals] | str:
+        parent = request.parent
         if parent not in self._trees:
             tree = _cgroupfs.find_tree(parent)
             if isinstance(tree, str):
@@ -71,7 +122,8 @@ class Groups:
                 try:
                     for stale in _cgroupfs.stale_owners(tree):  # left by a zygote that was killed
                         self._sweep(stale)
-                    self._trees[parent] = (tree, _cgroupfs.owner_dirs(tree, os.getpid()))
+                    totals = totals_for(tree, request)  # the host's settings: the same for every worker
+                    self._trees[parent] = (tree, _cgroupfs.owner_dirs(tree, os.getpid(), totals), totals)
                 except OSError as exc:
                     self._trees[parent] = f"{tree.description}: {exc}"
         return self._trees[parent]
@@ -90,11 +142,12 @@ class Groups:
         required = request.mode == "required"
         if request.mode == "off":
             return CgroupPlacement(note="off (worker_cgroups = off)")
-        found = self._tree(request.parent)
+        found = self._tree(request)
         if isinstance(found, str):
             return CgroupPlacement(required=required, note=found)
-        tree, owners = found
-        limits = _cgroupfs.Limits(request.cpu_quota_percent, request.memory_bytes, request.pids_max)
+        tree, owners, totals = found
+        limits = _cgroupfs.within(_cgroupfs.Limits(request.cpu_quota_percent, request.memory_bytes,
+                                                   request.pids_max), totals)
         try:
             dirs = _cgroupfs.create(tree, owners, name, limits)
         except (OSError, ValueError) as exc:
@@ -177,18 +230,28 @@ def apply(placement: CgroupPlacement) -> LayerResult:
         missing = sorted(set(placement.dirs) - set(joined))
         return LayerResult.failed(NAME, f"not a member of {', '.join(missing)} after joining")
     limits = _cgroupfs.read_limits(placement.dirs)
-    group = os.path.basename(placement.dirs[0])
+    owners = tuple(os.path.dirname(group) for group in placement.dirs)
+    totals = _cgroupfs.read_limits(owners)
+    group, owner = os.path.basename(placement.dirs[0]), os.path.basename(owners[0])
     return LayerResult.ok(NAME, f"cgroup {placement.note} group {group}: "
-                                + ", ".join(limits[key] for key in sorted(limits)))
+                                + ", ".join(limits[key] for key in sorted(limits))
+                                + f"; all workers ({owner}): " + ", ".join(totals[key] for key in sorted(totals)))
 
 
-def probe_for(parent: str) -> LayerProbe:
-    """`probe` for groups made under an operator-named `parent` (setting cgroup_parent)."""
+def probe_for(parent: str, request: Request | None = None) -> LayerProbe:
+    """`probe` for groups made under an operator-named `parent` (setting cgroup_parent); with the
+    host's `request`, also the totals all its workers would get there."""
     tree = _cgroupfs.find_tree(parent)
     if isinstance(tree, str):
         return LayerProbe(NAME, False, tree)
-    return LayerProbe(NAME, True, f"{tree.description}; controllers "
-                                  f"{', '.join(_cgroupfs.CONTROLLERS)}; groups can be made by uid {os.geteuid()}")
+    detail = (f"{tree.description}; controllers {', '.join(_cgroupfs.CONTROLLERS)}; "
+              f"groups can be made by uid {os.geteuid()}")
+    if request is not None:
+        try:
+            detail += "; " + describe_totals(totals_for(tree, request))
+        except OSError as exc:
+            detail += f"; totals unknown: {exc}"
+    return LayerProbe(NAME, True, detail)
 
 
 def probe() -> LayerProbe:

@@ -29,6 +29,10 @@ class CgroupLimits(msgspec.Struct, frozen=True, kw_only=True):
     cpu_quota_percent: int  # of one CPU; 0 = no quota
     memory_bytes: int
     pids_max: int
+    # all workers together, on their owner group; None = derived from the machine, 0 = none
+    total_cpu_percent: int | None
+    total_memory_bytes: int | None
+    total_pids: int | None
 
 
 class SpawnLimits(msgspec.Struct, frozen=True, kw_only=True):
