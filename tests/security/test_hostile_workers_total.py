@@ -88,6 +88,24 @@ def group_dirs(pid: int) -> tuple[str, ...]:
     return dirs
 
 
+def owners_of(pid: int) -> tuple[str, ...]:
+    """The group of all workers (`plugbox-<zygote pid>`) above worker `pid`, one per hierarchy."""
+    return tuple(os.path.dirname(d) for d in group_dirs(pid))
+
+
+def memory_owner(pid: int) -> str:
+    [owner] = [d for d in owners_of(pid) if Path(d, "memory.oom_control").exists() or Path(d, "memory.events").exists()]
+    return owner
+
+
+def throttled_periods(dirs: tuple[str, ...]) -> int:
+    for group in dirs:
+        stat = Path(group, "cpu.stat")
+        if stat.exists():
+            return int(dict(line.split() for line in stat.read_text().splitlines())["nr_throttled"])
+    raise AssertionError(f"no cpu.stat in {dirs}")
+
+
 def worker_pid(entry: PluginEntry) -> int:
     assert entry.runtime is not None and entry.runtime.proc is not None  # type: ignore[attr-defined]
     pid: int = entry.runtime.proc.pid  # type: ignore[attr-defined]
@@ -120,9 +138,8 @@ async def test_workers_past_the_memory_total_lose_the_largest_not_the_victim_or_
     victim = await enable(host, write_plugin(VICTIM, id="victim", permissions=["hooks:modify"]))
     assert victim.status == Status.ENABLED, victim.error
     victim_pid = worker_pid(victim)
-    [memory_owner] = {os.path.dirname(d) for d in group_dirs(victim_pid) if Path(d, "memory.oom_control").exists()
-                      or Path(d, "memory.events").exists()}
-    assert _cgroupfs.read_limits((memory_owner,))["memory"].endswith(f"={TOTAL}")  # the total is set where it binds
+    owner = memory_owner(victim_pid)
+    assert _cgroupfs.read_limits((owner,))["memory"].endswith(f"={TOTAL}")  # the total is set where it binds
     bigs = {}
     for n in range(3):
         entry = await enable(host, write_plugin(GROWER % BIG, id=f"big-{n}", permissions=[]))
@@ -140,12 +157,12 @@ async def test_workers_past_the_memory_total_lose_the_largest_not_the_victim_or_
     # The attack ran and was settled inside the workers' subtree: a big one was OOM-killed, charged
     # to it (the kill counted in its own group, its plugin failed), and the total held.
     print(f"memory total {TOTAL >> 20} MiB: OOM-killed {len(killed)} of 3 growing workers; "
-          f"all workers' peak {peak_bytes(memory_owner) >> 20} MiB")
-    assert peak_bytes(memory_owner) <= TOTAL
+          f"all workers' peak {peak_bytes(owner) >> 20} MiB")
+    assert peak_bytes(owner) <= TOTAL
     assert oom_warnings() <= set(bigs), "the victim was OOM-killed"
     for pid in killed:
-        await wait_for(lambda pid=pid: bigs[pid].status != Status.ENABLED or worker_pid(bigs[pid]) != pid, within=5)
-        assert bigs[pid].record.consecutive_failures >= 1
+        big = bigs[pid]
+        await wait_for(lambda: big.record.consecutive_failures >= 1, within=5)  # noqa: B023 (awaited here)
     # The victim and the host survived, and the victim keeps answering.
     assert alive(victim_pid) and worker_pid(victim) == victim_pid
     assert _cgroupfs.oom_kills(group_dirs(victim_pid)) == 0
@@ -153,3 +170,46 @@ async def test_workers_past_the_memory_total_lose_the_largest_not_the_victim_or_
         assert await ask_victim(host, n) < 5.0
     assert victim.status == Status.ENABLED and victim.record.consecutive_failures == 0
     assert host.zygote.alive
+
+
+CPU_TOTAL = 0.5  # of one CPU, for all workers together; each spinner would take two CPUs
+
+
+@pytest.mark.parametrize("settings_overrides", [{"workers_cpu_total_percent": int(CPU_TOTAL * 100),
+                                                 "worker_cpu_window_ms": 1000}])
+async def test_spinning_workers_share_the_cpu_total_and_the_host_keeps_answering(
+        host: Host, write_plugin: WritePlugin) -> None:
+    victim = await enable(host, write_plugin(VICTIM, id="victim", permissions=["hooks:modify"]))
+    assert victim.status == Status.ENABLED, victim.error
+    spinners = []
+    for n in range(2):
+        entry = await enable(host, write_plugin(SPINNER, id=f"spin-{n}", permissions=[]))
+        assert entry.status == Status.ENABLED, entry.error
+        spinners.append(entry)
+    owners = owners_of(worker_pid(victim))
+    groups = [group_dirs(worker_pid(s)) for s in spinners]
+    await asyncio.sleep(0.5)  # the threads at their steady state
+    throttled_before = throttled_periods(owners)
+    used_before = [_cgroupfs.cpu_usage_ns(g) or 0 for g in (owners, *groups)]
+    started = time.monotonic()
+    latencies: list[float] = []
+    while time.monotonic() - started < 3.0:
+        latencies.append(await ask_victim(host, len(latencies)))
+        await asyncio.sleep(0.05)
+    elapsed = time.monotonic() - started
+    used = [((_cgroupfs.cpu_usage_ns(g) or 0) - before) / 1e9 / elapsed
+            for g, before in zip((owners, *groups), used_before, strict=True)]
+    throttled = throttled_periods(owners) - throttled_before
+    print(f"cpu total {CPU_TOTAL:.0%}: all workers {used[0]:.1%} of a CPU over {elapsed:.1f} s "
+          f"(spinners {used[1]:.1%}, {used[2]:.1%}); owner throttled in {throttled} periods; "
+          f"victim answered {len(latencies)} times, slowest {max(latencies) * 1000:.0f} ms")
+    # The attack ran and the total held it: the workers together got the total, not four CPUs' worth
+    # (nor the two this machine has), and it was the owner group's quota that throttled them.
+    assert CPU_TOTAL * 0.8 <= used[0] <= CPU_TOTAL * 1.1, used
+    assert throttled > 0
+    # The spinners paid for it, evenly (equal weights), and were throttled, not killed.
+    assert all(share >= CPU_TOTAL * 0.3 for share in used[1:]), used
+    assert all(s.status == Status.ENABLED for s in spinners)
+    # The host's loop kept answering the victim.
+    assert max(latencies) < 1.0 and len(latencies) >= 20
+    assert victim.status == Status.ENABLED and victim.record.consecutive_failures == 0

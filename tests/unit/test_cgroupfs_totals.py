@@ -47,7 +47,7 @@ def fake_v2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     service = tmp_path / "system.slice" / "plugbox.service"
     kernel_mkdir(tmp_path / "system.slice")
     kernel_mkdir(service)
-    monkeypatch.setattr(_cgroupfs.os, "mkdir", kernel_mkdir)
+    monkeypatch.setattr(os, "mkdir", kernel_mkdir)  # the os _cgroupfs uses
     monkeypatch.setattr(_cgroupfs, "_write", _kernel_write)
     return service
 
@@ -74,7 +74,7 @@ def fake_v1(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> _cgroupfs.Tree:
         kernel_mkdir(tmp_path / controller)
         kernel_mkdir(tmp_path / controller / "host")
         bases.append(str(tmp_path / controller / "host"))
-    monkeypatch.setattr(_cgroupfs.os, "mkdir", kernel_mkdir)
+    monkeypatch.setattr(os, "mkdir", kernel_mkdir)  # the os _cgroupfs uses
     monkeypatch.setattr(_cgroupfs, "_write", kernel_write)
     return _cgroupfs.Tree(1, tuple(bases))
 
@@ -163,7 +163,7 @@ def test_unset_totals_leave_the_host_a_reserve_of_what_it_could_get(fake_v2: Pat
 ])
 def test_a_total_below_one_workers_limit_is_refused_naming_both(overrides: dict[str, int], named: str) -> None:
     with pytest.raises(ConfigError, match=named):
-        load_settings(environ={}, **overrides)
+        load_settings(None, {}, **overrides)
 
 
 def test_zero_means_no_total_and_is_accepted() -> None:
