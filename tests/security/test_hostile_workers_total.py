@@ -140,6 +140,11 @@ async def test_workers_past_the_memory_total_lose_the_largest_not_the_victim_or_
     victim_pid = worker_pid(victim)
     owner = memory_owner(victim_pid)
     assert _cgroupfs.read_limits((owner,))["memory"].endswith(f"={TOTAL}")  # the total is set where it binds
+    layers = victim.runtime.confinement if victim.runtime is not None else None
+    assert layers is not None
+    [layer] = [layer for layer in layers if layer["name"] == "cgroups"]
+    assert f"; all workers (plugbox-{host.zygote.pid}): " in layer["detail"]  # read back for the operator
+    assert f"memory.limit_in_bytes={TOTAL}" in layer["detail"] or f"memory.max={TOTAL}" in layer["detail"]
     bigs = {}
     for n in range(3):
         entry = await enable(host, write_plugin(GROWER % BIG, id=f"big-{n}", permissions=[]))
