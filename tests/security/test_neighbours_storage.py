@@ -380,6 +380,8 @@ async def test_a_listing_flood_takes_turns_with_a_neighbours_listing(attack: Att
     victim = Lister(attack)
     baseline = await victim.p50()
     result, during = await _during(attack, victim, LIST_FLOOD, {"seconds": 3.0, "lanes": 24})
-    assert result >= 24 * 10000  # the attack ran: many full pages listed
+    # The attack ran: many full pages listed. (Its own CPU share throttles it, calls still running
+    # included, so on a slow or loaded machine not every lane finishes a page within the 3 s.)
+    assert result >= 12 * 10000, result
     _assert_victim_served(victim, baseline, during)
     await attack.aftermath()
