@@ -26,7 +26,6 @@ from plugbox.capabilities.search import Provider, SearchService
 from plugbox.engines.base import Engine, EngineLifecycle
 from plugbox.engines.loopback import LoopbackEngine
 from plugbox.errors import EngineError
-from plugbox.fairshare import FairShare
 from plugbox.fdlimit import raise_open_files
 from plugbox.feed import LiveFeed
 from plugbox.handover import BOT_PERMISSIONS, HandoverGate
@@ -54,13 +53,14 @@ from plugbox.observer import HostObserver, Observers
 from plugbox.runtime import PluginHandle, PluginRuntime, RuntimeDeps, RuntimeFactory
 from plugbox.sdk import Plugin
 from plugbox.settings import Settings, load_settings
-from plugbox.sharedtotal import SharedTotal
 from plugbox.storage.conversations import TOPIC as HANDOVER_TOPIC
 from plugbox.storage.conversations import ConversationStore
 from plugbox.storage.db import RESYNC, Change
 from plugbox.storage.kv import PluginStorage
 from plugbox.storage.opening import open_database
 from plugbox.storage.quota import Quota, WriteBudget
+from plugbox.totals.held import HeldTotal
+from plugbox.totals.rate import RateTotal
 from plugbox.webhooks import Sender, WebhookService
 from plugbox.webhooks.store import TOPIC as WEBHOOKS_TOPIC
 
@@ -106,7 +106,7 @@ class Host:
     `bus.on_outcome`), `ingress` (the queue of async ingress deliveries), `ingress_instances` (the
     ingress instances the operator created, each with its own secrets), `feed` (log lines and failures
     as they happen, for live views), `channel_bytes` (the host-wide books of the bytes worker
-    channels keep for workers that do not read, fairshare.py), `host_id` (this host's name among
+    channels keep for workers that do not read, plugbox.totals.held), `host_id` (this host's name among
     hosts sharing the database).
     `manager` is the lifecycle's internals, kept reachable for white-box
     tests only."""
@@ -131,7 +131,7 @@ class Host:
         self.db = open_database(self.settings, host_id=self.host_id)
         self.registry = Registry(self.db, self.host_id)
         # Host CPU all workers' channels may take together (each channel also has its own share).
-        self.channel_cpu = SharedTotal(self.settings.channel_cpu_total_percent / 100,
+        self.channel_cpu = RateTotal(self.settings.channel_cpu_total_percent / 100,
                                     self.settings.channel_cpu_total_burst_ms / 1000)
         write_budget = WriteBudget.from_settings(self.settings)  # one bucket per plugin, all its stores
         quota = Quota(self.settings.storage_quota_bytes, self.settings.storage_total_bytes)  # one per host
@@ -200,8 +200,8 @@ class Host:
         self.search = SearchService(self._search_providers, self.manager.__contains__,
                                     self.settings.capability_timeout_ms / 1000, on_timeout=self._hook_timed_out)
         self.zygote = Zygote(env_allow=self.settings.worker_env_allow)
-        # what all workers' channels keep beyond their high-water marks, shared fairly (fairshare.py)
-        self.channel_bytes = FairShare(self.settings.channel_bytes_total, "channel_bytes_total")
+        # what all workers' channels keep beyond their high-water marks, shared fairly (plugbox.totals.held)
+        self.channel_bytes = HeldTotal(self.settings.channel_bytes_total, "channel_bytes_total")
         # A shared database (PostgreSQL) holds the packages, so any host can run any plugin, and a
         # Cluster keeps this host in step with the others and owns its session leases.
         self.packages = PackageStore(self.db) if self.db.shared else None

@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from plugbox._ratelimit import RateLimiter, TokenBucket
-from plugbox.sharedtotal import SharedTotal
+from plugbox.totals.rate import RateTotal
 
 __all__ = ["REDACTED", "LogRelay", "escape_controls", "redact", "render_fields", "sanitise"]
 
@@ -150,7 +150,7 @@ class LogRelay:
         max_chars: int,
         bytes_per_minute: int | None = None,
         bytes_burst: int | None = None,
-        total: SharedTotal | None = None,
+        total: RateTotal | None = None,
         keep: int = 200,
         clock: Callable[[], float] = time.monotonic,
         on_line: Callable[[str, dict[str, Any]], None] | None = None,
@@ -163,7 +163,7 @@ class LogRelay:
         # bytes a plugin puts there come out of its own bucket too. None: lines only.
         self._bytes = (None if bytes_per_minute is None else
                        TokenBucket(bytes_per_minute / 60, bytes_burst or bytes_per_minute, clock))
-        # ...and out of the host-wide total all plugins share (plugbox.sharedtotal), past which the
+        # ...and out of the host-wide total all plugins share (plugbox.totals.rate), past which the
         # plugins over their fair share of it are the ones dropped.
         self._total = total
         self._total_dropped = 0

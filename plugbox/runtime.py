@@ -17,14 +17,14 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from plugbox.capabilities.router import CapabilityRouter
-    from plugbox.fairshare import FairShare
     from plugbox.hooks import HookBus
     from plugbox.logrelay import LogRelay
     from plugbox.manifest import Manifest
     from plugbox.permissions import SessionScope
     from plugbox.protocol import SpawnLimits
     from plugbox.settings import Settings
-    from plugbox.sharedtotal import SharedTotal
+    from plugbox.totals.held import HeldTotal
+    from plugbox.totals.rate import RateTotal
 
 __all__ = ["PluginHandle", "PluginRuntime", "RuntimeDeps", "RuntimeFactory", "WorkerSpawner"]
 
@@ -101,8 +101,8 @@ class RuntimeDeps:
     # (plugin, reason, counted): counted when the death ends a hook timeout already counted
     on_failure: Callable[[PluginHandle, str, bool], None]
     zygote: WorkerSpawner
-    channel_cpu: SharedTotal  # the host CPU all channels take together (one per host)
-    channel_bytes: FairShare  # the host-wide books of the bytes worker channels keep (one per host)
+    channel_cpu: RateTotal  # the host CPU all channels take together (one per host)
+    channel_bytes: HeldTotal  # the host-wide books of the bytes worker channels keep (one per host)
 
 
 RuntimeFactory = Callable[[PluginHandle, RuntimeDeps], PluginRuntime]

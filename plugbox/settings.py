@@ -169,7 +169,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     worker past the mark, and the answers held for it), host-wide; at least 4 x
     channel_high_water_bytes. Past it, the plugin keeping the most over its fair share (this total /
     the plugins keeping some) is refused its answer, or ended; a plugin within its share never is
-    (plugbox/fairshare.py)."""
+    (plugbox/totals/held.py)."""
     channel_drain_timeout_ms: PositiveMs | None = None
     """How long a worker may leave the queue to it above the high-water mark before it is killed
     ("not reading its channel"), counted as its failure; None: the liveness window."""

@@ -11,7 +11,7 @@ the usage table, a row per plugin) and storage refusals by reason (`quota`: the 
 `storage_quota_bytes`; `total`: its share of `storage_total_bytes`) are read at scrape time. A worker whose
 smaps cannot be read (already gone, or not readable to the host's user) is left out of the scrape.
 The bytes worker channels keep for workers that do not read, against the host-wide
-`channel_bytes_total` (plugbox/fairshare.py), are read from the host's books at scrape time too: kept
+`channel_bytes_total` (plugbox/totals/held.py), are read from the host's books at scrape time too: kept
 by plugin, the settled peak, and the answers refused and workers ended by plugin.
 """
 
@@ -24,10 +24,10 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from plugbox.fairshare import FairShare
 from plugbox.host import Host
 from plugbox.lifecycle.status import Status
 from plugbox.observer import HostObserver
+from plugbox.totals.held import HeldTotal
 
 __all__ = ["ChannelBytesCollector", "Metrics", "worker_pss_bytes"]
 
@@ -95,7 +95,7 @@ class _HostCollector(Collector):
 class ChannelBytesCollector(Collector):
     """The host-wide books of channel bytes (`Host.channel_bytes`), as read at scrape time."""
 
-    def __init__(self, books: FairShare) -> None:
+    def __init__(self, books: HeldTotal) -> None:
         self._books = books
 
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:

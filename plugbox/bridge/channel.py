@@ -25,7 +25,7 @@ What a worker makes the host spend on its channel is bounded and charged to it (
 - memory of the answers it holds (`held.py`): past `held_max`, the next answer is replaced by an
   error naming the limit, so its call fails (the calls in flight bound how many answers wait,
   not how large they are);
-- the host's memory, all workers together (`fairshare.py`): the bytes kept beyond the mark (queued
+- the host's memory, all workers together (`plugbox.totals.held`): the bytes kept beyond the mark (queued
   past it, and held answers) are charged to the worker's holding of the host's `channel_bytes_total`.
   Past that total, an answer of a worker over its fair share is replaced by an error naming it,
   and the worker keeping the most over its share is ended; a worker within its share never is;
@@ -33,11 +33,11 @@ What a worker makes the host spend on its channel is bounded and charged to it (
   is charged to a token bucket (the loop thread's CPU time, so that time the host process spends
   preempted by others is charged to no plugin); in debt, its channel alone stops being read until the debt is
   paid back (throttled), however busy it keeps the host. The same time is charged to the host-wide
-  total of all channels (`plugbox.sharedtotal`), which pauses it too while that total is overspent
+  total of all channels (`plugbox.totals.rate`), which pauses it too while that total is overspent
   and it takes more than a fair share of it.
 (Longer than most modules: both pauses act on the read path that dispatches frames, one state
 machine that would be harder to follow split in two; the host-wide books are kept in
-fairshare.py, and the channel only tells them what it keeps, where it starts and stops keeping
+plugbox.totals.held, and the channel only tells them what it keeps, where it starts and stops keeping
 it.) Decoding values under caps: values.py.
 """
 
@@ -58,7 +58,6 @@ from plugbox._ratelimit import TokenBucket
 from plugbox.bridge.held import memory_of
 from plugbox.bridge.values import hook_data_cap, hook_result, result_value
 from plugbox.errors import FrameTooLarge, PluginError, WorkerGone
-from plugbox.fairshare import FairShare
 from plugbox.protocol import (
     NIL,
     Call,
@@ -78,7 +77,8 @@ from plugbox.protocol import (
 )
 from plugbox.sdk import HookResult
 from plugbox.settings import DEFAULTS
-from plugbox.sharedtotal import SharedTotal
+from plugbox.totals.held import HeldTotal
+from plugbox.totals.rate import RateTotal
 
 __all__ = ["MAX_BAD_FRAMES", "Channel", "ChannelLimits", "ChannelStats", "Peer"]
 
@@ -135,13 +135,13 @@ class ChannelStats:
     throttled: int = 0  # times its channel was paused for CPU debt
     cpu_seconds: float = 0.0  # host CPU charged to it
     shared_pauses: int = 0  # pauses for taking more than its fair share of the host-wide total
-    kept_bytes: int = 0  # bytes past the mark charged to the host-wide channel_bytes_total (fairshare.py)
+    kept_bytes: int = 0  # bytes past the mark charged to the host-wide channel_bytes_total (plugbox.totals.held)
 
 
 class Channel(asyncio.Protocol):
     def __init__(self, peer: Peer, max_frame: int, label: str, limits: ChannelLimits, *,
-                 cpu_total: SharedTotal | None = None,
-                 host_bytes: FairShare | None = None,
+                 cpu_total: RateTotal | None = None,
+                 host_bytes: HeldTotal | None = None,
                  cpu_clock: Callable[[], float] = time.thread_time,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self._peer = peer
@@ -156,7 +156,7 @@ class Channel(asyncio.Protocol):
         self._held_bytes = 0
         self._refused_answers = 0
         # its share of the bytes kept for all workers (without the host's books: bounded per plugin only)
-        self._kept = (host_bytes or FairShare(1 << 62)).holding(label, self._over_host_total)
+        self._kept = (host_bytes or HeldTotal(1 << 62)).holding(label, self._over_host_total)
         self._queue_kept = 0  # of it, bytes queued past the high-water mark
         self._refused_host_wide = 0
         self._blocked = False  # the transport's queue to the worker is above the high-water mark

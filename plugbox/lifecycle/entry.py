@@ -21,7 +21,7 @@ from plugbox.manifest import Manifest
 from plugbox.permissions import SessionScope, check_permission
 from plugbox.runtime import PluginRuntime, RuntimeFactory
 from plugbox.settings import Settings
-from plugbox.sharedtotal import SharedTotal
+from plugbox.totals.rate import RateTotal
 
 __all__ = ["PluginEntry"]
 
@@ -31,7 +31,7 @@ class PluginEntry:
 
     def __init__(self, manifest: Manifest, record: PluginRecord, factory: RuntimeFactory, settings: Settings,
                  on_log_line: Callable[[str, dict[str, Any]], None] | None = None,
-                 log_total: SharedTotal | None = None) -> None:
+                 log_total: RateTotal | None = None) -> None:
         self.manifest = manifest
         # Identity, as the capability router sees it (plugbox.capabilities.router.Caller): plain
         # attributes, read on every capability call; the manifest never changes for an entry.

@@ -32,7 +32,7 @@ from plugbox.logrelay import sanitise
 from plugbox.manifest import Manifest
 from plugbox.runtime import PluginHandle, PluginRuntime, RuntimeDeps, RuntimeFactory
 from plugbox.settings import Settings
-from plugbox.sharedtotal import SharedTotal
+from plugbox.totals.rate import RateTotal
 
 __all__ = ["PluginManager"]
 
@@ -70,7 +70,7 @@ class PluginManager:
         self._on_plugin_failure = on_plugin_failure  # told (plugin id, kind) of every failure noted
         self._on_log_line = on_log_line  # told (plugin id, line) of every line a plugin's relay keeps
         # Host log bytes all plugins' relays share; usage decays over 2 s (lines come in bursts).
-        self.log_total = SharedTotal(settings.log_bytes_per_minute_total / 60, settings.log_bytes_total_burst,
+        self.log_total = RateTotal(settings.log_bytes_per_minute_total / 60, settings.log_bytes_total_burst,
                                      window=2.0)
         self._entries: dict[str, PluginEntry] = {}
         self._closing = False

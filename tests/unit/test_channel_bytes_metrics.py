@@ -6,11 +6,11 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, generate_latest
 
 from plugbox.api.metrics import ChannelBytesCollector
-from plugbox.fairshare import FairShare
+from plugbox.totals.held import HeldTotal
 
 
 def test_the_books_are_scraped_with_the_plugin_charged_for_each_figure() -> None:
-    books = FairShare(1000)
+    books = HeldTotal(1000)
     registry = CollectorRegistry()
     registry.register(ChannelBytesCollector(books))
     flooder = books.holding("flooder", lambda reason: None)

@@ -1,4 +1,4 @@
-"""What all workers' channels keep, together, for workers that do not read (fairshare.py as the
+"""What all workers' channels keep, together, for workers that do not read (plugbox.totals.held as the
 channel uses it): bytes queued past the high-water mark and held answers are charged to the
 worker's holding of the host's total; past it the worker over its share is refused or ended, the
 neighbour within its share keeps being answered, and an ended or drained channel keeps nothing.
@@ -9,8 +9,8 @@ from __future__ import annotations
 import asyncio
 
 from plugbox.bridge.channel import ChannelLimits
-from plugbox.fairshare import FairShare
 from plugbox.protocol import Call, encoded
+from plugbox.totals.held import HeldTotal
 from tests.unit.test_channel_limits import Peer as InlinePeer
 from tests.unit.test_channel_limits import frames, make_channel, replies, serving
 
@@ -23,7 +23,7 @@ def _stop_reading(transport: object) -> None:
 
 
 async def test_bytes_queued_past_the_mark_are_charged_until_the_worker_drains_them() -> None:
-    books = FairShare(1 << 20)
+    books = HeldTotal(1 << 20)
     peer = InlinePeer(reply_bytes=300)
     channel, transport = make_channel(peer, LIMITS, host_bytes=books)
     channel.data_received(b"".join(frames(Call(i, "storage.get", encoded({"key": "k"}))) for i in range(1, 6)))
@@ -36,7 +36,7 @@ async def test_bytes_queued_past_the_mark_are_charged_until_the_worker_drains_th
 
 
 async def test_answers_of_a_worker_over_its_share_are_refused_naming_the_host_total() -> None:
-    books = FairShare(64 << 10)
+    books = HeldTotal(64 << 10)
     _server, router, flooder, transport = serving(max_calls=32, limits=LIMITS, host_bytes=books)
     flooder.data_received(frames(*[Call(i, "storage.set", encoded({})) for i in range(1, 21)]))
     _stop_reading(transport)
@@ -59,7 +59,7 @@ async def test_answers_of_a_worker_over_its_share_are_refused_naming_the_host_to
 
 
 async def test_a_neighbour_within_its_share_is_answered_and_the_flooder_over_its_share_ended() -> None:
-    books = FairShare(64 << 10)
+    books = HeldTotal(64 << 10)
     _server, router, flooder, transport = serving(max_calls=32, limits=LIMITS, host_bytes=books)
     _nserver, nrouter, neighbour, ntransport = serving(max_calls=32, limits=LIMITS, host_bytes=books)
     flooder.data_received(frames(*[Call(i, "storage.set", encoded({})) for i in range(1, 21)]))
@@ -84,7 +84,7 @@ async def test_a_neighbour_within_its_share_is_answered_and_the_flooder_over_its
 
 
 async def test_the_heaviest_worker_past_the_host_total_is_ended_and_its_neighbour_kept() -> None:
-    books = FairShare(8 << 10)
+    books = HeldTotal(8 << 10)
     _nserver, nrouter, neighbour, ntransport = serving(max_calls=32, limits=LIMITS, host_bytes=books)
     neighbour.data_received(frames(Call(1, "storage.set", encoded({}))))
     _stop_reading(ntransport)
@@ -104,7 +104,7 @@ async def test_the_heaviest_worker_past_the_host_total_is_ended_and_its_neighbou
 
 
 async def test_an_ended_channel_keeps_nothing_on_the_host_books() -> None:
-    books = FairShare(1 << 20)
+    books = HeldTotal(1 << 20)
     _server, router, channel, transport = serving(max_calls=8, limits=LIMITS, host_bytes=books)
     channel.data_received(frames(*[Call(i, "storage.set", encoded({})) for i in range(1, 4)]))
     _stop_reading(transport)

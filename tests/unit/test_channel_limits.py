@@ -19,9 +19,9 @@ from plugbox.bridge.values import log_fields
 from plugbox.errors import PluginError, StorageError
 from plugbox.payloads import PAYLOADS, Undecoded, problem
 from plugbox.protocol import Call, Health, Hook, Log, Register, Reply, Result, encode_frame, encoded
-from plugbox.sharedtotal import SharedTotal
 from plugbox.storage.kv import PluginStorage
 from plugbox.storage.sqlite import SqliteDatabase
+from plugbox.totals.rate import RateTotal
 
 LIMITS = ChannelLimits(high_water=100, drain_timeout=60.0, cpu_share=1.0, cpu_burst=60.0, value_max_bytes=64)
 
@@ -349,7 +349,7 @@ async def test_past_the_host_wide_total_the_channels_over_their_fair_share_are_p
     """Each channel within its own bucket, but together past the host's total: the two taking more
     than a fair share of it are paused, the quiet one sharing the total is not."""
     clock = asyncio.get_running_loop().time
-    total = SharedTotal(0.5, 0.05, clock=clock)  # half a CPU for all channels together
+    total = RateTotal(0.5, 0.05, clock=clock)  # half a CPU for all channels together
     own = ChannelLimits(1 << 20, 60.0, cpu_share=1.0, cpu_burst=60.0, value_max_bytes=64)  # never binds
     hogs = [make_channel(Peer(), own, label=f"hog-{n}", cpu_total=total, cpu_clock=Ticks(0.02), clock=clock)
             for n in (1, 2)]

@@ -13,7 +13,7 @@ from plugbox._ratelimit import RateLimiter
 from plugbox.host import Host
 from plugbox.logrelay import REDACTED, LogRelay, sanitise
 from plugbox.sdk import Plugin
-from plugbox.sharedtotal import SharedTotal
+from plugbox.totals.rate import RateTotal
 
 SECRET = "tok-9f8e7d6c5b4a"
 
@@ -286,7 +286,7 @@ def test_host_log_bytes_are_budgeted_per_plugin_whatever_the_line_count() -> Non
 def test_host_log_bytes_of_all_plugins_together_are_held_to_the_total_and_the_loud_ones_lose_lines() -> None:
     # 1,000 plugins at their own 480 KiB a minute would put ~470 MB a minute in the host log.
     clock = FakeClock()
-    total = SharedTotal(1000.0, 4000.0, window=10.0, clock=clock)  # 1 kB/s for everyone together
+    total = RateTotal(1000.0, 4000.0, window=10.0, clock=clock)  # 1 kB/s for everyone together
     loud = [LogRelay(f"loud-{n}", secrets=list, lines_per_window=10**6, window_s=10.0, max_chars=8192,
                      bytes_per_minute=60_000, bytes_burst=2_000, total=total, clock=clock) for n in range(3)]
     quiet = LogRelay("quiet", secrets=list, lines_per_window=10**6, window_s=10.0, max_chars=8192,

@@ -2,7 +2,7 @@
 
 Per-plugin budgets add up: each plugin's channel may take half a CPU of the host's loop, each may
 put 480 KiB a minute into the host's log, and three plugins (or three hundred) at their full share
-ask for more than the host has. A `SharedTotal` bounds the sum: all plugins together may spend
+ask for more than the host has. A `RateTotal` bounds the sum: all plugins together may spend
 `rate` units a second (with a burst), and when that total is overspent, the plugins that pay are
 the ones taking more than a fair share of it (the rate divided by the plugins that spent in the
 last `window` seconds). A plugin within its fair share is never paused or refused for what others
@@ -34,17 +34,17 @@ from dataclasses import dataclass
 
 from plugbox._ratelimit import TokenBucket
 
-__all__ = ["SharedTotal", "SharedTotalStats"]
+__all__ = ["RateTotal", "RateTotalStats"]
 
 
 @dataclass(frozen=True, slots=True)
-class SharedTotalStats:
+class RateTotalStats:
     active: int  # plugins that spent within the last few windows
     debt_s: float  # seconds until the shared bucket is out of debt (0: within the total)
     over_share: dict[str, int]  # plugin -> times it was paused or refused for taking more than its fair share
 
 
-class SharedTotal:
+class RateTotal:
     """The host-wide bucket all plugins spend from, and who pays when it is overspent."""
 
     def __init__(self, rate: float, burst: float, *, window: float = 1.0,
@@ -101,9 +101,9 @@ class SharedTotal:
         """What it spent lately, in units a second (for host CPU: CPUs)."""
         return self._decayed(key, self._clock()) / self.window
 
-    def stats(self) -> SharedTotalStats:
+    def stats(self) -> RateTotalStats:
         self._expire(self._clock())
-        return SharedTotalStats(active=len(self._usage), debt_s=max(self._debt, 0.0), over_share=dict(self._over))
+        return RateTotalStats(active=len(self._usage), debt_s=max(self._debt, 0.0), over_share=dict(self._over))
 
     def _decayed(self, key: str, now: float) -> float:
         entry = self._usage.get(key)

@@ -1,4 +1,4 @@
-"""The host-wide fair share of the bytes channels keep (plugbox/fairshare.py): the total holds
+"""The host-wide fair share of the bytes channels keep (plugbox/totals/held.py): the total holds
 whatever many holders do, and past it the heaviest holder over its share pays — never a holder
 within its share."""
 
@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from plugbox.fairshare import FairShare, Holding
+from plugbox.totals.held import HeldTotal, Holding
 
 TOTAL = 1000
 
@@ -14,13 +14,13 @@ TOTAL = 1000
 class Holder:
     """A holder whose reclaim is recorded (as a channel's would end its worker)."""
 
-    def __init__(self, books: FairShare, name: str) -> None:
+    def __init__(self, books: HeldTotal, name: str) -> None:
         self.reasons: list[str] = []
         self.account: Holding = books.holding(name, self.reasons.append)
 
 
 def test_charges_under_the_total_are_granted_and_counted_by_holder() -> None:
-    books = FairShare(TOTAL)
+    books = HeldTotal(TOTAL)
     a, b = Holder(books, "a"), Holder(books, "b")
     assert a.account.keep(600) and b.account.keep(400)
     assert books.kept == TOTAL and books.kept_by() == {"a": 600, "b": 400}
@@ -28,7 +28,7 @@ def test_charges_under_the_total_are_granted_and_counted_by_holder() -> None:
 
 
 def test_past_the_total_the_holder_over_its_share_is_refused_and_no_one_is_reclaimed() -> None:
-    books = FairShare(TOTAL)
+    books = HeldTotal(TOTAL)
     flooder, neighbour = Holder(books, "flooder"), Holder(books, "neighbour")
     assert flooder.account.keep(900) and neighbour.account.keep(100)
     assert not flooder.account.keep(50)  # it holds 900 of a 500-byte share
@@ -37,7 +37,7 @@ def test_past_the_total_the_holder_over_its_share_is_refused_and_no_one_is_recla
 
 
 def test_a_holder_over_its_share_is_refused_rather_than_another_over_its_share_reclaimed() -> None:
-    books = FairShare(TOTAL)
+    books = HeldTotal(TOTAL)
     a, b, c = Holder(books, "a"), Holder(books, "b"), Holder(books, "c")
     assert a.account.keep(450) and b.account.keep(450) and c.account.keep(100)
     assert not a.account.keep(50)  # its own asking is refused: its bytes are its own to give back
@@ -45,7 +45,7 @@ def test_a_holder_over_its_share_is_refused_rather_than_another_over_its_share_r
 
 
 def test_a_neighbour_within_its_share_gets_room_from_the_heaviest_which_is_reclaimed() -> None:
-    books = FairShare(TOTAL)
+    books = HeldTotal(TOTAL)
     big, bigger, small = Holder(books, "big"), Holder(books, "bigger"), Holder(books, "small")
     assert big.account.keep(350) and bigger.account.keep(600)
     assert small.account.keep(200)  # share 333: within it, though the total is full
@@ -57,7 +57,7 @@ def test_a_neighbour_within_its_share_gets_room_from_the_heaviest_which_is_recla
 
 
 def test_a_forced_charge_past_the_total_reclaims_the_heaviest_even_its_own_holder() -> None:
-    books = FairShare(TOTAL)
+    books = HeldTotal(TOTAL)
     flooder, neighbour = Holder(books, "flooder"), Holder(books, "neighbour")
     assert neighbour.account.keep(300) and flooder.account.keep(600)
     flooder.account.force(200)  # bytes already spent: cannot be refused
@@ -68,7 +68,7 @@ def test_a_forced_charge_past_the_total_reclaims_the_heaviest_even_its_own_holde
 
 
 def test_a_reclaimed_holding_keeps_nothing_and_charges_on_it_are_no_ops() -> None:
-    books = FairShare(TOTAL)
+    books = HeldTotal(TOTAL)
     flooder, neighbour = Holder(books, "flooder"), Holder(books, "neighbour")
     neighbour.account.keep(100)
     flooder.account.force(TOTAL)
@@ -80,7 +80,7 @@ def test_a_reclaimed_holding_keeps_nothing_and_charges_on_it_are_no_ops() -> Non
 
 
 def test_release_and_close_give_the_bytes_back_once() -> None:
-    books = FairShare(TOTAL)
+    books = HeldTotal(TOTAL)
     a = Holder(books, "a")
     a.account.keep(700)
     a.account.release(200)
@@ -97,7 +97,7 @@ def test_release_and_close_give_the_bytes_back_once() -> None:
 
 
 def test_the_fair_share_counts_the_holders_keeping_something_and_the_one_asking() -> None:
-    books = FairShare(TOTAL)
+    books = HeldTotal(TOTAL)
     a, b, c = Holder(books, "a"), Holder(books, "b"), Holder(books, "c")
     assert books.fair_share() == TOTAL
     a.account.keep(10)
@@ -108,7 +108,7 @@ def test_the_fair_share_counts_the_holders_keeping_something_and_the_one_asking(
 
 
 def test_many_flooders_never_take_the_books_past_the_total_nor_a_small_neighbour_out() -> None:
-    books = FairShare(TOTAL)
+    books = HeldTotal(TOTAL)
     neighbour = Holder(books, "neighbour")
     flooders = [Holder(books, f"f{i}") for i in range(8)]
     for round_ in range(50):
@@ -123,4 +123,4 @@ def test_many_flooders_never_take_the_books_past_the_total_nor_a_small_neighbour
 
 def test_a_total_of_nothing_is_refused_naming_the_setting() -> None:
     with pytest.raises(ValueError, match="channel_bytes_total"):
-        FairShare(0)
+        HeldTotal(0)

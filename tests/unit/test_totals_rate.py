@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from plugbox.sharedtotal import SharedTotal
+from plugbox.totals.rate import RateTotal
 
 
 class Clock:
@@ -15,7 +15,7 @@ class Clock:
         return self.now
 
 
-def run(share: SharedTotal, clock: Clock, rates: dict[str, float], seconds: float, step: float = 0.01,
+def run(share: RateTotal, clock: Clock, rates: dict[str, float], seconds: float, step: float = 0.01,
         ) -> tuple[dict[str, float], dict[str, float]]:
     """Each plugin asks for `rate` CPUs; a paused one spends nothing until its pause ends. Returns
     the CPU seconds each got and the longest pause each was given."""
@@ -38,7 +38,7 @@ def run(share: SharedTotal, clock: Clock, rates: dict[str, float], seconds: floa
 
 def test_within_the_total_nobody_is_paused() -> None:
     clock = Clock()
-    share = SharedTotal(0.8, 0.2, clock=clock)
+    share = RateTotal(0.8, 0.2, clock=clock)
     got, longest = run(share, clock, {"a": 0.3, "b": 0.3, "c": 0.1}, 10)
     assert longest == {"a": 0.0, "b": 0.0, "c": 0.0}
     assert got["a"] == pytest.approx(3.0)
@@ -46,7 +46,7 @@ def test_within_the_total_nobody_is_paused() -> None:
 
 def test_heavy_plugins_together_are_held_to_the_total_and_pay_for_it_alone() -> None:
     clock = Clock()
-    share = SharedTotal(0.8, 0.2, clock=clock)
+    share = RateTotal(0.8, 0.2, clock=clock)
     rates = {"flood-1": 0.5, "flood-2": 0.5, "flood-3": 0.5, "victim": 0.05}
     got, longest = run(share, clock, rates, 30)
     total = sum(got.values())
@@ -63,14 +63,14 @@ def test_heavy_plugins_together_are_held_to_the_total_and_pay_for_it_alone() -> 
 
 def test_one_plugin_over_the_total_is_held_to_it() -> None:
     clock = Clock()
-    share = SharedTotal(0.4, 0.1, clock=clock)
+    share = RateTotal(0.4, 0.1, clock=clock)
     got, _ = run(share, clock, {"hog": 0.9}, 20)
     assert got["hog"] <= 0.4 * 20 + 0.1 + 0.009
 
 
 def test_a_plugin_that_stops_spending_stops_counting() -> None:
     clock = Clock()
-    share = SharedTotal(0.8, 0.2, clock=clock, window=1.0)
+    share = RateTotal(0.8, 0.2, clock=clock, window=1.0)
     run(share, clock, {"a": 0.5, "b": 0.5}, 5)
     assert share.stats().active == 2
     run(share, clock, {"a": 0.3}, 10)
@@ -86,14 +86,14 @@ def test_a_plugin_that_stops_spending_stops_counting() -> None:
 
 def test_bad_limits_are_refused() -> None:
     with pytest.raises(ValueError, match="positive"):
-        SharedTotal(0.0, 1.0)
+        RateTotal(0.0, 1.0)
 
 
 def test_admit_refuses_only_those_over_their_fair_share_and_does_not_charge_what_it_refuses() -> None:
     """Log bytes: asked for before they are spent. Three loud plugins at 100 units a second each
     against a total of 120, beside a quiet one at 10."""
     clock = Clock()
-    total = SharedTotal(120.0, 20.0, clock=clock)
+    total = RateTotal(120.0, 20.0, clock=clock)
     asked = {"loud-1": 100.0, "loud-2": 100.0, "loud-3": 100.0, "quiet": 10.0}
     admitted = dict.fromkeys(asked, 0.0)
     refused = dict.fromkeys(asked, 0)
@@ -115,7 +115,7 @@ def test_admit_refuses_only_those_over_their_fair_share_and_does_not_charge_what
 
 def test_admit_within_the_total_refuses_nothing() -> None:
     clock = Clock()
-    total = SharedTotal(120.0, 20.0, clock=clock)
+    total = RateTotal(120.0, 20.0, clock=clock)
     for _ in range(1000):
         assert total.admit("a", 0.5) and total.admit("b", 0.5)
         clock.now += 0.01

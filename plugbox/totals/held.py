@@ -1,7 +1,7 @@
 """A host-wide budget of bytes, shared fairly among the plugins that hold some of it.
 
 Per-plugin limits bound what one plugin makes the host keep; with many plugins their sum grows
-with the number of plugins. A `FairShare` bounds the sum: every holder (one per worker channel)
+with the number of plugins. A `HeldTotal` bounds the sum: every holder (one per worker channel)
 charges the bytes it keeps to its `Holding`, and the books never settle above `total`.
 
 Who pays when the total is reached (the rule, in full):
@@ -29,18 +29,18 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable
 
-__all__ = ["FairShare", "Holding"]
+__all__ = ["HeldTotal", "Holding"]
 
 Reclaim = Callable[[str], None]
 
 
 class Holding:
-    """One holder's account in a `FairShare` (a worker channel's, for as long as it lives).
+    """One holder's account in a `HeldTotal` (a worker channel's, for as long as it lives).
     Once reclaimed or closed it keeps nothing and every charge is a no-op (refused for `keep`)."""
 
     __slots__ = ("_books", "_reclaim", "closed", "kept", "name")
 
-    def __init__(self, books: FairShare, name: str, reclaim: Reclaim) -> None:
+    def __init__(self, books: HeldTotal, name: str, reclaim: Reclaim) -> None:
         self._books = books
         self._reclaim = reclaim
         self.name = name  # the plugin id: what the refusals and metrics are counted under
@@ -67,7 +67,7 @@ class Holding:
         self._books._close(self)
 
 
-class FairShare:
+class HeldTotal:
     """`total` bytes shared by the holders opened with `holding`; `name` is the setting that sets
     `total`, named in every refusal and reclaim so operators know which knob it is."""
 
