@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from plugbox.totals.held import HeldTotal
     from plugbox.totals.rate import RateTotal
 
-__all__ = ["PluginHandle", "PluginRuntime", "RuntimeDeps", "RuntimeFactory", "WorkerSpawner"]
+__all__ = ["FailureReport", "PluginHandle", "PluginRuntime", "RuntimeDeps", "RuntimeFactory", "WorkerSpawner"]
 
 
 class PluginHandle(Protocol):
@@ -93,13 +93,19 @@ class WorkerSpawner(Protocol):
     async def close(self) -> None: ...
 
 
+class FailureReport(Protocol):
+    """A runtime's worker died or was killed: `counted` when the death ends a hook timeout already
+    counted, `oom` when the kernel's OOM killer ended it (the reason says whose limit)."""
+
+    def __call__(self, plugin: PluginHandle, reason: str, counted: bool = False, *, oom: bool = False) -> None: ...
+
+
 @dataclass(slots=True)
 class RuntimeDeps:
     settings: Settings
     bus: HookBus
     router: CapabilityRouter
-    # (plugin, reason, counted): counted when the death ends a hook timeout already counted
-    on_failure: Callable[[PluginHandle, str, bool], None]
+    on_failure: FailureReport
     zygote: WorkerSpawner
     channel_cpu: RateTotal  # the host CPU all channels take together (one per host)
     channel_bytes: HeldTotal  # the host-wide books of the bytes worker channels keep (one per host)

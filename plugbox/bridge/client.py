@@ -25,7 +25,7 @@ import msgspec
 from plugbox.bridge.channel import Channel, ChannelLimits, ChannelStats
 from plugbox.bridge.cpuwatch import CpuWatch
 from plugbox.bridge.liveness import Liveness, loop_thread_runnable
-from plugbox.bridge.process import WorkerProcess, describe_status, spawn_limits
+from plugbox.bridge.process import WorkerProcess, spawn_limits
 from plugbox.bridge.serving import CapabilityServer, Registrations
 from plugbox.bridge.values import log_fields
 from plugbox.errors import BridgeError, ConfinementError, PluginStateError
@@ -180,12 +180,11 @@ class WorkerRuntime:
             self._cpu_watch.stop()
 
     async def _report_death(self, reason: str) -> None:
-        if self.proc is not None:
-            status = await self.proc.wait(GRACEFUL_EXIT_S)
-            if status is not None and status >= 0:
-                reason = f"{reason} ({describe_status(status)})"
+        ending = await self.proc.wait(GRACEFUL_EXIT_S) if self.proc is not None else None
+        if ending is not None and ending.status >= 0:
+            reason = f"{reason} ({ending.describe()})"
         if not self._stopping:
-            self.deps.on_failure(self.entry, reason, self._death_counted)
+            self.deps.on_failure(self.entry, reason, self._death_counted, oom=ending is not None and ending.oom)
 
     # -- PluginRuntime --
     async def start(self) -> None:

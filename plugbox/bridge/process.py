@@ -5,6 +5,11 @@ Workers are children of the zygote, not of the host. The host holds a pidfd for 
 can never hit a recycled pid, and learns the exit status from the zygote, which reaps them.
 Chain of custody when the host dies, even by SIGKILL: host → zygote (PR_SET_PDEATHSIG) → workers
 (PR_SET_PDEATHSIG, set after their credentials are final).
+
+How a worker ended (`Ending`) is its wait status plus what the zygote found in its cgroup before
+removing it: the kernel's OOM kills there and whose memory limit was reached, its own or that of all
+workers together. A kernel OOM kill is a SIGKILL like any other in the wait status; only the group's
+counters tell it apart, so the plugin's failure can say "out of memory" instead of "killed".
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from plugbox.errors import BridgeError
 from plugbox.protocol import MAX_CONTROL_MSG, CgroupLimits, Exited, Failed, Spawn, Spawned, SpawnLimits, ZygoteMsg
 from plugbox.settings import DEFAULTS, Settings
 
-__all__ = ["WorkerProcess", "Zygote", "describe_status", "spawn_limits"]
+__all__ = ["Ending", "WorkerProcess", "Zygote", "describe_status", "spawn_limits"]
 
 log = logging.getLogger("plugbox.process")
 
@@ -68,12 +73,40 @@ def describe_status(status: int) -> str:
     return f"ended with wait status {status}"
 
 
+_OOM_LIMITS = {
+    "own": "its own memory limit (worker_cgroup_memory_bytes) reached",
+    "total": "the memory total of all workers (workers_memory_total_bytes) reached",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Ending:
+    """How a worker ended: its raw wait status (-1: the zygote went first, status unknown), the
+    kernel's OOM kills in its cgroup and whose limit was reached ("own", "total", "" unknown)."""
+
+    status: int
+    oom_kills: int = 0
+    oom_limit: str = ""
+
+    @property
+    def oom(self) -> bool:
+        return self.oom_kills > 0
+
+    def describe(self) -> str:
+        """`killed by SIGKILL`, or for an OOM kill `killed by SIGKILL: the kernel's OOM killer, the
+        memory total of all workers (workers_memory_total_bytes) reached`."""
+        text = describe_status(self.status)
+        if self.oom:
+            text += f": the kernel's OOM killer, {_OOM_LIMITS.get(self.oom_limit, 'a memory limit reached')}"
+        return text
+
+
 @dataclass(eq=False)
 class WorkerProcess:
     pid: int
     pidfd: int
     channel: socket.socket
-    exited: asyncio.Future[int] = field(repr=False)
+    exited: asyncio.Future[Ending] = field(repr=False)
 
     def kill(self) -> None:
         """SIGKILL through the pidfd; a no-op once the process is gone."""
@@ -87,8 +120,8 @@ class WorkerProcess:
             with contextlib.suppress(ProcessLookupError, OSError):
                 signal.pidfd_send_signal(self.pidfd, sig)
 
-    async def wait(self, grace: float) -> int | None:
-        """The raw wait status, or None if the worker is still running after `grace` seconds."""
+    async def wait(self, grace: float) -> Ending | None:
+        """How the worker ended, or None if it is still running after `grace` seconds."""
         try:
             async with asyncio.timeout(grace):
                 return await asyncio.shield(self.exited)
@@ -115,8 +148,8 @@ class Zygote:
         self._ctl: socket.socket | None = None
         self._sids = itertools.count(1)
         self._spawning: dict[int, asyncio.Future[tuple[int, int]]] = {}
-        self._exits: dict[int, asyncio.Future[int]] = {}
-        self._early_exits: dict[int, int] = {}
+        self._exits: dict[int, asyncio.Future[Ending]] = {}
+        self._early_exits: dict[int, Ending] = {}
         self._decoder = msgspec.json.Decoder(ZygoteMsg)
         self._lock = asyncio.Lock()
         self._send_lock = asyncio.Lock()
@@ -191,14 +224,15 @@ class Zygote:
             if fut is not None and not fut.done():
                 fut.set_exception(BridgeError(f"zygote could not start the worker: {msg.error}"))
         elif type(msg) is Exited:
-            if msg.oom_kills:
-                log.warning("worker %d: the kernel's OOM killer ended %d process(es) in its cgroup "
-                            "(memory limit reached)", msg.pid, msg.oom_kills)
+            ending = Ending(msg.status, msg.oom_kills, msg.oom_limit)
+            if ending.oom:
+                log.warning("worker %d: the kernel's OOM killer ended %d process(es) in its cgroup (%s)", msg.pid,
+                            msg.oom_kills, _OOM_LIMITS.get(msg.oom_limit, "a memory limit reached"))
             exit_fut = self._exits.pop(msg.pid, None)
             if exit_fut is None:
-                self._early_exits[msg.pid] = msg.status
+                self._early_exits[msg.pid] = ending
             elif not exit_fut.done():
-                exit_fut.set_result(msg.status)
+                exit_fut.set_result(ending)
 
     def _lost(self, reason: str) -> None:
         if self._ctl is not None:
@@ -214,7 +248,7 @@ class Zygote:
         self._spawning.clear()
         for exit_fut in self._exits.values():
             if not exit_fut.done():
-                exit_fut.set_result(-1)
+                exit_fut.set_result(Ending(-1))
         self._exits.clear()
 
     async def spawn(self, plugin_id: str, plugin_dir: str, scratch_dir: str, limits: SpawnLimits) -> WorkerProcess:
@@ -241,7 +275,7 @@ class Zygote:
         except BaseException:
             host_end.close()
             raise
-        exited: asyncio.Future[int] = loop.create_future()
+        exited: asyncio.Future[Ending] = loop.create_future()
         if pid in self._early_exits:
             exited.set_result(self._early_exits.pop(pid))
         else:

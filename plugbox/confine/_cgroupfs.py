@@ -53,6 +53,7 @@ __all__ = [
     "groups_of",
     "kill",
     "oom_kills",
+    "oom_limit",
     "owner_dirs",
     "read_limits",
     "remove",
@@ -361,6 +362,52 @@ def oom_kills(dirs: tuple[str, ...]) -> int:
                     if key == "oom_kill":
                         return int(value)
     return 0
+
+
+def _counters(path: str) -> dict[str, int]:
+    """A flat-keyed cgroup file ("key value" lines) as numbers; {} when it is not there."""
+    found: dict[str, int] = {}
+    with contextlib.suppress(OSError):
+        for line in _read(path).splitlines():
+            key, _, value = line.partition(" ")
+            with contextlib.suppress(ValueError):
+                found[key] = int(value)
+    return found
+
+
+def _limit_hits(group: str, *, has_children: bool) -> int | None:
+    """How often allocations in `group` met the group's own memory limit (None: no memory files).
+    v2: memory.events.local `oom` (the limit reached and reclaim failed); for a group with no
+    children, as a worker's, memory.events says the same on a kernel without .local (before 5.2).
+    v1: failcnt of memory and memsw, the page counters whose limit refused a charge (the memsw one
+    first when swap is accounted; its limit equals memory's)."""
+    for name in ("memory.events.local",) if has_children else ("memory.events.local", "memory.events"):
+        events = _counters(os.path.join(group, name))
+        if events:
+            return events.get("oom", 0)
+    hits = None
+    for name in ("memory.failcnt", "memory.memsw.failcnt"):
+        with contextlib.suppress(OSError, ValueError):
+            hits = (hits or 0) + int(_read(os.path.join(group, name)))
+    return hits
+
+
+def oom_limit(dirs: tuple[str, ...]) -> str:
+    """Whose memory limit an OOM kill in this worker group followed: "own" (the group's), "total"
+    (its owner's: all workers together), "" when the kernel's counters do not tell (no memory
+    files, or neither limit reached: e.g. the machine-wide OOM killer). Call before the group is
+    removed. Exact on v2 (the kernel counts an `oom` event at the group whose limit was reached);
+    on v1 a group that once reached its own limit and reclaimed, then died at the total, reads
+    "own" (failcnt counts every refused charge, not only the fatal one)."""
+    for group in dirs:
+        own = _limit_hits(group, has_children=False)
+        if own is None:
+            continue
+        if own:
+            return "own"
+        owner = os.path.dirname(group)
+        return "total" if _limit_hits(owner, has_children=True) else ""
+    return ""
 
 
 def cpu_usage_ns(dirs: tuple[str, ...]) -> int | None:

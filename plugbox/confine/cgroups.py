@@ -161,18 +161,20 @@ class Groups:
             self._unowned.remove(placement.dirs)
             self._by_pid[pid] = placement.dirs
 
-    def release(self, pid: int) -> int:
+    def release(self, pid: int) -> tuple[int, str]:
         """After reaping `pid`: kill what is left in its group and remove the group. Returns the
-        number of OOM kills the group saw (0 when it had none or no memory hierarchy)."""
+        number of OOM kills the group saw (0 when it had none or no memory hierarchy) and, when
+        there were any, whose limit was reached (`_cgroupfs.oom_limit`: "own", "total" or "")."""
         dirs = self._by_pid.pop(pid, None)
         if dirs is None:
-            return 0
+            return 0, ""
         ooms = _cgroupfs.oom_kills(dirs)
+        limit = _cgroupfs.oom_limit(dirs) if ooms else ""
         self._discard(dirs)
         for busy in self._busy[:]:
             self._busy.remove(busy)
             self._discard(busy)
-        return ooms
+        return ooms, limit
 
     def close(self) -> None:
         """Release every group (killing what is in it) and remove this process's owner directories."""

@@ -3,7 +3,8 @@ failures are counted, and the record of what failed (`Failure`, shown as `lastEr
 
 Two counts open the breaker, each at its own threshold:
 
-- runtime failures: a worker death (crash, OOM, liveness kill) or a hook that ran past its budget.
+- runtime failures: a worker death (crash, kernel OOM kill, liveness kill) or a hook that ran past
+  its budget.
   Each is counted exactly once: a liveness kill that ends a hook timeout reaches `crashed` with
   `already_counted=True`, because `timed_out` counted it when the budget ran out. The count goes
   back to zero only once the plugin has run for a stable period (`breaker_stable_ms`) since its
@@ -33,6 +34,7 @@ class FailureKind(StrEnum):
     HANDLER_ERROR = "handler_error"  # a hook handler raised or returned an error
     HOOK_TIMEOUT = "hook_timeout"  # a hook handler ran past its budget
     WORKER_CRASH = "worker_crash"  # the worker died or was killed
+    WORKER_OOM = "worker_oom"  # the kernel's OOM killer ended the worker (its own memory limit or all workers')
     BREAKER_OPEN = "breaker_open"  # too many consecutive failures: stopped until re-enabled
     CONFIG_REJECTED = "config_rejected"  # the stored config does not satisfy the schema
     ENABLE_FAILED = "enable_failed"  # start, on_load or on_enable failed

@@ -300,16 +300,17 @@ class PluginManager:
         await self._persist(entry, intent=operator)
 
     # -- failures reported by a runtime (crash, kill, unresponsive) --
-    def runtime_failed(self, plugin: PluginHandle, reason: str, counted: bool = False) -> None:
+    def runtime_failed(self, plugin: PluginHandle, reason: str, counted: bool = False, *, oom: bool = False) -> None:
         """A runtime's worker died or was killed (`RuntimeDeps.on_failure`). `counted`: the death
-        ends a hook timeout that `hook_timed_out` has already counted (a liveness kill). Ignored
+        ends a hook timeout that `hook_timed_out` has already counted (a liveness kill); `oom`: the
+        kernel's OOM killer ended it (its class is then `worker_oom`, counted like a crash). Ignored
         while closing or disabling, when the plugin is not enabled, or when the report comes from
         a plugin this manager no longer knows (a version replaced by an update)."""
         entry = self._entries.get(plugin.plugin_id)
         if entry is not plugin or self._closing or entry.disabling is not None or entry.status != Status.ENABLED:
             return
         verdict = self._breaker.crashed(entry.record, self._running_for(entry), already_counted=counted)
-        self._note(entry, FailureKind.WORKER_CRASH, reason)
+        self._note(entry, FailureKind.WORKER_OOM if oom else FailureKind.WORKER_CRASH, reason)
         self._failed(entry, reason, verdict)
         if self._on_worker_failed is not None:
             self._on_worker_failed(entry.plugin_id, not verdict.open, reason)

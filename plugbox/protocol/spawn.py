@@ -5,7 +5,7 @@ with SCM_RIGHTS):
 
     host → zygote  Spawn (+ the worker's channel fd)
     zygote → host  Spawned (+ a pidfd) | Failed
-    zygote → host  Exited (raw wait status)
+    zygote → host  Exited (raw wait status; the kernel's OOM kills in its cgroup, whose limit)
 
 `SpawnLimits` is the one spelling of what a worker is confined to; the host builds it from its
 settings in one place (bridge/process.py) and the worker turns it into its confinement policy.
@@ -69,6 +69,7 @@ class Exited(msgspec.Struct, tag="exited", frozen=True):
     pid: int
     status: int
     oom_kills: int = 0  # by the kernel, in the worker's own cgroup (memory limit)
+    oom_limit: str = ""  # with oom_kills: "own" (its group's limit), "total" (all workers'), "" unknown
 
 
 ZygoteMsg = Spawned | Failed | Exited

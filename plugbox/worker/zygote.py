@@ -90,7 +90,7 @@ def _reap(ctl: socket.socket, groups: Groups, subids: Subids) -> None:
         if pid == 0:
             return
         subids.release(pid)
-        ctl.send(_encode(Exited(pid, status, groups.release(pid))))
+        ctl.send(_encode(Exited(pid, status, *groups.release(pid))))
 
 
 def _preload(shared: Any) -> None:

@@ -283,3 +283,16 @@ async def test_every_failure_class_sets_last_error_with_class_and_time(rig: Any)
     assert "signal 9" in host.plugin("probe").last_error.message  # type: ignore[union-attr]
     kinds = [f.kind for f in host.plugin("probe").recent_failures]
     assert kinds == ["permission_denied", "hook_timeout", "worker_crash"]
+
+
+async def test_an_oom_kill_is_its_own_class_and_counts_like_a_crash(rig: Any) -> None:
+    host, clock, _ = await rig(restart_backoff_initial_ms=200)
+    reason = ("worker closed the channel (killed by SIGKILL: the kernel's OOM killer, the memory total "
+              "of all workers (workers_memory_total_bytes) reached)")
+    host.manager.deps.on_failure(host.manager.get("probe"), reason, False, oom=True)
+    view = host.plugin("probe")
+    assert view.last_error is not None and view.last_error.kind == "worker_oom"
+    assert "OOM killer" in view.last_error.message and "workers_memory_total_bytes" in view.last_error.message
+    assert view.failure_counts == {"worker_oom": 1}  # not also a worker_crash
+    assert view.consecutive_failures == 1  # toward the breaker like any worker death
+    await until(lambda: clock.sleeps == [0.2])  # and restarted after the backoff like one
