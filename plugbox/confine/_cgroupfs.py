@@ -375,38 +375,43 @@ def _counters(path: str) -> dict[str, int]:
     return found
 
 
-def _limit_hits(group: str, *, has_children: bool) -> int | None:
-    """How often allocations in `group` met the group's own memory limit (None: no memory files).
+_PEAK_SLACK = 2 << 20  # a charge refused at the limit: at most a huge page (the batch is 64 small ones)
+
+
+def _limit_reached(group: str, *, has_children: bool) -> bool | None:
+    """Whether allocations in `group` ever met the group's own memory limit (None: no memory files).
     v2: memory.events.local `oom` (the limit reached and reclaim failed); for a group with no
     children, as a worker's, memory.events says the same on a kernel without .local (before 5.2).
-    v1: failcnt of memory and memsw, the page counters whose limit refused a charge (the memsw one
-    first when swap is accounted; its limit equals memory's)."""
+    v1 keeps no such event (memory.oom_control counts kills, in the victim's group only, and
+    failcnt is not kept by every kernel: 6.18 reads 0 after an OOM at the limit), so the peak:
+    memory.max_usage_in_bytes within `_PEAK_SLACK` of memory.limit_in_bytes."""
     for name in ("memory.events.local",) if has_children else ("memory.events.local", "memory.events"):
         events = _counters(os.path.join(group, name))
         if events:
-            return events.get("oom", 0)
-    hits = None
-    for name in ("memory.failcnt", "memory.memsw.failcnt"):
-        with contextlib.suppress(OSError, ValueError):
-            hits = (hits or 0) + int(_read(os.path.join(group, name)))
-    return hits
+            return events.get("oom", 0) > 0
+    try:
+        peak = int(_read(os.path.join(group, "memory.max_usage_in_bytes")))
+        limit = int(_read(os.path.join(group, "memory.limit_in_bytes")))
+    except (OSError, ValueError):
+        return None
+    return limit < _UNLIMITED and peak >= limit - _PEAK_SLACK
 
 
 def oom_limit(dirs: tuple[str, ...]) -> str:
     """Whose memory limit an OOM kill in this worker group followed: "own" (the group's), "total"
     (its owner's: all workers together), "" when the kernel's counters do not tell (no memory
     files, or neither limit reached: e.g. the machine-wide OOM killer). Call before the group is
-    removed. Exact on v2 (the kernel counts an `oom` event at the group whose limit was reached);
-    on v1 a group that once reached its own limit and reclaimed, then died at the total, reads
-    "own" (failcnt counts every refused charge, not only the fatal one)."""
+    removed. Exact on v2 (the kernel counts an `oom` event at the group whose limit was reached).
+    On v1 it reads peaks, so a group that once filled its own limit and reclaimed, then died at
+    the total, reads "own"; and once the total was reached, any later kill not at a worker's own
+    limit reads "total"."""
     for group in dirs:
-        own = _limit_hits(group, has_children=False)
+        own = _limit_reached(group, has_children=False)
         if own is None:
             continue
         if own:
             return "own"
-        owner = os.path.dirname(group)
-        return "total" if _limit_hits(owner, has_children=True) else ""
+        return "total" if _limit_reached(os.path.dirname(group), has_children=True) else ""
     return ""
 
 

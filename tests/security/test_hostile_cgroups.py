@@ -130,4 +130,9 @@ async def test_memory_past_the_group_limit_oom_kills_the_worker_not_the_host(
                                for r in caplog.records), within=5)
     assert reported(outcome) == {"id": "m1"}  # a dead worker's hook resolves to continue
     await wait_for(lambda: any("killed by SIGKILL" in r.getMessage() for r in caplog.records), within=5)
+    # Charged to the plugin as what it was: an OOM kill at its own group's limit.
+    await wait_for(lambda: run.entry.last_error is not None, within=5)
+    failure = run.entry.failures[0]
+    assert failure.kind == "worker_oom", failure
+    assert "OOM killer, its own memory limit (worker_cgroup_memory_bytes) reached" in failure.message, failure
     await attack.aftermath()

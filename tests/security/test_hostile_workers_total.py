@@ -9,7 +9,9 @@ victim beside it — and past the CPU total the workers are throttled together w
 keeps answering.
 
 Each test reads the verdict from the kernel: the OOM kill the zygote found in the killed worker's
-own group, the owner group's peak usage, and the CPU time the workers' groups were charged.
+own group, the owner group's peak usage, and the CPU time the workers' groups were charged. The
+killed plugin's recorded failure (`lastError`) names the OOM and that it was the workers' total,
+not the worker's own limit, that was reached.
 """
 
 from __future__ import annotations
@@ -168,12 +170,20 @@ async def test_workers_past_the_memory_total_lose_the_largest_not_the_victim_or_
     for pid in killed:
         big = bigs[pid]
         await wait_for(lambda: big.record.consecutive_failures >= 1, within=5)  # noqa: B023 (awaited here)
+        # Its failure says what happened: the OOM killer, at all workers' total (its own limit was not reached).
+        failure = big.failures[0]
+        print(f"{big.plugin_id}: lastError {failure.kind}: {failure.message}")
+        assert failure.kind == "worker_oom", failure
+        assert "the kernel's OOM killer" in failure.message and "workers_memory_total_bytes" in failure.message
+        assert "its own memory limit" not in failure.message
+    assert all(f.kind == "worker_oom" for big in bigs.values() for f in big.failures)
     # The victim and the host survived, and the victim keeps answering.
     assert alive(victim_pid) and worker_pid(victim) == victim_pid
     assert _cgroupfs.oom_kills(group_dirs(victim_pid)) == 0
     for n in range(5):
         assert await ask_victim(host, n) < 5.0
     assert victim.status == Status.ENABLED and victim.record.consecutive_failures == 0
+    assert victim.last_error is None  # nothing was charged to it
     assert host.zygote.alive
 
 

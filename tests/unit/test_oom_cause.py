@@ -2,7 +2,7 @@
 
 `_cgroupfs.oom_limit` reads the kernel's counters of the dead worker's group and of its owner
 (`plugbox-<zygote pid>`, all workers together) before the group is removed; here on fake groups
-holding the files as the kernel writes them (v2 memory.events / memory.events.local, v1 failcnt).
+holding the files as the kernel writes them (v2 memory.events / memory.events.local, v1 peak and limit).
 The zygote's `Exited` carries the verdict to the host, where `Ending.describe` is what the
 plugin's `lastError` quotes. The real kernel's side is tests/security/test_hostile_workers_total.py.
 """
@@ -21,6 +21,7 @@ from plugbox.bridge.process import Ending, Zygote
 from plugbox.confine import _cgroupfs
 from plugbox.protocol import Exited
 
+MiB = 1 << 20
 SIGKILLED = signal.SIGKILL  # a raw wait status: killed by signal 9, no core
 
 
@@ -40,7 +41,9 @@ def _v2(tmp_path: Path, *, own_oom: int, owner_oom: int, kills: int = 1) -> tupl
     return (str(worker),)
 
 
-def _v1(tmp_path: Path, *, own_fails: int, owner_fails: int, memsw: bool = True) -> tuple[str, ...]:
+def _v1(tmp_path: Path, *, own_peak: int, owner_peak: int) -> tuple[str, ...]:
+    """A worker group (128 MiB) under an owner (200 MiB) on v1, with the peaks the kernel recorded
+    (failcnt stays 0: this machine's 6.18 kernel does not keep it, so it is not what is read)."""
     dirs = []
     for controller in ("cpu", "memory", "pids"):
         worker = tmp_path / controller / "plugbox-7" / "w1-big"
@@ -48,12 +51,10 @@ def _v1(tmp_path: Path, *, own_fails: int, owner_fails: int, memsw: bool = True)
         dirs.append(str(worker))
     memory = tmp_path / "memory" / "plugbox-7" / "w1-big"
     (memory / "memory.oom_control").write_text("oom_kill_disable 0\nunder_oom 0\noom_kill 1\n")
-    (memory / "memory.failcnt").write_text("0")
-    (memory.parent / "memory.failcnt").write_text("0")
-    # With swap accounted the memsw counter is charged first, so its failcnt is the one that moves.
-    counter = "memory.memsw.failcnt" if memsw else "memory.failcnt"
-    (memory / counter).write_text(str(own_fails))
-    (memory.parent / counter).write_text(str(owner_fails))
+    for group, limit, peak in ((memory, 128 * MiB, own_peak), (memory.parent, 200 * MiB, owner_peak)):
+        (group / "memory.failcnt").write_text("0")
+        (group / "memory.limit_in_bytes").write_text(str(limit))
+        (group / "memory.max_usage_in_bytes").write_text(str(peak))
     return tuple(dirs)
 
 
@@ -72,11 +73,20 @@ def test_v2_a_sibling_at_its_own_limit_is_not_the_total(tmp_path: Path) -> None:
     assert _cgroupfs.oom_limit(dirs) == ""  # neither limit here: e.g. the machine-wide OOM killer
 
 
-@pytest.mark.parametrize("memsw", [True, False])
-def test_v1_own_limit_and_total_by_failcnt(tmp_path: Path, memsw: bool) -> None:
-    assert _cgroupfs.oom_limit(_v1(tmp_path / "own", own_fails=4, owner_fails=0, memsw=memsw)) == "own"
-    assert _cgroupfs.oom_limit(_v1(tmp_path / "total", own_fails=0, owner_fails=4, memsw=memsw)) == "total"
-    assert _cgroupfs.oom_limit(_v1(tmp_path / "none", own_fails=0, owner_fails=0, memsw=memsw)) == ""
+def test_v1_own_limit_and_total_by_peak(tmp_path: Path) -> None:
+    # As read on this machine: a worker killed at its own limit peaked at exactly that limit...
+    assert _cgroupfs.oom_limit(_v1(tmp_path / "own", own_peak=128 * MiB, owner_peak=140 * MiB)) == "own"
+    # ...one killed at the total peaked below its own while the owner peaked at the total.
+    assert _cgroupfs.oom_limit(_v1(tmp_path / "total", own_peak=97 * MiB, owner_peak=200 * MiB - 4096)) == "total"
+    assert _cgroupfs.oom_limit(_v1(tmp_path / "none", own_peak=97 * MiB, owner_peak=150 * MiB)) == ""
+
+
+def test_v1_no_limit_is_never_reached(tmp_path: Path) -> None:
+    dirs = _v1(tmp_path, own_peak=97 * MiB, owner_peak=150 * MiB)
+    owner = tmp_path / "memory" / "plugbox-7"
+    (owner / "memory.limit_in_bytes").write_text("9223372036854771712")  # v1's "no limit"
+    (owner / "memory.max_usage_in_bytes").write_text("9223372036854771712")
+    assert _cgroupfs.oom_limit(dirs) == ""
 
 
 def test_no_memory_files_tells_nothing(tmp_path: Path) -> None:
