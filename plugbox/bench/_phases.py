@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
+from plugbox.bench._budget import read_budget
 from plugbox.bench._options import BenchError, BenchOptions
 from plugbox.bench._plugins import (
     ACK,
@@ -103,6 +104,7 @@ class Phases:
         confinement["layers_not_applied"] = [
             str(layer.get("name")) for layer in probe.confinement or [] if not layer.get("applied")
         ]
+        confinement["cgroups"] = None if probe.worker_pid is None else read_budget(probe.worker_pid)
         await host.storage.set(probe.plugin_id, KEY, VALUE)
         self.progress("anchors, standalone (start-up, memory)")
         metrics["anchors_standalone"] = standalone = await self.anchors.full()

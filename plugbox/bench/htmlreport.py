@@ -23,6 +23,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from plugbox.bench._budget import describe_budget
+
 __all__ = ["render_html", "write_report"]
 
 W, ROW, LEFT, RIGHT, TOP = 720, 26, 250, 30, 30
@@ -204,6 +206,8 @@ def render_html(r: dict[str, Any]) -> str:
     facts = (f"{mc.get('nproc')} CPUs ({mc.get('cpu_model')}), {mc.get('mem_total_mb')} MB, kernel {mc.get('kernel')}, "
              f"{mc.get('python')}, node {mc.get('node') or 'absent'}, loadavg {mc.get('loadavg_start')} → "
              f"{mc.get('loadavg_end')}; confinement policy {r['confinement']['policy']}")
+    if budget := describe_budget(r["confinement"]):
+        facts += f"; {budget}"
     sections = [
         f"<h1>plugbox bench — plugbox {_e(r.get('plugbox'))}</h1><p class=facts>{_e(facts)}</p>",
         "<h2>Targets (issue 17, written for 1,000 plugins)</h2>",

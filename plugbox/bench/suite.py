@@ -168,7 +168,9 @@ async def _run(options: BenchOptions, progress: Progress, facts: dict[str, Any],
         report["confinement"] = {"policy": settings.confinement}
         report["settings"] = {k: getattr(settings, k) for k in (
             "hook_budget_ms", "lifecycle_budget_ms", "capability_timeout_ms", "max_calls_in_flight",
-            "worker_memory_bytes", "use_netns")}
+            "worker_memory_bytes", "use_netns", "worker_cgroups", "worker_cgroup_memory_bytes",
+            "worker_cpu_quota_percent", "worker_pids_max", "workers_memory_total_bytes",
+            "workers_cpu_total_percent", "workers_pids_total")}  # asked; the kernel's: confinement.cgroups
         suite = Phases(settings, root / "plugins", options, progress, bench_anchors, unpin)
         try:
             report["metrics"] = await suite.run(report["confinement"])

@@ -9,6 +9,8 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
+from plugbox.bench._budget import describe_budget
+
 __all__ = ["print_report", "render"]
 
 
@@ -127,6 +129,12 @@ def _layers_table(conf: dict[str, Any]) -> Table:
     return t
 
 
+def _confinement(conf: dict[str, Any]) -> Group:
+    """The sample worker's layers, then the cgroup budget the run ran under (when recorded)."""
+    budget = describe_budget(conf)
+    return Group(_layers_table(conf), *([Text(budget)] if budget else []))
+
+
 def render(r: dict[str, Any]) -> Group:
     mc = r["machine"]
     facts = Text(
@@ -146,7 +154,7 @@ def render(r: dict[str, Any]) -> Group:
     )
     notes = Text("\n".join(f"• {n}" for n in r.get("notes", [])), style="dim")
     return Group(facts, banner, _metrics_table(r), _scale_table(r["metrics"]["scale"]),
-                 _acceptance_table(r.get("acceptance", [])), _layers_table(r["confinement"]), clean, notes)
+                 _acceptance_table(r.get("acceptance", [])), _confinement(r["confinement"]), clean, notes)
 
 
 def _scenario_table(r: dict[str, Any]) -> Table:

@@ -51,6 +51,7 @@ __all__ = [
     "create",
     "find_tree",
     "groups_of",
+    "held",
     "kill",
     "oom_kills",
     "oom_limit",
@@ -465,6 +466,17 @@ def _limit_of(group: str, version: int) -> Totals:
         raw = _read(os.path.join(group, "pids.max"))
         pids = 0 if raw == "max" else int(raw)
     return Totals(cpu, memory, pids)
+
+
+def held(dirs: tuple[str, ...]) -> Totals:
+    """The limits the kernel holds for one group, read back as numbers (0: none): `dirs` are its
+    directories, one per hierarchy (v1) or one (v2, the one that lists cgroup.controllers)."""
+    found = Totals(0, 0, 0)
+    for group in dirs:
+        own = _limit_of(group, 2 if os.path.exists(os.path.join(group, "cgroup.controllers")) else 1)
+        found = Totals(found.cpu_quota_percent or own.cpu_quota_percent, found.memory_bytes or own.memory_bytes,
+                       found.pids_max or own.pids_max)
+    return found
 
 
 def _machine() -> Totals:

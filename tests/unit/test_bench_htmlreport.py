@@ -57,3 +57,24 @@ def test_every_chart_is_well_formed_svg() -> None:
     assert len(charts) == 4
     for chart in charts:
         assert ET.fromstring(chart).tag == "{http://www.w3.org/2000/svg}svg"
+
+
+def test_the_cgroup_budget_read_back_is_in_the_page_and_the_terminal_table() -> None:
+    from rich.console import Console
+
+    from plugbox.bench.table import _confinement
+
+    budget = {"owner": "plugbox-7", "per_worker": {"cpu_quota_percent": 100, "memory_bytes": 288 << 20, "pids_max": 64},
+              "all_workers": {"cpu_quota_percent": 150, "memory_bytes": 3 << 30, "pids_max": 3584}}
+    report = _report()
+    report["confinement"]["cgroups"] = budget
+    line = ("cgroups, read back: each worker cpu 100 %, memory 288 MiB, pids 64; "
+            "all workers together (plugbox-7) cpu 150 %, memory 3072 MiB, pids 3584")
+    assert line in render_html(report)
+    console = Console(width=400, record=True)
+    console.print(_confinement(report["confinement"]))
+    assert line in console.export_text()
+    report["confinement"]["cgroups"] = None
+    assert "cgroups: none (workers ran in no plugbox group)" in render_html(report)
+    del report["confinement"]["cgroups"]  # a report from before: nothing claimed
+    assert "cgroups" not in render_html(report)

@@ -170,3 +170,18 @@ def test_zero_means_no_total_and_is_accepted() -> None:
     settings = load_settings(environ={"PLUGBOX_WORKERS_MEMORY_TOTAL_BYTES": "0"}, workers_pids_total=0)
     assert settings.workers_memory_total_bytes == settings.workers_pids_total == 0
     assert settings.workers_cpu_total_percent is None
+
+
+def test_held_reads_a_group_and_its_owners_limits_back_as_numbers(fake_v1: _cgroupfs.Tree) -> None:
+    """What `plugbox bench` records as the budget it ran under (bench/_budget.py)."""
+    totals = _cgroupfs.Totals(150, 200 * MiB, 500)
+    owners = _cgroupfs.owner_dirs(fake_v1, 4243, totals)
+    groups = _cgroupfs.create(fake_v1, owners, "w1-big", _cgroupfs.Limits(100, 128 * MiB, 64))
+    assert _cgroupfs.held(owners) == totals
+    assert _cgroupfs.held(groups) == _cgroupfs.Totals(100, 128 * MiB, 64)
+
+
+def test_held_on_v2_reads_no_total_as_0(fake_v2: Path) -> None:
+    v2 = _cgroupfs.Tree(2, (str(fake_v2),))
+    [owner] = _cgroupfs.owner_dirs(v2, 4243, _cgroupfs.Totals(0, 200 * MiB, 0))  # 0: no total
+    assert _cgroupfs.held((owner,)) == _cgroupfs.Totals(0, 200 * MiB, 0)
