@@ -5,8 +5,9 @@ than the operator gave all workers together (`workers_memory_total_bytes`), and 
 their full CPU quota take both CPUs of a 2-CPU host. The totals sit on the workers' common group
 (`plugbox-<zygote pid>`), so the kernel settles it inside the workers' subtree: past the memory
 total its OOM killer ends the largest worker — charged to that plugin, never the host or a small
-victim beside it — and past the CPU total the workers are throttled together while the host's loop
-keeps answering.
+victim beside it — past the CPU total the workers are throttled together while the host's loop
+keeps answering, and past the pids total a thread bomb within its own worker_pids_max gets only
+what is left: thread creation fails in that plugin, the victim and the host carry on.
 
 Each test reads the verdict from the kernel: the OOM kill the zygote found in the killed worker's
 own group, the owner group's peak usage, and the CPU time the workers' groups were charged. The
@@ -31,7 +32,7 @@ from plugbox.lifecycle import Status
 from plugbox.lifecycle.entry import PluginEntry
 from tests.integration.conftest import CARRY, carrying
 
-from .conftest import SESSION, WritePlugin, alive, enable, reported, wait_for
+from .conftest import SESSION, Attack, WritePlugin, alive, enable, reported, wait_for
 
 pytestmark = [pytest.mark.skipif(sys.platform != "linux", reason="confined workers are Linux-only"),
               pytest.mark.timeout(120)]
@@ -228,3 +229,102 @@ async def test_spinning_workers_share_the_cpu_total_and_the_host_keeps_answering
     # The host's loop kept answering the victim.
     assert max(latencies) < 1.0 and len(latencies) >= 20
     assert victim.status == Status.ENABLED and victim.record.consecutive_failures == 0
+
+
+
+PIDS_EACH = 32  # worker_pids_max: each bomb's threads are well within it
+BOMB_THREADS = 24
+PIDS_SPARE = 12  # what the workers' total leaves the second bomb: half of what it asks
+
+
+def pids_current(dirs: tuple[str, ...]) -> int:
+    return int(next(Path(d, "pids.current") for d in dirs if Path(d, "pids.current").exists()).read_text())
+
+
+def pids_owner(pid: int) -> str:
+    [owner] = [d for d in owners_of(pid) if Path(d, "pids.max").exists()]
+    return owner
+
+
+def pids_max(owner: str, value: int | None = None) -> str:
+    """The owner group's pids.max; with `value`, written first (as the host writes it)."""
+    if value is not None:
+        Path(owner, "pids.max").write_text(str(value))
+    return Path(owner, "pids.max").read_text().strip()
+
+
+def pids_refused(dirs: tuple[str, ...]) -> int:
+    """New tasks refused to this group (pids.events "max": on v1 counted in the group that forked,
+    whichever limit refused, its own or the workers' total)."""
+    events = next(Path(d, "pids.events") for d in dirs if Path(d, "pids.events").exists())
+    return int(events.read_text().split("max ")[1].split()[0])
+
+
+COUNTING_VICTIM = """
+from plugbox.sdk import Plugin
+
+class Victim(Plugin):
+    answered = 0
+
+    def on_load(self, ctx):
+        self.ctx = ctx
+        ctx.register_hook("webhook:before", self.answer)
+
+    async def answer(self, hook):  # through storage: the bombs' handlers rewrite payload.data after it
+        self.answered += 1
+        await self.ctx.storage.set("answered", self.answered)
+"""
+
+BOMB = """
+    import threading
+    HELD = threading.Event()
+    def attack(ctx, cfg):
+        started = 0
+        try:
+            for _ in range(cfg["threads"]):
+                threading.Thread(target=HELD.wait, daemon=True).start()
+                started += 1
+        except RuntimeError as exc:
+            return {"started": started, "error": str(exc)}
+        return {"started": started, "error": None}
+"""
+
+
+@pytest.mark.parametrize("settings_overrides", [{"worker_pids_max": PIDS_EACH, "workers_pids_total": 500}])
+async def test_thread_bombs_within_their_own_pids_stop_at_the_workers_total(host: Host, attack: Attack) -> None:
+    victim = await enable(host, attack.write_plugin(COUNTING_VICTIM, id="victim", permissions=["storage:use"]))
+    assert victim.status == Status.ENABLED, victim.error
+    victim_dirs = group_dirs(worker_pid(victim))
+    owner = pids_owner(worker_pid(victim))
+    assert pids_max(owner) == "500"  # the setting, where it binds
+    # Tighten it to what this test needs: room for the victim and two idle workers, one bomb and
+    # PIDS_SPARE more. How many tasks an idle worker has depends on the machine, so the total is
+    # written here, the way the host writes it; a lower pids.max kills nothing on v1 or v2.
+    idle = pids_current(victim_dirs)
+    total = 3 * idle + BOMB_THREADS + PIDS_SPARE
+    assert pids_max(owner, total) == str(total)
+    runs = [await attack.run(BOMB, {"threads": BOMB_THREADS}, id=f"bomb-{n}") for n in range(2)]
+    first, second = (run.result["value"] for run in runs)
+    bomb_dirs = [group_dirs(run.pid) for run in runs]
+    print(f"pids total {total} (idle worker {idle} tasks, each worker's own max {PIDS_EACH}): "
+          f"bombs started {first['started']} and {second['started']} of {BOMB_THREADS} threads; "
+          f"all workers hold {pids_current((owner,))}; refused: bombs {[pids_refused(d) for d in bomb_dirs]}, "
+          f"victim {pids_refused(victim_dirs)}")
+    # The attack ran: the first bomb, within both limits, got every thread it asked for.
+    assert first == {"started": BOMB_THREADS, "error": None}
+    # The total held: the second, as far within its own limit, got what was left and no more.
+    assert second["error"] and 0 < second["started"] < BOMB_THREADS, second
+    assert pids_current((owner,)) <= total
+    assert pids_current(bomb_dirs[1]) < PIDS_EACH  # its own limit was not what stopped it
+    # Who hit it is visible: the refusal is counted in the second bomb's group, none in the victim's.
+    assert pids_refused(bomb_dirs[1]) > 0 and pids_refused(victim_dirs) == 0
+    # Thread creation failed inside the plugin; its worker, the victim and the host carry on.
+    assert all(alive(run.pid) and run.entry.status == Status.ENABLED for run in runs)
+    for n in range(1, 4):
+        outcome = await host.dispatch("webhook:before", carrying({"n": n}), SESSION)
+        assert not outcome.errors and not outcome.timed_out, outcome
+        assert host.storage.get("victim", "answered") == (True, n)
+    assert alive(worker_pid(victim)) and victim.record.consecutive_failures == 0
+    for run in runs:  # their tasks back, so that a fresh worker can start for the aftermath
+        await host.disable(run.entry.plugin_id)
+    await attack.aftermath()
