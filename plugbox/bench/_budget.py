@@ -12,8 +12,20 @@ import os
 from typing import Any
 
 from plugbox.confine import _cgroupfs
+from plugbox.confine.cgroups import Request, totals_for
+from plugbox.settings import Settings
 
-__all__ = ["describe_budget", "read_budget"]
+__all__ = ["derived_cpu_total", "describe_budget", "read_budget"]
+
+
+def derived_cpu_total(settings: Settings) -> int | None:
+    """The workers' CPU total a host with these settings derives on this machine, worked out in this
+    (unpinned) process; None where no cgroup tree can be used (the zygote then derives nothing)."""
+    tree = _cgroupfs.find_tree(settings.cgroup_parent)
+    if isinstance(tree, str):
+        return None
+    asked = Request(mode="auto", parent=settings.cgroup_parent, total_memory_bytes=0, total_pids=0)
+    return totals_for(tree, asked).cpu_quota_percent
 
 
 def _numbers(totals: _cgroupfs.Totals) -> dict[str, int]:

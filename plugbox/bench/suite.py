@@ -28,6 +28,7 @@ import msgspec
 
 from plugbox import __version__
 from plugbox.bench import anchors
+from plugbox.bench._budget import derived_cpu_total
 from plugbox.bench._options import BenchError, BenchOptions
 from plugbox.bench._phases import Phases, Progress
 from plugbox.bench._proc import machine_facts, median_fields
@@ -46,6 +47,10 @@ async def run_bench(options: BenchOptions, progress: Progress = _quiet) -> dict[
     if options.scenario != "full":
         return await _run_scenario(options, progress)
     facts = machine_facts()  # before pinning, so `cpus_usable` describes the machine, not the pin
+    with contextlib.suppress(ConfigError):  # (a bad config is reported by _run)
+        # Likewise the workers' CPU total a host derives here from the CPUs it may use: once this
+        # process and the zygote are pinned, the zygote would derive it from the pin.
+        facts["workers_cpu_total_derived"] = derived_cpu_total(load_settings())
     saved = _pin(options.cpus[0] if options.cpus else None)
     try:
         return await _run(options, progress, facts, lambda: _unpin(saved))
@@ -165,6 +170,9 @@ async def _run(options: BenchOptions, progress: Progress, facts: dict[str, Any],
         except ConfigError as exc:
             raise BenchError(f"settings: {exc}") from None
         settings = msgspec.structs.replace(base, data_dir=str(root / "data"), plugins_dir=str(root / "plugins"))
+        if settings.workers_cpu_total_percent is None and facts.get("workers_cpu_total_derived") is not None:
+            # What an unpinned host derives on this machine (run_bench), not what the pinned zygote would.
+            settings = msgspec.structs.replace(settings, workers_cpu_total_percent=facts["workers_cpu_total_derived"])
         report["confinement"] = {"policy": settings.confinement}
         report["settings"] = {k: getattr(settings, k) for k in (
             "hook_budget_ms", "lifecycle_budget_ms", "capability_timeout_ms", "max_calls_in_flight",
