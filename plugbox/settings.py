@@ -375,6 +375,10 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     """How long a `dedupOn` key is remembered (a repeat within it is acknowledged, not delivered)."""
     ingress_dedup_keys_per_plugin: PositiveInt = 100000
     """`dedupOn` keys remembered per plugin; past it the oldest of that plugin's are forgotten first."""
+    ingress_dedup_keys_total: PositiveInt = 1000000
+    """`dedupOn` keys remembered host-wide (all plugins on the database). Past it the plugin furthest
+    over its share, min(ingress_dedup_keys_per_plugin, this over the plugins holding keys), loses its
+    oldest; a plugin within its share never loses a key to its neighbours."""
     ingress_history_per_plugin: PositiveInt = 1000
     """Delivered and dead-lettered async ingress deliveries kept per plugin (each kind); oldest go first."""
     install_zip_max_bytes: PositiveInt = 10 << 20
@@ -425,6 +429,10 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
         if self.storage_total_bytes < self.storage_quota_bytes:
             raise ValueError(f"storage_total_bytes ({self.storage_total_bytes}) must be at least "
                              f"storage_quota_bytes ({self.storage_quota_bytes}): one plugin's quota must fit the total")
+        if self.ingress_dedup_keys_total < self.ingress_dedup_keys_per_plugin:
+            raise ValueError(f"ingress_dedup_keys_total ({self.ingress_dedup_keys_total}) must be at least "
+                             f"ingress_dedup_keys_per_plugin ({self.ingress_dedup_keys_per_plugin}): one plugin's "
+                             "keys must fit the total")
         for total, one in (("workers_memory_total_bytes", "worker_cgroup_memory_bytes"),
                            ("workers_pids_total", "worker_pids_max")):
             if getattr(self, total) and getattr(self, total) < getattr(self, one):

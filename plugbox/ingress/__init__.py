@@ -2,6 +2,7 @@
 retries and dead-letter list, and the `dedupOn` keys.
 
     store   the tables (SQL only)
+    dedup   the `dedupOn` keys: their table, per-plugin counts, the plugin's bound and the host's total
     queue   the service: submit with bounds and dedup, the runner, list and replay
     instances  the instances an operator creates, each with its own secrets (table and checks)
 

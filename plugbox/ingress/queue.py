@@ -79,7 +79,8 @@ class IngressQueue:
         self._rng = rng or random.Random()
         claim_s = settings.queue_claim_ms / 1000
         self._store = IngressStore(db, history_per_plugin=settings.ingress_history_per_plugin,
-                                   dedup_keys_per_plugin=settings.ingress_dedup_keys_per_plugin, claim_s=claim_s)
+                                   dedup_keys_per_plugin=settings.ingress_dedup_keys_per_plugin,
+                                   dedup_keys_total=settings.ingress_dedup_keys_total, claim_s=claim_s)
         self._backoff = Backoff(settings.ingress_backoff_initial_ms / 1000, settings.ingress_backoff_max_ms / 1000)
         self._busy: dict[str, int] = {}  # plugin id → its attempts in flight
         # Hosts sharing the queue: look for what the others queued or left as often as for plugins
@@ -200,6 +201,16 @@ class IngressQueue:
 
     def pending_counts(self) -> dict[str, int]:
         return self._store.pending_counts()
+
+    def dedup_keys_held(self) -> dict[str, int]:
+        """`dedupOn` keys each plugin holds now (one read of a row per plugin)."""
+        return self._store.dedup_keys_held()
+
+    @property
+    def dedup_evictions(self) -> dict[tuple[str, str], int]:
+        """(plugin, reason) -> `dedupOn` keys this host evicted: `plugin` (past its own bound) or
+        `total` (the host past `ingress_dedup_keys_total`, this plugin the furthest over its share)."""
+        return dict(self._store.dedup.evicted)
 
     async def drop_plugin(self, plugin_id: str) -> None:
         await self._store.drop_plugin(plugin_id)

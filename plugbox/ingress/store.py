@@ -1,6 +1,7 @@
 """The ingress tables: the durable queue of async ingress deliveries and the `dedupOn` keys, in the host's
-database. SQL only (plain SQL that SQLite and PostgreSQL both speak: `ON CONFLICT DO NOTHING`, window
-functions, no rowid); no hooks, no plugins, no retry policy.
+database (the keys and their bounds are `dedup`; this store runs them in its transactions). SQL only
+(plain SQL that SQLite and PostgreSQL both speak: `ON CONFLICT DO NOTHING`, window functions, no
+rowid); no hooks, no plugins, no retry policy.
 
 Like the webhook queue (`plugbox.webhooks.store`), every change goes through `Database.write` (the one
 writer thread, one fsynced transaction each, writes taken in turns per plugin), so a delivery `enqueue`
@@ -32,6 +33,7 @@ from collections.abc import Collection, Iterable, Sequence
 
 import msgspec
 
+from plugbox.ingress.dedup import DedupKey, DedupKeys, Evictions
 from plugbox.settings import DEFAULTS
 from plugbox.storage import claims
 from plugbox.storage.db import Connection, Database
@@ -79,13 +81,6 @@ class Enqueued(msgspec.Struct, frozen=True):
     delivery_id: str | None = None  # `host_full` too: the host holds its bound and this plugin its share
 
 
-class DedupKey(msgspec.Struct, frozen=True):
-    instance_id: str
-    route: str
-    key: str  # a digest of the dedupOn value: bounded, and never the sender's text
-    window_s: float
-
-
 def _not_in(column: str, values: Collection[str]) -> tuple[str, tuple[str, ...]]:
     # An empty `NOT IN ()` is SQLite-only (PostgreSQL refuses it); leave the clause out instead.
     return (f"AND {column} NOT IN ({','.join('?' * len(values))})", tuple(values)) if values else ("", ())
@@ -114,50 +109,29 @@ def _over_fair_share(c: Connection, held: int, size: int, host_max: int) -> bool
 
 class IngressStore:
     def __init__(self, db: Database, *, history_per_plugin: int, dedup_keys_per_plugin: int,
-                 claim_s: float = DEFAULTS.queue_claim_ms / 1000) -> None:
+                 dedup_keys_total: int | None = None, claim_s: float = DEFAULTS.queue_claim_ms / 1000) -> None:
         self._db = db
         self._claim_s = claim_s
         self.holder = uuid.uuid4().hex  # names this store's claims; a restarted host is a new holder
         self._history = history_per_plugin
-        self._dedup_max = dedup_keys_per_plugin
+        self.dedup = DedupKeys(per_plugin=dedup_keys_per_plugin, total=dedup_keys_total)
 
     # -- dedup --
-    def _claim(self, c: Connection, plugin_id: str, dedup: DedupKey, delivery_id: str | None,
-               now: float) -> str | None:
-        """Record the key; None if it was free, else the id it was first seen with ("" for none)."""
-        c.execute("DELETE FROM ingress_dedup WHERE plugin_id = ? AND instance_id = ? AND route = ? AND key = ? "
-                  "AND expires_at <= ?", (plugin_id, dedup.instance_id, dedup.route, dedup.key, now))
-        cur = c.execute(
-            "INSERT INTO ingress_dedup (plugin_id, instance_id, route, key, delivery_id, expires_at) "
-            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-            (plugin_id, dedup.instance_id, dedup.route, dedup.key, delivery_id, now + dedup.window_s))
-        if cur.rowcount == 1:
-            self._trim_dedup(c, plugin_id, now)
-            return None
-        row = c.execute("SELECT delivery_id FROM ingress_dedup WHERE plugin_id = ? AND instance_id = ? AND route = ? "
-                        "AND key = ?", (plugin_id, dedup.instance_id, dedup.route, dedup.key)).fetchone()
-        return "" if row is None or row[0] is None else str(row[0])
-
-    def _trim_dedup(self, c: Connection, plugin_id: str, now: float) -> None:
-        (count,) = c.execute("SELECT count(*) FROM ingress_dedup WHERE plugin_id = ?", (plugin_id,)).fetchone()
-        if int(count) <= self._dedup_max:
-            return
-        c.execute("DELETE FROM ingress_dedup WHERE plugin_id = ? AND expires_at <= ?", (plugin_id, now))
-        # Still over: forget this plugin's oldest keys (never another plugin's).
-        c.execute(
-            "DELETE FROM ingress_dedup WHERE plugin_id = ? AND expires_at <= (SELECT expires_at FROM ingress_dedup "
-            "WHERE plugin_id = ? ORDER BY expires_at LIMIT 1 OFFSET ?)",
-            (plugin_id, plugin_id, max(int(count) - self._dedup_max - 1, 0)))
-
     async def claim(self, plugin_id: str, dedup: DedupKey, now: float) -> bool:
         """A sync route's dedup: True if the key was free (and is now held), False on a repeat."""
-        return await self._db.write(lambda c: self._claim(c, plugin_id, dedup, None, now) is None, owner=plugin_id)
+        evicted: Evictions = {}
+        free = await self._db.write(lambda c: self.dedup.claim(c, plugin_id, dedup, None, now, evicted) is None,
+                                    owner=plugin_id)
+        self.dedup.note(evicted)
+        return free
 
     async def release(self, plugin_id: str, dedup: DedupKey) -> None:
         """Forget a key whose request we failed, so that the sender's retry gets through."""
-        await self._db.write(lambda c: c.execute(
-            "DELETE FROM ingress_dedup WHERE plugin_id = ? AND instance_id = ? AND route = ? AND key = ?",
-            (plugin_id, dedup.instance_id, dedup.route, dedup.key)), owner=plugin_id)
+        await self._db.write(lambda c: self.dedup.release(c, plugin_id, dedup), owner=plugin_id)
+
+    def dedup_keys_held(self) -> dict[str, int]:
+        """`dedupOn` keys each plugin holds (for metrics)."""
+        return self._db.read(self.dedup.held)
 
     # -- the queue --
     async def enqueue(self, delivery: NewDelivery, dedup: DedupKey | None, now: float, *,
@@ -168,6 +142,7 @@ class IngressStore:
         module doc), or its dedup key was seen within the window. Returns after COMMIT: a queued
         delivery is durable."""
         d = delivery
+        evicted: Evictions = {}
 
         def run(c: Connection) -> Enqueued:
             plugin_pending, route_pending, held = c.execute(
@@ -182,7 +157,7 @@ class IngressStore:
             if host_bytes_max is not None and _over_fair_share(c, int(held), len(d.request), host_bytes_max):
                 return Enqueued("host_full")
             if dedup is not None:
-                seen = self._claim(c, d.plugin_id, dedup, d.id, now)
+                seen = self.dedup.claim(c, d.plugin_id, dedup, d.id, now, evicted)
                 if seen is not None:
                     return Enqueued("duplicate", seen or None)
             c.execute(
@@ -191,7 +166,9 @@ class IngressStore:
                 (d.id, d.plugin_id, d.instance_id, d.route, d.request, PENDING, now, now, now))
             return Enqueued("queued", d.id)
 
-        return await self._db.write(run, owner=d.plugin_id)
+        outcome = await self._db.write(run, owner=d.plugin_id)
+        self.dedup.note(evicted)
+        return outcome
 
     def due(self, now: float, limit: int, skip: Collection[str], plugin_room: dict[str, int]) -> list[Delivery]:
         """Pending deliveries whose time has come and that no live host has claimed, oldest first, at
@@ -302,7 +279,7 @@ class IngressStore:
         """Forget everything of an uninstalled plugin: its queue, history and dedup keys."""
         def run(c: Connection) -> None:
             c.execute("DELETE FROM ingress_deliveries WHERE plugin_id = ?", (plugin_id,))
-            c.execute("DELETE FROM ingress_dedup WHERE plugin_id = ?", (plugin_id,))
+            self.dedup.drop(c, plugin_id)
 
         await self._db.write(run, owner=plugin_id)
 
