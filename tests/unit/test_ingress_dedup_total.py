@@ -87,6 +87,14 @@ async def test_a_plugin_past_its_share_loses_only_its_own_keys(any_db: Database)
     assert await _remembered(store, "a", range(5)) == [True] * 5
 
 
+async def test_on_a_tie_the_plugin_that_added_the_key_pays(any_db: Database) -> None:
+    store = _store(any_db, per_plugin=10, total=11)
+    await _add(store, "a", range(6))
+    await _add(store, "b", range(6), now=10.0)  # its sixth ties it with a, both past their share of 5
+    assert store.dedup_keys_held() == {"a": 6, "b": 5}
+    assert store.dedup.evicted == {("b", TOTAL): 1}
+
+
 async def test_the_excess_of_a_lowered_total_is_taken_from_those_over_their_share(
         make_database: Callable[[], Database]) -> None:
     db = make_database()
