@@ -6,7 +6,10 @@ verb and outcome (refusals for a missing permission also in `plugbox_capability_
 failures by class, hook timeouts, worker failures and restarts, and the time of each whole hook chain
 by event; and by the ingress handler (requests by outcome). Every figure about one plugin carries a
 `plugin` label. Worker memory
-(PSS from `/proc/<pid>/smaps_rollup`), plugins by status, the storage each plugin holds (one read of
+(PSS from `/proc/<pid>/smaps_rollup`), plugins by status, the `dedupOn` keys each plugin holds (one
+read of the counts table, a row per plugin) and those this host evicted by reason (`plugin`: past
+`ingress_dedup_keys_per_plugin`; `total`: the plugin furthest over its share of
+`ingress_dedup_keys_total`), the storage each plugin holds (one read of
 the usage table, a row per plugin) and storage refusals by reason (`quota`: the plugin's own
 `storage_quota_bytes`; `total`: its share of `storage_total_bytes`) are read at scrape time. A worker whose
 smaps cannot be read (already gone, or not readable to the host's user) is left out of the scrape.
@@ -77,6 +80,18 @@ class _HostCollector(Collector):
         for plugin_id, n in sorted(self._host.ingress.pending_counts().items()):
             queued.add_metric([plugin_id], n)
         yield queued
+        keys = GaugeMetricFamily("plugbox_ingress_dedup_keys",
+                                 "dedupOn keys each plugin's ingress routes hold (ingress_dedup_keys_total over all)",
+                                 labels=["plugin"])
+        for plugin_id, n in sorted(self._host.ingress.dedup_keys_held().items()):
+            keys.add_metric([plugin_id], n)
+        yield keys
+        evicted = CounterMetricFamily("plugbox_ingress_dedup_evictions",
+                                      "dedupOn keys forgotten before their window ended: past the plugin's own "
+                                      "bound, or its share of the host's total", labels=["plugin", "reason"])
+        for (plugin_id, reason), n in sorted(self._host.ingress.dedup_evictions.items()):
+            evicted.add_metric([plugin_id, reason], n)
+        yield evicted
         held = GaugeMetricFamily("plugbox_storage_used_bytes",
                                  "Bytes of storage each plugin holds on disk (keys and conversation records)",
                                  labels=["plugin"])
