@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from plugbox.api import create_app
+from plugbox.errors import StorageError
 from plugbox.host import Host
 from tests.integration.conftest import SESSION, WritePlugin, enable
 
@@ -153,6 +154,25 @@ async def test_dedup_on_a_header_of_a_sync_route_runs_the_handler_once(
     again = await client.post("/api/ingress/q/default/sdedup", content="{}", headers=headers)
     assert (first.status_code, first.text) == (200, "ok")
     assert again.status_code == 200 and again.json() == {"status": "duplicate"}
+    assert _done(host) == Counter({"sync": 1})
+
+
+async def test_a_sync_route_whose_dedup_key_cannot_be_claimed_answers_503_and_runs_nothing(
+        client: httpx.AsyncClient, host: Host, write_plugin: WritePlugin, monkeypatch: pytest.MonkeyPatch) -> None:
+    await _plugin(host, write_plugin)
+    headers = {**HEADERS, "X-Request-Id": "r-1"}
+    claim = host.ingress.claim
+
+    async def database_down(*_args: Any) -> bool:
+        raise StorageError("database is locked")
+
+    monkeypatch.setattr(host.ingress, "claim", database_down)
+    refused = await client.post("/api/ingress/q/default/sdedup", content="{}", headers=headers)
+    assert refused.status_code == 503 and "dedup store is unavailable" in refused.json()["error"]
+    assert _done(host) == Counter()
+    monkeypatch.setattr(host.ingress, "claim", claim)
+    retried = await client.post("/api/ingress/q/default/sdedup", content="{}", headers=headers)
+    assert (retried.status_code, retried.text) == (200, "ok")  # the retry is no repeat: nothing was kept
     assert _done(host) == Counter({"sync": 1})
 
 

@@ -252,7 +252,12 @@ async def _enqueue(host: Host, target: IngressTarget, plugin_request: dict[str, 
 
 async def _run(host: Host, target: IngressTarget, plugin_request: dict[str, Any],
                dedup: DedupKey | None) -> tuple[str, Response]:
-    if dedup is not None and not await host.ingress.claim(target.plugin_id, dedup):
+    try:
+        fresh = dedup is None or await host.ingress.claim(target.plugin_id, dedup)
+    except StorageError as exc:  # as for an async route: the sender retries later, nothing ran
+        log.error("ingress %s/%s: dedupOn key not claimed: %s", target.plugin_id, target.route.route, exc)
+        return "not_claimed", error_response(503, "the ingress dedup store is unavailable; retry later")
+    if not fresh:
         return "duplicate", _response({"status": 200, "body": {"status": "duplicate"}})
     about = {"instanceId": target.instance_id, "sessionId": target.session_id}
     reply = await host.dispatch_ingress(target.plugin_id, target.route.route, plugin_request, about)
