@@ -150,6 +150,7 @@ class Host:
             messages_per_plugin=self.settings.conversation_messages_per_plugin,
             rows_per_plugin=self.settings.conversation_rows_per_plugin,
             human_chats_per_plugin=self.settings.handover_human_chats_per_plugin,
+            human_chats_total=self.settings.handover_human_chats_total,
             write_budget=write_budget,
             quota=quota,
         )

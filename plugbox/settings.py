@@ -238,6 +238,10 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     """Chats one plugin may hold handed to a human at once. Every host keeps those chats in memory
     (each inbound message asks whether its chat is held), so this bounds the host memory one plugin
     makes it keep (about 600 bytes a chat)."""
+    handover_human_chats_total: PositiveInt = 200_000
+    """Chats all plugins together may hold handed to a human (about 120 MB of every host's memory).
+    Each plugin holding some may hold its share, min(handover_human_chats_per_plugin, this total /
+    plugins holding chats); past its share its next hold is refused, never another plugin's."""
     fetch_timeout_ms: PositiveMs = 15000
     """net.fetch timeout when the plugin names none."""
     fetch_timeout_max_ms: PositiveMs = 30000
@@ -429,6 +433,9 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
         if self.storage_total_bytes < self.storage_quota_bytes:
             raise ValueError(f"storage_total_bytes ({self.storage_total_bytes}) must be at least "
                              f"storage_quota_bytes ({self.storage_quota_bytes}): one plugin's quota must fit the total")
+        if self.handover_human_chats_total < self.handover_human_chats_per_plugin:
+            raise ValueError(f"handover_human_chats_total ({self.handover_human_chats_total}) must be at least "
+                             f"handover_human_chats_per_plugin ({self.handover_human_chats_per_plugin})")
         if self.ingress_dedup_keys_total < self.ingress_dedup_keys_per_plugin:
             raise ValueError(f"ingress_dedup_keys_total ({self.ingress_dedup_keys_total}) must be at least "
                              f"ingress_dedup_keys_per_plugin ({self.ingress_dedup_keys_per_plugin}): one plugin's "

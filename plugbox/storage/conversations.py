@@ -13,7 +13,9 @@ namespaced by plugin id, so one plugin never sees another's rows:
   Setting it returns the previous state. The chats some plugin holds in `human` are also kept in
   memory (`human_owners`), since every inbound message asks (`plugbox.handover`); a plugin may hold
   at most `human_chats_per_plugin` chats so (setting `handover_human_chats_per_plugin`), which
-  bounds the host memory it makes every host keep. On a shared
+  bounds the host memory it makes every host keep, and all plugins together `human_chats_total`
+  (`handover_human_chats_total`), shared as the storage total is: each plugin holding chats may
+  hold min(its bound, total / plugins holding chats), never refused for what others hold. On a shared
   database every handover write announces its plugin (topic `handover`), and the other hosts
   re-read that plugin's chats (`follow`) within about a second.
 - `conversation_mappings`: conversationId <-> (provider, externalId), with the session and chat the
@@ -92,6 +94,7 @@ class ConversationStore:
         messages_per_plugin: int = DEFAULTS.conversation_messages_per_plugin,
         rows_per_plugin: int = DEFAULTS.conversation_rows_per_plugin,
         human_chats_per_plugin: int = DEFAULTS.handover_human_chats_per_plugin,
+        human_chats_total: int = DEFAULTS.handover_human_chats_total,
         quota_bytes: int = DEFAULTS.storage_quota_bytes,
         write_budget: WriteBudget | None = None,
         total_bytes: int | None = DEFAULTS.storage_total_bytes,
@@ -102,6 +105,7 @@ class ConversationStore:
         self.messages_per_plugin = messages_per_plugin
         self.rows_per_plugin = rows_per_plugin
         self.human_chats_per_plugin = human_chats_per_plugin
+        self.human_chats_total = human_chats_total
         self.quota_bytes = self.quota.plugin_bytes
         self.write_budget = write_budget or WriteBudget.from_settings(DEFAULTS)
         # Which chats a plugin holds in `human`: read at start, kept by this store's writes and, on
@@ -237,13 +241,23 @@ class ConversationStore:
                 "sessionId": session_id, "chatId": chat_id}
 
     def _check_hold(self, plugin_id: str, chat: tuple[str, str]) -> None:
-        """Refuse (StorageError) a chat the plugin does not hold yet once it holds its most. (Checked
-        before the write: calls in flight together may pass it by as many as there are of them.)"""
+        """Refuse (StorageError) a chat the plugin does not hold yet once it holds its most, or its
+        share of the host's total. (Checked before the write: calls in flight together may pass it
+        by as many as there are of them.)"""
         held = self._held.get(plugin_id, 0)
-        if held >= self.human_chats_per_plugin and plugin_id not in self._human.get(chat, ()):
+        if plugin_id in self._human.get(chat, ()):
+            return  # held already: no more memory
+        if held >= self.human_chats_per_plugin:
             raise StorageError(
                 f"plugin {plugin_id!r} already holds {held} chats handed to a human, the most allowed "
                 "(handover_human_chats_per_plugin): hand some back to the bot or close them first")
+        holders = sum(1 for n in self._held.values() if n) + (held == 0)
+        share = self.human_chats_total // holders
+        if held >= share:
+            raise StorageError(
+                f"plugin {plugin_id!r} already holds {held} chats handed to a human, its share of "
+                f"handover_human_chats_total ({self.human_chats_total} for the {holders} plugins holding "
+                "chats): hand some back to the bot or close them first")
 
     def _hold(self, plugin_id: str, chat: tuple[str, str]) -> None:
         owners = self._human.setdefault(chat, set())

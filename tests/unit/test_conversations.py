@@ -262,6 +262,36 @@ async def test_uninstalling_the_owner_releases_its_chats(world: World) -> None:
     assert world.store.human_owners("main", CHAT) == frozenset()
 
 
+async def test_all_plugins_hold_at_most_the_total_of_chats_in_human_each_within_its_share(world: World) -> None:
+    """Per-plugin bounds multiply with the plugins: the host's total is shared, min(bound, total /
+    plugins holding chats). A plugin within its share is never refused for what others hold; one
+    over it is refused naming the total, and the refusal is its own."""
+    store = world.store
+    store.human_chats_per_plugin, store.human_chats_total = 10, 12
+    chats = [("main", f"155502{i:05d}@c.us") for i in range(40)]
+    for i in range(6):
+        await store.set_handover("hog-1", f"c{i}", "human", chats[i])  # alone: its share is 10
+    for i in range(6):
+        await store.set_handover("hog-2", f"c{i}", "human", chats[10 + i])  # two holders: 6 each
+    with pytest.raises(StorageError, match=r"'hog-1' already holds 6 chats.*share of handover_human_chats_total "
+                                           r"\(12 for the 2 plugins holding chats\)"):
+        await store.set_handover("hog-1", "c6", "human", chats[6])
+    await store.set_handover("hog-1", "c0", "human", chats[0])  # a chat it holds already: no more memory
+    for i in range(4):  # a third plugin within its share (12 / 3) is never refused for the others' 12
+        await store.set_handover("victim", f"v{i}", "human", chats[20 + i])
+    assert store.human_owners(*chats[23]) == {"victim"}
+    with pytest.raises(StorageError, match="'victim' already holds 4 chats.*handover_human_chats_total"):
+        await store.set_handover("victim", "v4", "human", chats[24])
+    held = sum(len(owners) for owners in store._human.values())
+    assert held == 16  # 12 before the third plugin came, and its share: never more than that
+    await store.delete_plugin("hog-2")  # uninstalled: two holders again, and the shares grow at once
+    await store.set_handover("victim", "v4", "human", chats[24])
+    await store.set_handover("victim", "v5", "human", chats[25])
+    store.follow(None)  # another host's re-read counts the same
+    with pytest.raises(StorageError, match="'victim' already holds 6 chats"):
+        await store.set_handover("victim", "v6", "human", chats[26])
+
+
 async def test_a_plugin_holds_at_most_its_bound_of_chats_in_human_and_pays_for_its_own(world: World) -> None:
     """Every host keeps the chats held in `human` in memory: one plugin's holds are bounded, the
     refusal is its own (naming the setting), a neighbour still holds chats, and handing one back
