@@ -280,7 +280,7 @@ async def test_all_plugins_hold_at_most_the_total_of_chats_in_human_each_within_
     for i in range(4):  # a third plugin within its share (12 / 3) is never refused for the others' 12
         await store.set_handover("victim", f"v{i}", "human", chats[20 + i])
     assert store.human_owners(*chats[23]) == {"victim"}
-    with pytest.raises(StorageError, match="'victim' already holds 4 chats.*handover_human_chats_total"):
+    with pytest.raises(StorageError, match=r"'victim' already holds 4 chats.*handover_human_chats_total"):
         await store.set_handover("victim", "v4", "human", chats[24])
     held = sum(len(owners) for owners in store._human.values())
     assert held == 16  # 12 before the third plugin came, and its share: never more than that
