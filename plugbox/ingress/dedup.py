@@ -42,6 +42,7 @@ from __future__ import annotations
 import msgspec
 
 from plugbox.storage.db import Connection
+from plugbox.totals import share
 
 __all__ = ["PLUGIN", "TOTAL", "DedupKey", "DedupKeys", "Evictions"]
 
@@ -126,12 +127,12 @@ class DedupKeys:
             excess = int(held) - total
             if excess <= 0:
                 return
-            share = min(self.per_plugin, total // int(holders))
+            keep = share(self.per_plugin, total, int(holders))
             victim, keys = c.execute(
                 "SELECT plugin_id, keys FROM ingress_dedup_counts ORDER BY keys DESC, "
                 "CASE WHEN plugin_id = ? THEN 0 ELSE 1 END, plugin_id LIMIT 1", (adder,)).fetchone()
-            # N x share <= total < held, so the largest holds more than its share.
-            if not _forget_oldest(c, str(victim), min(excess, int(keys) - share), TOTAL, evicted):
+            # N x keep <= total < held, so the largest holds more than its share.
+            if not _forget_oldest(c, str(victim), min(excess, int(keys) - keep), TOTAL, evicted):
                 return  # its keys were gone already (another host's delete): nothing left to take here
 
 

@@ -41,6 +41,7 @@ from plugbox.errors import StorageError
 from plugbox.settings import DEFAULTS
 from plugbox.storage.db import Connection, Database
 from plugbox.storage.quota import Quota, WriteBudget, row_cost
+from plugbox.totals import share
 
 __all__ = ["HANDOVER_STATES", "TOPIC", "ConversationStore"]
 
@@ -252,8 +253,7 @@ class ConversationStore:
                 f"plugin {plugin_id!r} already holds {held} chats handed to a human, the most allowed "
                 "(handover_human_chats_per_plugin): hand some back to the bot or close them first")
         holders = sum(1 for n in self._held.values() if n) + (held == 0)
-        share = self.human_chats_total // holders
-        if held >= share:
+        if held >= share(self.human_chats_per_plugin, self.human_chats_total, holders):
             raise StorageError(
                 f"plugin {plugin_id!r} already holds {held} chats handed to a human, its share of "
                 f"handover_human_chats_total ({self.human_chats_total} for the {holders} plugins holding "

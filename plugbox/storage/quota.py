@@ -55,6 +55,7 @@ from dataclasses import dataclass, field
 from plugbox.errors import StorageError
 from plugbox.settings import Settings
 from plugbox.storage.db import Connection
+from plugbox.totals import share
 
 __all__ = ["PAGE_SIZE", "Quota", "WriteBudget", "read_usage", "row_cost"]
 
@@ -114,7 +115,7 @@ class Quota:
         """What each of `holders` plugins holding data is guaranteed."""
         if self.total_bytes is None:
             return self.plugin_bytes
-        return min(self.plugin_bytes, self.total_bytes // max(holders, 1))
+        return share(self.plugin_bytes, self.total_bytes, holders)
 
     def check(self, conn: Connection, plugin_id: str, delta: int, what: str) -> None:
         """Refuse (StorageError) a growth of `delta` bytes the bounds do not allow now (a check ahead

@@ -11,10 +11,19 @@ its fair share never pays for what others spend.
 - `rate`: what plugins spend per second (host CPU on their channels, host log bytes): `RateTotal`, a
   shared token bucket; work already done pauses the plugin, work not yet done is refused.
 
-(Totals kept in the database, such as stored bytes, live with their stores: plugbox.storage.quota.)
+Totals kept where nothing can be taken back from a plugin (stored bytes, chats held for a human)
+or where the oldest can be (remembered ingress keys) are partitioned instead: each plugin using
+some is sure of `share(own bound, total, plugins using some)`. They live with their stores
+(plugbox.storage.quota, plugbox.storage.conversations, plugbox.ingress.dedup) and use `share`.
 """
 
 from plugbox.totals.held import HeldTotal, Holding
 from plugbox.totals.rate import RateTotal, RateTotalStats
 
-__all__ = ["HeldTotal", "Holding", "RateTotal", "RateTotalStats"]
+__all__ = ["HeldTotal", "Holding", "RateTotal", "RateTotalStats", "share"]
+
+
+def share(own: int, total: int, holders: int) -> int:
+    """What each of `holders` plugins is sure of when `total` is partitioned among them, never more
+    than its `own` bound."""
+    return min(own, total // max(holders, 1))
