@@ -20,7 +20,7 @@ by plugin, the settled peak, and the answers refused and workers ended by plugin
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -49,11 +49,22 @@ def worker_pss_bytes(pid: int) -> int | None:
     return None
 
 
+Family = GaugeMetricFamily | CounterMetricFamily
+
+
+def _by_label(family: Family, counts: Mapping[Any, float]) -> Family:
+    """`family` with one sample per key of `counts`, sorted: a key is the label value, or a tuple
+    of them."""
+    for key, n in sorted(counts.items()):
+        family.add_metric(list(key) if isinstance(key, tuple) else [key], n)
+    return family
+
+
 class _HostCollector(Collector):
     def __init__(self, host: Host) -> None:
         self._host = host
 
-    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+    def collect(self) -> Iterator[Family]:
         views = self._host.plugins()
         memory = GaugeMetricFamily("plugbox_worker_memory_pss_bytes",
                                    "Proportional set size of each running worker", labels=["plugin"])
@@ -75,36 +86,25 @@ class _HostCollector(Collector):
         for status, n in sorted(counts.items()):
             statuses.add_metric([status], n)
         yield statuses
-        queued = GaugeMetricFamily("plugbox_ingress_queue_pending",
-                                   "Async ingress deliveries waiting for each plugin", labels=["plugin"])
-        for plugin_id, n in sorted(self._host.ingress.pending_counts().items()):
-            queued.add_metric([plugin_id], n)
-        yield queued
-        keys = GaugeMetricFamily("plugbox_ingress_dedup_keys",
-                                 "dedupOn keys each plugin's ingress routes hold (ingress_dedup_keys_total over all)",
-                                 labels=["plugin"])
-        for plugin_id, n in sorted(self._host.ingress.dedup_keys_held().items()):
-            keys.add_metric([plugin_id], n)
-        yield keys
-        evicted = CounterMetricFamily("plugbox_ingress_dedup_evictions",
-                                      "dedupOn keys forgotten before their window ended: past the plugin's own "
-                                      "bound, or its share of the host's total", labels=["plugin", "reason"])
-        for (plugin_id, reason), n in sorted(self._host.ingress.dedup_evictions.items()):
-            evicted.add_metric([plugin_id, reason], n)
-        yield evicted
-        held = GaugeMetricFamily("plugbox_storage_used_bytes",
-                                 "Bytes of storage each plugin holds on disk (keys and conversation records)",
-                                 labels=["plugin"])
+        ingress = self._host.ingress
+        yield _by_label(GaugeMetricFamily("plugbox_ingress_queue_pending",
+                                          "Async ingress deliveries waiting for each plugin", labels=["plugin"]),
+                        ingress.pending_counts())
+        yield _by_label(GaugeMetricFamily(
+            "plugbox_ingress_dedup_keys",
+            "dedupOn keys each plugin's ingress routes hold (ingress_dedup_keys_total over all)",
+            labels=["plugin"]), ingress.dedup_keys_held())
+        yield _by_label(CounterMetricFamily(
+            "plugbox_ingress_dedup_evictions",
+            "dedupOn keys forgotten before their window ended: past the plugin's own bound, or its share of the "
+            "host's total", labels=["plugin", "reason"]), ingress.dedup_evictions)
         quota = self._host.storage.quota
-        for plugin_id, nbytes in sorted(self._host.db.read(quota.held).items()):
-            held.add_metric([plugin_id], nbytes)
-        yield held
-        refused = CounterMetricFamily("plugbox_storage_refusals",
-                                      "Storage writes refused: past the plugin's quota, or its share of the total",
-                                      labels=["plugin", "reason"])
-        for (plugin_id, reason), n in sorted(quota.refused.items()):
-            refused.add_metric([plugin_id, reason], n)
-        yield refused
+        yield _by_label(GaugeMetricFamily(
+            "plugbox_storage_used_bytes", "Bytes of storage each plugin holds on disk (keys and conversation records)",
+            labels=["plugin"]), self._host.db.read(quota.held))
+        yield _by_label(CounterMetricFamily(
+            "plugbox_storage_refusals", "Storage writes refused: past the plugin's quota, or its share of the total",
+            labels=["plugin", "reason"]), quota.refused)
 
 
 class ChannelBytesCollector(Collector):
@@ -113,31 +113,24 @@ class ChannelBytesCollector(Collector):
     def __init__(self, books: HeldTotal) -> None:
         self._books = books
 
-    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+    def collect(self) -> Iterator[Family]:
         books = self._books
-        kept = GaugeMetricFamily("plugbox_channel_bytes_kept",
-                                 f"Bytes kept for each worker beyond its channel's high-water mark, of {books.name}",
-                                 labels=["plugin"])
-        for plugin_id, n in sorted(books.kept_by().items()):
-            kept.add_metric([plugin_id], n)
-        yield kept
+        yield _by_label(GaugeMetricFamily(
+            "plugbox_channel_bytes_kept",
+            f"Bytes kept for each worker beyond its channel's high-water mark, of {books.name}", labels=["plugin"]),
+            books.kept_by())
         yield GaugeMetricFamily("plugbox_channel_bytes_peak",
                                 f"Most bytes all worker channels kept at once beyond their marks, of {books.name}",
                                 value=books.peak)
         yield GaugeMetricFamily("plugbox_channel_bytes_limit", f"The host-wide bound: {books.name}",
                                 value=books.total)
-        refused = CounterMetricFamily("plugbox_channel_answers_refused_host_wide",
-                                      f"Answers refused: their worker was over its fair share of {books.name}",
-                                      labels=["plugin"])
-        for plugin_id, n in sorted(books.refused.items()):
-            refused.add_metric([plugin_id], n)
-        yield refused
-        ended = CounterMetricFamily("plugbox_channel_ended_host_wide",
-                                    f"Workers ended for keeping the most over their fair share of {books.name}",
-                                    labels=["plugin"])
-        for plugin_id, n in sorted(books.reclaimed.items()):
-            ended.add_metric([plugin_id], n)
-        yield ended
+        yield _by_label(CounterMetricFamily(
+            "plugbox_channel_answers_refused_host_wide",
+            f"Answers refused: their worker was over its fair share of {books.name}", labels=["plugin"]), books.refused)
+        yield _by_label(CounterMetricFamily(
+            "plugbox_channel_ended_host_wide",
+            f"Workers ended for keeping the most over their fair share of {books.name}", labels=["plugin"]),
+            books.reclaimed)
 
 
 class Metrics(HostObserver):
