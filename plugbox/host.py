@@ -132,7 +132,7 @@ class Host:
         self.registry = Registry(self.db, self.host_id)
         # Host CPU all workers' channels may take together (each channel also has its own share).
         self.channel_cpu = RateTotal(self.settings.channel_cpu_total_percent / 100,
-                                    self.settings.channel_cpu_total_burst_ms / 1000)
+                                     self.settings.channel_cpu_total_burst_ms / 1000)
         write_budget = WriteBudget.from_settings(self.settings)  # one bucket per plugin, all its stores
         quota = Quota(self.settings.storage_quota_bytes, self.settings.storage_total_bytes)  # one per host
         self.storage = PluginStorage(

@@ -92,12 +92,17 @@ class Ending:
     def oom(self) -> bool:
         return self.oom_kills > 0
 
+    @property
+    def limit_reached(self) -> str:
+        """Whose memory limit an OOM kill followed, in words that name its setting."""
+        return _OOM_LIMITS.get(self.oom_limit, "a memory limit reached")
+
     def describe(self) -> str:
         """`killed by SIGKILL`, or for an OOM kill `killed by SIGKILL: the kernel's OOM killer, the
         memory total of all workers (workers_memory_total_bytes) reached`."""
         text = describe_status(self.status)
         if self.oom:
-            text += f": the kernel's OOM killer, {_OOM_LIMITS.get(self.oom_limit, 'a memory limit reached')}"
+            text += f": the kernel's OOM killer, {self.limit_reached}"
         return text
 
 
@@ -227,7 +232,7 @@ class Zygote:
             ending = Ending(msg.status, msg.oom_kills, msg.oom_limit)
             if ending.oom:
                 log.warning("worker %d: the kernel's OOM killer ended %d process(es) in its cgroup (%s)", msg.pid,
-                            msg.oom_kills, _OOM_LIMITS.get(msg.oom_limit, "a memory limit reached"))
+                            msg.oom_kills, ending.limit_reached)
             exit_fut = self._exits.pop(msg.pid, None)
             if exit_fut is None:
                 self._early_exits[msg.pid] = ending

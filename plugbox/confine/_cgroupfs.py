@@ -496,10 +496,10 @@ def capacity(tree: Tree) -> Totals:
     for base in tree.bases:
         group = base
         while os.path.exists(os.path.join(group, "cgroup.procs")):
-            held = _limit_of(group, tree.version)
+            limit = _limit_of(group, tree.version)
             found = Totals(*(min(f, h) if h else f for f, h in zip(
                 (found.cpu_quota_percent, found.memory_bytes, found.pids_max),
-                (held.cpu_quota_percent, held.memory_bytes, held.pids_max), strict=True)))
+                (limit.cpu_quota_percent, limit.memory_bytes, limit.pids_max), strict=True)))
             parent = os.path.dirname(group)
             if parent == group:
                 break

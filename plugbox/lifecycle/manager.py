@@ -71,7 +71,7 @@ class PluginManager:
         self._on_log_line = on_log_line  # told (plugin id, line) of every line a plugin's relay keeps
         # Host log bytes all plugins' relays share; usage decays over 2 s (lines come in bursts).
         self.log_total = RateTotal(settings.log_bytes_per_minute_total / 60, settings.log_bytes_total_burst,
-                                     window=2.0)
+                                   window=2.0)
         self._entries: dict[str, PluginEntry] = {}
         self._closing = False
         # Starting a worker is CPU-bound (fork, confinement, imports): past a few at once they only
