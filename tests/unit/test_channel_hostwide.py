@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import asyncio
 
-from plugbox.bridge.channel import ChannelLimits
+from plugbox.bridge.channel import Channel, ChannelLimits
 from plugbox.protocol import Call, encoded
 from plugbox.totals.held import HeldTotal
+from tests.unit.test_channel_limits import FakeTransport, frames, make_channel, replies, serving
 from tests.unit.test_channel_limits import Peer as InlinePeer
-from tests.unit.test_channel_limits import frames, make_channel, replies, serving
 
 LIMITS = ChannelLimits(1000, 60.0, 1.0, 60.0, 64, held_max=1 << 20)
 ANSWER = ["k" * 500] * 20  # an answer of a few kB of objects, as held
@@ -20,6 +20,18 @@ ANSWER = ["k" * 500] * 20  # an answer of a few kB of objects, as held
 
 def _stop_reading(transport: object) -> None:
     transport.write(b"\0" * 1500)  # type: ignore[attr-defined]  # the worker reads nothing: above the mark
+
+
+async def _holding_answers(books: HeldTotal, calls: int, max_calls: int) -> tuple[Channel, FakeTransport]:
+    """A worker that made `calls` storage.set calls, then stopped reading: every answer held for it."""
+    _server, router, channel, transport = serving(max_calls=max_calls, limits=LIMITS, host_bytes=books)
+    channel.data_received(frames(*[Call(i, "storage.set", encoded({})) for i in range(1, calls + 1)]))
+    _stop_reading(transport)
+    await asyncio.sleep(0)
+    for fut in router.waiting:
+        fut.set_result(list(ANSWER))
+    await asyncio.sleep(0)
+    return channel, transport
 
 
 async def test_bytes_queued_past_the_mark_are_charged_until_the_worker_drains_them() -> None:
@@ -37,13 +49,7 @@ async def test_bytes_queued_past_the_mark_are_charged_until_the_worker_drains_th
 
 async def test_answers_of_a_worker_over_its_share_are_refused_naming_the_host_total() -> None:
     books = HeldTotal(64 << 10)
-    _server, router, flooder, transport = serving(max_calls=32, limits=LIMITS, host_bytes=books)
-    flooder.data_received(frames(*[Call(i, "storage.set", encoded({})) for i in range(1, 21)]))
-    _stop_reading(transport)
-    await asyncio.sleep(0)
-    for fut in router.waiting:
-        fut.set_result(list(ANSWER))
-    await asyncio.sleep(0)
+    flooder, transport = await _holding_answers(books, calls=20, max_calls=32)
     stats = flooder.stats()  # (each under the per-plugin limit, channel_held_max_bytes: 1 MiB)
     assert stats.refused_answers > 0 and books.refused["attacker"] == stats.refused_answers
     assert stats.gone is None and books.kept <= books.total and books.peak <= books.total
@@ -105,13 +111,7 @@ async def test_the_heaviest_worker_past_the_host_total_is_ended_and_its_neighbou
 
 async def test_an_ended_channel_keeps_nothing_on_the_host_books() -> None:
     books = HeldTotal(1 << 20)
-    _server, router, channel, transport = serving(max_calls=8, limits=LIMITS, host_bytes=books)
-    channel.data_received(frames(*[Call(i, "storage.set", encoded({})) for i in range(1, 4)]))
-    _stop_reading(transport)
-    await asyncio.sleep(0)
-    for fut in router.waiting:
-        fut.set_result(list(ANSWER))
-    await asyncio.sleep(0)
+    channel, _transport = await _holding_answers(books, calls=3, max_calls=8)
     assert books.kept > 0 and channel.stats().held_answers == 3
     channel.abort("stopped")
     assert books.kept == 0 and books.kept_by() == {}
