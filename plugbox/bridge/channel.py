@@ -462,10 +462,13 @@ class Channel(asyncio.Protocol):
 
     def _unthrottle(self) -> None:
         """The debt it was paused for is paid: read it again, unless its calls' tasks (which run on
-        while it is paused) ran up more meanwhile; then wait for that too. (Reading it again in debt
+        while it is paused) ran up more meanwhile, in its own bucket or in the host-wide total while
+        it still takes more than its share of it; then wait for that too. (Reading it again in debt
         let each pause admit a new round of calls before the last round's cost was paid.)"""
         self._throttle_timer = None
         debt = self._cpu.charge(0.0)
+        if self._cpu_total is not None:
+            debt = max(debt, self._cpu_total.charge(self._label, 0.0))
         if debt > 0 and self._gone is None:
             self._throttle_timer = self._loop.call_later(debt, self._unthrottle)
             return

@@ -422,6 +422,25 @@ async def test_debt_run_up_by_calls_while_throttled_is_paid_before_it_is_read_ag
     await asyncio.sleep(0.15)
     assert transport.reading and channel.stats().throttled == 1
 
+async def test_shared_debt_run_up_while_throttled_by_the_total_is_paid_before_it_is_read_again() -> None:
+    """The same for the host-wide total: a channel paused for taking more than its fair share of
+    an overspent total stays paused while its calls' tasks keep it over that share, not only until
+    its own (here never binding) bucket is clear."""
+    clock = asyncio.get_running_loop().time
+    total = RateTotal(0.5, 0.005, window=0.1, clock=clock)  # half a CPU for all channels together
+    own = ChannelLimits(1 << 20, 60.0, cpu_share=1.0, cpu_burst=60.0, value_max_bytes=64)  # never binds
+    _server, router, channel, transport = serving(4, own, cpu_total=total, cpu_clock=Ticks(0.0), clock=clock)
+    channel.data_received(frames(Call(1, "engine.get_chats", encoded({"session_id": "s"}))))
+    (charge,) = router.charges
+    charge(0.1)  # the total 0.19 s in debt, and the channel over its share: paused for 0.19 s
+    assert not transport.reading and channel.stats().shared_pauses == 1
+    charge(0.3)  # its task ran on meanwhile: the total 0.79 s in debt, the channel still over its share
+    await asyncio.sleep(0.3)
+    assert not transport.reading and channel.stats().paused == ("throttled",)
+    await asyncio.sleep(total.stats().debt_s + 0.05)
+    assert transport.reading and channel.stats().throttled == 1
+
+
 # -- decode memory ------------------------------------------------------------------------------
 
 
