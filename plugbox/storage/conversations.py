@@ -6,7 +6,8 @@ namespaced by plugin id, so one plugin never sees another's rows:
 
 - `conversation_messages`: every text sent through `conversations.send`, with the engine's message
   id. At most `messages_per_plugin` (setting `conversation_messages_per_plugin`) rows per plugin
-  are kept; the oldest go first.
+  are kept; the oldest of its own go first (its count, never the shared `seq`: another plugin's sends
+  must not cost it its records).
 - `conversation_handover`: who handles a conversation now, `bot`, `human` or `closed`, keyed by a
   reference (the plugin's conversation id), with the session and chat the reference was linked to
   when it was set (`chat_of`: its mapping, else its latest sent message; none: it gates nothing).
@@ -56,11 +57,15 @@ def _nbytes(*texts: str | None) -> int:
     return sum(len(t.encode()) for t in texts if t is not None)
 
 
-# What `_message_cost` needs of the stored messages the rolling bound drops (to credit them back). The
-# texts are fetched and measured here: the two backends spell "bytes of a TEXT" differently.
+# The rolling bound counts the plugin's own rows: `seq` is one sequence shared by every plugin, so
+# "rows with seq <= mine - bound" would let a neighbour's sends delete this plugin's records.
+_COUNT_MESSAGES = "SELECT count(*) FROM conversation_messages WHERE plugin_id = ?"
+# What `_message_cost` needs of the stored messages the rolling bound drops (to credit them back): the
+# plugin's oldest `?`. The texts are fetched and measured here: the two backends spell "bytes of a
+# TEXT" differently.
 _DROPPED_TEXTS = (
-    "SELECT plugin_id, conversation_id, session_id, chat_id, message_id, text, provider, external_id "
-    "FROM conversation_messages WHERE plugin_id = ? AND seq <= ?"
+    "SELECT seq, plugin_id, conversation_id, session_id, chat_id, message_id, text, provider, external_id "
+    "FROM conversation_messages WHERE plugin_id = ? ORDER BY seq LIMIT ?"
 )
 
 
@@ -162,9 +167,13 @@ class ConversationStore:
                 row,
             )
             seq = int(cur.fetchone()[0])
-            dropped = (plugin_id, seq - self.messages_per_plugin)
-            freed = sum(_stored_message_cost(tuple(r)) for r in conn.execute(_DROPPED_TEXTS, dropped))
-            conn.execute("DELETE FROM conversation_messages WHERE plugin_id = ? AND seq <= ?", dropped)
+            (kept,) = conn.execute(_COUNT_MESSAGES, (plugin_id,)).fetchone()
+            freed = 0
+            if kept > self.messages_per_plugin:
+                dropped = conn.execute(_DROPPED_TEXTS, (plugin_id, kept - self.messages_per_plugin)).fetchall()
+                freed = sum(_stored_message_cost(tuple(r[1:])) for r in dropped)
+                conn.execute("DELETE FROM conversation_messages WHERE plugin_id = ? AND seq <= ?",
+                             (plugin_id, dropped[-1][0]))
             self.quota.charge(conn, plugin_id, cost - freed, "recording a conversation message")
             return seq
 

@@ -19,6 +19,7 @@ from plugbox.permissions import SessionScope
 from plugbox.storage.conversations import ConversationStore
 from plugbox.storage.db import Database
 from plugbox.storage.kv import PluginStorage
+from plugbox.storage.quota import read_usage
 from plugbox.storage.sqlite import SqliteDatabase
 
 CHAT = "15550100001@c.us"
@@ -123,6 +124,20 @@ async def test_message_log_keeps_the_newest_rows_per_plugin(world: World) -> Non
     for n in range(5):
         await store.record_sent("helpdesk", envelope(text=f"t{n}"), None)
     assert [m["text"] for m in store.messages("helpdesk", "conv-1")] == ["t2", "t3", "t4"]
+
+
+async def test_a_neighbours_messages_never_push_out_a_plugins_own(world: World) -> None:
+    """The bound counts the plugin's own rows: the sequence is shared by every plugin, and another
+    plugin's sends must not cost this one its records; what each holds is charged to it alone."""
+    store = ConversationStore(world.store._db, messages_per_plugin=3)
+    await store.record_sent("alpha", envelope(text="a0"), None)
+    for n in range(5):
+        await store.record_sent("bravo", envelope(text=f"b{n}"), None)
+    await store.record_sent("alpha", envelope(text="a1"), None)
+    assert [m["text"] for m in store.messages("alpha", "conv-1")] == ["a0", "a1"]
+    assert [m["text"] for m in store.messages("bravo", "conv-1")] == ["b2", "b3", "b4"]
+    used = {p: world.store._db.read(lambda c, p=p: read_usage(c, p)) for p in ("alpha", "bravo")}
+    assert used["alpha"] * 3 == used["bravo"] * 2, used  # 2 and 3 records of one size: dropped ones credited
 
 
 # -- handover ----------------------------------------------------------------------------------------
