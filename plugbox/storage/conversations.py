@@ -117,7 +117,9 @@ class ConversationStore:
         # Which chats a plugin holds in `human`: read at start, kept by this store's writes and, on
         # a shared database, by `follow` when another host announces a change.
         self._human: dict[tuple[str, str], set[str]] = {}  # (session, chat) -> plugins holding it in `human`
-        self._held: dict[str, int] = {}  # plugin -> how many chats it holds in `human`
+        # plugin -> the chats it holds in `human`: forgetting one plugin's (`follow`, on every other
+        # host at each of its handover writes) costs what that plugin holds, not what all plugins hold
+        self._held: dict[str, set[tuple[str, str]]] = {}
         self.follow(None)
 
     def follow(self, plugin_id: str | None) -> None:
@@ -254,14 +256,14 @@ class ConversationStore:
         """Refuse (StorageError) a chat the plugin does not hold yet once it holds its most, or its
         share of the host's total. (Checked before the write: calls in flight together may pass it
         by as many as there are of them.)"""
-        held = self._held.get(plugin_id, 0)
+        held = len(self._held.get(plugin_id, ()))
         if plugin_id in self._human.get(chat, ()):
             return  # held already: no more memory
         if held >= self.human_chats_per_plugin:
             raise StorageError(
                 f"plugin {plugin_id!r} already holds {held} chats handed to a human, the most allowed "
                 "(handover_human_chats_per_plugin): hand some back to the bot or close them first")
-        holders = sum(1 for n in self._held.values() if n) + (held == 0)
+        holders = len(self._held) + (held == 0)  # a plugin is in `_held` while it holds a chat
         if held >= share(self.human_chats_per_plugin, self.human_chats_total, holders):
             raise StorageError(
                 f"plugin {plugin_id!r} already holds {held} chats handed to a human, its share of "
@@ -272,20 +274,22 @@ class ConversationStore:
         owners = self._human.setdefault(chat, set())
         if plugin_id not in owners:
             owners.add(plugin_id)
-            self._held[plugin_id] = self._held.get(plugin_id, 0) + 1
+            self._held.setdefault(plugin_id, set()).add(chat)
 
     def _release(self, plugin_id: str, chat: tuple[str, str]) -> None:
         owners = self._human.get(chat)
         if owners is not None and plugin_id in owners:
             owners.discard(plugin_id)
-            self._held[plugin_id] -= 1
             if not owners:
                 del self._human[chat]
+            chats = self._held[plugin_id]
+            chats.discard(chat)
+            if not chats:
+                del self._held[plugin_id]
 
     def _release_all(self, plugin_id: str) -> None:
-        for chat in list(self._human):
+        for chat in list(self._held.get(plugin_id, ())):
             self._release(plugin_id, chat)
-        self._held.pop(plugin_id, None)
 
     def get_handover(self, plugin_id: str, ref: str) -> str | None:
         record = self.handover(plugin_id, ref)
