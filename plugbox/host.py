@@ -267,11 +267,11 @@ class Host:
         if change.topic in (WEBHOOKS_TOPIC, RESYNC):
             self.webhooks.follow()
         if change.topic == HANDOVER_TOPIC:
-            self.conversations.follow(change.subject)
+            self.conversations.changed_elsewhere(change.subject)
         elif change.topic == INSTANCES_TOPIC:
             self.ingress_instances.follow(change.subject)
         elif change.topic == RESYNC:
-            self.conversations.follow(None)
+            self.conversations.follow()
             self.ingress_instances.follow(None)
 
     async def _inbound(self, session_id: str, message: dict[str, Any]) -> None:
@@ -470,6 +470,7 @@ class Host:
             self._started = False
             if self.cluster is not None:
                 await self.cluster.stop()
+            self.conversations.close()
             await self.webhooks.stop()
             await self.ingress.stop()
             await self.manager.shutdown()

@@ -18,7 +18,10 @@ namespaced by plugin id, so one plugin never sees another's rows:
   (`handover_human_chats_total`), shared as the storage total is: each plugin holding chats may
   hold min(its bound, total / plugins holding chats), never refused for what others hold. On a shared
   database every handover write announces its plugin (topic `handover`), and the other hosts
-  re-read that plugin's chats (`follow`) within about a second.
+  re-read that plugin's chats within about a second: announcements are gathered and every plugin
+  announced re-read in one read at most every `FOLLOW_EVERY_S` (`changed_elsewhere`), so a plugin
+  writing a thousand times a second costs every other host four reads a second, not a thousand
+  (each is a database round trip on its loop, which no plugin's budget is charged for).
 - `conversation_mappings`: conversationId <-> (provider, externalId), with the session and chat the
   conversation lives on. `upsert` is keyed by conversationId; an external id already linked to
   another conversation of the same plugin is refused, never silently moved. At most
@@ -34,6 +37,8 @@ scope. Records are returned as camelCase dicts, like the envelopes.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -44,9 +49,12 @@ from plugbox.storage.db import Connection, Database
 from plugbox.storage.quota import Quota, WriteBudget, row_cost
 from plugbox.totals import share
 
-__all__ = ["HANDOVER_STATES", "TOPIC", "ConversationStore"]
+__all__ = ["FOLLOW_EVERY_S", "HANDOVER_STATES", "TOPIC", "ConversationStore"]
 
 TOPIC = "handover"  # what a handover write announces to other hosts on a shared database
+FOLLOW_EVERY_S = 0.25  # announced plugins are re-read together at most this often
+
+log = logging.getLogger(__name__)
 HANDOVER_STATES = ("bot", "human", "closed")
 
 _MAPPING_COLUMNS = "conversation_id, provider, external_id, session_id, chat_id, updated_at"
@@ -120,19 +128,42 @@ class ConversationStore:
         # plugin -> the chats it holds in `human`: forgetting one plugin's (`follow`, on every other
         # host at each of its handover writes) costs what that plugin holds, not what all plugins hold
         self._held: dict[str, set[tuple[str, str]]] = {}
-        self.follow(None)
+        self._stale: set[str] = set()  # plugins another host announced, not re-read yet
+        self._follow_timer: asyncio.TimerHandle | None = None
+        self.follow()
 
-    def follow(self, plugin_id: str | None) -> None:
-        """Re-read which chats `plugin_id` (None: every plugin) holds in `human`: another host
-        changed them."""
-        where, args = ("AND plugin_id = ?", (plugin_id,)) if plugin_id is not None else ("", ())
+    def changed_elsewhere(self, plugin_id: str) -> None:
+        """Another host announced a handover write of `plugin_id`: re-read its chats with the next
+        batch, at most `FOLLOW_EVERY_S` from now, however many writes it announces meanwhile."""
+        self._stale.add(plugin_id)
+        if self._follow_timer is None:
+            self._follow_timer = asyncio.get_running_loop().call_later(FOLLOW_EVERY_S, self._follow_stale)
+
+    def _follow_stale(self) -> None:
+        self._follow_timer = None
+        stale, self._stale = self._stale, set()
+        try:
+            self.follow(*sorted(stale))
+        except StorageError as exc:  # (the database is gone: the host is stopping, or a resync follows)
+            log.warning("chats handed to a human not re-read for %d plugins: %s", len(stale), exc)
+
+    def close(self) -> None:
+        """Stop following other hosts (the host is stopping)."""
+        if self._follow_timer is not None:
+            self._follow_timer.cancel()
+            self._follow_timer = None
+
+    def follow(self, *plugin_ids: str) -> None:
+        """Re-read which chats the plugins `plugin_ids` (none given: every plugin) hold in `human`:
+        another host changed them. One read for all of them."""
+        where = f"AND plugin_id IN ({', '.join('?' * len(plugin_ids))})" if plugin_ids else ""
         rows = self._db.read(lambda c: c.execute(
             "SELECT plugin_id, session_id, chat_id FROM conversation_handover "
-            f"WHERE state = 'human' AND session_id IS NOT NULL {where}", args).fetchall())
-        if plugin_id is None:
+            f"WHERE state = 'human' AND session_id IS NOT NULL {where}", plugin_ids).fetchall())
+        if not plugin_ids:
             self._human.clear()
             self._held.clear()
-        else:
+        for plugin_id in plugin_ids:
             self._release_all(plugin_id)
         for owner, session_id, chat_id in rows:
             self._hold(owner, (session_id, chat_id))

@@ -3,6 +3,7 @@ verbs through the capability router, over a real SQLite store and the loopback e
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +17,7 @@ from plugbox.engines.loopback import LoopbackEngine
 from plugbox.errors import CapabilityError, StorageError
 from plugbox.hooks import HookBus, HookResult
 from plugbox.permissions import SessionScope
-from plugbox.storage.conversations import ConversationStore
+from plugbox.storage.conversations import FOLLOW_EVERY_S, ConversationStore
 from plugbox.storage.db import Database
 from plugbox.storage.kv import PluginStorage
 from plugbox.storage.quota import read_usage
@@ -302,9 +303,42 @@ async def test_all_plugins_hold_at_most_the_total_of_chats_in_human_each_within_
     await store.delete_plugin("hog-2")  # uninstalled: two holders again, and the shares grow at once
     await store.set_handover("victim", "v4", "human", chats[24])
     await store.set_handover("victim", "v5", "human", chats[25])
-    store.follow(None)  # another host's re-read counts the same
+    store.follow()  # another host's re-read counts the same
     with pytest.raises(StorageError, match="'victim' already holds 6 chats"):
         await store.set_handover("victim", "v6", "human", chats[26])
+
+
+async def test_another_hosts_announcements_are_re_read_together_at_most_once_a_period(world: World) -> None:
+    """On a shared database each handover write is announced to the other hosts. However many a
+    plugin makes, another host re-reads the plugins announced in one read per `FOLLOW_EVERY_S`
+    (each is a database round trip on its loop, which no budget pays for), and then sees them."""
+    store = world.store
+    other = ConversationStore(store._db)  # another host's view of the same database
+    reads: list[tuple[str, ...]] = []
+    follow = other.follow
+
+    def counted(*plugin_ids: str) -> None:
+        reads.append(plugin_ids)
+        follow(*plugin_ids)
+
+    other.follow = counted  # type: ignore[method-assign]
+    chat = ("main", "15550100009@c.us")
+    await store.set_handover("helpdesk", "conv-9", "human", chat)
+    for _ in range(100):
+        other.changed_elsewhere("helpdesk")
+    other.changed_elsewhere("crm")
+    assert other.human_owners(*chat) == frozenset() and not reads  # gathered first
+    await asyncio.sleep(FOLLOW_EVERY_S + 0.1)
+    assert reads == [("crm", "helpdesk")]
+    assert other.human_owners(*chat) == {"helpdesk"}
+    await store.set_handover("helpdesk", "conv-9", "bot", chat)
+    other.changed_elsewhere("helpdesk")  # a later announcement: a batch of its own
+    await asyncio.sleep(FOLLOW_EVERY_S + 0.1)
+    assert reads == [("crm", "helpdesk"), ("helpdesk",)] and other.human_owners(*chat) == frozenset()
+    other.changed_elsewhere("helpdesk")
+    other.close()  # the host stops: nothing is read any more
+    await asyncio.sleep(FOLLOW_EVERY_S + 0.1)
+    assert len(reads) == 2
 
 
 async def test_a_plugin_holds_at_most_its_bound_of_chats_in_human_and_pays_for_its_own(world: World) -> None:
@@ -324,7 +358,7 @@ async def test_a_plugin_holds_at_most_its_bound_of_chats_in_human_and_pays_for_i
     assert store.human_owners(*chats[3]) == {"helpdesk"}
     await store.set_handover("hog", "conv-1", "bot", chats[1])  # handed back: room for one more
     await store.set_handover("hog", "conv-4", "human", chats[4])
-    store.follow(None)
+    store.follow()
     with pytest.raises(StorageError, match="already holds 3 chats"):
         await store.set_handover("hog", "conv-5", "human", chats[1])
     await store.delete_plugin("hog")

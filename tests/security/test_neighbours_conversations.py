@@ -1,4 +1,4 @@
-"""Audit s7: a neighbour's `conversations.send` must never cost a victim its own records.
+"""A neighbour's `conversations.send` must never cost a victim its own records.
 
 `ConversationStore.record_sent` keeps "at most `conversation_messages_per_plugin` rows per plugin"
 by deleting the plugin's rows whose `seq` is at most `seq - bound`. `seq` is the table's one
