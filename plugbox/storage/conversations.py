@@ -46,7 +46,7 @@ from typing import Any
 from plugbox.errors import StorageError
 from plugbox.settings import DEFAULTS
 from plugbox.storage.db import Connection, Database
-from plugbox.storage.quota import Quota, WriteBudget, row_cost
+from plugbox.storage.quota import Quota, WriteBudget, drop_usage, row_cost
 from plugbox.totals import share
 
 __all__ = ["FOLLOW_EVERY_S", "HANDOVER_STATES", "TOPIC", "ConversationStore"]
@@ -420,7 +420,7 @@ class ConversationStore:
         def write(conn: Connection) -> None:
             for table in ("conversation_messages", "conversation_handover", "conversation_mappings"):
                 conn.execute(f"DELETE FROM {table} WHERE plugin_id = ?", (plugin_id,))
-            conn.execute("DELETE FROM plugin_kv_usage WHERE plugin_id = ?", (plugin_id,))  # the shared quota
+            drop_usage(conn, plugin_id)  # the shared quota
             self._db.announce(conn, TOPIC, plugin_id)
 
         await self._db.write(write, owner=plugin_id)

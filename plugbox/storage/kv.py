@@ -43,7 +43,7 @@ from plugbox.plain import check_plain
 from plugbox.protocol import value_decoder
 from plugbox.settings import DEFAULTS
 from plugbox.storage.db import Connection, Database
-from plugbox.storage.quota import PAGE_SIZE, Quota, WriteBudget, read_usage, row_cost
+from plugbox.storage.quota import PAGE_SIZE, Quota, WriteBudget, drop_usage, read_usage, row_cost
 
 __all__ = ["MAX_KEY_CHARS", "PluginStorage", "prefix_end"]
 
@@ -321,7 +321,7 @@ class PluginStorage:
 
         def txn(c: Connection) -> int:
             removed = c.execute("DELETE FROM plugin_kv WHERE plugin_id = ?", (plugin_id,)).rowcount
-            c.execute("DELETE FROM plugin_kv_usage WHERE plugin_id = ?", (plugin_id,))
+            drop_usage(c, plugin_id)
             return int(removed)
 
         return await self._write(txn, plugin_id, "drop", None)

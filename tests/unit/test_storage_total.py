@@ -1,6 +1,8 @@
 """The host-wide storage total (`storage_total_bytes`, `quota.Quota`): each plugin holding data may
 hold min(storage_quota_bytes, total // plugins holding data), so the plugins together never pass the
-total and one within its share is never refused for what the others hold.
+total and one within its share is never refused for what the others hold. The number of plugins
+holding data the total reads (`plugin_kv_holders`) stays equal to the usage rows over zero through
+every path that writes them, and an older database's is filled in by its migration.
 
 The storage contract: every test runs once per backend (SQLite and PostgreSQL, see `make_database`
 in tests/conftest.py)."""
@@ -16,7 +18,7 @@ import pytest
 from plugbox.errors import ConfigError, StorageError
 from plugbox.settings import load_settings
 from plugbox.storage.conversations import ConversationStore
-from plugbox.storage.db import Database
+from plugbox.storage.db import Connection, Database
 from plugbox.storage.kv import PluginStorage
 from plugbox.storage.postgres import PostgresDatabase
 from plugbox.storage.quota import Quota, WriteBudget, row_cost
@@ -165,6 +167,95 @@ async def test_two_hosts_sharing_a_database_keep_the_total(make_postgres_url: Ca
         await asyncio.gather(*(_fill(kvs[i % 2], p) for i in range(2) for p in plugins))
         assert _total(kvs[0], plugins) <= TOTAL
         assert all(kvs[1].usage(p) > TOTAL // 4 - _cost("k000", plugin=p) for p in plugins)
+    finally:
+        await one.close()
+        await two.close()
+
+
+def _holders(db: Database) -> tuple[int, int]:
+    """(the plugins holding data as the total reads them, as counted over the usage rows)."""
+    return db.read(lambda c: (int(c.execute("SELECT holders FROM plugin_kv_holders").fetchone()[0]),
+                              int(c.execute("SELECT count(*) FROM plugin_kv_usage WHERE bytes > 0").fetchone()[0])))
+
+
+async def test_the_plugins_holding_data_are_counted_through_every_write_of_the_usage(any_db: Database) -> None:
+    quota = Quota(QUOTA, TOTAL)
+    unlimited = WriteBudget(1 << 40, 1 << 40, 0.0)
+    kv = PluginStorage(any_db, quota=quota, write_budget=unlimited)
+    store = ConversationStore(any_db, quota=quota, write_budget=unlimited, messages_per_plugin=1)
+    envelope = {"conversationId": "c1", "sessionId": "s", "chatId": "c", "text": "hello"}
+    assert _holders(any_db) == (0, 0)
+    await kv.set("a", "k1", "v")  # a first write
+    assert _holders(any_db) == (1, 1)
+    await kv.set("a", "k2", VALUE)  # growth
+    await kv.set("a", "k2", "v")  # shrinking, still holding
+    assert _holders(any_db) == (1, 1)
+    await store.record_sent("b", envelope, "m1")  # a conversation record is data too
+    await store.record_sent("b", envelope, "m2")  # the rolling bound credits m1 back
+    await store.set_handover("c", "ref", "bot")
+    await store.upsert_mapping("d", {"conversationId": "c1", "provider": "crm", "externalId": "x",
+                                     "sessionId": "s", "chatId": "c"})
+    assert _holders(any_db) == (4, 4)
+    with pytest.raises(StorageError, match="storage_total_bytes"):
+        await kv.set("e", "big", "x" * (TOTAL // 5))  # a first write past a fifth holder's share: not counted
+    assert _holders(any_db) == (4, 4)
+    assert await kv.delete("a", "k1") and await kv.delete("a", "k2")  # all of a's keys: it holds nothing
+    assert kv.usage("a") == 0 and _holders(any_db) == (3, 3)
+    assert not await kv.delete("a", "k1")  # nothing to delete: nothing changes
+    await kv.set("a", "k1", "v")  # holding again
+    assert _holders(any_db) == (4, 4)
+    await kv.set("b", "k", "v")  # keys beside records: one holder still
+    assert _holders(any_db) == (4, 4)
+    for plugin in ("b", "c"):  # uninstall drops the usage twice (keys, then records): counted once
+        await kv.drop(plugin)
+        await store.delete_plugin(plugin)
+    assert _holders(any_db) == (2, 2)
+    await store.delete_plugin("d")  # records alone
+    await kv.drop("a")  # keys alone
+    await kv.drop("never-wrote")
+    assert _holders(any_db) == (0, 0)
+
+
+async def test_an_older_database_gets_its_holders_from_its_usage(make_database: Callable[[], Database]) -> None:
+    db = make_database()
+    kv = PluginStorage(db, quota_bytes=QUOTA, total_bytes=TOTAL, write_budget=WriteBudget(1 << 40, 1 << 40, 0.0))
+    for plugin in ("a", "b", "c"):
+        await kv.set(plugin, "k", "v")
+    await kv.delete("c", "k")  # a usage row at zero: not a holder
+
+    def before_the_migration(c: Connection) -> None:  # the schema as migration 0009 left it
+        c.execute("DROP TABLE plugin_kv_holders")
+        c.execute("DROP INDEX ingress_dedup_expiry")
+        c.execute("DELETE FROM schema_migrations WHERE version = 10")
+
+    await db.write(before_the_migration)
+    await db.close()
+    reopened = make_database()
+    assert _holders(reopened) == (2, 2)
+    kv = PluginStorage(reopened, quota_bytes=QUOTA, total_bytes=TOTAL,
+                       write_budget=WriteBudget(1 << 40, 1 << 40, 0.0))
+    assert await _fill(kv, "a") is not None
+    assert TOTAL // 3 < kv.usage("a") <= TOTAL // 2  # the total read the two holders
+
+
+async def test_two_hosts_count_the_plugins_holding_data_exactly(make_postgres_url: Callable[[], str]) -> None:
+    url = make_postgres_url()
+    one, two = PostgresDatabase(url), PostgresDatabase(url)
+    try:
+        unlimited = WriteBudget(1 << 40, 1 << 40, 0.0)
+        kvs = [PluginStorage(db, quota_bytes=QUOTA, total_bytes=None, write_budget=unlimited) for db in (one, two)]
+        plugins = [f"p{i}" for i in range(12)]
+
+        async def churn(host: int, plugin: str) -> None:  # first writes and last deletes, from both hosts
+            for n in range(4):
+                await kvs[host].set(plugin, f"k{host}", "v")
+                await kvs[host].delete(plugin, f"k{host}")
+                await kvs[host].set(plugin, f"k{host}-{n}", "v")
+
+        await asyncio.gather(*(churn(h, p) for h in range(2) for p in plugins))
+        assert _holders(one) == (12, 12)
+        await asyncio.gather(*(kvs[i % 2].drop(p) for i, p in enumerate(plugins[:5])))
+        assert _holders(two) == (7, 7)
     finally:
         await one.close()
         await two.close()
