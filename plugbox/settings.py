@@ -383,6 +383,9 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     """`dedupOn` keys remembered host-wide (all plugins on the database). Past it the plugin furthest
     over its share, min(ingress_dedup_keys_per_plugin, this over the plugins holding keys), loses its
     oldest; a plugin within its share never loses a key to its neighbours."""
+    ingress_dedup_sweep_interval_ms: PositiveMs = 60000
+    """How often a host forgets the `dedupOn` keys whose window has ended, of every plugin, so they
+    stop counting against the bounds; an expired key stays on disk at most about this long."""
     ingress_history_per_plugin: PositiveInt = 1000
     """Delivered and dead-lettered async ingress deliveries kept per plugin (each kind); oldest go first."""
     install_zip_max_bytes: PositiveInt = 10 << 20

@@ -5,10 +5,19 @@ owns the transactions); no HTTP, no plugins.
 
 Counting. `ingress_dedup_counts` holds the keys of each plugin holding any (a row per plugin, none
 at zero), changed by every statement here that adds or removes a key (claim, the expired key a claim
-replaces, release, the per-plugin trim, the host-wide eviction, an uninstalled plugin's drop), in
-the same transaction, by the rows the statement really changed (`rowcount`). So the bounds read a
-row, or a sum over a row per plugin, never a count over the keys themselves. Migration 0009
-filled the table from the keys an older database held.
+replaces, release, the per-plugin trim, the host-wide eviction, the sweep of expired keys, an
+uninstalled plugin's drop), in the same transaction, by the rows the statement really changed
+(`rowcount`, or the plugin ids a DELETE returns). So the bounds read a row, or a sum over a row per
+plugin, never a count over the keys themselves. Migration 0009 filled the table from the keys an
+older database held.
+
+Expired keys. A key whose window ended is gone for `claim` at once (the same key is free again),
+but its row stays, and counts, until something deletes it: the same key coming back, the trim or
+eviction (expired keys go first), or the host's sweep (`sweep`, run by `IngressQueue` every
+`ingress_dedup_sweep_interval_ms`, one task per host for every plugin). The sweep forgets the
+earliest expired keys of the whole table (index `ingress_dedup_expiry`, migration 0010), at most a
+batch per transaction, so a large backlog never holds the writer long: other plugins' writes take
+their turns between two batches.
 
 The two bounds, after each key that is added:
 
@@ -35,6 +44,15 @@ host saw the other's plugin as the larger one, which the tie rule (the adder win
 plugin is chosen only when it holds strictly more) rules out for plugins both hosts read alike;
 should PostgreSQL still find a deadlock it aborts one of the two, whose request then fails as any
 write failure does (503: the sender retries).
+
+The sweep holds no plugin's owner lock either (it is the host's write, for every plugin), and never
+waits for a row: it first locks the count rows of the plugins it is about to sweep, skipping those
+another transaction holds (`Database.skip_locked`: a claim of that plugin in flight; its keys wait
+for the next batch or sweep), then deletes only their expired keys, again skipping any row another
+transaction holds, and subtracts from each count the keys its DELETE returned. A claim takes its own
+keys, then its count, then (trim) its oldest keys: had the sweep locked keys before the count, each
+could wait for the other. Two hosts sweeping at once, or a sweep beside a claim replacing the same
+expired key, count exactly: a key deleted by one is not returned to the other.
 """
 
 from __future__ import annotations
@@ -96,13 +114,40 @@ class DedupKeys:
         if gone:
             _add(c, plugin_id, -gone)
 
+    def sweep(self, c: Connection, now: float, limit: int, skip_locked: str) -> int:
+        """Forget up to `limit` keys expired at `now`, earliest first, whichever plugins hold them;
+        returns how many went (fewer than `limit`: none is left, or the rest were busy). `skip_locked`
+        is the database's (`Database.skip_locked`): this never waits for a row (module docstring)."""
+        due = [str(p) for (p,) in c.execute(
+            "SELECT DISTINCT plugin_id FROM (SELECT plugin_id FROM ingress_dedup WHERE expires_at <= ? "
+            "ORDER BY expires_at LIMIT ?) AS due", (now, limit)).fetchall()]
+        if not due:
+            return 0
+        marks = ",".join("?" * len(due))
+        # Each plugin's count first, so nothing here waits while holding keys (see the module docstring).
+        counted = [str(p) for (p,) in c.execute(
+            f"SELECT plugin_id FROM ingress_dedup_counts WHERE plugin_id IN ({marks}) ORDER BY plugin_id "
+            f"{skip_locked}", due).fetchall()]
+        if not counted:
+            return 0
+        marks = ",".join("?" * len(counted))
+        gone: dict[str, int] = {}
+        for (plugin_id,) in c.execute(
+                "DELETE FROM ingress_dedup WHERE (plugin_id, instance_id, route, key) IN (SELECT plugin_id, "
+                f"instance_id, route, key FROM ingress_dedup WHERE plugin_id IN ({marks}) AND expires_at <= ? "
+                f"ORDER BY expires_at LIMIT ? {skip_locked}) RETURNING plugin_id", (*counted, now, limit)).fetchall():
+            gone[str(plugin_id)] = gone.get(str(plugin_id), 0) + 1
+        for plugin_id in sorted(gone):
+            _add(c, plugin_id, -gone[plugin_id])
+        return sum(gone.values())
+
     def drop(self, c: Connection, plugin_id: str) -> None:
         """Forget every key of an uninstalled plugin."""
         c.execute("DELETE FROM ingress_dedup WHERE plugin_id = ?", (plugin_id,))
         c.execute("DELETE FROM ingress_dedup_counts WHERE plugin_id = ?", (plugin_id,))
 
     def held(self, c: Connection) -> dict[str, int]:
-        """Keys each plugin holding any holds (expired ones not yet forgotten included)."""
+        """Keys each plugin holding any holds (expired ones not yet swept included)."""
         rows = c.execute("SELECT plugin_id, keys FROM ingress_dedup_counts WHERE keys > 0").fetchall()
         return {str(p): int(n) for p, n in rows}
 

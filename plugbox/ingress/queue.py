@@ -92,17 +92,25 @@ class IngressQueue:
             renew=lambda ids: self._store.renew_claims(ids, self._clock.time()),
             renew_every_s=claim_s / 3 if db.shared else None)
         self._task: asyncio.Task[None] | None = None
+        self._sweeper: asyncio.Task[None] | None = None
 
     # -- start / stop --
     def start(self) -> None:
-        """Start delivering (deliveries left pending by an earlier run included)."""
+        """Start delivering (deliveries left pending by an earlier run included), and sweeping the
+        expired `dedupOn` keys every `ingress_dedup_sweep_interval_ms`."""
         if self._task is None:
             self._task = asyncio.create_task(self._runner.run(), name="plugbox-ingress-queue")
+            self._sweeper = asyncio.create_task(self._sweep_loop(), name="plugbox-ingress-dedup-sweep")
 
     async def stop(self) -> None:
         """Stop delivering; attempts in flight are abandoned and stay pending for the next start (or,
         on a shared database, for another host at once: this host's claims are given up)."""
         task, self._task = self._task, None
+        sweeper, self._sweeper = self._sweeper, None
+        if sweeper is not None:
+            sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweeper
         if task is not None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -111,6 +119,19 @@ class IngressQueue:
                 await self._store.release_claims()
             except Exception as exc:  # they lapse by themselves within queue_claim_ms
                 log.warning("ingress delivery: claims not given up at stop: %s", exc)
+
+    async def _sweep_loop(self) -> None:
+        """One task for the host: forget the `dedupOn` keys whose window ended, of every plugin."""
+        every_s = self._settings.ingress_dedup_sweep_interval_ms / 1000
+        while True:
+            await self._clock.sleep(every_s)
+            try:
+                swept = await self._store.sweep_expired(self._clock.time())
+            except Exception as exc:  # the database is away: the next sweep takes them
+                log.warning("ingress dedupOn keys: expired keys not swept: %s", exc)
+                continue
+            if swept:
+                log.debug("ingress dedupOn keys: %d expired keys forgotten", swept)
 
     # -- the HTTP side --
     async def submit(self, plugin_id: str, instance_id: str, route: str, request: dict[str, Any],

@@ -90,6 +90,11 @@ def _delivery(row: Sequence[object]) -> Delivery:
     return Delivery(**dict(zip(_COLUMNS, row, strict=True)))  # type: ignore[arg-type]
 
 
+SWEEP_BATCH = 1000
+"""Expired `dedupOn` keys one sweep write forgets at most: a few milliseconds of the writer, so a
+large backlog never holds it long, and the writes of plugins queued meanwhile run between two."""
+_ANY_EXPIRED = "SELECT 1 FROM ingress_dedup WHERE expires_at <= ? LIMIT 1"
+
 # A row no live host holds: never claimed, or its claim lapsed (its host died or stopped renewing).
 _UNCLAIMED = "(claimed_until IS NULL OR claimed_until <= ?)"
 # When a pending row may next be handed over: its next_at, or the end of another host's claim if later.
@@ -128,6 +133,19 @@ class IngressStore:
     async def release(self, plugin_id: str, dedup: DedupKey) -> None:
         """Forget a key whose request we failed, so that the sender's retry gets through."""
         await self._db.write(lambda c: self.dedup.release(c, plugin_id, dedup), owner=plugin_id)
+
+    async def sweep_expired(self, now: float, *, batch: int = SWEEP_BATCH) -> int:
+        """Forget every `dedupOn` key expired at `now`, whichever plugin holds it, `batch` keys per
+        write (other writes take their turns between two); returns how many went. Nothing expired
+        costs one read. Keys another host's write holds at that instant are left to the next sweep."""
+        if self._db.read(lambda c: c.execute(_ANY_EXPIRED, (now,)).fetchone()) is None:
+            return 0
+        swept = 0
+        while True:
+            gone = await self._db.write(lambda c: self.dedup.sweep(c, now, batch, self._db.skip_locked))
+            swept += gone
+            if gone < batch:
+                return swept
 
     def dedup_keys_held(self) -> dict[str, int]:
         """`dedupOn` keys each plugin holds (for metrics)."""
