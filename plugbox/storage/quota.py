@@ -35,8 +35,9 @@ Three things every store that keeps plugin data (`kv`, `conversations`) charges 
   transaction as a usage row whenever that usage crosses zero (a first write, the delete of a
   plugin's last bytes, `drop_usage` at uninstall), by what the statement really changed (the usage
   `RETURNING` its new value), so it never drifts from the usage rows; migration 0010 filled it from
-  an older database's. The cost is one read of that row per growing write (counting the usage table
-  instead, a row per plugin, cost 10-15 % of the writes per second with 1,000 plugins holding data).
+  an older database's. The cost is one read of that row per growing write. (Counting the usage
+  table instead, a row per plugin, cost ~100 us a write with 1,000 plugins holding data: without it
+  SQLite takes a third to a half more writes per second, tests/bench/measure_storecounts.py.)
   Several hosts on one PostgreSQL database need no extra lock: a write's decision reads only its own
   plugin's usage (the writes of one plugin are serialised across hosts by the database's per-owner
   advisory lock) and N. Two plugins writing their first bytes at once on two hosts may each count

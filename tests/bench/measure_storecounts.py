@@ -49,7 +49,7 @@ async def measure(db: Database, plugins: int, writes: int, rounds: int, lanes: i
     def seed(c: Connection) -> None:
         for p in ids:
             kv.quota.charge(c, p, 100, "seed")
-            c.execute("INSERT INTO plugin_kv (plugin_id, key, value, size) VALUES (?, 'seed', x'c0', 100)", (p,))
+            c.execute("INSERT INTO plugin_kv (plugin_id, key, value, size) VALUES (?, 'seed', ?, 100)", (p, b"\xc0"))
 
     await db.write(seed)
     await _round(kv, ids, min(writes, 500), lanes, -10**6)  # warm the caches
