@@ -21,6 +21,14 @@ heaviest holder is over its fair share: a holder within its share is never refus
 while another holds more than its own. A forced charge exceeds the total only until the
 reclaim it triggers returns; `peak` is the most the books held once settled.
 
+Bytes a holder keeps without being asked can grow with no charge to see them (a transport's write
+buffer, filled by the answers the worker asked for). Such a holder gives its account a `measure`
+callback that charges what it keeps now, forced, or releases what it keeps no more; `measure()`
+calls them all, and the host calls it periodically (plugbox.totals.sweep). Between two
+measurements what the holders really keep can exceed the total by what they grew in the time
+between, no more; each holder's growth is bounded by its own limits (a channel's, by its
+high-water mark).
+
 This module only keeps books: it holds no bytes, knows no channel and takes no clock.
 """
 
@@ -32,17 +40,19 @@ from collections.abc import Callable
 __all__ = ["HeldTotal", "Holding"]
 
 Reclaim = Callable[[str], None]
+Measure = Callable[[], None]
 
 
 class Holding:
     """One holder's account in a `HeldTotal` (a worker channel's, for as long as it lives).
     Once reclaimed or closed it keeps nothing and every charge is a no-op (refused for `keep`)."""
 
-    __slots__ = ("_books", "_reclaim", "closed", "kept", "name")
+    __slots__ = ("_books", "_measure", "_reclaim", "closed", "kept", "name")
 
-    def __init__(self, books: HeldTotal, name: str, reclaim: Reclaim) -> None:
+    def __init__(self, books: HeldTotal, name: str, reclaim: Reclaim, measure: Measure | None = None) -> None:
         self._books = books
         self._reclaim = reclaim
+        self._measure = measure
         self.name = name  # the plugin id: what the refusals and metrics are counted under
         self.kept = 0
         self.closed = False
@@ -79,6 +89,7 @@ class HeldTotal:
         self.peak = 0
         self.refused: Counter[str] = Counter()  # refusals, by holder name (monotonic: metrics)
         self.reclaimed: Counter[str] = Counter()  # holders reclaimed, by name
+        self.measures = 0  # times `measure()` ran (with the host's sweep: its ticks)
         self._kept = 0
         self._holdings: set[Holding] = set()
 
@@ -87,11 +98,22 @@ class HeldTotal:
         """Bytes the open holdings keep, all together."""
         return self._kept
 
-    def holding(self, name: str, reclaim: Reclaim) -> Holding:
-        """Open an account for `name`; `reclaim(reason)` must end what keeps its bytes."""
-        holding = Holding(self, name, reclaim)
+    def holding(self, name: str, reclaim: Reclaim, measure: Measure | None = None) -> Holding:
+        """Open an account for `name`; `reclaim(reason)` must end what keeps its bytes, and
+        `measure()`, if given, must charge what it keeps that grew unseen (see `measure`)."""
+        holding = Holding(self, name, reclaim, measure)
         self._holdings.add(holding)
         return holding
+
+    def measure(self) -> None:
+        """Have every open holding with a `measure` callback charge what it keeps now: past the
+        total, the heaviest over its share is then reclaimed, as for any forced charge. Cheap when
+        nothing changed: one call per holding (the host runs it for all channels at once)."""
+        self.measures += 1
+        for holding in list(self._holdings):  # (a reclaim takes a holding off the set)
+            measure = holding._measure
+            if measure is not None and not holding.closed:
+                measure()
 
     def kept_by(self) -> dict[str, int]:
         """Bytes kept, by holder name (holders keeping nothing left out)."""

@@ -124,3 +124,72 @@ def test_many_flooders_never_take_the_books_past_the_total_nor_a_small_neighbour
 def test_a_total_of_nothing_is_refused_naming_the_setting() -> None:
     with pytest.raises(ValueError, match="channel_bytes_total"):
         HeldTotal(0)
+
+
+class Queue:
+    """A holder whose bytes grow unseen (a transport's write buffer) and are charged when measured."""
+
+    def __init__(self, books: HeldTotal, name: str) -> None:
+        self.reasons: list[str] = []
+        self.size = 0  # what it really keeps now
+        self.charged = 0
+        self.measured = 0
+        self.measured_closed = 0  # measured after its account was closed: must never be
+        self.account = books.holding(name, self.reasons.append, self.measure)
+
+    def measure(self) -> None:
+        self.measured += 1
+        self.measured_closed += self.account.closed
+        more, self.charged = self.size - self.charged, self.size
+        if more > 0:
+            self.account.force(more)
+        elif more < 0:
+            self.account.release(-more)
+
+
+def test_bytes_that_grow_unseen_are_on_the_books_once_measured_and_off_once_gone() -> None:
+    books = HeldTotal(TOTAL)
+    q = Queue(books, "slow")
+    q.size = 400
+    assert books.kept == 0  # grown with nothing to charge it
+    books.measure()
+    assert books.kept_by() == {"slow": 400} and books.measures == 1
+    q.size = 100
+    books.measure()
+    assert books.kept == 100
+    q.size = 0
+    books.measure()
+    assert books.kept == 0 and books.kept_by() == {}
+
+
+def test_a_measure_past_the_total_ends_the_heaviest_over_its_share_and_spares_the_one_within() -> None:
+    books = HeldTotal(TOTAL)
+    slow = [Queue(books, f"slow{i}") for i in range(3)]
+    neighbour = Queue(books, "neighbour")
+    for i, q in enumerate(slow):
+        q.size = 400 + i  # each below its own limit; together past the total
+    neighbour.size = 50
+    books.measure()
+    assert books.kept <= TOTAL and books.peak <= TOTAL
+    assert books.reclaimed == {"slow2": 1} and "channel_bytes_total" in slow[2].reasons[0]
+    assert books.kept_by() == {"slow0": 400, "slow1": 401, "neighbour": 50}
+    assert neighbour.reasons == [] and not books.refused
+
+
+def test_a_measure_skips_holdings_closed_before_or_during_it() -> None:
+    books = HeldTotal(TOTAL)
+    queues = [Queue(books, f"q{i}") for i in range(6)]
+    queues[0].account.close()
+    for q in queues:
+        q.size = 300  # the fourth measured takes the books past the total, and so on: a reclaim each
+    books.measure()
+    assert queues[0].measured == 0 and all(q.measured_closed == 0 for q in queues)
+    assert books.kept <= TOTAL and sum(books.reclaimed.values()) >= 2
+
+
+def test_holdings_with_nothing_to_measure_are_left_alone() -> None:
+    books = HeldTotal(TOTAL)
+    plain = Holder(books, "plain")
+    assert plain.account.keep(300)
+    books.measure()
+    assert books.kept_by() == {"plain": 300} and books.measures == 1
