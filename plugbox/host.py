@@ -61,6 +61,7 @@ from plugbox.storage.opening import open_database
 from plugbox.storage.quota import Quota, WriteBudget
 from plugbox.totals.held import HeldTotal
 from plugbox.totals.rate import RateTotal
+from plugbox.totals.sweep import Sweep
 from plugbox.webhooks import Sender, WebhookService
 from plugbox.webhooks.store import TOPIC as WEBHOOKS_TOPIC
 
@@ -106,7 +107,7 @@ class Host:
     `bus.on_outcome`), `ingress` (the queue of async ingress deliveries), `ingress_instances` (the
     ingress instances the operator created, each with its own secrets), `feed` (log lines and failures
     as they happen, for live views), `channel_bytes` (the host-wide books of the bytes worker
-    channels keep for workers that do not read, plugbox.totals.held), `host_id` (this host's name among
+    channels keep for their workers, plugbox.totals.held), `host_id` (this host's name among
     hosts sharing the database).
     `manager` is the lifecycle's internals, kept reachable for white-box
     tests only."""
@@ -201,8 +202,10 @@ class Host:
         self.search = SearchService(self._search_providers, self.manager.__contains__,
                                     self.settings.capability_timeout_ms / 1000, on_timeout=self._hook_timed_out)
         self.zygote = Zygote(env_allow=self.settings.worker_env_allow)
-        # what all workers' channels keep beyond their high-water marks, shared fairly (plugbox.totals.held)
+        # what all workers' channels keep, shared fairly (plugbox.totals.held), their queues measured by
+        # one sweep for all of them (plugbox.totals.sweep)
         self.channel_bytes = HeldTotal(self.settings.channel_bytes_total, "channel_bytes_total")
+        self._channel_sweep = Sweep(self.channel_bytes.measure, self.settings.channel_bytes_sweep_ms / 1000)
         # A shared database (PostgreSQL) holds the packages, so any host can run any plugin, and a
         # Cluster keeps this host in step with the others and owns its session leases.
         self.packages = PackageStore(self.db) if self.db.shared else None
@@ -456,6 +459,7 @@ class Host:
                      soft, self.settings.host_open_files, soft // 2)
         self.webhooks.start()
         self.ingress.start()
+        self._channel_sweep.start()
         if self.cluster is not None:  # catch up with the other hosts before restoring
             await self.cluster.start()
         if restore:
@@ -474,6 +478,7 @@ class Host:
             await self.webhooks.stop()
             await self.ingress.stop()
             await self.manager.shutdown()
+            self._channel_sweep.close()
             await self.zygote.close()
             if isinstance(self.engine, EngineLifecycle):
                 await self.engine.aclose()

@@ -165,11 +165,15 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     """Memory the answers held for one worker may take while the queue to it is above the high-water
     mark (one is always held, however large); past it an answer is replaced by an error naming it."""
     channel_bytes_total: PositiveInt = 128 << 20
-    """Bytes all workers' channels together may keep beyond the high-water mark (bytes queued to a
-    worker past the mark, and the answers held for it), host-wide; at least 4 x
-    channel_high_water_bytes. Past it, the plugin keeping the most over its fair share (this total /
-    the plugins keeping some) is refused its answer, or ended; a plugin within its share never is
-    (plugbox/totals/held.py)."""
+    """Bytes all workers' channels together may keep, host-wide: every byte queued to a worker (below
+    its high-water mark too) and the answers held for it; at least 4 x channel_high_water_bytes, so
+    that four workers may each fill their queue to the mark at once. Past it, the plugin keeping the
+    most over its fair share (this total / the plugins keeping some) is refused its answer, or ended;
+    a plugin within its share never is (plugbox/totals/held.py). Queues are measured when they cross
+    the mark and every channel_bytes_sweep_ms: in between they may exceed it by what they grew."""
+    channel_bytes_sweep_ms: PositiveMs = 200
+    """How often the host measures every worker's queue for channel_bytes_total (one timer for all
+    channels; a tick costs a short call per channel)."""
     channel_drain_timeout_ms: PositiveMs | None = None
     """How long a worker may leave the queue to it above the high-water mark before it is killed
     ("not reading its channel"), counted as its failure; None: the liveness window."""

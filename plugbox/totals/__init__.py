@@ -5,9 +5,10 @@ their own limit take N times it. Each total here bounds the sum, and when it is 
 that pay are those over their fair share of it (the total over the plugins using it); a plugin within
 its fair share never pays for what others spend.
 
-- `held`: memory the host keeps for plugins (bytes queued to workers that do not read, answers held
-  for them): `HeldTotal`, books that never settle above the total; what is kept can be refused
-  beforehand or reclaimed by ending the heaviest holder.
+- `held`: memory the host keeps for plugins (bytes queued to their workers, answers held for them):
+  `HeldTotal`, books that never settle above the total; what is kept can be refused beforehand or
+  reclaimed by ending the heaviest holder. `sweep`: the one timer that has those books measured
+  (queues grow with nothing to charge them).
 - `rate`: what plugins spend per second (host CPU on their channels, host log bytes): `RateTotal`, a
   shared token bucket; work already done pauses the plugin, work not yet done is refused.
 
