@@ -13,7 +13,7 @@ read of the counts table, a row per plugin) and those this host evicted by reaso
 the usage table, a row per plugin) and storage refusals by reason (`quota`: the plugin's own
 `storage_quota_bytes`; `total`: its share of `storage_total_bytes`) are read at scrape time. A worker whose
 smaps cannot be read (already gone, or not readable to the host's user) is left out of the scrape.
-The bytes worker channels keep for workers that do not read, against the host-wide
+The bytes worker channels keep for their workers (queues and held answers), against the host-wide
 `channel_bytes_total` (plugbox/totals/held.py), are read from the host's books at scrape time too: kept
 by plugin, the settled peak, and the answers refused and workers ended by plugin.
 """
@@ -117,10 +117,11 @@ class ChannelBytesCollector(Collector):
         books = self._books
         yield _by_label(GaugeMetricFamily(
             "plugbox_channel_bytes_kept",
-            f"Bytes kept for each worker beyond its channel's high-water mark, of {books.name}", labels=["plugin"]),
+            f"Bytes kept for each worker by its channel (queue as last measured, held answers), of {books.name}",
+            labels=["plugin"]),
             books.kept_by())
         yield GaugeMetricFamily("plugbox_channel_bytes_peak",
-                                f"Most bytes all worker channels kept at once beyond their marks, of {books.name}",
+                                f"Most bytes all worker channels kept at once, of {books.name}",
                                 value=books.peak)
         yield GaugeMetricFamily("plugbox_channel_bytes_limit", f"The host-wide bound: {books.name}",
                                 value=books.total)

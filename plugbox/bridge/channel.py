@@ -25,10 +25,16 @@ What a worker makes the host spend on its channel is bounded and charged to it (
 - memory of the answers it holds (`held.py`): past `held_max`, the next answer is replaced by an
   error naming the limit, so its call fails (the calls in flight bound how many answers wait,
   not how large they are);
-- the host's memory, all workers together (`plugbox.totals.held`): the bytes kept beyond the mark (queued
-  past it, and held answers) are charged to the worker's holding of the host's `channel_bytes_total`.
-  Past that total, an answer of a worker over its fair share is replaced by an error naming it,
-  and the worker keeping the most over its share is ended; a worker within its share never is;
+- the host's memory, all workers together (`plugbox.totals.held`): every byte kept for the worker,
+  its whole queue (the transport's write buffer and the frames the writer has not handed it yet,
+  below the mark too) and the answers it holds, is charged to its holding of the host's
+  `channel_bytes_total`. The queue is measured when it crosses the mark (`pause_writing`,
+  `resume_writing`) and by the host's one periodic sweep over every channel
+  (`channel_bytes_sweep_ms`, plugbox.totals.sweep): in between, what the queues really keep can
+  exceed the total by what they grew since the last sweep, each at most to its mark (a worker that
+  reads just slowly enough to stay below it is never paused, but it is charged). Past that total,
+  an answer of a worker over its fair share is replaced by an error naming it, and the worker
+  keeping the most over its share is ended; a worker within its share never is;
 - host CPU: the time spent handling its frames, and the loop time of its calls' tasks (`charge`),
   is charged to a token bucket (the loop thread's CPU time, so that time the host process spends
   preempted by others is charged to no plugin); in debt, its channel alone stops being read until the debt is
@@ -135,7 +141,7 @@ class ChannelStats:
     throttled: int = 0  # times its channel was paused for CPU debt
     cpu_seconds: float = 0.0  # host CPU charged to it
     shared_pauses: int = 0  # pauses for taking more than its fair share of the host-wide total
-    kept_bytes: int = 0  # bytes past the mark charged to the host-wide channel_bytes_total (plugbox.totals.held)
+    kept_bytes: int = 0  # charged to the host-wide channel_bytes_total: the queue as last measured, held answers
 
 
 class Channel(asyncio.Protocol):
@@ -156,8 +162,8 @@ class Channel(asyncio.Protocol):
         self._held_bytes = 0
         self._refused_answers = 0
         # its share of the bytes kept for all workers (without the host's books: bounded per plugin only)
-        self._kept = (host_bytes or HeldTotal(1 << 62)).holding(label, self._over_host_total)
-        self._queue_kept = 0  # of it, bytes queued past the high-water mark
+        self._kept = (host_bytes or HeldTotal(1 << 62)).holding(label, self._over_host_total, self._measure_queue)
+        self._queue_kept = 0  # of it, the queue to the worker as last measured
         self._refused_host_wide = 0
         self._blocked = False  # the transport's queue to the worker is above the high-water mark
         self._paused: set[str] = set()
@@ -378,14 +384,20 @@ class Channel(asyncio.Protocol):
         return transport.get_write_buffer_size() + writer.buffered
 
     def _charge_queue(self) -> None:
-        """Charge the bytes queued past the high-water mark to the host's books (none once below
-        it: the queue only shrinks while the worker is paused, and is charged as last measured)."""
-        over = max(0, self._queued() - self._limits.high_water) if self._blocked and self._gone is None else 0
-        more, self._queue_kept = over - self._queue_kept, over
+        """Charge the whole queue to the worker, as it is now, to the host's books (the difference
+        from what was last charged for it)."""
+        queued = self._queued() if self._gone is None else 0
+        more, self._queue_kept = queued - self._queue_kept, queued
         if more > 0:
             self._kept.force(more)  # (already queued: if it is the heaviest past the total, it ends)
         elif more < 0:
             self._kept.release(-more)
+
+    def _measure_queue(self) -> None:
+        """The host's periodic sweep (`HeldTotal.measure`): charge the queue if it changed since it
+        was last charged. With an empty queue, as most of the time, a compare and nothing more."""
+        if self._queued() != self._queue_kept:
+            self._charge_queue()
 
     def _over_host_total(self, reason: str) -> None:
         self.abort(f"not reading its channel: {reason}")

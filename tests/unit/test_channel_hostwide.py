@@ -1,8 +1,7 @@
-"""What all workers' channels keep, together, for workers that do not read (plugbox.totals.held as the
-channel uses it): bytes queued past the high-water mark and held answers are charged to the
-worker's holding of the host's total; past it the worker over its share is refused or ended, the
-neighbour within its share keeps being answered, and an ended or drained channel keeps nothing.
-Fake transports; no worker process."""
+"""What all workers' channels keep, together (plugbox.totals.held as the channel uses it): the whole
+queue to a worker and its held answers are charged to the worker's holding of the host's total;
+past it the worker over its share is refused or ended, the neighbour within its share keeps being
+answered, and an ended or drained channel keeps nothing. Fake transports; no worker process."""
 
 from __future__ import annotations
 
@@ -34,15 +33,15 @@ async def _holding_answers(books: HeldTotal, calls: int, max_calls: int) -> tupl
     return channel, transport
 
 
-async def test_bytes_queued_past_the_mark_are_charged_until_the_worker_drains_them() -> None:
+async def test_the_whole_queue_is_charged_when_it_passes_the_mark_until_the_worker_drains_it() -> None:
     books = HeldTotal(1 << 20)
     peer = InlinePeer(reply_bytes=300)
     channel, transport = make_channel(peer, LIMITS, host_bytes=books)
     channel.data_received(b"".join(frames(Call(i, "storage.get", encoded({"key": "k"}))) for i in range(1, 6)))
     assert not transport.reading
     await asyncio.sleep(0)  # (charged once the read batch that queued them is over)
-    over = transport.get_write_buffer_size() - LIMITS.high_water
-    assert over > 0 and channel.stats().kept_bytes == over == books.kept_by()["attacker"]
+    queued = transport.get_write_buffer_size()
+    assert queued > LIMITS.high_water and channel.stats().kept_bytes == queued == books.kept_by()["attacker"]
     transport.drain()
     assert channel.stats().kept_bytes == 0 and books.kept == 0
 
