@@ -91,7 +91,7 @@ class HeldTotal:
         self.reclaimed: Counter[str] = Counter()  # holders reclaimed, by name
         self.measures = 0  # times `measure()` ran (with the host's sweep: its ticks)
         self._kept = 0
-        self._holdings: set[Holding] = set()
+        self._holdings: dict[Holding, None] = {}  # (in the order opened: measured, and reclaimed on ties, so)
 
     @property
     def kept(self) -> int:
@@ -102,7 +102,7 @@ class HeldTotal:
         """Open an account for `name`; `reclaim(reason)` must end what keeps its bytes, and
         `measure()`, if given, must charge what it keeps that grew unseen (see `measure`)."""
         holding = Holding(self, name, reclaim, measure)
-        self._holdings.add(holding)
+        self._holdings[holding] = None
         return holding
 
     def measure(self) -> None:
@@ -110,7 +110,7 @@ class HeldTotal:
         total, the heaviest over its share is then reclaimed, as for any forced charge. Cheap when
         nothing changed: one call per holding (the host runs it for all channels at once)."""
         self.measures += 1
-        for holding in list(self._holdings):  # (a reclaim takes a holding off the set)
+        for holding in list(self._holdings):  # (a reclaim takes a holding off the books)
             measure = holding._measure
             if measure is not None and not holding.closed:
                 measure()
@@ -176,4 +176,4 @@ class HeldTotal:
         holding.closed = True
         self._kept -= holding.kept
         holding.kept = 0
-        self._holdings.discard(holding)
+        self._holdings.pop(holding, None)
