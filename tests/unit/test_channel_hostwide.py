@@ -10,6 +10,7 @@ import asyncio
 from plugbox.bridge.channel import Channel, ChannelLimits
 from plugbox.protocol import Call, encoded
 from plugbox.totals.held import HeldTotal
+from tests.conftest import MakeHost
 from tests.unit.test_channel_limits import FakeTransport, frames, make_channel, replies, serving
 from tests.unit.test_channel_limits import Peer as InlinePeer
 
@@ -114,3 +115,64 @@ async def test_an_ended_channel_keeps_nothing_on_the_host_books() -> None:
     assert books.kept > 0 and channel.stats().held_answers == 3
     channel.abort("stopped")
     assert books.kept == 0 and books.kept_by() == {}
+
+
+def _slow_reader(books: HeldTotal, label: str, reply_bytes: int, calls: int = 2) -> tuple[Channel, FakeTransport]:
+    """A worker that asked for `calls` answers and has read none yet: its queue stays below the mark."""
+    channel, transport = make_channel(InlinePeer(reply_bytes=reply_bytes), LIMITS, label=label, host_bytes=books)
+    channel.data_received(frames(*[Call(i, "storage.get", encoded({"key": "k"})) for i in range(1, calls + 1)]))
+    assert transport.reading and 0 < transport.get_write_buffer_size() < LIMITS.high_water
+    return channel, transport
+
+
+async def test_a_queue_below_the_mark_is_charged_at_the_sweep_and_released_as_the_worker_reads() -> None:
+    books = HeldTotal(1 << 20)
+    channel, transport = _slow_reader(books, "slow", reply_bytes=300)
+    await asyncio.sleep(0)
+    assert books.kept == 0  # never paused: nothing has measured it yet
+    books.measure()
+    queued = transport.get_write_buffer_size()
+    assert channel.stats().kept_bytes == queued == books.kept_by()["slow"]
+    del transport.queued[:200]  # the worker reads a little
+    books.measure()
+    assert books.kept == queued - 200
+    transport.drain()
+    books.measure()
+    assert books.kept == 0 and channel.stats().kept_bytes == 0 and channel.stats().gone is None
+
+
+async def test_slow_readers_below_their_marks_past_the_total_the_heaviest_is_ended_at_the_sweep() -> None:
+    books = HeldTotal(1500)
+    readers = [_slow_reader(books, f"slow{i}", reply_bytes=300 + 10 * i) for i in range(3)]
+    neighbour, ntransport = _slow_reader(books, "neighbour", reply_bytes=100, calls=1)
+    books.measure()  # ~2,300 bytes queued in all, each below its 1,000-byte mark
+    gone = [channel.stats().gone or "" for channel, _t in readers]
+    assert gone[0] == "" and "channel_bytes_total = 1500" in gone[2] and "over its fair share" in gone[2]
+    assert set(books.reclaimed) <= {"slow1", "slow2"} and "slow2" in books.reclaimed
+    assert books.kept <= books.total and books.peak <= books.total
+    assert neighbour.stats().gone is None and "neighbour" not in books.reclaimed
+    assert books.kept_by()["neighbour"] == ntransport.get_write_buffer_size() == neighbour.stats().kept_bytes
+
+
+async def test_a_sweep_over_empty_queues_charges_no_one() -> None:
+    books = HeldTotal(1 << 20)
+    channels = [make_channel(InlinePeer(), LIMITS, label=f"p{i}", host_bytes=books) for i in range(50)]
+    books.measure()
+    assert books.kept == 0 and books.kept_by() == {} and books.measures == 1
+    assert all(channel.stats().kept_bytes == 0 for channel, _t in channels)
+
+
+async def test_a_started_host_measures_its_channel_books_until_it_stops(make_host: MakeHost) -> None:
+    host = make_host(channel_bytes_sweep_ms=1)
+    await asyncio.sleep(0.01)
+    assert host.channel_bytes.measures == 0  # not before it starts
+    await host.start()
+    for _ in range(1000):
+        if host.channel_bytes.measures >= 2:
+            break
+        await asyncio.sleep(0.005)
+    assert host.channel_bytes.measures >= 2
+    await host.stop()
+    stopped_at = host.channel_bytes.measures
+    await asyncio.sleep(0.02)
+    assert host.channel_bytes.measures == stopped_at
