@@ -46,6 +46,11 @@ class Turns:
                 self._order.append(job.owner)
             lane.append(job)
 
+    def waiting(self, owner: Hashable) -> int:
+        """Jobs of `owner` queued and not started yet."""
+        with self._lock:
+            return len(self._lanes.get(owner, ()))
+
     def pop(self) -> Job:
         with self._lock:
             owner = self._order.popleft()
