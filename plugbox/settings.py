@@ -351,7 +351,8 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     ingress_instance_secret_max_chars: PositiveInt = 4096
     """Longest secret value an operator may set on an ingress instance."""
     ingress_dedup_max_entries: PositiveInt = 10000
-    """Delivery ids remembered per route to refuse replays."""
+    """Delivery ids remembered to refuse replays, for all plugins together; past it the plugin
+    remembering the most forgets its oldest (a flood of its routes reopens only its own replays)."""
     ingress_queue_max_per_plugin: PositiveInt = 1000
     """Async ingress deliveries waiting for one plugin (all its routes and instances); past it its
     routes answer 429 until the queue drains. The bound is the plugin's own: a flood at one plugin

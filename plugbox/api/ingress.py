@@ -19,8 +19,11 @@ Every scheme with a `timestampHeader` requires it, as Unix seconds, within `tole
 directions). A route with a dedup header requires it (400 without: a delivery with no id could be
 processed any number of times); the guard refuses an id seen within the tolerance window, and the
 manifest makes the signature cover both id and timestamp, so an old delivery cannot come back
-under a new id or a new timestamp. The guard is a bounded LRU: under a flood of distinct ids the oldest are forgotten
-first, which only reopens replay for deliveries that are also the oldest in the window.
+under a new id or a new timestamp. The guard is bounded (`ingress_dedup_max_entries` ids for all
+plugins) and shared fairly: past the bound the plugin remembering the most ids forgets its oldest.
+Whoever holds a plugin's secret may post fresh ids to its routes as fast as they like; that only
+reopens replay for that plugin's own oldest deliveries, never for a plugin within its share (the
+bound over the plugins remembering any).
 """
 
 from __future__ import annotations
@@ -220,26 +223,41 @@ def _delivery_id(sig: IngressSignature, headers: Mapping[str, str]) -> str | Non
 
 
 class ReplayGuard:
-    """Delivery ids seen recently, each remembered for its route's tolerance window; bounded."""
+    """Delivery ids seen recently, each remembered for its route's tolerance window; bounded for all
+    plugins together, the plugin remembering the most losing its oldest first. A key is
+    (`plugin/instance`, route, delivery id); plugin ids hold no `/`."""
 
     def __init__(self, max_entries: int) -> None:
         self._max = max_entries
-        self._seen: OrderedDict[tuple[str, str, str], float] = OrderedDict()
+        self._size = 0
+        self._seen: dict[str, OrderedDict[tuple[str, str, str], float]] = {}  # plugin -> its ids, oldest first
 
     def __len__(self) -> int:
-        return len(self._seen)
+        return self._size
 
     def claim(self, key: tuple[str, str, str], ttl: float, now: float) -> bool:
         """Remember `key` until now + ttl; False if it is already remembered (a replay)."""
-        expires = self._seen.get(key)
+        seen = self._seen.setdefault(key[0].partition("/")[0], OrderedDict())
+        expires = seen.get(key)
         if expires is not None and expires > now:
             return False
-        self._seen[key] = now + ttl
-        self._seen.move_to_end(key)
-        while len(self._seen) > self._max:
-            self._seen.popitem(last=False)
+        if expires is None:
+            self._size += 1
+        seen[key] = now + ttl
+        seen.move_to_end(key)
+        while self._size > self._max:
+            owner, fullest = max(self._seen.items(), key=lambda item: len(item[1]))
+            fullest.popitem(last=False)
+            self._size -= 1
+            if not fullest:
+                del self._seen[owner]
         return True
 
     def release(self, key: tuple[str, str, str]) -> None:
         """Forget `key`, so that the sender may retry a delivery we failed to process."""
-        self._seen.pop(key, None)
+        owner = key[0].partition("/")[0]
+        seen = self._seen.get(owner)
+        if seen is not None and seen.pop(key, None) is not None:
+            self._size -= 1
+            if not seen:
+                del self._seen[owner]

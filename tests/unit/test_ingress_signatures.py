@@ -192,6 +192,18 @@ def test_replay_guard_is_bounded_and_release_allows_retry() -> None:
     assert guard.claim(("p", "r", "4"), 300, NOW)
 
 
+def test_replay_guard_past_its_bound_forgets_the_oldest_of_the_plugin_remembering_most() -> None:
+    guard = ReplayGuard(4)
+    assert guard.claim(("victim/default", "r", "v0"), 300, NOW)
+    for i in range(10):
+        assert guard.claim(("flood/default", "r", str(i)), 300, NOW)
+        assert len(guard) <= 4
+    assert not guard.claim(("victim/default", "r", "v0"), 300, NOW)  # within its share: kept
+    assert guard.claim(("flood/default", "r", "0"), 300, NOW)  # the flooder's own oldest went
+    guard.release(("victim/default", "r", "v0"))
+    assert len(guard) == 3 and guard.claim(("victim/default", "r", "v0"), 300, NOW)
+
+
 def test_secret_at_reads_dotted_paths() -> None:
     assert secret_at({"auth": {"token": "x"}}, "auth.token") == "x"
     assert secret_at({"auth": {"token": ""}}, "auth.token") is None
