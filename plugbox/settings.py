@@ -379,7 +379,8 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     """Async ingress deliveries being handed to plugins at once, host-wide."""
     ingress_max_in_flight_per_plugin: PositiveInt = 2
     """Async ingress deliveries being handed to one plugin at once, so one slow or flooded plugin
-    holds at most this many of the host-wide slots."""
+    holds at most this many of the host-wide slots; a slot freed goes to the plugin with the fewest
+    running, so plugins holding every slot between them cannot queue another behind their backlogs."""
     ingress_dedup_window_sec: PositiveInt = 86400
     """How long a `dedupOn` key is remembered (a repeat within it is acknowledged, not delivered)."""
     ingress_dedup_keys_per_plugin: PositiveInt = 100000

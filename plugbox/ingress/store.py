@@ -190,8 +190,10 @@ class IngressStore:
         return outcome
 
     def due(self, now: float, limit: int, skip: Collection[str], plugin_room: dict[str, int]) -> list[Delivery]:
-        """Pending deliveries whose time has come and that no live host has claimed, oldest first, at
-        most `plugin_room[p]` of plugin p (plugins not in it get none: not running, or no slot free)."""
+        """Pending deliveries whose time has come and that no live host has claimed, at most
+        `plugin_room[p]` of plugin p (plugins not in it get none: not running, or no slot free). Each
+        plugin's oldest first; between plugins, the one with the most room left (the fewest attempts
+        in flight) first, and the oldest delivery among those with equal room."""
         if not plugin_room:
             return []
         return self._db.read(lambda c: self._due(c, now, limit, skip, plugin_room))
@@ -240,15 +242,22 @@ class IngressStore:
             f"AND plugin_id IN ({','.join('?' * len(plugins))}) {not_in}) AS ready "
             "WHERE nth <= ? ORDER BY next_at, seq",
             (PENDING, now, now, *plugins, *skipped, max(plugin_room.values()))).fetchall()
-        out: list[Delivery] = []
-        taken: dict[str, int] = {}
-        for row in rows:
+        # Each plugin's in its own order; a free slot goes to the plugin with the most room left (the
+        # fewest attempts in flight), the oldest first only among equals: plugins whose per-plugin
+        # slots add up to all of the host's must not queue another's delivery behind their backlogs.
+        waiting: dict[str, list[tuple[int, Delivery]]] = {}
+        for age, row in enumerate(rows):  # oldest first
             d = _delivery(row)
-            if taken.get(d.plugin_id, 0) < plugin_room[d.plugin_id]:
-                taken[d.plugin_id] = taken.get(d.plugin_id, 0) + 1
-                out.append(d)
-                if len(out) >= limit:
-                    break
+            waiting.setdefault(d.plugin_id, []).append((age, d))
+        room = dict(plugin_room)
+        out: list[Delivery] = []
+        while len(out) < limit:
+            ready = [p for p, ds in waiting.items() if ds and room[p] > 0]
+            if not ready:
+                break
+            pick = min(ready, key=lambda p: (-room[p], waiting[p][0][0]))
+            room[pick] -= 1
+            out.append(waiting[pick].pop(0)[1])
         return out
 
     def next_due(self, skip: Collection[str], plugins: Collection[str]) -> float | None:

@@ -148,9 +148,22 @@ async def test_due_takes_at_most_each_running_plugins_room(store: IngressStore) 
         await store.enqueue(_new(n, plugin="b"), None, float(n), plugin_max=10, route_max=10, bytes_max=1 << 20)
     await store.enqueue(_new(0, plugin="stopped"), None, 0.0, plugin_max=10, route_max=10, bytes_max=1 << 20)
     due = store.due(10.0, 10, (), {"a": 1, "b": 2})
-    assert [d.id for d in due] == ["da0", "db0", "db1"]
+    # b has the most room (the fewest in flight): its first goes first, then the oldest among equals.
+    assert [d.id for d in due] == ["db0", "da0", "db1"]
     assert [d.id for d in store.due(10.0, 10, ("da0",), {"a": 1})] == ["da1"]
     assert store.next_due((), ["stopped"]) == 0.0 and store.next_due((), []) is None
+
+
+async def test_a_free_slot_goes_to_the_plugin_with_the_fewest_in_flight_not_the_oldest_backlog(
+        store: IngressStore) -> None:
+    for n in range(5):  # a flooded plugin's backlog, older than anything the quiet one has
+        await store.enqueue(_new(n, plugin="busy"), None, float(n), plugin_max=10, route_max=10, bytes_max=1 << 20)
+    await store.enqueue(_new(0, plugin="quiet"), None, 9.0, plugin_max=10, route_max=10, bytes_max=1 << 20)
+    # busy has one of its two slots in flight, quiet none: the one free host slot is quiet's.
+    assert [d.id for d in store.due(10.0, 1, (), {"busy": 1, "quiet": 2})] == ["dquiet0"]
+    assert [d.id for d in store.due(10.0, 2, (), {"busy": 1, "quiet": 2})] == ["dquiet0", "dbusy0"]
+    # With equal room the oldest goes first, and each plugin's own stay in order.
+    assert [d.id for d in store.due(10.0, 3, (), {"busy": 2, "quiet": 2})] == ["dbusy0", "dquiet0", "dbusy1"]
 
 
 async def test_finished_deliveries_keep_a_bounded_history_per_plugin(store: IngressStore) -> None:
