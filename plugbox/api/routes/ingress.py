@@ -56,7 +56,11 @@ _BLOCKED_HEADERS = frozenset({
     "x-frame-options", "clear-site-data", "strict-transport-security", "service-worker-allowed",
     "refresh", "link", "www-authenticate", "origin-agent-cluster", "permissions-policy",
     "cross-origin-opener-policy", "cross-origin-embedder-policy", "cross-origin-resource-policy",
-    "x-xss-protection",
+    "x-xss-protection", "referrer-policy",
+    # What a browser keeps for the whole origin after this response: where it reports the
+    # operator's requests (Network Error Logging), where it connects, the client hints it sends on
+    # every request, the origin's login status.
+    "nel", "report-to", "reporting-endpoints", "alt-svc", "accept-ch", "critical-ch", "set-login",
 })
 _CREDENTIAL_HEADERS = frozenset({"x-api-key", "authorization", "cookie", "proxy-authorization"})
 # Types no browser renders as a document that runs script (no HTML, XML, SVG, PDF or JS).
