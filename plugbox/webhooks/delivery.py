@@ -34,7 +34,7 @@ __all__ = ["Backoff", "DeliveryWorker", "GuardedSender", "Sender"]
 
 log = logging.getLogger("plugbox.webhooks")
 
-Fire = Callable[[str, dict[str, Any], "str | None"], Awaitable[object]]
+Fire = Callable[[str, dict[str, Any], "str | None", "str | None"], Awaitable[object]]
 _ERROR_MAX_CHARS = 500
 
 
@@ -133,16 +133,17 @@ class DeliveryWorker:
                  "attempt": attempt, "status": status}
         if error is None:
             if await self._store.finish(delivery.id, DELIVERED, attempt, status, None, now):
-                await self._fire("webhook:delivered", about, delivery.session_id)
-                await self._fire("webhook:after", {**about, "outcome": DELIVERED}, delivery.session_id)
+                await self._fire("webhook:delivered", about, delivery.session_id, delivery.cause)
+                await self._fire("webhook:after", {**about, "outcome": DELIVERED}, delivery.session_id, delivery.cause)
             return
         if attempt >= self._max_attempts:
             if await self._store.finish(delivery.id, DEAD, attempt, status, error, now):
                 log.warning("webhook delivery %s dead-lettered after %d attempts: %s", delivery.id, attempt, error)
-                await self._fire("webhook:error", {**about, "error": error, "willRetry": False}, delivery.session_id)
-                await self._fire("webhook:after", {**about, "outcome": DEAD}, delivery.session_id)
+                await self._fire("webhook:error", {**about, "error": error, "willRetry": False}, delivery.session_id,
+                                 delivery.cause)
+                await self._fire("webhook:after", {**about, "outcome": DEAD}, delivery.session_id, delivery.cause)
             return
         next_at = now + self._backoff.delay(attempt, self._rng)
         if await self._store.finish(delivery.id, PENDING, attempt, status, error, now, next_at):
             await self._fire("webhook:error", {**about, "error": error, "willRetry": True, "nextAttemptAt": next_at},
-                             delivery.session_id)
+                             delivery.session_id, delivery.cause)

@@ -115,8 +115,11 @@ class WebhookService:
         # No enabled subscription: the bus calls nothing after a chain, so webhooks cost nothing.
         self._bus.on_outcome = self.observe if any(s.enabled for s in self._subs.values()) else None
 
-    async def _fire(self, event: str, data: dict[str, Any], session_id: str | None) -> HookOutcome:
-        return await self._bus.execute(event, data, session_id, source="webhooks")
+    async def _fire(self, event: str, data: dict[str, Any], session_id: str | None,
+                    cause: str | None = None) -> HookOutcome:
+        """`cause`: the plugin whose doing the delivery is (its send); the events of its attempts
+        then have only that cause's share of other observers' slots. None: the current task's."""
+        return await self._bus.execute(event, data, session_id, source="webhooks", cause=cause)
 
     async def observe(self, outcome: HookOutcome, session_id: str | None) -> None:
         """Queue a delivery of this event for every subscription that wants it (see the module doc)."""

@@ -42,7 +42,7 @@ PENDING, DELIVERED, DEAD = "pending", "delivered", "dead"
 STATES = (PENDING, DELIVERED, DEAD)
 
 _DELIVERY_COLUMNS = ("id, subscription_id, event, session_id, body, state, attempts, next_at, last_status, "
-                     "last_error, created_at, updated_at")
+                     "last_error, created_at, updated_at, cause")
 
 
 class NewDelivery(msgspec.Struct, frozen=True):
@@ -67,6 +67,7 @@ class Delivery(msgspec.Struct, frozen=True, kw_only=True):
     last_error: str | None
     created_at: float
     updated_at: float
+    cause: str | None = None  # the plugin whose doing the event was: its attempts' events are its doing too
 
     def public(self) -> dict[str, object]:
         """The API's view: the body as the JSON it is, the rest as stored."""
