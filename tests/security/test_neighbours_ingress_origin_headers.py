@@ -31,6 +31,7 @@ import httpx
 import pytest
 
 from plugbox.api import create_app
+from plugbox.api.routes.ingress import _response
 from plugbox.host import Host
 from plugbox.lifecycle import Status
 
@@ -88,3 +89,14 @@ async def test_an_ingress_response_sets_no_policy_for_the_whole_api_origin(
     assert r.headers.get_list("x-content-type-options") == ["nosniff"]
     assert r.headers["content-security-policy"].startswith("sandbox")
     await attack.aftermath()
+
+
+@pytest.mark.parametrize("status", [204, 205, 304])
+def test_a_response_that_may_carry_no_body_is_sent_without_the_plugins(status: int) -> None:
+    """A 204, 205 or 304 with a body is refused by the HTTP server once the response has started
+    (h11: "Too much data for declared Content-Length"), which logs a traceback per request: a sender
+    hitting such a route would fill the host's log, outside the plugin's log budget. The body is
+    dropped; the status and the plugin's other headers stand."""
+    response = _response({"status": status, "body": "x" * 1000, "headers": {"X-Plugin": "mine"}})
+    assert response.status_code == status and response.body == b""
+    assert response.headers["x-plugin"] == "mine" and int(response.headers.get("content-length", "0")) == 0

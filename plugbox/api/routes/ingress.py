@@ -62,6 +62,7 @@ _BLOCKED_HEADERS = frozenset({
     # every request, the origin's login status.
     "nel", "report-to", "reporting-endpoints", "alt-svc", "accept-ch", "critical-ch", "set-login",
 })
+_NO_BODY = frozenset({204, 205, 304})  # statuses whose response carries no body (RFC 9110)
 _CREDENTIAL_HEADERS = frozenset({"x-api-key", "authorization", "cookie", "proxy-authorization"})
 # Types no browser renders as a document that runs script (no HTML, XML, SVG, PDF or JS).
 _SAFE_TYPES = frozenset({"text/plain", "application/json", "application/octet-stream"})
@@ -122,6 +123,8 @@ def _response(result: Any) -> Response:
                 elif name.lower() not in _BLOCKED_HEADERS:
                     headers[name] = value
     body = result.get("body")
+    if status in _NO_BODY:
+        body = None  # HTTP forbids one: the server would refuse it mid-response, a traceback per request
     if body is not None and not isinstance(body, str | bytes):
         body, media = JSONResponse(body).body, "application/json"  # the old JSON rendering, same bytes
     fallback = "application/octet-stream" if isinstance(body, bytes) else "text/plain; charset=utf-8"
