@@ -7,7 +7,7 @@ namespaced by plugin id, so one plugin never sees another's rows:
 - `conversation_messages`: every text sent through `conversations.send`, with the engine's message
   id. At most `messages_per_plugin` (setting `conversation_messages_per_plugin`) rows per plugin
   are kept; the oldest of its own go first (its count, never the shared `seq`: another plugin's sends
-  must not cost it its records).
+  must not cost it its records), found through the (plugin_id, seq) index.
 - `conversation_handover`: who handles a conversation now, `bot`, `human` or `closed`, keyed by a
   reference (the plugin's conversation id), with the session and chat the reference was linked to
   when it was set (`chat_of`: its mapping, else its latest sent message; none: it gates nothing).
@@ -26,6 +26,23 @@ namespaced by plugin id, so one plugin never sees another's rows:
   conversation lives on. `upsert` is keyed by conversationId; an external id already linked to
   another conversation of the same plugin is refused, never silently moved. At most
   `rows_per_plugin` (setting `conversation_rows_per_plugin`) mappings and as many handover rows per plugin.
+
+Counting. The bounds above never count a plugin's rows: a plugin sitting at its bound and asking for
+more would otherwise cost the database writer, which every plugin shares, a walk of up to 100,000
+rows per write (refused writes included; each costs the plugin only one page of its write budget).
+`conversation_counts` holds the rows each plugin holds of each kind (`messages`, `handover`,
+`mappings`: a row per plugin and kind, none at zero; rows rather than a column per table, so each
+write changes the one row of its kind and a kind can be added without touching the others). Every
+statement here that adds or removes a conversation row changes it in the same transaction, by the
+rows the statement really changed (`rowcount`; a new handover reference or mapping is an INSERT ...
+DO NOTHING, an existing one an UPDATE, `_put`), and an uninstall drops the plugin's counts with its
+rows. So a bound reads one row, the rolling trim picks the oldest rows through the index, and a write
+costs the writer the same at 10 rows as at the bound. The writes of one plugin are serialised, across
+hosts on a shared database too (the per-owner lock), so the counts are exact on both backends; a
+refused write rolls its count back with it. Migration 0011 filled the table from the rows an older
+database held. No bound is checked before the write is queued: it would be one more read on the
+event loop for every write (a round trip on PostgreSQL), to spare the writer a refused write that now
+costs it a few point reads and a rollback.
 
 Every row is charged to the plugin's storage quota (and its share of the host's total, `quota.Quota`)
 at what it takes on disk (`quota.row_cost`, its
@@ -65,12 +82,13 @@ def _nbytes(*texts: str | None) -> int:
     return sum(len(t.encode()) for t in texts if t is not None)
 
 
-# The rolling bound counts the plugin's own rows: `seq` is one sequence shared by every plugin, so
-# "rows with seq <= mine - bound" would let a neighbour's sends delete this plugin's records.
-_COUNT_MESSAGES = "SELECT count(*) FROM conversation_messages WHERE plugin_id = ?"
+# The rows a plugin holds in each table, by kind (`conversation_counts`, see the module docstring).
+_MESSAGES, _HANDOVER, _MAPPINGS = "messages", "handover", "mappings"
+_ADD_COUNT = ("INSERT INTO conversation_counts (plugin_id, kind, n) VALUES (?, ?, ?) ON CONFLICT (plugin_id, kind) "
+              "DO UPDATE SET n = conversation_counts.n + excluded.n RETURNING n")
 # What `_message_cost` needs of the stored messages the rolling bound drops (to credit them back): the
-# plugin's oldest `?`. The texts are fetched and measured here: the two backends spell "bytes of a
-# TEXT" differently.
+# plugin's oldest `?`, through the (plugin_id, seq) index. The texts are fetched and measured here:
+# the two backends spell "bytes of a TEXT" differently.
 _DROPPED_TEXTS = (
     "SELECT seq, plugin_id, conversation_id, session_id, chat_id, message_id, text, provider, external_id "
     "FROM conversation_messages WHERE plugin_id = ? ORDER BY seq LIMIT ?"
@@ -83,9 +101,11 @@ def _stored_message_cost(row: tuple[str | None, ...]) -> int:
 
 
 def _message_cost(plugin_id_bytes: int, conversation_bytes: int, other_bytes: int) -> int:
-    """The row in the rowid table and its entry in the by-conversation index."""
+    """The row in the rowid table, its entry in the by-conversation index and in the (plugin, seq)
+    one (migration 0011 charged the rows stored before it that last entry)."""
     row = plugin_id_bytes + conversation_bytes + other_bytes + _REAL + 8
-    return row_cost(row, index=False) + row_cost(plugin_id_bytes + conversation_bytes + 8)
+    return (row_cost(row, index=False) + row_cost(plugin_id_bytes + conversation_bytes + 8)
+            + row_cost(plugin_id_bytes + 8))
 
 
 def _handover_cost(plugin_id: str, ref: str, state: str, session_id: str | None = None,
@@ -199,14 +219,15 @@ class ConversationStore:
                 "text, provider, external_id, sent_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING seq",
                 row,
             )
-            seq = int(cur.fetchone()[0])
-            (kept,) = conn.execute(_COUNT_MESSAGES, (plugin_id,)).fetchone()
+            seq = int(cur.fetchone()[0])  # an INSERT of one row that did not raise added one
+            kept = _count(conn, plugin_id, _MESSAGES, 1)
             freed = 0
             if kept > self.messages_per_plugin:
                 dropped = conn.execute(_DROPPED_TEXTS, (plugin_id, kept - self.messages_per_plugin)).fetchall()
                 freed = sum(_stored_message_cost(tuple(r[1:])) for r in dropped)
-                conn.execute("DELETE FROM conversation_messages WHERE plugin_id = ? AND seq <= ?",
-                             (plugin_id, dropped[-1][0]))
+                gone = conn.execute("DELETE FROM conversation_messages WHERE plugin_id = ? AND seq <= ?",
+                                    (plugin_id, dropped[-1][0])).rowcount
+                _count(conn, plugin_id, _MESSAGES, -gone)
             self.quota.charge(conn, plugin_id, cost - freed, "recording a conversation message")
             return seq
 
@@ -256,15 +277,16 @@ class ConversationStore:
                 (plugin_id, ref),
             ).fetchone()
             if found is None:
-                _check_room(conn, "conversation_handover", plugin_id, "handover references", self.rows_per_plugin)
+                _check_room(conn, _HANDOVER, plugin_id, "handover references", self.rows_per_plugin)
             old = 0 if found is None else _handover_cost(plugin_id, ref, *found)
             self.quota.charge(conn, plugin_id, cost - old, f"handover reference {ref!r}")
-            conn.execute(
-                "INSERT INTO conversation_handover (plugin_id, ref, state, updated_at, session_id, chat_id) "
-                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (plugin_id, ref) DO UPDATE SET state = excluded.state, "
-                "updated_at = excluded.updated_at, session_id = excluded.session_id, chat_id = excluded.chat_id",
-                (plugin_id, ref, state, now, session_id, chat_id),
-            )
+            _put(conn, _HANDOVER, plugin_id, found is None,
+                 "INSERT INTO conversation_handover (plugin_id, ref, state, updated_at, session_id, chat_id) "
+                 "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (plugin_id, ref) DO NOTHING",
+                 (plugin_id, ref, state, now, session_id, chat_id),
+                 "UPDATE conversation_handover SET state = ?, updated_at = ?, session_id = ?, chat_id = ? "
+                 "WHERE plugin_id = ? AND ref = ?",
+                 (state, now, session_id, chat_id, plugin_id, ref))
             self._db.announce(conn, TOPIC, plugin_id)
             if found is None or found[1] is None or (state == "human" and chat == (found[1], found[2])):
                 return (None if found is None else found[0]), None
@@ -379,16 +401,18 @@ class ConversationStore:
                 (plugin_id, cid),
             ).fetchone()
             if exists is None:
-                _check_room(conn, "conversation_mappings", plugin_id, "mappings", self.rows_per_plugin)
+                _check_room(conn, _MAPPINGS, plugin_id, "mappings", self.rows_per_plugin)
             old = 0 if exists is None else _mapping_cost(plugin_id, cid, *exists)
             self.quota.charge(conn, plugin_id, cost - old, f"mapping of conversation {cid!r}")
-            conn.execute(
-                f"INSERT INTO conversation_mappings (plugin_id, {_MAPPING_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?) "
-                "ON CONFLICT (plugin_id, conversation_id) DO UPDATE SET provider = excluded.provider, "
-                "external_id = excluded.external_id, session_id = excluded.session_id, "
-                "chat_id = excluded.chat_id, updated_at = excluded.updated_at",
-                (plugin_id, cid, provider, external, mapping["sessionId"], mapping["chatId"], now),
-            )
+            session_id, chat_id = mapping["sessionId"], mapping["chatId"]
+            # (the target names the key: a clash on the external id still raises, never passes silently)
+            _put(conn, _MAPPINGS, plugin_id, exists is None,
+                 f"INSERT INTO conversation_mappings (plugin_id, {_MAPPING_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?) "
+                 "ON CONFLICT (plugin_id, conversation_id) DO NOTHING",
+                 (plugin_id, cid, provider, external, session_id, chat_id, now),
+                 "UPDATE conversation_mappings SET provider = ?, external_id = ?, session_id = ?, chat_id = ?, "
+                 "updated_at = ? WHERE plugin_id = ? AND conversation_id = ?",
+                 (provider, external, session_id, chat_id, now, plugin_id, cid))
 
         await self._db.write(write, owner=plugin_id)
         return _mapping_row((cid, provider, external, mapping["sessionId"], mapping["chatId"], now))
@@ -420,6 +444,7 @@ class ConversationStore:
         def write(conn: Connection) -> None:
             for table in ("conversation_messages", "conversation_handover", "conversation_mappings"):
                 conn.execute(f"DELETE FROM {table} WHERE plugin_id = ?", (plugin_id,))
+            conn.execute("DELETE FROM conversation_counts WHERE plugin_id = ?", (plugin_id,))  # none left
             drop_usage(conn, plugin_id)  # the shared quota
             self._db.announce(conn, TOPIC, plugin_id)
 
@@ -427,10 +452,43 @@ class ConversationStore:
         self._release_all(plugin_id)
 
 
-def _check_room(conn: Connection, table: str, plugin_id: str, what: str, rows_max: int) -> None:
-    (count,) = conn.execute(f"SELECT count(*) FROM {table} WHERE plugin_id = ?", (plugin_id,)).fetchone()
+def _check_room(conn: Connection, kind: str, plugin_id: str, what: str, rows_max: int) -> None:
+    """Refuse (StorageError) a new row of `kind` once the plugin holds `rows_max`: one row read."""
+    count = _rows_held(conn, plugin_id, kind)
     if count >= rows_max:
         raise StorageError(f"plugin {plugin_id!r} already has {count} {what}, the most allowed")
+
+
+def _count(conn: Connection, plugin_id: str, kind: str, delta: int) -> int:
+    """Change the plugin's count of `kind` by `delta` rows; returns the new count. A plugin left
+    with none has no row."""
+    if not delta:
+        return _rows_held(conn, plugin_id, kind)
+    (n,) = conn.execute(_ADD_COUNT, (plugin_id, kind, delta)).fetchone()
+    if int(n) <= 0:
+        conn.execute("DELETE FROM conversation_counts WHERE plugin_id = ? AND kind = ?", (plugin_id, kind))
+    return int(n)
+
+
+def _rows_held(conn: Connection, plugin_id: str, kind: str) -> int:
+    row = conn.execute("SELECT n FROM conversation_counts WHERE plugin_id = ? AND kind = ?",
+                       (plugin_id, kind)).fetchone()
+    return 0 if row is None else int(row[0])
+
+
+def _put(conn: Connection, kind: str, plugin_id: str, new: bool, insert: str, insert_params: tuple[Any, ...],
+         update: str, update_params: tuple[Any, ...]) -> None:
+    """Insert the row (`new`: the write found none) or update it, counting the rows the INSERT
+    really added. Should the row have come or gone since the write looked (not reached: the writes
+    of one plugin are serialised, across hosts too), the other statement runs, so the row is written
+    and the count stays exact either way."""
+    if not new and conn.execute(update, update_params).rowcount:
+        return
+    added = conn.execute(insert, insert_params).rowcount
+    if added:
+        _count(conn, plugin_id, kind, added)
+    else:
+        conn.execute(update, update_params)
 
 
 def _envelope_cost(plugin_id: str, envelope: Mapping[str, Any], message_id: str | None) -> int:
