@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from plugbox.errors import ConfigError
-from plugbox.settings import Settings, load_settings
+from plugbox.settings import DEFAULTS, Settings, load_settings
 
 
 def _toml(tmp_path: Path, text: str) -> Path:
@@ -177,3 +178,30 @@ def test_every_setting_says_what_it_bounds() -> None:
     ]
     assert undocumented == []
 
+
+
+def test_every_setting_is_in_the_operators_table_with_its_env_var_and_default() -> None:
+    """docs/operations.md's configuration table is where operators look a setting up: each one is
+    there, with its environment variable and its default as the host has it."""
+    table = {}
+    doc = Path(__file__).resolve().parents[2] / "docs" / "operations.md"
+    for line in doc.read_text().splitlines():
+        cells = [c.strip() for c in line.split("|")[1:-1]]
+        if len(cells) == 4 and cells[0].startswith("`") and cells[1].startswith("`PLUGBOX_"):
+            table[cells[0].strip("`")] = (cells[1].strip("`"), cells[2])
+    wrong = []
+    for field in msgspec.structs.fields(Settings):
+        if field.name not in table:
+            wrong.append(f"{field.name}: not in the table")
+            continue
+        env, default = table[field.name]
+        if env != f"PLUGBOX_{field.name.upper()}":
+            wrong.append(f"{field.name}: env var {env}")
+        value = getattr(DEFAULTS, field.name)
+        if value is None or value == () or value == "":
+            continue  # shown in words ("unset", "none", "derived from ...")
+        shown = ",".join(map(str, value)) if isinstance(value, tuple) else (
+            str(value).lower() if isinstance(value, bool) else str(value))
+        if f"`{shown}`" not in default:
+            wrong.append(f"{field.name}: default {shown!r}, the table says {default}")
+    assert wrong == []
