@@ -189,7 +189,7 @@ class WorkerRuntime:
     # -- PluginRuntime --
     async def start(self) -> None:
         s = self.deps.settings
-        shutil.rmtree(self.scratch, ignore_errors=True)
+        await self._clear_scratch()
         self.scratch.mkdir(parents=True, mode=0o700)
         self.proc = await self.deps.zygote.spawn(self.entry.plugin_id, str(self.plugin_dir),
                                                  str(self.scratch.resolve()), spawn_limits(s))
@@ -259,4 +259,10 @@ class WorkerRuntime:
         self._calls.cancel_all()
         if proc is not None:
             proc.close()
-        shutil.rmtree(self.scratch, ignore_errors=True)
+        await self._clear_scratch()
+
+    async def _clear_scratch(self) -> None:
+        """Remove what a worker left in scratch, off the event loop: without the scratch tmpfs it is
+        a directory on the host's disk, where the worker may have made any number of files (100,000
+        took the loop about 1 s to unlink); the wait is then this plugin's (its stop or start) alone."""
+        await asyncio.to_thread(shutil.rmtree, self.scratch, ignore_errors=True)
