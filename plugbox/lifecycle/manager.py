@@ -484,13 +484,20 @@ class PluginManager:
 
     # -- boot and shutdown --
     async def restore(self) -> None:
-        """Re-enable what the operator had enabled; one failure does not block the rest."""
-        for entry in list(self._entries.values()):
-            if entry.record.enabled and entry.status != Status.ENABLED:
-                try:
-                    await self.enable(entry.plugin_id)
-                except Exception as exc:
-                    log.error("plugin %s: not re-enabled on boot: %s", entry.plugin_id, exc)
+        """Re-enable what the operator had enabled; one failure does not block the rest, and one slow
+        plugin does not hold back the others: they are enabled together, the start slots
+        (`worker_start_concurrency`) bounding how many workers start at once. (One after another,
+        a plugin taking its lifecycle budget for each step, a success charged nothing, delayed every
+        plugin after it by up to three budgets at every boot.)"""
+
+        async def one(entry: PluginEntry) -> None:
+            try:
+                await self.enable(entry.plugin_id)
+            except Exception as exc:
+                log.error("plugin %s: not re-enabled on boot: %s", entry.plugin_id, exc)
+
+        await asyncio.gather(*(one(entry) for entry in list(self._entries.values())
+                               if entry.record.enabled and entry.status != Status.ENABLED))
 
     async def shutdown(self) -> None:
         """Disable everything under one shared cap; the operator's choices are kept for next boot."""
