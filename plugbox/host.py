@@ -11,6 +11,7 @@ order things start and stop in reads top to bottom in one place; each method is 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import io
 import logging
@@ -218,6 +219,7 @@ class Host:
         self.engine.on_inbound = self._inbound
         self.engine.on_session_event = self._session_event
         self._started = False
+        self._restoring: asyncio.Future[None] | None = None  # the boot's re-enables, while they run
         for observer in observers:
             self.add_observer(observer)
         if bundled:
@@ -463,15 +465,33 @@ class Host:
         if self.cluster is not None:  # catch up with the other hosts before restoring
             await self.cluster.start()
         if restore:
-            await self.manager.restore()
+            await self._restore()
         if self.cluster is not None:
             await self.cluster.take_sessions()
         if isinstance(self.engine, EngineLifecycle):  # after restore: enabled plugins see session:ready
             await self.engine.start()
 
+    async def _restore(self) -> None:
+        """Re-enable the operator's plugins, waiting at most `boot_restore_wait_ms`: the rest finish
+        in the background (they miss the engine's first `session:ready`, as a plugin the operator
+        enables later does)."""
+        self._restoring = asyncio.ensure_future(self.manager.restore())
+        wait = self.settings.boot_restore_wait_ms / 1000
+        try:
+            await asyncio.wait_for(asyncio.shield(self._restoring), wait)
+        except TimeoutError:
+            late = self.manager.enabling_ids()
+            log.warning("boot: %d plugins still enabling after %g s (%s); starting without them, they come up "
+                        "in the background (boot_restore_wait_ms)", len(late), wait, ", ".join(late))
+
     async def stop(self) -> None:
         if self._started:
             self._started = False
+            restoring, self._restoring = self._restoring, None
+            if restoring is not None and not restoring.done():  # plugins still enabling: stop them now
+                restoring.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await restoring
             if self.cluster is not None:
                 await self.cluster.stop()
             self.conversations.close()

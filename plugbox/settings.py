@@ -118,6 +118,10 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     worker_start_concurrency: PositiveInt = 16
     """Workers starting at once (spawn, confinement, hello, load of `main`). A burst of enables (boot,
     a bulk enable) waits for a slot before any plugin's lifecycle budget starts to run."""
+    boot_restore_wait_ms: PositiveMs = 15000
+    """How long the host's start waits for the plugins it re-enables at boot before it starts the
+    engine (and `serve` its API): plugins still enabling then come up in the background, so one plugin
+    slow to enable (up to three lifecycle budgets, charged nothing) cannot hold back messaging."""
     host_open_files: PositiveInt = 65536
     """Soft RLIMIT_NOFILE the host raises itself to when it starts (never past the hard limit, never
     lowered): every running worker holds two fds on the host."""

@@ -166,6 +166,10 @@ class PluginManager:
     def running_ids(self) -> list[str]:
         return sorted(pid for pid in self._entries if self.running(pid) is not None)
 
+    def enabling_ids(self) -> list[str]:
+        """The plugins with an enable in flight."""
+        return sorted(pid for pid, entry in self._entries.items() if entry.enabling is not None)
+
     def _note(self, entry: PluginEntry, kind: FailureKind, message: str) -> None:
         """Every failure of every class passes here: `lastError`, the recent failures, the counters."""
         entry.note_failure(kind, message, self._clock.time())

@@ -21,13 +21,14 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from plugbox.engines.loopback import LoopbackEngine
 from plugbox.host import Host
 from plugbox.lifecycle import Status
-from tests.integration.conftest import host_settings
+from tests.integration.conftest import host_settings, wait_for
 from tests.security.conftest import SESSION, WritePlugin
 
 pytestmark = pytest.mark.timeout(120)
@@ -52,12 +53,13 @@ class Quick(Plugin):
 """
 
 
-async def _host(tmp_path: Path) -> Host:
-    return Host(host_settings(tmp_path, lifecycle_budget_ms=20000), engine=LoopbackEngine(), bundled=False)
+async def _host(tmp_path: Path, **settings: Any) -> Host:
+    return Host(host_settings(tmp_path, lifecycle_budget_ms=20000, **settings), engine=LoopbackEngine(),
+                bundled=False)
 
 
-async def test_a_plugin_slow_to_enable_does_not_hold_back_the_boot_of_the_others(
-        tmp_path: Path, write_plugin: WritePlugin) -> None:
+async def _installed(tmp_path: Path, write_plugin: WritePlugin) -> list[Path]:
+    """The slow plugin and the victim, enabled by the operator on a first host (stored), that host gone."""
     dirs = [write_plugin(SLOW, id="aaa-slow", permissions=[]), write_plugin(QUICK, id="zzz-victim", permissions=[])]
     first = await _host(tmp_path)
     await first.start(restore=False)
@@ -68,7 +70,12 @@ async def test_a_plugin_slow_to_enable_does_not_hold_back_the_boot_of_the_others
             await first.enable(plugin_id)
     finally:
         await first.stop()
+    return dirs
 
+
+async def test_a_plugin_slow_to_enable_does_not_hold_back_the_boot_of_the_others(
+        tmp_path: Path, write_plugin: WritePlugin) -> None:
+    dirs = await _installed(tmp_path, write_plugin)
     second = await _host(tmp_path)
     for plugin_dir in dirs:  # in this order: the slow plugin is restored first
         second.load_plugin(plugin_dir)
@@ -98,3 +105,42 @@ async def test_a_plugin_slow_to_enable_does_not_hold_back_the_boot_of_the_others
     assert victim.record.consecutive_failures == 0
     # The victim is enabled long before the slow plugin's on_enable ends (about 1 s on its own).
     assert enabled_at["zzz-victim"] < SLOW_S / 2, "the victim's boot waited for the slow plugin's enable"
+
+
+async def test_the_host_starts_without_waiting_past_its_bound_for_a_plugin_slow_to_enable(
+        tmp_path: Path, write_plugin: WritePlugin) -> None:
+    """Nor the host itself: its start (then the engine, and `serve`'s API) waits at most
+    `boot_restore_wait_ms` for the plugins it re-enables; a slower one comes up in the background."""
+    dirs = await _installed(tmp_path, write_plugin)
+    second = await _host(tmp_path, boot_restore_wait_ms=1000)
+    for plugin_dir in dirs:
+        second.load_plugin(plugin_dir)
+    slow, victim = second.manager.get("aaa-slow"), second.manager.get("zzz-victim")
+    try:
+        began = time.monotonic()
+        await second.start()
+        took = time.monotonic() - began
+        print(f"\nstart took {took:.1f} s beside a plugin taking {SLOW_S:g} s to enable")
+        assert took < SLOW_S / 2
+        assert victim.status == Status.ENABLED
+        assert slow.status != Status.ENABLED and second.manager.enabling_ids() == ["aaa-slow"]
+        await wait_for(lambda: slow.status == Status.ENABLED, within=30)  # it still comes up, in the background
+        assert not slow.failures and slow.record.consecutive_failures == 0
+    finally:
+        await second.stop()
+
+
+async def test_a_host_stopped_while_a_plugin_still_enables_in_the_background_stops_it_at_once(
+        tmp_path: Path, write_plugin: WritePlugin) -> None:
+    dirs = await _installed(tmp_path, write_plugin)
+    second = await _host(tmp_path, boot_restore_wait_ms=500)
+    for plugin_dir in dirs:
+        second.load_plugin(plugin_dir)
+    slow = second.manager.get("aaa-slow")
+    await second.start()
+    assert second.manager.enabling_ids() == ["aaa-slow"]
+    began = time.monotonic()
+    await second.stop()
+    assert time.monotonic() - began < SLOW_S / 2  # its enable was cancelled, not waited for
+    assert slow.runtime is None and second.manager.enabling_ids() == []  # its worker is gone
+    assert slow.record.enabled  # the operator's choice stands: the next boot restores it again
