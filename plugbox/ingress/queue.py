@@ -71,8 +71,12 @@ class IngressQueue:
         running: Callable[[], Collection[str]],
         clock: Clock | None = None,
         rng: random.Random | None = None,
+        sweep_sleep: Callable[[float], Awaitable[None]] | None = None,
     ) -> None:
         self._settings = settings
+        # The sweep's period is housekeeping, not a backoff: it waits in the loop's own time unless a
+        # test gives it a sleep (a test driving the host's clock then sees only restarts and retries).
+        self._sweep_sleep = sweep_sleep or asyncio.sleep
         self._dispatch = dispatch
         self._running = running
         self._clock = clock or SystemClock()
@@ -124,7 +128,7 @@ class IngressQueue:
         """One task for the host: forget the `dedupOn` keys whose window ended, of every plugin."""
         every_s = self._settings.ingress_dedup_sweep_interval_ms / 1000
         while True:
-            await self._clock.sleep(every_s)
+            await self._sweep_sleep(every_s)
             try:
                 swept = await self._store.sweep_expired(self._clock.time())
             except Exception as exc:  # the database is away: the next sweep takes them

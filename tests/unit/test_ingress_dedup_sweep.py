@@ -187,7 +187,8 @@ async def test_the_host_sweeps_every_interval(any_db: Database) -> None:
         raise AssertionError("nothing is delivered here")
 
     clock = _Ticks()
-    queue = IngressQueue(any_db, settings, dispatch=no_dispatch, running=lambda: [], clock=clock)
+    queue = IngressQueue(any_db, settings, dispatch=no_dispatch, running=lambda: [], clock=clock,
+                         sweep_sleep=clock.sleep)
     store = queue._store
     await _add(store, "a", range(3))  # expire at 1000 .. 1002
     queue.start()
