@@ -1,5 +1,5 @@
 """Rate limits: a fixed-window counter (log lines, timeout warnings) and a token bucket (log bytes,
-host CPU per worker channel).
+host CPU per worker channel, a plugin's sends).
 Clocks injectable for tests."""
 
 from __future__ import annotations
@@ -58,6 +58,22 @@ class TokenBucket:
             return True
         self.dropped += 1
         return False
+
+    def reserve(self, cost: float, max_wait: float) -> float | None:
+        """Spend `cost` now if the bucket will have it within `max_wait` seconds, going into debt
+        meanwhile; the seconds to wait before using it (0.0: at once), or None, counted as refused,
+        when the wait would be longer. Reservations queue: each waits behind the debt of those
+        before it, so callers that sleep what they are told go out at the bucket's rate."""
+        now = self._clock()
+        tokens = min(self.capacity, self._tokens + (now - self._last) * self.rate)
+        self._last = now
+        wait = max(0.0, cost - tokens) / self.rate
+        if wait > max_wait:
+            self._tokens = tokens
+            self.dropped += 1
+            return None
+        self._tokens = tokens - cost
+        return wait
 
     def charge(self, cost: float) -> float:
         """Spend `cost` whatever is left, going into debt; the seconds until the bucket is out of

@@ -21,7 +21,7 @@ from typing import IO, Any
 
 from plugbox import __version__
 from plugbox.bridge.process import Zygote
-from plugbox.capabilities.messages import MessageService
+from plugbox.capabilities.messages import MessageService, SendLimits
 from plugbox.capabilities.router import CapabilityRouter, Services
 from plugbox.capabilities.search import Provider, SearchService
 from plugbox.engines.base import Engine, EngineLifecycle
@@ -181,7 +181,8 @@ class Host:
         )
         self.handover = HandoverGate(self.conversations, lambda: self.manager.holding(BOT_PERMISSIONS),
                                      lambda pid: self.manager.running(pid) is not None)
-        self.messages = MessageService(self.engine, self.bus, gate=self.handover.skipped)
+        self.messages = MessageService(self.engine, self.bus, gate=self.handover.skipped,
+                                       limits=SendLimits.from_settings(self.settings))
         self.webhooks = WebhookService(self.db, self.settings, self.bus, sender=webhook_sender, clock=clock,
                                        on_dropped=self._observers.webhook_dropped, write_budget=write_budget)
         self.ingress_instances = InstanceStore(self.db, per_plugin=self.settings.ingress_instances_per_plugin)

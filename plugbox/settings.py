@@ -111,6 +111,23 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     """Send verbs (they fire hooks themselves) get capability_timeout_ms times this."""
     max_calls_in_flight: PositiveInt = 32
     """Capability calls one worker may have in flight; the next one is refused."""
+    engine_calls_in_flight: PositiveInt = 32
+    """Engine calls (sends) plugins may have in flight host-wide; the Cloud API engine sends through one
+    pool of 100 connections. Past it, a plugin holding its fair share of it (this over the plugins
+    with calls in flight) or more waits within its call's timeout; one holding less still goes out at
+    once, so the host holds at most twice this (64, leaving the pool room for the host's own calls,
+    which never take a slot). A freed slot goes to the waiting plugin holding the fewest."""
+    engine_calls_in_flight_per_plugin: PositiveInt = 8
+    """Engine calls (sends) one plugin may have in flight; past it the plugin's next send waits behind
+    its own, within its call's timeout."""
+    messages_sends_per_s_per_plugin: PositiveInt = 20
+    """Sends (messages.send_text, messages.reply, conversations.send) one plugin may make per second,
+    on every session together: a token bucket, checked before the message:sending hooks run."""
+    messages_sends_burst_per_plugin: PositiveInt = 40
+    """The send bucket's size: sends one plugin may make at once before the rate applies."""
+    messages_send_wait_max_ms: Annotated[int, msgspec.Meta(ge=0)] = 1000
+    """A send past its plugin's rate waits for the bucket up to this long; one that would wait longer
+    is refused with a CapabilityError naming messages_sends_per_s_per_plugin."""
     worker_memory_bytes: PositiveInt = 256 << 20
     """RLIMIT_AS of a worker."""
     worker_open_files: PositiveInt = 256
