@@ -10,7 +10,8 @@ that fails; nothing touches the network before step 4, and nothing connects befo
 4. take one of the plugin's own `fetch_max_in_flight_per_plugin` slots (past its share the call is
    refused at once, naming the limit: one plugin must not hold every host-wide slot), then wait for
    one of `fetch_max_in_flight` host-wide slots (the wait counts against the call's own timeout:
-   excess fetches queue, they are not refused), then resolve the name once;
+   excess fetches queue, they are not refused; a freed slot goes to the plugin holding the fewest,
+   `plugbox.totals.slots`), then resolve the name once;
 5. every resolved address must be public, unless the host is on the operator's exemption list
    (`fetch_exempt_hosts`, same syntax as `net.allow`, matched against the URL host: the exemption
    skips the address rule only, never the plugin's allowlist);
@@ -61,6 +62,7 @@ from plugbox.net.allowlist import HostList
 from plugbox.net.budget import BodyBudget
 from plugbox.net.urls import Target, parse_target
 from plugbox.settings import Settings
+from plugbox.totals.slots import FairSlots
 
 __all__ = ["FORBIDDEN_REQUEST_HEADERS", "FetchPolicy", "FetchService", "Resolver", "system_resolver"]
 
@@ -119,21 +121,28 @@ class FetchService:
             self._exempt = HostList.parse(settings.fetch_exempt_hosts)
         except ValueError as exc:
             raise ConfigError("fetch_exempt_hosts", str(exc)) from None
-        self._slots = asyncio.Semaphore(settings.fetch_max_in_flight)
-        self._in_flight = 0
-        self._queued = 0
-        self._per_plugin: dict[str, int] = {}  # plugin id -> its fetches holding or awaiting a slot
+        # A hard bound (no ceiling above it), refused at once past a plugin's share: `plugbox.totals.slots`.
+        self.slots = FairSlots(settings.fetch_max_in_flight, settings.fetch_max_in_flight_per_plugin,
+                               refuse_past_own=True, refusal=self._refusal)
         self.bodies = BodyBudget(settings.fetch_body_bytes_in_flight, settings.fetch_body_bytes_per_plugin)
-        self.peak_in_flight = 0
+
+    def _refusal(self, plugin_id: str, mine: int) -> str:
+        share = self._settings.fetch_max_in_flight_per_plugin
+        return (f"{VERB}: plugin {plugin_id!r} already has {mine} fetches in flight, its share of the host's "
+                f"{self._settings.fetch_max_in_flight} (fetch_max_in_flight_per_plugin = {share})")
 
     @property
     def in_flight(self) -> int:
-        return self._in_flight
+        return self.slots.in_flight
+
+    @property
+    def peak_in_flight(self) -> int:
+        return self.slots.peak_in_flight
 
     @property
     def queued(self) -> int:
         """Fetches waiting for a host-wide slot."""
-        return self._queued
+        return self.slots.queued
 
     def clamp_timeout_ms(self, timeout_ms: int) -> int:
         return min(max(timeout_ms, 1), self._settings.fetch_timeout_max_ms)
@@ -192,7 +201,7 @@ class FetchService:
         request_headers = _request_headers(headers)
         budget_ms = self.clamp_timeout_ms(self._settings.fetch_timeout_ms if timeout_ms is None else timeout_ms)
         try:
-            async with asyncio.timeout(budget_ms / 1000), self._slot(plugin_id):
+            async with asyncio.timeout(budget_ms / 1000), self.slots.hold(plugin_id):
                 addresses = await self._addresses(target, exempt)
                 return await self._send(plugin_id, target, addresses, method, request_headers, body,
                                         budget_ms / 1000, cap, decode)
@@ -229,10 +238,7 @@ class FetchService:
 
     def in_flight_of(self, plugin_id: str) -> int:
         """Fetches of `plugin_id` holding or waiting for a host-wide slot."""
-        return self._per_plugin.get(plugin_id, 0)
-
-    def _slot(self, plugin_id: str) -> _Slot:
-        return _Slot(self, plugin_id)
+        return self.slots.in_flight_of(plugin_id)
 
     async def _send(
         self,
@@ -284,52 +290,6 @@ class FetchService:
                 )
             chunks.append(chunk)
         return b"".join(chunks)
-
-
-class _Slot:
-    """One of the plugin's share of fetch slots, then one of the host-wide ones (counted for
-    metrics and tests). The share is taken before the host-wide wait, so a plugin queueing behind
-    its own fetches still counts against its share and cannot park a queue in front of others."""
-
-    __slots__ = ("_plugin_id", "_service")
-
-    def __init__(self, service: FetchService, plugin_id: str) -> None:
-        self._service = service
-        self._plugin_id = plugin_id
-
-    async def __aenter__(self) -> None:
-        s, pid = self._service, self._plugin_id
-        share = s._settings.fetch_max_in_flight_per_plugin
-        mine = s._per_plugin.get(pid, 0)
-        if mine >= share:
-            raise CapabilityError(
-                f"{VERB}: plugin {pid!r} already has {mine} fetches in flight, its share of the host's "
-                f"{s._settings.fetch_max_in_flight} (fetch_max_in_flight_per_plugin = {share})"
-            )
-        s._per_plugin[pid] = mine + 1
-        s._queued += 1
-        try:
-            await s._slots.acquire()
-        except BaseException:
-            self._release_share()
-            raise
-        finally:
-            s._queued -= 1
-        s._in_flight += 1
-        s.peak_in_flight = max(s.peak_in_flight, s._in_flight)
-
-    async def __aexit__(self, *exc: object) -> None:
-        self._service._in_flight -= 1
-        self._service._slots.release()
-        self._release_share()
-
-    def _release_share(self) -> None:
-        per_plugin = self._service._per_plugin
-        left = per_plugin[self._plugin_id] - 1
-        if left:
-            per_plugin[self._plugin_id] = left
-        else:
-            del per_plugin[self._plugin_id]
 
 
 def _request_headers(headers: dict[str, str]) -> dict[str, str]:
