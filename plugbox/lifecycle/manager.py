@@ -190,8 +190,9 @@ class PluginManager:
             await self._registry.observe(entry.record)
 
     # -- enable --
-    async def enable(self, plugin_id: str) -> PluginEntry:
-        """Start the plugin. A second enable while one is in flight is refused."""
+    async def enable(self, plugin_id: str, *, restoring: bool = False) -> PluginEntry:
+        """Start the plugin. A second enable while one is in flight is refused. `restoring`: the
+        boot's re-enable, which yields to an operator's disable requested before it got its turn."""
         entry = self.get(plugin_id)
         if entry.enabling is not None:
             raise PluginStateError(f"plugin {plugin_id!r}: an enable is already in flight")
@@ -201,7 +202,7 @@ class PluginManager:
         try:
             if entry.disabling is not None:
                 await asyncio.shield(entry.disabling)
-            if entry.status == Status.ENABLED:
+            if entry.status == Status.ENABLED or (restoring and not entry.record.enabled):
                 return entry
             if entry.restart is not None:
                 entry.restart.cancel()
@@ -273,14 +274,17 @@ class PluginManager:
         """Stop the plugin. Concurrent disables join the one in flight."""
         entry = self.get(plugin_id)
         if entry.disabling is None:
-            entry.disabling = asyncio.ensure_future(self._stop(entry, operator, budget))
+            # It waits for an enable already in flight, never for one requested after it (that
+            # one waits for this disable: each waiting for the other would hang both).
+            entry.disabling = asyncio.ensure_future(self._stop(entry, operator, budget, entry.enabling))
             entry.disabling.add_done_callback(lambda _t: setattr(entry, "disabling", None))
         await asyncio.shield(entry.disabling)
         return entry
 
-    async def _stop(self, entry: PluginEntry, operator: bool, budget: float | None) -> None:
-        if entry.enabling is not None:
-            await asyncio.shield(entry.enabling)
+    async def _stop(self, entry: PluginEntry, operator: bool, budget: float | None,
+                    enabling: asyncio.Future[None] | None) -> None:
+        if enabling is not None:
+            await asyncio.shield(enabling)
         if entry.restart is not None:
             entry.restart.cancel()
             entry.restart = None
@@ -496,7 +500,7 @@ class PluginManager:
 
         async def one(entry: PluginEntry) -> None:
             try:
-                await self.enable(entry.plugin_id)
+                await self.enable(entry.plugin_id, restoring=True)
             except Exception as exc:
                 log.error("plugin %s: not re-enabled on boot: %s", entry.plugin_id, exc)
 

@@ -241,6 +241,22 @@ async def test_disable_during_an_enable_waits_for_it_then_disables(host: Host) -
     assert _hooks_of(host, "probe") == []
 
 
+async def test_an_enable_asked_for_right_after_a_disable_runs_after_it_and_neither_hangs(host: Host) -> None:
+    """The disable is asked for first, the enable before the disable's task has begun: the enable
+    waits for the disable, and the disable does not wait for an enable asked for after it (each
+    waiting for the other hung both)."""
+    script = Script()
+    _add(host, script)
+    await host.enable("probe")
+    disabling = asyncio.create_task(host.disable("probe"))
+    enabling = asyncio.create_task(host.enable("probe"))
+    async with asyncio.timeout(5):
+        await disabling
+        entry = await enabling
+    assert script.calls == ["on_load", "on_enable", "on_disable", "on_load", "on_enable"]
+    assert entry.status == "enabled"
+
+
 async def test_operator_disable_during_boot_restore_does_not_wait_for_the_boot_task(make_host: MakeHost) -> None:
     script = Script()
     first = make_host()
@@ -266,6 +282,8 @@ async def test_operator_disable_during_boot_restore_does_not_wait_for_the_boot_t
     async with asyncio.timeout(0.3):
         entry = await disabling
     assert entry.status == "disabled"
+    # Whichever got its turn first, the boot's re-enable does not undo the operator's disable.
+    assert second.plugin("probe").status == "disabled" and not second.manager.get("probe").record.enabled
 
 
 # -- config and sessions -----------------------------------------------------------------------------
