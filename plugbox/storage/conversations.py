@@ -50,6 +50,9 @@ index entries included), the same quota as its keys, and every write to its `Wri
 the plugin's own; a message dropped by the rolling bound is credited back. Values arrive validated by
 the capability layer (lengths, types, the state enum); this module checks no permissions or session
 scope. Records are returned as camelCase dicts, like the envelopes.
+
+(Longer than most modules: three tables that share one quota, one counts table and one set of
+chats held in memory; split by table, each part would reach into the others' counts and holds.)
 """
 
 from __future__ import annotations
