@@ -31,8 +31,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
+from plugbox.api import create_app
 from plugbox.engines.loopback import LoopbackEngine
 from plugbox.host import Host
 from plugbox.lifecycle import Status
@@ -147,6 +149,13 @@ class _Udp(asyncio.DatagramProtocol):
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
         self.hits.append(f"{self.what}: {data[:64]!r}")
+
+
+@pytest.fixture
+async def client(host: Host) -> AsyncIterator[httpx.AsyncClient]:
+    """The host's HTTP API, in process (ASGI), as an operator or a sender reaches it."""
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(host)), base_url="http://t") as c:
+        yield c
 
 
 @pytest.fixture

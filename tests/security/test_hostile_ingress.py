@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
 
-from plugbox.api import create_app
 from plugbox.api.ingress import sign
 from plugbox.errors import ManifestError
 from plugbox.host import Host
@@ -58,12 +56,6 @@ ROUTES = [{"route": "page", "signature": SIGNED}, {"route": "count", "signature"
 @pytest.fixture
 def settings_overrides() -> dict[str, Any]:
     return {"admin_api_keys": ("admin-key",)}
-
-
-@pytest.fixture
-async def client(host: Host) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(host)), base_url="http://t") as c:
-        yield c
 
 
 async def _evil(host: Host, write_plugin: WritePlugin) -> PluginEntry:

@@ -13,13 +13,11 @@ import logging
 import re
 import sys
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
 
-from plugbox.api import create_app
 from plugbox.errors import PluginStateError
 from plugbox.host import Host
 from plugbox.lifecycle.entry import PluginEntry
@@ -40,12 +38,6 @@ CAP = 8192
 @pytest.fixture
 def settings_overrides() -> dict[str, Any]:
     return {"admin_api_keys": ("admin",), "log_lines_per_window": 3, "log_window_ms": 60_000}
-
-
-@pytest.fixture
-async def client(host: Host) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(host)), base_url="http://t") as c:
-        yield c
 
 
 def host_lines(caplog: pytest.LogCaptureFixture) -> list[str]:

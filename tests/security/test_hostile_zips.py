@@ -14,14 +14,13 @@ import json
 import os
 import stat
 import zipfile
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from plugbox.api import create_app
 from plugbox.host import Host
 
 ADMIN = {"X-API-Key": "admin-key"}
@@ -34,12 +33,6 @@ def settings_overrides(tmp_path: Path) -> dict[str, Any]:
     return {"admin_api_keys": ("admin-key",), "plugins_dir": str(tmp_path / "plugins"),
             "install_zip_max_bytes": 1 << 20, "install_unpacked_max_bytes": 8 << 20,
             "install_max_depth": 8, "install_max_ratio": 100}
-
-
-@pytest.fixture
-async def client(host: Host) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(host)), base_url="http://t") as c:
-        yield c
 
 
 def build(members: list[tuple[str, bytes | str]], *, method: int = zipfile.ZIP_DEFLATED,

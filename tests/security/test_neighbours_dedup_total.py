@@ -13,12 +13,10 @@ memory); the counts are exposed as metrics; the host survived (`aftermath`).
 from __future__ import annotations
 
 import sys
-from collections.abc import AsyncIterator
 
 import httpx
 import pytest
 
-from plugbox.api import create_app
 from plugbox.host import Host
 from plugbox.lifecycle import Status
 
@@ -47,12 +45,6 @@ class Answers(Plugin):
         self.seen += 1
         return {"status": 200, "body": {"seen": self.seen}}
 """
-
-
-@pytest.fixture
-async def client(host: Host) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(host)), base_url="http://t") as c:
-        yield c
 
 
 async def _send(client: httpx.AsyncClient, plugin: str, event: str) -> httpx.Response:

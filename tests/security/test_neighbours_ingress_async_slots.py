@@ -24,12 +24,10 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
-from collections.abc import AsyncIterator
 
 import httpx
 import pytest
 
-from plugbox.api import create_app
 from plugbox.host import Host
 from plugbox.lifecycle import Status
 
@@ -67,12 +65,6 @@ class Fast(Plugin):
     async def answer(self, request):
         return {"status": 200, "body": "ok"}
 """
-
-
-@pytest.fixture
-async def client(host: Host) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(host)), base_url="http://t") as c:
-        yield c
 
 
 def _delivered(host: Host, plugin: str) -> int:

@@ -25,12 +25,10 @@ headers are there, once each.
 from __future__ import annotations
 
 import sys
-from collections.abc import AsyncIterator
 
 import httpx
 import pytest
 
-from plugbox.api import create_app
 from plugbox.api.routes.ingress import _response
 from plugbox.host import Host
 from plugbox.lifecycle import Status
@@ -65,12 +63,6 @@ class Answers(Plugin):
     async def answer(self, request):
         return {{"status": 200, "body": "ok", "headers": {{**HEADERS, "X-Plugin": "mine"}}}}
 """
-
-
-@pytest.fixture
-async def client(host: Host) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(host)), base_url="http://t") as c:
-        yield c
 
 
 @pytest.mark.parametrize("settings_overrides", [{"allow_unsigned_ingress": True}])

@@ -19,12 +19,10 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import AsyncIterator
 
 import httpx
 import pytest
 
-from plugbox.api import create_app
 from plugbox.host import Host
 from plugbox.lifecycle import Status
 
@@ -52,12 +50,6 @@ class Counts(Plugin):
         self.seen += 1
         return {"status": 200, "body": {"seen": self.seen}}
 """
-
-
-@pytest.fixture
-async def client(host: Host) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(host)), base_url="http://t") as c:
-        yield c
 
 
 def _headers(secret: str, delivery_id: str) -> dict[str, str]:
