@@ -31,26 +31,12 @@ from plugbox.lifecycle import Status
 from plugbox.webhooks import parse_spec
 
 from .conftest import SESSION, Attack, enable, wait_for
+from .test_neighbours_webhooks import flooder
 
 pytestmark = [pytest.mark.skipif(sys.platform != "linux", reason="confined workers are Linux-only"),
               pytest.mark.timeout(120)]
 
-FLOODER = """
-import asyncio
-from plugbox.sdk import Plugin
-
-
-class Flooder(Plugin):
-    async def on_enable(self, ctx):
-        self.lanes = [asyncio.ensure_future(self.lane()) for _ in range(8)]
-
-    async def lane(self):
-        while True:
-            try:
-                await self.ctx.messages.send_text("s1", "15550002222@c.us", "spam")
-            except Exception:
-                await asyncio.sleep(0.01)
-"""
+FLOODER = flooder(8)
 
 # Watches delivery failures slowly, and records every inbound message it sees.
 VICTIM = """

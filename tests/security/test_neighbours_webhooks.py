@@ -27,14 +27,15 @@ QUEUE_MAX = 100
 SHARE = 40
 CHAT = "15550002222@c.us"
 
-FLOODER = """
+# Sends as fast as replies come, on `lanes` tasks (`flooder(lanes)`).
+_FLOODER = """
 import asyncio
 from plugbox.sdk import Plugin
 
 
 class Flooder(Plugin):
     async def on_enable(self, ctx):
-        self.lanes = [asyncio.ensure_future(self.lane()) for _ in range(16)]
+        self.lanes = [asyncio.ensure_future(self.lane()) for _ in range({lanes})]
 
     async def lane(self):
         while True:
@@ -43,6 +44,13 @@ class Flooder(Plugin):
             except Exception:
                 await asyncio.sleep(0.01)
 """
+
+
+def flooder(lanes: int) -> str:
+    return _FLOODER.format(lanes=lanes)
+
+
+FLOODER = flooder(16)
 
 # Sends one message when the test fires session:ready at it (it holds hooks:modify, so the bus
 # awaits the handler and the send is done when the dispatch returns).
