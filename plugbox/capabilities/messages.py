@@ -29,10 +29,11 @@ A plugin's sends are bounded twice (`SendLimits`; the host's own, `caller` None,
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Collection, Mapping
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import Callable, Collection, Mapping
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import msgspec
@@ -89,11 +90,6 @@ class SendLimits:
             await asyncio.sleep(wait)
 
 
-@asynccontextmanager
-async def _no_slot() -> AsyncIterator[None]:
-    yield
-
-
 class MessageService:
     def __init__(self, engine: Engine, bus: HookBus, gate: Gate | None = None, *,
                  limits: SendLimits | None = None) -> None:
@@ -108,7 +104,7 @@ class MessageService:
         """Send through the hooks and the engine. `caller`: the plugin sending (the events' source,
         and their cause: its sends have only a share of other plugins' observer slots); None: the host."""
         source = caller or "host"
-        slot: AbstractAsyncContextManager[None] = _no_slot()
+        slot: AbstractAsyncContextManager[None] = contextlib.nullcontext()
         if caller is not None and self.limits is not None:
             await self.limits.pace(caller, f"send to chat {chat_id!r} on session {session_id!r}")
             slot = self.limits.slots.hold(caller)  # entered around the engine call only
