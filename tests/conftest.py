@@ -6,10 +6,12 @@ Settings are built with an empty environment so a developer's `PLUGBOX_*` variab
 
 from __future__ import annotations
 
+import asyncio
 import glob
 import os
 import subprocess
 import tempfile
+import time
 import urllib.parse
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -101,6 +103,31 @@ def make_postgres_url(postgres_server: str) -> Iterator[Callable[[], str]]:
     with psycopg.connect(postgres_server, autocommit=True) as admin:
         for name in created:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'.encode())
+
+
+@pytest.fixture
+async def two_hosts(tmp_path: Path, make_postgres_url: Callable[[], str]) -> AsyncIterator[tuple[Host, Host]]:
+    """Two started hosts sharing one new PostgreSQL database, each with its own data dir; stopped at
+    teardown, before the database is dropped."""
+    url = make_postgres_url()
+    a, b = (Host(load_settings(environ={}, data_dir=str(tmp_path / name), database_url=url), bundled=False)
+            for name in ("a", "b"))
+    try:
+        await a.start()
+        await b.start()
+        yield a, b
+    finally:
+        await a.stop()
+        await b.stop()
+
+
+async def within(check: Callable[[], bool], seconds: float) -> float:
+    """Wait until `check()` holds, failing past `seconds`; the seconds it took."""
+    start = time.monotonic()
+    while not check():
+        assert time.monotonic() - start < seconds, f"not within {seconds} s"
+        await asyncio.sleep(0.02)
+    return time.monotonic() - start
 
 
 @pytest.fixture(params=BACKENDS)

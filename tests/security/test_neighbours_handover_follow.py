@@ -21,28 +21,19 @@ from __future__ import annotations
 import asyncio
 import statistics
 import time
-from collections.abc import Callable
-from pathlib import Path
 
 import psycopg
 import pytest
 
 from plugbox.host import Host
-from plugbox.settings import load_settings
 from plugbox.storage.conversations import FOLLOW_EVERY_S
+from tests.conftest import within
 
 pytestmark = [pytest.mark.timeout(180)]
 
 VICTIMS = 5
 CHATS_EACH = 10_000  # handover_human_chats_per_plugin, the default
 WRITES = 60
-
-
-async def _within(check: Callable[[], bool], seconds: float) -> None:
-    deadline = time.monotonic() + seconds
-    while not check():
-        assert time.monotonic() < deadline, f"not within {seconds} s"
-        await asyncio.sleep(0.02)
 
 
 async def _flood(a: Host, costs: list[float], round_: int) -> int:
@@ -53,7 +44,7 @@ async def _flood(a: Host, costs: list[float], round_: int) -> int:
     for i in range(WRITES):
         await a.conversations.set_handover("hostile", f"r{round_}-{i}", "bot")
         await asyncio.sleep(0.025)
-    await _within(lambda: bool(costs), 5.0)
+    await within(lambda: bool(costs), 5.0)
     await asyncio.sleep(1.5)  # the last announcements arrive (within about a second) and are read
     elapsed = time.monotonic() - started
     # Gathered: one read a period at most (and one more for a batch cut by the edges), not one a write.
@@ -62,45 +53,36 @@ async def _flood(a: Host, costs: list[float], round_: int) -> int:
 
 
 async def test_a_handover_write_costs_other_hosts_what_its_plugin_holds_not_what_all_hold(
-    tmp_path: Path, make_postgres_url: Callable[[], str]
-) -> None:
-    url = make_postgres_url()
-    a, b = (Host(load_settings(environ={}, data_dir=str(tmp_path / name), database_url=url), bundled=False)
-            for name in ("a", "b"))
-    try:
-        await a.start()
-        await b.start()
-        costs: list[float] = []
-        follow = b.conversations.follow
+        two_hosts: tuple[Host, Host]) -> None:
+    a, b = two_hosts
+    costs: list[float] = []
+    follow = b.conversations.follow
 
-        def timed(*plugin_ids: str) -> None:
-            started = time.thread_time()
-            follow(*plugin_ids)
-            if "hostile" in plugin_ids:
-                costs.append(time.thread_time() - started)
+    def timed(*plugin_ids: str) -> None:
+        started = time.thread_time()
+        follow(*plugin_ids)
+        if "hostile" in plugin_ids:
+            costs.append(time.thread_time() - started)
 
-        b.conversations.follow = timed  # type: ignore[method-assign]
+    b.conversations.follow = timed  # type: ignore[method-assign]
 
-        await _flood(a, costs, 0)
-        alone = statistics.median(costs)
+    await _flood(a, costs, 0)
+    alone = statistics.median(costs)
 
-        # Neighbours hold their chats in `human`, each within its own bound, as a busy helpdesk would.
-        # (Written straight to the table: through the verb it takes each plugin ~10 s of its write budget.)
-        rows = [(f"victim{v}", f"ref{n}", "human", 0.0, "default", f"1555{v}{n:07d}@c.us")
-                for v in range(VICTIMS) for n in range(CHATS_EACH)]
-        with psycopg.connect(url) as conn:
-            conn.cursor().executemany("INSERT INTO conversation_handover (plugin_id, ref, state, updated_at, "
-                                      "session_id, chat_id) VALUES (%s, %s, %s, %s, %s, %s)", rows)
-        b.conversations.follow()
-        assert b.conversations.human_owners("default", "15550" + "0" * 7 + "@c.us") == {"victim0"}
+    # Neighbours hold their chats in `human`, each within its own bound, as a busy helpdesk would.
+    # (Written straight to the table: through the verb it takes each plugin ~10 s of its write budget.)
+    rows = [(f"victim{v}", f"ref{n}", "human", 0.0, "default", f"1555{v}{n:07d}@c.us")
+            for v in range(VICTIMS) for n in range(CHATS_EACH)]
+    with psycopg.connect(a.settings.database_url) as conn:
+        conn.cursor().executemany("INSERT INTO conversation_handover (plugin_id, ref, state, updated_at, "
+                                  "session_id, chat_id) VALUES (%s, %s, %s, %s, %s, %s)", rows)
+    b.conversations.follow()
+    assert b.conversations.human_owners("default", "15550" + "0" * 7 + "@c.us") == {"victim0"}
 
-        reads = await _flood(a, costs, 1)
-        crowded = statistics.median(costs)
-        print(f"{WRITES} writes, {reads} re-reads on host b; CPU per re-read of a plugin holding nothing: "
-              f"{alone * 1000:.2f} ms alone, {crowded * 1000:.2f} ms with {VICTIMS * CHATS_EACH} chats held by others")
-        assert crowded <= 3 * alone + 0.001, (
-            f"each re-read cost host b {crowded * 1000:.1f} ms with neighbours' chats held, "
-            f"{alone * 1000:.2f} ms without")
-    finally:  # before the database is dropped
-        await a.stop()
-        await b.stop()
+    reads = await _flood(a, costs, 1)
+    crowded = statistics.median(costs)
+    print(f"{WRITES} writes, {reads} re-reads on host b; CPU per re-read of a plugin holding nothing: "
+          f"{alone * 1000:.2f} ms alone, {crowded * 1000:.2f} ms with {VICTIMS * CHATS_EACH} chats held by others")
+    assert crowded <= 3 * alone + 0.001, (
+        f"each re-read cost host b {crowded * 1000:.1f} ms with neighbours' chats held, "
+        f"{alone * 1000:.2f} ms without")
